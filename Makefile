@@ -1,0 +1,46 @@
+# pit: `make demo` and `make test` each set everything up first, so on a fresh machine each is
+# one command. PYTHON picks the interpreter the venv is built from (>= 3.10).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+UV     := $(shell command -v uv 2>/dev/null)
+
+.PHONY: setup demo test test-all protos check-protos lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@if [ -z "$(UV)" ] && ! $(PYTHON) -m uv --version >/dev/null 2>&1; then \
+		echo "uv not found: installing it with pip"; \
+		$(PYTHON) -m pip install --quiet uv; \
+	fi
+	@UV_BIN="$$(command -v uv || echo '$(PYTHON) -m uv')"; \
+	$$UV_BIN venv --quiet --allow-existing --python $(PYTHON) $(VENV) && \
+	$$UV_BIN pip install --quiet --python $(PY) -e '.[dev]'
+	@touch $@
+
+demo: setup
+	cd examples && ../$(VENV)/bin/pit run quickstart.py
+
+test: setup
+	$(PY) scripts/gen_protos.py --check
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m "slow or not slow"
+
+protos: setup
+	$(PY) scripts/gen_protos.py
+
+check-protos: setup
+	$(PY) scripts/gen_protos.py --check
+
+lint: setup
+	$(PY) -m ruff check runtime snakecli scripts tests
+	$(PY) -m mypy runtime snakecli
+
+bench: setup
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf $(VENV) .pit .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,60 @@
+"""pit: pools of isolated, long-lived Python worker processes over gRPC.
+
+Host side:   Pool, AsyncPool, Pools, current_pools(), execute(), errors (PitError ...)
+Worker side: Adapter, tool, SessionContext, current_context, Pickled
+
+Names resolve lazily, so a worker importing `runtime.worker` pulls in nothing host-side.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Pool": "runtime.pool.sync_pool",
+    "Pools": "runtime.pool.sync_pool",
+    "AsyncPool": "runtime.pool.async_pool",
+    "PoolStats": "runtime.pool.async_pool",
+    "WorkerStats": "runtime.pool.async_pool",
+    "current_pools": "runtime.pool.current",
+    "execute": "runtime.pool.current",
+    "stream": "runtime.pool.current",
+    "Adapter": "runtime.worker.adapter",
+    "tool": "runtime.worker.adapter",
+    "SessionContext": "runtime.worker.context",
+    "current_context": "runtime.worker.context",
+    "Pickled": "runtime.protocol.codec",
+    "PoolConfig": "runtime.config",
+    "load_config": "runtime.config",
+    "PitError": "runtime.errors",
+    "RemoteError": "runtime.errors",
+    "CallTimeout": "runtime.errors",
+    "QueueTimeout": "runtime.errors",
+    "PoolSaturated": "runtime.errors",
+    "WorkerExit": "runtime.errors",
+    "WorkerStartError": "runtime.errors",
+    "ToolNotFound": "runtime.errors",
+    "InvalidArgument": "runtime.errors",
+    "ConfigError": "runtime.errors",
+    "ShutdownError": "runtime.errors",
+    "PoolNotFound": "runtime.errors",
+    "PoolNotReady": "runtime.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,210 @@
+"""Configuration: ``pit.toml`` or ``[tool.pit]`` in ``pyproject.toml``, found from the working
+directory upward, into typed, validated dataclasses. All defaults live here.
+
+    [pools.default]
+    adapter = "myproject.adapters:MyAdapter"
+    size = 4
+
+Unknown keys and bad values raise `ConfigError` naming the file, the key and what is accepted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - 3.10
+    import tomli as tomllib
+
+PIT_CONFIG = "PIT_CONFIG"  # path of the config file to use instead of searching
+PIT_STATE_DIR = "PIT_STATE_DIR"  # where registries, run dirs and envs live (default .pit/)
+DEFAULT_ADAPTER = "runtime.adapters.showcase:ShowcaseAdapter"
+DEFAULT_POOL = "default"
+# Native math libraries spawn one thread per core in every worker unless told otherwise.
+THREAD_LIMIT_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def default_size() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """One pool. Constructor keywords of `runtime.Pool` are these fields."""
+
+    name: str = DEFAULT_POOL
+    adapter: str = DEFAULT_ADAPTER
+    size: int = field(default_factory=default_size)
+    python: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    max_queue: int = 1000
+    queue_timeout_ms: int = 10_000
+    call_timeout_ms: int = 60_000
+    startup_timeout_ms: int = 30_000
+    shutdown_grace_ms: int = 5_000
+    allow_pickle: bool = False
+    max_message_mb: int = 512
+    pipeline_depth: int = 16
+
+    def worker_env(self) -> dict[str, str]:
+        """Extra environment for this pool's workers: thread limits, then the pool's env."""
+        env = {name: "1" for name in THREAD_LIMIT_VARS}
+        env.update(self.env)
+        return env
+
+
+@dataclass(frozen=True, slots=True)
+class PitConfig:
+    path: Path | None
+    state_dir: Path
+    pools: Mapping[str, PoolConfig]
+
+
+def _int(lo: int, hi: int | None = None) -> tuple[Callable[[Any], bool], str]:
+    def ok(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= lo and (
+            hi is None or v <= hi)
+    return ok, f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "")
+
+
+def _adapter_ok(v: Any) -> bool:
+    return isinstance(v, str) and v.count(":") == 1 and all(v.split(":"))
+
+
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "adapter": (_adapter_ok, "a string 'package.module:ClassName'"),
+    "size": _int(1, 1024),
+    "python": (lambda v: v is None or (isinstance(v, str) and bool(v)),
+               "a path to a Python interpreter"),
+    "env": (lambda v: isinstance(v, Mapping) and all(
+        isinstance(k, str) and isinstance(x, str) for k, x in v.items()),
+        "a table of string = string"),
+    "max_queue": _int(0),
+    "queue_timeout_ms": _int(1),
+    "call_timeout_ms": _int(0),
+    "startup_timeout_ms": _int(1),
+    "shutdown_grace_ms": _int(0),
+    "allow_pickle": (lambda v: isinstance(v, bool), "true or false"),
+    "max_message_mb": _int(1, 2047),
+    "pipeline_depth": _int(0, 1024),
+}
+POOL_KEYS = tuple(_RULES)
+TOP_KEYS = ("pools", "state_dir")
+
+
+def _unknown(key: str, accepted: tuple[str, ...], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, accepted, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return ConfigError(f"{where}: unknown key {key!r}; {hint}accepted keys: "
+                       f"{', '.join(accepted)}", details={"key": key},
+                       hint=f"accepted keys are: {', '.join(accepted)}")
+
+
+def make_pool_config(name: str = DEFAULT_POOL, where: str | None = None,
+                     **values: Any) -> PoolConfig:
+    """Validate ``values`` (config keys) and build a PoolConfig; errors name ``where``."""
+    where = where or f"pool {name!r}"
+    if not isinstance(name, str) or not name or not name.replace("_", "").replace(
+            "-", "").isalnum():
+        raise ConfigError(f"{where}: pool name {name!r} must be letters, digits, '-' or '_'")
+    for key, value in values.items():
+        if key not in _RULES:
+            raise _unknown(key, POOL_KEYS, where)
+        ok, accepted = _RULES[key]
+        if not ok(value):
+            raise ConfigError(f"{where}: {key} = {value!r} is invalid; expected {accepted}",
+                              details={"key": key, "value": repr(value)},
+                              hint=f"set {key} to {accepted}")
+    if values.get("env") is not None:
+        values["env"] = dict(values["env"])
+    return PoolConfig(name=name, **values)
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    """``$PIT_CONFIG``, else the nearest pit.toml or pyproject.toml with [tool.pit]."""
+    explicit = os.environ.get(PIT_CONFIG)
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"{PIT_CONFIG}={explicit} does not exist",
+                              hint=f"point {PIT_CONFIG} at a pit.toml or unset it")
+        return path.resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "pit.toml"
+        if candidate.is_file():
+            return candidate
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and "tool" in _read(pyproject) and "pit" in _read(
+                pyproject)["tool"]:
+            return pyproject
+    return None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from None
+
+
+def load_config(path: str | Path | None = None, *, cwd: Path | None = None) -> PitConfig:
+    """Load and validate the config; with no file at all, one default showcase pool."""
+    found = Path(path).resolve() if path else find_config(cwd)
+    data: dict[str, Any] = {}
+    if found is not None:
+        raw = _read(found)
+        data = raw.get("tool", {}).get("pit", {}) if found.name == "pyproject.toml" else raw
+    where = str(found) if found else "defaults"
+    for key in data:
+        if key not in TOP_KEYS:
+            raise _unknown(key, TOP_KEYS, where)
+    pools_raw = data.get("pools", {})
+    if not isinstance(pools_raw, Mapping):
+        raise ConfigError(f"{where}: 'pools' must be a table of [pools.<name>] tables")
+    pools: dict[str, PoolConfig] = {}
+    for name, table in pools_raw.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}: [pools.{name}] must be a table")
+        values = dict(table)
+        python = values.get("python")
+        if isinstance(python, str) and found is not None and ("/" in python):
+            values["python"] = str((found.parent / python).resolve()) if not Path(
+                python).is_absolute() else python
+        pools[name] = make_pool_config(name, where=f"{where}: [pools.{name}]", **values)
+    if not pools:
+        pools[DEFAULT_POOL] = PoolConfig()
+    return PitConfig(path=found, state_dir=state_dir(found, data.get("state_dir")),
+                     pools=pools)
+
+
+def state_dir(config_path: Path | None = None, configured: Any = None) -> Path:
+    env = os.environ.get(PIT_STATE_DIR)
+    if env:
+        return Path(env).resolve()
+    base = config_path.parent if config_path else Path.cwd()
+    if configured is not None:
+        if not isinstance(configured, str):
+            raise ConfigError(f"{config_path}: state_dir must be a string path")
+        return (base / configured).resolve()
+    return (base / ".pit").resolve()
+
+
+def pool_field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in fields(PoolConfig))

@@ -1,0 +1,481 @@
+"""`AsyncPool`: the pool core, native asyncio. The sync `Pool` runs this same core on a loop
+thread.
+
+    execute(tool, args)
+      -> encode request (bad payloads fail here, before taking a slot)
+      -> Scheduler.acquire: least-loaded ready worker, else FIFO queue (max_queue, queue timeout)
+      -> WorkerHandle.call over the worker's call lane (deadline = remaining budget)
+      -> decode result, or raise the PitError the worker's error payload names
+
+All pool state is touched only from the event loop the pool was started on. A worker that dies
+fails only its own in-flight calls and is replaced (with backoff while replacements keep dying).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import PoolConfig, make_pool_config, state_dir
+from ..errors import (
+    CallTimeout,
+    InvalidArgument,
+    PitError,
+    PoolNotReady,
+    PoolSaturated,
+    QueueTimeout,
+    ShutdownError,
+    ToolNotFound,
+    WorkerStartError,
+    error_class,
+)
+from ..protocol import codec, pb
+from .instance import HostInstance
+from .scheduler import Saturated, Scheduler
+from .worker_handle import WorkerHandle
+
+RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+Deliver = Callable[[Any, "BaseException | None"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    id: str
+    pid: int | None
+    state: str
+    in_flight: int
+    capacity: int
+    requests: int
+    errors: int
+    uptime_s: float
+    python: str
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    name: str
+    adapter: str
+    size: int
+    ready: int
+    queued: int
+    max_queue: int
+    restarts: int
+    workers: tuple[WorkerStats, ...]
+
+
+class AsyncPool:
+    """A pool of worker processes, driven from asyncio.
+
+        async with AsyncPool(size=2) as pool:
+            print(await pool.execute("add", {"a": 1, "b": 2}))
+    """
+
+    def __init__(self, config: PoolConfig | None = None, *,
+                 instance: HostInstance | None = None, **options: Any) -> None:
+        if config is not None and options:
+            raise TypeError("pass either a PoolConfig or keyword options, not both")
+        self.config = config or make_pool_config(options.pop("name", "default"), **options)
+        self._instance = instance
+        self._owns_instance = instance is None
+        self._sched = Scheduler(self.config.max_queue)
+        self._workers: dict[str, WorkerHandle] = {}
+        self._ids = itertools.count(1)
+        self._call_ids = itertools.count(1)
+        self._tools: dict[str, dict[str, Any]] = {}
+        self._replacing: set[asyncio.Task[Any]] = set()
+        self._crash_streak = 0
+        self._restarts = 0
+        self._state = "new"  # new | starting | running | closing | closed
+        self._ready_event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._start_error: PitError | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def instance(self) -> HostInstance:
+        if self._instance is None:
+            self._instance = HostInstance(state_dir(), python_path=[str(Path.cwd())])
+        return self._instance
+
+    # --- lifecycle --------------------------------------------------------------------------
+    async def start(self, *, wait: bool = True) -> AsyncPool:
+        """Start all workers concurrently; with ``wait``, return once every one is ready."""
+        if self._state != "new":
+            raise PitError(f"pool {self.name!r} was already started")
+        self._state = "starting"
+        self._loop = asyncio.get_running_loop()
+        self._ready_event = asyncio.Event()
+        if self._owns_instance:
+            await self.instance.start()
+        starts = [self._loop.create_task(self._start_worker()) for _ in range(self.config.size)]
+        if not wait:
+            self._replacing.update(starts)
+            for t in starts:
+                t.add_done_callback(self._replacing.discard)
+            self._state = "running"
+            return self
+        results = await asyncio.gather(*starts, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self.close()
+            raise errors[0]
+        self._state = "running"
+        return self
+
+    async def _start_worker(self) -> WorkerHandle:
+        inst = self.instance
+        worker = WorkerHandle(
+            f"worker-{next(self._ids)}", self.config, run_dir=inst.run_dir, run_id=inst.id,
+            token=inst.token, host_address=inst.host_address, python_path=inst.python_path,
+            on_free=self._sched.release, on_exit=self._worker_exited,
+            pipeline=self.config.pipeline_depth)
+        self._workers[worker.id] = worker
+        try:
+            await worker.start()
+        except BaseException:
+            self._workers.pop(worker.id, None)
+            await worker.stop()
+            raise
+        if self._state in ("closing", "closed"):
+            await worker.stop()
+            return worker
+        if not self._tools:
+            self._tools = {t["name"]: t for t in worker.ready_info.get("tools", [])}
+        self._sched.add(worker)
+        if self.ready_count() >= self.config.size and self._ready_event is not None:
+            self._ready_event.set()
+        return worker
+
+    def _worker_exited(self, worker: WorkerHandle) -> None:
+        """A worker died on its own: drop it and start a replacement."""
+        self._sched.remove(worker)
+        self._workers.pop(worker.id, None)
+        if self._state not in ("running", "starting"):
+            return
+        if self._ready_event is not None:
+            self._ready_event.clear()
+        sys.stderr.write(f"pit: pool {self.name!r}: worker {worker.id} (pid {worker.pid}) "
+                         f"{worker.exit_reason}; starting a replacement\n")
+        task = asyncio.get_running_loop().create_task(self._replace(worker.uptime()))
+        self._replacing.add(task)
+        task.add_done_callback(self._replacing.discard)
+
+    async def _replace(self, died_after_s: float) -> None:
+        # Back off while replacements keep dying young (a broken adapter, a crash loop).
+        self._crash_streak = self._crash_streak + 1 if died_after_s < 5.0 else 0
+        delay = self._backoff()
+        while self._state in ("running", "starting"):
+            await asyncio.sleep(delay)
+            try:
+                await self._start_worker()
+                self._restarts += 1
+                return
+            except WorkerStartError as exc:
+                self._start_error = exc
+                sys.stderr.write(f"pit: pool {self.name!r}: replacement failed to start: "
+                                 f"{exc.message.splitlines()[0]}\n")
+                self._crash_streak += 1
+                delay = self._backoff()
+
+    def _backoff(self) -> float:
+        """0 for a first crash, then growing delays while workers keep dying young."""
+        if self._crash_streak <= 1:
+            return 0.0
+        return RESTART_BACKOFF_S[min(self._crash_streak - 2, len(RESTART_BACKOFF_S) - 1)]
+
+    def ready_count(self) -> int:
+        return sum(1 for w in self._workers.values() if w.accepting)
+
+    async def await_ready(self, timeout: float | None = None) -> None:
+        """Wait until every worker is ready; raises PoolNotReady on timeout."""
+        if self._ready_event is None:
+            raise PoolNotReady(f"pool {self.name!r} has not been started",
+                               hint="call start() first")
+        try:
+            await asyncio.wait_for(self._ready_event.wait(), timeout)
+        except asyncio.TimeoutError:
+            states = ", ".join(f"{w.id}={w.state}" for w in self._workers.values()) or "none"
+            raise PoolNotReady(
+                f"pool {self.name!r}: {self.ready_count()}/{self.config.size} workers ready "
+                f"after {timeout:g} s ({states})",
+                hint=str(self._start_error) if self._start_error else None) from None
+
+    async def close(self, grace: float | None = None) -> None:
+        """Stop accepting, drain in-flight calls up to ``grace`` s, stop every worker.
+
+        Idempotent. Queued calls fail with ShutdownError; nothing is left running.
+        """
+        if self._state in ("closing", "closed"):
+            while self._state == "closing":
+                await asyncio.sleep(0.01)
+            return
+        self._state = "closing"
+        for waiter in self._sched.drain_queue():
+            waiter.set_exception(ShutdownError(f"pool {self.name!r} is shutting down"))
+        for task in list(self._replacing):
+            task.cancel()
+        grace = self.config.shutdown_grace_ms / 1000 if grace is None else grace
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
+        for w in self._workers.values():
+            w.accepting = False
+            if w.state == "ready":
+                w.state = "draining"
+        while self._sched.in_flight > 0 and loop.time() < end:
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*(w.stop() for w in list(self._workers.values())),
+                             return_exceptions=True)
+        if self._replacing:
+            await asyncio.gather(*self._replacing, return_exceptions=True)
+        self._workers.clear()
+        if self._owns_instance and self._instance is not None:
+            await self._instance.close()
+        self._state = "closed"
+
+    async def __aenter__(self) -> AsyncPool:
+        if self._state == "new":
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- calls ------------------------------------------------------------------------------
+    def prepare(self, tool: str, args: Mapping[str, Any] | None, session_id: str | None,
+                metadata: Mapping[str, str] | None) -> Any:
+        """Check and encode a call (safe from any thread): bad input fails here, at once."""
+        if self._state != "running":
+            if self._state in ("closing", "closed"):
+                raise ShutdownError(f"pool {self.name!r} is closed")
+            raise PoolNotReady(f"pool {self.name!r} is not started", hint="call start() first")
+        if self._tools and tool not in self._tools:
+            raise ToolNotFound(f"pool {self.name!r} has no tool {tool!r}; available tools: "
+                               f"{', '.join(sorted(self._tools))}",
+                               details={"tool": tool, "pool": self.name})
+        if args is not None and not isinstance(args, Mapping):
+            raise TypeError(f"args must be a mapping of parameter names to values, "
+                            f"got {type(args).__name__}")
+        req = pb.ExecuteToolRequest(tool_name=tool, session_id=session_id or "")
+        try:
+            codec.encode_params(req, args)
+        except codec.CodecError as exc:
+            raise InvalidArgument(f"tool {tool!r}: {exc}") from None
+        if metadata:
+            req.metadata.update(metadata)
+        if "correlation_id" not in req.metadata:
+            req.metadata["correlation_id"] = f"{self.instance.id}-{next(self._call_ids)}"
+        return req
+
+    def _budget(self, timeout: float | None) -> float | None:
+        if timeout is None:
+            ms = self.config.call_timeout_ms
+            return ms / 1000 if ms else None
+        if timeout <= 0:
+            raise ValueError("timeout must be > 0 s (float('inf') for no deadline)")
+        return None if math.isinf(timeout) else timeout
+
+    def _grant(self, tool: str, deadline: float | None) -> asyncio.Future[WorkerHandle]:
+        """A future for a worker slot: at once when one is free, else via the FIFO queue.
+
+        Fails with PoolSaturated (queue full), QueueTimeout (queue_timeout_ms passed) or
+        CallTimeout (the call's own deadline came first). Whoever gets the slot must use it
+        or give it back with ``_sched.release``.
+        """
+        loop = self._loop or asyncio.get_running_loop()
+        fut: asyncio.Future[WorkerHandle] = loop.create_future()
+        worker = self._sched.acquire()
+        if worker is not None:
+            fut.set_result(worker)
+            return fut
+        try:
+            self._sched.enqueue(fut)
+        except Saturated:
+            fut.set_exception(PoolSaturated(
+                f"pool {self.name!r} is saturated: {self.config.max_queue} calls already "
+                f"queued for {self.config.size} workers",
+                details={"pool": self.name, "max_queue": self.config.max_queue},
+                hint="raise max_queue or size, or slow down callers"))
+            return fut
+        queue_s = self.config.queue_timeout_ms / 1000
+        left = None if deadline is None else deadline - loop.time()
+        by_deadline = left is not None and left < queue_s
+        wait_s = left if by_deadline and left is not None else queue_s
+
+        def expire() -> None:
+            if not fut.done():
+                self._sched.discard(fut)
+                fut.set_exception(
+                    CallTimeout(f"call to {tool!r} timed out while queued ({wait_s:g} s)")
+                    if by_deadline else
+                    QueueTimeout(f"call to {tool!r} waited {queue_s:g} s in the queue of pool "
+                                 f"{self.name!r} without a free worker",
+                                 hint="raise queue_timeout_ms or size"))
+
+        timer = loop.call_later(max(wait_s, 0.0), expire)
+        fut.add_done_callback(lambda _: timer.cancel())
+        return fut
+
+    def dispatch(self, req: Any, timeout: float | None, deliver: Deliver) -> Callable[[], None]:
+        """Start a prepared call; ``deliver(result, None)`` or ``deliver(None, error)`` follows.
+
+        Runs on the pool's loop and never awaits, so the sync API can use it without a task:
+        a free worker takes the call at once, else it waits in the FIFO queue. ``timeout``
+        covers queueing and execution. Returns a function that cancels the call (out of the
+        queue, or cancelled in the worker), after which nothing is delivered.
+        """
+        loop = self._loop or asyncio.get_running_loop()
+        budget = self._budget(timeout)
+        deadline = None if budget is None else loop.time() + budget
+        state: list[Any] = [None, None]  # [worker, call id] once sent
+        done = False
+
+        def finish(value: Any, err: BaseException | None) -> None:
+            nonlocal done
+            if not done:
+                done = True
+                deliver(value, err)
+
+        def granted(slot: asyncio.Future[WorkerHandle]) -> None:
+            if slot.cancelled():
+                return
+            if slot.exception() is not None:
+                finish(None, slot.exception())
+                return
+            worker = slot.result()
+            if done:  # cancelled while queued: hand the slot on
+                self._sched.release(worker)
+                return
+            left = None if deadline is None else max(deadline - loop.time(), 0.001)
+            state[0] = worker
+            state[1] = worker.send(req, left, lambda resp, err: finish(
+                *self._outcome(resp, err, req.tool_name, worker)))
+
+        slot = self._grant(req.tool_name, deadline)
+        if slot.done():
+            granted(slot)
+        else:
+            slot.add_done_callback(granted)
+
+        def cancel() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            if not slot.done():
+                slot.cancel()
+                self._sched.discard(slot)
+            elif state[0] is not None:
+                state[0].abandon(state[1], CallTimeout("call cancelled by the caller"))
+
+        return cancel
+
+    def _outcome(self, resp: Any, err: BaseException | None, tool: str,
+                 worker: WorkerHandle) -> tuple[Any, BaseException | None]:
+        if err is not None:
+            if isinstance(err, CallTimeout) and "cancelled by the caller" not in str(err):
+                err = CallTimeout(f"call to {tool!r} timed out on {worker.id} (the worker was "
+                                  "told to cancel it)", details={"tool": tool,
+                                                                 "worker": worker.id},
+                                  hint="raise the timeout or call_timeout_ms")
+            return None, err
+        if resp.success:
+            try:
+                return codec.decode_result(resp, allow_pickle=self.config.allow_pickle), None
+            except codec.CodecError as exc:
+                return None, InvalidArgument(str(exc))
+        worker.errors += 1
+        return None, self._remote_error(resp.error_message, tool, worker)
+
+    async def execute(self, tool: str, args: Mapping[str, Any] | None = None, *,
+                      session_id: str | None = None, timeout: float | None = None,
+                      metadata: Mapping[str, str] | None = None) -> Any:
+        """Call ``tool`` with ``args`` on a worker and return its result.
+
+        ``timeout`` (seconds) covers queueing and execution; None uses the pool's
+        call_timeout_ms, ``float('inf')`` means no deadline.
+        """
+        req = self.prepare(tool, args, session_id, metadata)
+        out: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def deliver(value: Any, err: BaseException | None) -> None:
+            if not out.done():
+                out.set_exception(err) if err is not None else out.set_result(value)
+
+        cancel = self.dispatch(req, timeout, deliver)
+        try:
+            return await out
+        except asyncio.CancelledError:
+            cancel()
+            raise
+
+    def _remote_error(self, text: str, tool: str, worker: WorkerHandle) -> PitError:
+        payload = codec.decode_error(text)
+        cls = error_class(payload.get("category", "remote_error"))
+        rtype = payload.get("type", "Error")
+        message = payload.get("message", "")
+        if cls.category == "remote_error":
+            message = f"tool {tool!r} raised {rtype}: {message}"
+        return cls(message, remote_type=rtype, remote_traceback=payload.get("traceback"),
+                   details={"tool": tool, "pool": self.name, "worker": worker.id})
+
+    async def stream(self, tool: str, args: Mapping[str, Any] | None = None, *,
+                     session_id: str | None = None, timeout: float | None = None,
+                     metadata: Mapping[str, str] | None = None) -> AsyncIterator[Any]:
+        """Call a generator tool and iterate over the items it yields."""
+        req = self.prepare(tool, args, session_id, metadata)
+        req.stream = True
+        budget = self._budget(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if budget is None else loop.time() + budget
+        worker = await self._acquire(tool, deadline)
+        left = None if deadline is None else max(deadline - loop.time(), 0.001)
+        async for chunk in worker.stream(req, left):
+            if chunk.is_final and chunk.metadata.get("empty") == "true":
+                break
+            yield codec.decode_chunk(chunk)
+            if chunk.is_final:
+                break
+
+    async def _acquire(self, tool: str, deadline: float | None) -> WorkerHandle:
+        slot = self._grant(tool, deadline)
+        try:
+            return await asyncio.shield(slot)
+        except asyncio.CancelledError:
+            if slot.done() and not slot.cancelled() and slot.exception() is None:
+                self._sched.release(slot.result())
+            else:
+                slot.cancel()
+            raise
+
+    # --- introspection ----------------------------------------------------------------------
+    def tools(self) -> list[dict[str, Any]]:
+        """The adapter's tools as the workers announced them (name, parameters, streaming)."""
+        return list(self._tools.values())
+
+    def stats(self) -> PoolStats:
+        workers = tuple(
+            WorkerStats(id=w.id, pid=w.pid, state=w.state, in_flight=w.in_flight,
+                        capacity=w.capacity, requests=w.served, errors=w.errors,
+                        uptime_s=round(w.uptime(), 3),
+                        python=str(w.ready_info.get("python", "")))
+            for w in self._workers.values())
+        return PoolStats(name=self.name, adapter=self.config.adapter, size=self.config.size,
+                         ready=self.ready_count(), queued=self._sched.depth,
+                         max_queue=self.config.max_queue, restarts=self._restarts,
+                         workers=workers)
+
+    def register_host_tool(self, name: str, fn: Callable[..., Any]) -> None:
+        """Make ``fn`` callable from workers as ``ctx.call_host_tool(name, **kwargs)``."""
+        self.instance.register_host_tool(name, fn)
+
+    def pids(self) -> list[int]:
+        return [w.pid for w in self._workers.values() if w.pid is not None]

@@ -1,0 +1,46 @@
+"""The pools of the running program, as `pit run` sets them up.
+
+A script started with ``pit run script.py`` calls ``runtime.execute("tool", {...})`` or picks a
+pool with ``runtime.current_pools()["name"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ..errors import PoolNotReady
+from .sync_pool import Pools
+
+_current: list[Pools] = []  # the one registry of "current" pools, set by set_current_pools
+
+
+def set_current_pools(pools: Pools | None) -> None:
+    _current.clear()
+    if pools is not None:
+        _current.append(pools)
+
+
+def current_pools() -> Pools:
+    """The pools started by `pit run` (or registered with set_current_pools)."""
+    if not _current:
+        raise PoolNotReady("no pools are running in this process",
+                           hint="start the script with `pit run script.py`, or create a "
+                                "runtime.Pool / runtime.Pools yourself")
+    return _current[0]
+
+
+def execute(tool: str, args: Mapping[str, Any] | None = None, *, pool: str | None = None,
+            **options: Any) -> Any:
+    """Call ``tool`` on the current default pool (or the pool named ``pool``)."""
+    pools = current_pools()
+    target = pools[pool] if pool else pools.default()
+    return target.execute(tool, args, **options)
+
+
+def stream(tool: str, args: Mapping[str, Any] | None = None, *, pool: str | None = None,
+           **options: Any) -> Iterator[Any]:
+    """Stream ``tool``'s items from the current default pool (or the pool named ``pool``)."""
+    pools = current_pools()
+    target = pools[pool] if pool else pools.default()
+    return target.stream(tool, args, **options)

@@ -1,0 +1,51 @@
+"""A private asyncio event loop on a daemon thread: how the sync API drives the async core."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+STOP_TIMEOUT_S = 5.0
+
+
+class LoopThread:
+    def __init__(self, name: str = "pit-loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop and wait for its result from this (other) thread."""
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("a sync pit call was made from inside pit's own event loop; "
+                               "use AsyncPool from async code")
+        fut = self.submit(coro)
+        try:
+            return fut.result(timeout)
+        except BaseException:
+            fut.cancel()
+            raise
+
+    def in_loop(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if not self.in_loop():
+            self._thread.join(STOP_TIMEOUT_S)
+            if not self._thread.is_alive():
+                self.loop.close()

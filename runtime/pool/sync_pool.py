@@ -1,0 +1,272 @@
+"""`Pool` and `Pools`: the synchronous API, the same async core run on a private loop thread.
+
+    with Pool(size=2) as pool:
+        pool.execute("add", {"a": 1, "b": 2})           # -> 3
+        fut = pool.submit("ping")                        # concurrent.futures.Future
+        for item in pool.stream("stream_count", {"n": 3}):
+            ...
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..config import PitConfig, PoolConfig, load_config
+from ..errors import PoolNotFound
+from .async_pool import AsyncPool, PoolStats
+from .instance import HostInstance
+from .loop_thread import LoopThread
+
+_live: weakref.WeakSet[Any] = weakref.WeakSet()  # closed at interpreter exit
+_live_lock = threading.Lock()
+
+
+@atexit.register
+def _close_all() -> None:
+    with _live_lock:
+        owners = list(_live)
+    for owner in owners:
+        try:
+            owner.close()
+        except Exception:  # noqa: BLE001, S110 - best effort at exit
+            pass
+
+
+class Pool:
+    """A pool of worker processes with a blocking API (thread-safe)."""
+
+    def __init__(self, config: PoolConfig | None = None, **options: Any) -> None:
+        self._loop = LoopThread()
+        self._owner = True
+        self._cancels: dict[int, Callable[[], None]] = {}
+        self._core = self._loop.run(_make(config, options))
+        with _live_lock:
+            _live.add(self)
+
+    @classmethod
+    def _attached(cls, core: AsyncPool, loop: LoopThread) -> Pool:
+        self = cls.__new__(cls)
+        self._loop, self._core, self._owner = loop, core, False
+        self._cancels = {}
+        return self
+
+    @property
+    def name(self) -> str:
+        return self._core.name
+
+    @property
+    def config(self) -> PoolConfig:
+        return self._core.config
+
+    def start(self, *, wait: bool = True) -> Pool:
+        self._loop.run(self._core.start(wait=wait))
+        return self
+
+    def await_ready(self, timeout: float | None = None) -> None:
+        self._loop.run(self._core.await_ready(timeout))
+
+    def close(self, grace: float | None = None) -> None:
+        """Drain, stop every worker, free the loop thread. Idempotent."""
+        if self._loop.loop.is_closed():
+            return
+        if self._owner:
+            self._loop.run(self._core.close(grace))
+            self._loop.stop()
+            with _live_lock:
+                _live.discard(self)
+
+    def __enter__(self) -> Pool:
+        if self._core._state == "new":
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def execute(self, tool: str, args: Mapping[str, Any] | None = None, *,
+                session_id: str | None = None, timeout: float | None = None,
+                metadata: Mapping[str, str] | None = None) -> Any:
+        """Call ``tool`` and wait for its result (see AsyncPool.execute)."""
+        fut = self.submit(tool, args, session_id=session_id, timeout=timeout,
+                          metadata=metadata)
+        try:
+            return fut.result()
+        except BaseException:
+            self.cancel(fut)  # e.g. KeyboardInterrupt: leave the queue, stop the call
+            raise
+
+    def cancel(self, fut: concurrent.futures.Future[Any]) -> None:
+        """Cancel a submitted call: out of the queue, or cancelled in its worker."""
+        cancel = self._cancels.get(id(fut))
+        if not fut.cancel() and cancel is not None and not self._loop.loop.is_closed():
+            self._loop.loop.call_soon_threadsafe(cancel)
+
+    def submit(self, tool: str, args: Mapping[str, Any] | None = None, *,
+               session_id: str | None = None, timeout: float | None = None,
+               metadata: Mapping[str, str] | None = None) -> concurrent.futures.Future[Any]:
+        """Start a call and return a Future for its result (bad input raises here)."""
+        if self._loop.in_loop():
+            raise RuntimeError("sync pit calls cannot be made from pit's own event loop")
+        # Encoding happens in the caller's thread; only dispatch crosses to the loop, as a
+        # plain callback (no task): the cheapest hand-off asyncio offers.
+        req = self._core.prepare(tool, args, session_id, metadata)
+        result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._loop.loop.call_soon_threadsafe(self._dispatch, req, timeout, result)
+        return result
+
+    def _dispatch(self, req: Any, timeout: float | None,
+                  result: concurrent.futures.Future[Any]) -> None:
+        if not result.set_running_or_notify_cancel():
+            return
+
+        def deliver(value: Any, err: BaseException | None) -> None:
+            if err is not None:
+                result.set_exception(err)
+            else:
+                result.set_result(value)
+
+        try:
+            cancel = self._core.dispatch(req, timeout, deliver)
+        except BaseException as exc:  # noqa: BLE001 - e.g. a bad timeout
+            result.set_exception(exc)
+            return
+        self._cancels[id(result)] = cancel
+        result.add_done_callback(lambda r: self._cancels.pop(id(r), None))
+
+    def stream(self, tool: str, args: Mapping[str, Any] | None = None, *,
+               session_id: str | None = None, timeout: float | None = None,
+               metadata: Mapping[str, str] | None = None) -> Iterator[Any]:
+        """Call a generator tool; iterate over what it yields (closing early cancels it)."""
+        agen = self._core.stream(tool, args, session_id=session_id, timeout=timeout,
+                                 metadata=metadata)
+        try:
+            while True:
+                try:
+                    yield self._loop.run(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._loop.loop.is_closed():
+                self._loop.run(agen.aclose())
+
+    def tools(self) -> list[dict[str, Any]]:
+        return self._core.tools()
+
+    def stats(self) -> PoolStats:
+        return self._core.stats()
+
+    def pids(self) -> list[int]:
+        return self._core.pids()
+
+    def register_host_tool(self, name: str, fn: Callable[..., Any]) -> None:
+        self._core.register_host_tool(name, fn)
+
+
+def _copy(src: Any, dst: concurrent.futures.Future[Any]) -> None:
+    if dst.done():
+        return
+    if src.cancelled():
+        dst.cancel()
+    elif src.exception() is not None:
+        dst.set_exception(src.exception())
+    else:
+        dst.set_result(src.result())
+
+
+async def _make(config: PoolConfig | None, options: dict[str, Any]) -> AsyncPool:
+    return AsyncPool(config, **options)
+
+
+class Pools(Mapping[str, Pool]):
+    """Every pool of a config, sharing one host instance: ``pools["name"].execute(...)``."""
+
+    __hash__ = object.__hash__  # Mapping defines __eq__; identity is what we track
+
+    def __init__(self, config: PitConfig, *, only: list[str] | None = None,
+                 python_path: list[str] | None = None) -> None:
+        selected = list(config.pools) if not only else only
+        for name in selected:
+            if name not in config.pools:
+                raise PoolNotFound(f"no pool named {name!r} in {config.path or 'the defaults'}",
+                                   hint=f"pools defined: {', '.join(config.pools)}")
+        self.config = config
+        self._loop = LoopThread()
+        paths = [*(python_path or []), str(config.path.parent if config.path else Path.cwd())]
+        self.instance = HostInstance(config.state_dir, python_path=paths)
+        self._pools: dict[str, Pool] = {}
+        for name in selected:
+            core = self._loop.run(_attach(config.pools[name], self.instance))
+            self._pools[name] = Pool._attached(core, self._loop)
+        self._closed = False
+        with _live_lock:
+            _live.add(self)
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None, *, only: list[str] | None = None,
+                    python_path: list[str] | None = None) -> Pools:
+        return cls(load_config(path), only=only, python_path=python_path)
+
+    def __getitem__(self, name: str) -> Pool:
+        try:
+            return self._pools[name]
+        except KeyError:
+            raise PoolNotFound(f"no pool named {name!r}; pools: {', '.join(self._pools)}",
+                               hint="pick one of the pools above") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._pools)
+
+    def __len__(self) -> int:
+        return len(self._pools)
+
+    def default(self) -> Pool:
+        """The pool named "default", or the only pool."""
+        if "default" in self._pools:
+            return self._pools["default"]
+        if len(self._pools) == 1:
+            return next(iter(self._pools.values()))
+        raise PoolNotFound(f"several pools ({', '.join(self._pools)}) and none named "
+                           "'default'", hint="name the pool: pools['name'].execute(...)")
+
+    def start(self, *, wait: bool = True) -> Pools:
+        async def start_all() -> None:
+            await self.instance.start()
+            import asyncio
+            await asyncio.gather(*(p._core.start(wait=wait) for p in self._pools.values()))
+        try:
+            self._loop.run(start_all())
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self, grace: float | None = None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        async def close_all() -> None:
+            import asyncio
+            await asyncio.gather(*(p._core.close(grace) for p in self._pools.values()),
+                                 return_exceptions=True)
+            await self.instance.close()
+        self._loop.run(close_all())
+        self._loop.stop()
+        with _live_lock:
+            _live.discard(self)
+
+    def __enter__(self) -> Pools:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _attach(config: PoolConfig, instance: HostInstance) -> AsyncPool:
+    return AsyncPool(config, instance=instance)

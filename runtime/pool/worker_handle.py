@@ -1,0 +1,429 @@
+"""One worker process seen from the host: spawn, readiness, call lane, death, stop.
+
+    spawn (own process group) --> ready file --> aio channel --> CallLane stream
+                                                     |  call(): write LaneRequest, await future
+    process exit (awaited) ---> fail pending calls ---+  reader task: LaneResponse -> future
+
+While calls are tiny (average run time under PIPELINE_BELOW_MS) a busy worker may be handed
+up to ``pipeline`` more calls; the writer packs whatever piled up into one message, which is
+what lets many small calls beat a pipe-based pool. Pipelined calls count as in flight on that
+worker: if it dies they fail with it.
+
+A call whose deadline passes is answered with `CallTimeout` at once and cancelled in the worker;
+its slot stays taken until the worker reports the call ended, and a worker that has not within
+`CANCEL_GRACE_S` is killed (the pool replaces it), so a timed-out call never runs on unseen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from ..config import PoolConfig
+from ..errors import CallTimeout, RemoteError, WorkerExit, WorkerStartError
+from ..protocol import codec, pb, pb_grpc
+
+READY_POLL_S = 0.005
+TERM_GRACE_S = 2.0  # SIGTERM -> SIGKILL
+CANCEL_GRACE_S = 2.0  # a cancelled call must end within this, or the worker is killed
+EXIT_WAIT_S = 1.0  # after the lane breaks, how long to wait for the exit code
+OUTPUT_TAIL_LINES = 40
+PIPELINE_BELOW_MS = 1.0  # pipeline calls to a busy worker only while calls average less
+
+
+OnDone = Callable[[Any, "BaseException | None"], None]
+
+
+def _deliver(on_done: OnDone, value: Any, err: BaseException | None) -> None:
+    try:
+        on_done(value, err)
+    except Exception:  # noqa: BLE001 - a broken callback must not stop the lane reader
+        import traceback
+
+        traceback.print_exc()
+
+
+def _deliver_task(on_done: OnDone, task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        _deliver(on_done, None, WorkerExit("the call was cancelled"))
+    elif task.exception() is not None:
+        _deliver(on_done, None, task.exception())
+    else:
+        _deliver(on_done, task.result(), None)
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "is gone"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = ": out of memory?" if -code == signal.SIGKILL else ""
+        return f"was killed by {name} ({code}){hint}"
+    return f"exited with code {code}"
+
+
+class WorkerHandle:
+    def __init__(self, worker_id: str, config: PoolConfig, *, run_dir: Path, run_id: str,
+                 token: str, host_address: str, python_path: list[str],
+                 on_free: Callable[[WorkerHandle], None],
+                 on_exit: Callable[[WorkerHandle], None], pipeline: int = 0) -> None:
+        self.id = worker_id
+        self.config = config
+        self.state = "starting"  # starting | ready | draining | stopping | dead
+        self.accepting = False
+        self.in_flight = 0
+        self.capacity = 1
+        self.served = 0
+        self.errors = 0
+        self.pid: int | None = None
+        self.started_at = time.time()
+        self.ready_info: dict[str, Any] = {}
+        self.exit_code: int | None = None
+        self.exit_reason = ""
+        self.output: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+        self._socket = run_dir / f"{worker_id}.sock"
+        self._ready_file = run_dir / f"{worker_id}.ready.json"
+        self._run_id, self._token, self._host_address = run_id, token, host_address
+        self._python_path = python_path
+        self._on_free, self._on_exit = on_free, on_exit
+        self._proc: asyncio.subprocess.Process | None = None
+        self._channel: Any = None
+        self._stub: Any = None
+        self._lane: Any = None
+        self._loop = asyncio.get_running_loop()
+        self._outbox: list[Any] = []
+        self._outbox_ready = asyncio.Event()
+        self.avg_ms = 0.0
+        self.pipeline = pipeline
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[OnDone, asyncio.TimerHandle | None]] = {}
+        self._abandoned: dict[int, asyncio.TimerHandle] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._writer: asyncio.Task[Any] | None = None
+        self._exited = self._loop.create_future()
+        self._stopping = False
+
+    # --- start ------------------------------------------------------------------------------
+    def argv(self) -> list[str]:
+        python = self.config.python or sys.executable
+        argv = [python, "-m", "runtime.worker", "--adapter", self.config.adapter,
+                "--listen", f"unix:{self._socket}", "--ready-file", str(self._ready_file),
+                "--run-id", self._run_id, "--instance-token", self._token,
+                "--host-address", self._host_address, "--host-pid", str(os.getpid()),
+                "--worker-id", self.id, "--max-message-mb", str(self.config.max_message_mb)]
+        if self.config.allow_pickle:
+            argv.append("--allow-pickle")
+        return argv
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.config.worker_env())
+        paths = [*self._python_path, env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    async def start(self) -> None:
+        """Spawn the process and wait until it serves; raises WorkerStartError."""
+        timeout = self.config.startup_timeout_ms / 1000
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.argv(), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                env=self.env(), start_new_session=True)
+        except OSError as exc:
+            raise WorkerStartError(
+                f"pool {self.config.name!r}: cannot start worker with "
+                f"{self.argv()[0]}: {exc}", hint="check the pool's python setting") from None
+        self.pid = self._proc.pid
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._pump_output()))
+        self._tasks.append(loop.create_task(self._watch_exit()))
+        deadline = loop.time() + timeout
+        while not self._ready_file.exists():
+            if self._exited.done():
+                await asyncio.sleep(0.05)  # let the output pump catch the last lines
+                raise self._start_error(f"{describe_exit(self.exit_code)} before it was ready")
+            if loop.time() > deadline:
+                self.kill()
+                raise self._start_error(f"was not ready within {timeout:g} s "
+                                        "(startup_timeout_ms)")
+            await asyncio.sleep(READY_POLL_S)
+        self.ready_info = json.loads(self._ready_file.read_text())
+        limit = self.config.max_message_mb * 1024 * 1024
+        self._channel = grpc.aio.insecure_channel(
+            self.ready_info.get("address", f"unix:{self._socket}"),
+            options=[("grpc.max_send_message_length", limit),
+                     ("grpc.max_receive_message_length", limit)])
+        self._stub = pb_grpc.BridgeServiceStub(self._channel)
+        if "call_lane" in self.ready_info.get("features", ()):
+            self._lane = self._stub.CallLane()
+            self._tasks.append(loop.create_task(self._read_lane(self._lane)))
+            self._writer = loop.create_task(self._write_lane(self._lane))
+        self.state, self.accepting = "ready", True
+
+    def _start_error(self, what: str) -> WorkerStartError:
+        tail = "\n".join(self.output) or "(no output)"
+        return WorkerStartError(
+            f"pool {self.config.name!r}: worker {self.id} (pid {self.pid}) {what}.\n"
+            f"Its last output:\n{tail}",
+            details={"pool": self.config.name, "worker": self.id, "exit_code": self.exit_code},
+            hint=f"check that adapter {self.config.adapter!r} imports and initializes: "
+                 f"python -m runtime.worker --health-check --adapter {self.config.adapter}")
+
+    async def _pump_output(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        prefix = f"[{self.config.name}/{self.id}] "
+        async for raw in self._proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.output.append(line)
+            sys.stderr.write(prefix + line + "\n")
+
+    async def _watch_exit(self) -> None:
+        assert self._proc is not None
+        code = await self._proc.wait()
+        self.exit_code = code
+        self.accepting = False
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)  # leftovers in the worker's group
+        was_stopping = self._stopping
+        self.state = "dead"
+        if self._writer is not None:
+            self._writer.cancel()
+        self.exit_reason = self.exit_reason or describe_exit(code)
+        err = WorkerExit(f"worker {self.id} (pid {self.pid}) {self.exit_reason}",
+                         details={"worker": self.id, "pid": self.pid, "exit_code": code})
+        self._fail_pending(err)
+        for timer in self._abandoned.values():
+            timer.cancel()
+        self._abandoned.clear()
+        if not self._exited.done():
+            self._exited.set_result(code)
+        if self._channel is not None:
+            await self._channel.close()
+        if not was_stopping:
+            self._on_exit(self)
+
+    def _fail_pending(self, err: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        for on_done, timer in pending.values():
+            if timer is not None:
+                timer.cancel()
+            _deliver(on_done, None, err)
+
+    # --- calls ------------------------------------------------------------------------------
+    async def _read_lane(self, lane: Any) -> None:
+        try:
+            while True:
+                msg = await lane.read()
+                if msg is grpc.aio.EOF:
+                    break
+                for result in msg.results:
+                    resp = result.response
+                    # Exponential average of run time decides whether calls are small enough
+                    # to pipeline (see `limit`).
+                    self.avg_ms += (resp.execution_time_ms - self.avg_ms) * 0.1
+                    entry = self._pending.pop(result.call_id, None)
+                    if entry is not None:
+                        on_done, timer = entry
+                        if timer is not None:
+                            timer.cancel()
+                        self.served += 1
+                        self._on_free(self)
+                        _deliver(on_done, resp, None)
+                    elif self._abandoned.pop(result.call_id, None) is not None:
+                        self._on_free(self)  # a timed-out call has now really ended
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                self._lane = None  # a peer without the lane: plain unary calls from now on
+                return
+        # The lane broke: usually the process died. Wait for the exit to name the cause.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._exited), EXIT_WAIT_S)
+        if not self._exited.done() and not self._stopping:
+            self.exit_reason = "closed its call lane"
+            self.kill()
+
+    async def _write_lane(self, lane: Any) -> None:
+        """Send queued calls, all that piled up since the last write in one message."""
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            calls, self._outbox = self._outbox, []
+            if not calls:
+                continue
+            try:
+                await lane.write(pb.LaneRequest(calls=calls))
+            except Exception as exc:  # noqa: BLE001 - the lane is gone; its calls fail
+                err = WorkerExit(f"worker {self.id} (pid {self.pid}) could not take the call: "
+                                 f"{self.exit_reason or type(exc).__name__}")
+                for call in calls:
+                    entry = self._pending.pop(call.call_id, None)
+                    if entry is not None:
+                        self._on_free(self)
+                        _deliver(entry[0], None, err)
+                return
+
+    @property
+    def limit(self) -> int:
+        """Calls this worker may hold: its capacity, plus a pipeline while calls are tiny."""
+        if self.avg_ms < PIPELINE_BELOW_MS and self.pipeline:
+            return self.capacity + self.pipeline
+        return self.capacity
+
+    def send(self, req: Any, timeout: float | None, on_done: OnDone) -> int:
+        """Start one call (its slot already taken); returns its call id.
+
+        ``on_done(response, None)`` or ``on_done(None, error)`` is called exactly once, from
+        the loop, as soon as the outcome is known; no task or future sits in between. The
+        slot is given back through ``on_free`` when the call has really ended in the worker.
+        """
+        cid = next(self._ids)
+        if self._lane is None:
+            task = self._loop.create_task(self._call_unary(req, timeout))
+            task.add_done_callback(lambda t: _deliver_task(on_done, t))
+            return cid
+        timer = (self._loop.call_later(timeout, self._expire, cid)
+                 if timeout is not None else None)
+        self._pending[cid] = (on_done, timer)
+        self._outbox.append(pb.LaneCall(call_id=cid, request=req,
+                                        timeout_ms=timeout * 1000 if timeout else 0))
+        self._outbox_ready.set()
+        return cid
+
+    def _expire(self, cid: int) -> None:
+        self.abandon(cid, CallTimeout(f"call timed out on worker {self.id}; the worker was "
+                                      "told to cancel it", details={"worker": self.id}))
+
+    def abandon(self, cid: int, err: BaseException) -> None:
+        """Answer call ``cid`` with ``err`` now and cancel it in the worker.
+
+        Its slot stays taken until the worker reports the call ended; a worker that does not
+        within CANCEL_GRACE_S is killed.
+        """
+        entry = self._pending.pop(cid, None)
+        if entry is None:
+            return
+        on_done, timer = entry
+        if timer is not None:
+            timer.cancel()
+        self._abandoned[cid] = self._loop.call_later(CANCEL_GRACE_S, self._cancel_overdue, cid)
+        self._loop.create_task(self._send_cancel(cid))
+        self.errors += 1
+        _deliver(on_done, None, err)
+
+    async def _send_cancel(self, cid: int) -> None:
+        with contextlib.suppress(Exception):
+            await self._stub.CancelCalls(pb.CancelCallsRequest(call_ids=[cid]), timeout=1.0)
+
+    def _cancel_overdue(self, cid: int) -> None:
+        if self._abandoned.pop(cid, None) is not None and self.state != "dead":
+            self.exit_reason = (f"was killed: a cancelled call did not stop within "
+                                f"{CANCEL_GRACE_S:g} s")
+            self.kill()
+
+    async def _call_unary(self, req: Any, timeout: float | None) -> Any:
+        """Plain ExecuteTool, for peers without the call lane (Snakepit workers)."""
+        try:
+            call = self._stub.ExecuteTool(req, timeout=timeout)
+            waiter = asyncio.ensure_future(call)
+            done, _ = await asyncio.wait({waiter, self._exited},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if waiter not in done:
+                call.cancel()
+                raise WorkerExit(f"worker {self.id} (pid {self.pid}) {self.exit_reason}")
+            resp = waiter.result()
+            self.served += 1
+            return resp
+        except grpc.aio.AioRpcError as exc:
+            raise self._rpc_error(exc) from None
+        finally:
+            self._on_free(self)
+
+    def _rpc_error(self, exc: Any) -> Exception:
+        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            self.errors += 1
+            return CallTimeout(f"call timed out on worker {self.id}")
+        if exc.code() == grpc.StatusCode.INTERNAL and exc.details().startswith("{"):
+            payload = codec.decode_error(exc.details())
+            return RemoteError(payload.get("message", ""), remote_type=payload.get("type"),
+                               remote_traceback=payload.get("traceback"))
+        if self.state == "dead" or self._exited.done():
+            return WorkerExit(f"worker {self.id} (pid {self.pid}) {self.exit_reason}")
+        return WorkerExit(f"worker {self.id} (pid {self.pid}) failed the call: "
+                          f"{exc.code().name}: {exc.details()}")
+
+    async def stream(self, req: Any, timeout: float | None) -> AsyncIterator[Any]:
+        """Yield ToolChunks of a streaming call; the slot is freed when the stream ends."""
+        call = self._stub.ExecuteStreamingTool(req, timeout=timeout)
+        try:
+            while True:
+                reader = asyncio.ensure_future(call.read())
+                done, _ = await asyncio.wait({reader, self._exited},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if reader not in done:
+                    reader.cancel()
+                    raise WorkerExit(f"worker {self.id} (pid {self.pid}) {self.exit_reason}")
+                chunk = reader.result()
+                if chunk is grpc.aio.EOF:
+                    break
+                yield chunk
+            self.served += 1
+        except grpc.aio.AioRpcError as exc:
+            raise self._rpc_error(exc) from None
+        finally:
+            call.cancel()
+            self._on_free(self)
+
+    # --- stop -------------------------------------------------------------------------------
+    def kill(self) -> None:
+        """SIGKILL the worker's process group now."""
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+
+    async def stop(self) -> None:
+        """SIGTERM the process group, SIGKILL after TERM_GRACE_S; returns once it is gone."""
+        self._stopping = True
+        self.accepting = False
+        if self.state != "dead":
+            self.state = "stopping"
+        if self._writer is not None:
+            self._writer.cancel()
+        if self._lane is not None:
+            with contextlib.suppress(Exception):
+                await self._lane.done_writing()
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exited), TERM_GRACE_S)
+            except asyncio.TimeoutError:
+                self.kill()
+            if self._proc is not None:
+                await self._exited
+        for task in self._tasks:
+            if not task.done():
+                await asyncio.wait({task}, timeout=1.0)
+                task.cancel()
+        for path in (self._socket, self._ready_file):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    def uptime(self) -> float:
+        return time.time() - self.started_at

@@ -1,0 +1,218 @@
+"""Python values <-> protobuf messages, per the wire contract (shared/PROTOCOL.md).
+
+- Parameters: each value is an ``Any`` whose ``value`` is JSON (orjson) and whose ``type_url``
+  is StringValue's; ``bytes``-like values travel raw in ``binary_parameters``.
+- Results: JSON in an ``Any`` whose type_url names the kind (``snakepit.map`` ...); ``bytes``
+  results travel raw in ``binary_result``.
+- Pickle is never used implicitly: a value wrapped in ``Pickled`` is sent pickled with
+  ``metadata["binary_format:<name>"] = "pickle"``, and the receiver unpickles it only when it
+  was told to allow pickle.
+"""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from . import snakepit_bridge_pb2 as pb
+
+STRING_VALUE_URL = "type.googleapis.com/google.protobuf.StringValue"
+RESULT_URL = "type.googleapis.com/snakepit."
+BINARY_FORMAT = "binary_format:"
+RESULT_FORMAT = "result_format"  # pit extension in response metadata: "bytes" | "pickle"
+_DUMP_OPTS = orjson.OPT_SERIALIZE_NUMPY
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+class Pickled:
+    """Wrap a value to send it pickled (opt-in; the receiving side must allow pickle)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Pickled({self.value!r})"
+
+
+class CodecError(ValueError):
+    """A value that cannot be put on (or taken off) the wire; the message names it."""
+
+
+def dumps(value: Any, what: str) -> bytes:
+    try:
+        return orjson.dumps(value, option=_DUMP_OPTS)
+    except TypeError as exc:
+        raise CodecError(
+            f"{what} is not JSON-serializable ({type(value).__name__}: {exc}); send JSON data, "
+            "bytes, or wrap it in Pickled(...) on a pool with allow_pickle = true"
+        ) from None
+
+
+def loads(data: bytes | str, what: str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise CodecError(f"{what} is not valid JSON: {exc}") from None
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+def encode_params(req: Any, args: Mapping[str, Any] | None) -> None:
+    """Fill ``req.parameters`` / ``binary_parameters`` / ``metadata`` from ``args``."""
+    if not args:
+        return
+    params = req.parameters
+    has_binary = "binary_parameters" in req.DESCRIPTOR.fields_by_name
+    for name, value in args.items():
+        if not isinstance(name, str):
+            raise CodecError(f"parameter names must be strings, got {name!r}")
+        if isinstance(value, (*_BYTES_LIKE, Pickled)) and not has_binary:
+            raise CodecError(f"parameter {name!r}: {req.DESCRIPTOR.name} carries JSON only; "
+                             "send bytes as a list of ints or a str")
+        if isinstance(value, _BYTES_LIKE):
+            req.binary_parameters[name] = bytes(value)
+        elif isinstance(value, Pickled):
+            req.binary_parameters[name] = pickle.dumps(value.value, protocol=5)
+            req.metadata[BINARY_FORMAT + name] = "pickle"
+        else:
+            slot = params[name]
+            slot.type_url = STRING_VALUE_URL
+            slot.value = dumps(value, f"parameter {name!r}")
+
+
+def decode_params(req: Any, *, allow_pickle: bool = False) -> dict[str, Any]:
+    """The call's keyword arguments. Raises CodecError naming the offending parameter."""
+    out: dict[str, Any] = {}
+    for name, anyval in req.parameters.items():
+        out[name] = loads(anyval.value, f"parameter {name!r}") if anyval.value else None
+    if "binary_parameters" in req.DESCRIPTOR.fields_by_name and req.binary_parameters:
+        for name, raw in req.binary_parameters.items():
+            fmt = req.metadata.get(BINARY_FORMAT + name)
+            if fmt == "pickle":
+                if not allow_pickle:
+                    raise CodecError(
+                        f"parameter {name!r} was sent pickled but this side does not allow "
+                        "pickle; set allow_pickle = true on the pool to accept it"
+                    )
+                out[name] = pickle.loads(raw)
+            elif fmt in (None, "", "raw", "bytes"):
+                out[name] = raw
+            else:
+                raise CodecError(f"parameter {name!r} has unknown binary format {fmt!r}")
+    return out
+
+
+# --- results ----------------------------------------------------------------------------------
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return "map"
+
+
+def encode_result(resp: Any, value: Any, *, allow_pickle: bool = False) -> None:
+    """Put a tool's return value into an ExecuteToolResponse-shaped message."""
+    if isinstance(value, _BYTES_LIKE):
+        resp.binary_result = bytes(value)
+        resp.metadata[RESULT_FORMAT] = "bytes"
+    elif isinstance(value, Pickled):
+        if not allow_pickle:
+            raise CodecError("the tool returned Pickled(...) but the pool does not allow pickle")
+        resp.binary_result = pickle.dumps(value.value, protocol=5)
+        resp.metadata[RESULT_FORMAT] = "pickle"
+    else:
+        resp.result.type_url = RESULT_URL + _kind(value)
+        resp.result.value = dumps(value, "the tool's result")
+    resp.success = True
+
+
+def decode_result(resp: Any, *, allow_pickle: bool = False) -> Any:
+    fmt = resp.metadata.get(RESULT_FORMAT) if resp.metadata else None
+    if fmt == "pickle":
+        if not allow_pickle:
+            raise CodecError("the worker sent a pickled result but this pool does not allow pickle")
+        return pickle.loads(resp.binary_result)
+    if fmt == "bytes" or (resp.binary_result and not resp.result.value):
+        return resp.binary_result
+    if not resp.result.value:
+        return None
+    return loads(resp.result.value, "the tool's result")
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+def encode_error(
+    exc: BaseException,
+    *,
+    tool_name: str,
+    session_id: str = "",
+    category: str | None = None,
+) -> str:
+    """The JSON error payload of a failed call (``type``, ``message``, ``traceback`` ...)."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    payload = {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": tb,
+        "stacktrace": tb.splitlines(),
+        "context": {"tool_name": tool_name, "session_id": session_id},
+    }
+    if category:
+        payload["category"] = category  # pit extension; Snakepit peers ignore it
+    return orjson.dumps(payload).decode()
+
+
+def decode_error(text: str) -> dict[str, Any]:
+    """Parse an error payload; a peer's plain-text error becomes ``{"message": text}``."""
+    try:
+        data = orjson.loads(text) if text else {}
+    except orjson.JSONDecodeError:
+        return {"type": "Error", "message": text}
+    return data if isinstance(data, dict) else {"type": "Error", "message": text}
+
+
+# --- streaming chunks -------------------------------------------------------------------------
+
+def encode_chunk(value: Any, tool_name: str, n: int, *, final: bool = False) -> Any:
+    if isinstance(value, _BYTES_LIKE):
+        data, fmt = bytes(value), "bytes"
+    else:
+        data, fmt = dumps(value, f"chunk {n} of {tool_name!r}"), None
+    chunk = pb.ToolChunk(chunk_id=f"{tool_name}-{n}", data=data, is_final=final)
+    if fmt:
+        chunk.metadata[RESULT_FORMAT] = fmt
+    return chunk
+
+
+def final_chunk(tool_name: str, n: int) -> Any:
+    """The empty closing chunk appended when a tool did not mark one final."""
+    chunk = pb.ToolChunk(chunk_id=f"{tool_name}-{n}", is_final=True)
+    chunk.metadata["empty"] = "true"
+    return chunk
+
+
+def decode_chunk(chunk: Any) -> Any:
+    if chunk.metadata and chunk.metadata.get(RESULT_FORMAT) == "bytes":
+        return chunk.data
+    if not chunk.data:
+        return None
+    try:
+        return orjson.loads(chunk.data)
+    except orjson.JSONDecodeError:
+        return chunk.data.decode("utf-8", "replace")  # a peer may send raw UTF-8 text

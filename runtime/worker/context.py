@@ -1,0 +1,109 @@
+"""The per-call context a tool can reach: session, metadata, deadline, host tools.
+
+A tool receives it through a parameter named ``ctx`` or by calling `current_context()`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from typing import Any
+
+from ..protocol import codec, pb, pb_grpc
+
+_current: contextvars.ContextVar[SessionContext | None] = contextvars.ContextVar(
+    "pit_context", default=None)
+
+HOST_CALL_DEFAULT_TIMEOUT_S = 60.0
+
+
+class HostToolError(RuntimeError):
+    """A host tool failed or could not be reached; ``.payload`` holds the host's error."""
+
+    def __init__(self, message: str, payload: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.payload = payload or {}
+
+
+class HostClient:
+    """The worker's channel to the host's BridgeService (created on first use)."""
+
+    def __init__(self, address: str | None) -> None:
+        self.address = address
+        self._stub: Any = None
+        self._lock = threading.Lock()
+
+    def _get_stub(self) -> Any:
+        if not self.address:
+            raise HostToolError("this worker was started without --host-address; "
+                                "host tools are unavailable")
+        with self._lock:
+            if self._stub is None:
+                import grpc
+
+                channel = grpc.insecure_channel(self.address)
+                self._stub = pb_grpc.BridgeServiceStub(channel)
+            return self._stub
+
+    def call(self, name: str, args: dict[str, Any], *, session_id: str,
+             correlation_id: str, timeout: float | None) -> Any:
+        import grpc
+
+        req = pb.ExecuteElixirToolRequest(session_id=session_id, tool_name=name)
+        codec.encode_params(req, args)
+        if correlation_id:
+            req.metadata["correlation_id"] = correlation_id
+        md = (("x-snakepit-correlation-id", correlation_id),) if correlation_id else None
+        try:
+            resp = self._get_stub().ExecuteElixirTool(
+                req, timeout=timeout or HOST_CALL_DEFAULT_TIMEOUT_S, metadata=md)
+        except grpc.RpcError as exc:
+            raise HostToolError(f"host tool {name!r} could not be called: "
+                                f"{exc.code().name}: {exc.details()}") from None
+        if not resp.success:
+            payload = codec.decode_error(resp.error_message)
+            raise HostToolError(f"host tool {name!r} failed: {payload.get('message', '')}",
+                                payload)
+        return codec.decode_result(resp)
+
+
+class SessionContext:
+    """What a running tool knows about its call."""
+
+    __slots__ = ("session_id", "metadata", "correlation_id", "deadline", "cancelled",
+                 "tool_name", "_sessions", "_host")
+
+    def __init__(self, *, session_id: str, metadata: dict[str, str], tool_name: str,
+                 deadline: float | None, sessions: dict[str, dict[str, Any]],
+                 host: HostClient) -> None:
+        self.session_id = session_id
+        self.metadata = metadata
+        self.correlation_id = metadata.get("correlation_id", "")
+        self.tool_name = tool_name
+        self.deadline = deadline  # time.monotonic() value, or None for no deadline
+        self.cancelled = threading.Event()
+        self._sessions = sessions
+        self._host = host
+
+    def remaining(self) -> float | None:
+        """Seconds left in the call's budget (None: no deadline)."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    @property
+    def session(self) -> dict[str, Any]:
+        """State kept in this worker for the call's session (empty id: a per-worker dict)."""
+        return self._sessions.setdefault(self.session_id, {})
+
+    def call_host_tool(self, name: str, **kwargs: Any) -> Any:
+        """Call a tool the host registered (`pool.register_host_tool`) and return its result."""
+        return self._host.call(name, kwargs, session_id=self.session_id,
+                               correlation_id=self.correlation_id, timeout=self.remaining())
+
+
+def current_context() -> SessionContext:
+    """The context of the call running in this thread or task."""
+    ctx = _current.get()
+    if ctx is None:
+        raise RuntimeError("current_context() is only available inside a tool call")
+    return ctx

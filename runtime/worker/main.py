@@ -1,0 +1,165 @@
+"""Worker process entry point: ``python -m runtime.worker --adapter pkg.mod:Class ...``.
+
+Start-up: import the adapter, instantiate it, run ``initialize()``, bind the gRPC server on the
+unix socket, then write the ready file atomically (JSON: address, pid, protocol, tools). The
+host reads that file to know the worker can serve. The worker dies with its host: Linux
+parent-death signal, plus a watchdog on the parent pid everywhere.
+
+Exit codes: 0 clean stop, 1 health check failed, 3 adapter failed to load or initialize.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from concurrent import futures
+from typing import Any
+
+SHUTDOWN_GRACE_S = 2.0
+PARENT_POLL_S = 0.5
+EXIT_ADAPTER_FAILED = 3
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m runtime.worker",
+                                description="A pit worker: serves one adapter over gRPC.")
+    p.add_argument("--adapter", required=True, help="pkg.module:Class of the adapter")
+    p.add_argument("--listen", help="address to bind, e.g. unix:/path/worker.sock")
+    p.add_argument("--ready-file", help="where to write the ready JSON once serving")
+    p.add_argument("--run-id", default="", help="marker of the host run that owns this worker")
+    p.add_argument("--instance-token", default="", help="token of the owning host instance")
+    p.add_argument("--host-address", default=None, help="host BridgeService for host tools")
+    p.add_argument("--host-pid", type=int, default=0, help="exit when this process is gone")
+    p.add_argument("--worker-id", default="", help="the host's name for this worker")
+    p.add_argument("--allow-pickle", action="store_true", help="accept pickled parameters")
+    p.add_argument("--max-message-mb", type=int, default=512)
+    p.add_argument("--health-check", action="store_true",
+                   help="import the adapter, print its tools as JSON and exit")
+    return p.parse_args(argv)
+
+
+def load_adapter_class(spec: str) -> type:
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"adapter {spec!r} must look like 'package.module:ClassName'")
+    module = importlib.import_module(module_name)
+    try:
+        cls = getattr(module, attr)
+    except AttributeError:
+        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(cls, type):
+        raise ValueError(f"{spec!r} is not a class")
+    return cls
+
+
+def _die_with_parent(host_pid: int) -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if host_pid and os.getppid() != host_pid:
+        os._exit(0)  # the host died before we could arm the signal
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != host_pid:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    if host_pid:
+        threading.Thread(target=watch, name="pit-parent-watch", daemon=True).start()
+
+
+def _write_ready(path: str, payload: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as fh:
+        json.dump(payload, fh)
+    os.replace(tmp, path)
+
+
+def serve(ns: argparse.Namespace) -> int:
+    import grpc
+
+    from ..protocol import PROTOCOL_VERSION, pb, pb_grpc
+    from .adapter import collect_tools
+    from .context import HostClient
+    from .runner import ToolRunner
+    from .servicer import WorkerServicer
+    from .specs import tool_spec
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    _die_with_parent(ns.host_pid)
+
+    try:
+        cls = load_adapter_class(ns.adapter)
+        tools = collect_tools(cls)
+        adapter = cls()
+        adapter.initialize()
+    except BaseException:  # noqa: BLE001 - report any start-up failure, then exit
+        sys.stderr.write(f"pit worker: adapter {ns.adapter!r} failed to start:\n"
+                         f"{traceback.format_exc()}")
+        return EXIT_ADAPTER_FAILED
+
+    runner = ToolRunner(adapter, tools, host=HostClient(ns.host_address),
+                        allow_pickle=ns.allow_pickle)
+    servicer = WorkerServicer(runner, {n: tool_spec(t, pb) for n, t in tools.items()})
+    limit = ns.max_message_mb * 1024 * 1024
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="pit-rpc"),
+        options=[("grpc.max_send_message_length", limit),
+                 ("grpc.max_receive_message_length", limit)])
+    pb_grpc.add_BridgeServiceServicer_to_server(servicer, server)
+    server.add_insecure_port(ns.listen)
+    server.start()
+    if ns.ready_file:
+        _write_ready(ns.ready_file, {
+            "address": ns.listen, "pid": os.getpid(), "protocol": PROTOCOL_VERSION,
+            "features": ["call_lane"], "worker_id": ns.worker_id,
+            "python": sys.version.split()[0], "executable": sys.executable,
+            "tools": [t.to_dict() for t in tools.values()],
+        })
+    stop.wait()
+    server.stop(SHUTDOWN_GRACE_S).wait()
+    try:
+        adapter.cleanup()
+    except Exception:  # noqa: BLE001
+        sys.stderr.write(f"pit worker: cleanup() failed:\n{traceback.format_exc()}")
+    return 0
+
+
+def health_check(spec: str) -> int:
+    from .adapter import collect_tools
+
+    try:
+        tools = collect_tools(load_adapter_class(spec))
+    except BaseException as exc:  # noqa: BLE001
+        print(json.dumps({"ok": False, "adapter": spec,
+                          "error": f"{type(exc).__name__}: {exc}"}))
+        return 1
+    print(json.dumps({"ok": True, "adapter": spec,
+                      "tools": [t.to_dict() for t in tools.values()]}, default=repr))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = parse_args(argv)
+    if ns.health_check:
+        return health_check(ns.adapter)
+    if not ns.listen:
+        print("pit worker: --listen is required (unless --health-check)", file=sys.stderr)
+        return 2
+    return serve(ns)

@@ -1,0 +1,229 @@
+"""Runs tool calls inside the worker: decode -> validate -> call the adapter -> encode.
+
+Nothing a caller sends escapes as an exception: every failure becomes an error response with a
+category, so the worker keeps serving. Cancellation (deadline passed on the host, or an explicit
+cancel on the call lane) sets ``ctx.cancelled``, cancels an async tool's task, and raises
+`CallCancelled` inside a sync tool's thread at its next Python bytecode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ..protocol import codec, pb
+from .adapter import ArgumentError, ToolInfo
+from .context import HostClient, SessionContext, _current
+
+
+class CallCancelled(BaseException):
+    """Raised inside a sync tool whose call was cancelled (BaseException: tools rarely catch it)."""
+
+
+class _Running:
+    __slots__ = ("ctx", "thread_id", "future")
+
+    def __init__(self, ctx: SessionContext, thread_id: int) -> None:
+        self.ctx = ctx
+        self.thread_id = thread_id
+        self.future: Any = None  # concurrent future of an async tool
+
+
+class ToolRunner:
+    def __init__(self, adapter: Any, tools: dict[str, ToolInfo], *, host: HostClient,
+                 allow_pickle: bool = False) -> None:
+        self.adapter = adapter
+        self.tools = tools
+        self.host = host
+        self.allow_pickle = allow_pickle
+        self.sessions: dict[str, dict[str, Any]] = {}  # tool-visible state per session
+        self.session_meta: dict[str, tuple[float, dict[str, str]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_lock = threading.Lock()
+        self._running: dict[int, _Running] = {}
+        self._cancelled_early: set[int] = set()
+        self._last_done = 0  # lane calls run in call-id order: ids up to this one are over
+        self._lock = threading.Lock()
+
+    # --- async support ------------------------------------------------------------------------
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The worker's event loop for async tools (a daemon thread, started on first use)."""
+        with self._loop_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="pit-async-tools",
+                                 daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    # --- lookup -------------------------------------------------------------------------------
+    def _lookup(self, name: str) -> ToolInfo:
+        info = self.tools.get(name)
+        if info is None:
+            raise _ToolMissing(name, sorted(self.tools))
+        return info
+
+    def _context(self, req: Any, timeout_ms: float) -> SessionContext:
+        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms > 0 else None
+        return SessionContext(session_id=req.session_id, metadata=dict(req.metadata),
+                              tool_name=req.tool_name, deadline=deadline,
+                              sessions=self.sessions, host=self.host)
+
+    def _prepare(self, req: Any, timeout_ms: float) -> tuple[ToolInfo, dict[str, Any],
+                                                               SessionContext]:
+        info = self._lookup(req.tool_name)
+        try:
+            args = codec.decode_params(req, allow_pickle=self.allow_pickle)
+        except codec.CodecError as exc:
+            raise ArgumentError(str(exc)) from None
+        info.bind(args)
+        ctx = self._context(req, timeout_ms)
+        if info.wants_ctx:
+            args["ctx"] = ctx
+        return info, args, ctx
+
+    # --- unary --------------------------------------------------------------------------------
+    def run(self, req: Any, *, call_id: int = 0, timeout_ms: float = 0.0) -> Any:
+        """Execute one call and return its ExecuteToolResponse (never raises)."""
+        started = time.perf_counter()
+        resp = pb.ExecuteToolResponse()
+        try:
+            info, args, ctx = self._prepare(req, timeout_ms)
+            if info.streaming:
+                raise ArgumentError(f"tool {info.name!r} streams its results; call it with "
+                                    "stream() instead of execute()")
+            value = self._invoke(info, args, ctx, call_id)
+            codec.encode_result(resp, value, allow_pickle=self.allow_pickle)
+        except BaseException as exc:  # noqa: BLE001 - a call must never take the worker down
+            resp = error_response(exc, req)
+        resp.execution_time_ms = int((time.perf_counter() - started) * 1000)
+        return resp
+
+    def _invoke(self, info: ToolInfo, args: dict[str, Any], ctx: SessionContext,
+                call_id: int) -> Any:
+        fn = info.fn
+        running = _Running(ctx, threading.get_ident())
+        token = _current.set(ctx)
+        try:
+            with self._lock:
+                if call_id in self._cancelled_early:
+                    self._cancelled_early.discard(call_id)
+                    raise CallCancelled("call was cancelled before it started")
+                if call_id:
+                    self._running[call_id] = running
+            try:
+                if info.kind == "async":
+                    fut = asyncio.run_coroutine_threadsafe(
+                        _with_context(ctx, fn(self.adapter, **args)), self.loop())
+                    running.future = fut
+                    try:
+                        return fut.result()
+                    except asyncio.CancelledError:
+                        raise CallCancelled("call was cancelled") from None
+                return fn(self.adapter, **args)
+            finally:
+                with self._lock:
+                    self._running.pop(call_id, None)
+        finally:
+            _current.reset(token)
+
+    def cancel(self, call_id: int) -> None:
+        """Cancel a running call (or one that has not started yet)."""
+        with self._lock:
+            running = self._running.get(call_id)
+            if running is None:
+                if call_id > self._last_done:
+                    self._cancelled_early.add(call_id)
+                return
+            running.ctx.cancelled.set()
+            if running.future is not None:
+                running.future.cancel()
+            else:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(running.thread_id), ctypes.py_object(CallCancelled))
+
+    def cancelled_response(self, req: Any) -> Any:
+        return error_response(CallCancelled("call was cancelled"), req)
+
+    def forget(self, call_id: int) -> None:
+        with self._lock:
+            self._cancelled_early.discard(call_id)
+            self._last_done = max(self._last_done, call_id)
+
+    # --- streaming ----------------------------------------------------------------------------
+    def stream(self, req: Any, timeout_ms: float, is_active: Any) -> Iterator[Any]:
+        """Yield ToolChunks for a generator tool; raises _StreamError on failure."""
+        try:
+            info, args, ctx = self._prepare(req, timeout_ms)
+        except BaseException as exc:  # noqa: BLE001
+            raise StreamError(error_response(exc, req).error_message) from None
+        if not info.streaming:
+            # A plain tool called as a stream yields its result as one final chunk.
+            resp = self.run(req, timeout_ms=timeout_ms)
+            if not resp.success:
+                raise StreamError(resp.error_message)
+            value = codec.decode_result(resp, allow_pickle=self.allow_pickle)
+            yield codec.encode_chunk(value, info.name, 1, final=True)
+            return
+        n = 0
+        token = _current.set(ctx)
+        try:
+            items = (_iter_agen(self.loop(), ctx, info.fn(self.adapter, **args))
+                     if info.kind == "agen" else info.fn(self.adapter, **args))
+            for item in items:
+                if not is_active():
+                    ctx.cancelled.set()
+                    items.close()
+                    return
+                n += 1
+                yield codec.encode_chunk(item, info.name, n)
+        except BaseException as exc:  # noqa: BLE001
+            if isinstance(exc, GeneratorExit):
+                ctx.cancelled.set()
+                raise
+            raise StreamError(error_response(exc, req).error_message) from None
+        finally:
+            _current.reset(token)
+        yield codec.final_chunk(info.name, n + 1)
+
+
+class StreamError(Exception):
+    """Ends a stream; the message is the JSON error payload."""
+
+
+class _ToolMissing(LookupError):
+    def __init__(self, name: str, available: list[str]) -> None:
+        super().__init__(f"unknown tool {name!r}; available tools: {', '.join(available)}")
+
+
+def error_response(exc: BaseException, req: Any) -> Any:
+    category = ("tool_not_found" if isinstance(exc, _ToolMissing)
+                else "invalid_argument" if isinstance(exc, ArgumentError)
+                else "timeout" if isinstance(exc, CallCancelled)
+                else "remote_error")
+    if isinstance(exc, SystemExit):
+        exc = RuntimeError(f"tool called sys.exit({exc.code!r}); the worker kept running")
+    text = codec.encode_error(exc, tool_name=req.tool_name, session_id=req.session_id,
+                              category=category)
+    return pb.ExecuteToolResponse(success=False, error_message=text)
+
+
+async def _with_context(ctx: SessionContext, coro: Any) -> Any:
+    _current.set(ctx)
+    return await coro
+
+
+def _iter_agen(loop: asyncio.AbstractEventLoop, ctx: SessionContext, agen: Any) -> Iterator[Any]:
+    # Tasks started from this thread copy its context, so current_context() works inside.
+    try:
+        while True:
+            try:
+                yield asyncio.run_coroutine_threadsafe(agen.__anext__(), loop).result()
+            except StopAsyncIteration:
+                return
+    finally:
+        asyncio.run_coroutine_threadsafe(agen.aclose(), loop).result()

@@ -1,0 +1,104 @@
+"""The worker's gRPC servicer: thin decode -> ToolRunner -> encode.
+
+``CallLane`` (pit extension) carries batches of calls over one bidirectional stream; the
+handler's thread runs them one at a time and yields their results. ``CancelCalls`` arrives on
+another server thread and interrupts the running call. Plain ``ExecuteTool`` serves Snakepit
+hosts and lane-less callers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ..protocol import pb, pb_grpc
+from .runner import CallCancelled, StreamError, ToolRunner
+
+FLUSH_S = 0.001  # longest a finished call's result waits for the rest of its batch
+
+
+def _now() -> Timestamp:
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+def _remaining_ms(context: Any) -> float:
+    left = context.time_remaining()
+    return 0.0 if left is None or left > 1e8 else max(left * 1000, 0.001)
+
+
+class WorkerServicer(pb_grpc.BridgeServiceServicer):
+    def __init__(self, runner: ToolRunner, tool_specs: dict[str, Any]) -> None:
+        self.runner = runner
+        self.tool_specs = tool_specs  # name -> pb.ToolSpec
+        self.last_host_contact = time.monotonic()
+
+    def Ping(self, request: Any, context: Any) -> Any:
+        self.last_host_contact = time.monotonic()
+        return pb.PingResponse(message=f"pong: {request.message}", server_time=_now())
+
+    def Heartbeat(self, request: Any, context: Any) -> Any:
+        self.last_host_contact = time.monotonic()
+        valid = not request.session_id or request.session_id in self.runner.session_meta
+        return pb.HeartbeatResponse(server_time=_now(), session_valid=valid)
+
+    def InitializeSession(self, request: Any, context: Any) -> Any:
+        self.runner.session_meta.setdefault(
+            request.session_id, (time.time(), dict(request.metadata)))
+        self.runner.sessions.setdefault(request.session_id, {})
+        return pb.InitializeSessionResponse(success=True, available_tools=self.tool_specs)
+
+    def CleanupSession(self, request: Any, context: Any) -> Any:
+        state = self.runner.sessions.pop(request.session_id, None)
+        known = self.runner.session_meta.pop(request.session_id, None)
+        cleaned = len(state) if state else 0
+        return pb.CleanupSessionResponse(success=state is not None or known is not None,
+                                         resources_cleaned=cleaned)
+
+    def GetSession(self, request: Any, context: Any) -> Any:
+        created, metadata = self.runner.session_meta.get(request.session_id, (0.0, {}))
+        ts = Timestamp()
+        ts.FromNanoseconds(int(created * 1e9))
+        return pb.GetSessionResponse(session_id=request.session_id, metadata=metadata,
+                                     created_at=ts, tool_count=len(self.tool_specs))
+
+    def ExecuteTool(self, request: Any, context: Any) -> Any:
+        return self.runner.run(request, timeout_ms=_remaining_ms(context))
+
+    def ExecuteStreamingTool(self, request: Any, context: Any) -> Iterator[Any]:
+        try:
+            yield from self.runner.stream(request, _remaining_ms(context), context.is_active)
+        except StreamError as exc:
+            context.abort(grpc.StatusCode.INTERNAL, str(exc))
+
+    def CallLane(self, request_iterator: Any, context: Any) -> Iterator[Any]:
+        # Calls run right here, in order, on the handler's thread: no thread hand-off per call.
+        # Results are sent once a batch is done, or sooner when it runs past FLUSH_S.
+        runner = self.runner
+        for msg in request_iterator:
+            results: list[Any] = []
+            flush_at = time.monotonic() + FLUSH_S
+            for call in msg.calls:
+                try:
+                    resp = runner.run(call.request, call_id=call.call_id,
+                                      timeout_ms=call.timeout_ms)
+                    runner.forget(call.call_id)
+                except CallCancelled:  # a cancel that landed just after the tool returned
+                    resp = runner.cancelled_response(call.request)
+                results.append(pb.LaneResult(call_id=call.call_id, response=resp))
+                if time.monotonic() >= flush_at:
+                    yield pb.LaneResponse(results=results)
+                    results = []
+                    flush_at = time.monotonic() + FLUSH_S
+            if results:
+                yield pb.LaneResponse(results=results)
+
+    def CancelCalls(self, request: Any, context: Any) -> Any:
+        for cid in request.call_ids:
+            self.runner.cancel(cid)
+        return pb.CancelCallsResponse(cancelled=len(request.call_ids))

@@ -1,0 +1,76 @@
+"""The `pit` command line: thin commands over `runtime`, rendering in `snakecli.render`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import render
+from .run_cmd import run_script
+
+app = typer.Typer(
+    name="pit",
+    help="Pools of isolated, long-lived Python worker processes over gRPC.\n\n"
+         "Environment: PIT_CONFIG (config file to use), PIT_STATE_DIR (state directory, "
+         "default .pit/ beside the config).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@dataclass
+class Globals:
+    debug: bool = False
+
+
+@app.callback()
+def _globals(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of pit's own errors."),
+) -> None:
+    ctx.obj = Globals(debug=debug)
+
+
+@app.command(
+    "run",
+    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+)
+def run(
+    ctx: typer.Context,
+    script: Path = typer.Argument(..., help="Python script to run as __main__.", exists=False),
+    args: Optional[list[str]] = typer.Argument(None, help="Arguments passed to the script."),
+    pool: Optional[list[str]] = typer.Option(
+        None, "--pool", "-p", help="Start only this pool (repeatable); default: all pools."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="Config file (default: nearest pit.toml or "
+                                     "pyproject.toml with [tool.pit])."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Run the script without waiting "
+                                                          "for every worker to be ready."),
+) -> None:
+    """Start the configured pools, run SCRIPT with them, stop them.
+
+    The script reaches the pools through runtime.execute(...) or runtime.current_pools().
+    With no config at all, one pool runs the built-in showcase adapter.
+
+    Exit codes: the script's own; 1 on an uncaught exception; 2 bad config or pool name;
+    5 workers failed to start; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+    """
+    code = run_script(script, list(args or []), pools=list(pool or []), config=config,
+                      wait=not no_wait, debug=ctx.obj.debug)
+    raise typer.Exit(code)
+
+
+@app.command("version")
+def version() -> None:
+    """Print pit's version."""
+    from runtime import __version__
+
+    print(__version__)
+
+
+def main() -> None:
+    app(prog_name="pit")

@@ -1,0 +1,93 @@
+"""`pit run`: start pools, run a script as __main__ in this process, stop the pools."""
+
+from __future__ import annotations
+
+import runpy
+import signal
+import sys
+import traceback
+from pathlib import Path
+from types import FrameType
+
+from runtime.errors import EXIT_CODES, PitError
+
+from .render import print_error
+
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class _Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so that pools shut down gracefully."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated()
+
+
+def run_script(script: Path, args: list[str], *, pools: list[str], config: Path | None,
+               wait: bool, debug: bool) -> int:
+    from runtime.config import load_config
+    from runtime.pool.current import set_current_pools
+    from runtime.pool.sync_pool import Pools
+
+    if not script.is_file():
+        print_error(FileNotFoundError(f"script {str(script)!r} does not exist"))
+        return 2
+    script = script.resolve()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    running = None
+    try:
+        try:
+            cfg = load_config(config)
+            running = Pools(cfg, only=pools or None, python_path=[str(script.parent)])
+            running.start(wait=wait)
+        except PitError as exc:
+            print_error(exc, debug=debug)
+            return EXIT_CODES.get(exc.category, 1)
+        set_current_pools(running)
+        return _run_main(script, args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except _Terminated:
+        return EXIT_TERMINATED
+    finally:
+        set_current_pools(None)
+        if running is not None:
+            try:
+                running.close()
+            except KeyboardInterrupt:
+                running.close(grace=0)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_main(script: Path, args: list[str]) -> int:
+    saved_argv, saved_path = sys.argv[:], sys.path[:]
+    sys.argv = [str(script), *args]
+    sys.path.insert(0, str(script.parent))
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+        return 0
+    except SystemExit as exc:
+        return _exit_code(exc.code)
+    except (KeyboardInterrupt, _Terminated):
+        raise
+    except BaseException:  # noqa: BLE001 - the script's error, reported like python would
+        etype, value, tb = sys.exc_info()
+        # Drop pit's own frames so the traceback starts in the user's script.
+        start = tb
+        while start is not None and start.tb_frame.f_code.co_filename != str(script):
+            start = start.tb_next
+        traceback.print_exception(etype, value, start or tb)
+        return 1
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
