@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from . import render
 from .run_cmd import run_script
 
 app = typer.Typer(
@@ -42,10 +40,10 @@ def _globals(
 def run(
     ctx: typer.Context,
     script: Path = typer.Argument(..., help="Python script to run as __main__.", exists=False),
-    args: Optional[list[str]] = typer.Argument(None, help="Arguments passed to the script."),
-    pool: Optional[list[str]] = typer.Option(
+    args: list[str] | None = typer.Argument(None, help="Arguments passed to the script."),
+    pool: list[str] | None = typer.Option(
         None, "--pool", "-p", help="Start only this pool (repeatable); default: all pools."),
-    config: Optional[Path] = typer.Option(
+    config: Path | None = typer.Option(
         None, "--config", "-c", help="Config file (default: nearest pit.toml or "
                                      "pyproject.toml with [tool.pit])."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Run the script without waiting "

@@ -17,7 +17,7 @@ import asyncio
 import itertools
 import math
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,7 +134,7 @@ class AsyncPool:
     async def _start_worker(self) -> WorkerHandle:
         inst = self.instance
         worker = WorkerHandle(
-            f"worker-{next(self._ids)}", self.config, run_dir=inst.run_dir, run_id=inst.id,
+            f"worker-{next(self._ids)}", self.config, files=inst.worker_files(), run_id=inst.id,
             token=inst.token, host_address=inst.host_address, python_path=inst.python_path,
             on_free=self._sched.release, on_exit=self._worker_exited,
             pipeline=self.config.pipeline_depth)
@@ -429,7 +429,7 @@ class AsyncPool:
 
     async def stream(self, tool: str, args: Mapping[str, Any] | None = None, *,
                      session_id: str | None = None, timeout: float | None = None,
-                     metadata: Mapping[str, str] | None = None) -> AsyncIterator[Any]:
+                     metadata: Mapping[str, str] | None = None) -> AsyncGenerator[Any, None]:
         """Call a generator tool and iterate over the items it yields."""
         req = self.prepare(tool, args, session_id, metadata)
         req.stream = True

@@ -8,6 +8,7 @@ holding the unix sockets and ready files, and the host's BridgeService for host 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 import shutil
@@ -27,8 +28,8 @@ SERVER_STOP_GRACE_S = 1.0
 
 def _run_dir(state_dir: Path, instance_id: str) -> Path:
     preferred = state_dir / "run" / instance_id
-    # Worker sockets are named "worker-NNN.sock"; fall back to a short temp path when long.
-    if len(str(preferred / "worker-0000.ready.json")) <= MAX_SOCKET_PATH:
+    # Worker files are named "wNNNN.sock"; fall back to a short temp path when too long.
+    if len(str(preferred / "w00000.ready.json")) <= MAX_SOCKET_PATH:
         return preferred
     return Path(tempfile.gettempdir()) / f"pit-{os.getuid()}" / instance_id
 
@@ -43,6 +44,12 @@ class HostInstance:
         self.host_tools: dict[str, Callable[..., Any]] = {}
         self.host_address = f"unix:{self.run_dir / 'host.sock'}"
         self._server: Any = None
+        self._files = itertools.count(1)
+
+    def worker_files(self) -> tuple[Path, Path]:
+        """A fresh (socket, ready file) pair in the run dir, unique across the instance."""
+        n = next(self._files)
+        return self.run_dir / f"w{n}.sock", self.run_dir / f"w{n}.ready.json"
 
     async def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

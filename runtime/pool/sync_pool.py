@@ -13,7 +13,7 @@ import atexit
 import concurrent.futures
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +148,7 @@ class Pool:
         try:
             while True:
                 try:
-                    yield self._loop.run(agen.__anext__())
+                    yield self._loop.run(_anext(agen))
                 except StopAsyncIteration:
                     return
         finally:
@@ -168,15 +168,8 @@ class Pool:
         self._core.register_host_tool(name, fn)
 
 
-def _copy(src: Any, dst: concurrent.futures.Future[Any]) -> None:
-    if dst.done():
-        return
-    if src.cancelled():
-        dst.cancel()
-    elif src.exception() is not None:
-        dst.set_exception(src.exception())
-    else:
-        dst.set_result(src.result())
+async def _anext(agen: AsyncGenerator[Any, None]) -> Any:
+    return await agen.__anext__()
 
 
 async def _make(config: PoolConfig | None, options: dict[str, Any]) -> AsyncPool:

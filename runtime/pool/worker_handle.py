@@ -1,13 +1,13 @@
 """One worker process seen from the host: spawn, readiness, call lane, death, stop.
 
     spawn (own process group) --> ready file --> aio channel --> CallLane stream
-                                                     |  call(): write LaneRequest, await future
-    process exit (awaited) ---> fail pending calls ---+  reader task: LaneResponse -> future
+                                                  |  send(): outbox -> writer task -> worker
+    process exit (awaited) ---> fail pending calls ---+  reader task: results -> on_done callbacks
 
-While calls are tiny (average run time under PIPELINE_BELOW_MS) a busy worker may be handed
-up to ``pipeline`` more calls; the writer packs whatever piled up into one message, which is
-what lets many small calls beat a pipe-based pool. Pipelined calls count as in flight on that
-worker: if it dies they fail with it.
+While calls are tiny (average run time under PIPELINE_BELOW_MS, and the oldest call out for
+less than PIPELINE_STALL_S) a busy worker may be handed up to ``pipeline`` more calls; the
+writer packs whatever piled up into one message, which is what lets many small calls beat a
+pipe-based pool. Pipelined calls count as in flight on that worker: if it dies they fail too.
 
 A call whose deadline passes is answered with `CallTimeout` at once and cancelled in the worker;
 its slot stays taken until the worker reports the call ended, and a worker that has not within
@@ -41,6 +41,7 @@ CANCEL_GRACE_S = 2.0  # a cancelled call must end within this, or the worker is 
 EXIT_WAIT_S = 1.0  # after the lane breaks, how long to wait for the exit code
 OUTPUT_TAIL_LINES = 40
 PIPELINE_BELOW_MS = 1.0  # pipeline calls to a busy worker only while calls average less
+PIPELINE_STALL_S = 0.01  # ... and while its oldest call has been out for less than this
 
 
 OnDone = Callable[[Any, "BaseException | None"], None]
@@ -78,7 +79,8 @@ def describe_exit(code: int | None) -> str:
 
 
 class WorkerHandle:
-    def __init__(self, worker_id: str, config: PoolConfig, *, run_dir: Path, run_id: str,
+    def __init__(self, worker_id: str, config: PoolConfig, *, files: tuple[Path, Path],
+                 run_id: str,
                  token: str, host_address: str, python_path: list[str],
                  on_free: Callable[[WorkerHandle], None],
                  on_exit: Callable[[WorkerHandle], None], pipeline: int = 0) -> None:
@@ -96,8 +98,7 @@ class WorkerHandle:
         self.exit_code: int | None = None
         self.exit_reason = ""
         self.output: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
-        self._socket = run_dir / f"{worker_id}.sock"
-        self._ready_file = run_dir / f"{worker_id}.ready.json"
+        self._socket, self._ready_file = files
         self._run_id, self._token, self._host_address = run_id, token, host_address
         self._python_path = python_path
         self._on_free, self._on_exit = on_free, on_exit
@@ -108,10 +109,11 @@ class WorkerHandle:
         self._loop = asyncio.get_running_loop()
         self._outbox: list[Any] = []
         self._outbox_ready = asyncio.Event()
-        self.avg_ms = 0.0
+        self.avg_ms = PIPELINE_BELOW_MS * 10  # assume calls are not tiny until measured
         self.pipeline = pipeline
         self._ids = itertools.count(1)
-        self._pending: dict[int, tuple[OnDone, asyncio.TimerHandle | None]] = {}
+        # call id -> (on_done, deadline timer, time sent); insertion order = send order
+        self._pending: dict[int, tuple[OnDone, asyncio.TimerHandle | None, float]] = {}
         self._abandoned: dict[int, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._writer: asyncio.Task[Any] | None = None
@@ -221,7 +223,7 @@ class WorkerHandle:
 
     def _fail_pending(self, err: Exception) -> None:
         pending, self._pending = self._pending, {}
-        for on_done, timer in pending.values():
+        for on_done, timer, _ in pending.values():
             if timer is not None:
                 timer.cancel()
             _deliver(on_done, None, err)
@@ -240,7 +242,7 @@ class WorkerHandle:
                     self.avg_ms += (resp.execution_time_ms - self.avg_ms) * 0.1
                     entry = self._pending.pop(result.call_id, None)
                     if entry is not None:
-                        on_done, timer = entry
+                        on_done, timer, _ = entry
                         if timer is not None:
                             timer.cancel()
                         self.served += 1
@@ -282,8 +284,10 @@ class WorkerHandle:
     @property
     def limit(self) -> int:
         """Calls this worker may hold: its capacity, plus a pipeline while calls are tiny."""
-        if self.avg_ms < PIPELINE_BELOW_MS and self.pipeline:
-            return self.capacity + self.pipeline
+        if self.pipeline and self.avg_ms < PIPELINE_BELOW_MS and self._pending:
+            oldest = next(iter(self._pending.values()))[2]
+            if self._loop.time() - oldest < PIPELINE_STALL_S:
+                return self.capacity + self.pipeline
         return self.capacity
 
     def send(self, req: Any, timeout: float | None, on_done: OnDone) -> int:
@@ -300,7 +304,7 @@ class WorkerHandle:
             return cid
         timer = (self._loop.call_later(timeout, self._expire, cid)
                  if timeout is not None else None)
-        self._pending[cid] = (on_done, timer)
+        self._pending[cid] = (on_done, timer, self._loop.time())
         self._outbox.append(pb.LaneCall(call_id=cid, request=req,
                                         timeout_ms=timeout * 1000 if timeout else 0))
         self._outbox_ready.set()
@@ -319,7 +323,7 @@ class WorkerHandle:
         entry = self._pending.pop(cid, None)
         if entry is None:
             return
-        on_done, timer = entry
+        on_done, timer, _ = entry
         if timer is not None:
             timer.cancel()
         self._abandoned[cid] = self._loop.call_later(CANCEL_GRACE_S, self._cancel_overdue, cid)

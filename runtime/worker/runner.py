@@ -12,7 +12,7 @@ import asyncio
 import ctypes
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from ..protocol import codec, pb
@@ -172,8 +172,9 @@ class ToolRunner:
         n = 0
         token = _current.set(ctx)
         try:
-            items = (_iter_agen(self.loop(), ctx, info.fn(self.adapter, **args))
-                     if info.kind == "agen" else info.fn(self.adapter, **args))
+            items: Generator[Any, None, None] = (
+                _iter_agen(self.loop(), ctx, info.fn(self.adapter, **args))
+                if info.kind == "agen" else info.fn(self.adapter, **args))
             for item in items:
                 if not is_active():
                     ctx.cancelled.set()
@@ -217,7 +218,8 @@ async def _with_context(ctx: SessionContext, coro: Any) -> Any:
     return await coro
 
 
-def _iter_agen(loop: asyncio.AbstractEventLoop, ctx: SessionContext, agen: Any) -> Iterator[Any]:
+def _iter_agen(loop: asyncio.AbstractEventLoop, ctx: SessionContext,
+               agen: Any) -> Generator[Any, None, None]:
     # Tasks started from this thread copy its context, so current_context() works inside.
     try:
         while True:

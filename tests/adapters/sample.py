@@ -1,0 +1,76 @@
+"""Adapters used by the integration tests (imported by real worker processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+
+from runtime.worker import Adapter, tool
+
+
+class SampleAdapter(Adapter):
+    def initialize(self) -> None:
+        self.history: list[str] = []
+
+    @tool
+    def record(self, tag: str) -> int:
+        """Remember tag; the history shows which calls really ran."""
+        self.history.append(tag)
+        return len(self.history)
+
+    @tool
+    def get_history(self) -> list[str]:
+        return self.history
+
+    @tool
+    def block(self, seconds: float) -> str:
+        """Sleep in C without looking at cancellation (only a kill stops it)."""
+        time.sleep(seconds)
+        return "woke"
+
+    @tool
+    def spin(self, seconds: float) -> int:
+        """A pure-Python loop that ignores ctx.cancelled (stopped by CallCancelled)."""
+        end = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+        return n
+
+    @tool
+    def broken_stream(self, n: int) -> Iterator[int]:
+        yield from range(n)
+        raise RuntimeError("stream broke")
+
+    @tool(name="renamed", description="a tool published under another name")
+    def original(self, x: int = 1) -> int:
+        return x * 10
+
+    @tool
+    async def async_stream(self, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    @tool
+    def env(self, name: str) -> str | None:
+        return os.environ.get(name)
+
+    @tool
+    def exit_now(self) -> None:
+        raise SystemExit(4)
+
+    @tool
+    def unserializable(self) -> object:
+        return {1, 2, 3}
+
+
+class FailingInit(Adapter):
+    def initialize(self) -> None:
+        raise RuntimeError("model weights missing")
+
+    @tool
+    def ping(self) -> str:
+        return "never"

@@ -1,0 +1,134 @@
+"""`pit run`, driven as a user would: a real `pit` process running a real script."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from snakecli.app import app
+from tests.conftest import ROOT, pid_alive, wait_until
+
+PIT = [sys.executable, "-m", "snakecli"]
+
+
+def pit(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    return subprocess.run([*PIT, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_quickstart_runs_and_leaves_no_worker(tmp_path: Path) -> None:
+    out = pit("run", str(ROOT / "examples" / "quickstart.py"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "add: 42" in out.stdout and "host tool: hello worker" in out.stdout
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("workers answering"))
+    pids = [int(p) for p in line.split("(")[1].rstrip(")").split(", ")]
+    assert pids and not any(pid_alive(p) for p in pids)
+    assert out.stderr == ""  # quiet by default
+
+
+def test_user_adapter_from_pit_toml_and_script_args(tmp_path: Path) -> None:
+    write(tmp_path / "myadapters.py", """
+        from runtime import Adapter, tool
+
+        class Greeter(Adapter):
+            def initialize(self):
+                self.greeting = "hello"
+
+            @tool
+            def greet(self, name: str) -> str:
+                return f"{self.greeting} {name}"
+    """)
+    write(tmp_path / "pit.toml", """
+        [pools.greeters]
+        adapter = "myadapters:Greeter"
+        size = 2
+    """)
+    write(tmp_path / "main.py", """
+        import sys, runtime
+        pool = runtime.current_pools()["greeters"]
+        print(runtime.execute("greet", {"name": sys.argv[1]}))
+        print(*pool.pids())
+    """)
+    out = pit("run", "main.py", "world", "--flag", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    greeting, pids = out.stdout.splitlines()
+    assert greeting == "hello world"
+    assert not any(pid_alive(int(p)) for p in pids.split())
+
+
+def test_exit_codes_follow_the_script(tmp_path: Path) -> None:
+    write(tmp_path / "ok.py", "print('fine')\n")
+    write(tmp_path / "exits.py", "import sys\nsys.exit(3)\n")
+    write(tmp_path / "raises.py", "def f():\n    raise RuntimeError('kaput')\nf()\n")
+    assert pit("run", "ok.py", cwd=tmp_path).returncode == 0
+    assert pit("run", "exits.py", cwd=tmp_path).returncode == 3
+    out = pit("run", "raises.py", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "RuntimeError: kaput" in out.stderr and "raises.py" in out.stderr
+    assert "run_cmd.py" not in out.stderr  # the traceback starts in the user's script
+
+
+def test_pool_selection_and_bad_config(tmp_path: Path) -> None:
+    write(tmp_path / "pit.toml", "[pools.a]\nsize = 1\n[pools.b]\nsize = 1\n")
+    write(tmp_path / "which.py", "import runtime\nprint(sorted(runtime.current_pools()))\n")
+    out = pit("run", "--pool", "b", "which.py", cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "['b']"
+    out = pit("run", "--pool", "zzz", "which.py", cwd=tmp_path)
+    assert out.returncode == 2 and "no pool named 'zzz'" in out.stderr
+    write(tmp_path / "pit.toml", "[pools.a]\nsize = -1\n")
+    out = pit("run", "which.py", cwd=tmp_path)
+    assert out.returncode == 2 and "size = -1 is invalid" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_worker_start_failure_is_reported(tmp_path: Path) -> None:
+    write(tmp_path / "pit.toml", '[pools.a]\nadapter = "nowhere:Nothing"\nsize = 1\n')
+    write(tmp_path / "s.py", "print('never')\n")
+    out = pit("run", "s.py", cwd=tmp_path)
+    assert out.returncode == 5
+    assert "No module named 'nowhere'" in out.stderr and "never" not in out.stdout
+
+
+def test_missing_script(tmp_path: Path) -> None:
+    out = pit("run", "nope.py", cwd=tmp_path)
+    assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+def test_sigterm_shuts_down_gracefully(tmp_path: Path) -> None:
+    write(tmp_path / "wait.py", """
+        import time, runtime
+        print(*runtime.current_pools().default().pids(), flush=True)
+        time.sleep(60)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([*PIT, "run", "wait.py"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]  # type: ignore[union-attr]
+        assert pids
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 143
+        assert time.monotonic() - started < 10
+        assert wait_until(lambda: not any(pid_alive(p) for p in pids))
+    finally:
+        proc.kill()
+
+
+def test_help_explains_run() -> None:
+    result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "100"})
+    assert result.exit_code == 0
+    assert "--pool" in result.output and "Exit codes" in result.output

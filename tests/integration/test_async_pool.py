@@ -1,0 +1,51 @@
+"""AsyncPool: the native asyncio API over the same core."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import runtime
+from runtime import AsyncPool
+
+
+def test_async_pool_many_concurrent_tasks() -> None:
+    async def main() -> None:
+        async with AsyncPool(size=2) as pool:
+            results = await asyncio.gather(
+                *(pool.execute("add", {"a": i, "b": i}) for i in range(300)))
+            assert results == [2 * i for i in range(300)]
+            chunks = [c async for c in pool.stream("stream_count", {"n": 3})]
+            assert chunks == [{"i": 1}, {"i": 2}, {"i": 3}]
+            with pytest.raises(runtime.RemoteError):
+                await pool.execute("fail")
+            assert pool.stats().ready == 2
+
+    asyncio.run(main())
+
+
+def test_cancelling_a_task_cancels_its_call() -> None:
+    async def main() -> None:
+        async with AsyncPool(size=1) as pool:
+            task = asyncio.ensure_future(pool.execute("sleep", {"ms": 10_000}))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # The worker was told to cancel: it is free again well before 10 s.
+            assert (await pool.execute("ping", timeout=3))["pong"] is True
+
+    asyncio.run(main())
+
+
+def test_await_ready_and_no_wait_start() -> None:
+    async def main() -> None:
+        pool = AsyncPool(size=2)
+        await pool.start(wait=False)
+        await pool.await_ready(timeout=30)
+        assert pool.stats().ready == 2
+        await pool.close()
+        await pool.close()
+
+    asyncio.run(main())

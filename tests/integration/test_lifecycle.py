@@ -1,0 +1,118 @@
+"""Start-up, shutdown and host death: no worker process may outlive its pool."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import runtime
+from runtime import Pool, Pools, load_config
+from tests.conftest import ROOT, pid_alive, wait_until
+
+
+def test_close_stops_every_worker_and_removes_the_run_dir(state_dir: Path) -> None:
+    pool = Pool(size=3).start()
+    pids = pool.pids()
+    assert len(pids) == 3 and all(pid_alive(p) for p in pids)
+    run_dir = pool._core.instance.run_dir
+    assert run_dir.is_dir() and (run_dir.stat().st_mode & 0o777) == 0o700
+    pool.close()
+    assert not any(pid_alive(p) for p in pids)
+    assert not run_dir.exists()
+    pool.close()  # idempotent
+
+
+def test_close_drains_in_flight_calls_and_fails_queued_ones() -> None:
+    pool = Pool(size=1, shutdown_grace_ms=3_000).start()
+    running = pool.submit("sleep", {"ms": 400})
+    time.sleep(0.1)
+    queued = pool.submit("ping")
+    time.sleep(0.05)
+    pool.close()
+    assert running.result()["slept_ms"] == 400
+    with pytest.raises(runtime.ShutdownError):
+        queued.result()
+    with pytest.raises(runtime.ShutdownError):
+        pool._core.prepare("ping", None, None, None)
+
+
+def test_workers_run_in_their_own_process_group_with_thread_limits() -> None:
+    import os
+
+    with Pool(adapter="tests.adapters.sample:SampleAdapter", size=1,
+              env={"MKL_NUM_THREADS": "3", "PIT_TEST_VAR": "yes"}) as pool:
+        pid = pool.pids()[0]
+        assert os.getpgid(pid) == pid
+        assert pool.execute("env", {"name": "OMP_NUM_THREADS"}) == "1"
+        assert pool.execute("env", {"name": "MKL_NUM_THREADS"}) == "3"
+        assert pool.execute("env", {"name": "PIT_TEST_VAR"}) == "yes"
+
+
+HOST_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from runtime import Pool
+    pool = Pool(size=2).start()
+    print(" ".join(map(str, pool.pids())), flush=True)
+    time.sleep(60)
+""")
+
+
+def test_workers_exit_when_the_host_is_killed() -> None:
+    host = subprocess.Popen([sys.executable, "-c", HOST_SCRIPT], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in host.stdout.readline().split()]  # type: ignore[union-attr]
+        assert len(pids) == 2
+        host.send_signal(signal.SIGKILL)
+        host.wait()
+        assert wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10)
+    finally:
+        host.kill()
+
+
+def test_interpreter_exit_closes_forgotten_pools() -> None:
+    script = "from runtime import Pool\np = Pool(size=2).start()\nprint(*p.pids())\n"
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    pids = [int(p) for p in out.stdout.split()]
+    assert out.returncode == 0 and len(pids) == 2
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids))
+
+
+def test_pools_from_config_start_every_named_pool(tmp_path: Path) -> None:
+    (tmp_path / "pit.toml").write_text(textwrap.dedent("""
+        [pools.default]
+        size = 1
+        [pools.sample]
+        adapter = "tests.adapters.sample:SampleAdapter"
+        size = 2
+    """))
+    with Pools(load_config(tmp_path / "pit.toml")) as pools:
+        assert set(pools) == {"default", "sample"}
+        assert pools.default().execute("add", {"a": 1, "b": 2}) == 3
+        assert pools["sample"].execute("renamed", {"x": 4}) == 40
+        assert len(pools["sample"].pids()) == 2
+        with pytest.raises(runtime.PoolNotFound):
+            pools["missing"]
+    with Pools(load_config(tmp_path / "pit.toml"), only=["sample"]) as pools:
+        assert list(pools) == ["sample"]
+
+
+def test_streams_end_early_and_report_errors() -> None:
+    with Pool(adapter="tests.adapters.sample:SampleAdapter", size=1) as pool:
+        assert list(pool.stream("async_stream", {"n": 4})) == [0, 1, 2, 3]
+        items = []
+        with pytest.raises(runtime.RemoteError, match="stream broke"):
+            for item in pool.stream("broken_stream", {"n": 3}):
+                items.append(item)
+        assert items == [0, 1, 2]
+        gen = pool.stream("async_stream", {"n": 1000})
+        assert next(gen) == 0
+        gen.close()
+        assert pool.execute("record", {"tag": "x"}) == 1  # the slot came back

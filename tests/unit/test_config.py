@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runtime.config import DEFAULT_ADAPTER, find_config, load_config, make_pool_config
+from runtime.errors import ConfigError
+
+
+def test_defaults_without_any_file(tmp_path: Path) -> None:
+    cfg = load_config(cwd=tmp_path)
+    assert cfg.path is None and list(cfg.pools) == ["default"]
+    assert cfg.pools["default"].adapter == DEFAULT_ADAPTER
+
+
+def test_pit_toml_is_found_from_a_subdirectory(tmp_path: Path) -> None:
+    (tmp_path / "pit.toml").write_text('[pools.a]\nsize = 3\nenv = {X = "1"}\n')
+    sub = tmp_path / "x" / "y"
+    sub.mkdir(parents=True)
+    assert find_config(sub) == tmp_path / "pit.toml"
+    cfg = load_config(cwd=sub)
+    assert cfg.pools["a"].size == 3 and cfg.pools["a"].env == {"X": "1"}
+    assert cfg.pools["a"].worker_env()["OMP_NUM_THREADS"] == "1"
+
+
+def test_pyproject_tool_pit(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.pit.pools.default]\nsize = 2\n')
+    cfg = load_config(cwd=tmp_path)
+    assert cfg.path == tmp_path / "pyproject.toml" and cfg.pools["default"].size == 2
+
+
+def test_pyproject_without_tool_pit_is_skipped(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    assert find_config(tmp_path) is None or find_config(tmp_path) != tmp_path / "pyproject.toml"
+
+
+@pytest.mark.parametrize("body, fragments", [
+    ("[pools.a]\nsise = 2\n", ["pit.toml: [pools.a]", "unknown key 'sise'", "did you mean 'size'"]),
+    ("[pools.a]\nsize = 0\n", ["size = 0 is invalid", "an integer >= 1"]),
+    ("[pools.a]\nadapter = \"nocolon\"\n", ["adapter", "package.module:ClassName"]),
+    ("[pools.a]\nenv = {X = 1}\n", ["env", "string = string"]),
+    ("[poolz.a]\n", ["unknown key 'poolz'"]),
+    ("[pools.a\n", ["not valid TOML"]),
+])
+def test_bad_config_names_file_key_and_accepted_values(tmp_path: Path, body: str,
+                                                        fragments: list[str]) -> None:
+    (tmp_path / "pit.toml").write_text(body)
+    with pytest.raises(ConfigError) as info:
+        load_config(cwd=tmp_path)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_state_dir_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIT_STATE_DIR", str(tmp_path / "s"))
+    assert load_config(cwd=tmp_path).state_dir == tmp_path / "s"
+    monkeypatch.delenv("PIT_STATE_DIR")
+    (tmp_path / "pit.toml").write_text('state_dir = "st"\n')
+    assert load_config(cwd=tmp_path).state_dir == tmp_path / "st"
+
+
+def test_keyword_options_are_validated_like_the_file() -> None:
+    assert make_pool_config(size=4).size == 4
+    with pytest.raises(ConfigError, match="unknown key 'sizee'"):
+        make_pool_config(sizee=4)
+    with pytest.raises(ConfigError, match="pool name"):
+        make_pool_config("bad name")
+
+
+def test_pit_config_env_must_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIT_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config()

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from runtime.pool.scheduler import Saturated, Scheduler
+
+
+@dataclass(eq=False)
+class W:
+    id: str
+    capacity: int = 1
+    extra: int = 0
+    accepting: bool = True
+    in_flight: int = 0
+    served: int = 0
+
+    @property
+    def limit(self) -> int:
+        return self.capacity + self.extra
+
+
+class Waiter:
+    def __init__(self) -> None:
+        self.result = None
+        self.cancelled = False
+
+    def done(self) -> bool:
+        return self.result is not None or self.cancelled
+
+    def set_result(self, w: W) -> None:
+        self.result = w
+
+
+def test_least_loaded_worker_is_chosen() -> None:
+    s = Scheduler(max_queue=10)
+    a, b = W("a", capacity=2), W("b", capacity=2)
+    s.add(a)
+    s.add(b)
+    assert s.acquire() is a
+    assert s.acquire() is b
+    assert s.acquire() is a
+    assert s.acquire() is b
+    assert s.acquire() is None
+
+
+def test_not_accepting_workers_are_skipped() -> None:
+    s = Scheduler(max_queue=10)
+    a, b = W("a", accepting=False), W("b")
+    s.add(a)
+    s.add(b)
+    assert s.acquire() is b and s.acquire() is None
+
+
+def test_queue_is_fifo_and_release_hands_the_slot_over() -> None:
+    s = Scheduler(max_queue=10)
+    a = W("a")
+    s.add(a)
+    assert s.acquire() is a
+    w1, w2 = Waiter(), Waiter()
+    s.enqueue(w1)
+    s.enqueue(w2)
+    assert s.acquire() is None  # a newcomer does not jump the queue
+    s.release(a)
+    assert w1.result is a and w2.result is None and a.in_flight == 1
+    s.release(a)
+    assert w2.result is a
+
+
+def test_cancelled_waiters_are_skipped() -> None:
+    s = Scheduler(max_queue=10)
+    a = W("a")
+    s.add(a)
+    s.acquire()
+    gone, live = Waiter(), Waiter()
+    s.enqueue(gone)
+    s.enqueue(live)
+    gone.cancelled = True
+    s.release(a)
+    assert live.result is a and s.depth == 0
+
+
+def test_full_queue_raises_saturated() -> None:
+    s = Scheduler(max_queue=1)
+    s.enqueue(Waiter())
+    with pytest.raises(Saturated):
+        s.enqueue(Waiter())
+
+
+def test_new_worker_takes_queued_calls_up_to_its_limit() -> None:
+    s = Scheduler(max_queue=10)
+    waiters = [Waiter() for _ in range(3)]
+    for w in waiters:
+        s.enqueue(w)
+    a = W("a", capacity=1, extra=1)
+    s.add(a)
+    assert [w.result for w in waiters] == [a, a, None]
+    assert s.depth == 1 and s.in_flight == 2
+
+
+def test_removed_worker_takes_nothing() -> None:
+    s = Scheduler(max_queue=10)
+    a = W("a")
+    s.add(a)
+    s.acquire()
+    s.remove(a)
+    w = Waiter()
+    s.enqueue(w)
+    s.release(a)
+    assert w.result is None and s.drain_queue() == [w]
