@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -16,7 +17,28 @@ class LoopThread:
     def __init__(self, name: str = "pit-loop") -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._inbox: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = (
+            collections.deque())
+        self._wake_pending = False
         self._thread.start()
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop, from any thread.
+
+        Unlike call_soon_threadsafe, a burst of calls wakes the loop once: callers append to
+        an inbox and only the first since the last drain writes to the loop's self-pipe.
+        """
+        self._inbox.append((fn, args))
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        self._wake_pending = False  # before draining: a later append schedules another drain
+        inbox = self._inbox
+        while inbox:
+            fn, args = inbox.popleft()
+            fn(*args)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)

@@ -114,10 +114,10 @@ class Pool:
         if self._loop.in_loop():
             raise RuntimeError("sync pit calls cannot be made from pit's own event loop")
         # Encoding happens in the caller's thread; only dispatch crosses to the loop, as a
-        # plain callback (no task): the cheapest hand-off asyncio offers.
+        # plain callback (no task), and a burst of submits wakes the loop once.
         req = self._core.prepare(tool, args, session_id, metadata)
         result: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._loop.loop.call_soon_threadsafe(self._dispatch, req, timeout, result)
+        self._loop.call_soon(self._dispatch, req, timeout, result)
         return result
 
     def _dispatch(self, req: Any, timeout: float | None,

@@ -284,7 +284,9 @@ class WorkerHandle:
     @property
     def limit(self) -> int:
         """Calls this worker may hold: its capacity, plus a pipeline while calls are tiny."""
-        if self.pipeline and self.avg_ms < PIPELINE_BELOW_MS and self._pending:
+        if self.pipeline and self.avg_ms < PIPELINE_BELOW_MS:
+            if not self._pending:
+                return self.capacity + self.pipeline
             oldest = next(iter(self._pending.values()))[2]
             if self._loop.time() - oldest < PIPELINE_STALL_S:
                 return self.capacity + self.pipeline
