@@ -283,7 +283,8 @@ class AsyncPool:
             raise ValueError("timeout must be > 0 s (float('inf') for no deadline)")
         return None if math.isinf(timeout) else timeout
 
-    def _grant(self, tool: str, deadline: float | None) -> asyncio.Future[WorkerHandle]:
+    def _grant(self, tool: str, deadline: float | None,
+               exclusive: bool = False) -> asyncio.Future[WorkerHandle]:
         """A future for a worker slot: at once when one is free, else via the FIFO queue.
 
         Fails with PoolSaturated (queue full), QueueTimeout (queue_timeout_ms passed) or
@@ -292,12 +293,12 @@ class AsyncPool:
         """
         loop = self._loop or asyncio.get_running_loop()
         fut: asyncio.Future[WorkerHandle] = loop.create_future()
-        worker = self._sched.acquire()
+        worker = self._sched.acquire(exclusive)
         if worker is not None:
             fut.set_result(worker)
             return fut
         try:
-            self._sched.enqueue(fut)
+            self._sched.enqueue(fut, exclusive)
         except Saturated:
             fut.set_exception(PoolSaturated(
                 f"pool {self.name!r} is saturated: {self.config.max_queue} calls already "
@@ -446,11 +447,12 @@ class AsyncPool:
                 break
 
     async def _acquire(self, tool: str, deadline: float | None) -> WorkerHandle:
-        slot = self._grant(tool, deadline)
+        slot = self._grant(tool, deadline, exclusive=True)
         try:
             return await asyncio.shield(slot)
         except asyncio.CancelledError:
             if slot.done() and not slot.cancelled() and slot.exception() is None:
+                slot.result().exclusive_calls -= 1
                 self._sched.release(slot.result())
             else:
                 slot.cancel()

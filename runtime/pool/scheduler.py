@@ -1,8 +1,8 @@
 """Pure scheduling bookkeeping: which worker takes a call, and the FIFO queue of waiting calls.
 
 No processes and no I/O here, so unit tests drive it directly. A "worker" is anything with
-``id``, ``accepting``, ``in_flight``, ``capacity``, ``limit`` (capacity plus any pipeline) and
-``served``; a "waiter" is a future-like
+``id``, ``accepting``, ``in_flight``, ``capacity``, ``limit`` (capacity plus any pipeline, which
+must drop to capacity while ``exclusive_calls`` > 0) and ``served``; a "waiter" is a future-like
 object (``done()``, ``set_result(worker)``). Capacity moves with the call: `release` hands a
 freed slot straight to the oldest live waiter, so a queued call never loses its turn to a call
 that arrives later.
@@ -21,6 +21,7 @@ class SchedWorker(Protocol):
     capacity: int
     limit: int
     served: int
+    exclusive_calls: int
 
 
 class Saturated(Exception):
@@ -32,6 +33,7 @@ class Scheduler:
         self.max_queue = max_queue
         self.workers: list[Any] = []
         self.queue: deque[Any] = deque()
+        self.exclusive: set[int] = set()  # ids of queued waiters that need a quiet worker
 
     def add(self, worker: Any) -> None:
         """A worker became ready: register it and hand it waiting calls up to its capacity."""
@@ -43,8 +45,12 @@ class Scheduler:
         if worker in self.workers:
             self.workers.remove(worker)
 
-    def acquire(self) -> Any | None:
-        """Take a slot on the least-loaded accepting worker, or None when all are full."""
+    def acquire(self, exclusive: bool = False) -> Any | None:
+        """Take a slot on the least-loaded accepting worker, or None when all are full.
+
+        ``exclusive`` calls (streams) need a worker below its capacity, not just its limit:
+        they never share a worker with pipelined calls.
+        """
         if self.queue:
             self._prune()
             if self.queue:
@@ -52,25 +58,30 @@ class Scheduler:
         best = None
         best_key: tuple[float, int] = (2.0, 0)
         for w in self.workers:
-            if w.accepting and w.in_flight < w.limit:
+            if w.accepting and w.in_flight < (w.capacity if exclusive else w.limit):
                 key = (w.in_flight / w.capacity, w.served)
                 if best is None or key < best_key:
                     best, best_key = w, key
         if best is not None:
             best.in_flight += 1
+            if exclusive:
+                best.exclusive_calls += 1  # its owner decrements when the stream ends
         return best
 
-    def enqueue(self, waiter: Any) -> None:
+    def enqueue(self, waiter: Any, exclusive: bool = False) -> None:
         self._prune()
         if len(self.queue) >= self.max_queue:
             raise Saturated(len(self.queue))
         self.queue.append(waiter)
+        if exclusive:
+            self.exclusive.add(id(waiter))
 
     def discard(self, waiter: Any) -> None:
         try:
             self.queue.remove(waiter)
         except ValueError:
             pass
+        self.exclusive.discard(id(waiter))
 
     def release(self, worker: Any) -> None:
         """A call on ``worker`` ended: give its slot to the next waiter, or free it."""
@@ -80,20 +91,29 @@ class Scheduler:
 
     def _feed(self, worker: Any) -> None:
         while worker.accepting and worker.in_flight < worker.limit and self.queue:
-            waiter = self.queue.popleft()
+            waiter = self.queue[0]
             if waiter.done():
+                self.queue.popleft()
+                self.exclusive.discard(id(waiter))
                 continue
+            if id(waiter) in self.exclusive:
+                if worker.in_flight >= worker.capacity:
+                    return  # the head needs a quiet worker: FIFO, so everyone waits
+                self.exclusive.discard(id(waiter))
+                worker.exclusive_calls += 1
+            self.queue.popleft()
             worker.in_flight += 1
             waiter.set_result(worker)
 
     def _prune(self) -> None:
         while self.queue and self.queue[0].done():
-            self.queue.popleft()
+            self.exclusive.discard(id(self.queue.popleft()))
 
     def drain_queue(self) -> list[Any]:
         """Remove and return every waiting call (at shutdown)."""
         waiting = [w for w in self.queue if not w.done()]
         self.queue.clear()
+        self.exclusive.clear()
         return waiting
 
     @property

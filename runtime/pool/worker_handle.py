@@ -111,6 +111,7 @@ class WorkerHandle:
         self._outbox_ready = asyncio.Event()
         self.avg_ms = PIPELINE_BELOW_MS * 10  # assume calls are not tiny until measured
         self.pipeline = pipeline
+        self.exclusive_calls = 0  # granted streams (they run outside the lane, alone)
         self._ids = itertools.count(1)
         # call id -> (on_done, deadline timer, time sent); insertion order = send order
         self._pending: dict[int, tuple[OnDone, asyncio.TimerHandle | None, float]] = {}
@@ -284,7 +285,7 @@ class WorkerHandle:
     @property
     def limit(self) -> int:
         """Calls this worker may hold: its capacity, plus a pipeline while calls are tiny."""
-        if self.pipeline and self.avg_ms < PIPELINE_BELOW_MS:
+        if self.pipeline and self.avg_ms < PIPELINE_BELOW_MS and not self.exclusive_calls:
             if not self._pending:
                 return self.capacity + self.pipeline
             oldest = next(iter(self._pending.values()))[2]
@@ -375,7 +376,7 @@ class WorkerHandle:
                           f"{exc.code().name}: {exc.details()}")
 
     async def stream(self, req: Any, timeout: float | None) -> AsyncIterator[Any]:
-        """Yield ToolChunks of a streaming call; the slot is freed when the stream ends."""
+        """Yield ToolChunks of a streaming call granted as exclusive; frees the slot at the end."""
         call = self._stub.ExecuteStreamingTool(req, timeout=timeout)
         try:
             while True:
@@ -393,6 +394,7 @@ class WorkerHandle:
         except grpc.aio.AioRpcError as exc:
             raise self._rpc_error(exc) from None
         finally:
+            self.exclusive_calls -= 1  # taken by the scheduler when it granted the slot
             call.cancel()
             self._on_free(self)
 

@@ -1,5 +1,17 @@
+import os
 import sys
 
 from .main import main
 
-sys.exit(main())
+code = 1
+try:
+    code = main()
+finally:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # the host (reading our output) may be gone
+            pass
+    # Exit without waiting for gRPC's pool threads: a tool still running after the stop grace
+    # must not keep the process alive (the host would have to SIGKILL it).
+    os._exit(code)

@@ -133,7 +133,7 @@ def serve(ns: argparse.Namespace) -> int:
             "tools": [t.to_dict() for t in tools.values()],
         })
     stop.wait()
-    server.stop(SHUTDOWN_GRACE_S).wait()
+    server.stop(SHUTDOWN_GRACE_S).wait(SHUTDOWN_GRACE_S + 1)
     try:
         adapter.cleanup()
     except Exception:  # noqa: BLE001

@@ -13,6 +13,29 @@ from runtime.worker import Adapter, tool
 class SampleAdapter(Adapter):
     def initialize(self) -> None:
         self.history: list[str] = []
+        self.active = 0
+        self.overlaps = 0
+
+    def _enter(self) -> None:
+        if self.active:
+            self.overlaps += 1  # two calls ran at once in this (non-thread-safe) adapter
+        self.active += 1
+
+    @tool
+    def guarded(self) -> int:
+        self._enter()
+        self.active -= 1
+        return self.overlaps
+
+    @tool
+    def guarded_stream(self, n: int) -> Iterator[int]:
+        self._enter()
+        try:
+            for i in range(n):
+                time.sleep(0.001)
+                yield i
+        finally:
+            self.active -= 1
 
     @tool
     def record(self, tag: str) -> int:

@@ -116,3 +116,16 @@ def test_streams_end_early_and_report_errors() -> None:
         assert next(gen) == 0
         gen.close()
         assert pool.execute("record", {"tag": "x"}) == 1  # the slot came back
+
+
+def test_streams_never_overlap_pipelined_calls() -> None:
+    with Pool(adapter="tests.adapters.sample:SampleAdapter", size=1) as pool:
+        for _ in range(50):  # tiny calls: the worker gets pipelined
+            pool.execute("guarded")
+        futures = [pool.submit("guarded") for _ in range(200)]
+        streamed = list(pool.stream("guarded_stream", {"n": 20}))
+        futures += [pool.submit("guarded") for _ in range(200)]
+        for f in futures:
+            f.result()
+        assert streamed == list(range(20))
+        assert pool.execute("guarded") == 0  # no two calls ever ran at once

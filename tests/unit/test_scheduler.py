@@ -15,10 +15,11 @@ class W:
     accepting: bool = True
     in_flight: int = 0
     served: int = 0
+    exclusive_calls: int = 0
 
     @property
     def limit(self) -> int:
-        return self.capacity + self.extra
+        return self.capacity + (0 if self.exclusive_calls else self.extra)
 
 
 class Waiter:
@@ -109,3 +110,22 @@ def test_removed_worker_takes_nothing() -> None:
     s.enqueue(w)
     s.release(a)
     assert w.result is None and s.drain_queue() == [w]
+
+
+def test_exclusive_calls_never_share_a_pipelined_worker() -> None:
+    s = Scheduler(max_queue=10)
+    a = W("a", capacity=1, extra=4)
+    s.add(a)
+    assert s.acquire() is a and s.acquire() is a  # pipelined: 2 on a
+    assert s.acquire(exclusive=True) is None
+    stream, call = Waiter(), Waiter()
+    s.enqueue(stream, exclusive=True)
+    s.enqueue(call)
+    s.release(a)
+    assert stream.result is None and call.result is None  # FIFO: both wait for a quiet worker
+    s.release(a)
+    assert stream.result is a and a.exclusive_calls == 1
+    assert call.result is None  # nothing is pipelined onto a worker running a stream
+    a.exclusive_calls -= 1
+    s.release(a)
+    assert call.result is a
