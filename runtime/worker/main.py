@@ -11,6 +11,7 @@ Exit codes: 0 clean stop, 1 health check failed, 3 adapter failed to load or ini
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -40,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--worker-id", default="", help="the host's name for this worker")
     p.add_argument("--allow-pickle", action="store_true", help="accept pickled parameters")
     p.add_argument("--max-message-mb", type=int, default=512)
+    p.add_argument("--no-call-lane", action="store_true",
+                   help="serve only Snakepit's RPCs (tests the host's unary fallback)")
     p.add_argument("--health-check", action="store_true",
                    help="import the adapter, print its tools as JSON and exit")
     return p.parse_args(argv)
@@ -89,6 +92,30 @@ def _write_ready(path: str, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+class _StopSignal:
+    """SIGTERM -> stop serving. The handler only sets a flag: a handler that took a lock (as
+    Event.set does) deadlocks when a second signal lands while the first holds it."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._r, w = os.pipe()
+        os.set_blocking(w, False)
+        os.set_blocking(self._r, False)
+        signal.set_wakeup_fd(w)  # the C-level handler writes here: select() wakes at once
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def wait(self) -> None:
+        import select
+
+        while not self.requested:
+            select.select([self._r], [], [], 1.0)
+            with contextlib.suppress(OSError):
+                os.read(self._r, 512)
+
+
 def serve(ns: argparse.Namespace) -> int:
     import grpc
 
@@ -100,8 +127,7 @@ def serve(ns: argparse.Namespace) -> int:
     from .specs import tool_spec
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = _StopSignal()
     _die_with_parent(ns.host_pid)
 
     try:
@@ -128,7 +154,7 @@ def serve(ns: argparse.Namespace) -> int:
     if ns.ready_file:
         _write_ready(ns.ready_file, {
             "address": ns.listen, "pid": os.getpid(), "protocol": PROTOCOL_VERSION,
-            "features": ["call_lane"], "worker_id": ns.worker_id,
+            "features": [] if ns.no_call_lane else ["call_lane"], "worker_id": ns.worker_id,
             "python": sys.version.split()[0], "executable": sys.executable,
             "tools": [t.to_dict() for t in tools.values()],
         })
