@@ -90,6 +90,18 @@ class SampleAdapter(Adapter):
         return {1, 2, 3}
 
 
+class CleanupMarker(Adapter):
+    """Writes a file from cleanup(), so a test can see that shutdown ran it."""
+
+    @tool
+    def mark_on_cleanup(self, path: str) -> None:
+        self.path = path
+
+    def cleanup(self) -> None:
+        with open(self.path, "w") as fh:
+            fh.write(str(os.getpid()))
+
+
 class FailingInit(Adapter):
     def initialize(self) -> None:
         raise RuntimeError("model weights missing")

@@ -132,3 +132,34 @@ def test_help_explains_run() -> None:
     result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "100"})
     assert result.exit_code == 0
     assert "--pool" in result.output and "Exit codes" in result.output
+
+
+def test_custom_example_with_a_user_adapter() -> None:
+    out = pit("run", "main.py", cwd=ROOT / "examples" / "custom")
+    assert out.returncode == 0, out.stderr
+    assert "counts: [['quick', 2], ['brown', 1]]" in out.stdout
+    assert "pools: ['text']" in out.stdout
+
+
+def test_no_wait_still_serves_calls(tmp_path: Path) -> None:
+    write(tmp_path / "s.py", "import runtime\nprint(runtime.execute('add', {'a': 1, 'b': 1}))\n")
+    out = pit("run", "--no-wait", "s.py", cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "2", out.stderr
+
+
+def test_ctrl_c_exits_130_and_stops_workers(tmp_path: Path) -> None:
+    write(tmp_path / "wait.py", """
+        import time, runtime
+        print(*runtime.current_pools().default().pids(), flush=True)
+        time.sleep(60)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([*PIT, "run", "wait.py"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 130
+        assert wait_until(lambda: not any(pid_alive(p) for p in pids))
+    finally:
+        proc.kill()

@@ -129,3 +129,24 @@ def test_streams_never_overlap_pipelined_calls() -> None:
             f.result()
         assert streamed == list(range(20))
         assert pool.execute("guarded") == 0  # no two calls ever ran at once
+
+
+def test_close_runs_the_adapters_cleanup(tmp_path: Path) -> None:
+    marker = tmp_path / "cleaned"
+    with Pool(adapter="tests.adapters.sample:CleanupMarker", size=1) as pool:
+        pool.execute("mark_on_cleanup", {"path": str(marker)})
+        pid = pool.pids()[0]
+    assert marker.read_text() == str(pid)
+
+
+def test_a_missing_interpreter_is_named() -> None:
+    with pytest.raises(runtime.WorkerStartError, match="/no/such/python"):
+        Pool(size=1, python="/no/such/python").start()
+
+
+def test_python_setting_picks_the_workers_interpreter() -> None:
+    import os
+
+    with Pool(size=1, python=sys.executable) as pool:
+        assert pool.stats().workers[0].python == ".".join(map(str, sys.version_info[:3]))
+        assert pool.execute("ping")["pid"] != os.getpid()
