@@ -41,6 +41,8 @@ from .scheduler import Saturated, Scheduler
 from .worker_handle import WorkerHandle
 
 RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+MIB = 1024 * 1024
+ENVELOPE_BYTES = 64 * 1024  # room left in a message for everything around the payload
 Deliver = Callable[[Any, "BaseException | None"], None]
 
 
@@ -95,6 +97,7 @@ class AsyncPool:
         self._ready_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._start_error: PitError | None = None
+        self._max_call_bytes = self.config.max_message_mb * MIB - ENVELOPE_BYTES
 
     @property
     def name(self) -> str:
@@ -273,6 +276,13 @@ class AsyncPool:
             req.metadata.update(metadata)
         if "correlation_id" not in req.metadata:
             req.metadata["correlation_id"] = f"{self.instance.id}-{next(self._call_ids)}"
+        size = req.ByteSize()
+        if size > self._max_call_bytes:
+            raise InvalidArgument(
+                f"call to {tool!r} is {size / MIB:.1f} MiB, over the pool's limit of "
+                f"{self.config.max_message_mb} MiB (max_message_mb)",
+                details={"tool": tool, "bytes": size},
+                hint="raise max_message_mb, or pass a path or a handle instead of the data")
         return req
 
     def _budget(self, timeout: float | None) -> float | None:

@@ -56,6 +56,22 @@ def _deliver(on_done: OnDone, value: Any, err: BaseException | None) -> None:
         traceback.print_exc()
 
 
+def _batches(calls: list[Any], max_bytes: int) -> list[list[Any]]:
+    """Split queued calls into messages that stay under the gRPC message limit."""
+    if len(calls) == 1:
+        return [calls]
+    batches: list[list[Any]] = [[]]
+    size = 0
+    for call in calls:
+        n = call.ByteSize()
+        if batches[-1] and size + n > max_bytes:
+            batches.append([])
+            size = 0
+        batches[-1].append(call)
+        size += n
+    return batches
+
+
 def _deliver_task(on_done: OnDone, task: asyncio.Task[Any]) -> None:
     if task.cancelled():
         _deliver(on_done, None, WorkerExit("the call was cancelled"))
@@ -109,6 +125,7 @@ class WorkerHandle:
         self._loop = asyncio.get_running_loop()
         self._outbox: list[Any] = []
         self._outbox_ready = asyncio.Event()
+        self._max_batch_bytes = config.max_message_mb * 1024 * 1024 // 2
         self.avg_ms = PIPELINE_BELOW_MS * 10  # assume calls are not tiny until measured
         self.pipeline = pipeline
         self.exclusive_calls = 0  # granted streams (they run outside the lane, alone)
@@ -268,19 +285,18 @@ class WorkerHandle:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
             calls, self._outbox = self._outbox, []
-            if not calls:
-                continue
-            try:
-                await lane.write(pb.LaneRequest(calls=calls))
-            except Exception as exc:  # noqa: BLE001 - the lane is gone; its calls fail
-                err = WorkerExit(f"worker {self.id} (pid {self.pid}) could not take the call: "
-                                 f"{self.exit_reason or type(exc).__name__}")
-                for call in calls:
-                    entry = self._pending.pop(call.call_id, None)
-                    if entry is not None:
-                        self._on_free(self)
-                        _deliver(entry[0], None, err)
-                return
+            for batch in _batches(calls, self._max_batch_bytes):
+                try:
+                    await lane.write(pb.LaneRequest(calls=batch))
+                except Exception as exc:  # noqa: BLE001 - the lane is gone; its calls fail
+                    err = WorkerExit(f"worker {self.id} (pid {self.pid}) could not take the "
+                                     f"call: {self.exit_reason or type(exc).__name__}")
+                    for call in [*calls, *self._outbox]:
+                        entry = self._pending.pop(call.call_id, None)
+                        if entry is not None:
+                            self._on_free(self)
+                            _deliver(entry[0], None, err)
+                    return
 
     @property
     def limit(self) -> int:

@@ -142,8 +142,8 @@ def serve(ns: argparse.Namespace) -> int:
 
     runner = ToolRunner(adapter, tools, host=HostClient(ns.host_address),
                         allow_pickle=ns.allow_pickle)
-    servicer = WorkerServicer(runner, {n: tool_spec(t, pb) for n, t in tools.items()})
     limit = ns.max_message_mb * 1024 * 1024
+    servicer = WorkerServicer(runner, {n: tool_spec(t, pb) for n, t in tools.items()}, limit)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="pit-rpc"),
         options=[("grpc.max_send_message_length", limit),

@@ -146,6 +146,12 @@ class ToolRunner:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(running.thread_id), ctypes.py_object(CallCancelled))
 
+    def too_large_response(self, req: Any, size: int, limit: int) -> Any:
+        err = ValueError(f"the result of {req.tool_name!r} is {size / 2**20:.1f} MiB, over "
+                         f"the {limit / 2**20:.0f} MiB message limit (max_message_mb); return "
+                         "a path or a handle instead, or raise max_message_mb")
+        return error_response(err, req, "invalid_argument")
+
     def cancelled_response(self, req: Any) -> Any:
         return error_response(CallCancelled("call was cancelled"), req)
 
@@ -201,8 +207,8 @@ class _ToolMissing(LookupError):
         super().__init__(f"unknown tool {name!r}; available tools: {', '.join(available)}")
 
 
-def error_response(exc: BaseException, req: Any) -> Any:
-    category = ("tool_not_found" if isinstance(exc, _ToolMissing)
+def error_response(exc: BaseException, req: Any, category: str | None = None) -> Any:
+    category = category or ("tool_not_found" if isinstance(exc, _ToolMissing)
                 else "invalid_argument" if isinstance(exc, ArgumentError)
                 else "timeout" if isinstance(exc, CallCancelled)
                 else "remote_error")

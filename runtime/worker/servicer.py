@@ -33,8 +33,10 @@ def _remaining_ms(context: Any) -> float:
 
 
 class WorkerServicer(pb_grpc.BridgeServiceServicer):
-    def __init__(self, runner: ToolRunner, tool_specs: dict[str, Any]) -> None:
+    def __init__(self, runner: ToolRunner, tool_specs: dict[str, Any],
+                 max_message_bytes: int = 512 * 1024 * 1024) -> None:
         self.runner = runner
+        self.max_result_bytes = max_message_bytes - 64 * 1024
         self.tool_specs = tool_specs  # name -> pb.ToolSpec
         self.last_host_contact = time.monotonic()
 
@@ -68,11 +70,20 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
                                      created_at=ts, tool_count=len(self.tool_specs))
 
     def ExecuteTool(self, request: Any, context: Any) -> Any:
-        return self.runner.run(request, timeout_ms=_remaining_ms(context))
+        resp = self.runner.run(request, timeout_ms=_remaining_ms(context))
+        n = len(resp.binary_result) + len(resp.result.value)
+        if n > self.max_result_bytes:
+            resp = self.runner.too_large_response(request, n, self.max_result_bytes)
+        return resp
 
     def ExecuteStreamingTool(self, request: Any, context: Any) -> Iterator[Any]:
         try:
-            yield from self.runner.stream(request, _remaining_ms(context), context.is_active)
+            for chunk in self.runner.stream(request, _remaining_ms(context), context.is_active):
+                if len(chunk.data) > self.max_result_bytes:
+                    err = self.runner.too_large_response(request, len(chunk.data),
+                                                         self.max_result_bytes)
+                    raise StreamError(err.error_message)
+                yield chunk
         except StreamError as exc:
             context.abort(grpc.StatusCode.INTERNAL, str(exc))
 
@@ -82,6 +93,7 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
         runner = self.runner
         for msg in request_iterator:
             results: list[Any] = []
+            size = 0
             flush_at = time.monotonic() + FLUSH_S
             for call in msg.calls:
                 try:
@@ -90,10 +102,15 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
                     runner.forget(call.call_id)
                 except CallCancelled:  # a cancel that landed just after the tool returned
                     resp = runner.cancelled_response(call.request)
+                n = len(resp.binary_result) + len(resp.result.value)
+                if n > self.max_result_bytes:
+                    resp = runner.too_large_response(call.request, n, self.max_result_bytes)
                 results.append(pb.LaneResult(call_id=call.call_id, response=resp))
-                if time.monotonic() >= flush_at:
+                size += n
+                if time.monotonic() >= flush_at or size > self.max_result_bytes // 2:
                     yield pb.LaneResponse(results=results)
                     results = []
+                    size = 0
                     flush_at = time.monotonic() + FLUSH_S
             if results:
                 yield pb.LaneResponse(results=results)

@@ -86,6 +86,15 @@ class SampleAdapter(Adapter):
         raise SystemExit(4)
 
     @tool
+    def make_bytes(self, n: int) -> bytes:
+        return b"x" * n
+
+    @tool
+    def make_chunks(self, count: int, n: int) -> Iterator[bytes]:
+        for _ in range(count):
+            yield b"x" * n
+
+    @tool
     def unserializable(self) -> object:
         return {1, 2, 3}
 

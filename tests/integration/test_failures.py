@@ -199,3 +199,19 @@ def test_many_threads_share_one_pool() -> None:
         for t in threads:
             t.join()
         assert not errors and results == [0] * 400
+
+
+def test_oversized_payloads_fail_the_call_not_the_worker() -> None:
+    with Pool(adapter=SAMPLE, size=1, max_message_mb=2) as pool:
+        pid = pool.pids()[0]
+        with pytest.raises(runtime.InvalidArgument, match="over the pool's limit of 2 MiB"):
+            pool.execute("record", {"tag": "x" * (3 * 1024 * 1024)})
+        # Results and stream chunks over the limit: the worker answers with an error
+        # instead of breaking its call lane.
+        with pytest.raises(runtime.InvalidArgument, match="message limit"):
+            pool.execute("make_bytes", {"n": 3 * 1024 * 1024})
+        with pytest.raises(runtime.RemoteError, match="message limit"):
+            list(pool.stream("make_chunks", {"count": 2, "n": 3 * 1024 * 1024}))
+        assert pool.execute("make_bytes", {"n": 1024 * 1024}) == b"x" * (1024 * 1024)
+        assert pool.execute("get_history") == []
+        assert pool.pids() == [pid]
