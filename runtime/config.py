@@ -58,6 +58,8 @@ class PoolConfig:
     allow_pickle: bool = False
     max_message_mb: int = 512
     pipeline_depth: int = 16
+    dependent: bool = True
+    dependent_timeout_ms: int = 10_000
 
     def worker_env(self) -> dict[str, str]:
         """Extra environment for this pool's workers: thread limits, then the pool's env."""
@@ -100,6 +102,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "allow_pickle": (lambda v: isinstance(v, bool), "true or false"),
     "max_message_mb": _int(1, 2047),
     "pipeline_depth": _int(0, 1024),
+    "dependent": (lambda v: isinstance(v, bool), "true or false"),
+    "dependent_timeout_ms": _int(1000),
 }
 POOL_KEYS = tuple(_RULES)
 TOP_KEYS = ("pools", "state_dir")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
+from . import render
 from .run_cmd import run_script
 
 app = typer.Typer(
@@ -17,6 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -60,6 +63,43 @@ def run(
     code = run_script(script, list(args or []), pools=list(pool or []), config=config,
                       wait=not no_wait, debug=ctx.obj.debug)
     raise typer.Exit(code)
+
+
+@app.command("cleanup")
+def cleanup_cmd(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be removed."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    state_dir: Path | None = typer.Option(
+        None, "--state-dir", help="State directory (default: PIT_STATE_DIR, else .pit/ "
+                                  "beside the config)."),
+    force: bool = typer.Option(False, "--force", help="Also stop workers of hosts that are "
+                                                     "alive but do not respond."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --force."),
+) -> None:
+    """Remove what dead pit hosts left behind: worker processes, run dirs, registry rows.
+
+    Only processes proven to be pit's (pid, start time and the markers on their command
+    line match the registry) are signalled. Exit code 0 when nothing is left behind, 1 when
+    something could not be removed (or, with --dry-run, when something would be).
+    """
+    from runtime.cleanup import cleanup
+    from runtime.config import load_config
+
+    directory = state_dir.resolve() if state_dir else load_config().state_dir
+    if force and not yes and not dry_run:
+        if not sys.stdin.isatty():
+            render.err_console.print("--force stops workers of live hosts: add --yes to "
+                                     "confirm when not at a terminal")
+            raise typer.Exit(2)
+        typer.confirm("Stop the workers of hosts that are alive but do not respond?",
+                      abort=True)
+    report = cleanup(directory, dry_run=dry_run, force=force)
+    if json_out:
+        render.print_json(render.cleanup_dict(report))
+    else:
+        render.print_cleanup(report)
+    raise typer.Exit(0 if report.left_behind == 0 else 1)
 
 
 @app.command("version")

@@ -118,6 +118,7 @@ class AsyncPool:
         self._loop = asyncio.get_running_loop()
         self._ready_event = asyncio.Event()
         if self._owns_instance:
+            self.instance.pool_names = [self.name]
             await self.instance.start()
         starts = [self._loop.create_task(self._start_worker()) for _ in range(self.config.size)]
         if not wait:
@@ -137,8 +138,7 @@ class AsyncPool:
     async def _start_worker(self) -> WorkerHandle:
         inst = self.instance
         worker = WorkerHandle(
-            f"worker-{next(self._ids)}", self.config, files=inst.worker_files(), run_id=inst.id,
-            token=inst.token, host_address=inst.host_address, python_path=inst.python_path,
+            f"worker-{next(self._ids)}", self.config, instance=inst,
             on_free=self._sched.release, on_exit=self._worker_exited,
             pipeline=self.config.pipeline_depth)
         self._workers[worker.id] = worker

@@ -2,16 +2,19 @@
 
 Each `Pools` set (or standalone pool) is one instance: an id, a secret token written on every
 worker's command line (so cleanup can prove a process is ours), a run directory (mode 0700)
-holding the unix sockets and ready files, and the host's BridgeService for host tools.
+holding the unix sockets and ready files, the host's BridgeService for host tools, its rows in
+the process registry, and a sweeper that removes what dead sibling hosts left behind.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,11 +22,14 @@ from typing import Any
 
 import grpc
 
+from ..cleanup import cleanup
 from ..protocol import pb_grpc
+from ..registry import RegistryWriter
 from .host_bridge import HostBridgeServicer
 
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 SERVER_STOP_GRACE_S = 1.0
+SWEEP_INTERVAL_S = 30.0
 
 
 def _run_dir(state_dir: Path, instance_id: str) -> Path:
@@ -35,7 +41,8 @@ def _run_dir(state_dir: Path, instance_id: str) -> Path:
 
 
 class HostInstance:
-    def __init__(self, state_dir: Path, python_path: list[str] | None = None) -> None:
+    def __init__(self, state_dir: Path, python_path: list[str] | None = None,
+                 config_path: Path | None = None) -> None:
         self.id = secrets.token_hex(4)
         self.token = secrets.token_hex(16)
         self.state_dir = state_dir
@@ -44,6 +51,10 @@ class HostInstance:
         self.host_tools: dict[str, Callable[..., Any]] = {}
         self.host_address = f"unix:{self.run_dir / 'host.sock'}"
         self._server: Any = None
+        self.config_path = config_path
+        self.pool_names: list[str] = []
+        self.registry: RegistryWriter | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._files = itertools.count(1)
 
     def worker_files(self) -> tuple[Path, Path]:
@@ -54,13 +65,37 @@ class HostInstance:
     async def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.run_dir, 0o700)
+        self.registry = RegistryWriter(self.state_dir)
+        self.registry.instance_started(
+            instance_id=self.id, token=self.token, control_address=self.host_address,
+            config_path=str(self.config_path) if self.config_path else None,
+            run_dir=str(self.run_dir), pools=",".join(self.pool_names))
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
         self._server = grpc.aio.server()
         pb_grpc.add_BridgeServiceServicer_to_server(
             HostBridgeServicer(self.host_tools), self._server)
         self._server.add_insecure_port(self.host_address)
         await self._server.start()
 
+    async def _sweep_forever(self) -> None:
+        """Remove what dead sibling hosts left behind: now, then every SWEEP_INTERVAL_S."""
+        while True:
+            try:
+                await asyncio.to_thread(cleanup, self.state_dir, exclude_instance=self.id)
+            except Exception as exc:  # noqa: BLE001 - a failed sweep must not stop the host
+                sys.stderr.write(f"pit: orphan sweep failed: {exc}\n")
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self.registry is not None:
+            self.registry.instance_ended(self.id)
+            await asyncio.to_thread(self.registry.close)
+            self.registry = None
         if self._server is not None:
             await self._server.stop(SERVER_STOP_GRACE_S)
             self._server = None

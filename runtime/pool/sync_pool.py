@@ -191,7 +191,9 @@ class Pools(Mapping[str, Pool]):
         self.config = config
         self._loop = LoopThread()
         paths = [*(python_path or []), str(config.path.parent if config.path else Path.cwd())]
-        self.instance = HostInstance(config.state_dir, python_path=paths)
+        self.instance = HostInstance(config.state_dir, python_path=paths,
+                                     config_path=config.path)
+        self.instance.pool_names = list(selected)
         self._pools: dict[str, Pool] = {}
         for name in selected:
             core = self._loop.run(_attach(config.pools[name], self.instance))

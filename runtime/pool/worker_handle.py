@@ -26,7 +26,6 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -34,6 +33,7 @@ import grpc
 from ..config import PoolConfig
 from ..errors import CallTimeout, RemoteError, WorkerExit, WorkerStartError
 from ..protocol import codec, pb, pb_grpc
+from .instance import HostInstance
 
 READY_POLL_S = 0.005
 TERM_GRACE_S = 2.0  # SIGTERM -> SIGKILL
@@ -95,9 +95,7 @@ def describe_exit(code: int | None) -> str:
 
 
 class WorkerHandle:
-    def __init__(self, worker_id: str, config: PoolConfig, *, files: tuple[Path, Path],
-                 run_id: str,
-                 token: str, host_address: str, python_path: list[str],
+    def __init__(self, worker_id: str, config: PoolConfig, *, instance: HostInstance,
                  on_free: Callable[[WorkerHandle], None],
                  on_exit: Callable[[WorkerHandle], None], pipeline: int = 0) -> None:
         self.id = worker_id
@@ -114,9 +112,8 @@ class WorkerHandle:
         self.exit_code: int | None = None
         self.exit_reason = ""
         self.output: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
-        self._socket, self._ready_file = files
-        self._run_id, self._token, self._host_address = run_id, token, host_address
-        self._python_path = python_path
+        self._instance = instance
+        self._socket, self._ready_file = instance.worker_files()
         self._on_free, self._on_exit = on_free, on_exit
         self._proc: asyncio.subprocess.Process | None = None
         self._channel: Any = None
@@ -143,17 +140,21 @@ class WorkerHandle:
         python = self.config.python or sys.executable
         argv = [python, "-m", "runtime.worker", "--adapter", self.config.adapter,
                 "--listen", f"unix:{self._socket}", "--ready-file", str(self._ready_file),
-                "--run-id", self._run_id, "--instance-token", self._token,
-                "--host-address", self._host_address, "--host-pid", str(os.getpid()),
+                "--run-id", self._instance.id, "--instance-token", self._instance.token,
+                "--host-address", self._instance.host_address, "--host-pid", str(os.getpid()),
                 "--worker-id", self.id, "--max-message-mb", str(self.config.max_message_mb)]
         if self.config.allow_pickle:
             argv.append("--allow-pickle")
+        if not self.config.dependent:
+            argv.append("--independent")
+        else:
+            argv += ["--dependent-timeout", f"{self.config.dependent_timeout_ms / 1000:g}"]
         return argv
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.config.worker_env())
-        paths = [*self._python_path, env.get("PYTHONPATH", "")]
+        paths = [*self._instance.python_path, env.get("PYTHONPATH", "")]
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         env["PYTHONUNBUFFERED"] = "1"
         return env
@@ -171,6 +172,11 @@ class WorkerHandle:
                 f"pool {self.config.name!r}: cannot start worker with "
                 f"{self.argv()[0]}: {exc}", hint="check the pool's python setting") from None
         self.pid = self._proc.pid
+        if self._instance.registry is not None:
+            self._instance.registry.worker_started(
+                instance_id=self._instance.id, token=self._instance.token,
+                pool=self.config.name, worker_id=self.id, pid=self.pid,
+                socket=str(self._socket))
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._pump_output()))
         self._tasks.append(loop.create_task(self._watch_exit()))
@@ -234,6 +240,9 @@ class WorkerHandle:
         self._abandoned.clear()
         if not self._exited.done():
             self._exited.set_result(code)
+        if self._instance.registry is not None:
+            self._instance.registry.worker_ended(
+                instance_id=self._instance.id, pool=self.config.name, worker_id=self.id)
         if self._channel is not None:
             await self._channel.close()
         if not was_stopping:

@@ -24,6 +24,8 @@ from concurrent import futures
 from typing import Any
 
 SHUTDOWN_GRACE_S = 2.0
+DEPENDENT_TIMEOUT_S = 10.0
+HOST_HEARTBEAT_INTERVAL_S = 2.0
 PARENT_POLL_S = 0.5
 EXIT_ADAPTER_FAILED = 3
 
@@ -41,6 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--worker-id", default="", help="the host's name for this worker")
     p.add_argument("--allow-pickle", action="store_true", help="accept pickled parameters")
     p.add_argument("--max-message-mb", type=int, default=512)
+    p.add_argument("--independent", action="store_true",
+                   help="do not exit with the host (debugging; orphans need `pit cleanup`)")
+    p.add_argument("--dependent-timeout", type=float, default=DEPENDENT_TIMEOUT_S,
+                   help="exit when the host has not answered a heartbeat for this many s")
     p.add_argument("--no-call-lane", action="store_true",
                    help="serve only Snakepit's RPCs (tests the host's unary fallback)")
     p.add_argument("--health-check", action="store_true",
@@ -63,6 +69,7 @@ def load_adapter_class(spec: str) -> type:
 
 
 def _die_with_parent(host_pid: int) -> None:
+    """Linux parent-death signal, and a watchdog on the parent pid everywhere."""
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -83,6 +90,32 @@ def _die_with_parent(host_pid: int) -> None:
 
     if host_pid:
         threading.Thread(target=watch, name="pit-parent-watch", daemon=True).start()
+
+
+def _heartbeat_host(address: str, timeout_s: float, stop: _StopSignal) -> None:
+    """Dependent mode: exit when the host has not answered for ``timeout_s`` (it may be alive
+    but wedged, or gone in a way the parent-death signal cannot see)."""
+    import grpc
+
+    from ..protocol import pb, pb_grpc
+
+    def beat() -> None:
+        channel = grpc.insecure_channel(address)
+        stub = pb_grpc.BridgeServiceStub(channel)
+        last_ok = time.monotonic()
+        while not stop.requested:
+            try:
+                stub.Heartbeat(pb.HeartbeatRequest(), timeout=HOST_HEARTBEAT_INTERVAL_S)
+                last_ok = time.monotonic()
+            except grpc.RpcError:
+                if time.monotonic() - last_ok > timeout_s:
+                    sys.stderr.write(f"pit worker: host at {address} has not answered for "
+                                     f"{timeout_s:g} s; exiting\n")
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+            time.sleep(HOST_HEARTBEAT_INTERVAL_S)
+
+    threading.Thread(target=beat, name="pit-host-heartbeat", daemon=True).start()
 
 
 def _write_ready(path: str, payload: dict[str, Any]) -> None:
@@ -128,7 +161,11 @@ def serve(ns: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
     stop = _StopSignal()
-    _die_with_parent(ns.host_pid)
+    if ns.independent:
+        sys.stderr.write("pit worker: running independent of its host (dependent = false): "
+                         "it will not exit when the host dies\n")
+    else:
+        _die_with_parent(ns.host_pid)
 
     try:
         cls = load_adapter_class(ns.adapter)
@@ -158,6 +195,8 @@ def serve(ns: argparse.Namespace) -> int:
             "python": sys.version.split()[0], "executable": sys.executable,
             "tools": [t.to_dict() for t in tools.values()],
         })
+    if ns.host_address and not ns.independent:
+        _heartbeat_host(ns.host_address, ns.dependent_timeout, stop)
     stop.wait()
     server.stop(SHUTDOWN_GRACE_S).wait(SHUTDOWN_GRACE_S + 1)
     try:

@@ -1,0 +1,165 @@
+"""Finding and removing what dead pit hosts left behind: worker processes, run directories,
+sockets and registry rows. Used by every host at start (and on a timer) and by `pit cleanup`.
+
+Only processes proven to be pit's (`registry.is_our_worker`) are ever signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .registry import InstanceRow, Registry, WorkerRow, is_our_worker, process_alive
+
+TERM_GRACE_S = 2.0
+HOST_PING_TIMEOUT_S = 2.0
+NEW_RUN_DIR_S = 60.0  # an unregistered run dir younger than this may be a host starting up
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupItem:
+    kind: str  # "worker" | "run_dir" | "instance"
+    target: str  # pid, path or instance id
+    instance_id: str
+    reason: str
+    action: str  # "terminate" | "remove" | "forget" | "kept"
+    pool: str = ""
+    worker_id: str = ""
+    done: bool = False
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupReport:
+    state_dir: str
+    dry_run: bool
+    items: tuple[CleanupItem, ...] = field(default_factory=tuple)
+
+    @property
+    def left_behind(self) -> int:
+        """Things that still need attention after this run (0: nothing is left)."""
+        if self.dry_run:
+            return sum(1 for i in self.items if i.action != "kept")
+        return sum(1 for i in self.items if i.action != "kept" and not i.done)
+
+
+def host_responds(row: InstanceRow, timeout: float = HOST_PING_TIMEOUT_S) -> bool:
+    """Does a live host still answer on its BridgeService socket?"""
+    if not row.control_address:
+        return False
+    import grpc
+
+    from .protocol import pb, pb_grpc
+
+    try:
+        with grpc.insecure_channel(row.control_address) as channel:
+            pb_grpc.BridgeServiceStub(channel).Ping(pb.PingRequest(message="cleanup"),
+                                                     timeout=timeout)
+        return True
+    except grpc.RpcError:
+        return False
+
+
+def _dead_reason(row: InstanceRow, force: bool) -> str | None:
+    if row.ended_at is not None:
+        return "host ended"
+    if not process_alive(row.pid, row.create_time):
+        return f"host pid {row.pid} is gone"
+    if force and not host_responds(row):
+        return f"host pid {row.pid} is alive but does not respond"
+    return None
+
+
+def terminate_group(row: WorkerRow, grace: float = TERM_GRACE_S) -> str:
+    """SIGTERM the worker's process group, SIGKILL after ``grace``. Returns an error or ''."""
+    if not is_our_worker(row):
+        return "not ours any more"
+    pgid = row.pgid if row.pgid == row.pid else None  # only a group the worker leads
+
+    def send(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if pgid is not None:
+                os.killpg(pgid, sig)
+            else:
+                os.kill(row.pid, sig)
+
+    try:
+        send(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and process_alive(row.pid, row.create_time):
+            time.sleep(0.02)
+        if process_alive(row.pid, row.create_time):
+            send(signal.SIGKILL)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and process_alive(row.pid, row.create_time):
+                time.sleep(0.02)
+    except PermissionError as exc:
+        return str(exc)
+    return "" if not process_alive(row.pid, row.create_time) else "still running"
+
+
+def cleanup(state_dir: Path, *, dry_run: bool = False, force: bool = False,
+            exclude_instance: str | None = None) -> CleanupReport:
+    """Remove what dead hosts left in ``state_dir``; ``force`` also treats unresponsive
+    live hosts as dead. ``exclude_instance`` is never touched (the calling host)."""
+    registry = Registry(state_dir)
+    items: list[CleanupItem] = []
+    known_run_dirs: set[str] = set()
+    for inst in registry.instances():
+        if inst.instance_id == exclude_instance:
+            if inst.run_dir:
+                known_run_dirs.add(inst.run_dir)
+            continue
+        reason = _dead_reason(inst, force)
+        if reason is None:
+            if inst.run_dir:
+                known_run_dirs.add(inst.run_dir)
+            continue
+        for w in registry.workers(inst.instance_id):
+            if is_our_worker(w):
+                err = "" if dry_run else terminate_group(w)
+                items.append(CleanupItem("worker", str(w.pid), inst.instance_id,
+                                         f"orphan of {reason}", "terminate", w.pool,
+                                         w.worker_id, done=not dry_run and not err, error=err))
+        if inst.run_dir and Path(inst.run_dir).exists():
+            if not dry_run:
+                shutil.rmtree(inst.run_dir, ignore_errors=True)
+            items.append(CleanupItem("run_dir", inst.run_dir, inst.instance_id, reason,
+                                     "remove", done=not dry_run))
+        if not dry_run:
+            registry.forget_instance(inst.instance_id)
+        items.append(CleanupItem("instance", inst.instance_id, inst.instance_id, reason,
+                                 "forget", done=not dry_run))
+    # Run directories that no registered live instance owns (a host killed before it wrote
+    # its row, or a registry that was deleted).
+    run_root = state_dir / "run"
+    if run_root.is_dir():
+        for d in sorted(run_root.iterdir()):
+            if str(d) in known_run_dirs or any(i.target == str(d) for i in items):
+                continue
+            if _unowned_run_dir_in_use(d):
+                continue
+            if not dry_run:
+                shutil.rmtree(d, ignore_errors=True)
+            items.append(CleanupItem("run_dir", str(d), d.name, "no live host owns it",
+                                     "remove", done=not dry_run))
+    return CleanupReport(str(state_dir), dry_run, tuple(items))
+
+
+def _unowned_run_dir_in_use(path: Path) -> bool:
+    """A run dir without a registry row may belong to a host that is just starting."""
+    try:
+        if time.time() - path.stat().st_mtime < NEW_RUN_DIR_S:
+            return True
+    except OSError:
+        return False
+    sock = path / "host.sock"
+    if not sock.exists():
+        return False
+    row = InstanceRow(path.name, "", 0, None, f"unix:{sock}", None, str(path), None, 0.0, None)
+    return host_responds(row, timeout=0.5)
