@@ -60,6 +60,9 @@ class PoolConfig:
     pipeline_depth: int = 16
     dependent: bool = True
     dependent_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 2_000
+    heartbeat_timeout_ms: int = 10_000
+    heartbeat_max_missed: int = 3
 
     def worker_env(self) -> dict[str, str]:
         """Extra environment for this pool's workers: thread limits, then the pool's env."""
@@ -104,6 +107,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "pipeline_depth": _int(0, 1024),
     "dependent": (lambda v: isinstance(v, bool), "true or false"),
     "dependent_timeout_ms": _int(1000),
+    "heartbeat_interval_ms": _int(0),
+    "heartbeat_timeout_ms": _int(10),
+    "heartbeat_max_missed": _int(1),
 }
 POOL_KEYS = tuple(_RULES)
 TOP_KEYS = ("pools", "state_dir")

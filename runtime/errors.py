@@ -67,6 +67,14 @@ class WorkerExit(PitError):
     category = "worker_exit"
 
 
+class WorkerHung(WorkerExit):
+    category = "worker_hung"
+
+
+class PoisonCall(PitError):
+    category = "poison_call"
+
+
 class WorkerStartError(PitError):
     category = "worker_start"
 
@@ -110,7 +118,8 @@ class EnvironmentProblem(PitError):
 _BY_CATEGORY: dict[str, type[PitError]] = {
     cls.category: cls
     for cls in (
-        ConfigError, CallTimeout, QueueTimeout, PoolSaturated, WorkerBusy, WorkerExit,
+        ConfigError, CallTimeout, QueueTimeout, PoolSaturated, WorkerBusy, WorkerExit, WorkerHung,
+        PoisonCall,
         WorkerStartError, SessionUnavailable, PoolNotFound, PoolNotReady, ToolNotFound,
         InvalidArgument, RemoteError, CircuitOpen, ShutdownError, EnvironmentProblem,
     )

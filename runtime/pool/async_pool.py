@@ -14,6 +14,7 @@ fails only its own in-flight calls and is replaced (with backoff while replaceme
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import math
 import sys
@@ -38,6 +39,7 @@ from ..errors import (
 from ..protocol import codec, pb
 from .instance import HostInstance
 from .scheduler import Saturated, Scheduler
+from .supervisor import Supervisor
 from .worker_handle import WorkerHandle
 
 RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
@@ -69,6 +71,7 @@ class PoolStats:
     max_queue: int
     restarts: int
     workers: tuple[WorkerStats, ...]
+    recycles: Mapping[str, int]  # workers ended by the pool or by themselves, by reason
 
 
 class AsyncPool:
@@ -98,6 +101,8 @@ class AsyncPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._start_error: PitError | None = None
         self._max_call_bytes = self.config.max_message_mb * MIB - ENVELOPE_BYTES
+        self._supervisor = Supervisor(self)
+        self._events: collections.Counter[str] = collections.Counter()
 
     @property
     def name(self) -> str:
@@ -126,6 +131,7 @@ class AsyncPool:
             for t in starts:
                 t.add_done_callback(self._replacing.discard)
             self._state = "running"
+            self._supervisor.start()
             return self
         results = await asyncio.gather(*starts, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
@@ -133,6 +139,7 @@ class AsyncPool:
             await self.close()
             raise errors[0]
         self._state = "running"
+        self._supervisor.start()
         return self
 
     async def _start_worker(self) -> WorkerHandle:
@@ -160,6 +167,8 @@ class AsyncPool:
 
     def _worker_exited(self, worker: WorkerHandle) -> None:
         """A worker died on its own: drop it and start a replacement."""
+        if not worker.recycle_reason:
+            self.record_event(worker, "crashed")
         self._sched.remove(worker)
         self._workers.pop(worker.id, None)
         if self._state not in ("running", "starting"):
@@ -195,6 +204,14 @@ class AsyncPool:
             return 0.0
         return RESTART_BACKOFF_S[min(self._crash_streak - 2, len(RESTART_BACKOFF_S) - 1)]
 
+    def live_workers(self) -> list[WorkerHandle]:
+        return list(self._workers.values())
+
+    def record_event(self, worker: WorkerHandle, reason: str) -> None:
+        """Count a recycle/replacement reason (hung, crashed, ttl, requests, memory, manual)."""
+        self._events[reason] += 1
+        worker.recycle_reason = reason
+
     def ready_count(self) -> int:
         return sum(1 for w in self._workers.values() if w.accepting)
 
@@ -222,6 +239,7 @@ class AsyncPool:
                 await asyncio.sleep(0.01)
             return
         self._state = "closing"
+        await self._supervisor.stop()
         for waiter in self._sched.drain_queue():
             waiter.set_exception(ShutdownError(f"pool {self.name!r} is shutting down"))
         for task in list(self._replacing):
@@ -483,7 +501,7 @@ class AsyncPool:
         return PoolStats(name=self.name, adapter=self.config.adapter, size=self.config.size,
                          ready=self.ready_count(), queued=self._sched.depth,
                          max_queue=self.config.max_queue, restarts=self._restarts,
-                         workers=workers)
+                         workers=workers, recycles=dict(self._events))
 
     def register_host_tool(self, name: str, fn: Callable[..., Any]) -> None:
         """Make ``fn`` callable from workers as ``ctx.call_host_tool(name, **kwargs)``."""

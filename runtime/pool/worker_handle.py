@@ -26,12 +26,13 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 
 from ..config import PoolConfig
-from ..errors import CallTimeout, RemoteError, WorkerExit, WorkerStartError
+from ..errors import CallTimeout, RemoteError, WorkerExit, WorkerHung, WorkerStartError
 from ..protocol import codec, pb, pb_grpc
 from .instance import HostInstance
 
@@ -114,6 +115,11 @@ class WorkerHandle:
         self.output: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         self._instance = instance
         self._socket, self._ready_file = instance.worker_files()
+        self.stack_file = self._socket.with_suffix(".stacks")
+        self.exit_error: type[WorkerExit] = WorkerExit
+        self.exit_details: dict[str, Any] = {}
+        self.missed_heartbeats = 0
+        self.recycle_reason = ""  # why the pool ended (or is ending) this worker
         self._on_free, self._on_exit = on_free, on_exit
         self._proc: asyncio.subprocess.Process | None = None
         self._channel: Any = None
@@ -142,7 +148,8 @@ class WorkerHandle:
                 "--listen", f"unix:{self._socket}", "--ready-file", str(self._ready_file),
                 "--run-id", self._instance.id, "--instance-token", self._instance.token,
                 "--host-address", self._instance.host_address, "--host-pid", str(os.getpid()),
-                "--worker-id", self.id, "--max-message-mb", str(self.config.max_message_mb)]
+                "--worker-id", self.id, "--max-message-mb", str(self.config.max_message_mb),
+                "--stack-file", str(self.stack_file)]
         if self.config.allow_pickle:
             argv.append("--allow-pickle")
         if not self.config.dependent:
@@ -232,8 +239,9 @@ class WorkerHandle:
         if self._writer is not None:
             self._writer.cancel()
         self.exit_reason = self.exit_reason or describe_exit(code)
-        err = WorkerExit(f"worker {self.id} (pid {self.pid}) {self.exit_reason}",
-                         details={"worker": self.id, "pid": self.pid, "exit_code": code})
+        err = self.exit_error(f"worker {self.id} (pid {self.pid}) {self.exit_reason}",
+                              details={"worker": self.id, "pid": self.pid, "exit_code": code,
+                                       **self.exit_details})
         self._fail_pending(err)
         for timer in self._abandoned.values():
             timer.cancel()
@@ -424,6 +432,42 @@ class WorkerHandle:
             self._on_free(self)
 
     # --- stop -------------------------------------------------------------------------------
+    async def ping(self, timeout: float) -> bool:
+        """One heartbeat: does the worker's gRPC server answer within ``timeout``?"""
+        try:
+            await self._stub.Ping(pb.PingRequest(message="heartbeat"), timeout=timeout)
+            return True
+        except grpc.aio.AioRpcError:
+            return False
+
+    async def dump_stacks(self, dest_dir: Path) -> Path | None:
+        """Ask the worker for its Python stacks (SIGUSR1 -> faulthandler) and keep a copy."""
+        if self._proc is None or self._proc.returncode is not None:
+            return None
+        with contextlib.suppress(OSError):
+            start = self.stack_file.stat().st_size
+            os.kill(self._proc.pid, signal.SIGUSR1)
+            for _ in range(50):
+                await asyncio.sleep(0.02)
+                if self.stack_file.stat().st_size > start:
+                    break
+            await asyncio.sleep(0.05)  # let it finish writing every thread
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            name = f"{self._instance.id}-{self.config.name}-{self.id}-{int(time.time())}.txt"
+            dest = dest_dir / name
+            dest.write_bytes(self.stack_file.read_bytes()[start:])
+            return dest
+        return None
+
+    def mark_hung(self, silent_s: float, dump: Path | None) -> None:
+        """Kill a worker that stopped answering; its calls fail with WorkerHung."""
+        self.exit_error = WorkerHung
+        self.exit_details = {"stack_dump": str(dump) if dump else None, "cause": "hung"}
+        where = f"; its stacks are in {dump}" if dump else ""
+        self.exit_reason = (f"was hung: no heartbeat answer for {silent_s:.1f} s, killed"
+                            f"{where}")
+        self.kill()
+
     def kill(self) -> None:
         """SIGKILL the worker's process group now."""
         if self._proc is not None and self._proc.returncode is None:
@@ -454,7 +498,7 @@ class WorkerHandle:
             if not task.done():
                 await asyncio.wait({task}, timeout=1.0)
                 task.cancel()
-        for path in (self._socket, self._ready_file):
+        for path in (self._socket, self._ready_file, self.stack_file):
             with contextlib.suppress(OSError):
                 path.unlink()
 

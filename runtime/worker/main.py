@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="do not exit with the host (debugging; orphans need `pit cleanup`)")
     p.add_argument("--dependent-timeout", type=float, default=DEPENDENT_TIMEOUT_S,
                    help="exit when the host has not answered a heartbeat for this many s")
+    p.add_argument("--stack-file", help="where SIGUSR1 dumps every thread's Python stack")
     p.add_argument("--no-call-lane", action="store_true",
                    help="serve only Snakepit's RPCs (tests the host's unary fallback)")
     p.add_argument("--health-check", action="store_true",
@@ -161,6 +162,12 @@ def serve(ns: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
     stop = _StopSignal()
+    if ns.stack_file:
+        import faulthandler
+
+        # Dumped from the C signal handler: works even while a tool holds the GIL.
+        stacks = open(ns.stack_file, "w")  # noqa: SIM115 - open for the process's lifetime
+        faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
     if ns.independent:
         sys.stderr.write("pit worker: running independent of its host (dependent = false): "
                          "it will not exit when the host dies\n")

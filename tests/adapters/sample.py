@@ -54,6 +54,13 @@ class SampleAdapter(Adapter):
         return "woke"
 
     @tool
+    def hold_gil(self, seconds: int) -> None:
+        """Sleep in C *holding* the GIL: the worker cannot even answer a heartbeat."""
+        import ctypes
+
+        ctypes.PyDLL(None).sleep(seconds)
+
+    @tool
     def spin(self, seconds: float) -> int:
         """A pure-Python loop that ignores ctx.cancelled (stopped by CallCancelled)."""
         end = time.monotonic() + seconds
