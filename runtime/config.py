@@ -63,6 +63,9 @@ class PoolConfig:
     heartbeat_interval_ms: int = 2_000
     heartbeat_timeout_ms: int = 10_000
     heartbeat_max_missed: int = 3
+    max_requests: int = 0
+    ttl_s: float = 0.0
+    max_memory_mb: int = 0
 
     def worker_env(self) -> dict[str, str]:
         """Extra environment for this pool's workers: thread limits, then the pool's env."""
@@ -110,6 +113,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "heartbeat_interval_ms": _int(0),
     "heartbeat_timeout_ms": _int(10),
     "heartbeat_max_missed": _int(1),
+    "max_requests": _int(0),
+    "ttl_s": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
+              "a number of seconds >= 0 (0: never)"),
+    "max_memory_mb": _int(0),
 }
 POOL_KEYS = tuple(_RULES)
 TOP_KEYS = ("pools", "state_dir")

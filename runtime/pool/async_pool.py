@@ -17,6 +17,7 @@ import asyncio
 import collections
 import itertools
 import math
+import random
 import sys
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from .supervisor import Supervisor
 from .worker_handle import WorkerHandle
 
 RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+JITTER = 0.1  # +-10 % on max_requests and ttl_s
 MIB = 1024 * 1024
 ENVELOPE_BYTES = 64 * 1024  # room left in a message for everything around the payload
 Deliver = Callable[[Any, "BaseException | None"], None]
@@ -59,6 +61,7 @@ class WorkerStats:
     errors: int
     uptime_s: float
     python: str
+    rss_mb: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +149,14 @@ class AsyncPool:
         inst = self.instance
         worker = WorkerHandle(
             f"worker-{next(self._ids)}", self.config, instance=inst,
-            on_free=self._sched.release, on_exit=self._worker_exited,
+            on_free=self._slot_freed, on_exit=self._worker_exited,
             pipeline=self.config.pipeline_depth)
+        if self.config.max_requests:
+            # Jitter, so that workers started together do not all recycle together.
+            worker.max_requests = max(1, round(self.config.max_requests
+                                               * random.uniform(1 - JITTER, 1 + JITTER)))
+        if self.config.ttl_s:
+            worker.ttl_s = self.config.ttl_s * random.uniform(1 - JITTER, 1 + JITTER)
         self._workers[worker.id] = worker
         try:
             await worker.start()
@@ -164,6 +173,54 @@ class AsyncPool:
         if self.ready_count() >= self.config.size and self._ready_event is not None:
             self._ready_event.set()
         return worker
+
+    def _slot_freed(self, worker: WorkerHandle) -> None:
+        self._sched.release(worker)
+        if worker.max_requests and worker.served >= worker.max_requests:
+            self.start_recycle(worker, "requests")
+
+    def start_recycle(self, worker: WorkerHandle, reason: str) -> None:
+        """Replace ``worker`` without downtime (see `recycle`), in the background."""
+        if worker.recycle_reason or worker.state != "ready" or self._state != "running":
+            return
+        self.record_event(worker, reason)
+        task = asyncio.get_running_loop().create_task(self._recycle(worker))
+        self._replacing.add(task)
+        task.add_done_callback(self._replacing.discard)
+
+    async def recycle(self, worker_id: str, reason: str = "manual") -> None:
+        """Replace a worker with a fresh one, without downtime.
+
+        The replacement starts and becomes ready first; then the old worker stops taking
+        calls, finishes the ones it holds (up to shutdown_grace_ms) and stops.
+        """
+        worker = self._workers.get(worker_id)
+        if worker is None:
+            raise PitError(f"pool {self.name!r} has no worker {worker_id!r}; workers: "
+                           f"{', '.join(self._workers)}")
+        if worker.recycle_reason or worker.state != "ready":
+            return
+        self.record_event(worker, reason)
+        await self._recycle(worker)
+
+    async def _recycle(self, old: WorkerHandle) -> None:
+        try:
+            await self._start_worker()
+        except WorkerStartError as exc:
+            old.recycle_reason = ""  # keep serving with the old one; try again later
+            sys.stderr.write(f"pit: pool {self.name!r}: could not recycle {old.id}: the "
+                             f"replacement failed to start: {exc.message.splitlines()[0]}\n")
+            return
+        old.accepting = False
+        old.state = "draining"
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.config.shutdown_grace_ms / 1000
+        while old.in_flight > 0 and loop.time() < end and old.state != "dead":
+            await asyncio.sleep(0.01)
+        self._sched.remove(old)
+        await old.stop()
+        self._workers.pop(old.id, None)
+        self._restarts += 1
 
     def _worker_exited(self, worker: WorkerHandle) -> None:
         """A worker died on its own: drop it and start a replacement."""
@@ -496,7 +553,7 @@ class AsyncPool:
             WorkerStats(id=w.id, pid=w.pid, state=w.state, in_flight=w.in_flight,
                         capacity=w.capacity, requests=w.served, errors=w.errors,
                         uptime_s=round(w.uptime(), 3),
-                        python=str(w.ready_info.get("python", "")))
+                        python=str(w.ready_info.get("python", "")), rss_mb=round(w.rss_mb, 1))
             for w in self._workers.values())
         return PoolStats(name=self.name, adapter=self.config.adapter, size=self.config.size,
                          ready=self.ready_count(), queued=self._sched.depth,

@@ -1,4 +1,4 @@
-"""Keeps a pool's workers healthy while it runs: heartbeats now, recycling next.
+"""Keeps a pool's workers healthy while it runs: heartbeats, TTL and memory recycling.
 
     every heartbeat_interval_ms:  Ping each ready worker (timeout heartbeat_timeout_ms)
         answer      -> missed = 0
@@ -7,7 +7,9 @@
                        with WorkerHung and the pool replaces it
 
 Pings run concurrently and overlap, so a hung worker is declared after about
-timeout + (max_missed - 1) * interval.
+timeout + (max_missed - 1) * interval. Every RECYCLE_CHECK_S, workers past their (jittered)
+ttl_s or over max_memory_mb of RSS (sampled with psutil in a thread) are recycled; the pool
+replaces them without downtime.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import TYPE_CHECKING, Any
+
+import psutil
+
+RECYCLE_CHECK_S = 0.5
 
 if TYPE_CHECKING:
     from .async_pool import AsyncPool
@@ -30,8 +36,11 @@ class Supervisor:
         self._last_ok: dict[str, float] = {}
 
     def start(self) -> None:
+        loop = asyncio.get_running_loop()
         if self.config.heartbeat_interval_ms > 0:
-            self._main = asyncio.get_running_loop().create_task(self._heartbeats())
+            self._main = loop.create_task(self._heartbeats())
+        if self.config.ttl_s or self.config.max_memory_mb:
+            self._spawn(self._recycling())
 
     async def stop(self) -> None:
         tasks = [t for t in (self._main, *self._tasks) if t is not None]
@@ -53,6 +62,21 @@ class Supervisor:
                         worker.missed_heartbeats < self.config.heartbeat_max_missed:
                     self._spawn(self._beat(worker))
 
+    async def _recycling(self) -> None:
+        """TTL and memory checks (max_requests is checked as each call ends)."""
+        while True:
+            await asyncio.sleep(RECYCLE_CHECK_S)
+            workers = [w for w in self.pool.live_workers() if w.state == "ready"]
+            if self.config.max_memory_mb:
+                samples = await asyncio.to_thread(_rss_mb, [w.pid for w in workers])
+                for worker, rss in zip(workers, samples, strict=True):
+                    worker.rss_mb = rss
+                    if rss > self.config.max_memory_mb:
+                        self.pool.start_recycle(worker, "memory")
+            for worker in workers:
+                if worker.ttl_s and worker.uptime() >= worker.ttl_s:
+                    self.pool.start_recycle(worker, "ttl")
+
     async def _beat(self, worker: WorkerHandle) -> None:
         now = time.monotonic()
         self._last_ok.setdefault(worker.id, now)
@@ -68,3 +92,14 @@ class Supervisor:
             dump = await worker.dump_stacks(self.pool.instance.state_dir / "dumps")
             self.pool.record_event(worker, "hung")
             worker.mark_hung(silent, dump)
+
+
+def _rss_mb(pids: list[int | None]) -> list[float]:
+    """Resident memory of each worker in MiB (0 when it is gone); runs off the event loop."""
+    out = []
+    for pid in pids:
+        try:
+            out.append(psutil.Process(pid).memory_info().rss / 2**20 if pid else 0.0)
+        except psutil.Error:
+            out.append(0.0)
+    return out

@@ -155,6 +155,10 @@ class Pool:
             if not self._loop.loop.is_closed():
                 self._loop.run(agen.aclose())
 
+    def recycle(self, worker_id: str) -> None:
+        """Replace one worker with a fresh process, without downtime (reason "manual")."""
+        self._loop.run(self._core.recycle(worker_id))
+
     def tools(self) -> list[dict[str, Any]]:
         return self._core.tools()
 

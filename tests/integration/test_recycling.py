@@ -1,0 +1,74 @@
+"""Recycling by requests, TTL, memory and by hand: zero failed calls while it happens."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from runtime import Pool
+from tests.conftest import pid_alive, wait_until
+
+
+def hammer(pool: Pool, seconds: float, threads: int = 4) -> tuple[int, list[BaseException]]:
+    """Call `ping` from several threads for a while; return (calls done, errors)."""
+    done = [0]
+    errors: list[BaseException] = []
+    end = time.monotonic() + seconds
+
+    def run() -> None:
+        while time.monotonic() < end:
+            try:
+                pool.execute("ping", timeout=10)
+                done[0] += 1
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    ts = [threading.Thread(target=run) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return done[0], errors
+
+
+def test_recycle_after_max_requests_under_load() -> None:
+    with Pool(size=2, max_requests=40) as pool:
+        first = set(pool.pids())
+        calls, errors = hammer(pool, 3.0)
+        assert errors == [] and calls > 200
+        assert pool.stats().recycles.get("requests", 0) >= 3
+        assert wait_until(lambda: not (first & set(pool.pids())))
+        assert not any(pid_alive(p) for p in first)
+        assert wait_until(lambda: pool.stats().ready == 2)
+
+
+def test_recycle_after_ttl_under_load() -> None:
+    with Pool(size=2, ttl_s=1.0) as pool:
+        first = set(pool.pids())
+        calls, errors = hammer(pool, 3.0)
+        assert errors == [] and calls > 0
+        assert pool.stats().recycles.get("ttl", 0) >= 2
+        assert not any(pid_alive(p) for p in first)
+
+
+def test_recycle_on_memory() -> None:
+    with Pool(size=1, max_memory_mb=120) as pool:
+        pid = pool.pids()[0]
+        pool.execute("allocate", {"mb": 200})
+        calls, errors = hammer(pool, 2.0, threads=2)
+        assert errors == []
+        assert pool.stats().recycles.get("memory") == 1
+        assert wait_until(lambda: pool.pids() and pool.pids()[0] != pid)
+        assert pool.stats().workers[0].rss_mb < 120
+
+
+def test_manual_recycle_waits_for_in_flight_calls() -> None:
+    with Pool(size=1) as pool:
+        pid = pool.pids()[0]
+        slow = pool.submit("sleep", {"ms": 500})
+        time.sleep(0.05)
+        pool.recycle("worker-1")
+        assert slow.result()["slept_ms"] == 500  # finished on the old worker
+        assert pool.execute("ping")["pid"] != pid
+        assert not pid_alive(pid)
+        assert pool.stats().recycles == {"manual": 1}
