@@ -66,6 +66,13 @@ class PoolConfig:
     max_requests: int = 0
     ttl_s: float = 0.0
     max_memory_mb: int = 0
+    max_retries: int = 2
+    idempotent_tools: tuple[str, ...] = ()
+    poison_after: int = 2
+    circuit_threshold: int = 5
+    circuit_window_s: float = 30.0
+    circuit_reset_s: float = 10.0
+    start_batch: int = 8
 
     def worker_env(self) -> dict[str, str]:
         """Extra environment for this pool's workers: thread limits, then the pool's env."""
@@ -117,6 +124,16 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ttl_s": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
               "a number of seconds >= 0 (0: never)"),
     "max_memory_mb": _int(0),
+    "max_retries": _int(0, 100),
+    "idempotent_tools": (lambda v: isinstance(v, (list, tuple)) and all(
+        isinstance(x, str) for x in v), "a list of tool names"),
+    "poison_after": _int(1),
+    "circuit_threshold": _int(0),
+    "circuit_window_s": (_positive := (lambda v: isinstance(v, (int, float))
+                                       and not isinstance(v, bool) and v > 0),
+                         "a number of seconds > 0"),
+    "circuit_reset_s": (_positive, "a number of seconds > 0"),
+    "start_batch": _int(1, 1024),
 }
 POOL_KEYS = tuple(_RULES)
 TOP_KEYS = ("pools", "state_dir")
@@ -147,6 +164,8 @@ def make_pool_config(name: str = DEFAULT_POOL, where: str | None = None,
                               hint=f"set {key} to {accepted}")
     if values.get("env") is not None:
         values["env"] = dict(values["env"])
+    if values.get("idempotent_tools") is not None:
+        values["idempotent_tools"] = tuple(values["idempotent_tools"])
     return PoolConfig(name=name, **values)
 
 

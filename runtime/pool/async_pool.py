@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import itertools
 import math
-import random
-import sys
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,24 +26,28 @@ from typing import Any
 from ..config import PoolConfig, make_pool_config, state_dir
 from ..errors import (
     CallTimeout,
+    CircuitOpen,
     InvalidArgument,
     PitError,
+    PoisonCall,
     PoolNotReady,
     PoolSaturated,
     QueueTimeout,
     ShutdownError,
     ToolNotFound,
-    WorkerStartError,
+    WorkerExit,
     error_class,
 )
 from ..protocol import codec, pb
+from .call import CallRun
+from .crash import ATTRIBUTABLE
 from .instance import HostInstance
+from .lifecycle import Lifecycle
+from .resilience import CircuitBreaker, RetryPolicy
 from .scheduler import Saturated, Scheduler
 from .supervisor import Supervisor
 from .worker_handle import WorkerHandle
 
-RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
-JITTER = 0.1  # +-10 % on max_requests and ttl_s
 MIB = 1024 * 1024
 ENVELOPE_BYTES = 64 * 1024  # room left in a message for everything around the payload
 Deliver = Callable[[Any, "BaseException | None"], None]
@@ -96,15 +99,16 @@ class AsyncPool:
         self._ids = itertools.count(1)
         self._call_ids = itertools.count(1)
         self._tools: dict[str, dict[str, Any]] = {}
-        self._replacing: set[asyncio.Task[Any]] = set()
-        self._crash_streak = 0
-        self._restarts = 0
         self._state = "new"  # new | starting | running | closing | closed
         self._ready_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._start_error: PitError | None = None
         self._max_call_bytes = self.config.max_message_mb * MIB - ENVELOPE_BYTES
         self._supervisor = Supervisor(self)
+        self.lifecycle = Lifecycle(self)
+        self._poison: dict[str, int] = {}  # call key -> workers it crashed
+        self.retry_policy = RetryPolicy(max_retries=self.config.max_retries)
+        self.breaker = CircuitBreaker(self.config.circuit_threshold,
+                                      self.config.circuit_window_s, self.config.circuit_reset_s)
         self._events: collections.Counter[str] = collections.Counter()
 
     @property
@@ -119,7 +123,8 @@ class AsyncPool:
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self, *, wait: bool = True) -> AsyncPool:
-        """Start all workers concurrently; with ``wait``, return once every one is ready."""
+        """Start the workers (start_batch at a time); with ``wait``, return once every one is
+        ready. Without it, calls queue until workers are ready."""
         if self._state != "new":
             raise PitError(f"pool {self.name!r} was already started")
         self._state = "starting"
@@ -128,65 +133,43 @@ class AsyncPool:
         if self._owns_instance:
             self.instance.pool_names = [self.name]
             await self.instance.start()
-        starts = [self._loop.create_task(self._start_worker()) for _ in range(self.config.size)]
-        if not wait:
-            self._replacing.update(starts)
-            for t in starts:
-                t.add_done_callback(self._replacing.discard)
-            self._state = "running"
-            self._supervisor.start()
-            return self
-        results = await asyncio.gather(*starts, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            await self.close()
-            raise errors[0]
+        if wait:
+            try:
+                await self.lifecycle.start_all()
+            except BaseException:
+                await self.close()
+                raise
         self._state = "running"
+        self.lifecycle.run()
         self._supervisor.start()
         return self
 
-    async def _start_worker(self) -> WorkerHandle:
-        inst = self.instance
-        worker = WorkerHandle(
-            f"worker-{next(self._ids)}", self.config, instance=inst,
-            on_free=self._slot_freed, on_exit=self._worker_exited,
-            pipeline=self.config.pipeline_depth)
-        if self.config.max_requests:
-            # Jitter, so that workers started together do not all recycle together.
-            worker.max_requests = max(1, round(self.config.max_requests
-                                               * random.uniform(1 - JITTER, 1 + JITTER)))
-        if self.config.ttl_s:
-            worker.ttl_s = self.config.ttl_s * random.uniform(1 - JITTER, 1 + JITTER)
-        self._workers[worker.id] = worker
-        try:
-            await worker.start()
-        except BaseException:
-            self._workers.pop(worker.id, None)
-            await worker.stop()
-            raise
-        if self._state in ("closing", "closed"):
-            await worker.stop()
-            return worker
+    @property
+    def closing(self) -> bool:
+        return self._state in ("closing", "closed")
+
+    def worker_ready(self, worker: WorkerHandle) -> None:
+        """A new worker serves: learn the tools, let it take calls."""
         if not self._tools:
             self._tools = {t["name"]: t for t in worker.ready_info.get("tools", [])}
         self._sched.add(worker)
         if self.ready_count() >= self.config.size and self._ready_event is not None:
             self._ready_event.set()
-        return worker
 
-    def _slot_freed(self, worker: WorkerHandle) -> None:
+    def worker_gone(self, worker: WorkerHandle) -> None:
+        """A worker stops taking calls for good (died, or is being recycled)."""
+        self._sched.remove(worker)
+        self._workers.pop(worker.id, None)
+        if self._ready_event is not None and self.ready_count() < self.config.size:
+            self._ready_event.clear()
+
+    def slot_freed(self, worker: WorkerHandle) -> None:
         self._sched.release(worker)
         if worker.max_requests and worker.served >= worker.max_requests:
-            self.start_recycle(worker, "requests")
+            self.lifecycle.start_recycle(worker, "requests")
 
     def start_recycle(self, worker: WorkerHandle, reason: str) -> None:
-        """Replace ``worker`` without downtime (see `recycle`), in the background."""
-        if worker.recycle_reason or worker.state != "ready" or self._state != "running":
-            return
-        self.record_event(worker, reason)
-        task = asyncio.get_running_loop().create_task(self._recycle(worker))
-        self._replacing.add(task)
-        task.add_done_callback(self._replacing.discard)
+        self.lifecycle.start_recycle(worker, reason)
 
     async def recycle(self, worker_id: str, reason: str = "manual") -> None:
         """Replace a worker with a fresh one, without downtime.
@@ -201,65 +184,7 @@ class AsyncPool:
         if worker.recycle_reason or worker.state != "ready":
             return
         self.record_event(worker, reason)
-        await self._recycle(worker)
-
-    async def _recycle(self, old: WorkerHandle) -> None:
-        try:
-            await self._start_worker()
-        except WorkerStartError as exc:
-            old.recycle_reason = ""  # keep serving with the old one; try again later
-            sys.stderr.write(f"pit: pool {self.name!r}: could not recycle {old.id}: the "
-                             f"replacement failed to start: {exc.message.splitlines()[0]}\n")
-            return
-        old.accepting = False
-        old.state = "draining"
-        loop = asyncio.get_running_loop()
-        end = loop.time() + self.config.shutdown_grace_ms / 1000
-        while old.in_flight > 0 and loop.time() < end and old.state != "dead":
-            await asyncio.sleep(0.01)
-        self._sched.remove(old)
-        await old.stop()
-        self._workers.pop(old.id, None)
-        self._restarts += 1
-
-    def _worker_exited(self, worker: WorkerHandle) -> None:
-        """A worker died on its own: drop it and start a replacement."""
-        if not worker.recycle_reason:
-            self.record_event(worker, "crashed")
-        self._sched.remove(worker)
-        self._workers.pop(worker.id, None)
-        if self._state not in ("running", "starting"):
-            return
-        if self._ready_event is not None:
-            self._ready_event.clear()
-        sys.stderr.write(f"pit: pool {self.name!r}: worker {worker.id} (pid {worker.pid}) "
-                         f"{worker.exit_reason}; starting a replacement\n")
-        task = asyncio.get_running_loop().create_task(self._replace(worker.uptime()))
-        self._replacing.add(task)
-        task.add_done_callback(self._replacing.discard)
-
-    async def _replace(self, died_after_s: float) -> None:
-        # Back off while replacements keep dying young (a broken adapter, a crash loop).
-        self._crash_streak = self._crash_streak + 1 if died_after_s < 5.0 else 0
-        delay = self._backoff()
-        while self._state in ("running", "starting"):
-            await asyncio.sleep(delay)
-            try:
-                await self._start_worker()
-                self._restarts += 1
-                return
-            except WorkerStartError as exc:
-                self._start_error = exc
-                sys.stderr.write(f"pit: pool {self.name!r}: replacement failed to start: "
-                                 f"{exc.message.splitlines()[0]}\n")
-                self._crash_streak += 1
-                delay = self._backoff()
-
-    def _backoff(self) -> float:
-        """0 for a first crash, then growing delays while workers keep dying young."""
-        if self._crash_streak <= 1:
-            return 0.0
-        return RESTART_BACKOFF_S[min(self._crash_streak - 2, len(RESTART_BACKOFF_S) - 1)]
+        await self.lifecycle.recycle(worker)
 
     def live_workers(self) -> list[WorkerHandle]:
         return list(self._workers.values())
@@ -284,7 +209,8 @@ class AsyncPool:
             raise PoolNotReady(
                 f"pool {self.name!r}: {self.ready_count()}/{self.config.size} workers ready "
                 f"after {timeout:g} s ({states})",
-                hint=str(self._start_error) if self._start_error else None) from None
+                hint=str(self.lifecycle.start_error) if self.lifecycle.start_error
+                else None) from None
 
     async def close(self, grace: float | None = None) -> None:
         """Stop accepting, drain in-flight calls up to ``grace`` s, stop every worker.
@@ -297,10 +223,9 @@ class AsyncPool:
             return
         self._state = "closing"
         await self._supervisor.stop()
+        await self.lifecycle.stop()
         for waiter in self._sched.drain_queue():
             waiter.set_exception(ShutdownError(f"pool {self.name!r} is shutting down"))
-        for task in list(self._replacing):
-            task.cancel()
         grace = self.config.shutdown_grace_ms / 1000 if grace is None else grace
         loop = asyncio.get_running_loop()
         end = loop.time() + grace
@@ -312,8 +237,6 @@ class AsyncPool:
             await asyncio.sleep(0.01)
         await asyncio.gather(*(w.stop() for w in list(self._workers.values())),
                              return_exceptions=True)
-        if self._replacing:
-            await asyncio.gather(*self._replacing, return_exceptions=True)
         self._workers.clear()
         if self._owns_instance and self._instance is not None:
             await self._instance.close()
@@ -368,8 +291,18 @@ class AsyncPool:
             raise ValueError("timeout must be > 0 s (float('inf') for no deadline)")
         return None if math.isinf(timeout) else timeout
 
-    def _grant(self, tool: str, deadline: float | None,
-               exclusive: bool = False) -> asyncio.Future[WorkerHandle]:
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop or asyncio.get_running_loop()
+
+    def release(self, worker: WorkerHandle) -> None:
+        self._sched.release(worker)
+
+    def discard(self, slot: asyncio.Future[WorkerHandle]) -> None:
+        self._sched.discard(slot)
+
+    def grant(self, tool: str, deadline: float | None, *, exclusive: bool = False,
+              front: bool = False) -> asyncio.Future[WorkerHandle]:
         """A future for a worker slot: at once when one is free, else via the FIFO queue.
 
         Fails with PoolSaturated (queue full), QueueTimeout (queue_timeout_ms passed) or
@@ -383,7 +316,7 @@ class AsyncPool:
             fut.set_result(worker)
             return fut
         try:
-            self._sched.enqueue(fut, exclusive)
+            self._sched.enqueue(fut, exclusive, front=front)
         except Saturated:
             fut.set_exception(PoolSaturated(
                 f"pool {self.name!r} is saturated: {self.config.max_queue} calls already "
@@ -410,62 +343,55 @@ class AsyncPool:
         fut.add_done_callback(lambda _: timer.cancel())
         return fut
 
-    def dispatch(self, req: Any, timeout: float | None, deliver: Deliver) -> Callable[[], None]:
+    def dispatch(self, req: Any, timeout: float | None, deliver: Deliver, *,
+                 idempotent: bool | None = None) -> Callable[[], None]:
         """Start a prepared call; ``deliver(result, None)`` or ``deliver(None, error)`` follows.
 
-        Runs on the pool's loop and never awaits, so the sync API can use it without a task:
-        a free worker takes the call at once, else it waits in the FIFO queue. ``timeout``
-        covers queueing and execution. Returns a function that cancels the call (out of the
-        queue, or cancelled in the worker), after which nothing is delivered.
+        Runs on the pool's loop and never awaits, so the sync API can use it without a task
+        (see `CallRun`). ``timeout`` covers queueing, execution and retries. ``idempotent``
+        (default: the tool is in idempotent_tools) lets a call whose worker died run again on
+        another worker. Returns a function that cancels the call.
         """
-        loop = self._loop or asyncio.get_running_loop()
         budget = self._budget(timeout)
-        deadline = None if budget is None else loop.time() + budget
-        state: list[Any] = [None, None]  # [worker, call id] once sent
-        done = False
+        deadline = None if budget is None else self.loop.time() + budget
+        refusal = self.refusal(req)
+        if refusal is not None:
+            deliver(None, refusal)
+            return lambda: None
+        if idempotent is None:
+            idempotent = req.tool_name in self.config.idempotent_tools
+        run = CallRun(self, req, deadline, deliver, idempotent)
+        run.start()
+        return run.cancel
 
-        def finish(value: Any, err: BaseException | None) -> None:
-            nonlocal done
-            if not done:
-                done = True
-                deliver(value, err)
+    def refusal(self, req: Any) -> PitError | None:
+        """Fail fast: the circuit is open, or this exact call keeps killing workers."""
+        if not self.breaker.allow():
+            causes = ", ".join(self.breaker.recent_causes()[-5:])
+            return CircuitOpen(
+                f"pool {self.name!r}: circuit open after a crash storm (recent causes: "
+                f"{causes}); retry in {self.breaker.retry_after():.1f} s",
+                details={"pool": self.name, "causes": self.breaker.recent_causes()},
+                hint="look at the workers' output and the crash causes; calls resume after "
+                     "circuit_reset_s")
+        if self._poison:
+            key = _call_key(req)
+            if self._poison.get(key, 0) >= self.config.poison_after:
+                return PoisonCall(
+                    f"call to {req.tool_name!r} with these arguments crashed "
+                    f"{self._poison[key]} workers; refusing to run it again",
+                    details={"tool": req.tool_name, "crashes": self._poison[key]},
+                    hint="fix the tool or its input; the quarantine ends when the pool restarts")
+        return None
 
-        def granted(slot: asyncio.Future[WorkerHandle]) -> None:
-            if slot.cancelled():
-                return
-            if slot.exception() is not None:
-                finish(None, slot.exception())
-                return
-            worker = slot.result()
-            if done:  # cancelled while queued: hand the slot on
-                self._sched.release(worker)
-                return
-            left = None if deadline is None else max(deadline - loop.time(), 0.001)
-            state[0] = worker
-            state[1] = worker.send(req, left, lambda resp, err: finish(
-                *self._outcome(resp, err, req.tool_name, worker)))
+    def blame(self, req: Any, err: WorkerExit) -> None:
+        """A call was running when its worker died of a cause it may have provoked."""
+        if err.details.get("culprit") and err.details.get("cause") in ATTRIBUTABLE:
+            key = _call_key(req)
+            self._poison[key] = self._poison.get(key, 0) + 1
 
-        slot = self._grant(req.tool_name, deadline)
-        if slot.done():
-            granted(slot)
-        else:
-            slot.add_done_callback(granted)
-
-        def cancel() -> None:
-            nonlocal done
-            if done:
-                return
-            done = True
-            if not slot.done():
-                slot.cancel()
-                self._sched.discard(slot)
-            elif state[0] is not None:
-                state[0].abandon(state[1], CallTimeout("call cancelled by the caller"))
-
-        return cancel
-
-    def _outcome(self, resp: Any, err: BaseException | None, tool: str,
-                 worker: WorkerHandle) -> tuple[Any, BaseException | None]:
+    def outcome(self, resp: Any, err: BaseException | None, tool: str,
+                worker: WorkerHandle) -> tuple[Any, BaseException | None]:
         if err is not None:
             if isinstance(err, CallTimeout) and "cancelled by the caller" not in str(err):
                 err = CallTimeout(f"call to {tool!r} timed out on {worker.id} (the worker was "
@@ -474,6 +400,7 @@ class AsyncPool:
                                   hint="raise the timeout or call_timeout_ms")
             return None, err
         if resp.success:
+            self.breaker.record_success()
             try:
                 return codec.decode_result(resp, allow_pickle=self.config.allow_pickle), None
             except codec.CodecError as exc:
@@ -483,20 +410,22 @@ class AsyncPool:
 
     async def execute(self, tool: str, args: Mapping[str, Any] | None = None, *,
                       session_id: str | None = None, timeout: float | None = None,
-                      metadata: Mapping[str, str] | None = None) -> Any:
+                      metadata: Mapping[str, str] | None = None,
+                      idempotent: bool | None = None) -> Any:
         """Call ``tool`` with ``args`` on a worker and return its result.
 
         ``timeout`` (seconds) covers queueing and execution; None uses the pool's
-        call_timeout_ms, ``float('inf')`` means no deadline.
+        call_timeout_ms, ``float('inf')`` means no deadline. ``idempotent=True`` lets the
+        call be retried on another worker if its worker dies (up to max_retries).
         """
         req = self.prepare(tool, args, session_id, metadata)
-        out: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        out: asyncio.Future[Any] = self.loop.create_future()
 
         def deliver(value: Any, err: BaseException | None) -> None:
             if not out.done():
                 out.set_exception(err) if err is not None else out.set_result(value)
 
-        cancel = self.dispatch(req, timeout, deliver)
+        cancel = self.dispatch(req, timeout, deliver, idempotent=idempotent)
         try:
             return await out
         except asyncio.CancelledError:
@@ -532,7 +461,7 @@ class AsyncPool:
                 break
 
     async def _acquire(self, tool: str, deadline: float | None) -> WorkerHandle:
-        slot = self._grant(tool, deadline, exclusive=True)
+        slot = self.grant(tool, deadline, exclusive=True)
         try:
             return await asyncio.shield(slot)
         except asyncio.CancelledError:
@@ -557,7 +486,7 @@ class AsyncPool:
             for w in self._workers.values())
         return PoolStats(name=self.name, adapter=self.config.adapter, size=self.config.size,
                          ready=self.ready_count(), queued=self._sched.depth,
-                         max_queue=self.config.max_queue, restarts=self._restarts,
+                         max_queue=self.config.max_queue, restarts=self.lifecycle.restarts,
                          workers=workers, recycles=dict(self._events))
 
     def register_host_tool(self, name: str, fn: Callable[..., Any]) -> None:
@@ -565,4 +494,15 @@ class AsyncPool:
         self.instance.register_host_tool(name, fn)
 
     def pids(self) -> list[int]:
-        return [w.pid for w in self._workers.values() if w.pid is not None]
+        """Pids of the pool's worker processes (safe to call from another thread)."""
+        return [w.pid for w in list(self._workers.values()) if w.pid is not None]
+
+
+def _call_key(req: Any) -> str:
+    """Identifies "the same call" (tool + arguments) for poison-call quarantine."""
+    digest = hashlib.blake2b(req.tool_name.encode(), digest_size=16)
+    for name in sorted(req.parameters):
+        digest.update(name.encode() + b"\0" + req.parameters[name].value + b"\0")
+    for name in sorted(req.binary_parameters):
+        digest.update(name.encode() + b"\1" + req.binary_parameters[name] + b"\0")
+    return digest.hexdigest()

@@ -68,11 +68,16 @@ class Scheduler:
                 best.exclusive_calls += 1  # its owner decrements when the stream ends
         return best
 
-    def enqueue(self, waiter: Any, exclusive: bool = False) -> None:
+    def enqueue(self, waiter: Any, exclusive: bool = False, front: bool = False) -> None:
+        """Queue a call; ``front`` for one that already had its turn (its worker died
+        before running it), which may exceed max_queue rather than be lost."""
         self._prune()
-        if len(self.queue) >= self.max_queue:
-            raise Saturated(len(self.queue))
-        self.queue.append(waiter)
+        if front:
+            self.queue.appendleft(waiter)
+        else:
+            if len(self.queue) >= self.max_queue:
+                raise Saturated(len(self.queue))
+            self.queue.append(waiter)
         if exclusive:
             self.exclusive.add(id(waiter))
 

@@ -91,10 +91,11 @@ class Pool:
 
     def execute(self, tool: str, args: Mapping[str, Any] | None = None, *,
                 session_id: str | None = None, timeout: float | None = None,
-                metadata: Mapping[str, str] | None = None) -> Any:
+                metadata: Mapping[str, str] | None = None,
+                idempotent: bool | None = None) -> Any:
         """Call ``tool`` and wait for its result (see AsyncPool.execute)."""
         fut = self.submit(tool, args, session_id=session_id, timeout=timeout,
-                          metadata=metadata)
+                          metadata=metadata, idempotent=idempotent)
         try:
             return fut.result()
         except BaseException:
@@ -109,7 +110,8 @@ class Pool:
 
     def submit(self, tool: str, args: Mapping[str, Any] | None = None, *,
                session_id: str | None = None, timeout: float | None = None,
-               metadata: Mapping[str, str] | None = None) -> concurrent.futures.Future[Any]:
+               metadata: Mapping[str, str] | None = None,
+               idempotent: bool | None = None) -> concurrent.futures.Future[Any]:
         """Start a call and return a Future for its result (bad input raises here)."""
         if self._loop.in_loop():
             raise RuntimeError("sync pit calls cannot be made from pit's own event loop")
@@ -117,11 +119,11 @@ class Pool:
         # plain callback (no task), and a burst of submits wakes the loop once.
         req = self._core.prepare(tool, args, session_id, metadata)
         result: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._loop.call_soon(self._dispatch, req, timeout, result)
+        self._loop.call_soon(self._dispatch, req, timeout, result, idempotent)
         return result
 
     def _dispatch(self, req: Any, timeout: float | None,
-                  result: concurrent.futures.Future[Any]) -> None:
+                  result: concurrent.futures.Future[Any], idempotent: bool | None) -> None:
         if not result.set_running_or_notify_cancel():
             return
 
@@ -132,7 +134,7 @@ class Pool:
                 result.set_result(value)
 
         try:
-            cancel = self._core.dispatch(req, timeout, deliver)
+            cancel = self._core.dispatch(req, timeout, deliver, idempotent=idempotent)
         except BaseException as exc:  # noqa: BLE001 - e.g. a bad timeout
             result.set_exception(exc)
             return

@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import signal
+import struct
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -34,6 +35,7 @@ import grpc
 from ..config import PoolConfig
 from ..errors import CallTimeout, RemoteError, WorkerExit, WorkerHung, WorkerStartError
 from ..protocol import codec, pb, pb_grpc
+from . import crash
 from .instance import HostInstance
 
 READY_POLL_S = 0.005
@@ -82,17 +84,8 @@ def _deliver_task(on_done: OnDone, task: asyncio.Task[Any]) -> None:
         _deliver(on_done, task.result(), None)
 
 
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return "is gone"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        hint = ": out of memory?" if -code == signal.SIGKILL else ""
-        return f"was killed by {name} ({code}){hint}"
-    return f"exited with code {code}"
+class NotStarted(Exception):
+    """A call the dead worker had not started yet: safe to run on another worker."""
 
 
 class WorkerHandle:
@@ -116,6 +109,10 @@ class WorkerHandle:
         self._instance = instance
         self._socket, self._ready_file = instance.worker_files()
         self.stack_file = self._socket.with_suffix(".stacks")
+        self.progress_file = self._socket.with_suffix(".progress")
+        self.cause = ""
+        self.was_ready = False
+        self._oom_before: int | None = None
         self.exit_error: type[WorkerExit] = WorkerExit
         self.exit_details: dict[str, Any] = {}
         self.missed_heartbeats = 0
@@ -152,7 +149,8 @@ class WorkerHandle:
                 "--run-id", self._instance.id, "--instance-token", self._instance.token,
                 "--host-address", self._instance.host_address, "--host-pid", str(os.getpid()),
                 "--worker-id", self.id, "--max-message-mb", str(self.config.max_message_mb),
-                "--stack-file", str(self.stack_file)]
+                "--stack-file", str(self.stack_file),
+                "--progress-file", str(self.progress_file)]
         if self.config.allow_pickle:
             argv.append("--allow-pickle")
         if not self.config.dependent:
@@ -172,6 +170,7 @@ class WorkerHandle:
     async def start(self) -> None:
         """Spawn the process and wait until it serves; raises WorkerStartError."""
         timeout = self.config.startup_timeout_ms / 1000
+        self._oom_before = crash.oom_kill_count()
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *self.argv(), stdin=asyncio.subprocess.DEVNULL,
@@ -194,7 +193,7 @@ class WorkerHandle:
         while not self._ready_file.exists():
             if self._exited.done():
                 await asyncio.sleep(0.05)  # let the output pump catch the last lines
-                raise self._start_error(f"{describe_exit(self.exit_code)} before it was ready")
+                raise self._start_error(f"{self.exit_reason} before it was ready")
             if loop.time() > deadline:
                 self.kill()
                 raise self._start_error(f"was not ready within {timeout:g} s "
@@ -212,13 +211,15 @@ class WorkerHandle:
             self._tasks.append(loop.create_task(self._read_lane(self._lane)))
             self._writer = loop.create_task(self._write_lane(self._lane))
         self.state, self.accepting = "ready", True
+        self.was_ready = True
 
     def _start_error(self, what: str) -> WorkerStartError:
         tail = "\n".join(self.output) or "(no output)"
         return WorkerStartError(
             f"pool {self.config.name!r}: worker {self.id} (pid {self.pid}) {what}.\n"
             f"Its last output:\n{tail}",
-            details={"pool": self.config.name, "worker": self.id, "exit_code": self.exit_code},
+            details={"pool": self.config.name, "worker": self.id, "exit_code": self.exit_code,
+                     "cause": self.cause},
             hint=f"check that adapter {self.config.adapter!r} imports and initializes: "
                  f"python -m runtime.worker --health-check --adapter {self.config.adapter}")
 
@@ -241,11 +242,15 @@ class WorkerHandle:
         self.state = "dead"
         if self._writer is not None:
             self._writer.cancel()
-        self.exit_reason = self.exit_reason or describe_exit(code)
-        err = self.exit_error(f"worker {self.id} (pid {self.pid}) {self.exit_reason}",
-                              details={"worker": self.id, "pid": self.pid, "exit_code": code,
-                                       **self.exit_details})
-        self._fail_pending(err)
+        await asyncio.sleep(0)  # let the output pump take the last lines
+        tail = crash.tail_text(list(self.output))
+        self.cause = crash.classify(code, tail, oom_before=self._oom_before,
+                                    oom_after=crash.oom_kill_count(),
+                                    hung=self.exit_error is WorkerHung)
+        self.exit_reason = self.exit_reason or crash.describe(code, self.cause)
+        details = {"worker": self.id, "pid": self.pid, "exit_code": code, "cause": self.cause,
+                   "output_tail": tail, **self.exit_details}
+        self._fail_pending(details)
         for timer in self._abandoned.values():
             timer.cancel()
         self._abandoned.clear()
@@ -256,14 +261,36 @@ class WorkerHandle:
                 instance_id=self._instance.id, pool=self.config.name, worker_id=self.id)
         if self._channel is not None:
             await self._channel.close()
-        if not was_stopping:
-            self._on_exit(self)
+        if not was_stopping and self.was_ready:
+            self._on_exit(self)  # a worker that dies while starting is its starter's business
 
-    def _fail_pending(self, err: Exception) -> None:
+    def _progress(self) -> tuple[int, int] | None:
+        """(call running when it died, last call it finished), from the shared file."""
+        try:
+            data = self.progress_file.read_bytes()
+            running, last_done = struct.unpack("<QQ", data[:16])
+            return running, last_done
+        except (OSError, struct.error):
+            return None
+
+    def _fail_pending(self, details: dict[str, Any]) -> None:
+        """Answer every call the dead worker held: the one it was running gets the crash;
+        ones it had finished get WorkerExit (their results were lost); ones it never started
+        get NotStarted, which the pool runs elsewhere."""
         pending, self._pending = self._pending, {}
-        for on_done, timer, _ in pending.values():
+        progress = self._progress() if self._lane is not None else None
+        message = f"worker {self.id} (pid {self.pid}) {self.exit_reason}"
+        for cid, (on_done, timer, _) in pending.items():
             if timer is not None:
                 timer.cancel()
+            if progress is not None and cid > max(progress):
+                err: Exception = NotStarted(message)
+            elif progress is not None and cid != progress[0]:
+                err = WorkerExit(f"{message} after running the call, before sending its result",
+                                 details={**details, "culprit": False})
+            else:
+                err = self.exit_error(message, details={**details, "culprit": True,
+                                                        "call_id": cid})
             _deliver(on_done, None, err)
 
     # --- calls ------------------------------------------------------------------------------
@@ -501,7 +528,7 @@ class WorkerHandle:
             if not task.done():
                 await asyncio.wait({task}, timeout=1.0)
                 task.cancel()
-        for path in (self._socket, self._ready_file, self.stack_file):
+        for path in (self._socket, self._ready_file, self.stack_file, self.progress_file):
             with contextlib.suppress(OSError):
                 path.unlink()
 

@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dependent-timeout", type=float, default=DEPENDENT_TIMEOUT_S,
                    help="exit when the host has not answered a heartbeat for this many s")
     p.add_argument("--stack-file", help="where SIGUSR1 dumps every thread's Python stack")
+    p.add_argument("--progress-file", help="16 bytes shared with the host: the lane call "
+                                           "running now and the last one finished")
     p.add_argument("--no-call-lane", action="store_true",
                    help="serve only Snakepit's RPCs (tests the host's unary fallback)")
     p.add_argument("--health-check", action="store_true",
@@ -186,6 +188,15 @@ def serve(ns: argparse.Namespace) -> int:
 
     runner = ToolRunner(adapter, tools, host=HostClient(ns.host_address),
                         allow_pickle=ns.allow_pickle)
+    if ns.progress_file:
+        import mmap
+
+        from .runner import PROGRESS_SIZE
+
+        with open(ns.progress_file, "w+b") as fh:
+            fh.write(b"\0" * PROGRESS_SIZE)
+            fh.flush()
+            runner.progress = mmap.mmap(fh.fileno(), PROGRESS_SIZE)
     limit = ns.max_message_mb * 1024 * 1024
     servicer = WorkerServicer(runner, {n: tool_spec(t, pb) for n, t in tools.items()}, limit)
     server = grpc.server(

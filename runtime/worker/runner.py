@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import struct
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -18,6 +19,11 @@ from typing import Any
 from ..protocol import codec, pb
 from .adapter import ArgumentError, ToolInfo
 from .context import HostClient, SessionContext, _current
+
+# The host reads this after a crash to tell the call that was running (the culprit) from
+# calls that had finished and calls that never started (those it can safely run elsewhere).
+_PROGRESS = struct.Struct("<QQ")
+PROGRESS_SIZE = _PROGRESS.size
 
 
 class CallCancelled(BaseException):
@@ -47,6 +53,8 @@ class ToolRunner:
         self._running: dict[int, _Running] = {}
         self._cancelled_early: set[int] = set()
         self._last_done = 0  # lane calls run in call-id order: ids up to this one are over
+        self.progress: Any = None  # mmap shared with the host: (running id, last done id)
+        self._avg_ms: dict[str, float] = {}  # per tool: exponential average of run time
         self._lock = threading.Lock()
 
     # --- async support ------------------------------------------------------------------------
@@ -100,8 +108,15 @@ class ToolRunner:
             codec.encode_result(resp, value, allow_pickle=self.allow_pickle)
         except BaseException as exc:  # noqa: BLE001 - a call must never take the worker down
             resp = error_response(exc, req)
-        resp.execution_time_ms = int((time.perf_counter() - started) * 1000)
+        took_ms = (time.perf_counter() - started) * 1000
+        resp.execution_time_ms = int(took_ms)
+        avg = self._avg_ms.get(req.tool_name)
+        self._avg_ms[req.tool_name] = took_ms if avg is None else avg + (took_ms - avg) * 0.2
         return resp
+
+    def expected_ms(self, tool_name: str) -> float:
+        """How long a call to this tool usually takes here (inf: never seen)."""
+        return self._avg_ms.get(tool_name, float("inf"))
 
     def _invoke(self, info: ToolInfo, args: dict[str, Any], ctx: SessionContext,
                 call_id: int) -> Any:
@@ -115,6 +130,8 @@ class ToolRunner:
                     raise CallCancelled("call was cancelled before it started")
                 if call_id:
                     self._running[call_id] = running
+                    if self.progress is not None:
+                        _PROGRESS.pack_into(self.progress, 0, call_id, self._last_done)
             try:
                 if info.kind == "async":
                     fut = asyncio.run_coroutine_threadsafe(
@@ -159,6 +176,8 @@ class ToolRunner:
         with self._lock:
             self._cancelled_early.discard(call_id)
             self._last_done = max(self._last_done, call_id)
+            if self.progress is not None:
+                _PROGRESS.pack_into(self.progress, 0, 0, self._last_done)
 
     # --- streaming ----------------------------------------------------------------------------
     def stream(self, req: Any, timeout_ms: float, is_active: Any) -> Iterator[Any]:

@@ -96,6 +96,13 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
             size = 0
             flush_at = time.monotonic() + FLUSH_S
             for call in msg.calls:
+                if results and runner.expected_ms(call.request.tool_name) > FLUSH_S * 1000:
+                    # A call that may take a while (or that we have never seen) goes out
+                    # after the results we hold: if it kills us, they are not lost.
+                    yield pb.LaneResponse(results=results)
+                    results = []
+                    size = 0
+                    flush_at = time.monotonic() + FLUSH_S
                 try:
                     resp = runner.run(call.request, call_id=call.call_id,
                                       timeout_ms=call.timeout_ms)

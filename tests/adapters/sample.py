@@ -93,6 +93,25 @@ class SampleAdapter(Adapter):
         raise SystemExit(4)
 
     @tool
+    def crash_once(self, marker: str) -> str:
+        """Kill this worker the first time (per marker file); succeed afterwards."""
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(3)
+        return "survived"
+
+    @tool
+    def segfault(self) -> None:
+        import ctypes
+
+        print("about to read address 0", flush=True)
+        ctypes.string_at(0)
+
+    @tool
+    def abort_now(self) -> None:
+        os.abort()
+
+    @tool
     def make_bytes(self, n: int) -> bytes:
         return b"x" * n
 

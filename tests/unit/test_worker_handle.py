@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from runtime.pool.worker_handle import _batches, describe_exit
+from runtime.pool.worker_handle import _batches
 from runtime.protocol import pb
 
 
@@ -17,9 +17,3 @@ def test_batches_stay_under_the_message_limit() -> None:
     assert all(sum(c.ByteSize() for c in b) <= 1000 for b in batches)
     assert len(batches) == 5
     assert _batches([call(1, 5000)], 1000) == [[call(1, 5000)]]  # one call is never split
-
-
-def test_exit_descriptions_name_the_signal() -> None:
-    assert describe_exit(3) == "exited with code 3"
-    assert describe_exit(-9) == "was killed by SIGKILL (-9): out of memory?"
-    assert describe_exit(-15) == "was killed by SIGTERM (-15)"

@@ -1,0 +1,108 @@
+"""One call's way through a pool: slot -> worker -> outcome, with requeue and retries.
+
+    start -> _attempt: Scheduler slot (at once, or via the FIFO queue)
+          -> worker.send (call lane)
+          -> outcome:  result / tool error         -> deliver
+                       NotStarted (worker died
+                         before running it)         -> _attempt again, at the queue's front
+                       WorkerExit and idempotent    -> _attempt again after RetryPolicy delay
+                       anything else                -> deliver the error
+
+Runs entirely on the pool's event loop, with callbacks only (no task per call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import CallTimeout, WorkerExit
+from .worker_handle import NotStarted
+
+if TYPE_CHECKING:
+    from .async_pool import AsyncPool
+    from .worker_handle import WorkerHandle
+
+Deliver = Callable[[Any, "BaseException | None"], None]
+
+
+class CallRun:
+    def __init__(self, pool: AsyncPool, req: Any, deadline: float | None, deliver: Deliver,
+                 idempotent: bool) -> None:
+        self.pool = pool
+        self.req = req
+        self.deadline = deadline
+        self.idempotent = idempotent
+        self.retries = 0
+        self._deliver = deliver
+        self._done = False
+        self._slot: asyncio.Future[Any] | None = None
+        self._worker: WorkerHandle | None = None
+        self._cid = 0
+        self._loop = pool.loop
+
+    def start(self) -> None:
+        self._attempt(front=False)
+
+    def _attempt(self, front: bool) -> None:
+        if self._done:
+            return
+        self._worker = None
+        slot = self._slot = self.pool.grant(self.req.tool_name, self.deadline, front=front)
+        if slot.done():
+            self._granted(slot)
+        else:
+            slot.add_done_callback(self._granted)
+
+    def _granted(self, slot: asyncio.Future[Any]) -> None:
+        if slot.cancelled():
+            return
+        if slot.exception() is not None:
+            self._finish(None, slot.exception())
+            return
+        worker = slot.result()
+        if self._done:  # cancelled while queued: hand the slot on
+            self.pool.release(worker)
+            return
+        left = None if self.deadline is None else max(self.deadline - self._loop.time(), 0.001)
+        self._worker = worker
+        self._cid = worker.send(self.req, left,
+                                lambda resp, err: self._outcome(worker, resp, err))
+
+    def _outcome(self, worker: WorkerHandle, resp: Any, err: BaseException | None) -> None:
+        if self._done:
+            return
+        if isinstance(err, NotStarted):
+            self._attempt(front=True)  # it never ran: no retry budget spent
+            return
+        if isinstance(err, WorkerExit):
+            self.pool.blame(self.req, err)
+            refusal = self.pool.refusal(self.req)  # poisoned now, or the circuit opened
+            if refusal is not None:
+                self._finish(None, refusal)
+                return
+            if self.idempotent:
+                delay = self.pool.retry_policy.delay(self.retries + 1)
+                left = None if self.deadline is None else self.deadline - self._loop.time()
+                if delay is not None and (left is None or left > delay):
+                    self.retries += 1
+                    self._loop.call_later(delay, self._attempt, True)
+                    return
+        self._finish(*self.pool.outcome(resp, err, self.req.tool_name, worker))
+
+    def _finish(self, value: Any, err: BaseException | None) -> None:
+        if not self._done:
+            self._done = True
+            self._deliver(value, err)
+
+    def cancel(self) -> None:
+        """Take the call out of the queue, or cancel it in its worker; nothing is delivered."""
+        if self._done:
+            return
+        self._done = True
+        if self._slot is not None and not self._slot.done():
+            self._slot.cancel()
+            self.pool.discard(self._slot)
+        elif self._worker is not None:
+            self._worker.abandon(self._cid, CallTimeout("call cancelled by the caller"))

@@ -1,0 +1,179 @@
+"""Keeping a pool at its size: start, reconcile, replace and recycle workers.
+
+    start_all -> start `size` workers, `start_batch` at a time
+    a worker dies -> dropped; the reconcile task wakes up
+    reconcile loop -> while fewer than `size` workers are starting/ready (workers being
+                      recycled do not count), start the missing ones, a batch at a time,
+                      backing off while replacements keep dying young of their own causes
+    recycle   -> start the replacement first; once it is ready the old worker stops taking
+                 calls, finishes what it holds (up to shutdown_grace_ms) and stops
+
+A worker killed from outside (SIGKILL/SIGTERM without OOM evidence) is replaced at once and
+does not count towards backoff or the circuit breaker: it is nobody's code's fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+from typing import TYPE_CHECKING, Any
+
+from ..errors import PitError, WorkerStartError
+from .crash import ATTRIBUTABLE
+from .worker_handle import WorkerHandle
+
+if TYPE_CHECKING:
+    from .async_pool import AsyncPool
+
+RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+JITTER = 0.1  # +-10 % on max_requests and ttl_s
+YOUNG_S = 5.0  # a worker dying younger than this counts towards a crash streak
+RECONCILE_EVERY_S = 1.0
+EXTERNAL = ("killed", "terminated")
+
+
+class Lifecycle:
+    def __init__(self, pool: AsyncPool) -> None:
+        self.pool = pool
+        self.config = pool.config
+        self.crash_streak = 0
+        self.restarts = 0
+        self.start_error: PitError | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._recycling: set[asyncio.Task[Any]] = set()
+
+    # --- start ------------------------------------------------------------------------------
+    async def start_all(self) -> None:
+        """Start every worker, `start_batch` at a time; raise the first start error."""
+        batch = max(1, self.config.start_batch)
+        for first in range(0, self.config.size, batch):
+            n = min(batch, self.config.size - first)
+            results = await asyncio.gather(*(self.start_worker() for _ in range(n)),
+                                           return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise errors[0]
+
+    def run(self) -> None:
+        """Start the reconcile loop (after start_all, or instead of it for start(wait=False))."""
+        self._task = asyncio.get_running_loop().create_task(self._reconcile())
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._task, *self._recycling) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def start_worker(self) -> WorkerHandle:
+        pool = self.pool
+        worker = WorkerHandle(
+            f"worker-{next(pool._ids)}", self.config, instance=pool.instance,
+            on_free=pool.slot_freed, on_exit=self.worker_exited,
+            pipeline=self.config.pipeline_depth)
+        if self.config.max_requests:
+            # Jitter, so that workers started together do not all recycle together.
+            worker.max_requests = max(1, round(self.config.max_requests
+                                               * random.uniform(1 - JITTER, 1 + JITTER)))
+        if self.config.ttl_s:
+            worker.ttl_s = self.config.ttl_s * random.uniform(1 - JITTER, 1 + JITTER)
+        pool._workers[worker.id] = worker
+        try:
+            await worker.start()
+        except BaseException:
+            pool._workers.pop(worker.id, None)
+            await worker.stop()
+            raise
+        if pool.closing:
+            await worker.stop()
+            pool._workers.pop(worker.id, None)
+            return worker
+        pool.worker_ready(worker)
+        return worker
+
+    # --- replacement ------------------------------------------------------------------------
+    def worker_exited(self, worker: WorkerHandle) -> None:
+        """A ready worker died on its own: drop it; the reconcile loop replaces it."""
+        pool = self.pool
+        if not worker.recycle_reason:
+            pool.record_event(worker, "crashed")
+        if worker.cause in ATTRIBUTABLE:
+            pool.breaker.record_failure(worker.cause)
+            self.crash_streak = self.crash_streak + 1 if worker.uptime() < YOUNG_S else 0
+        pool.worker_gone(worker)
+        if not pool.closing:
+            sys.stderr.write(f"pit: pool {self.config.name!r}: worker {worker.id} (pid "
+                             f"{worker.pid}) {worker.exit_reason}; starting a replacement\n")
+        self._wake.set()
+
+    def _missing(self) -> int:
+        live = [w for w in self.pool.live_workers()
+                if w.state in ("starting", "ready") and not w.recycle_reason]
+        return self.config.size - len(live)
+
+    async def _reconcile(self) -> None:
+        while not self.pool.closing:
+            try:
+                await asyncio.wait_for(self._wake.wait(), RECONCILE_EVERY_S)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            while self._missing() > 0 and not self.pool.closing:
+                await asyncio.sleep(self._backoff())
+                n = min(self._missing(), max(1, self.config.start_batch))
+                results = await asyncio.gather(*(self.start_worker() for _ in range(n)),
+                                               return_exceptions=True)
+                for r in results:
+                    if isinstance(r, WorkerStartError):
+                        self._start_failed(r)
+                    elif isinstance(r, BaseException):
+                        raise r
+                    else:
+                        self.restarts += 1
+
+    def _start_failed(self, exc: WorkerStartError) -> None:
+        self.start_error = exc
+        sys.stderr.write(f"pit: pool {self.config.name!r}: replacement failed to start: "
+                         f"{exc.message.splitlines()[0]}\n")
+        if exc.details.get("cause") in EXTERNAL:
+            return  # killed from outside while starting: not its fault
+        self.pool.breaker.record_failure("start_failure")
+        self.crash_streak += 1
+
+    def _backoff(self) -> float:
+        """0 for a first crash, then growing delays while workers keep dying young."""
+        if self.crash_streak <= 1:
+            return 0.0
+        return RESTART_BACKOFF_S[min(self.crash_streak - 2, len(RESTART_BACKOFF_S) - 1)]
+
+    # --- recycling --------------------------------------------------------------------------
+    def start_recycle(self, worker: WorkerHandle, reason: str) -> None:
+        """Replace ``worker`` without downtime, in the background."""
+        if worker.recycle_reason or worker.state != "ready" or self.pool.closing:
+            return
+        self.pool.record_event(worker, reason)
+        task = asyncio.get_running_loop().create_task(self.recycle(worker))
+        self._recycling.add(task)
+        task.add_done_callback(self._recycling.discard)
+
+    async def recycle(self, old: WorkerHandle) -> None:
+        try:
+            await self.start_worker()
+        except WorkerStartError as exc:
+            old.recycle_reason = ""  # keep serving with the old one; try again later
+            sys.stderr.write(f"pit: pool {self.config.name!r}: could not recycle {old.id}: "
+                             f"the replacement failed to start: "
+                             f"{exc.message.splitlines()[0]}\n")
+            return
+        old.accepting = False
+        old.state = "draining"
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.config.shutdown_grace_ms / 1000
+        try:
+            while old.in_flight > 0 and loop.time() < end and old.state != "dead":
+                await asyncio.sleep(0.01)
+        finally:  # also when the pool closes meanwhile: the old process must not outlive it
+            self.pool.worker_gone(old)
+            await old.stop()
+        self.restarts += 1

@@ -1,0 +1,148 @@
+"""Crashes cost one call: classification, requeue of calls that never ran, retries of
+idempotent calls, poison-call quarantine, circuit breaker, and a chaos run."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import runtime
+from runtime import Pool
+from tests.conftest import pid_alive, wait_until
+
+SAMPLE = "tests.adapters.sample:SampleAdapter"
+
+
+def test_crash_causes_are_named_with_the_output_tail() -> None:
+    with Pool(adapter=SAMPLE, size=1) as pool:
+        with pytest.raises(runtime.WorkerExit) as info:
+            pool.execute("segfault")
+        err = info.value
+        assert "SIGSEGV (-11): segfault" in str(err)
+        assert err.details["cause"] == "segfault" and err.details["culprit"] is True
+        assert "about to read address 0" in err.details["output_tail"]
+        with pytest.raises(runtime.WorkerExit, match=r"SIGABRT \(-6\): abort"):
+            pool.execute("abort_now", timeout=15)
+
+
+def test_calls_queued_behind_a_crash_run_elsewhere() -> None:
+    with Pool(size=1) as pool:
+        for _ in range(60):  # tiny calls: the worker gets pipelined
+            pool.execute("ping")
+        before = [pool.submit("add", {"a": i, "b": 0}) for i in range(5)]
+        crash = pool.submit("crash", {"code": 3})
+        after = [pool.submit("add", {"a": i, "b": 0}) for i in range(20)]
+        with pytest.raises(runtime.WorkerExit) as info:
+            crash.result(timeout=30)
+        assert info.value.details["cause"] == "exit"
+        assert [f.result(timeout=30) for f in before] == list(range(5))
+        assert [f.result(timeout=30) for f in after] == list(range(20))  # none was lost
+
+
+def test_idempotent_calls_are_retried_on_another_worker(tmp_path: Path) -> None:
+    with Pool(adapter=SAMPLE, size=2) as pool:
+        marker = tmp_path / "once"
+        assert pool.execute("crash_once", {"marker": str(marker)}, idempotent=True) == \
+            "survived"
+        marker2 = tmp_path / "twice"
+        with pytest.raises(runtime.WorkerExit):
+            pool.execute("crash_once", {"marker": str(marker2)})  # not idempotent
+
+
+def test_a_call_that_keeps_killing_workers_is_quarantined() -> None:
+    with Pool(size=2, poison_after=2, max_retries=5, circuit_threshold=100) as pool:
+        with pytest.raises(runtime.PoisonCall, match="crashed 2 workers"):
+            pool.execute("crash", {"code": 9}, idempotent=True, timeout=30)
+        started = time.monotonic()
+        with pytest.raises(runtime.PoisonCall):
+            pool.execute("crash", {"code": 9})
+        assert time.monotonic() - started < 0.5  # refused without touching a worker
+        with pytest.raises(runtime.WorkerExit):  # other arguments: not quarantined
+            pool.execute("crash", {"code": 8}, timeout=30)
+        assert wait_until(lambda: pool.stats().ready == 2, timeout=15)
+
+
+def test_crash_storm_opens_the_circuit_then_it_closes() -> None:
+    with Pool(size=2, circuit_threshold=2, circuit_reset_s=1.0, poison_after=100) as pool:
+        for code in (11, 12, 13):
+            with pytest.raises(runtime.WorkerExit):
+                pool.execute("crash", {"code": code}, timeout=30)
+        with pytest.raises(runtime.CircuitOpen, match="recent causes: exit, exit, exit"):
+            pool.execute("ping")
+        time.sleep(1.1)
+        assert wait_until(lambda: pool.stats().ready == 2, timeout=15)
+        assert pool.execute("ping", timeout=10)["pong"] is True  # half-open trial succeeds
+        assert pool.execute("ping")["pong"] is True  # closed again
+
+
+def test_chaos_random_sigkills_under_load() -> None:
+    """4 workers, thousands of calls, a random worker SIGKILLed every 200 ms for 10 s."""
+    with Pool(size=4, call_timeout_ms=30_000) as pool:
+        first = set(pool.pids())
+        stop = threading.Event()
+        kills: list[int] = []
+        seen: set[int] = set(first)
+
+        def killer() -> None:
+            rng = random.Random(7)
+            start = time.monotonic()
+            for n in range(1, 51):  # on a fixed schedule, so late wake-ups do not add up
+                time.sleep(max(0.0, start + 0.2 * n - time.monotonic()))
+                pids = pool.pids()
+                seen.update(pids)
+                if pids:
+                    victim = rng.choice(pids)
+                    try:
+                        os.kill(victim, signal.SIGKILL)
+                        kills.append(victim)
+                    except ProcessLookupError:
+                        pass
+            stop.set()
+
+        results = {"ok": 0, "worker_exit": 0, "idempotent_failed": [], "other": []}
+        lock = threading.Lock()
+
+        def client(n: int) -> None:
+            i = 0
+            while not stop.is_set() or i < 300:
+                idempotent = i % 2 == 0
+                try:
+                    assert pool.execute("add", {"a": n, "b": i}, idempotent=idempotent) == n + i
+                    with lock:
+                        results["ok"] += 1
+                except runtime.WorkerExit as exc:
+                    with lock:
+                        if idempotent:
+                            results["idempotent_failed"].append(exc)
+                        else:
+                            results["worker_exit"] += 1
+                except BaseException as exc:  # noqa: BLE001
+                    with lock:
+                        results["other"].append(exc)
+                i += 1
+
+        threads = [threading.Thread(target=killer)] + [
+            threading.Thread(target=client, args=(n,)) for n in range(4)]
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(0.001)  # four busy clients must not starve the killer
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+        finally:
+            sys.setswitchinterval(switch)
+        assert not any(t.is_alive() for t in threads), "a call hung"
+        total = results["ok"] + results["worker_exit"]
+        assert total >= 2000 and len(kills) >= 40
+        assert results["idempotent_failed"] == [] and results["other"] == []
+        assert wait_until(lambda: pool.stats().ready == 4, timeout=20), pool.stats()
+        assert pool.execute("ping")["pong"] is True
+        assert not any(pid_alive(p) for p in seen - set(pool.pids()))
