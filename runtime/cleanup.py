@@ -18,6 +18,7 @@ from .registry import InstanceRow, Registry, WorkerRow, is_our_worker, process_a
 
 TERM_GRACE_S = 2.0
 HOST_PING_TIMEOUT_S = 2.0
+ENDED_HISTORY_S = 24 * 3600.0  # rows of cleanly ended hosts are kept this long
 NEW_RUN_DIR_S = 60.0  # an unregistered run dir younger than this may be a host starting up
 
 
@@ -66,8 +67,6 @@ def host_responds(row: InstanceRow, timeout: float = HOST_PING_TIMEOUT_S) -> boo
 
 
 def _dead_reason(row: InstanceRow, force: bool) -> str | None:
-    if row.ended_at is not None:
-        return "host ended"
     if not process_alive(row.pid, row.create_time):
         return f"host pid {row.pid} is gone"
     if force and not host_responds(row):
@@ -148,6 +147,8 @@ def cleanup(state_dir: Path, *, dry_run: bool = False, force: bool = False,
                 shutil.rmtree(d, ignore_errors=True)
             items.append(CleanupItem("run_dir", str(d), d.name, "no live host owns it",
                                      "remove", done=not dry_run))
+    if not dry_run:
+        registry.prune_ended(ENDED_HISTORY_S)
     return CleanupReport(str(state_dir), dry_run, tuple(items))
 
 

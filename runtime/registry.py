@@ -165,6 +165,18 @@ class Registry:
         with self._conn() as conn:
             return [WorkerRow(*r) for r in conn.execute(sql + " ORDER BY started_at", args)]
 
+    def prune_ended(self, older_than_s: float) -> int:
+        """Delete rows of hosts and workers that ended more than ``older_than_s`` ago."""
+        if not self.exists():
+            return 0
+        cutoff = time.time() - older_than_s
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            n = conn.execute("DELETE FROM workers WHERE ended_at < ?", (cutoff,)).rowcount
+            conn.execute("DELETE FROM instances WHERE ended_at < ?", (cutoff,))
+            conn.execute("COMMIT")
+            return n
+
     def forget_instance(self, instance_id: str) -> None:
         with self._conn() as conn:
             conn.execute("BEGIN IMMEDIATE")
@@ -239,10 +251,14 @@ class RegistryWriter:
              pools, time.time())))
 
     def instance_ended(self, instance_id: str) -> None:
-        """A clean stop: the registry only lists what is (or may still be) running."""
+        """A clean stop: its rows stay, marked ended, until cleanup prunes old history."""
+        now = time.time()
         self._put(lambda c: (
-            c.execute("DELETE FROM workers WHERE instance_id = ?", (instance_id,)),
-            c.execute("DELETE FROM instances WHERE instance_id = ?", (instance_id,))))
+            c.execute("UPDATE workers SET ended_at = ?, exit_reason = COALESCE(exit_reason, "
+                      "'host stopped') WHERE instance_id = ? AND ended_at IS NULL",
+                      (now, instance_id)),
+            c.execute("UPDATE instances SET ended_at = ? WHERE instance_id = ?",
+                      (now, instance_id))))
 
     def worker_started(self, *, instance_id: str, token: str, pool: str, worker_id: str,
                        pid: int, socket: str) -> None:
@@ -260,7 +276,9 @@ class RegistryWriter:
 
         self._put(op)
 
-    def worker_ended(self, *, instance_id: str, pool: str, worker_id: str) -> None:
+    def worker_ended(self, *, instance_id: str, pool: str, worker_id: str,
+                     reason: str) -> None:
+        now = time.time()
         self._put(lambda c: c.execute(
-            "DELETE FROM workers WHERE instance_id = ? AND pool = ? AND worker_id = ?",
-            (instance_id, pool, worker_id)))
+            "UPDATE workers SET ended_at = ?, exit_reason = ? WHERE instance_id = ? AND "
+            "pool = ? AND worker_id = ?", (now, reason, instance_id, pool, worker_id)))

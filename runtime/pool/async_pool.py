@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import itertools
 import math
 from collections.abc import AsyncGenerator, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,45 +37,19 @@ from ..errors import (
     error_class,
 )
 from ..protocol import codec, pb
-from .call import CallRun
+from .call import CallRun, call_key
 from .crash import ATTRIBUTABLE
 from .instance import HostInstance
 from .lifecycle import Lifecycle
 from .resilience import CircuitBreaker, RetryPolicy
 from .scheduler import Saturated, Scheduler
+from .stats import PoolStats, WorkerStats
 from .supervisor import Supervisor
 from .worker_handle import WorkerHandle
 
 MIB = 1024 * 1024
 ENVELOPE_BYTES = 64 * 1024  # room left in a message for everything around the payload
 Deliver = Callable[[Any, "BaseException | None"], None]
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerStats:
-    id: str
-    pid: int | None
-    state: str
-    in_flight: int
-    capacity: int
-    requests: int
-    errors: int
-    uptime_s: float
-    python: str
-    rss_mb: float
-
-
-@dataclass(frozen=True, slots=True)
-class PoolStats:
-    name: str
-    adapter: str
-    size: int
-    ready: int
-    queued: int
-    max_queue: int
-    restarts: int
-    workers: tuple[WorkerStats, ...]
-    recycles: Mapping[str, int]  # workers ended by the pool or by themselves, by reason
 
 
 class AsyncPool:
@@ -375,7 +347,7 @@ class AsyncPool:
                 hint="look at the workers' output and the crash causes; calls resume after "
                      "circuit_reset_s")
         if self._poison:
-            key = _call_key(req)
+            key = call_key(req)
             if self._poison.get(key, 0) >= self.config.poison_after:
                 return PoisonCall(
                     f"call to {req.tool_name!r} with these arguments crashed "
@@ -387,7 +359,7 @@ class AsyncPool:
     def blame(self, req: Any, err: WorkerExit) -> None:
         """A call was running when its worker died of a cause it may have provoked."""
         if err.details.get("culprit") and err.details.get("cause") in ATTRIBUTABLE:
-            key = _call_key(req)
+            key = call_key(req)
             self._poison[key] = self._poison.get(key, 0) + 1
 
     def outcome(self, resp: Any, err: BaseException | None, tool: str,
@@ -497,12 +469,3 @@ class AsyncPool:
         """Pids of the pool's worker processes (safe to call from another thread)."""
         return [w.pid for w in list(self._workers.values()) if w.pid is not None]
 
-
-def _call_key(req: Any) -> str:
-    """Identifies "the same call" (tool + arguments) for poison-call quarantine."""
-    digest = hashlib.blake2b(req.tool_name.encode(), digest_size=16)
-    for name in sorted(req.parameters):
-        digest.update(name.encode() + b"\0" + req.parameters[name].value + b"\0")
-    for name in sorted(req.binary_parameters):
-        digest.update(name.encode() + b"\1" + req.binary_parameters[name] + b"\0")
-    return digest.hexdigest()

@@ -14,6 +14,7 @@ Runs entirely on the pool's event loop, with callbacks only (no task per call).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -106,3 +107,13 @@ class CallRun:
             self.pool.discard(self._slot)
         elif self._worker is not None:
             self._worker.abandon(self._cid, CallTimeout("call cancelled by the caller"))
+
+
+def call_key(req: Any) -> str:
+    """Identifies "the same call" (tool + arguments) for poison-call quarantine."""
+    digest = hashlib.blake2b(req.tool_name.encode(), digest_size=16)
+    for name in sorted(req.parameters):
+        digest.update(name.encode() + b"\0" + req.parameters[name].value + b"\0")
+    for name in sorted(req.binary_parameters):
+        digest.update(name.encode() + b"\1" + req.binary_parameters[name] + b"\0")
+    return digest.hexdigest()

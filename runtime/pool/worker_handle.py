@@ -258,7 +258,8 @@ class WorkerHandle:
             self._exited.set_result(code)
         if self._instance.registry is not None:
             self._instance.registry.worker_ended(
-                instance_id=self._instance.id, pool=self.config.name, worker_id=self.id)
+                instance_id=self._instance.id, pool=self.config.name, worker_id=self.id,
+                reason=self.recycle_reason or self.cause or "stopped")
         if self._channel is not None:
             await self._channel.close()
         if not was_stopping and self.was_ready:

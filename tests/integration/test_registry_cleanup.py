@@ -51,7 +51,9 @@ def test_registry_lists_the_running_instance_and_its_workers(state_dir: Path) ->
         workers = reg.workers(inst.id)
         assert sorted(w.pid for w in workers) == sorted(pool.pids())
         assert all(w.pgid == w.pid and is_our_worker(w) for w in workers)
+    # A clean stop marks the rows ended: nothing is listed as running any more.
     assert Registry(state_dir).instances() == [] and Registry(state_dir).workers() == []
+    assert Registry(state_dir).prune_ended(0) == 2
 
 
 def test_killed_dependent_host_leaves_no_worker(state_dir: Path) -> None:
@@ -128,3 +130,30 @@ def test_cleanup_never_touches_a_live_hosts_workers(state_dir: Path) -> None:
         assert [i for i in report.items if i.kind == "worker"] == []
         assert all(pid_alive(p) for p in pool.pids())
         assert pool.execute("ping")["pong"] is True
+
+
+def test_force_stops_the_workers_of_an_unresponsive_host(state_dir: Path, tmp_path: Path) -> None:
+    host, pids = start_host(state_dir, 2, dependent=False)
+    env = {**os.environ, "PIT_STATE_DIR": str(state_dir), "NO_COLOR": "1",
+           "PYTHONPATH": str(ROOT)}
+    try:
+        host.send_signal(signal.SIGSTOP)  # alive, but it answers nothing
+        plain = subprocess.run([sys.executable, "-m", "snakecli", "cleanup"], env=env,
+                               cwd=tmp_path, capture_output=True, text=True)
+        assert plain.returncode == 0 and all(pid_alive(p) for p in pids)
+        refused = subprocess.run([sys.executable, "-m", "snakecli", "cleanup", "--force"],
+                                 env=env, cwd=tmp_path, capture_output=True, text=True,
+                                 stdin=subprocess.DEVNULL)
+        assert refused.returncode == 2 and "--yes" in refused.stderr
+        forced = subprocess.run([sys.executable, "-m", "snakecli", "cleanup", "--force",
+                                 "--yes", "--json"], env=env, cwd=tmp_path,
+                                capture_output=True, text=True)
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        report = json.loads(forced.stdout)
+        assert {i["reason"] for i in report["items"] if i["kind"] == "worker"} == {
+            f"orphan of host pid {host.pid} is alive but does not respond"}
+        assert not any(pid_alive(p) for p in pids)
+    finally:
+        host.kill()
+        host.wait()
+        kill_all(pids)

@@ -1,0 +1,33 @@
+"""Snapshots of a pool for `stats()` (and, later, `pit status`): frozen values, no behaviour."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    id: str
+    pid: int | None
+    state: str
+    in_flight: int
+    capacity: int
+    requests: int
+    errors: int
+    uptime_s: float
+    python: str
+    rss_mb: float
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    name: str
+    adapter: str
+    size: int
+    ready: int
+    queued: int
+    max_queue: int
+    restarts: int
+    workers: tuple[WorkerStats, ...]
+    recycles: Mapping[str, int]  # workers ended by the pool or by themselves, by reason
