@@ -24,24 +24,19 @@ from typing import Any
 from ..config import PoolConfig, make_pool_config, state_dir
 from ..errors import (
     CallTimeout,
-    CircuitOpen,
     InvalidArgument,
     PitError,
-    PoisonCall,
     PoolNotReady,
     PoolSaturated,
     QueueTimeout,
     ShutdownError,
     ToolNotFound,
-    WorkerExit,
-    error_class,
 )
 from ..protocol import codec, pb
-from .call import CallRun, call_key
-from .crash import ATTRIBUTABLE
+from .call import CallRun
 from .instance import HostInstance
 from .lifecycle import Lifecycle
-from .resilience import CircuitBreaker, RetryPolicy
+from .resilience import CrashBarrier
 from .scheduler import Saturated, Scheduler
 from .stats import PoolStats, WorkerStats
 from .supervisor import Supervisor
@@ -77,10 +72,9 @@ class AsyncPool:
         self._max_call_bytes = self.config.max_message_mb * MIB - ENVELOPE_BYTES
         self._supervisor = Supervisor(self)
         self.lifecycle = Lifecycle(self)
-        self._poison: dict[str, int] = {}  # call key -> workers it crashed
-        self.retry_policy = RetryPolicy(max_retries=self.config.max_retries)
-        self.breaker = CircuitBreaker(self.config.circuit_threshold,
-                                      self.config.circuit_window_s, self.config.circuit_reset_s)
+        self.barrier = CrashBarrier(self.config)
+        self.retry_policy = self.barrier.retry_policy
+        self.breaker = self.barrier.breaker
         self._events: collections.Counter[str] = collections.Counter()
 
     @property
@@ -326,7 +320,7 @@ class AsyncPool:
         """
         budget = self._budget(timeout)
         deadline = None if budget is None else self.loop.time() + budget
-        refusal = self.refusal(req)
+        refusal = self.barrier.refusal(req)
         if refusal is not None:
             deliver(None, refusal)
             return lambda: None
@@ -335,50 +329,6 @@ class AsyncPool:
         run = CallRun(self, req, deadline, deliver, idempotent)
         run.start()
         return run.cancel
-
-    def refusal(self, req: Any) -> PitError | None:
-        """Fail fast: the circuit is open, or this exact call keeps killing workers."""
-        if not self.breaker.allow():
-            causes = ", ".join(self.breaker.recent_causes()[-5:])
-            return CircuitOpen(
-                f"pool {self.name!r}: circuit open after a crash storm (recent causes: "
-                f"{causes}); retry in {self.breaker.retry_after():.1f} s",
-                details={"pool": self.name, "causes": self.breaker.recent_causes()},
-                hint="look at the workers' output and the crash causes; calls resume after "
-                     "circuit_reset_s")
-        if self._poison:
-            key = call_key(req)
-            if self._poison.get(key, 0) >= self.config.poison_after:
-                return PoisonCall(
-                    f"call to {req.tool_name!r} with these arguments crashed "
-                    f"{self._poison[key]} workers; refusing to run it again",
-                    details={"tool": req.tool_name, "crashes": self._poison[key]},
-                    hint="fix the tool or its input; the quarantine ends when the pool restarts")
-        return None
-
-    def blame(self, req: Any, err: WorkerExit) -> None:
-        """A call was running when its worker died of a cause it may have provoked."""
-        if err.details.get("culprit") and err.details.get("cause") in ATTRIBUTABLE:
-            key = call_key(req)
-            self._poison[key] = self._poison.get(key, 0) + 1
-
-    def outcome(self, resp: Any, err: BaseException | None, tool: str,
-                worker: WorkerHandle) -> tuple[Any, BaseException | None]:
-        if err is not None:
-            if isinstance(err, CallTimeout) and "cancelled by the caller" not in str(err):
-                err = CallTimeout(f"call to {tool!r} timed out on {worker.id} (the worker was "
-                                  "told to cancel it)", details={"tool": tool,
-                                                                 "worker": worker.id},
-                                  hint="raise the timeout or call_timeout_ms")
-            return None, err
-        if resp.success:
-            self.breaker.record_success()
-            try:
-                return codec.decode_result(resp, allow_pickle=self.config.allow_pickle), None
-            except codec.CodecError as exc:
-                return None, InvalidArgument(str(exc))
-        worker.errors += 1
-        return None, self._remote_error(resp.error_message, tool, worker)
 
     async def execute(self, tool: str, args: Mapping[str, Any] | None = None, *,
                       session_id: str | None = None, timeout: float | None = None,
@@ -403,16 +353,6 @@ class AsyncPool:
         except asyncio.CancelledError:
             cancel()
             raise
-
-    def _remote_error(self, text: str, tool: str, worker: WorkerHandle) -> PitError:
-        payload = codec.decode_error(text)
-        cls = error_class(payload.get("category", "remote_error"))
-        rtype = payload.get("type", "Error")
-        message = payload.get("message", "")
-        if cls.category == "remote_error":
-            message = f"tool {tool!r} raised {rtype}: {message}"
-        return cls(message, remote_type=rtype, remote_traceback=payload.get("traceback"),
-                   details={"tool": tool, "pool": self.name, "worker": worker.id})
 
     async def stream(self, tool: str, args: Mapping[str, Any] | None = None, *,
                      session_id: str | None = None, timeout: float | None = None,

@@ -14,12 +14,12 @@ Runs entirely on the pool's event loop, with callbacks only (no task per call).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CallTimeout, WorkerExit
-from .worker_handle import NotStarted
+from ..errors import CallTimeout, InvalidArgument, WorkerExit, error_class
+from ..protocol import codec
+from .lane import NotStarted
 
 if TYPE_CHECKING:
     from .async_pool import AsyncPool
@@ -78,8 +78,8 @@ class CallRun:
             self._attempt(front=True)  # it never ran: no retry budget spent
             return
         if isinstance(err, WorkerExit):
-            self.pool.blame(self.req, err)
-            refusal = self.pool.refusal(self.req)  # poisoned now, or the circuit opened
+            self.pool.barrier.blame(self.req, err)
+            refusal = self.pool.barrier.refusal(self.req)  # poisoned now, or the circuit opened
             if refusal is not None:
                 self._finish(None, refusal)
                 return
@@ -90,7 +90,35 @@ class CallRun:
                     self.retries += 1
                     self._loop.call_later(delay, self._attempt, True)
                     return
-        self._finish(*self.pool.outcome(resp, err, self.req.tool_name, worker))
+        self._finish(*self._result(resp, err, worker))
+
+    def _result(self, resp: Any, err: BaseException | None,
+                worker: WorkerHandle) -> tuple[Any, BaseException | None]:
+        """(value, None) or (None, the PitError the worker's answer names)."""
+        tool = self.req.tool_name
+        if err is not None:
+            if isinstance(err, CallTimeout) and "cancelled by the caller" not in str(err):
+                err = CallTimeout(f"call to {tool!r} timed out on {worker.id} (the worker was "
+                                  "told to cancel it)", details={"tool": tool,
+                                                                 "worker": worker.id},
+                                  hint="raise the timeout or call_timeout_ms")
+            return None, err
+        if resp.success:
+            self.pool.breaker.record_success()
+            try:
+                return codec.decode_result(resp, allow_pickle=self.pool.config.allow_pickle), \
+                    None
+            except codec.CodecError as exc:
+                return None, InvalidArgument(str(exc))
+        worker.errors += 1
+        payload = codec.decode_error(resp.error_message)
+        cls = error_class(payload.get("category", "remote_error"))
+        rtype = payload.get("type", "Error")
+        message = payload.get("message", "")
+        if cls.category == "remote_error":
+            message = f"tool {tool!r} raised {rtype}: {message}"
+        return None, cls(message, remote_type=rtype, remote_traceback=payload.get("traceback"),
+                         details={"tool": tool, "pool": self.pool.name, "worker": worker.id})
 
     def _finish(self, value: Any, err: BaseException | None) -> None:
         if not self._done:
@@ -108,12 +136,3 @@ class CallRun:
         elif self._worker is not None:
             self._worker.abandon(self._cid, CallTimeout("call cancelled by the caller"))
 
-
-def call_key(req: Any) -> str:
-    """Identifies "the same call" (tool + arguments) for poison-call quarantine."""
-    digest = hashlib.blake2b(req.tool_name.encode(), digest_size=16)
-    for name in sorted(req.parameters):
-        digest.update(name.encode() + b"\0" + req.parameters[name].value + b"\0")
-    for name in sorted(req.binary_parameters):
-        digest.update(name.encode() + b"\1" + req.binary_parameters[name] + b"\0")
-    return digest.hexdigest()

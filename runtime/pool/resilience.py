@@ -1,4 +1,4 @@
-"""Retry policy and circuit breaker: small, pure, clock-injected, unit-tested.
+"""Retry policy, circuit breaker and the pool's crash barrier that combines them.
 
 The pool uses them like this: a call that fails because its worker died is retried on another
 worker when it is idempotent (`RetryPolicy`); crashes a call can be blamed for feed the pool's
@@ -7,11 +7,17 @@ worker when it is idempotent (`RetryPolicy`); crashes a call can be blamed for f
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from ..config import PoolConfig
+from ..errors import CircuitOpen, PitError, PoisonCall
+from .crash import ATTRIBUTABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +86,51 @@ class CircuitBreaker:
         if self._opened_at is None:
             return 0.0
         return max(0.0, self.reset_s - (self._clock() - self._opened_at))
+
+
+def call_key(req: Any) -> str:
+    """Identifies "the same call" (tool + arguments) for poison-call quarantine."""
+    digest = hashlib.blake2b(req.tool_name.encode(), digest_size=16)
+    for name in sorted(req.parameters):
+        digest.update(name.encode() + b"\0" + req.parameters[name].value + b"\0")
+    for name in sorted(req.binary_parameters):
+        digest.update(name.encode() + b"\1" + req.binary_parameters[name] + b"\0")
+    return digest.hexdigest()
+
+
+class CrashBarrier:
+    """A pool's defences, together: retry policy, circuit breaker, poison-call quarantine."""
+
+    def __init__(self, config: PoolConfig) -> None:
+        self.name = config.name
+        self.poison_after = config.poison_after
+        self.retry_policy = RetryPolicy(max_retries=config.max_retries)
+        self.breaker = CircuitBreaker(config.circuit_threshold, config.circuit_window_s,
+                                      config.circuit_reset_s)
+        self._poison: dict[str, int] = {}  # call key -> workers it crashed
+
+    def refusal(self, req: Any) -> PitError | None:
+        """Fail fast: the circuit is open, or this exact call keeps killing workers."""
+        if not self.breaker.allow():
+            causes = ", ".join(self.breaker.recent_causes()[-5:])
+            return CircuitOpen(
+                f"pool {self.name!r}: circuit open after a crash storm (recent causes: "
+                f"{causes}); retry in {self.breaker.retry_after():.1f} s",
+                details={"pool": self.name, "causes": self.breaker.recent_causes()},
+                hint="look at the workers' output and the crash causes; calls resume after "
+                     "circuit_reset_s")
+        if self._poison:
+            crashes = self._poison.get(call_key(req), 0)
+            if crashes >= self.poison_after:
+                return PoisonCall(
+                    f"call to {req.tool_name!r} with these arguments crashed {crashes} "
+                    "workers; refusing to run it again",
+                    details={"tool": req.tool_name, "crashes": crashes},
+                    hint="fix the tool or its input; the quarantine ends when the pool restarts")
+        return None
+
+    def blame(self, req: Any, err: PitError) -> None:
+        """A call was running when its worker died of a cause it may have provoked."""
+        if err.details.get("culprit") and err.details.get("cause") in ATTRIBUTABLE:
+            key = call_key(req)
+            self._poison[key] = self._poison.get(key, 0) + 1

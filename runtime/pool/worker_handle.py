@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import itertools
 import json
 import os
 import signal
@@ -37,55 +36,23 @@ from ..errors import CallTimeout, RemoteError, WorkerExit, WorkerHung, WorkerSta
 from ..protocol import codec, pb, pb_grpc
 from . import crash
 from .instance import HostInstance
+from .lane import Lane, OnDone, deliver
 
 READY_POLL_S = 0.005
 TERM_GRACE_S = 2.0  # SIGTERM -> SIGKILL
-CANCEL_GRACE_S = 2.0  # a cancelled call must end within this, or the worker is killed
 EXIT_WAIT_S = 1.0  # after the lane breaks, how long to wait for the exit code
 OUTPUT_TAIL_LINES = 40
 PIPELINE_BELOW_MS = 1.0  # pipeline calls to a busy worker only while calls average less
 PIPELINE_STALL_S = 0.01  # ... and while its oldest call has been out for less than this
 
 
-OnDone = Callable[[Any, "BaseException | None"], None]
-
-
-def _deliver(on_done: OnDone, value: Any, err: BaseException | None) -> None:
-    try:
-        on_done(value, err)
-    except Exception:  # noqa: BLE001 - a broken callback must not stop the lane reader
-        import traceback
-
-        traceback.print_exc()
-
-
-def _batches(calls: list[Any], max_bytes: int) -> list[list[Any]]:
-    """Split queued calls into messages that stay under the gRPC message limit."""
-    if len(calls) == 1:
-        return [calls]
-    batches: list[list[Any]] = [[]]
-    size = 0
-    for call in calls:
-        n = call.ByteSize()
-        if batches[-1] and size + n > max_bytes:
-            batches.append([])
-            size = 0
-        batches[-1].append(call)
-        size += n
-    return batches
-
-
 def _deliver_task(on_done: OnDone, task: asyncio.Task[Any]) -> None:
     if task.cancelled():
-        _deliver(on_done, None, WorkerExit("the call was cancelled"))
+        deliver(on_done, None, WorkerExit("the call was cancelled"))
     elif task.exception() is not None:
-        _deliver(on_done, None, task.exception())
+        deliver(on_done, None, task.exception())
     else:
-        _deliver(on_done, task.result(), None)
-
-
-class NotStarted(Exception):
-    """A call the dead worker had not started yet: safe to run on another worker."""
+        deliver(on_done, task.result(), None)
 
 
 class WorkerHandle:
@@ -123,21 +90,13 @@ class WorkerHandle:
         self._on_free, self._on_exit = on_free, on_exit
         self._proc: asyncio.subprocess.Process | None = None
         self._channel: Any = None
+        self._lane: Lane | None = None
         self._stub: Any = None
-        self._lane: Any = None
         self._loop = asyncio.get_running_loop()
-        self._outbox: list[Any] = []
-        self._outbox_ready = asyncio.Event()
-        self._max_batch_bytes = config.max_message_mb * 1024 * 1024 // 2
         self.avg_ms = PIPELINE_BELOW_MS * 10  # assume calls are not tiny until measured
         self.pipeline = pipeline
         self.exclusive_calls = 0  # granted streams (they run outside the lane, alone)
-        self._ids = itertools.count(1)
-        # call id -> (on_done, deadline timer, time sent); insertion order = send order
-        self._pending: dict[int, tuple[OnDone, asyncio.TimerHandle | None, float]] = {}
-        self._abandoned: dict[int, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[Any]] = []
-        self._writer: asyncio.Task[Any] | None = None
         self._exited = self._loop.create_future()
         self._stopping = False
 
@@ -207,9 +166,7 @@ class WorkerHandle:
                      ("grpc.max_receive_message_length", limit)])
         self._stub = pb_grpc.BridgeServiceStub(self._channel)
         if "call_lane" in self.ready_info.get("features", ()):
-            self._lane = self._stub.CallLane()
-            self._tasks.append(loop.create_task(self._read_lane(self._lane)))
-            self._writer = loop.create_task(self._write_lane(self._lane))
+            self._lane = Lane(self, self._stub, limit)
         self.state, self.accepting = "ready", True
         self.was_ready = True
 
@@ -240,8 +197,6 @@ class WorkerHandle:
             os.killpg(self._proc.pid, signal.SIGKILL)  # leftovers in the worker's group
         was_stopping = self._stopping
         self.state = "dead"
-        if self._writer is not None:
-            self._writer.cancel()
         await asyncio.sleep(0)  # let the output pump take the last lines
         tail = crash.tail_text(list(self.output))
         self.cause = crash.classify(code, tail, oom_before=self._oom_before,
@@ -250,10 +205,9 @@ class WorkerHandle:
         self.exit_reason = self.exit_reason or crash.describe(code, self.cause)
         details = {"worker": self.id, "pid": self.pid, "exit_code": code, "cause": self.cause,
                    "output_tail": tail, **self.exit_details}
-        self._fail_pending(details)
-        for timer in self._abandoned.values():
-            timer.cancel()
-        self._abandoned.clear()
+        if self._lane is not None:
+            self._lane.fail_all(self._progress(), f"worker {self.id} (pid {self.pid}) "
+                                f"{self.exit_reason}", details, self.exit_error)
         if not self._exited.done():
             self._exited.set_result(code)
         if self._instance.registry is not None:
@@ -274,86 +228,28 @@ class WorkerHandle:
         except (OSError, struct.error):
             return None
 
-    def _fail_pending(self, details: dict[str, Any]) -> None:
-        """Answer every call the dead worker held: the one it was running gets the crash;
-        ones it had finished get WorkerExit (their results were lost); ones it never started
-        get NotStarted, which the pool runs elsewhere."""
-        pending, self._pending = self._pending, {}
-        progress = self._progress() if self._lane is not None else None
-        message = f"worker {self.id} (pid {self.pid}) {self.exit_reason}"
-        for cid, (on_done, timer, _) in pending.items():
-            if timer is not None:
-                timer.cancel()
-            if progress is not None and cid > max(progress):
-                err: Exception = NotStarted(message)
-            elif progress is not None and cid != progress[0]:
-                err = WorkerExit(f"{message} after running the call, before sending its result",
-                                 details={**details, "culprit": False})
-            else:
-                err = self.exit_error(message, details={**details, "culprit": True,
-                                                        "call_id": cid})
-            _deliver(on_done, None, err)
-
     # --- calls ------------------------------------------------------------------------------
-    async def _read_lane(self, lane: Any) -> None:
-        try:
-            while True:
-                msg = await lane.read()
-                if msg is grpc.aio.EOF:
-                    break
-                for result in msg.results:
-                    resp = result.response
-                    # Exponential average of run time decides whether calls are small enough
-                    # to pipeline (see `limit`).
-                    self.avg_ms += (resp.execution_time_ms - self.avg_ms) * 0.1
-                    entry = self._pending.pop(result.call_id, None)
-                    if entry is not None:
-                        on_done, timer, _ = entry
-                        if timer is not None:
-                            timer.cancel()
-                        self.served += 1
-                        self._on_free(self)
-                        _deliver(on_done, resp, None)
-                    elif self._abandoned.pop(result.call_id, None) is not None:
-                        self._on_free(self)  # a timed-out call has now really ended
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                self._lane = None  # a peer without the lane: plain unary calls from now on
-                return
-        # The lane broke: usually the process died. Wait for the exit to name the cause.
+    def slot_freed(self) -> None:
+        self._on_free(self)
+
+    def lane_unavailable(self) -> None:
+        """The peer answered UNIMPLEMENTED: plain unary calls from now on."""
+        self._lane = None
+
+    async def lane_broken(self) -> None:
+        """The lane ended: usually the process died. Wait for the exit to name the cause."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._exited), EXIT_WAIT_S)
         if not self._exited.done() and not self._stopping:
             self.exit_reason = "closed its call lane"
             self.kill()
 
-    async def _write_lane(self, lane: Any) -> None:
-        """Send queued calls, all that piled up since the last write in one message."""
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            calls, self._outbox = self._outbox, []
-            for batch in _batches(calls, self._max_batch_bytes):
-                try:
-                    await lane.write(pb.LaneRequest(calls=batch))
-                except Exception as exc:  # noqa: BLE001 - the lane is gone; its calls fail
-                    err = WorkerExit(f"worker {self.id} (pid {self.pid}) could not take the "
-                                     f"call: {self.exit_reason or type(exc).__name__}")
-                    for call in [*calls, *self._outbox]:
-                        entry = self._pending.pop(call.call_id, None)
-                        if entry is not None:
-                            self._on_free(self)
-                            _deliver(entry[0], None, err)
-                    return
-
     @property
     def limit(self) -> int:
         """Calls this worker may hold: its capacity, plus a pipeline while calls are tiny."""
         if self.pipeline and self.avg_ms < PIPELINE_BELOW_MS and not self.exclusive_calls:
-            if not self._pending:
-                return self.capacity + self.pipeline
-            oldest = next(iter(self._pending.values()))[2]
-            if self._loop.time() - oldest < PIPELINE_STALL_S:
+            oldest = self._lane.oldest_sent() if self._lane is not None else None
+            if oldest is None or self._loop.time() - oldest < PIPELINE_STALL_S:
                 return self.capacity + self.pipeline
         return self.capacity
 
@@ -361,52 +257,19 @@ class WorkerHandle:
         """Start one call (its slot already taken); returns its call id.
 
         ``on_done(response, None)`` or ``on_done(None, error)`` is called exactly once, from
-        the loop, as soon as the outcome is known; no task or future sits in between. The
-        slot is given back through ``on_free`` when the call has really ended in the worker.
+        the loop, as soon as the outcome is known. The slot is given back through
+        ``on_free`` when the call has really ended in the worker.
         """
-        cid = next(self._ids)
-        if self._lane is None:
-            task = self._loop.create_task(self._call_unary(req, timeout))
-            task.add_done_callback(lambda t: _deliver_task(on_done, t))
-            return cid
-        timer = (self._loop.call_later(timeout, self._expire, cid)
-                 if timeout is not None else None)
-        self._pending[cid] = (on_done, timer, self._loop.time())
-        self._outbox.append(pb.LaneCall(call_id=cid, request=req,
-                                        timeout_ms=timeout * 1000 if timeout else 0))
-        self._outbox_ready.set()
-        return cid
-
-    def _expire(self, cid: int) -> None:
-        self.abandon(cid, CallTimeout(f"call timed out on worker {self.id}; the worker was "
-                                      "told to cancel it", details={"worker": self.id}))
+        if self._lane is not None:
+            return self._lane.send(req, timeout, on_done)
+        task = self._loop.create_task(self._call_unary(req, timeout))
+        task.add_done_callback(lambda t: _deliver_task(on_done, t))
+        return 0
 
     def abandon(self, cid: int, err: BaseException) -> None:
-        """Answer call ``cid`` with ``err`` now and cancel it in the worker.
-
-        Its slot stays taken until the worker reports the call ended; a worker that does not
-        within CANCEL_GRACE_S is killed.
-        """
-        entry = self._pending.pop(cid, None)
-        if entry is None:
-            return
-        on_done, timer, _ = entry
-        if timer is not None:
-            timer.cancel()
-        self._abandoned[cid] = self._loop.call_later(CANCEL_GRACE_S, self._cancel_overdue, cid)
-        self._loop.create_task(self._send_cancel(cid))
-        self.errors += 1
-        _deliver(on_done, None, err)
-
-    async def _send_cancel(self, cid: int) -> None:
-        with contextlib.suppress(Exception):
-            await self._stub.CancelCalls(pb.CancelCallsRequest(call_ids=[cid]), timeout=1.0)
-
-    def _cancel_overdue(self, cid: int) -> None:
-        if self._abandoned.pop(cid, None) is not None and self.state != "dead":
-            self.exit_reason = (f"was killed: a cancelled call did not stop within "
-                                f"{CANCEL_GRACE_S:g} s")
-            self.kill()
+        """Answer call ``cid`` with ``err`` now and cancel it in the worker (lane calls)."""
+        if self._lane is not None:
+            self._lane.abandon(cid, err)
 
     async def _call_unary(self, req: Any, timeout: float | None) -> Any:
         """Plain ExecuteTool, for peers without the call lane (Snakepit workers)."""
@@ -511,11 +374,8 @@ class WorkerHandle:
         self.accepting = False
         if self.state != "dead":
             self.state = "stopping"
-        if self._writer is not None:
-            self._writer.cancel()
         if self._lane is not None:
-            with contextlib.suppress(Exception):
-                await self._lane.done_writing()
+            await self._lane.close()
         if self._proc is not None and self._proc.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._proc.pid, signal.SIGTERM)
@@ -529,6 +389,8 @@ class WorkerHandle:
             if not task.done():
                 await asyncio.wait({task}, timeout=1.0)
                 task.cancel()
+        if self._lane is not None:
+            await self._lane.wait_reader(1.0)
         for path in (self._socket, self._ready_file, self.stack_file, self.progress_file):
             with contextlib.suppress(OSError):
                 path.unlink()

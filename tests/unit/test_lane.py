@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from runtime.pool.worker_handle import _batches
+from runtime.pool.lane import batches as _batches
 from runtime.protocol import pb
 
 

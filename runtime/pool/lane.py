@@ -1,0 +1,204 @@
+"""The host end of one worker's call lane (the pit `CallLane` stream).
+
+    send(): outbox --> writer task --> LaneRequest{calls: [...]} --> worker
+    reader task <-- LaneResponse{results: [...]} <-- worker  --> on_done callbacks
+
+Whatever piled up in the outbox since the last write travels as one message (split to stay
+under the gRPC limit). Each call's ``on_done`` is called exactly once, straight from the
+reader, with no task or future in between.
+
+A call whose deadline passes (or whose caller gives up) is answered at once and cancelled in
+the worker (`CancelCalls`); its slot stays taken until the worker reports the call ended, and a
+worker that has not within CANCEL_GRACE_S is killed, so an abandoned call never runs on unseen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from ..errors import CallTimeout, WorkerExit
+from ..protocol import pb
+
+if TYPE_CHECKING:
+    from .worker_handle import WorkerHandle
+
+CANCEL_GRACE_S = 2.0  # a cancelled call must end within this, or the worker is killed
+
+OnDone = Callable[[Any, "BaseException | None"], None]
+
+
+class NotStarted(Exception):
+    """A call the dead worker had not started yet: safe to run on another worker."""
+
+
+def deliver(on_done: OnDone, value: Any, err: BaseException | None) -> None:
+    try:
+        on_done(value, err)
+    except Exception:  # noqa: BLE001 - a broken callback must not stop the lane reader
+        traceback.print_exc()
+
+
+def batches(calls: list[Any], max_bytes: int) -> list[list[Any]]:
+    """Split queued calls into messages that stay under the gRPC message limit."""
+    if len(calls) == 1:
+        return [calls]
+    out: list[list[Any]] = [[]]
+    size = 0
+    for call in calls:
+        n = call.ByteSize()
+        if out[-1] and size + n > max_bytes:
+            out.append([])
+            size = 0
+        out[-1].append(call)
+        size += n
+    return out
+
+
+class Lane:
+    def __init__(self, worker: WorkerHandle, stub: Any, max_message_bytes: int) -> None:
+        self.worker = worker
+        self._stub = stub
+        self._call = stub.CallLane()
+        self._loop = asyncio.get_running_loop()
+        self._max_batch_bytes = max_message_bytes // 2
+        self._ids = itertools.count(1)
+        # call id -> (on_done, deadline timer, time sent); insertion order = send order
+        self.pending: dict[int, tuple[OnDone, asyncio.TimerHandle | None, float]] = {}
+        self._abandoned: dict[int, asyncio.TimerHandle] = {}
+        self._outbox: list[Any] = []
+        self._outbox_ready = asyncio.Event()
+        self._reader = self._loop.create_task(self._read())
+        self._writer = self._loop.create_task(self._write())
+
+    def oldest_sent(self) -> float | None:
+        """Loop time at which the oldest unanswered call was sent (None: nothing out)."""
+        return next(iter(self.pending.values()))[2] if self.pending else None
+
+    # --- sending ----------------------------------------------------------------------------
+    def send(self, req: Any, timeout: float | None, on_done: OnDone) -> int:
+        cid = next(self._ids)
+        timer = (self._loop.call_later(timeout, self._expire, cid)
+                 if timeout is not None else None)
+        self.pending[cid] = (on_done, timer, self._loop.time())
+        self._outbox.append(pb.LaneCall(call_id=cid, request=req,
+                                        timeout_ms=timeout * 1000 if timeout else 0))
+        self._outbox_ready.set()
+        return cid
+
+    async def _write(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            calls, self._outbox = self._outbox, []
+            for batch in batches(calls, self._max_batch_bytes):
+                try:
+                    await self._call.write(pb.LaneRequest(calls=batch))
+                except Exception as exc:  # noqa: BLE001 - the lane is gone; its calls fail
+                    w = self.worker
+                    err = WorkerExit(f"worker {w.id} (pid {w.pid}) could not take the "
+                                     f"call: {w.exit_reason or type(exc).__name__}")
+                    for call in [*calls, *self._outbox]:
+                        entry = self.pending.pop(call.call_id, None)
+                        if entry is not None:
+                            w.slot_freed()
+                            deliver(entry[0], None, err)
+                    return
+
+    # --- receiving --------------------------------------------------------------------------
+    async def _read(self) -> None:
+        w = self.worker
+        try:
+            while True:
+                msg = await self._call.read()
+                if msg is grpc.aio.EOF:
+                    break
+                for result in msg.results:
+                    resp = result.response
+                    # Exponential average of run time decides whether calls are small enough
+                    # to pipeline (see WorkerHandle.limit).
+                    w.avg_ms += (resp.execution_time_ms - w.avg_ms) * 0.1
+                    entry = self.pending.pop(result.call_id, None)
+                    if entry is not None:
+                        on_done, timer, _ = entry
+                        if timer is not None:
+                            timer.cancel()
+                        w.served += 1
+                        w.slot_freed()
+                        deliver(on_done, resp, None)
+                    elif self._abandoned.pop(result.call_id, None) is not None:
+                        w.slot_freed()  # a timed-out call has now really ended
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                w.lane_unavailable()
+                return
+        await w.lane_broken()
+
+    # --- cancelling -------------------------------------------------------------------------
+    def _expire(self, cid: int) -> None:
+        self.abandon(cid, CallTimeout(f"call timed out on worker {self.worker.id}; the worker "
+                                      "was told to cancel it",
+                                      details={"worker": self.worker.id}))
+
+    def abandon(self, cid: int, err: BaseException) -> None:
+        """Answer call ``cid`` with ``err`` now and cancel it in the worker."""
+        entry = self.pending.pop(cid, None)
+        if entry is None:
+            return
+        on_done, timer, _ = entry
+        if timer is not None:
+            timer.cancel()
+        self._abandoned[cid] = self._loop.call_later(CANCEL_GRACE_S, self._overdue, cid)
+        self._loop.create_task(self._send_cancel(cid))
+        self.worker.errors += 1
+        deliver(on_done, None, err)
+
+    async def _send_cancel(self, cid: int) -> None:
+        with contextlib.suppress(Exception):
+            await self._stub.CancelCalls(pb.CancelCallsRequest(call_ids=[cid]), timeout=1.0)
+
+    def _overdue(self, cid: int) -> None:
+        if self._abandoned.pop(cid, None) is not None and self.worker.state != "dead":
+            self.worker.exit_reason = (f"was killed: a cancelled call did not stop within "
+                                       f"{CANCEL_GRACE_S:g} s")
+            self.worker.kill()
+
+    # --- the end ----------------------------------------------------------------------------
+    def fail_all(self, progress: tuple[int, int] | None, message: str,
+                 details: dict[str, Any], error: type[WorkerExit]) -> None:
+        """The worker died. The call it was running gets ``error``; calls it had finished
+        get WorkerExit (their results were lost); calls it never started get NotStarted,
+        which the pool runs elsewhere. Without progress every call gets ``error``."""
+        self._writer.cancel()
+        pending, self.pending = self.pending, {}
+        for overdue in self._abandoned.values():
+            overdue.cancel()
+        self._abandoned.clear()
+        for cid, (on_done, timer, _) in pending.items():
+            if timer is not None:
+                timer.cancel()
+            if progress is not None and cid > max(progress):
+                err: Exception = NotStarted(message)
+            elif progress is not None and cid != progress[0]:
+                err = WorkerExit(f"{message} after running the call, before sending its result",
+                                 details={**details, "culprit": False})
+            else:
+                err = error(message, details={**details, "culprit": True, "call_id": cid})
+            deliver(on_done, None, err)
+
+    async def close(self) -> None:
+        """No more calls: end the stream so the worker's handler returns."""
+        self._writer.cancel()
+        with contextlib.suppress(Exception):
+            await self._call.done_writing()
+
+    async def wait_reader(self, timeout: float) -> None:
+        if not self._reader.done():
+            await asyncio.wait({self._reader}, timeout=timeout)
+            self._reader.cancel()
