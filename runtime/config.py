@@ -29,9 +29,22 @@ PIT_CONFIG = "PIT_CONFIG"  # path of the config file to use instead of searching
 PIT_STATE_DIR = "PIT_STATE_DIR"  # where registries, run dirs and envs live (default .pit/)
 DEFAULT_ADAPTER = "runtime.adapters.showcase:ShowcaseAdapter"
 DEFAULT_POOL = "default"
+DEFAULT_THREADS = 4
+AFFINITY_MODES = ("hint", "strict_queue", "strict_fail_fast")
 # Native math libraries spawn one thread per core in every worker unless told otherwise.
 THREAD_LIMIT_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                      "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+# (call, stream, queue) timeouts in ms per profile; 0 = no deadline. Explicit *_timeout_ms win.
+TIMEOUT_PROFILES: dict[str, tuple[int, int, int]] = {
+    "balanced": (60_000, 300_000, 10_000),
+    "production": (30_000, 120_000, 5_000),
+    "production_strict": (10_000, 30_000, 1_000),
+    "development": (600_000, 3_600_000, 60_000),
+    "ml_inference": (120_000, 600_000, 30_000),
+    "batch": (3_600_000, 0, 300_000),
+}
 
 
 def default_size() -> int:
@@ -51,8 +64,15 @@ class PoolConfig:
     python: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     max_queue: int = 1000
-    queue_timeout_ms: int = 10_000
-    call_timeout_ms: int = 60_000
+    profile: str = "process"
+    threads_per_worker: int = 0  # 0: 1 in the process profile, 4 in the thread profile
+    affinity: str = "hint"
+    max_sessions: int = 10_000
+    session_ttl_s: float = 3600.0
+    timeout_profile: str = "balanced"
+    queue_timeout_ms: int | None = None  # None: the timeout profile's value
+    call_timeout_ms: int | None = None
+    stream_timeout_ms: int | None = None
     startup_timeout_ms: int = 30_000
     shutdown_grace_ms: int = 5_000
     allow_pickle: bool = False
@@ -74,9 +94,26 @@ class PoolConfig:
     circuit_reset_s: float = 10.0
     start_batch: int = 8
 
+    def timeouts(self) -> tuple[float | None, float | None, float]:
+        """(call, stream, queue) timeouts in seconds; None means no deadline."""
+        call, stream, queue = TIMEOUT_PROFILES[self.timeout_profile]
+        call = call if self.call_timeout_ms is None else self.call_timeout_ms
+        stream = stream if self.stream_timeout_ms is None else self.stream_timeout_ms
+        queue = queue if self.queue_timeout_ms is None else self.queue_timeout_ms
+        return (call / 1000 if call else None, stream / 1000 if stream else None,
+                queue / 1000)
+
+    @property
+    def capacity(self) -> int:
+        """Calls one worker runs at once."""
+        if self.profile == "thread":
+            return self.threads_per_worker or DEFAULT_THREADS
+        return 1
+
     def worker_env(self) -> dict[str, str]:
-        """Extra environment for this pool's workers: thread limits, then the pool's env."""
-        env = {name: "1" for name in THREAD_LIMIT_VARS}
+        """Extra environment for this pool's workers: thread limits (1, or the worker's
+        thread count in the thread profile), then the pool's env."""
+        env = {name: str(self.capacity) for name in THREAD_LIMIT_VARS}
         env.update(self.env)
         return env
 
@@ -108,8 +145,17 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         isinstance(k, str) and isinstance(x, str) for k, x in v.items()),
         "a table of string = string"),
     "max_queue": _int(0),
+    "profile": (lambda v: v in ("process", "thread"), '"process" or "thread"'),
+    "threads_per_worker": _int(1, 1024),
+    "affinity": (lambda v: v in AFFINITY_MODES, "one of " + ", ".join(AFFINITY_MODES)),
+    "max_sessions": _int(1),
+    "session_ttl_s": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                      and v > 0, "a number of seconds > 0"),
+    "timeout_profile": (lambda v: v in TIMEOUT_PROFILES,
+                        "one of " + ", ".join(TIMEOUT_PROFILES)),
     "queue_timeout_ms": _int(1),
     "call_timeout_ms": _int(0),
+    "stream_timeout_ms": _int(0),
     "startup_timeout_ms": _int(1),
     "shutdown_grace_ms": _int(0),
     "allow_pickle": (lambda v: isinstance(v, bool), "true or false"),
@@ -164,6 +210,10 @@ def make_pool_config(name: str = DEFAULT_POOL, where: str | None = None,
                               hint=f"set {key} to {accepted}")
     if values.get("env") is not None:
         values["env"] = dict(values["env"])
+    if values.get("threads_per_worker", 1) > 1 and values.get("profile", "process") != "thread":
+        raise ConfigError(f"{where}: threads_per_worker = {values['threads_per_worker']} "
+                          "needs profile = \"thread\"",
+                          hint='set profile = "thread" (the adapter must be thread_safe)')
     if values.get("idempotent_tools") is not None:
         values["idempotent_tools"] = tuple(values["idempotent_tools"])
     return PoolConfig(name=name, **values)

@@ -249,10 +249,10 @@ class AsyncPool:
                 hint="raise max_message_mb, or pass a path or a handle instead of the data")
         return req
 
-    def _budget(self, timeout: float | None) -> float | None:
+    def _budget(self, timeout: float | None, stream: bool = False) -> float | None:
         if timeout is None:
-            ms = self.config.call_timeout_ms
-            return ms / 1000 if ms else None
+            call_s, stream_s, _ = self.config.timeouts()
+            return stream_s if stream else call_s
         if timeout <= 0:
             raise ValueError("timeout must be > 0 s (float('inf') for no deadline)")
         return None if math.isinf(timeout) else timeout
@@ -290,7 +290,7 @@ class AsyncPool:
                 details={"pool": self.name, "max_queue": self.config.max_queue},
                 hint="raise max_queue or size, or slow down callers"))
             return fut
-        queue_s = self.config.queue_timeout_ms / 1000
+        queue_s = self.config.timeouts()[2]
         left = None if deadline is None else deadline - loop.time()
         by_deadline = left is not None and left < queue_s
         wait_s = left if by_deadline and left is not None else queue_s
@@ -360,7 +360,7 @@ class AsyncPool:
         """Call a generator tool and iterate over the items it yields."""
         req = self.prepare(tool, args, session_id, metadata)
         req.stream = True
-        budget = self._budget(timeout)
+        budget = self._budget(timeout, stream=True)
         loop = asyncio.get_running_loop()
         deadline = None if budget is None else loop.time() + budget
         worker = await self._acquire(tool, deadline)
@@ -394,12 +394,14 @@ class AsyncPool:
             WorkerStats(id=w.id, pid=w.pid, state=w.state, in_flight=w.in_flight,
                         capacity=w.capacity, requests=w.served, errors=w.errors,
                         uptime_s=round(w.uptime(), 3),
-                        python=str(w.ready_info.get("python", "")), rss_mb=round(w.rss_mb, 1))
+                        python=str(w.ready_info.get("python", "")), rss_mb=round(w.rss_mb, 1),
+                        free_threaded=not w.ready_info.get("gil_enabled", True))
             for w in self._workers.values())
         return PoolStats(name=self.name, adapter=self.config.adapter, size=self.config.size,
                          ready=self.ready_count(), queued=self._sched.depth,
                          max_queue=self.config.max_queue, restarts=self.lifecycle.restarts,
-                         workers=workers, recycles=dict(self._events))
+                         workers=workers, recycles=dict(self._events),
+                         profile=self.config.profile)
 
     def register_host_tool(self, name: str, fn: Callable[..., Any]) -> None:
         """Make ``fn`` callable from workers as ``ctx.call_host_tool(name, **kwargs)``."""

@@ -188,8 +188,9 @@ class Lane:
             elif progress is not None and cid != progress[0]:
                 err = WorkerExit(f"{message} after running the call, before sending its result",
                                  details={**details, "culprit": False})
-            else:
-                err = error(message, details={**details, "culprit": True, "call_id": cid})
+            else:  # without progress (thread profile) only a lone call is surely the culprit
+                culprit = progress is not None or len(pending) == 1
+                err = error(message, details={**details, "culprit": culprit, "call_id": cid})
             deliver(on_done, None, err)
 
     async def close(self) -> None:

@@ -18,6 +18,7 @@ class WorkerStats:
     uptime_s: float
     python: str
     rss_mb: float
+    free_threaded: bool = False  # the worker's interpreter runs without a GIL
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,3 +32,5 @@ class PoolStats:
     restarts: int
     workers: tuple[WorkerStats, ...]
     recycles: Mapping[str, int]  # workers ended by the pool or by themselves, by reason
+    profile: str = "process"
+    sessions: int = 0

@@ -64,7 +64,7 @@ class WorkerHandle:
         self.state = "starting"  # starting | ready | draining | stopping | dead
         self.accepting = False
         self.in_flight = 0
-        self.capacity = 1
+        self.capacity = config.capacity
         self.served = 0
         self.errors = 0
         self.pid: int | None = None
@@ -108,8 +108,9 @@ class WorkerHandle:
                 "--run-id", self._instance.id, "--instance-token", self._instance.token,
                 "--host-address", self._instance.host_address, "--host-pid", str(os.getpid()),
                 "--worker-id", self.id, "--max-message-mb", str(self.config.max_message_mb),
-                "--stack-file", str(self.stack_file),
-                "--progress-file", str(self.progress_file)]
+                "--stack-file", str(self.stack_file), "--threads", str(self.capacity)]
+        if self.capacity == 1:  # progress is "the one running call": one thread only
+            argv += ["--progress-file", str(self.progress_file)]
         if self.config.allow_pickle:
             argv.append("--allow-pickle")
         if not self.config.dependent:

@@ -30,7 +30,7 @@ _SIMPLE = {int: "integer", float: "float", str: "string", bool: "boolean", bytes
 class Adapter:
     """Base class for adapters. Override `initialize` / `cleanup` as needed."""
 
-    #: The adapter may run several calls at once in one process (thread profile, later issue).
+    #: The adapter's tools may run concurrently in one process (required by profile="thread").
     thread_safe: bool = False
 
     def initialize(self) -> None:
@@ -39,19 +39,27 @@ class Adapter:
     def cleanup(self) -> None:
         """Called once when the worker shuts down gracefully."""
 
+    def on_session_end(self, session_id: str, state: dict[str, Any]) -> None:
+        """Called when a session ends (closed by the host, or expired) with its ctx.session."""
+
 
 @dataclass(frozen=True, slots=True)
 class _ToolMark:
     name: str | None
     description: str | None
+    thread_sensitive: bool = False
 
 
 def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None,
-         description: str | None = None) -> Any:
-    """Mark an adapter method as callable from the host: ``@tool`` or ``@tool(name=...)``."""
+         description: str | None = None, thread_sensitive: bool = False) -> Any:
+    """Mark an adapter method as callable from the host: ``@tool`` or ``@tool(name=...)``.
+
+    ``thread_sensitive=True``: in the thread profile, calls to this tool never overlap (they
+    run one at a time, in order of arrival), while other tools run concurrently.
+    """
 
     def mark(f: Callable[..., Any]) -> Callable[..., Any]:
-        setattr(f, _MARK, _ToolMark(name, description))
+        setattr(f, _MARK, _ToolMark(name, description, thread_sensitive))
         return f
 
     return mark(fn) if fn is not None else mark
@@ -85,6 +93,7 @@ class ToolInfo:
     fn: Callable[..., Any]
     wants_ctx: bool
     accepts_any: bool = False  # has **kwargs
+    thread_sensitive: bool = False
     names: frozenset[str] = field(default_factory=frozenset)
 
     @property
@@ -93,7 +102,8 @@ class ToolInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description,
-                "streaming": self.streaming, "parameters": [p.to_dict() for p in self.params]}
+                "streaming": self.streaming, "thread_sensitive": self.thread_sensitive,
+                "parameters": [p.to_dict() for p in self.params]}
 
     def bind(self, args: dict[str, Any]) -> dict[str, Any]:
         """Validate call arguments; raise ArgumentError naming the parameter at fault."""
@@ -200,6 +210,7 @@ def describe_tool(attr: str, fn: Callable[..., Any]) -> ToolInfo:
         fn=fn,
         wants_ctx=wants_ctx,
         accepts_any=accepts_any,
+        thread_sensitive=mark.thread_sensitive,
         names=frozenset(p.name for p in params),
     )
 

@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--worker-id", default="", help="the host's name for this worker")
     p.add_argument("--allow-pickle", action="store_true", help="accept pickled parameters")
     p.add_argument("--max-message-mb", type=int, default=512)
+    p.add_argument("--threads", type=int, default=1,
+                   help="calls run at once (thread profile); needs a thread_safe adapter")
     p.add_argument("--independent", action="store_true",
                    help="do not exit with the host (debugging; orphans need `pit cleanup`)")
     p.add_argument("--dependent-timeout", type=float, default=DEPENDENT_TIMEOUT_S,
@@ -179,6 +181,14 @@ def serve(ns: argparse.Namespace) -> int:
     try:
         cls = load_adapter_class(ns.adapter)
         tools = collect_tools(cls)
+        if ns.threads > 1 and not getattr(cls, "thread_safe", False):
+            sys.stderr.write(
+                f"pit worker: adapter {ns.adapter!r} is not thread_safe, so it cannot run "
+                f"{ns.threads} calls at once (profile = \"thread\").\nRemediation: set "
+                "`thread_safe = True` on the class if its tools may run concurrently (mark "
+                "tools that may not with @tool(thread_sensitive=True)), or use profile = "
+                "\"process\".\n")
+            return EXIT_ADAPTER_FAILED
         adapter = cls()
         adapter.initialize()
     except BaseException:  # noqa: BLE001 - report any start-up failure, then exit
@@ -187,7 +197,7 @@ def serve(ns: argparse.Namespace) -> int:
         return EXIT_ADAPTER_FAILED
 
     runner = ToolRunner(adapter, tools, host=HostClient(ns.host_address),
-                        allow_pickle=ns.allow_pickle)
+                        allow_pickle=ns.allow_pickle, threads=ns.threads)
     if ns.progress_file:
         import mmap
 
@@ -200,7 +210,7 @@ def serve(ns: argparse.Namespace) -> int:
     limit = ns.max_message_mb * 1024 * 1024
     servicer = WorkerServicer(runner, {n: tool_spec(t, pb) for n, t in tools.items()}, limit)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="pit-rpc"),
+        futures.ThreadPoolExecutor(max_workers=8 + ns.threads, thread_name_prefix="pit-rpc"),
         options=[("grpc.max_send_message_length", limit),
                  ("grpc.max_receive_message_length", limit)])
     pb_grpc.add_BridgeServiceServicer_to_server(servicer, server)
@@ -211,6 +221,8 @@ def serve(ns: argparse.Namespace) -> int:
             "address": ns.listen, "pid": os.getpid(), "protocol": PROTOCOL_VERSION,
             "features": [] if ns.no_call_lane else ["call_lane"], "worker_id": ns.worker_id,
             "python": sys.version.split()[0], "executable": sys.executable,
+            "threads": ns.threads,
+            "gil_enabled": getattr(sys, "_is_gil_enabled", lambda: True)(),
             "tools": [t.to_dict() for t in tools.values()],
         })
     if ns.host_address and not ns.independent:

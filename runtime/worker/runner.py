@@ -9,6 +9,7 @@ cancel on the call lane) sets ``ctx.cancelled``, cancels an async tool's task, a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import struct
 import threading
@@ -23,6 +24,7 @@ from .context import HostClient, SessionContext, _current
 # The host reads this after a crash to tell the call that was running (the culprit) from
 # calls that had finished and calls that never started (those it can safely run elsewhere).
 _PROGRESS = struct.Struct("<QQ")
+MAX_EARLY_CANCELS = 10_000
 PROGRESS_SIZE = _PROGRESS.size
 
 
@@ -41,8 +43,13 @@ class _Running:
 
 class ToolRunner:
     def __init__(self, adapter: Any, tools: dict[str, ToolInfo], *, host: HostClient,
-                 allow_pickle: bool = False) -> None:
+                 allow_pickle: bool = False, threads: int = 1) -> None:
         self.adapter = adapter
+        self.threads = threads
+        # Every call and stream holds one of these while it runs: at most `threads` at once,
+        # whichever RPC brought them (the lane, a stream, plain ExecuteTool).
+        self.slots = threading.BoundedSemaphore(threads)
+        self.serial = threading.Lock()  # thread_sensitive tools run one at a time
         self.tools = tools
         self.host = host
         self.allow_pickle = allow_pickle
@@ -120,7 +127,6 @@ class ToolRunner:
 
     def _invoke(self, info: ToolInfo, args: dict[str, Any], ctx: SessionContext,
                 call_id: int) -> Any:
-        fn = info.fn
         running = _Running(ctx, threading.get_ident())
         token = _current.set(ctx)
         try:
@@ -133,28 +139,37 @@ class ToolRunner:
                     if self.progress is not None:
                         _PROGRESS.pack_into(self.progress, 0, call_id, self._last_done)
             try:
-                if info.kind == "async":
-                    fut = asyncio.run_coroutine_threadsafe(
-                        _with_context(ctx, fn(self.adapter, **args)), self.loop())
-                    running.future = fut
-                    try:
-                        return fut.result()
-                    except asyncio.CancelledError:
-                        raise CallCancelled("call was cancelled") from None
-                return fn(self.adapter, **args)
+                with self.slots, (self.serial if info.thread_sensitive and self.threads > 1
+                                  else contextlib.nullcontext()):
+                    return self._call_tool(info, args, ctx, running)
             finally:
                 with self._lock:
                     self._running.pop(call_id, None)
         finally:
             _current.reset(token)
 
+    def _call_tool(self, info: ToolInfo, args: dict[str, Any], ctx: SessionContext,
+                   running: _Running) -> Any:
+        if info.kind == "async":
+            fut = asyncio.run_coroutine_threadsafe(
+                _with_context(ctx, info.fn(self.adapter, **args)), self.loop())
+            running.future = fut
+            try:
+                return fut.result()
+            except asyncio.CancelledError:
+                raise CallCancelled("call was cancelled") from None
+        return info.fn(self.adapter, **args)
+
     def cancel(self, call_id: int) -> None:
         """Cancel a running call (or one that has not started yet)."""
         with self._lock:
             running = self._running.get(call_id)
             if running is None:
-                if call_id > self._last_done:
-                    self._cancelled_early.add(call_id)
+                # One thread runs lane calls in id order, so ids up to _last_done are over;
+                # with several threads they finish out of order and only a size cap helps.
+                if call_id > self._last_done or self.threads > 1:
+                    if len(self._cancelled_early) < MAX_EARLY_CANCELS:
+                        self._cancelled_early.add(call_id)
                 return
             running.ctx.cancelled.set()
             if running.future is not None:
@@ -180,8 +195,12 @@ class ToolRunner:
                 _PROGRESS.pack_into(self.progress, 0, 0, self._last_done)
 
     # --- streaming ----------------------------------------------------------------------------
-    def stream(self, req: Any, timeout_ms: float, is_active: Any) -> Iterator[Any]:
-        """Yield ToolChunks for a generator tool; raises _StreamError on failure."""
+    def stream(self, req: Any, timeout_ms: float, is_active: Any,
+               on_start: Any = None) -> Iterator[Any]:
+        """Yield ToolChunks for a generator tool; raises StreamError on failure.
+
+        ``on_start(ctx)`` lets the caller keep the context (to set ``ctx.cancelled`` when the
+        RPC ends early)."""
         try:
             info, args, ctx = self._prepare(req, timeout_ms)
         except BaseException as exc:  # noqa: BLE001
@@ -196,23 +215,29 @@ class ToolRunner:
             return
         n = 0
         token = _current.set(ctx)
+        if on_start is not None:
+            on_start(ctx)
+        self.slots.acquire()  # a stream occupies a slot for as long as it runs
         try:
             items: Generator[Any, None, None] = (
                 _iter_agen(self.loop(), ctx, info.fn(self.adapter, **args))
                 if info.kind == "agen" else info.fn(self.adapter, **args))
-            for item in items:
-                if not is_active():
-                    ctx.cancelled.set()
-                    items.close()
-                    return
-                n += 1
-                yield codec.encode_chunk(item, info.name, n)
+            try:
+                for item in items:
+                    if not is_active() or ctx.cancelled.is_set():
+                        ctx.cancelled.set()
+                        return
+                    n += 1
+                    yield codec.encode_chunk(item, info.name, n)
+            finally:
+                items.close()  # GeneratorExit inside the tool: its finally blocks run now
         except BaseException as exc:  # noqa: BLE001
             if isinstance(exc, GeneratorExit):
                 ctx.cancelled.set()
                 raise
             raise StreamError(error_response(exc, req).error_message) from None
         finally:
+            self.slots.release()
             _current.reset(token)
         yield codec.final_chunk(info.name, n + 1)
 

@@ -8,8 +8,11 @@ hosts and lane-less callers.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -19,6 +22,7 @@ from ..protocol import pb, pb_grpc
 from .runner import CallCancelled, StreamError, ToolRunner
 
 FLUSH_S = 0.001  # longest a finished call's result waits for the rest of its batch
+_EOF = object()
 
 
 def _now() -> Timestamp:
@@ -37,6 +41,7 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
                  max_message_bytes: int = 512 * 1024 * 1024) -> None:
         self.runner = runner
         self.max_result_bytes = max_message_bytes - 64 * 1024
+        self.executor = ThreadPoolExecutor(max(1, runner.threads), thread_name_prefix="pit-tool")
         self.tool_specs = tool_specs  # name -> pb.ToolSpec
         self.last_host_contact = time.monotonic()
 
@@ -59,6 +64,13 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
         state = self.runner.sessions.pop(request.session_id, None)
         known = self.runner.session_meta.pop(request.session_id, None)
         cleaned = len(state) if state else 0
+        if state is not None or known is not None:
+            try:
+                self.runner.adapter.on_session_end(request.session_id, state or {})
+            except Exception:  # noqa: BLE001 - the hook's failure must not fail the cleanup
+                import traceback
+
+                traceback.print_exc()
         return pb.CleanupSessionResponse(success=state is not None or known is not None,
                                          resources_cleaned=cleaned)
 
@@ -77,8 +89,12 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
         return resp
 
     def ExecuteStreamingTool(self, request: Any, context: Any) -> Iterator[Any]:
+        started: list[Any] = []
+        # When the RPC ends early (the host cancelled, the deadline passed), tell the tool.
+        context.add_callback(lambda: started and started[0].cancelled.set())
         try:
-            for chunk in self.runner.stream(request, _remaining_ms(context), context.is_active):
+            for chunk in self.runner.stream(request, _remaining_ms(context), context.is_active,
+                                            started.append):
                 if len(chunk.data) > self.max_result_bytes:
                     err = self.runner.too_large_response(request, len(chunk.data),
                                                          self.max_result_bytes)
@@ -88,6 +104,9 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
             context.abort(grpc.StatusCode.INTERNAL, str(exc))
 
     def CallLane(self, request_iterator: Any, context: Any) -> Iterator[Any]:
+        if self.runner.threads > 1:
+            yield from self._threaded_lane(request_iterator)
+            return
         # Calls run right here, in order, on the handler's thread: no thread hand-off per call.
         # Results are sent once a batch is done, or sooner when it runs past FLUSH_S.
         runner = self.runner
@@ -120,6 +139,58 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
                     size = 0
                     flush_at = time.monotonic() + FLUSH_S
             if results:
+                yield pb.LaneResponse(results=results)
+
+    def _run_one(self, call: Any) -> Any:
+        runner = self.runner
+        try:
+            resp = runner.run(call.request, call_id=call.call_id, timeout_ms=call.timeout_ms)
+            runner.forget(call.call_id)
+        except CallCancelled:
+            resp = runner.cancelled_response(call.request)
+        n = len(resp.binary_result) + len(resp.result.value)
+        if n > self.max_result_bytes:
+            resp = runner.too_large_response(call.request, n, self.max_result_bytes)
+        return pb.LaneResult(call_id=call.call_id, response=resp)
+
+    def _threaded_lane(self, request_iterator: Any) -> Iterator[Any]:
+        """Thread profile: a reader takes calls off the stream into a pool of `threads`
+        threads; this handler sends results as they finish (whatever is ready, batched)."""
+        done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        counts = {"submitted": 0}
+
+        def finish(call: Any) -> None:
+            try:
+                done.put(self._run_one(call))
+            except CallCancelled:  # landed after the tool returned: report it cancelled
+                done.put(pb.LaneResult(call_id=call.call_id,
+                                       response=self.runner.cancelled_response(call.request)))
+
+        def read() -> None:
+            try:
+                for msg in request_iterator:
+                    for call in msg.calls:
+                        counts["submitted"] += 1
+                        self.executor.submit(finish, call)
+            except grpc.RpcError:
+                pass
+            finally:
+                done.put(_EOF)
+
+        threading.Thread(target=read, name="pit-lane-reader", daemon=True).start()
+        sent = 0
+        eof = False
+        while not eof or sent < counts["submitted"]:
+            batch = [done.get()]
+            while True:
+                try:
+                    batch.append(done.get_nowait())
+                except queue.Empty:
+                    break
+            eof = eof or any(item is _EOF for item in batch)
+            results = [item for item in batch if item is not _EOF]
+            if results:
+                sent += len(results)
                 yield pb.LaneResponse(results=results)
 
     def CancelCalls(self, request: Any, context: Any) -> Any:

@@ -144,3 +144,41 @@ class FailingInit(Adapter):
     @tool
     def ping(self) -> str:
         return "never"
+
+
+class ThreadedAdapter(Adapter):
+    """thread_safe: sleeps run concurrently; `serial` (thread_sensitive) never overlaps."""
+
+    thread_safe = True
+
+    def initialize(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.active = 0
+        self.peak = 0
+        self.serial_active = 0
+        self.serial_overlaps = 0
+
+    @tool
+    def nap(self, ms: float) -> dict:
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        time.sleep(ms / 1000)
+        with self.lock:
+            self.active -= 1
+        return {"peak": self.peak}
+
+    @tool(thread_sensitive=True)
+    def serial(self, ms: float) -> int:
+        self.serial_active += 1
+        if self.serial_active > 1:
+            self.serial_overlaps += 1
+        time.sleep(ms / 1000)
+        self.serial_active -= 1
+        return self.serial_overlaps
+
+    @tool
+    def peak(self) -> int:
+        return self.peak
