@@ -71,11 +71,12 @@ class ShowcaseAdapter(Adapter):
         return {"held_mb": sum(len(b) for b in self.held) // (1024 * 1024)}
 
     @tool
-    def stream_count(self, n: int, delay_ms: float = 0) -> Iterator[dict[str, int]]:
-        """Yield {"i": 1} .. {"i": n}, sleeping delay_ms between items."""
+    def stream_count(self, n: int, ctx: SessionContext,
+                     delay_ms: float = 0) -> Iterator[dict[str, int]]:
+        """Yield {"i": 1} .. {"i": n}, waiting delay_ms between items (stops on cancel)."""
         for i in range(1, n + 1):
-            if delay_ms:
-                time.sleep(delay_ms / 1000)
+            if delay_ms and ctx.cancelled.wait(delay_ms / 1000):
+                return
             yield {"i": i}
 
     @tool

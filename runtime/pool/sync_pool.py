@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import concurrent.futures
 import threading
@@ -144,18 +145,30 @@ class Pool:
     def stream(self, tool: str, args: Mapping[str, Any] | None = None, *,
                session_id: str | None = None, timeout: float | None = None,
                metadata: Mapping[str, str] | None = None) -> Iterator[Any]:
-        """Call a generator tool; iterate over what it yields (closing early cancels it)."""
+        """Call a generator tool; iterate over what it yields (closing early cancels it).
+
+        A task on the loop pumps chunks into a bounded buffer (STREAM_BUFFER items) that this
+        iterator drains a batch at a time: one thread hand-off per batch, not per chunk, and a
+        slow consumer still slows the worker down (backpressure)."""
         agen = self._core.stream(tool, args, session_id=session_id, timeout=timeout,
                                  metadata=metadata)
+        buffer: asyncio.Queue[Any] = self._loop.run(_make_queue())
+        task = asyncio.run_coroutine_threadsafe(_pump(agen, buffer), self._loop.loop)
         try:
             while True:
-                try:
-                    yield self._loop.run(_anext(agen))
-                except StopAsyncIteration:
-                    return
+                for item in self._loop.run(_take(buffer)):
+                    if item is _END:
+                        return
+                    if isinstance(item, _Failed):
+                        raise item.error
+                    yield item
         finally:
-            if not self._loop.loop.is_closed():
-                self._loop.run(agen.aclose())
+            if not task.done():
+                task.cancel()
+                try:
+                    task.result(STOP_STREAM_S)
+                except BaseException:  # noqa: BLE001 - cancelled, or the error already raised
+                    pass
 
     def recycle(self, worker_id: str) -> None:
         """Replace one worker with a fresh process, without downtime (reason "manual")."""
@@ -174,8 +187,41 @@ class Pool:
         self._core.register_host_tool(name, fn)
 
 
-async def _anext(agen: AsyncGenerator[Any, None]) -> Any:
-    return await agen.__anext__()
+STREAM_BUFFER = 256  # chunks buffered on the host per stream
+STOP_STREAM_S = 5.0
+_END = object()
+
+
+class _Failed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+async def _make_queue() -> asyncio.Queue[Any]:
+    return asyncio.Queue(maxsize=STREAM_BUFFER)
+
+
+async def _pump(agen: AsyncGenerator[Any, None], buffer: asyncio.Queue[Any]) -> None:
+    try:
+        async for item in agen:
+            await buffer.put(item)
+        await buffer.put(_END)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
+        await buffer.put(_Failed(exc))
+    finally:
+        await agen.aclose()
+
+
+async def _take(buffer: asyncio.Queue[Any]) -> list[Any]:
+    """At least one item, and whatever else is already buffered."""
+    items = [await buffer.get()]
+    while not buffer.empty() and len(items) < STREAM_BUFFER:
+        items.append(buffer.get_nowait())
+    return items
 
 
 async def _make(config: PoolConfig | None, options: dict[str, Any]) -> AsyncPool:

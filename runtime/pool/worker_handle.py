@@ -286,18 +286,26 @@ class WorkerHandle:
             self.served += 1
             return resp
         except grpc.aio.AioRpcError as exc:
-            raise self._rpc_error(exc) from None
+            raise await self._rpc_failure(exc, req.tool_name) from None
         finally:
             self._on_free(self)
 
-    def _rpc_error(self, exc: Any) -> Exception:
-        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+    async def _rpc_failure(self, exc: Any, tool: str) -> Exception:
+        """The PitError for a failed unary or streaming RPC. A broken connection usually
+        means the worker died: wait a moment for its exit to name the cause."""
+        code = exc.code()
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             self.errors += 1
-            return CallTimeout(f"call timed out on worker {self.id}")
-        if exc.code() == grpc.StatusCode.INTERNAL and exc.details().startswith("{"):
+            return CallTimeout(f"call to {tool!r} timed out on worker {self.id}")
+        if code == grpc.StatusCode.INTERNAL and exc.details().startswith("{"):
+            self.errors += 1
             payload = codec.decode_error(exc.details())
-            return RemoteError(payload.get("message", ""), remote_type=payload.get("type"),
-                               remote_traceback=payload.get("traceback"))
+            rtype = payload.get("type", "Error")
+            return RemoteError(f"tool {tool!r} raised {rtype}: {payload.get('message', '')}",
+                               remote_type=rtype, remote_traceback=payload.get("traceback"),
+                               details={"tool": tool, "worker": self.id})
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._exited), EXIT_WAIT_S)
         if self.state == "dead" or self._exited.done():
             return WorkerExit(f"worker {self.id} (pid {self.pid}) {self.exit_reason}")
         return WorkerExit(f"worker {self.id} (pid {self.pid}) failed the call: "
@@ -307,20 +315,12 @@ class WorkerHandle:
         """Yield ToolChunks of a streaming call granted as exclusive; frees the slot at the end."""
         call = self._stub.ExecuteStreamingTool(req, timeout=timeout)
         try:
-            while True:
-                reader = asyncio.ensure_future(call.read())
-                done, _ = await asyncio.wait({reader, self._exited},
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if reader not in done:
-                    reader.cancel()
-                    raise WorkerExit(f"worker {self.id} (pid {self.pid}) {self.exit_reason}")
-                chunk = reader.result()
-                if chunk is grpc.aio.EOF:
-                    break
+            # A dying worker ends the RPC with an error; _rpc_failure names the exit.
+            while (chunk := await call.read()) is not grpc.aio.EOF:
                 yield chunk
             self.served += 1
         except grpc.aio.AioRpcError as exc:
-            raise self._rpc_error(exc) from None
+            raise await self._rpc_failure(exc, req.tool_name) from None
         finally:
             self.exclusive_calls -= 1  # taken by the scheduler when it granted the slot
             call.cancel()

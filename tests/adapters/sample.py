@@ -112,6 +112,19 @@ class SampleAdapter(Adapter):
         os.abort()
 
     @tool
+    def watched_stream(self, n: int, size: int, progress: str) -> Iterator[bytes]:
+        """Yield n chunks of size bytes; record how far it got, and that finally ran."""
+        try:
+            for i in range(n):
+                if i % 500 == 0:
+                    with open(progress, "w") as fh:
+                        fh.write(str(i))
+                yield b"x" * size
+        finally:
+            with open(progress + ".finally", "w") as fh:
+                fh.write("ran")
+
+    @tool
     def make_bytes(self, n: int) -> bytes:
         return b"x" * n
 

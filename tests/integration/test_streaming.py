@@ -1,0 +1,98 @@
+"""Streams: backpressure, cancellation, deadlines, plain tools, a dying worker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import runtime
+from runtime import AsyncPool, Pool
+from tests.conftest import wait_until
+
+SAMPLE = "tests.adapters.sample:SampleAdapter"
+
+
+def test_a_slow_consumer_slows_the_producer_and_memory_stays_flat(tmp_path: Path) -> None:
+    progress = tmp_path / "progress"
+    with Pool(adapter=SAMPLE, size=1) as pool:
+        rss_before = psutil.Process().memory_info().rss
+        stream = pool.stream("watched_stream",
+                             {"n": 100_000, "size": 100, "progress": str(progress)})
+        for _ in range(10):
+            next(stream)
+        time.sleep(1.0)  # the consumer sleeps: the worker must stop far short of the end
+        ahead = int(progress.read_text())
+        assert ahead < 20_000, f"producer ran {ahead} chunks ahead of a sleeping consumer"
+        count = 10 + sum(1 for _ in stream)
+        grown = (psutil.Process().memory_info().rss - rss_before) / 2**20
+        assert count == 100_000
+        assert grown < 50, f"host RSS grew {grown:.0f} MiB while streaming"
+
+
+def test_closing_a_stream_stops_the_generator_and_frees_the_worker(tmp_path: Path) -> None:
+    progress = tmp_path / "progress"
+    with Pool(adapter=SAMPLE, size=1) as pool:
+        stream = pool.stream("watched_stream",
+                             {"n": 1_000_000, "size": 10, "progress": str(progress)})
+        assert [next(stream) for _ in range(3)] == [b"x" * 10] * 3
+        stream.close()
+        started = time.monotonic()
+        assert pool.execute("record", {"tag": "next"}) == 1
+        assert time.monotonic() - started < 1.0
+        assert wait_until(lambda: Path(str(progress) + ".finally").exists(), timeout=2)
+
+
+def test_cancelling_an_async_stream_stops_the_generator(tmp_path: Path) -> None:
+    progress = tmp_path / "progress"
+
+    async def main() -> None:
+        async with AsyncPool(adapter=SAMPLE, size=1) as pool:
+            async def consume() -> None:
+                async for _ in pool.stream("watched_stream", {"n": 10_000_000, "size": 10,
+                                                              "progress": str(progress)}):
+                    await asyncio.sleep(0.001)
+
+            task = asyncio.ensure_future(consume())
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await pool.execute("record", {"tag": "x"}, timeout=2) == 1
+
+    asyncio.run(main())
+    assert wait_until(lambda: Path(str(progress) + ".finally").exists(), timeout=2)
+
+
+def test_stream_deadline_stops_the_generator() -> None:
+    with Pool(size=1) as pool:
+        started = time.monotonic()
+        items = []
+        with pytest.raises(runtime.CallTimeout):
+            for item in pool.stream("stream_count", {"n": 1000, "delay_ms": 50}, timeout=0.5):
+                items.append(item)
+        assert 3 <= len(items) <= 11 and time.monotonic() - started < 2
+        assert pool.execute("ping", timeout=2)["pong"] is True
+
+
+def test_a_plain_tool_streams_as_one_chunk() -> None:
+    with Pool(size=1) as pool:
+        assert list(pool.stream("echo", {"a": 1, "b": 2})) == [{"a": 1, "b": 2}]
+        assert list(pool.stream("add", {"a": 1, "b": 2})) == [3]
+
+
+def test_worker_dying_mid_stream_names_the_exit(tmp_path: Path) -> None:
+    with Pool(adapter=SAMPLE, size=1) as pool:
+        stream = pool.stream("watched_stream",
+                             {"n": 10**9, "size": 10, "progress": str(tmp_path / "p")})
+        next(stream)
+        import os
+        import signal
+
+        os.kill(pool.pids()[0], signal.SIGKILL)
+        with pytest.raises(runtime.WorkerExit, match="killed by SIGKILL"):
+            for _ in stream:
+                pass
