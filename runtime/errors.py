@@ -83,6 +83,16 @@ class SessionUnavailable(PitError):
     category = "session_unavailable"
 
 
+class SessionWorkerUnavailable(SessionUnavailable):
+    """The worker holding a session's state crashed or was recycled (strict affinity)."""
+
+    category = "session_worker_unavailable"
+
+
+class SessionQuota(PitError):
+    category = "session_quota"
+
+
 class PoolNotFound(PitError, KeyError):
     category = "pool_not_found"
 
@@ -120,7 +130,8 @@ _BY_CATEGORY: dict[str, type[PitError]] = {
     for cls in (
         ConfigError, CallTimeout, QueueTimeout, PoolSaturated, WorkerBusy, WorkerExit, WorkerHung,
         PoisonCall,
-        WorkerStartError, SessionUnavailable, PoolNotFound, PoolNotReady, ToolNotFound,
+        WorkerStartError, SessionUnavailable, SessionWorkerUnavailable, SessionQuota,
+        PoolNotFound, PoolNotReady, ToolNotFound,
         InvalidArgument, RemoteError, CircuitOpen, ShutdownError, EnvironmentProblem,
     )
 }

@@ -19,9 +19,9 @@ import itertools
 import math
 from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import PoolConfig, make_pool_config, state_dir
+from ..config import AFFINITY_MODES, PoolConfig, make_pool_config, state_dir
 from ..errors import (
     CallTimeout,
     InvalidArgument,
@@ -29,18 +29,24 @@ from ..errors import (
     PoolNotReady,
     PoolSaturated,
     QueueTimeout,
+    SessionWorkerUnavailable,
     ShutdownError,
     ToolNotFound,
 )
 from ..protocol import codec, pb
+from .affinity import session_slot
 from .call import CallRun
 from .instance import HostInstance
 from .lifecycle import Lifecycle
 from .resilience import CrashBarrier
 from .scheduler import Saturated, Scheduler
+from .sessions import Session, SessionStore
 from .stats import PoolStats, WorkerStats
 from .supervisor import Supervisor
 from .worker_handle import WorkerHandle
+
+if TYPE_CHECKING:
+    from .session_handle import AsyncSession
 
 MIB = 1024 * 1024
 ENVELOPE_BYTES = 64 * 1024  # room left in a message for everything around the payload
@@ -73,6 +79,7 @@ class AsyncPool:
         self._supervisor = Supervisor(self)
         self.lifecycle = Lifecycle(self)
         self.barrier = CrashBarrier(self.config)
+        self.sessions = SessionStore(self.config.max_sessions, self.config.session_ttl_s)
         self.retry_policy = self.barrier.retry_policy
         self.breaker = self.barrier.breaker
         self._events: collections.Counter[str] = collections.Counter()
@@ -122,9 +129,20 @@ class AsyncPool:
         if self.ready_count() >= self.config.size and self._ready_event is not None:
             self._ready_event.set()
 
+    def worker_leaving(self, worker: WorkerHandle) -> None:
+        """A worker will take no more calls: sessions pinned to it lose their state, and
+        calls waiting for it alone (strict affinity) fail."""
+        reason = ("recycled" if worker.recycle_reason in ("ttl", "requests", "memory", "manual")
+                  else worker.recycle_reason or "crashed")
+        self.sessions.worker_gone(worker.id, reason)
+        for waiter in self._sched.remove(worker):
+            waiter.set_exception(SessionWorkerUnavailable(
+                f"worker {worker.id}, which held the session, was {reason}",
+                details={"worker": worker.id, "reason": reason}))
+
     def worker_gone(self, worker: WorkerHandle) -> None:
         """A worker stops taking calls for good (died, or is being recycled)."""
-        self._sched.remove(worker)
+        self.worker_leaving(worker)
         self._workers.pop(worker.id, None)
         if self._ready_event is not None and self.ready_count() < self.config.size:
             self._ready_event.clear()
@@ -264,6 +282,16 @@ class AsyncPool:
     def release(self, worker: WorkerHandle) -> None:
         self._sched.release(worker)
 
+    def worker(self, worker_id: str) -> WorkerHandle | None:
+        return self._workers.get(worker_id)
+
+    def take(self, worker: WorkerHandle) -> bool:
+        """A slot on this very worker, if it has one free now."""
+        return self._sched.acquire_worker(worker)
+
+    def wait_for_worker(self, worker: WorkerHandle, fut: asyncio.Future[WorkerHandle]) -> None:
+        self._sched.enqueue_for(worker, fut)
+
     def discard(self, slot: asyncio.Future[WorkerHandle]) -> None:
         self._sched.discard(slot)
 
@@ -310,7 +338,8 @@ class AsyncPool:
         return fut
 
     def dispatch(self, req: Any, timeout: float | None, deliver: Deliver, *,
-                 idempotent: bool | None = None) -> Callable[[], None]:
+                 idempotent: bool | None = None,
+                 affinity: str | None = None) -> Callable[[], None]:
         """Start a prepared call; ``deliver(result, None)`` or ``deliver(None, error)`` follows.
 
         Runs on the pool's loop and never awaits, so the sync API can use it without a task
@@ -326,19 +355,29 @@ class AsyncPool:
             return lambda: None
         if idempotent is None:
             idempotent = req.tool_name in self.config.idempotent_tools
-        run = CallRun(self, req, deadline, deliver, idempotent)
+        session = None
+        if req.session_id:
+            try:
+                session = self.sessions.open(req.session_id)
+            except PitError as exc:
+                deliver(None, exc)
+                return lambda: None
+        run = CallRun(self, req, deadline, deliver, idempotent, session,
+                      _affinity(affinity or self.config.affinity))
         run.start()
         return run.cancel
 
     async def execute(self, tool: str, args: Mapping[str, Any] | None = None, *,
                       session_id: str | None = None, timeout: float | None = None,
                       metadata: Mapping[str, str] | None = None,
-                      idempotent: bool | None = None) -> Any:
+                      idempotent: bool | None = None, affinity: str | None = None) -> Any:
         """Call ``tool`` with ``args`` on a worker and return its result.
 
         ``timeout`` (seconds) covers queueing and execution; None uses the pool's
         call_timeout_ms, ``float('inf')`` means no deadline. ``idempotent=True`` lets the
         call be retried on another worker if its worker dies (up to max_retries).
+        ``affinity`` (hint, strict_queue, strict_fail_fast) overrides the pool's for a call
+        with a ``session_id``.
         """
         req = self.prepare(tool, args, session_id, metadata)
         out: asyncio.Future[Any] = self.loop.create_future()
@@ -347,7 +386,7 @@ class AsyncPool:
             if not out.done():
                 out.set_exception(err) if err is not None else out.set_result(value)
 
-        cancel = self.dispatch(req, timeout, deliver, idempotent=idempotent)
+        cancel = self.dispatch(req, timeout, deliver, idempotent=idempotent, affinity=affinity)
         try:
             return await out
         except asyncio.CancelledError:
@@ -363,7 +402,8 @@ class AsyncPool:
         budget = self._budget(timeout, stream=True)
         loop = asyncio.get_running_loop()
         deadline = None if budget is None else loop.time() + budget
-        worker = await self._acquire(tool, deadline)
+        session = self.sessions.open(session_id) if session_id else None
+        worker = await self._acquire(tool, deadline, session)
         left = None if deadline is None else max(deadline - loop.time(), 0.001)
         async for chunk in worker.stream(req, left):
             if chunk.is_final and chunk.metadata.get("empty") == "true":
@@ -372,10 +412,18 @@ class AsyncPool:
             if chunk.is_final:
                 break
 
-    async def _acquire(self, tool: str, deadline: float | None) -> WorkerHandle:
-        slot = self.grant(tool, deadline, exclusive=True)
+    async def _acquire(self, tool: str, deadline: float | None,
+                       session: Session | None = None) -> WorkerHandle:
+        if session is not None:
+            slot = session_slot(self, session, self.config.affinity, tool, deadline,
+                                exclusive=True)
+        else:
+            slot = self.grant(tool, deadline, exclusive=True)
         try:
-            return await asyncio.shield(slot)
+            worker = await asyncio.shield(slot)
+            if session is not None and session.worker_id is None:
+                session.worker_id = worker.id
+            return worker
         except asyncio.CancelledError:
             if slot.done() and not slot.cancelled() and slot.exception() is None:
                 slot.result().exclusive_calls -= 1
@@ -383,6 +431,37 @@ class AsyncPool:
             else:
                 slot.cancel()
             raise
+
+    # --- sessions ---------------------------------------------------------------------------
+    def session(self, session_id: str | None = None, ttl_s: float | None = None,
+                affinity: str | None = None) -> AsyncSession:
+        """Open (or reopen) a session: its calls prefer the worker that holds its state.
+
+            async with pool.session() as s:
+                await s.execute("session_counter")
+        """
+        from .session_handle import AsyncSession
+
+        return AsyncSession(self, self.sessions.open(session_id, ttl_s).id,
+                            _affinity(affinity or self.config.affinity))
+
+    async def close_session(self, session_id: str) -> bool:
+        """End a session: the worker holding it drops its state (on_session_end runs)."""
+        session = self.sessions.close(session_id)
+        return session is not None and await self._cleanup_in_worker(session)
+
+    async def expire_sessions(self) -> int:
+        """End the sessions idle for longer than their ttl (the supervisor calls this)."""
+        gone = self.sessions.expire()
+        for session in gone:
+            await self._cleanup_in_worker(session)
+        return len(gone)
+
+    async def _cleanup_in_worker(self, session: Session) -> bool:
+        worker = self.worker(session.worker_id) if session.worker_id else None
+        if worker is None or worker.state not in ("ready", "draining"):
+            return False
+        return await worker.cleanup_session(session.id)
 
     # --- introspection ----------------------------------------------------------------------
     def tools(self) -> list[dict[str, Any]]:
@@ -401,7 +480,7 @@ class AsyncPool:
                          ready=self.ready_count(), queued=self._sched.depth,
                          max_queue=self.config.max_queue, restarts=self.lifecycle.restarts,
                          workers=workers, recycles=dict(self._events),
-                         profile=self.config.profile)
+                         profile=self.config.profile, sessions=len(self.sessions))
 
     def register_host_tool(self, name: str, fn: Callable[..., Any]) -> None:
         """Make ``fn`` callable from workers as ``ctx.call_host_tool(name, **kwargs)``."""
@@ -411,3 +490,9 @@ class AsyncPool:
         """Pids of the pool's worker processes (safe to call from another thread)."""
         return [w.pid for w in list(self._workers.values()) if w.pid is not None]
 
+
+
+def _affinity(mode: str) -> str:
+    if mode not in AFFINITY_MODES:
+        raise ValueError(f"affinity must be one of {', '.join(AFFINITY_MODES)}, got {mode!r}")
+    return mode

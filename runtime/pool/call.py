@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CallTimeout, InvalidArgument, WorkerExit, error_class
 from ..protocol import codec
+from .affinity import session_slot
 from .lane import NotStarted
+from .sessions import Session
 
 if TYPE_CHECKING:
     from .async_pool import AsyncPool
@@ -30,8 +32,11 @@ Deliver = Callable[[Any, "BaseException | None"], None]
 
 class CallRun:
     def __init__(self, pool: AsyncPool, req: Any, deadline: float | None, deliver: Deliver,
-                 idempotent: bool) -> None:
+                 idempotent: bool, session: Session | None = None,
+                 affinity: str = "hint") -> None:
         self.pool = pool
+        self.session = session
+        self.affinity = affinity
         self.req = req
         self.deadline = deadline
         self.idempotent = idempotent
@@ -50,7 +55,12 @@ class CallRun:
         if self._done:
             return
         self._worker = None
-        slot = self._slot = self.pool.grant(self.req.tool_name, self.deadline, front=front)
+        if self.session is not None:
+            slot = session_slot(self.pool, self.session, self.affinity, self.req.tool_name,
+                                self.deadline, front=front)
+        else:
+            slot = self.pool.grant(self.req.tool_name, self.deadline, front=front)
+        self._slot = slot
         if slot.done():
             self._granted(slot)
         else:
@@ -68,6 +78,8 @@ class CallRun:
             return
         left = None if self.deadline is None else max(self.deadline - self._loop.time(), 0.001)
         self._worker = worker
+        if self.session is not None and self.session.worker_id is None:
+            self.session.worker_id = worker.id  # the session's state will live here
         self._cid = worker.send(self.req, left,
                                 lambda resp, err: self._outcome(worker, resp, err))
 

@@ -168,6 +168,7 @@ class Lifecycle:
             return
         old.accepting = False
         old.state = "draining"
+        self.pool.worker_leaving(old)  # its sessions move (hint) or report it (strict)
         loop = asyncio.get_running_loop()
         end = loop.time() + self.config.shutdown_grace_ms / 1000
         try:

@@ -34,6 +34,7 @@ class Scheduler:
         self.workers: list[Any] = []
         self.queue: deque[Any] = deque()
         self.exclusive: set[int] = set()  # ids of queued waiters that need a quiet worker
+        self.pinned: dict[Any, deque[Any]] = {}  # worker -> waiters for that worker only
 
     def add(self, worker: Any) -> None:
         """A worker became ready: register it and hand it waiting calls up to its capacity."""
@@ -41,9 +42,26 @@ class Scheduler:
             self.workers.append(worker)
         self._feed(worker)
 
-    def remove(self, worker: Any) -> None:
+    def remove(self, worker: Any) -> list[Any]:
+        """Forget a worker; returns the live waiters that were waiting for it alone."""
         if worker in self.workers:
             self.workers.remove(worker)
+        return [w for w in self.pinned.pop(worker, ()) if not w.done()]
+
+    def acquire_worker(self, worker: Any) -> bool:
+        """Take a slot on this very worker if it has one free (session affinity)."""
+        if worker in self.workers and worker.accepting and worker.in_flight < worker.capacity \
+                and not any(not w.done() for w in self.pinned.get(worker, ())):
+            worker.in_flight += 1
+            return True
+        return False
+
+    def enqueue_for(self, worker: Any, waiter: Any) -> None:
+        """Wait for a slot on this very worker (strict session affinity)."""
+        queue = self.pinned.setdefault(worker, deque())
+        if len(queue) >= self.max_queue:
+            raise Saturated(len(queue))
+        queue.append(waiter)
 
     def acquire(self, exclusive: bool = False) -> Any | None:
         """Take a slot on the least-loaded accepting worker, or None when all are full.
@@ -85,7 +103,9 @@ class Scheduler:
         try:
             self.queue.remove(waiter)
         except ValueError:
-            pass
+            for queue in self.pinned.values():
+                if waiter in queue:
+                    queue.remove(waiter)
         self.exclusive.discard(id(waiter))
 
     def release(self, worker: Any) -> None:
@@ -95,6 +115,12 @@ class Scheduler:
             self._feed(worker)
 
     def _feed(self, worker: Any) -> None:
+        pinned = self.pinned.get(worker)
+        while pinned and worker.accepting and worker.in_flight < worker.capacity:
+            waiter = pinned.popleft()
+            if not waiter.done():
+                worker.in_flight += 1
+                waiter.set_result(worker)
         while worker.accepting and worker.in_flight < worker.limit and self.queue:
             waiter = self.queue[0]
             if waiter.done():
@@ -117,7 +143,9 @@ class Scheduler:
     def drain_queue(self) -> list[Any]:
         """Remove and return every waiting call (at shutdown)."""
         waiting = [w for w in self.queue if not w.done()]
+        waiting += [w for q in self.pinned.values() for w in q if not w.done()]
         self.queue.clear()
+        self.pinned.clear()
         self.exclusive.clear()
         return waiting
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 RECYCLE_CHECK_S = 0.5
+SESSION_CHECK_S = 1.0
 
 if TYPE_CHECKING:
     from .async_pool import AsyncPool
@@ -41,6 +42,7 @@ class Supervisor:
             self._main = loop.create_task(self._heartbeats())
         if self.config.ttl_s or self.config.max_memory_mb:
             self._spawn(self._recycling())
+        self._spawn(self._sessions())
 
     async def stop(self) -> None:
         tasks = [t for t in (self._main, *self._tasks) if t is not None]
@@ -76,6 +78,12 @@ class Supervisor:
             for worker in workers:
                 if worker.ttl_s and worker.uptime() >= worker.ttl_s:
                     self.pool.start_recycle(worker, "ttl")
+
+    async def _sessions(self) -> None:
+        """Expire idle sessions (their workers drop the state)."""
+        while True:
+            await asyncio.sleep(SESSION_CHECK_S)
+            await self.pool.expire_sessions()
 
     async def _beat(self, worker: WorkerHandle) -> None:
         now = time.monotonic()

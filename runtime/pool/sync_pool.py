@@ -23,6 +23,7 @@ from ..errors import PoolNotFound
 from .async_pool import AsyncPool, PoolStats
 from .instance import HostInstance
 from .loop_thread import LoopThread
+from .session_handle import SessionHandle
 
 _live: weakref.WeakSet[Any] = weakref.WeakSet()  # closed at interpreter exit
 _live_lock = threading.Lock()
@@ -93,10 +94,10 @@ class Pool:
     def execute(self, tool: str, args: Mapping[str, Any] | None = None, *,
                 session_id: str | None = None, timeout: float | None = None,
                 metadata: Mapping[str, str] | None = None,
-                idempotent: bool | None = None) -> Any:
+                idempotent: bool | None = None, affinity: str | None = None) -> Any:
         """Call ``tool`` and wait for its result (see AsyncPool.execute)."""
         fut = self.submit(tool, args, session_id=session_id, timeout=timeout,
-                          metadata=metadata, idempotent=idempotent)
+                          metadata=metadata, idempotent=idempotent, affinity=affinity)
         try:
             return fut.result()
         except BaseException:
@@ -112,7 +113,8 @@ class Pool:
     def submit(self, tool: str, args: Mapping[str, Any] | None = None, *,
                session_id: str | None = None, timeout: float | None = None,
                metadata: Mapping[str, str] | None = None,
-               idempotent: bool | None = None) -> concurrent.futures.Future[Any]:
+               idempotent: bool | None = None,
+               affinity: str | None = None) -> concurrent.futures.Future[Any]:
         """Start a call and return a Future for its result (bad input raises here)."""
         if self._loop.in_loop():
             raise RuntimeError("sync pit calls cannot be made from pit's own event loop")
@@ -120,11 +122,12 @@ class Pool:
         # plain callback (no task), and a burst of submits wakes the loop once.
         req = self._core.prepare(tool, args, session_id, metadata)
         result: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._loop.call_soon(self._dispatch, req, timeout, result, idempotent)
+        self._loop.call_soon(self._dispatch, req, timeout, result, idempotent, affinity)
         return result
 
     def _dispatch(self, req: Any, timeout: float | None,
-                  result: concurrent.futures.Future[Any], idempotent: bool | None) -> None:
+                  result: concurrent.futures.Future[Any], idempotent: bool | None,
+                  affinity: str | None) -> None:
         if not result.set_running_or_notify_cancel():
             return
 
@@ -135,7 +138,8 @@ class Pool:
                 result.set_result(value)
 
         try:
-            cancel = self._core.dispatch(req, timeout, deliver, idempotent=idempotent)
+            cancel = self._core.dispatch(req, timeout, deliver, idempotent=idempotent,
+                                         affinity=affinity)
         except BaseException as exc:  # noqa: BLE001 - e.g. a bad timeout
             result.set_exception(exc)
             return
@@ -169,6 +173,15 @@ class Pool:
                     task.result(STOP_STREAM_S)
                 except BaseException:  # noqa: BLE001 - cancelled, or the error already raised
                     pass
+
+    def session(self, session_id: str | None = None, ttl_s: float | None = None,
+                affinity: str | None = None) -> SessionHandle:
+        """Open (or reopen) a session; use it as a context manager to close it at the end."""
+        handle = self._loop.run(_open_session(self._core, session_id, ttl_s, affinity))
+        return SessionHandle(self, handle.id, handle.affinity)
+
+    def close_session(self, session_id: str) -> bool:
+        return self._loop.run(self._core.close_session(session_id))
 
     def recycle(self, worker_id: str) -> None:
         """Replace one worker with a fresh process, without downtime (reason "manual")."""
@@ -222,6 +235,11 @@ async def _take(buffer: asyncio.Queue[Any]) -> list[Any]:
     while not buffer.empty() and len(items) < STREAM_BUFFER:
         items.append(buffer.get_nowait())
     return items
+
+
+async def _open_session(core: AsyncPool, session_id: str | None, ttl_s: float | None,
+                        affinity: str | None) -> Any:
+    return core.session(session_id, ttl_s, affinity)
 
 
 async def _make(config: PoolConfig | None, options: dict[str, Any]) -> AsyncPool:

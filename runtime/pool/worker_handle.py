@@ -327,6 +327,15 @@ class WorkerHandle:
             self._on_free(self)
 
     # --- stop -------------------------------------------------------------------------------
+    async def cleanup_session(self, session_id: str, timeout: float = 5.0) -> bool:
+        """Tell the worker to drop a session's state (it calls on_session_end)."""
+        try:
+            resp = await self._stub.CleanupSession(
+                pb.CleanupSessionRequest(session_id=session_id), timeout=timeout)
+            return bool(resp.success)
+        except grpc.aio.AioRpcError:
+            return False
+
     async def ping(self, timeout: float) -> bool:
         """One heartbeat: does the worker's gRPC server answer within ``timeout``?"""
         try:

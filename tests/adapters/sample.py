@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterator
 
-from runtime.worker import Adapter, tool
+from runtime.worker import Adapter, SessionContext, tool
 
 
 class SampleAdapter(Adapter):
@@ -46,6 +46,23 @@ class SampleAdapter(Adapter):
     @tool
     def get_history(self) -> list[str]:
         return self.history
+
+    @tool
+    def remember(self, ctx: SessionContext, item: str) -> dict:
+        items = ctx.session.setdefault("items", [])
+        items.append(item)
+        return {"items": items, "pid": os.getpid()}
+
+    @tool
+    def remaining_ms(self, ctx: SessionContext) -> float | None:
+        left = ctx.remaining()
+        return None if left is None else left * 1000
+
+    def on_session_end(self, session_id: str, state: dict) -> None:
+        marker = os.environ.get("PIT_TEST_SESSION_LOG")
+        if marker:
+            with open(marker, "a") as fh:
+                fh.write(f"{session_id}:{','.join(state.get('items', []))}\n")
 
     @tool
     def block(self, seconds: float) -> str:
