@@ -11,6 +11,7 @@ from types import FrameType
 
 from runtime.errors import EXIT_CODES, PitError
 
+from . import render
 from .render import print_error
 
 EXIT_INTERRUPTED = 130
@@ -45,6 +46,10 @@ def run_script(script: Path, args: list[str], *, pools: list[str], config: Path 
         except PitError as exc:
             print_error(exc, debug=debug)
             return EXIT_CODES.get(exc.category, 1)
+        for name, failure in running.failed.items():
+            print_error(failure, debug=debug)
+            render.err_console.print(f"[yellow]warning[/]: pool {name!r} did not start; calls "
+                                     "to it raise pool_not_ready. The other pools run.")
         set_current_pools(running)
         return _run_main(script, args)
     except KeyboardInterrupt:

@@ -78,6 +78,7 @@ class AsyncPool:
         self._max_call_bytes = self.config.max_message_mb * MIB - ENVELOPE_BYTES
         self._supervisor = Supervisor(self)
         self.lifecycle = Lifecycle(self)
+        self.failure: PitError | None = None  # why start() failed
         self.barrier = CrashBarrier(self.config)
         self.sessions = SessionStore(self.config.max_sessions, self.config.session_ttl_s)
         self.retry_policy = self.barrier.retry_policy
@@ -109,7 +110,9 @@ class AsyncPool:
         if wait:
             try:
                 await self.lifecycle.start_all()
-            except BaseException:
+            except BaseException as exc:
+                if isinstance(exc, PitError):
+                    self.failure = exc
                 await self.close()
                 raise
         self._state = "running"
@@ -239,6 +242,13 @@ class AsyncPool:
                 metadata: Mapping[str, str] | None) -> Any:
         """Check and encode a call (safe from any thread): bad input fails here, at once."""
         if self._state != "running":
+            if self.failure is not None:
+                lines = [ln for ln in self.failure.message.splitlines() if ln.strip()]
+                last = f" ({lines[-1].strip()})" if len(lines) > 1 else ""
+                raise PoolNotReady(
+                    f"pool {self.name!r} failed to start: {lines[0] if lines else ''}{last}",
+                    details={"pool": self.name, "cause": self.failure.category},
+                    hint=self.failure.hint)
             if self._state in ("closing", "closed"):
                 raise ShutdownError(f"pool {self.name!r} is closed")
             raise PoolNotReady(f"pool {self.name!r} is not started", hint="call start() first")

@@ -269,6 +269,7 @@ class Pools(Mapping[str, Pool]):
             core = self._loop.run(_attach(config.pools[name], self.instance))
             self._pools[name] = Pool._attached(core, self._loop)
         self._closed = False
+        self.failed: dict[str, Exception] = {}  # pools that could not start, and why
         with _live_lock:
             _live.add(self)
 
@@ -300,15 +301,30 @@ class Pools(Mapping[str, Pool]):
                            "'default'", hint="name the pool: pools['name'].execute(...)")
 
     def start(self, *, wait: bool = True) -> Pools:
-        async def start_all() -> None:
+        """Start every pool concurrently. A pool that fails to start does not stop the others:
+        it is listed in ``failed`` and calls to it raise PoolNotReady naming the cause. Only
+        when every pool fails does this raise (the first pool's error)."""
+        async def start_all() -> list[Any]:
             await self.instance.start()
             import asyncio
-            await asyncio.gather(*(p._core.start(wait=wait) for p in self._pools.values()))
+            return await asyncio.gather(*(p._core.start(wait=wait)
+                                          for p in self._pools.values()),
+                                        return_exceptions=True)
         try:
-            self._loop.run(start_all())
+            results = self._loop.run(start_all())
         except BaseException:
             self.close()
             raise
+        for name, result in zip(self._pools, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    self.close()
+                    raise result
+                self.failed[name] = result
+        if self.failed and len(self.failed) == len(self._pools):
+            first = next(iter(self.failed.values()))
+            self.close()
+            raise first
         return self
 
     def close(self, grace: float | None = None) -> None:

@@ -163,3 +163,26 @@ def test_ctrl_c_exits_130_and_stops_workers(tmp_path: Path) -> None:
         assert wait_until(lambda: not any(pid_alive(p) for p in pids))
     finally:
         proc.kill()
+
+
+def test_one_pool_failing_does_not_stop_the_others(tmp_path: Path) -> None:
+    write(tmp_path / "pit.toml", """
+        [pools.good]
+        size = 1
+        [pools.broken]
+        adapter = "nowhere:Nothing"
+        size = 1
+    """)
+    write(tmp_path / "s.py", """
+        import runtime
+        pools = runtime.current_pools()
+        print(pools["good"].execute("add", {"a": 1, "b": 2}))
+        try:
+            pools["broken"].execute("ping")
+        except runtime.PoolNotReady as exc:
+            print("not ready:", exc.category, "No module named 'nowhere'" in str(exc))
+    """)
+    out = pit("run", "s.py", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["3", "not ready: pool_not_ready True"]
+    assert "pool 'broken' did not start" in out.stderr
