@@ -49,3 +49,16 @@ def test_await_ready_and_no_wait_start() -> None:
         await pool.close()
 
     asyncio.run(main())
+
+
+def test_deadline_cancels_an_async_tools_task() -> None:
+    async def main() -> None:
+        async with AsyncPool(size=1) as pool:
+            pid = (await pool.execute("ping"))["pid"]
+            with pytest.raises(runtime.CallTimeout):
+                await pool.execute("async_sleep", {"ms": 10_000}, timeout=0.3)
+            started = asyncio.get_running_loop().time()
+            assert (await pool.execute("ping", timeout=3))["pid"] == pid  # same worker, freed
+            assert asyncio.get_running_loop().time() - started < 1.0
+
+    asyncio.run(main())
