@@ -49,6 +49,7 @@ _EXPORTS = {
     "InvalidArgument": "runtime.errors",
     "ConfigError": "runtime.errors",
     "ShutdownError": "runtime.errors",
+    "EnvironmentProblem": "runtime.errors",
     "PoolNotFound": "runtime.errors",
     "PoolNotReady": "runtime.errors",
 }

@@ -62,6 +62,8 @@ class PoolConfig:
     adapter: str = DEFAULT_ADAPTER
     size: int = field(default_factory=default_size)
     python: str | None = None
+    requirements: tuple[str, ...] | str = ()
+    device: str = "auto"
     env: Mapping[str, str] = field(default_factory=dict)
     max_queue: int = 1000
     profile: str = "process"
@@ -140,7 +142,12 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "adapter": (_adapter_ok, "a string 'package.module:ClassName'"),
     "size": _int(1, 1024),
     "python": (lambda v: v is None or (isinstance(v, str) and bool(v)),
-               "a path to a Python interpreter"),
+               "an interpreter path or a version like \"3.12\""),
+    "requirements": (lambda v: isinstance(v, str) or (isinstance(v, (list, tuple)) and all(
+        isinstance(x, str) for x in v)), "a list of PEP 508 strings or a requirements file"),
+    "device": (lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda", "rocm", "mps")
+                                                 or v.startswith(("cuda:", "rocm:"))),
+               '"auto", "cpu", "cuda", "cuda:N", "rocm", "rocm:N" or "mps"'),
     "env": (lambda v: isinstance(v, Mapping) and all(
         isinstance(k, str) and isinstance(x, str) for k, x in v.items()),
         "a table of string = string"),
@@ -214,6 +221,8 @@ def make_pool_config(name: str = DEFAULT_POOL, where: str | None = None,
         raise ConfigError(f"{where}: threads_per_worker = {values['threads_per_worker']} "
                           "needs profile = \"thread\"",
                           hint='set profile = "thread" (the adapter must be thread_safe)')
+    if isinstance(values.get("requirements"), list):
+        values["requirements"] = tuple(values["requirements"])
     if values.get("idempotent_tools") is not None:
         values["idempotent_tools"] = tuple(values["idempotent_tools"])
     return PoolConfig(name=name, **values)

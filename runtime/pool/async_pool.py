@@ -17,13 +17,16 @@ import asyncio
 import collections
 import itertools
 import math
+import sys
 from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import AFFINITY_MODES, PoolConfig, make_pool_config, state_dir
+from ..envs import needs_env, worker_python
 from ..errors import (
     CallTimeout,
+    EnvironmentProblem,
     InvalidArgument,
     PitError,
     PoolNotReady,
@@ -33,6 +36,7 @@ from ..errors import (
     ShutdownError,
     ToolNotFound,
 )
+from ..hardware import DeviceChoice, device_env, resolve_device
 from ..protocol import codec, pb
 from .affinity import session_slot
 from .call import CallRun
@@ -79,6 +83,10 @@ class AsyncPool:
         self._supervisor = Supervisor(self)
         self.lifecycle = Lifecycle(self)
         self.failure: PitError | None = None  # why start() failed
+        self.worker_python = sys.executable
+        self.bridge: Path | None = None
+        self.device: DeviceChoice | None = None
+        self.extra_env: dict[str, str] = {}
         self.barrier = CrashBarrier(self.config)
         self.sessions = SessionStore(self.config.max_sessions, self.config.session_ttl_s)
         self.retry_policy = self.barrier.retry_policy
@@ -107,6 +115,25 @@ class AsyncPool:
         if self._owns_instance:
             self.instance.pool_names = [self.name]
             await self.instance.start()
+        try:
+            choice = await asyncio.to_thread(resolve_device, self.config.device)
+        except ValueError as exc:
+            self.failure = EnvironmentProblem(f"pool {self.name!r}: {exc}",
+                                              hint="run `pit hardware` to see the devices")
+            await self.close()
+            raise self.failure from None
+        self.device = choice
+        self.extra_env = device_env(choice, explicit=self.config.device != "auto")
+        if needs_env(self.config):
+            base = (self.instance.config_path.parent if self.instance.config_path
+                    else Path.cwd())
+            try:  # builds the env when missing or stale (idempotent; `pit setup` does it too)
+                self.worker_python, self.bridge = await asyncio.to_thread(
+                    worker_python, self.config, self.instance.state_dir, base)
+            except PitError as exc:
+                self.failure = exc
+                await self.close()
+                raise
         if wait:
             try:
                 await self.lifecycle.start_all()

@@ -72,6 +72,8 @@ class Lifecycle:
             f"worker-{next(pool._ids)}", self.config, instance=pool.instance,
             on_free=pool.slot_freed, on_exit=self.worker_exited,
             pipeline=self.config.pipeline_depth)
+        worker.python, worker.bridge = pool.worker_python, pool.bridge
+        worker.extra_env = pool.extra_env
         if self.config.max_requests:
             # Jitter, so that workers started together do not all recycle together.
             worker.max_requests = max(1, round(self.config.max_requests

@@ -74,6 +74,9 @@ class WorkerHandle:
         self.exit_reason = ""
         self.output: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         self._instance = instance
+        self.python = sys.executable  # the pool's env interpreter, when it has one
+        self.bridge: Path | None = None  # the worker bridge dir for env pools
+        self.extra_env: dict[str, str] = {}  # device variables
         self._socket, self._ready_file = instance.worker_files()
         self.stack_file = self._socket.with_suffix(".stacks")
         self.progress_file = self._socket.with_suffix(".progress")
@@ -102,8 +105,7 @@ class WorkerHandle:
 
     # --- start ------------------------------------------------------------------------------
     def argv(self) -> list[str]:
-        python = self.config.python or sys.executable
-        argv = [python, "-m", "runtime.worker", "--adapter", self.config.adapter,
+        argv = [self.python, "-m", "runtime.worker", "--adapter", self.config.adapter,
                 "--listen", f"unix:{self._socket}", "--ready-file", str(self._ready_file),
                 "--run-id", self._instance.id, "--instance-token", self._instance.token,
                 "--host-address", self._instance.host_address, "--host-pid", str(os.getpid()),
@@ -121,8 +123,14 @@ class WorkerHandle:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
+        env.update(self.extra_env)
         env.update(self.config.worker_env())
-        paths = [*self._instance.python_path, env.get("PYTHONPATH", "")]
+        if self.bridge is not None:
+            # A pool env: only the bridge and the user's code, never the host's packages.
+            env.pop("PYTHONHOME", None)
+            paths = [str(self.bridge), *self._instance.python_path]
+        else:
+            paths = [*self._instance.python_path, env.get("PYTHONPATH", "")]
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         env["PYTHONUNBUFFERED"] = "1"
         return env

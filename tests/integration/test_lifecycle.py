@@ -140,7 +140,7 @@ def test_close_runs_the_adapters_cleanup(tmp_path: Path) -> None:
 
 
 def test_a_missing_interpreter_is_named() -> None:
-    with pytest.raises(runtime.WorkerStartError, match="/no/such/python"):
+    with pytest.raises(runtime.EnvironmentProblem, match="no executable file at /no/such/python"):
         Pool(size=1, python="/no/such/python").start()
 
 

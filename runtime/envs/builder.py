@@ -1,0 +1,195 @@
+"""Per-pool virtualenvs, built by uv from the pool's ``python`` and ``requirements``.
+
+    .pit/envs/<pool>/            the venv (uv venv --python <resolved interpreter>)
+        lock.txt                 `uv pip freeze` after the install
+        identity.json            python version, platform, sha256 of the interpreter
+        fingerprint              written LAST: an env counts as ready only when it matches
+    .pit/bridge/<version>/runtime/   the worker bridge (runtime.worker + protocol + adapters),
+                                     put on the worker's PYTHONPATH: the env gets grpcio,
+                                     protobuf and orjson, never the host's CLI dependencies
+
+Fingerprint = sha256 of (interpreter version and path, requirements and the contents of
+requirement files, the bridge's pinned dependencies, pit's version). A matching env is not
+rebuilt; a missing or different one is rebuilt from scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from ..config import PoolConfig
+from ..errors import EnvironmentProblem, PitError
+from . import uv as uvtool
+from .interpreters import Interpreter, resolve
+
+BRIDGE_PACKAGES = ("grpcio", "protobuf", "orjson")
+BRIDGE_PARTS = ("__init__.py", "errors.py", "worker", "protocol", "adapters")
+FINGERPRINT = "fingerprint"
+MAX_PARALLEL_BUILDS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class EnvStatus:
+    pool: str
+    state: str  # "host" (no env needed) | "ready" | "missing" | "stale" | "error"
+    path: str | None
+    python: str | None
+    detail: str = ""
+
+
+def needs_env(config: PoolConfig) -> bool:
+    return config.python is not None or bool(config.requirements)
+
+
+def env_dir(state_dir: Path, pool: str) -> Path:
+    return state_dir / "envs" / pool
+
+
+def env_python(path: Path) -> Path:
+    return path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def bridge_pins() -> list[str]:
+    """The host's exact versions of what the worker bridge imports."""
+    return [f"{name}=={metadata.version(name)}" for name in BRIDGE_PACKAGES]
+
+
+def _split_requirements(config: PoolConfig, base: Path) -> tuple[list[str], list[Path]]:
+    reqs = config.requirements
+    items = [reqs] if isinstance(reqs, str) else list(reqs or ())
+    strings: list[str] = []
+    files: list[Path] = []
+    for item in items:
+        path = (base / item).resolve()
+        if item.endswith(".txt") or (("/" in item or item.startswith(".")) and path.exists()):
+            if not path.is_file():
+                raise EnvironmentProblem(f"pool {config.name!r}: requirements file {path} "
+                                         "does not exist")
+            files.append(path)
+        else:
+            strings.append(item)
+    return strings, files
+
+
+def fingerprint(interp: Interpreter, strings: list[str], files: list[Path]) -> str:
+    from .. import __version__
+
+    h = hashlib.sha256()
+    h.update(json.dumps([interp.version_text, interp.path, sorted(strings), bridge_pins(),
+                         __version__]).encode())
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def bridge_dir(state_dir: Path) -> Path:
+    """The worker bridge for this pit version, copied once into the state dir."""
+    src = Path(__file__).resolve().parent.parent  # the runtime package
+    digest = hashlib.sha256()
+    files = []
+    for part in BRIDGE_PARTS:
+        p = src / part
+        for f in sorted([p] if p.is_file() else p.rglob("*.py*")):
+            if f.suffix in (".py", ".pyi") and "__pycache__" not in f.parts:
+                files.append(f)
+                digest.update(str(f.relative_to(src)).encode() + f.read_bytes())
+    dest = state_dir / "bridge" / digest.hexdigest()[:16]
+    if not (dest / "runtime" / "worker" / "__init__.py").exists():
+        tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+        for f in files:
+            target = tmp / "runtime" / f.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)
+        try:
+            tmp.rename(dest)
+        except OSError:  # another host made it meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def status(config: PoolConfig, state_dir: Path, base: Path) -> EnvStatus:
+    """Is this pool's env built and current? (Resolves the interpreter; builds nothing.)"""
+    if not needs_env(config):
+        return EnvStatus(config.name, "host", None, sys.executable)
+    path = env_dir(state_dir, config.name)
+    try:
+        interp = resolve(config.python, sys.executable)
+        strings, files = _split_requirements(config, base)
+    except PitError as exc:
+        return EnvStatus(config.name, "error", str(path), None, exc.message)
+    stored = path / FINGERPRINT
+    if not stored.exists():
+        return EnvStatus(config.name, "missing", str(path), interp.version_text,
+                         "not built yet")
+    if stored.read_text().strip() != fingerprint(interp, strings, files):
+        return EnvStatus(config.name, "stale", str(path), interp.version_text,
+                         "python or requirements changed since it was built")
+    return EnvStatus(config.name, "ready", str(path), interp.version_text)
+
+
+def build(config: PoolConfig, state_dir: Path, base: Path, *, force: bool = False) -> EnvStatus:
+    """Build (or keep) one pool's env; returns its status. Raises EnvironmentProblem."""
+    if not needs_env(config):
+        return EnvStatus(config.name, "host", None, sys.executable)
+    interp = resolve(config.python, sys.executable)
+    strings, files = _split_requirements(config, base)
+    path = env_dir(state_dir, config.name)
+    wanted = fingerprint(interp, strings, files)
+    stored = path / FINGERPRINT
+    if not force and stored.exists() and stored.read_text().strip() == wanted:
+        return EnvStatus(config.name, "ready", str(path), interp.version_text, "up to date")
+    uv = uvtool.find_uv()
+    if stored.exists():
+        stored.unlink()  # from here on the env is not ready until the new fingerprint lands
+    path.parent.mkdir(parents=True, exist_ok=True)
+    uvtool.run(uvtool.venv_argv(uv, path, interp.path))
+    python = env_python(path)
+    uvtool.run(uvtool.install_argv(uv, python, [*bridge_pins(), *strings], files))
+    (path / "lock.txt").write_text(uvtool.run(uvtool.freeze_argv(uv, python)))
+    (path / "identity.json").write_text(json.dumps(identity(interp), indent=2))
+    stored.write_text(wanted)  # last: the env is ready
+    return EnvStatus(config.name, "ready", str(path), interp.version_text, "built")
+
+
+def identity(interp: Interpreter) -> dict[str, str]:
+    real = os.path.realpath(interp.path)
+    with open(real, "rb") as fh:
+        digest = hashlib.sha256(fh.read()).hexdigest()
+    return {"python": interp.version_text, "implementation": interp.implementation,
+            "interpreter": real, "sha256": digest, "platform": platform.platform()}
+
+
+def build_all(configs: list[PoolConfig], state_dir: Path, base: Path, *, force: bool = False,
+              on_done: Callable[[EnvStatus], None] | None = None) -> list[EnvStatus]:
+    """Build every env, MAX_PARALLEL_BUILDS at a time; a failure is an "error" status."""
+    def one(config: PoolConfig) -> EnvStatus:
+        try:
+            result = build(config, state_dir, base, force=force)
+        except PitError as exc:
+            result = EnvStatus(config.name, "error", str(env_dir(state_dir, config.name)),
+                               None, exc.message)
+        if on_done is not None:
+            on_done(result)
+        return result
+
+    with ThreadPoolExecutor(MAX_PARALLEL_BUILDS) as pool:
+        return list(pool.map(one, configs))
+
+
+def worker_python(config: PoolConfig, state_dir: Path, base: Path) -> tuple[str, Path | None]:
+    """(python to run the pool's workers with, bridge dir or None), building the env if it
+    is missing or stale."""
+    if not needs_env(config):
+        return sys.executable, None
+    st = build(config, state_dir, base)
+    return str(env_python(Path(st.path or ""))), bridge_dir(state_dir)

@@ -1,0 +1,81 @@
+"""uv, the one external tool for environments: where it is, and the argv of each call.
+
+Argv builders are pure (tests assert on them); `run` executes one with a timeout and raises
+EnvironmentProblem naming the command and its output when it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..errors import EnvironmentProblem
+
+PIT_UV = "PIT_UV"  # path of the uv binary to use
+UV_TIMEOUT_S = 900.0
+
+
+def find_uv() -> str:
+    """``$PIT_UV``, else the `uv` package's binary, else `uv` on PATH."""
+    explicit = os.environ.get(PIT_UV)
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise EnvironmentProblem(f"{PIT_UV}={explicit} is not an executable file",
+                                     hint=f"point {PIT_UV} at a uv binary or unset it")
+        return explicit
+    try:
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        pass
+    found = shutil.which("uv")
+    if found:
+        return found
+    raise EnvironmentProblem("uv was not found (PIT_UV, the uv package, PATH)",
+                             hint="python3 -m pip install uv")
+
+
+def venv_argv(uv: str, path: Path, python: str) -> list[str]:
+    return [uv, "venv", "--quiet", "--clear", "--python", python, str(path)]
+
+
+def install_argv(uv: str, venv_python: Path, requirements: list[str],
+                 requirement_files: list[Path]) -> list[str]:
+    argv = [uv, "pip", "install", "--quiet", "--python", str(venv_python), *requirements]
+    for f in requirement_files:
+        argv += ["-r", str(f)]
+    return argv
+
+
+def freeze_argv(uv: str, venv_python: Path) -> list[str]:
+    return [uv, "pip", "freeze", "--python", str(venv_python)]
+
+
+def find_python_argv(uv: str, request: str) -> list[str]:
+    return [uv, "python", "find", "--no-python-downloads", request]
+
+
+def version_argv(uv: str) -> list[str]:
+    return [uv, "--version"]
+
+
+def run(argv: list[str], *, timeout: float = UV_TIMEOUT_S) -> str:
+    """Run a uv command; its stdout, or EnvironmentProblem with its output."""
+    env = {**os.environ, "UV_NO_PROGRESS": "1"}
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
+                             stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise EnvironmentProblem(f"`{' '.join(argv)}` did not finish within {timeout:g} s",
+                                 hint="check the network to the package index") from None
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot run {argv[0]}: {exc}") from None
+    if out.returncode != 0:
+        tail = (out.stderr or out.stdout).strip().splitlines()[-15:]
+        raise EnvironmentProblem(f"`{' '.join(argv)}` failed (exit {out.returncode}):\n"
+                                 + "\n".join(tail),
+                                 hint="fix the requirement or interpreter named above")
+    return out.stdout
