@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from runtime.errors import EXIT_CODES, PitError
+
 from . import render
 from .run_cmd import run_script
 
@@ -100,6 +102,120 @@ def cleanup_cmd(
     else:
         render.print_cleanup(report)
     raise typer.Exit(0 if report.left_behind == 0 else 1)
+
+
+@app.command("setup")
+def setup_cmd(
+    ctx: typer.Context,
+    pool: list[str] | None = typer.Option(None, "--pool", "-p",
+                                          help="Only this pool (repeatable)."),
+    check: bool = typer.Option(False, "--check", help="Build nothing; exit 1 if any env is "
+                                                      "missing or stale (for CI)."),
+    init: bool = typer.Option(False, "--init", help="Write a starter pit.toml when there is "
+                                                    "none."),
+    force: bool = typer.Option(False, "--force", help="Rebuild envs even when current."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Build every pool's environment (uv venv + requirements) and health-check its adapter.
+
+    Pools without `python` or `requirements` run on the host's interpreter and are only
+    health-checked. A second run with nothing changed rebuilds nothing. Exit code 1 when a
+    pool's env or adapter is not OK.
+    """
+    from runtime.config import find_config, load_config
+    from runtime.envs.setup import setup, write_starter_config
+
+    try:
+        if init:
+            written = write_starter_config(Path.cwd())
+            render.err_console.print(f"wrote {written}" if written else
+                                     "pit.toml exists: nothing written")
+            if find_config() is None:
+                raise typer.Exit(0)
+        cfg = load_config()
+        with render.progress("building environments") as report:
+            rows = setup(cfg, pools=list(pool or []) or None, check=check, force=force,
+                         on_progress=report)
+    except PitError as exc:
+        render.print_error(exc, debug=ctx.obj.debug)
+        raise typer.Exit(EXIT_CODES.get(exc.category, 1)) from None
+    if json_out:
+        render.print_json([render.asdict(r) | {"ok": r.ok} for r in rows])
+    else:
+        render.print_setup(rows, check)
+    raise typer.Exit(0 if all(r.ok for r in rows) else 1)
+
+
+@app.command("doctor")
+def doctor_cmd(
+    json_out: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
+) -> None:
+    """Check the setup: config, state dir, uv, each pool's interpreter, env, gRPC packages,
+    adapter and device, thread limits, orphaned workers, hardware.
+
+    Every check prints pass / warn / fail with a remediation line. Exit code 1 if any fails.
+    """
+    from runtime.doctor import run_checks
+
+    checks = run_checks()
+    if json_out:
+        render.print_json([render.asdict(c) for c in checks])
+    else:
+        render.print_checks(checks)
+    raise typer.Exit(1 if any(c.status == "fail" for c in checks) else 0)
+
+
+@app.command("hardware")
+def hardware_cmd(
+    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Show the CPU, GPUs (NVIDIA via NVML, AMD via rocm-smi, Apple MPS) and the device
+    `device = "auto"` would pick."""
+    from runtime.hardware import detect, select_device
+
+    hw, choice = detect(), select_device()
+    if json_out:
+        render.print_json(render.asdict(hw) | {"auto_device": render.asdict(choice)})
+    else:
+        render.print_hardware(hw, choice)
+
+
+gen_app = typer.Typer(help="Generate project files.", no_args_is_help=True)
+app.add_typer(gen_app, name="gen")
+
+
+def _gen_adapter(name: str, force: bool, debug: bool) -> None:
+    from runtime.scaffold import generate_adapter
+
+    try:
+        made = generate_adapter(name, Path.cwd(), force=force)
+    except PitError as exc:
+        render.print_error(exc, debug=debug)
+        raise typer.Exit(2) from None
+    render.err_console.print(f"created {made.module.name} and tests/{made.test.name}; "
+                             f"[pools.{name}] -> {made.adapter} in {made.config.name}\n"
+                             f"next: pit setup && pytest tests/{made.test.name}")
+
+
+@gen_app.command("adapter")
+def gen_adapter(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Adapter/pool name (a Python identifier)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+) -> None:
+    """Create NAME.py (an adapter with two tools, one streaming), tests/test_NAME.py (drives
+    it through a real pool) and a [pools.NAME] entry in pit.toml."""
+    _gen_adapter(name, force, ctx.obj.debug)
+
+
+@app.command("gen-adapter", hidden=True)
+def gen_adapter_alias(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    force: bool = typer.Option(False, "--force"),
+) -> None:
+    """Same as `pit gen adapter`."""
+    _gen_adapter(name, force, ctx.obj.debug)
 
 
 @app.command("version")

@@ -1,0 +1,189 @@
+"""The checks behind `pit doctor`: each returns pass / warn / fail with one remediation line.
+
+A check that breaks is reported as a failed check; it never stops the others.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import PitConfig, PoolConfig, load_config
+
+SOCKET_LIMIT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    status: str  # "pass" | "warn" | "fail"
+    message: str
+    remediation: str = ""
+
+
+def _guard(name: str, fn: Callable[[], Check]) -> Check:
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - a broken check is a failed check
+        return Check(name, "fail", f"the check itself failed: {type(exc).__name__}: {exc}",
+                     "report this as a pit bug")
+
+
+def run_checks(config_path: str | Path | None = None) -> list[Check]:
+    checks: list[Check] = []
+    try:
+        cfg = load_config(config_path)
+    except Exception as exc:  # noqa: BLE001 - ConfigError, or an unreadable file
+        return [Check("config", "fail", str(exc), getattr(exc, "hint", None)
+                      or "fix the config file")]
+    checks.append(Check("config", "pass", f"{cfg.path or 'no config file (defaults)'}: "
+                                          f"{len(cfg.pools)} pool(s)"))
+    base = cfg.path.parent if cfg.path else Path.cwd()
+    checks += [_guard("state dir", lambda: _state_dir(cfg)),
+               _guard("socket paths", lambda: _socket_paths(cfg)),
+               _guard("uv", _uv)]
+    for pool in cfg.pools.values():
+        checks += _pool_checks(pool, cfg, base)
+    checks += [_guard("thread limits", lambda: _thread_limits(cfg)),
+               _guard("orphans", lambda: _orphans(cfg)),
+               _guard("hardware", _hardware)]
+    return checks
+
+
+def _state_dir(cfg: PitConfig) -> Check:
+    try:
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cfg.state_dir):
+            pass
+    except OSError as exc:
+        return Check("state dir", "fail", f"{cfg.state_dir} is not writable: {exc}",
+                     "set PIT_STATE_DIR (or state_dir) to a writable directory")
+    return Check("state dir", "pass", f"{cfg.state_dir} is writable")
+
+
+def _socket_paths(cfg: PitConfig) -> Check:
+    longest = len(str(cfg.state_dir / "run" / "12345678" / "w00000.ready.json"))
+    if longest > SOCKET_LIMIT:
+        return Check("socket paths", "warn",
+                     f"socket paths under {cfg.state_dir} would be {longest} bytes (> "
+                     f"{SOCKET_LIMIT}); run dirs fall back to {tempfile.gettempdir()}",
+                     "use a shorter state_dir to keep sockets beside the project")
+    return Check("socket paths", "pass", f"{longest} bytes (limit 108)")
+
+
+def _uv() -> Check:
+    from .envs import uv
+
+    path = uv.find_uv()
+    return Check("uv", "pass", f"{uv.run(uv.version_argv(path), timeout=10).strip()} ({path})")
+
+
+def _pool_checks(pool: PoolConfig, cfg: PitConfig, base: Path) -> list[Check]:
+    from . import envs
+    from .envs.builder import BRIDGE_PACKAGES, bridge_pins
+    from .envs.health import health_check, package_versions
+
+    prefix = f"pool {pool.name}"
+    out: list[Check] = []
+
+    def python() -> Check:
+        import sys
+
+        interp = envs.resolve(pool.python, sys.executable)
+        return Check(f"{prefix}: python", "pass", f"Python {interp.version_text} "
+                                                  f"({interp.path})")
+
+    def env() -> Check:
+        st = envs.status(pool, cfg.state_dir, base)
+        if st.state in ("host", "ready"):
+            where = "the host's interpreter" if st.state == "host" else st.path
+            return Check(f"{prefix}: env", "pass", f"{st.state}: {where}")
+        return Check(f"{prefix}: env", "fail", f"{st.state}: {st.detail}",
+                     f"run `pit setup --pool {pool.name}`")
+
+    def grpc() -> Check:
+        have = package_versions(pool, cfg.state_dir, base, BRIDGE_PACKAGES)
+        want = dict(p.split("==") for p in bridge_pins())
+        missing = [n for n, v in have.items() if v is None]
+        if missing:
+            return Check(f"{prefix}: grpc", "fail", f"missing where workers run: "
+                         f"{', '.join(missing)}", f"run `pit setup --pool {pool.name}`")
+        off = [f"{n} {have[n]} (host {want[n]})" for n in BRIDGE_PACKAGES if have[n] != want[n]]
+        if off:
+            return Check(f"{prefix}: grpc", "warn", "versions differ from the host's: "
+                         + ", ".join(off), f"run `pit setup --pool {pool.name} --force`")
+        return Check(f"{prefix}: grpc", "pass",
+                     ", ".join(f"{n} {have[n]}" for n in BRIDGE_PACKAGES))
+
+    def adapter() -> Check:
+        h = health_check(pool, cfg.state_dir, base)
+        if h.ok:
+            return Check(f"{prefix}: adapter", "pass", f"{pool.adapter}: {len(h.tools)} tools")
+        return Check(f"{prefix}: adapter", "fail", f"{pool.adapter}: {h.error}",
+                     f"python -m runtime.worker --health-check --adapter {pool.adapter}")
+
+    def device() -> Check:
+        from .hardware import resolve_device
+
+        try:
+            choice = resolve_device(pool.device)
+        except ValueError as exc:
+            return Check(f"{prefix}: device", "fail", str(exc), "run `pit hardware`; change "
+                         "the pool's device or use \"auto\"")
+        return Check(f"{prefix}: device", "pass", f"{pool.device} -> {choice.name} "
+                                                  f"({choice.reason})")
+
+    resolved = _guard(f"{prefix}: python", python)
+    out.append(resolved)
+    out.append(_guard(f"{prefix}: env", env))
+    if resolved.status == "pass":
+        out.append(_guard(f"{prefix}: grpc", grpc))
+        out.append(_guard(f"{prefix}: adapter", adapter))
+    out.append(_guard(f"{prefix}: device", device))
+    return out
+
+
+def _thread_limits(cfg: PitConfig) -> Check:
+    from .config import THREAD_LIMIT_VARS
+    from .hardware import cpu_info
+
+    usable = cpu_info().usable_cpus
+    notes = []
+    for pool in cfg.pools.values():
+        threads = pool.size * pool.capacity * int(pool.worker_env().get("OMP_NUM_THREADS", "1"))
+        if threads > 4 * usable:
+            notes.append(f"pool {pool.name}: {pool.size} workers x {pool.capacity} calls x "
+                         f"{pool.worker_env()['OMP_NUM_THREADS']} math threads on {usable} CPUs")
+    host = {v: os.environ[v] for v in THREAD_LIMIT_VARS if v in os.environ}
+    if notes:
+        return Check("thread limits", "warn", "; ".join(notes),
+                     "lower size, threads_per_worker or OMP_NUM_THREADS in env")
+    return Check("thread limits", "pass", f"{usable} usable CPUs" + (
+        f"; host sets {host}" if host else ""))
+
+
+def _orphans(cfg: PitConfig) -> Check:
+    from .cleanup import cleanup
+
+    report = cleanup(cfg.state_dir, dry_run=True)
+    workers = [i for i in report.items if i.kind == "worker"]
+    if workers:
+        return Check("orphans", "fail", f"{len(workers)} worker process(es) left by dead "
+                     f"hosts: pids {', '.join(i.target for i in workers)}", "run `pit cleanup`")
+    if report.items:
+        return Check("orphans", "warn", f"{len(report.items)} stale run dir(s) or row(s)",
+                     "run `pit cleanup`")
+    return Check("orphans", "pass", "no worker left by a dead host")
+
+
+def _hardware() -> Check:
+    from .hardware import detect
+
+    hw = detect()
+    found = [f"{a.kind}: {a.reason}" + (f" (driver {a.driver})" if a.driver else "")
+             for a in hw.accelerators if a.available]
+    return Check("hardware", "pass", f"{hw.cpu.model}, {hw.cpu.usable_cpus} usable CPUs "
+                 f"({hw.cpu.usable_reason}); " + ("; ".join(found) or "no GPU"))

@@ -1,0 +1,68 @@
+"""What `pit setup` does: build (or check) every pool's env, then prove each one works by
+running the adapter health check inside it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+
+from ..config import PitConfig
+from ..errors import ConfigError
+from .builder import EnvStatus, build_all, status
+from .health import health_check
+
+
+@dataclass(frozen=True, slots=True)
+class SetupRow:
+    pool: str
+    python: str | None
+    env: str  # host | ready | missing | stale | error
+    healthy: bool | None  # None: not checked (--check)
+    tools: int
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.env in ("host", "ready") and self.healthy is not False
+
+
+def setup(cfg: PitConfig, *, pools: list[str] | None = None, check: bool = False,
+          force: bool = False,
+          on_progress: Callable[[EnvStatus], None] | None = None) -> list[SetupRow]:
+    """Build or check the envs of ``pools`` (default: all). Never raises for one pool."""
+    unknown = [p for p in pools or [] if p not in cfg.pools]
+    if unknown:
+        raise ConfigError(f"no pool named {unknown[0]!r} in {cfg.path or 'the defaults'}",
+                          hint=f"pools: {', '.join(cfg.pools)}")
+    chosen = [cfg.pools[n] for n in (pools or list(cfg.pools))]
+    base = cfg.path.parent if cfg.path else Path.cwd()
+    if check:
+        statuses = [status(p, cfg.state_dir, base) for p in chosen]
+        return [SetupRow(s.pool, s.python, s.state, None, 0, s.detail) for s in statuses]
+    statuses = build_all(chosen, cfg.state_dir, base, force=force, on_done=on_progress)
+    rows = []
+    for pool, st in zip(chosen, statuses, strict=True):
+        if st.state not in ("host", "ready"):
+            rows.append(SetupRow(pool.name, st.python, st.state, None, 0, st.detail))
+            continue
+        h = health_check(pool, cfg.state_dir, base)
+        rows.append(SetupRow(pool.name, st.python, st.state, h.ok, len(h.tools),
+                             st.detail if h.ok else h.error))
+    return rows
+
+
+STARTER = {"pools": {"default": {"adapter": "runtime.adapters.showcase:ShowcaseAdapter",
+                                 "size": 2}}}
+
+
+def write_starter_config(directory: Path) -> Path | None:
+    """Write a starter pit.toml; None when one exists already (it is never overwritten)."""
+    path = directory / "pit.toml"
+    if path.exists():
+        return None
+    path.write_text("# pit configuration: see the README's configuration reference.\n"
+                    + tomli_w.dumps(STARTER))
+    return path
