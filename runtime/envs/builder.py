@@ -175,7 +175,9 @@ def build_all(configs: list[PoolConfig], state_dir: Path, base: Path, *, force: 
     def one(config: PoolConfig) -> EnvStatus:
         try:
             result = build(config, state_dir, base, force=force)
-        except PitError as exc:
+        except Exception as exc:  # noqa: BLE001 - one pool's failure is its row, not a crash
+            exc = exc if isinstance(exc, PitError) else EnvironmentProblem(
+                f"{type(exc).__name__}: {exc}")
             result = EnvStatus(config.name, "error", str(env_dir(state_dir, config.name)),
                                None, exc.message)
         if on_done is not None:

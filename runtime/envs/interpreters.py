@@ -21,8 +21,11 @@ from ..errors import EnvironmentProblem
 from . import uv as uvtool
 
 MIN_WORKER_PYTHON = (3, 10)
-PROBE = ("import json, platform, sys; print(json.dumps([list(sys.version_info[:3]), "
-         "sys.executable, platform.python_implementation()]))")
+# A venv's python reports the interpreter it was made from (_base_executable), so "3.11"
+# resolves to the same interpreter whichever venv happens to be active.
+PROBE = ("import json, os, platform, sys; print(json.dumps([list(sys.version_info[:3]), "
+         "os.path.realpath(getattr(sys, '_base_executable', '') or sys.executable), "
+         "platform.python_implementation()]))")
 
 
 @dataclass(frozen=True, slots=True)

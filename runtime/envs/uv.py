@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 from ..errors import EnvironmentProblem
@@ -17,8 +18,18 @@ PIT_UV = "PIT_UV"  # path of the uv binary to use
 UV_TIMEOUT_S = 900.0
 
 
+_find_lock = threading.Lock()
+
+
 def find_uv() -> str:
     """``$PIT_UV``, else the `uv` package's binary, else `uv` on PATH."""
+    # The uv package reads sysconfig, whose lazy first initialisation is not thread-safe
+    # (two env builds at once saw EXE = None): one lookup at a time.
+    with _find_lock:
+        return _find_uv()
+
+
+def _find_uv() -> str:
     explicit = os.environ.get(PIT_UV)
     if explicit:
         if not os.access(explicit, os.X_OK):

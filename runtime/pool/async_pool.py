@@ -130,10 +130,12 @@ class AsyncPool:
             try:  # builds the env when missing or stale (idempotent; `pit setup` does it too)
                 self.worker_python, self.bridge = await asyncio.to_thread(
                     worker_python, self.config, self.instance.state_dir, base)
-            except PitError as exc:
-                self.failure = exc
+            except Exception as exc:  # noqa: BLE001 - any failure leaves the pool closed
+                self.failure = exc if isinstance(exc, PitError) else EnvironmentProblem(
+                    f"pool {self.name!r}: its environment could not be prepared: "
+                    f"{type(exc).__name__}: {exc}")
                 await self.close()
-                raise
+                raise self.failure from (None if exc is self.failure else exc)
         if wait:
             try:
                 await self.lifecycle.start_all()

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from runtime.config import make_pool_config
+from runtime.envs import uv
+from runtime.envs.builder import _split_requirements, fingerprint, needs_env
+from runtime.envs.interpreters import Interpreter, _matches, resolve
+from runtime.errors import ConfigError, EnvironmentProblem
+
+
+def test_uv_argv_is_explicit() -> None:
+    assert uv.venv_argv("uv", Path("/e"), "/usr/bin/python3.12") == [
+        "uv", "venv", "--quiet", "--clear", "--python", "/usr/bin/python3.12", "/e"]
+    assert uv.install_argv("uv", Path("/e/bin/python"), ["six"], [Path("/r.txt")]) == [
+        "uv", "pip", "install", "--quiet", "--python", "/e/bin/python", "six", "-r", "/r.txt"]
+    assert uv.find_python_argv("uv", "3.12") == ["uv", "python", "find",
+                                                 "--no-python-downloads", "3.12"]
+
+
+def test_version_matching() -> None:
+    i = Interpreter("/p", (3, 12, 1), "CPython")
+    assert _matches(i, "3") and _matches(i, "3.12") and _matches(i, "3.12.1")
+    assert not _matches(i, "3.1") and not _matches(i, "3.11")
+
+
+def test_unknown_versions_list_what_exists() -> None:
+    with pytest.raises(EnvironmentProblem) as info:
+        resolve("3.99", sys.executable)
+    msg = str(info.value)
+    assert "'3.99': no installed interpreter matches; found:" in msg
+    assert "3.11" in msg and "does not download" in (info.value.hint or "")
+
+
+def test_bad_paths_and_old_pythons_are_named(tmp_path: Path) -> None:
+    with pytest.raises(EnvironmentProblem, match="no executable file at /bogus/python"):
+        resolve("/bogus/python", sys.executable)
+    with pytest.raises(EnvironmentProblem, match="neither a path nor a version"):
+        resolve("latest", sys.executable)
+    old = Path.home() / ".pyenv" / "versions" / "3.9.18" / "bin" / "python3"
+    if old.exists():
+        with pytest.raises(EnvironmentProblem, match="need Python >= 3.10"):
+            resolve(str(old), sys.executable)
+
+
+def test_fingerprint_follows_requirements(tmp_path: Path) -> None:
+    i = Interpreter("/p", (3, 12, 1), "CPython")
+    req = tmp_path / "requirements.txt"
+    req.write_text("six==1.16.0\n")
+    a = fingerprint(i, ["x"], [req])
+    assert a == fingerprint(i, ["x"], [req])
+    assert a != fingerprint(i, ["y"], [req])
+    req.write_text("six==1.17.0\n")
+    assert a != fingerprint(i, ["x"], [req])
+    assert a != fingerprint(Interpreter("/p", (3, 11, 7), "CPython"), ["x"], [req])
+
+
+def test_requirements_settings(tmp_path: Path) -> None:
+    (tmp_path / "reqs.txt").write_text("six\n")
+    cfg = make_pool_config("a", python="3.12", requirements=["six==1.16.0", "reqs.txt"])
+    assert needs_env(cfg) and not needs_env(make_pool_config("b"))
+    strings, files = _split_requirements(cfg, tmp_path)
+    assert strings == ["six==1.16.0"] and files == [tmp_path / "reqs.txt"]
+    with pytest.raises(ConfigError, match="requirements"):
+        make_pool_config("c", requirements=[1])
+    with pytest.raises(ConfigError, match="device"):
+        make_pool_config("d", device="gpu")
