@@ -17,7 +17,7 @@ app = typer.Typer(
     name="pit",
     help="Pools of isolated, long-lived Python worker processes over gRPC.\n\n"
          "Environment: PIT_CONFIG (config file to use), PIT_STATE_DIR (state directory, "
-         "default .pit/ beside the config).",
+         "default .pit/ beside the config), PIT_UV (the uv binary to use).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
