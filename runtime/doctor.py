@@ -44,7 +44,8 @@ def run_checks(config_path: str | Path | None = None) -> list[Check]:
     base = cfg.path.parent if cfg.path else Path.cwd()
     checks += [_guard("state dir", lambda: _state_dir(cfg)),
                _guard("socket paths", lambda: _socket_paths(cfg)),
-               _guard("uv", _uv)]
+               _guard("uv", _uv),
+               _guard("interpreters", _interpreters)]
     for pool in cfg.pools.values():
         checks += _pool_checks(pool, cfg, base)
     checks += [_guard("thread limits", lambda: _thread_limits(cfg)),
@@ -81,6 +82,14 @@ def _uv() -> Check:
     return Check("uv", "pass", f"{uv.run(uv.version_argv(path), timeout=10).strip()} ({path})")
 
 
+def _interpreters() -> Check:
+    from .envs import discover
+
+    found = discover()
+    return Check("interpreters", "pass", ", ".join(f"{i.version_text} ({i.path})"
+                                                   for i in found) or "none found")
+
+
 def _pool_checks(pool: PoolConfig, cfg: PitConfig, base: Path) -> list[Check]:
     from . import envs
     from .envs.builder import BRIDGE_PACKAGES, bridge_pins
@@ -98,9 +107,15 @@ def _pool_checks(pool: PoolConfig, cfg: PitConfig, base: Path) -> list[Check]:
 
     def env() -> Check:
         st = envs.status(pool, cfg.state_dir, base)
-        if st.state in ("host", "ready"):
-            where = "the host's interpreter" if st.state == "host" else st.path
-            return Check(f"{prefix}: env", "pass", f"{st.state}: {where}")
+        if st.state == "host":
+            return Check(f"{prefix}: env", "pass", "runs on the host's interpreter")
+        if st.state == "ready":
+            import json
+
+            ident = json.loads((Path(st.path or "") / "identity.json").read_text())
+            return Check(f"{prefix}: env", "pass",
+                         f"ready: {st.path} (Python {ident['python']} {ident['platform']}, "
+                         f"interpreter sha256 {ident['sha256'][:12]})")
         return Check(f"{prefix}: env", "fail", f"{st.state}: {st.detail}",
                      f"run `pit setup --pool {pool.name}`")
 
@@ -117,6 +132,29 @@ def _pool_checks(pool: PoolConfig, cfg: PitConfig, base: Path) -> list[Check]:
                          + ", ".join(off), f"run `pit setup --pool {pool.name} --force`")
         return Check(f"{prefix}: grpc", "pass",
                      ", ".join(f"{n} {have[n]}" for n in BRIDGE_PACKAGES))
+
+    def packages() -> Check:
+        from packaging.requirements import InvalidRequirement, Requirement
+
+        from .envs.builder import _split_requirements
+
+        strings, _ = _split_requirements(pool, base)
+        reqs = []
+        for text in strings:
+            try:
+                reqs.append(Requirement(text))
+            except InvalidRequirement as exc:
+                return Check(f"{prefix}: packages", "fail", f"{text!r}: {exc}",
+                             "fix the requirement (PEP 508)")
+        have = package_versions(pool, cfg.state_dir, base, tuple(r.name for r in reqs))
+        bad = [f"{r} (installed: {have.get(r.name) or 'missing'})" for r in reqs
+               if have.get(r.name) is None
+               or not r.specifier.contains(have[r.name] or "", prereleases=True)]
+        if bad:
+            return Check(f"{prefix}: packages", "fail", "unsatisfied: " + "; ".join(bad),
+                         f"run `pit setup --pool {pool.name}`")
+        return Check(f"{prefix}: packages", "pass",
+                     ", ".join(f"{r.name} {have[r.name]}" for r in reqs))
 
     def adapter() -> Check:
         h = health_check(pool, cfg.state_dir, base)
@@ -138,9 +176,14 @@ def _pool_checks(pool: PoolConfig, cfg: PitConfig, base: Path) -> list[Check]:
 
     resolved = _guard(f"{prefix}: python", python)
     out.append(resolved)
-    out.append(_guard(f"{prefix}: env", env))
+    env_check = _guard(f"{prefix}: env", env)
+    out.append(env_check)
     if resolved.status == "pass":
         out.append(_guard(f"{prefix}: grpc", grpc))
+        # A stale or missing env is reported once, above, not again as unmet requirements.
+        if env_check.status == "pass" and pool.requirements and \
+                not isinstance(pool.requirements, str):
+            out.append(_guard(f"{prefix}: packages", packages))
         out.append(_guard(f"{prefix}: adapter", adapter))
     out.append(_guard(f"{prefix}: device", device))
     return out

@@ -103,6 +103,10 @@ def test_doctor_reports_exactly_what_is_broken(project: Path) -> None:
     assert pit("setup", cwd=project).returncode == 0
     healthy = pit("doctor", "--json", cwd=project)
     assert healthy.returncode == 0, healthy.stdout
+    by_name = {c["name"]: c for c in json.loads(healthy.stdout)}
+    assert by_name["pool a: packages"]["message"] == "six 1.16.0"
+    assert "sha256" in by_name["pool a: env"]["message"]
+    assert "3.12" in by_name["interpreters"]["message"]
     # Break three things: an adapter import, an env (stale), and leave an orphan.
     toml = project / "pit.toml"
     toml.write_text(toml.read_text().replace("six==1.16.0", "six==1.17.0")
