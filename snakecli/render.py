@@ -94,7 +94,8 @@ def print_checks(checks: list[Any]) -> None:
     out = Console(highlight=False)
     out.print(table)
     counts = {k: sum(1 for c in checks if c.status == k) for k in STATUS_STYLE}
-    out.print(f"{counts['pass']} passed, {counts['warn']} warnings, {counts['fail']} failed")
+    out.print(f"checks: {counts['pass']} ok, {counts['warn']} warning(s), "
+              f"{counts['fail']} failing")
 
 
 def print_setup(rows: list[Any], check: bool) -> None:
