@@ -218,6 +218,69 @@ def gen_adapter_alias(
     _gen_adapter(name, force, ctx.obj.debug)
 
 
+@app.command("status")
+def status_cmd(
+    ctx: typer.Context,
+    watch: bool = typer.Option(False, "--watch", "-w", help="Redraw live (Ctrl-C to stop)."),
+    instance: str | None = typer.Option(None, "--instance", help="Only this host (id prefix)."),
+    pool: str = typer.Option("", "--pool", help="Only this pool."),
+    json_out: bool = typer.Option(False, "--json", help="JSON: one snapshot per instance; "
+                                                        "with --watch, one object per line."),
+    interval: float = typer.Option(0.5, "--interval", help="Seconds between redraws "
+                                                          "(>= 0.25)."),
+) -> None:
+    """Show every running pit host on this machine, its pools and workers.
+
+    Exit code 3 when no host is running.
+    """
+    from runtime.control.client import find_instances
+
+    try:
+        found = find_instances(instance)
+    except PitError as exc:
+        render.print_error(exc)
+        raise typer.Exit(3) from None
+    if watch:
+        render.watch_status(found, pool, max(interval, 0.25), json_out)
+    elif json_out:
+        from runtime.control.client import get_status
+
+        render.print_json([get_status(i, pool) for i in found])
+    else:
+        from runtime.control.client import get_status
+
+        for inst in found:
+            render.print_status(get_status(inst, pool))
+
+
+@app.command("profile-inspector")
+def profile_inspector_cmd(
+    instance: str | None = typer.Option(None, "--instance", help="Only this host (id prefix)."),
+    pool: str = typer.Option("", "--pool", help="Only this pool."),
+    detailed: bool = typer.Option(False, "--detailed", help="Add per-worker rows."),
+    recommendations: bool = typer.Option(False, "--recommendations",
+                                         help="Print advice derived from the numbers."),
+    json_out: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
+) -> None:
+    """Profile each pool of the running hosts: utilization, queue saturation, memory per
+    worker and its growth, recycles, errors, latency. Exit code 3 when no host is running."""
+    from runtime.control.client import find_instances, get_status
+    from runtime.control.inspector import analyse
+    from runtime.hardware import cpu_info
+
+    try:
+        found = find_instances(instance)
+    except PitError as exc:
+        render.print_error(exc)
+        raise typer.Exit(3) from None
+    cpus = cpu_info().usable_cpus
+    reports = [analyse(p, cpus) for inst in found for p in get_status(inst, pool)["pools"]]
+    if json_out:
+        render.print_json(reports)
+    else:
+        render.print_profiles(reports, detailed, recommendations)
+
+
 @app.command("version")
 def version() -> None:
     """Print pit's version."""

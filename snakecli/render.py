@@ -127,3 +127,123 @@ def print_hardware(hw: Any, choice: Any) -> None:
                       f"{g.memory_total_mb} MiB used, {g.utilization_pct}% busy, "
                       f"{g.temperature_c} C, {g.power_w} W")
     out.print(f"device = \"auto\" picks: [bold]{choice.name}[/] ({choice.reason})")
+
+
+STATE_STYLE = {"ready": "green", "starting": "cyan", "draining": "yellow", "stopping": "yellow",
+               "dead": "red"}
+SPARK = " ▁▂▃▄▅▆▇█"
+
+
+def _spark(values: list[float], top: float) -> str:
+    if not values or top <= 0:
+        return ""
+    return "".join(SPARK[min(len(SPARK) - 1, int(v / top * (len(SPARK) - 1)))] for v in values)
+
+
+def _bar(part: float, whole: float, width: int = 10) -> str:
+    filled = 0 if whole <= 0 else round(min(part / whole, 1.0) * width)
+    color = "green" if filled < width * 0.7 else "yellow" if filled < width else "red"
+    return f"[{color}]{'█' * filled}[/][dim]{'·' * (width - filled)}[/]"
+
+
+def status_renderable(snap: dict[str, Any]) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    if snap.get("error"):
+        return Text(f"instance {snap['instance']} (pid {snap['pid']}): {snap['error']}",
+                    style="red")
+    parts: list[Any] = [Text(f"instance {snap['instance']}  pid {snap['pid']}  "
+                             f"{snap.get('config_path') or 'no config'}", style="bold")]
+    for p in snap["pools"]:
+        head = (f"pool [bold]{p['name']}[/] ({p['adapter']}, {p['profile']}) "
+                f"{p['ready']}/{p['size']} ready  load {_bar(p['in_flight'], p['capacity'])} "
+                f"{p['in_flight']}/{p['capacity']}  queue {p['queued']}/{p['max_queue']}  "
+                f"{p['calls_per_s']:.0f} calls/s  p50 {p['p50_ms'] or 0:.2f} ms  "
+                f"p99 {p['p99_ms'] or 0:.2f} ms  calls {p['calls']} failed {p['failed']}  "
+                f"sessions {p['sessions']}")
+        if p["recycles"]:
+            head += "  recycles " + ", ".join(f"{k} {v}" for k, v in p["recycles"].items())
+        table = Table(title=None, show_edge=False, pad_edge=False)
+        for col in ("worker", "pid", "state", "python", "load", "requests", "errors", "RSS MiB",
+                    "memory", "CPU %", "uptime"):
+            table.add_column(col)
+        hist = p.get("history", [])[-30:]
+        for w in p["workers"]:
+            mem = [h[4].get(w["id"], 0.0) for h in hist]
+            style = STATE_STYLE.get(w["state"], "white")
+            table.add_row(w["id"], str(w["pid"]), f"[{style}]{w['state']}[/]", w["python"],
+                          f"{_bar(w['in_flight'], w['capacity'], 6)} {w['in_flight']}/"
+                          f"{w['capacity']}", str(w["requests"]), str(w["errors"]),
+                          f"{w['rss_mb']:.0f}", _spark(mem, max(mem or [0]) or 1),
+                          f"{w['cpu_pct']:.0f}", f"{w['uptime_s']:.0f}s")
+        parts += [Text.from_markup(head), table]
+        if p["events"]:
+            parts.append(Text("recent: " + "; ".join(
+                f"{e['worker']} {e['kind']}" for e in p["events"][-5:]), style="dim"))
+    return Group(*parts)
+
+
+def print_status(snap: dict[str, Any]) -> None:
+    Console(highlight=False).print(status_renderable(snap))
+
+
+def watch_status(instances: list[Any], pool: str, interval: float, json_lines: bool) -> None:
+    """Redraw until Ctrl-C (or the hosts go away)."""
+    import time
+
+    from rich.console import Group
+    from rich.live import Live
+
+    from runtime.control.client import get_status
+
+    try:
+        if json_lines:
+            while True:
+                for inst in instances:
+                    print(json.dumps(get_status(inst, pool)), flush=True)
+                time.sleep(interval)
+        with Live(refresh_per_second=4, console=Console(highlight=False)) as live:
+            while True:
+                snaps = [get_status(inst, pool) for inst in instances]
+                live.update(Group(*(status_renderable(s) for s in snaps)))
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+
+
+def print_profiles(reports: list[dict[str, Any]], detailed: bool, advice: bool) -> None:
+    from rich.table import Table
+
+    out = Console(highlight=False)
+    for r in reports:
+        util = r["utilization"]
+        color = "green" if util < 0.7 else "yellow" if util < 0.95 else "red"
+        table = Table(title=f"pool {r['pool']} ({r['profile']}, size {r['size']}, capacity "
+                            f"{r['capacity']})", show_header=False)
+        table.add_column("what")
+        table.add_column("value")
+        rows = [
+            ("utilization (last minute)", f"[{color}]{util:.0%}[/]"),
+            ("queue saturated", f"{r['queue_saturated_share']:.0%} of the last minute"),
+            ("memory per worker", f"mean {r['memory_mean_mb']} MiB, max {r['memory_max_mb']} "
+                                  f"MiB, growth {r['memory_growth_mb_per_100_requests']} "
+                                  "MiB/100 requests"),
+            ("recycles", ", ".join(f"{k} {v}" for k, v in r["recycles"].items()) or "none"),
+            ("calls / errors", f"{r['calls']} / {r['error_rate']:.1%} "
+                               f"{r['errors'] or ''}"),
+            ("latency (last minute)", f"p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms, "
+                                      f"p99 {r['p99_ms']} ms, {r['calls_per_s']} calls/s"),
+        ]
+        for what, value in rows:
+            table.add_row(what, value)
+        if detailed:
+            for w in r["workers"]:
+                table.add_row(f"  {w['id']} (pid {w['pid']})",
+                              f"{w['state']}, {w['requests']} requests, {w['errors']} errors, "
+                              f"{w['rss_mb']:.0f} MiB, {w['cpu_pct']:.0f}% CPU")
+        out.print(table)
+        if advice:
+            for line in r["recommendations"] or ["nothing to change"]:
+                out.print(f"  [bold]advice[/]: {line}")

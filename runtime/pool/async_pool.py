@@ -42,6 +42,7 @@ from .affinity import session_slot
 from .call import CallRun
 from .instance import HostInstance
 from .lifecycle import Lifecycle
+from .metrics import PoolMetrics
 from .resilience import CrashBarrier
 from .scheduler import Saturated, Scheduler
 from .sessions import Session, SessionStore
@@ -92,6 +93,7 @@ class AsyncPool:
         self.retry_policy = self.barrier.retry_policy
         self.breaker = self.barrier.breaker
         self._events: collections.Counter[str] = collections.Counter()
+        self.metrics = PoolMetrics()
 
     @property
     def name(self) -> str:
@@ -145,6 +147,7 @@ class AsyncPool:
                 await self.close()
                 raise
         self._state = "running"
+        self.instance.cores.append(self)
         self.lifecycle.run()
         self._supervisor.start()
         return self
@@ -209,6 +212,14 @@ class AsyncPool:
         """Count a recycle/replacement reason (hung, crashed, ttl, requests, memory, manual)."""
         self._events[reason] += 1
         worker.recycle_reason = reason
+        self.metrics.event(worker.id, reason, worker.exit_reason)
+
+    def sample_load(self) -> None:
+        """One load sample for the metrics history (the supervisor calls this)."""
+        workers = self.live_workers()
+        self.metrics.sample(self._sched.depth, sum(w.in_flight for w in workers),
+                            sum(w.capacity for w in workers),
+                            {w.id: round(w.rss_mb, 1) for w in workers})
 
     def ready_count(self) -> int:
         return sum(1 for w in self._workers.values() if w.accepting)
@@ -513,7 +524,8 @@ class AsyncPool:
                         capacity=w.capacity, requests=w.served, errors=w.errors,
                         uptime_s=round(w.uptime(), 3),
                         python=str(w.ready_info.get("python", "")), rss_mb=round(w.rss_mb, 1),
-                        free_threaded=not w.ready_info.get("gil_enabled", True))
+                        free_threaded=not w.ready_info.get("gil_enabled", True),
+                        cpu_pct=round(w.cpu_pct, 1))
             for w in self._workers.values())
         return PoolStats(name=self.name, adapter=self.config.adapter, size=self.config.size,
                          ready=self.ready_count(), queued=self._sched.depth,

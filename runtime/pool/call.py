@@ -47,6 +47,7 @@ class CallRun:
         self._worker: WorkerHandle | None = None
         self._cid = 0
         self._loop = pool.loop
+        self.started = self._loop.time()
 
     def start(self) -> None:
         self._attempt(front=False)
@@ -135,6 +136,8 @@ class CallRun:
     def _finish(self, value: Any, err: BaseException | None) -> None:
         if not self._done:
             self._done = True
+            self.pool.metrics.record(self._loop.time() - self.started,
+                                     getattr(err, "category", "error") if err else None)
             self._deliver(value, err)
 
     def cancel(self) -> None:

@@ -16,6 +16,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import grpc
 
 from ..cleanup import cleanup
+from ..control import index
 from ..protocol import pb_grpc
 from ..registry import RegistryWriter
 from .host_bridge import HostBridgeServicer
@@ -54,6 +56,8 @@ class HostInstance:
         self.config_path = config_path
         self.pool_names: list[str] = []
         self.registry: RegistryWriter | None = None
+        self.cores: list[Any] = []  # the AsyncPools running in this instance (for status)
+        self.started_at = time.time()
         self._sweeper: asyncio.Task[None] | None = None
         self._files = itertools.count(1)
 
@@ -74,8 +78,12 @@ class HostInstance:
         self._server = grpc.aio.server()
         pb_grpc.add_BridgeServiceServicer_to_server(
             HostBridgeServicer(self.host_tools), self._server)
+        from ..control.server import add_control_service
+
+        add_control_service(self, self._server)
         self._server.add_insecure_port(self.host_address)
         await self._server.start()
+        index.publish(self)
 
     async def _sweep_forever(self) -> None:
         """Remove what dead sibling hosts left behind: now, then every SWEEP_INTERVAL_S."""
@@ -87,6 +95,7 @@ class HostInstance:
             await asyncio.sleep(SWEEP_INTERVAL_S)
 
     async def close(self) -> None:
+        index.withdraw(self.id)
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -18,6 +18,7 @@ class WorkerStats:
     uptime_s: float
     python: str
     rss_mb: float
+    cpu_pct: float = 0.0
     free_threaded: bool = False  # the worker's interpreter runs without a GIL
 
 

@@ -7,9 +7,9 @@
                        with WorkerHung and the pool replaces it
 
 Pings run concurrently and overlap, so a hung worker is declared after about
-timeout + (max_missed - 1) * interval. Every RECYCLE_CHECK_S, workers past their (jittered)
-ttl_s or over max_memory_mb of RSS (sampled with psutil in a thread) are recycled; the pool
-replaces them without downtime.
+timeout + (max_missed - 1) * interval. Every SAMPLE_EVERY_S each worker's RSS and CPU % are
+sampled (psutil, in a thread) into the pool's metrics, and workers past their (jittered) ttl_s
+or over max_memory_mb are recycled; the pool replaces them without downtime.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-RECYCLE_CHECK_S = 0.5
+SAMPLE_EVERY_S = 0.5
 SESSION_CHECK_S = 1.0
 
 if TYPE_CHECKING:
@@ -40,8 +40,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         if self.config.heartbeat_interval_ms > 0:
             self._main = loop.create_task(self._heartbeats())
-        if self.config.ttl_s or self.config.max_memory_mb:
-            self._spawn(self._recycling())
+        self._spawn(self._sampling())
         self._spawn(self._sessions())
 
     async def stop(self) -> None:
@@ -64,19 +63,23 @@ class Supervisor:
                         worker.missed_heartbeats < self.config.heartbeat_max_missed:
                     self._spawn(self._beat(worker))
 
-    async def _recycling(self) -> None:
-        """TTL and memory checks (max_requests is checked as each call ends)."""
+    async def _sampling(self) -> None:
+        """Every second: RSS and CPU % of each worker (psutil, off the loop), a load sample
+        for the metrics history, then TTL and memory recycling."""
+        procs: dict[int, psutil.Process] = {}
         while True:
-            await asyncio.sleep(RECYCLE_CHECK_S)
-            workers = [w for w in self.pool.live_workers() if w.state == "ready"]
-            if self.config.max_memory_mb:
-                samples = await asyncio.to_thread(_rss_mb, [w.pid for w in workers])
-                for worker, rss in zip(workers, samples, strict=True):
-                    worker.rss_mb = rss
-                    if rss > self.config.max_memory_mb:
-                        self.pool.start_recycle(worker, "memory")
+            await asyncio.sleep(SAMPLE_EVERY_S)
+            workers = [w for w in self.pool.live_workers() if w.pid]
+            samples = await asyncio.to_thread(_usage, procs, [w.pid for w in workers])
+            for worker, (rss, cpu) in zip(workers, samples, strict=True):
+                worker.rss_mb, worker.cpu_pct = rss, cpu
+            self.pool.sample_load()
             for worker in workers:
-                if worker.ttl_s and worker.uptime() >= worker.ttl_s:
+                if worker.state != "ready":
+                    continue
+                if self.config.max_memory_mb and worker.rss_mb > self.config.max_memory_mb:
+                    self.pool.start_recycle(worker, "memory")
+                elif worker.ttl_s and worker.uptime() >= worker.ttl_s:
                     self.pool.start_recycle(worker, "ttl")
 
     async def _sessions(self) -> None:
@@ -102,12 +105,20 @@ class Supervisor:
             worker.mark_hung(silent, dump)
 
 
-def _rss_mb(pids: list[int | None]) -> list[float]:
-    """Resident memory of each worker in MiB (0 when it is gone); runs off the event loop."""
+def _usage(procs: dict[int, psutil.Process], pids: list[int | None]) -> list[tuple[float, float]]:
+    """(RSS MiB, CPU %) of each worker since the last call (0s when gone); off the loop."""
     out = []
     for pid in pids:
         try:
-            out.append(psutil.Process(pid).memory_info().rss / 2**20 if pid else 0.0)
+            proc = procs.get(pid or 0)
+            if proc is None:
+                proc = procs[pid or 0] = psutil.Process(pid)
+                proc.cpu_percent(None)  # the first reading primes the counter
+            with proc.oneshot():
+                out.append((proc.memory_info().rss / 2**20, proc.cpu_percent(None)))
         except psutil.Error:
-            out.append(0.0)
+            procs.pop(pid or 0, None)
+            out.append((0.0, 0.0))
+    for gone in set(procs) - {p for p in pids if p}:
+        del procs[gone]
     return out

@@ -90,6 +90,7 @@ class WorkerHandle:
         self.max_requests = 0  # recycle after this many calls (0: never); jittered per worker
         self.ttl_s = 0.0  # recycle after this long (0: never); jittered per worker
         self.rss_mb = 0.0  # last memory sample
+        self.cpu_pct = 0.0  # CPU use since the previous sample
         self._on_free, self._on_exit = on_free, on_exit
         self._proc: asyncio.subprocess.Process | None = None
         self._channel: Any = None

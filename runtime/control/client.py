@@ -1,0 +1,54 @@
+"""Reading live hosts: the index of instances, and their Control service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import orjson
+
+from ..errors import PitError
+from ..protocol import pit_control_pb2 as cpb
+from ..protocol import pit_control_pb2_grpc as cpb_grpc
+from .index import LiveInstance, live_instances
+
+STATUS_TIMEOUT_S = 5.0
+
+
+class NoInstance(PitError):
+    category = "no_instance"
+
+
+def find_instances(instance_id: str | None = None) -> list[LiveInstance]:
+    found = live_instances()
+    if instance_id:
+        found = [i for i in found if i.instance_id.startswith(instance_id)]
+    if not found:
+        what = f"instance {instance_id!r}" if instance_id else "pit host"
+        raise NoInstance(f"no running {what} on this machine",
+                         hint="start one with `pit run script.py` (or a program using "
+                              "runtime.Pool), then run this again")
+    return found
+
+
+def get_status(inst: LiveInstance, pool: str = "") -> dict[str, Any]:
+    try:
+        with grpc.insecure_channel(inst.control_address) as channel:
+            snap = cpb_grpc.ControlStub(channel).GetStatus(cpb.StatusRequest(pool=pool),
+                                                          timeout=STATUS_TIMEOUT_S)
+    except grpc.RpcError as exc:
+        return {"instance": inst.instance_id, "pid": inst.pid, "error":
+                f"{exc.code().name}: {exc.details()}", "pools": []}
+    return dict(orjson.loads(snap.json))
+
+
+def watch(inst: LiveInstance, pool: str = "", interval_ms: int = 250) -> Iterator[dict[str, Any]]:
+    with grpc.insecure_channel(inst.control_address) as channel:
+        stream = cpb_grpc.ControlStub(channel).WatchStatus(
+            cpb.WatchRequest(pool=pool, interval_ms=interval_ms))
+        try:
+            for snap in stream:
+                yield dict(orjson.loads(snap.json))
+        finally:
+            stream.cancel()

@@ -1,0 +1,27 @@
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class StatusRequest(_message.Message):
+    __slots__ = ("pool",)
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    def __init__(self, pool: _Optional[str] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("pool", "interval_ms")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    interval_ms: int
+    def __init__(self, pool: _Optional[str] = ..., interval_ms: _Optional[int] = ...) -> None: ...
+
+class Snapshot(_message.Message):
+    __slots__ = ("json", "taken_at_ns")
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    json: bytes
+    taken_at_ns: int
+    def __init__(self, json: _Optional[bytes] = ..., taken_at_ns: _Optional[int] = ...) -> None: ...
