@@ -33,6 +33,7 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     """Each test gets its own PIT_STATE_DIR; afterwards no worker of it may be alive."""
     state = tmp_path / "state"
     monkeypatch.setenv("PIT_STATE_DIR", str(state))
+    monkeypatch.setenv("PIT_INDEX_DIR", str(tmp_path / "index"))  # never the user's own
     monkeypatch.delenv("PIT_CONFIG", raising=False)
     monkeypatch.chdir(ROOT)
     yield state

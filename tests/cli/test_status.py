@@ -1,0 +1,44 @@
+"""pit status / pit profile-inspector against a live host in this process."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from runtime import Pool
+from snakecli.app import app
+
+ENV = {"NO_COLOR": "1", "COLUMNS": "160"}
+
+
+def test_no_running_host_exits_3() -> None:
+    result = CliRunner().invoke(app, ["status"], env=ENV)
+    assert result.exit_code == 3 and "no running pit host" in result.output
+
+
+def test_status_json_counts_every_call_and_renders() -> None:
+    with Pool(size=2) as pool:
+        for i in range(25):
+            pool.execute("add", {"a": i, "b": 1})
+        try:
+            pool.execute("fail")
+        except Exception:  # noqa: BLE001
+            pass
+        result = CliRunner().invoke(app, ["status", "--json"], env=ENV)
+        assert result.exit_code == 0, result.output
+        [snap] = json.loads(result.output)
+        [p] = snap["pools"]
+        assert p["calls"] == 26 and p["failed"] == 1 and p["errors"] == {"remote_error": 1}
+        assert {w["pid"] for w in p["workers"]} == set(pool.pids())
+        assert p["p50_ms"] is not None and p["ready"] == 2
+        table = CliRunner().invoke(app, ["status"], env=ENV)
+        assert table.exit_code == 0 and "pool default" in table.output
+        flat = " ".join(table.output.split())  # the header line may wrap
+        assert "worker-1" in flat and "calls 26 failed 1" in flat
+        prof = CliRunner().invoke(app, ["profile-inspector", "--json"], env=ENV)
+        [report] = json.loads(prof.output)
+        assert report["calls"] == 26 and report["error_rate"] == round(1 / 26, 4)
+        advice = CliRunner().invoke(app, ["profile-inspector", "--recommendations",
+                                          "--detailed"], env=ENV)
+        assert advice.exit_code == 0 and "utilization" in advice.output
