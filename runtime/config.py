@@ -14,7 +14,7 @@ import difflib
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -299,7 +299,3 @@ def state_dir(config_path: Path | None = None, configured: Any = None) -> Path:
             raise ConfigError(f"{config_path}: state_dir must be a string path")
         return (base / configured).resolve()
     return (base / ".pit").resolve()
-
-
-def pool_field_names() -> tuple[str, ...]:
-    return tuple(f.name for f in fields(PoolConfig))

@@ -25,7 +25,7 @@ def pool_snapshot(pool: Any, *, history: bool = True) -> dict[str, Any]:
     workers = [{
         "id": w.id, "pid": w.pid, "state": w.state, "python": w.python,
         "in_flight": w.in_flight, "capacity": w.capacity, "requests": w.requests,
-        "errors": w.errors, "rss_mb": w.rss_mb, "cpu_pct": getattr(w, "cpu_pct", 0.0),
+        "errors": w.errors, "rss_mb": w.rss_mb, "cpu_pct": w.cpu_pct,
         "uptime_s": w.uptime_s, "free_threaded": w.free_threaded,
         "device": pool.device.name if pool.device else None,
     } for w in stats.workers]

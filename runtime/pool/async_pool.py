@@ -90,8 +90,6 @@ class AsyncPool:
         self.extra_env: dict[str, str] = {}
         self.barrier = CrashBarrier(self.config)
         self.sessions = SessionStore(self.config.max_sessions, self.config.session_ttl_s)
-        self.retry_policy = self.barrier.retry_policy
-        self.breaker = self.barrier.breaker
         self._events: collections.Counter[str] = collections.Counter()
         self.metrics = PoolMetrics()
 

@@ -97,7 +97,7 @@ class CallRun:
                 self._finish(None, refusal)
                 return
             if self.idempotent:
-                delay = self.pool.retry_policy.delay(self.retries + 1)
+                delay = self.pool.barrier.retry_policy.delay(self.retries + 1)
                 left = None if self.deadline is None else self.deadline - self._loop.time()
                 if delay is not None and (left is None or left > delay):
                     self.retries += 1
@@ -117,7 +117,7 @@ class CallRun:
                                   hint="raise the timeout or call_timeout_ms")
             return None, err
         if resp.success:
-            self.pool.breaker.record_success()
+            self.pool.barrier.breaker.record_success()
             try:
                 return codec.decode_result(resp, allow_pickle=self.pool.config.allow_pickle), \
                     None

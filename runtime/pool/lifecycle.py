@@ -101,7 +101,7 @@ class Lifecycle:
         if not worker.recycle_reason:
             pool.record_event(worker, "crashed")
         if worker.cause in ATTRIBUTABLE:
-            pool.breaker.record_failure(worker.cause)
+            pool.barrier.breaker.record_failure(worker.cause)
             self.crash_streak = self.crash_streak + 1 if worker.uptime() < YOUNG_S else 0
         pool.worker_gone(worker)
         if not pool.closing:
@@ -140,7 +140,7 @@ class Lifecycle:
                          f"{exc.message.splitlines()[0]}\n")
         if exc.details.get("cause") in EXTERNAL:
             return  # killed from outside while starting: not its fault
-        self.pool.breaker.record_failure("start_failure")
+        self.pool.barrier.breaker.record_failure("start_failure")
         self.crash_streak += 1
 
     def _backoff(self) -> float:

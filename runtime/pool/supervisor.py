@@ -58,7 +58,10 @@ class Supervisor:
         interval = self.config.heartbeat_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
-            for worker in self.pool.live_workers():
+            live = self.pool.live_workers()
+            for gone in set(self._last_ok) - {w.id for w in live}:
+                del self._last_ok[gone]  # replaced or recycled workers
+            for worker in live:
                 if worker.state in ("ready", "draining") and \
                         worker.missed_heartbeats < self.config.heartbeat_max_missed:
                     self._spawn(self._beat(worker))

@@ -152,7 +152,7 @@ class ToolRunner:
                    running: _Running) -> Any:
         if info.kind == "async":
             fut = asyncio.run_coroutine_threadsafe(
-                _with_context(ctx, info.fn(self.adapter, **args)), self.loop())
+                info.fn(self.adapter, **args), self.loop())  # the task copies our context
             running.future = fut
             try:
                 return fut.result()
@@ -261,11 +261,6 @@ def error_response(exc: BaseException, req: Any, category: str | None = None) ->
     text = codec.encode_error(exc, tool_name=req.tool_name, session_id=req.session_id,
                               category=category)
     return pb.ExecuteToolResponse(success=False, error_message=text)
-
-
-async def _with_context(ctx: SessionContext, coro: Any) -> Any:
-    _current.set(ctx)
-    return await coro
 
 
 def _iter_agen(loop: asyncio.AbstractEventLoop, ctx: SessionContext,

@@ -31,6 +31,10 @@ def _now() -> Timestamp:
     return ts
 
 
+def _payload(resp: Any) -> int:
+    return len(resp.binary_result) + len(resp.result.value)
+
+
 def _remaining_ms(context: Any) -> float:
     left = context.time_remaining()
     return 0.0 if left is None or left > 1e8 else max(left * 1000, 0.001)
@@ -82,11 +86,8 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
                                      created_at=ts, tool_count=len(self.tool_specs))
 
     def ExecuteTool(self, request: Any, context: Any) -> Any:
-        resp = self.runner.run(request, timeout_ms=_remaining_ms(context))
-        n = len(resp.binary_result) + len(resp.result.value)
-        if n > self.max_result_bytes:
-            resp = self.runner.too_large_response(request, n, self.max_result_bytes)
-        return resp
+        return self._bounded(self.runner.run(request, timeout_ms=_remaining_ms(context)),
+                             request)
 
     def ExecuteStreamingTool(self, request: Any, context: Any) -> Iterator[Any]:
         started: list[Any] = []
@@ -122,17 +123,9 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
                     results = []
                     size = 0
                     flush_at = time.monotonic() + FLUSH_S
-                try:
-                    resp = runner.run(call.request, call_id=call.call_id,
-                                      timeout_ms=call.timeout_ms)
-                    runner.forget(call.call_id)
-                except CallCancelled:  # a cancel that landed just after the tool returned
-                    resp = runner.cancelled_response(call.request)
-                n = len(resp.binary_result) + len(resp.result.value)
-                if n > self.max_result_bytes:
-                    resp = runner.too_large_response(call.request, n, self.max_result_bytes)
-                results.append(pb.LaneResult(call_id=call.call_id, response=resp))
-                size += n
+                result = self._run_one(call)
+                results.append(result)
+                size += _payload(result.response)
                 if time.monotonic() >= flush_at or size > self.max_result_bytes // 2:
                     yield pb.LaneResponse(results=results)
                     results = []
@@ -142,16 +135,21 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
                 yield pb.LaneResponse(results=results)
 
     def _run_one(self, call: Any) -> Any:
+        """One lane call -> its LaneResult (never raises for the call's own failure)."""
         runner = self.runner
         try:
             resp = runner.run(call.request, call_id=call.call_id, timeout_ms=call.timeout_ms)
             runner.forget(call.call_id)
-        except CallCancelled:
+        except CallCancelled:  # a cancel that landed just after the tool returned
             resp = runner.cancelled_response(call.request)
-        n = len(resp.binary_result) + len(resp.result.value)
+        return pb.LaneResult(call_id=call.call_id, response=self._bounded(resp, call.request))
+
+    def _bounded(self, resp: Any, req: Any) -> Any:
+        """A result over the message limit becomes an error: it must not break the RPC."""
+        n = _payload(resp)
         if n > self.max_result_bytes:
-            resp = runner.too_large_response(call.request, n, self.max_result_bytes)
-        return pb.LaneResult(call_id=call.call_id, response=resp)
+            return self.runner.too_large_response(req, n, self.max_result_bytes)
+        return resp
 
     def _threaded_lane(self, request_iterator: Any) -> Iterator[Any]:
         """Thread profile: a reader takes calls off the stream into a pool of `threads`
