@@ -121,10 +121,16 @@ class PoolConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    prometheus_port: int = 0  # 0: no exporter; else serve /metrics on 127.0.0.1:<port>
+
+
+@dataclass(frozen=True, slots=True)
 class PitConfig:
     path: Path | None
     state_dir: Path
     pools: Mapping[str, PoolConfig]
+    telemetry: TelemetryConfig = TelemetryConfig()
 
 
 def _int(lo: int, hi: int | None = None) -> tuple[Callable[[Any], bool], str]:
@@ -189,7 +195,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "start_batch": _int(1, 1024),
 }
 POOL_KEYS = tuple(_RULES)
-TOP_KEYS = ("pools", "state_dir")
+TOP_KEYS = ("pools", "state_dir", "telemetry")
+TELEMETRY_KEYS = ("prometheus_port",)
 
 
 def _unknown(key: str, accepted: tuple[str, ...], where: str) -> ConfigError:
@@ -286,7 +293,20 @@ def load_config(path: str | Path | None = None, *, cwd: Path | None = None) -> P
     if not pools:
         pools[DEFAULT_POOL] = PoolConfig()
     return PitConfig(path=found, state_dir=state_dir(found, data.get("state_dir")),
-                     pools=pools)
+                     pools=pools, telemetry=_telemetry(data.get("telemetry", {}), where))
+
+
+def _telemetry(table: Any, where: str) -> TelemetryConfig:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: 'telemetry' must be a table ([telemetry])")
+    for key in table:
+        if key not in TELEMETRY_KEYS:
+            raise _unknown(key, TELEMETRY_KEYS, f"{where}: [telemetry]")
+    port = table.get("prometheus_port", 0)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"{where}: [telemetry] prometheus_port must be a TCP port "
+                          f"(1-65535, 0 for none), got {port!r}")
+    return TelemetryConfig(prometheus_port=port)
 
 
 def state_dir(config_path: Path | None = None, configured: Any = None) -> Path:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
+from runtime import logs
 from runtime.errors import EXIT_CODES, PitError
 
 from . import render
@@ -17,7 +19,8 @@ app = typer.Typer(
     name="pit",
     help="Pools of isolated, long-lived Python worker processes over gRPC.\n\n"
          "Environment: PIT_CONFIG (config file to use), PIT_STATE_DIR (state directory, "
-         "default .pit/ beside the config), PIT_UV (the uv binary to use).",
+         "default .pit/ beside the config), PIT_UV (the uv binary to use), PIT_LOG_LEVEL "
+         "(same as --log-level).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -34,7 +37,18 @@ class Globals:
 def _globals(
     ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of pit's own errors."),
+    log_level: str | None = typer.Option(
+        None, "--log-level", envvar="PIT_LOG_LEVEL",
+        help="Log level of pit's own logs on stderr (default: error), one for all or per "
+             "category: 'debug', 'error,pool=debug,worker=debug'. Categories: pool, worker "
+             "(workers' stdout/stderr at debug), grpc, lifecycle, env, cli, telemetry."),
 ) -> None:
+    try:
+        logs.configure(log_level)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-level") from None
+    if log_level:
+        os.environ[logs.ENV_VAR] = log_level  # the worker pools of `pit run` follow it
     ctx.obj = Globals(debug=debug)
 
 

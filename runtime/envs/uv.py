@@ -13,6 +13,9 @@ import threading
 from pathlib import Path
 
 from ..errors import EnvironmentProblem
+from ..logs import logger
+
+log = logger("env")
 
 PIT_UV = "PIT_UV"  # path of the uv binary to use
 UV_TIMEOUT_S = 900.0
@@ -76,6 +79,7 @@ def version_argv(uv: str) -> list[str]:
 def run(argv: list[str], *, timeout: float = UV_TIMEOUT_S) -> str:
     """Run a uv command; its stdout, or EnvironmentProblem with its output."""
     env = {**os.environ, "UV_NO_PROGRESS": "1"}
+    log.info("running %s", " ".join(argv))
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
                              stdin=subprocess.DEVNULL)

@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import logging
 import math
 import sys
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,9 +39,11 @@ from ..errors import (
     ToolNotFound,
 )
 from ..hardware import DeviceChoice, device_env, resolve_device
+from ..logs import configure_from_env, logger, redact
 from ..protocol import codec, pb
 from .affinity import session_slot
 from .call import CallRun
+from .events import pool_event, session_event, worker_event, worker_reason
 from .instance import HostInstance
 from .lifecycle import Lifecycle
 from .metrics import PoolMetrics
@@ -56,6 +60,8 @@ if TYPE_CHECKING:
 MIB = 1024 * 1024
 ENVELOPE_BYTES = 64 * 1024  # room left in a message for everything around the payload
 Deliver = Callable[[Any, "BaseException | None"], None]
+
+log = logger("pool")
 
 
 class AsyncPool:
@@ -89,7 +95,10 @@ class AsyncPool:
         self.device: DeviceChoice | None = None
         self.extra_env: dict[str, str] = {}
         self.barrier = CrashBarrier(self.config)
-        self.sessions = SessionStore(self.config.max_sessions, self.config.session_ttl_s)
+        self._saturated_at: float | None = None  # loop time the queue began to hold calls
+        self.sessions = SessionStore(
+            self.config.max_sessions, self.config.session_ttl_s,
+            on_created=lambda s: session_event("session.created", self.name, s, s.created))
         self._events: collections.Counter[str] = collections.Counter()
         self.metrics = PoolMetrics()
 
@@ -109,8 +118,10 @@ class AsyncPool:
         ready. Without it, calls queue until workers are ready."""
         if self._state != "new":
             raise PitError(f"pool {self.name!r} was already started")
+        configure_from_env()
         self._state = "starting"
         self._loop = asyncio.get_running_loop()
+        started = self._loop.time()
         self._ready_event = asyncio.Event()
         if self._owns_instance:
             self.instance.pool_names = [self.name]
@@ -145,6 +156,8 @@ class AsyncPool:
                 await self.close()
                 raise
         self._state = "running"
+        pool_event("pool.started", self.name, size=self.config.size,
+                   duration_ms=round((self._loop.time() - started) * 1000, 3))
         self.instance.cores.append(self)
         self.lifecycle.run()
         self._supervisor.start()
@@ -159,6 +172,8 @@ class AsyncPool:
         if not self._tools:
             self._tools = {t["name"]: t for t in worker.ready_info.get("tools", [])}
         self._sched.add(worker)
+        worker_event("worker.ready", worker,
+                     {"startup_ms": round((time.time() - worker.started_at) * 1000, 3)})
         if self.ready_count() >= self.config.size and self._ready_event is not None:
             self._ready_event.set()
 
@@ -182,6 +197,10 @@ class AsyncPool:
 
     def slot_freed(self, worker: WorkerHandle) -> None:
         self._sched.release(worker)
+        if self._saturated_at is not None and not self._sched.depth:
+            pool_event("pool.drained", self.name,
+                       saturated_ms=round((self.loop.time() - self._saturated_at) * 1000, 3))
+            self._saturated_at = None
         if worker.max_requests and worker.served >= worker.max_requests:
             self.lifecycle.start_recycle(worker, "requests")
 
@@ -211,6 +230,7 @@ class AsyncPool:
         self._events[reason] += 1
         worker.recycle_reason = reason
         self.metrics.event(worker.id, reason, worker.exit_reason)
+        worker_reason(worker, reason)
 
     def sample_load(self) -> None:
         """One load sample for the metrics history (the supervisor calls this)."""
@@ -266,6 +286,7 @@ class AsyncPool:
         if self._owns_instance and self._instance is not None:
             await self._instance.close()
         self._state = "closed"
+        pool_event("pool.stopped", self.name, uptime_s=round(self.metrics.uptime(), 3))
 
     async def __aenter__(self) -> AsyncPool:
         if self._state == "new":
@@ -297,6 +318,9 @@ class AsyncPool:
         if args is not None and not isinstance(args, Mapping):
             raise TypeError(f"args must be a mapping of parameter names to values, "
                             f"got {type(args).__name__}")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("pool %r: call %s(%s)%s", self.name, tool, redact(args or {}),
+                      f" session {session_id}" if session_id else "")
         req = pb.ExecuteToolRequest(tool_name=tool, session_id=session_id or "")
         try:
             codec.encode_params(req, args)
@@ -366,6 +390,10 @@ class AsyncPool:
                 details={"pool": self.name, "max_queue": self.config.max_queue},
                 hint="raise max_queue or size, or slow down callers"))
             return fut
+        if self._saturated_at is None:
+            self._saturated_at = loop.time()
+            pool_event("pool.saturated", self.name, queued=self._sched.depth,
+                       capacity=sum(w.capacity for w in self._workers.values()))
         queue_s = self.config.timeouts()[2]
         left = None if deadline is None else deadline - loop.time()
         by_deadline = left is not None and left < queue_s
@@ -496,12 +524,15 @@ class AsyncPool:
     async def close_session(self, session_id: str) -> bool:
         """End a session: the worker holding it drops its state (on_session_end runs)."""
         session = self.sessions.close(session_id)
+        if session is not None:
+            session_event("session.closed", self.name, session, self.sessions.now())
         return session is not None and await self._cleanup_in_worker(session)
 
     async def expire_sessions(self) -> int:
         """End the sessions idle for longer than their ttl (the supervisor calls this)."""
         gone = self.sessions.expire()
         for session in gone:
+            session_event("session.expired", self.name, session, self.sessions.now())
             await self._cleanup_in_worker(session)
         return len(gone)
 

@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import telemetry
 from ..errors import CallTimeout, InvalidArgument, WorkerExit, error_class
 from ..protocol import codec
 from .affinity import session_slot
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from .worker_handle import WorkerHandle
 
 Deliver = Callable[[Any, "BaseException | None"], None]
+DISPATCHED = "pool.call.dispatched"
+COMPLETED = "pool.call.completed"
 
 
 class CallRun:
@@ -81,6 +84,11 @@ class CallRun:
         self._worker = worker
         if self.session is not None and self.session.worker_id is None:
             self.session.worker_id = worker.id  # the session's state will live here
+        if telemetry.enabled(DISPATCHED):
+            telemetry.emit(DISPATCHED, {"queue_ms": (self._loop.time() - self.started) * 1000},
+                           {"pool": self.pool.name, "worker": worker.id,
+                            "tool": self.req.tool_name,
+                            "correlation_id": self.req.metadata.get("correlation_id", "")})
         self._cid = worker.send(self.req, left,
                                 lambda resp, err: self._outcome(worker, resp, err))
 
@@ -136,8 +144,14 @@ class CallRun:
     def _finish(self, value: Any, err: BaseException | None) -> None:
         if not self._done:
             self._done = True
-            self.pool.metrics.record(self._loop.time() - self.started,
-                                     getattr(err, "category", "error") if err else None)
+            took = self._loop.time() - self.started
+            category = getattr(err, "category", "error") if err else None
+            self.pool.metrics.record(took, category)
+            if telemetry.enabled(COMPLETED):
+                telemetry.emit(COMPLETED, {"duration_ms": took * 1000}, {
+                    "pool": self.pool.name, "tool": self.req.tool_name,
+                    "correlation_id": self.req.metadata.get("correlation_id", ""),
+                    "status": "error" if err else "ok", "error_category": category or ""})
             self._deliver(value, err)
 
     def cancel(self) -> None:

@@ -14,7 +14,6 @@ import itertools
 import os
 import secrets
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,9 +24,12 @@ import grpc
 
 from ..cleanup import cleanup
 from ..control import index
+from ..logs import logger
 from ..protocol import pb_grpc
 from ..registry import RegistryWriter
 from .host_bridge import HostBridgeServicer
+
+log = logger("lifecycle")
 
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 SERVER_STOP_GRACE_S = 1.0
@@ -44,7 +46,7 @@ def _run_dir(state_dir: Path, instance_id: str) -> Path:
 
 class HostInstance:
     def __init__(self, state_dir: Path, python_path: list[str] | None = None,
-                 config_path: Path | None = None) -> None:
+                 config_path: Path | None = None, prometheus_port: int = 0) -> None:
         self.id = secrets.token_hex(4)
         self.token = secrets.token_hex(16)
         self.state_dir = state_dir
@@ -60,6 +62,8 @@ class HostInstance:
         self.started_at = time.time()
         self._sweeper: asyncio.Task[None] | None = None
         self._files = itertools.count(1)
+        self.prometheus_port = prometheus_port
+        self._exporter: Any = None
 
     def worker_files(self) -> tuple[Path, Path]:
         """A fresh (socket, ready file) pair in the run dir, unique across the instance."""
@@ -83,6 +87,10 @@ class HostInstance:
         add_control_service(self, self._server)
         self._server.add_insecure_port(self.host_address)
         await self._server.start()
+        if self.prometheus_port:
+            from ..telemetry.prometheus import start_exporter
+
+            self._exporter = start_exporter(self, self.prometheus_port)
         index.publish(self)
 
     async def _sweep_forever(self) -> None:
@@ -91,11 +99,15 @@ class HostInstance:
             try:
                 await asyncio.to_thread(cleanup, self.state_dir, exclude_instance=self.id)
             except Exception as exc:  # noqa: BLE001 - a failed sweep must not stop the host
-                sys.stderr.write(f"pit: orphan sweep failed: {exc}\n")
+                log.error("orphan sweep failed: %s", exc)
             await asyncio.sleep(SWEEP_INTERVAL_S)
 
     async def close(self) -> None:
         index.withdraw(self.id)
+        if self._exporter is not None:
+            await asyncio.to_thread(self._exporter.shutdown)
+            self._exporter.server_close()
+            self._exporter = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

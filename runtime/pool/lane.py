@@ -24,7 +24,10 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from ..errors import CallTimeout, WorkerExit
+from ..logs import logger
 from ..protocol import pb
+
+log = logger("grpc")
 
 if TYPE_CHECKING:
     from .worker_handle import WorkerHandle
@@ -136,8 +139,11 @@ class Lane:
                         w.slot_freed()  # a timed-out call has now really ended
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                log.info("worker %s has no call lane: unary calls from now on", w.id)
                 w.lane_unavailable()
                 return
+            log.debug("worker %s: call lane ended: %s %s", w.id, exc.code().name,
+                      exc.details())
         await w.lane_broken()
 
     # --- cancelling -------------------------------------------------------------------------

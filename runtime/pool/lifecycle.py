@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PitError, WorkerStartError
+from ..logs import logger
 from .crash import ATTRIBUTABLE
 from .worker_handle import WorkerHandle
+
+log = logger("lifecycle")
 
 if TYPE_CHECKING:
     from .async_pool import AsyncPool
@@ -105,8 +107,8 @@ class Lifecycle:
             self.crash_streak = self.crash_streak + 1 if worker.uptime() < YOUNG_S else 0
         pool.worker_gone(worker)
         if not pool.closing:
-            sys.stderr.write(f"pit: pool {self.config.name!r}: worker {worker.id} (pid "
-                             f"{worker.pid}) {worker.exit_reason}; starting a replacement\n")
+            log.warning("pool %r: worker %s (pid %s) %s; starting a replacement",
+                        self.config.name, worker.id, worker.pid, worker.exit_reason)
         self._wake.set()
 
     def _missing(self) -> int:
@@ -136,8 +138,8 @@ class Lifecycle:
 
     def _start_failed(self, exc: WorkerStartError) -> None:
         self.start_error = exc
-        sys.stderr.write(f"pit: pool {self.config.name!r}: replacement failed to start: "
-                         f"{exc.message.splitlines()[0]}\n")
+        log.error("pool %r: replacement failed to start: %s", self.config.name,
+                  exc.message.splitlines()[0])
         if exc.details.get("cause") in EXTERNAL:
             return  # killed from outside while starting: not its fault
         self.pool.barrier.breaker.record_failure("start_failure")
@@ -164,9 +166,8 @@ class Lifecycle:
             await self.start_worker()
         except WorkerStartError as exc:
             old.recycle_reason = ""  # keep serving with the old one; try again later
-            sys.stderr.write(f"pit: pool {self.config.name!r}: could not recycle {old.id}: "
-                             f"the replacement failed to start: "
-                             f"{exc.message.splitlines()[0]}\n")
+            log.error("pool %r: could not recycle %s: the replacement failed to start: %s",
+                      self.config.name, old.id, exc.message.splitlines()[0])
             return
         old.accepting = False
         old.state = "draining"

@@ -28,6 +28,9 @@ class PoolMetrics:
             collections.deque(maxlen=HISTORY_SECONDS)
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENTS_KEPT)
 
+    def uptime(self) -> float:
+        return time.monotonic() - self.started
+
     def record(self, latency_s: float, error_category: str | None) -> None:
         self.completed += 1
         if error_category is not None:

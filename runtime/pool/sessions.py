@@ -37,11 +37,16 @@ class Session:
 
 class SessionStore:
     def __init__(self, max_sessions: int, default_ttl_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_created: Callable[[Session], None] | None = None) -> None:
         self.max_sessions = max_sessions
+        self.on_created = on_created
         self.default_ttl_s = default_ttl_s
         self._clock = clock
         self._sessions: dict[str, Session] = {}
+
+    def now(self) -> float:
+        return self._clock()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -64,6 +69,8 @@ class SessionStore:
                          "max_sessions")
             session = Session(sid, now, now, ttl_s or self.default_ttl_s)
             self._sessions[sid] = session
+            if self.on_created is not None:
+                self.on_created(session)
         else:
             session.last_used = now
             if ttl_s:

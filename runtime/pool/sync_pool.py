@@ -262,7 +262,8 @@ class Pools(Mapping[str, Pool]):
         self._loop = LoopThread()
         paths = [*(python_path or []), str(config.path.parent if config.path else Path.cwd())]
         self.instance = HostInstance(config.state_dir, python_path=paths,
-                                     config_path=config.path)
+                                     config_path=config.path,
+                                     prometheus_port=config.telemetry.prometheus_port)
         self.instance.pool_names = list(selected)
         self._pools: dict[str, Pool] = {}
         for name in selected:

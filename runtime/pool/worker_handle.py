@@ -33,10 +33,13 @@ import grpc
 
 from ..config import PoolConfig
 from ..errors import CallTimeout, RemoteError, WorkerExit, WorkerHung, WorkerStartError
+from ..logs import logger
 from ..protocol import codec, pb, pb_grpc
 from . import crash
+from .events import worker_event
 from .instance import HostInstance
 from .lane import Lane, OnDone, deliver
+from .telemetry_relay import relay
 
 READY_POLL_S = 0.005
 TERM_GRACE_S = 2.0  # SIGTERM -> SIGKILL
@@ -44,6 +47,9 @@ EXIT_WAIT_S = 1.0  # after the lane breaks, how long to wait for the exit code
 OUTPUT_TAIL_LINES = 40
 PIPELINE_BELOW_MS = 1.0  # pipeline calls to a busy worker only while calls average less
 PIPELINE_STALL_S = 0.01  # ... and while its oldest call has been out for less than this
+
+log = logger("worker")
+grpc_log = logger("grpc")
 
 
 def _deliver_task(on_done: OnDone, task: asyncio.Task[Any]) -> None:
@@ -155,6 +161,7 @@ class WorkerHandle:
                 instance_id=self._instance.id, token=self._instance.token,
                 pool=self.config.name, worker_id=self.id, pid=self.pid,
                 socket=str(self._socket))
+        worker_event("worker.started", self)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._pump_output()))
         self._tasks.append(loop.create_task(self._watch_exit()))
@@ -177,6 +184,7 @@ class WorkerHandle:
         self._stub = pb_grpc.BridgeServiceStub(self._channel)
         if "call_lane" in self.ready_info.get("features", ()):
             self._lane = Lane(self, self._stub, limit)
+        self._tasks.append(loop.create_task(relay(self._stub, self.config.name, self.id)))
         self.state, self.accepting = "ready", True
         self.was_ready = True
 
@@ -192,11 +200,11 @@ class WorkerHandle:
 
     async def _pump_output(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
-        prefix = f"[{self.config.name}/{self.id}] "
+        prefix = f"[{self.config.name}/{self.id}]"
         async for raw in self._proc.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self.output.append(line)
-            sys.stderr.write(prefix + line + "\n")
+            log.debug("%s %s", prefix, line)
 
     async def _watch_exit(self) -> None:
         assert self._proc is not None
@@ -220,6 +228,8 @@ class WorkerHandle:
                                 f"{self.exit_reason}", details, self.exit_error)
         if not self._exited.done():
             self._exited.set_result(code)
+        worker_event("worker.exited", self, {"exit_code": code,
+                                             "uptime_s": round(self.uptime(), 3)})
         if self._instance.registry is not None:
             self._instance.registry.worker_ended(
                 instance_id=self._instance.id, pool=self.config.name, worker_id=self.id,
@@ -303,6 +313,7 @@ class WorkerHandle:
         """The PitError for a failed unary or streaming RPC. A broken connection usually
         means the worker died: wait a moment for its exit to name the cause."""
         code = exc.code()
+        grpc_log.debug("worker %s: %s failed: %s %s", self.id, tool, code.name, exc.details())
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             self.errors += 1
             return CallTimeout(f"call to {tool!r} timed out on worker {self.id}")

@@ -8,6 +8,7 @@ hosts and lane-less callers.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -19,6 +20,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..protocol import pb, pb_grpc
+from . import telemetry
 from .runner import CallCancelled, StreamError, ToolRunner
 
 FLUSH_S = 0.001  # longest a finished call's result waits for the rest of its batch
@@ -190,6 +192,35 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
             if results:
                 sent += len(results)
                 yield pb.LaneResponse(results=results)
+
+    def StreamTelemetry(self, request_iterator: Any, context: Any) -> Iterator[Any]:
+        """Adapter telemetry (`runtime.worker.telemetry`) to the host, as it is emitted.
+        The host may send a toggle to pause buffering (events emitted meanwhile are lost)."""
+        buf = telemetry.buffer
+
+        def read_controls() -> None:
+            with contextlib.suppress(grpc.RpcError, ValueError):
+                for control in request_iterator:
+                    if control.WhichOneof("control") == "toggle":
+                        buf.enabled = control.toggle.enabled
+
+        threading.Thread(target=read_controls, name="pit-telemetry-ctl", daemon=True).start()
+        while context.is_active():
+            buf.wake.wait(0.5)
+            items, dropped = buf.take()
+            for name, measurements, metadata, ts, correlation_id in items:
+                ev = pb.TelemetryEvent(event_parts=name.split("."), metadata=metadata,
+                                       timestamp_ns=ts, correlation_id=correlation_id)
+                for key, value in measurements.items():
+                    field = ("string_value" if isinstance(value, str) else
+                             "int_value" if isinstance(value, int) else "float_value")
+                    setattr(ev.measurements[key], field, value)
+                yield ev
+            if dropped:
+                ev = pb.TelemetryEvent(event_parts=["telemetry", "dropped"],
+                                       timestamp_ns=time.time_ns())
+                ev.measurements["dropped"].int_value = dropped
+                yield ev
 
     def CancelCalls(self, request: Any, context: Any) -> Any:
         for cid in request.call_ids:

@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterator
 
-from runtime.worker import Adapter, SessionContext, tool
+from runtime.worker import Adapter, SessionContext, telemetry, tool
 
 
 class SampleAdapter(Adapter):
@@ -153,6 +153,31 @@ class SampleAdapter(Adapter):
     @tool
     def unserializable(self) -> object:
         return {1, 2, 3}
+
+    @tool
+    def emit_events(self, n: int, name: str = "sample.tick") -> int:
+        """Emits n telemetry events inside a span; returns how many the buffer took."""
+        taken = 0
+        with telemetry.span("sample.work", {"n": n}):
+            for i in range(n):
+                taken += telemetry.emit(name, {"i": i, "ratio": i / 2, "label": "x"},
+                                        {"pid": os.getpid()})
+        return taken
+
+
+class LeakyAdapter(Adapter):
+    """Keeps 1 MiB of every call alive: RSS grows ~100 MiB per 100 requests."""
+
+    def initialize(self) -> None:
+        self.kept: list[bytearray] = []
+
+    @tool
+    def leak(self) -> int:
+        block = bytearray(1024 * 1024)
+        for i in range(0, len(block), 4096):
+            block[i] = 1  # touch every page so it counts in RSS
+        self.kept.append(block)
+        return len(self.kept)
 
 
 class CleanupMarker(Adapter):

@@ -1,0 +1,52 @@
+"""Builders for the host's telemetry events (names and fields: `runtime.telemetry.catalog`).
+
+Each returns at once when nobody subscribed to the event, so call sites stay cheap."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .. import telemetry
+
+if TYPE_CHECKING:
+    from .worker_handle import WorkerHandle
+
+REASON_EVENT = {"ttl": "worker.recycled", "requests": "worker.recycled",
+                "memory": "worker.recycled", "manual": "worker.recycled",
+                "hung": "worker.hung", "crashed": "worker.crashed"}
+
+
+def pool_event(name: str, pool: str, **measurements: Any) -> None:
+    if telemetry.enabled(name):
+        telemetry.emit(name, measurements, {"pool": pool})
+
+
+def worker_event(name: str, worker: WorkerHandle, measurements: dict[str, Any] | None = None,
+                 **metadata: Any) -> None:
+    if telemetry.enabled(name):
+        telemetry.emit(name, measurements or {},
+                       {"pool": worker.config.name, "worker": worker.id, "pid": worker.pid,
+                        **metadata})
+
+
+def worker_reason(worker: WorkerHandle, reason: str) -> None:
+    """worker.recycled / worker.hung / worker.crashed for a reason of `record_event`."""
+    name = REASON_EVENT.get(reason)
+    if name is None or not telemetry.enabled(name):
+        return
+    if name == "worker.recycled":
+        worker_event(name, worker, {"requests": worker.served, "rss_mb": worker.rss_mb,
+                                    "uptime_s": round(worker.uptime(), 3)}, reason=reason)
+    elif name == "worker.hung":
+        worker_event(name, worker, {"missed": worker.missed_heartbeats})
+    else:
+        worker_event(name, worker, {"exit_code": worker.exit_code,
+                                    "uptime_s": round(worker.uptime(), 3)},
+                     cause=worker.cause, reason=worker.exit_reason)
+
+
+def session_event(name: str, pool: str, session: Any, now: float) -> None:
+    if telemetry.enabled(name):
+        meta = {"pool": pool, "session_id": session.id}
+        age = {} if name == "session.created" else {"age_s": round(now - session.created, 3)}
+        telemetry.emit(name, age, meta)

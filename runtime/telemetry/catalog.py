@@ -1,0 +1,56 @@
+"""Every event the host emits, with its measurements and metadata (the documented contract).
+
+Events from adapter code (`runtime.worker.telemetry`) arrive as ``adapter.<name>`` and are not
+listed here: their measurements are the adapter's own. Every event carries ``pool`` in its
+metadata; worker events also ``worker``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class EventSpec(NamedTuple):
+    description: str
+    measurements: tuple[str, ...]
+    metadata: tuple[str, ...]
+
+
+CATALOG: dict[str, EventSpec] = {
+    "pool.started": EventSpec("all of a pool's workers are ready",
+                              ("duration_ms", "size"), ("pool",)),
+    "pool.stopped": EventSpec("a pool was closed", ("uptime_s",), ("pool",)),
+    "pool.call.dispatched": EventSpec(
+        "a call was handed to a worker", ("queue_ms",),
+        ("pool", "worker", "tool", "correlation_id")),
+    "pool.call.completed": EventSpec(
+        "a call finished (successfully or not)", ("duration_ms",),
+        ("pool", "tool", "correlation_id", "status", "error_category")),
+    "pool.saturated": EventSpec(
+        "the queue started to hold calls: every worker was busy", ("queued", "capacity"),
+        ("pool",)),
+    "pool.drained": EventSpec("the queue became empty again after a saturation",
+                              ("saturated_ms",), ("pool",)),
+    "worker.started": EventSpec("a worker process was spawned", (),
+                                ("pool", "worker", "pid")),
+    "worker.ready": EventSpec("a worker answered and serves calls", ("startup_ms",),
+                              ("pool", "worker", "pid")),
+    "worker.recycled": EventSpec(
+        "a worker is being replaced (reason: ttl, requests, memory, manual)",
+        ("requests", "rss_mb", "uptime_s"), ("pool", "worker", "pid", "reason")),
+    "worker.crashed": EventSpec(
+        "a worker process died (cause: oom, segfault, killed, exit, gpu, ...)",
+        ("exit_code", "uptime_s"), ("pool", "worker", "pid", "cause", "reason")),
+    "worker.hung": EventSpec("a worker missed its heartbeats and is being killed",
+                             ("missed",), ("pool", "worker", "pid")),
+    "worker.exited": EventSpec("a worker process ended (any reason, clean stops included)",
+                               ("exit_code", "uptime_s"), ("pool", "worker", "pid")),
+    "session.created": EventSpec("a session was opened", (), ("pool", "session_id")),
+    "session.closed": EventSpec("a session was closed by its owner", ("age_s",),
+                                ("pool", "session_id")),
+    "session.expired": EventSpec("a session passed its ttl unused and was dropped", ("age_s",),
+                                 ("pool", "session_id")),
+    "telemetry.dropped": EventSpec(
+        "a worker's telemetry buffer was full and dropped events", ("dropped",),
+        ("pool", "worker")),
+}

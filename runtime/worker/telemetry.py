@@ -1,0 +1,104 @@
+"""Telemetry from adapter code, delivered to the host's bus as ``adapter.<name>``.
+
+    from runtime.worker import telemetry
+
+    telemetry.emit("cache.miss", {"keys": 3}, {"table": "users"})
+    with telemetry.span("load_model", {"model": name}):      # adapter.load_model.span
+        ...                                                  # duration_ms, status ok|error
+
+Events wait in a bounded buffer (BUFFER_EVENTS) until the host's ``StreamTelemetry`` takes
+them: emitting never blocks and never fails the tool; when the buffer is full new events are
+dropped and counted (the host sees a ``telemetry.dropped`` event). The host adds the worker
+id, the pool and the correlation id of the call the event was emitted in.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from .context import _current
+
+BUFFER_EVENTS = 4096
+
+# (name, measurements, metadata, timestamp_ns, correlation_id)
+Record = tuple[str, dict[str, float | int | str], dict[str, str], int, str]
+
+
+class _Buffer:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: collections.deque[Record] = collections.deque()
+        self.dropped = 0
+        self.enabled = True
+        self.wake = threading.Event()
+        self._lock = threading.Lock()
+
+    def put(self, record: Record) -> bool:
+        with self._lock:
+            if not self.enabled:
+                return False
+            if len(self.items) >= self.size:
+                self.dropped += 1
+                return False
+            self.items.append(record)
+        self.wake.set()
+        return True
+
+    def take(self) -> tuple[list[Record], int]:
+        """Everything buffered, and the drops since the last take."""
+        with self._lock:
+            items, self.items = list(self.items), collections.deque()
+            dropped, self.dropped = self.dropped, 0
+            self.wake.clear()
+        return items, dropped
+
+
+buffer = _Buffer(BUFFER_EVENTS)
+
+
+def _clean_measurements(measurements: Mapping[str, Any] | None) -> dict[str, float | int | str]:
+    out: dict[str, float | int | str] = {}
+    for key, value in (measurements or {}).items():
+        if isinstance(value, bool):
+            value = int(value)
+        if not isinstance(value, (int, float, str)):
+            raise TypeError(f"telemetry measurement {key!r} must be a number or a string, "
+                            f"got {type(value).__name__}")
+        out[str(key)] = value
+    return out
+
+
+def emit(name: str, measurements: Mapping[str, Any] | None = None,
+         metadata: Mapping[str, Any] | None = None) -> bool:
+    """Queue one event for the host; False when it was dropped (buffer full or disabled).
+    ``measurements``: numbers or strings; ``metadata``: converted to strings."""
+    if not isinstance(name, str) or not name or name.startswith(".") or name.endswith("."):
+        raise ValueError(f"telemetry event name must be a dotted name such as 'model.loaded', "
+                         f"got {name!r}")
+    ctx = _current.get()
+    meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+    if ctx is not None:
+        meta.setdefault("tool", ctx.tool_name)
+        if ctx.session_id:
+            meta.setdefault("session_id", ctx.session_id)
+    return buffer.put((name, _clean_measurements(measurements), meta, time.time_ns(),
+                       ctx.correlation_id if ctx is not None else ""))
+
+
+@contextlib.contextmanager
+def span(name: str, metadata: Mapping[str, Any] | None = None) -> Iterator[None]:
+    """Time a block: emits ``<name>.span`` with ``duration_ms`` and ``status`` (ok | error)
+    when the block ends, whether it raised or not."""
+    start = time.perf_counter()
+    status = "error"
+    try:
+        yield
+        status = "ok"
+    finally:
+        emit(f"{name}.span", {"duration_ms": (time.perf_counter() - start) * 1000},
+             {**(metadata or {}), "status": status})
