@@ -27,12 +27,13 @@ logging.getLogger("pit").addHandler(logging.NullHandler())
 SECRET_KEY = re.compile(r"(pass(word|wd|phrase)?|secret|token|api[_-]?key|auth(orization)?|"
                         r"credential|private[_-]?key|access[_-]?key)", re.I)
 _PATTERNS = [
+    (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.I), r"\1 ***"),
     # key=value / key: value / "key": "value" with a secret-looking key
     (re.compile(r"""(?P<k>["']?[\w-]*(?:pass(?:word|wd|phrase)?|secret|token|api[_-]?key|"""
                 r"""authorization|credential|private[_-]?key|access[_-]?key)[\w-]*["']?"""
-                r"""\s*[:=]\s*)(?P<q>["']?)(?P<v>[^\s"',;}]+)""", re.I),
-     r"\g<k>\g<q>***"),
-    (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.I), r"\1 ***"),
+                r"""\s*[:=]\s*)(?P<v>"[^"]*"|'[^']*'|(?!Bearer |Basic )[^\s"',;}]+)""",
+                re.I),
+     r"\g<k>***"),
     (re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_-]{16,}"), "***"),        # OpenAI/Stripe style keys
     (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"), "***"),            # GitHub tokens
     (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b"), "***"),             # AWS access key ids

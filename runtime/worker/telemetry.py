@@ -6,7 +6,7 @@
     with telemetry.span("load_model", {"model": name}):      # adapter.load_model.span
         ...                                                  # duration_ms, status ok|error
 
-Events wait in a bounded buffer (BUFFER_EVENTS) until the host's ``StreamTelemetry`` takes
+Events wait in a bounded buffer (BUFFER_EVENTS, $PIT_TELEMETRY_BUFFER) until the host's ``StreamTelemetry`` takes
 them: emitting never blocks and never fails the tool; when the buffer is full new events are
 dropped and counted (the host sees a ``telemetry.dropped`` event). The host adds the worker
 id, the pool and the correlation id of the call the event was emitted in.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -23,7 +24,7 @@ from typing import Any
 
 from .context import _current
 
-BUFFER_EVENTS = 4096
+BUFFER_EVENTS = int(os.environ.get("PIT_TELEMETRY_BUFFER", "4096"))  # events held at most
 
 # (name, measurements, metadata, timestamp_ns, correlation_id)
 Record = tuple[str, dict[str, float | int | str], dict[str, str], int, str]

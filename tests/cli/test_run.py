@@ -170,3 +170,33 @@ def test_one_pool_failing_does_not_stop_the_others(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["3", "not ready: pool_not_ready True"]
     assert "pool 'broken' did not start" in out.stderr
+
+
+def test_log_levels_show_worker_output_and_redact_arguments(tmp_path: Path) -> None:
+    write(tmp_path / "chatty.py", """
+        from runtime import Adapter, tool
+
+        class Chatty(Adapter):
+            @tool
+            def login(self, user: str, password: str) -> str:
+                print(f"logging in {user}", flush=True)
+                return "ok"
+    """)
+    write(tmp_path / "pit.toml", """
+        [pools.default]
+        adapter = "chatty:Chatty"
+        size = 1
+    """)
+    write(tmp_path / "main.py", """
+        import runtime
+        print(runtime.execute("login", {"user": "bob", "password": "hunter2"}))
+    """)
+    quiet = pit("run", "main.py", cwd=tmp_path)
+    assert quiet.returncode == 0 and quiet.stdout == "ok\n" and quiet.stderr == ""
+    loud = pit("--log-level", "error,worker=debug,pool=debug", "run", "main.py", cwd=tmp_path)
+    assert loud.returncode == 0, loud.stderr
+    assert "pit DEBUG pit.worker: [default/worker-1] logging in bob" in loud.stderr
+    assert "call login({'user': 'bob', 'password': ***})" in loud.stderr
+    assert "hunter2" not in loud.stderr
+    bad = pit("--log-level", "pool=loud", "run", "main.py", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown log level 'loud'" in bad.stderr
