@@ -78,6 +78,8 @@ def measure(system: str, size: int, quick: bool) -> dict[str, float]:
                 pool.execute("ping")
             p50, p99 = _latency(lambda: pool.execute("ping"), n_serial)
             tput = _throughput(lambda: pool.submit("ping"), n_tp)
+            watched = _watched_ratio(pool, lambda: _throughput(lambda: pool.submit("ping"), n_tp),
+                                     reps=2 if quick else 3)
             assert pool.execute("bytes_echo", {"data": payload}) == payload
             rate = _bytes_rate(lambda: pool.execute("bytes_echo", {"data": payload}), n_bytes)
     elif system == "pit-async":
@@ -121,7 +123,31 @@ def measure(system: str, size: int, quick: bool) -> dict[str, float]:
             tput = _throughput(lambda: ex.submit(noop), n_tp)
             assert ex.submit(echo_bytes, payload).result() == payload
             rate = _bytes_rate(lambda: ex.submit(echo_bytes, payload).result(), n_bytes)
-    return {"p50_us": p50, "p99_us": p99, "calls_per_s": tput, "mb_per_s": rate}
+    out = {"p50_us": p50, "p99_us": p99, "calls_per_s": tput, "mb_per_s": rate}
+    if system == "pit":
+        out["watched_ratio"] = watched
+    return out
+
+
+def _watched_ratio(pool: Any, throughput: Any, reps: int) -> float:
+    """Throughput with a `pit status --watch --json` process attached at 4 Hz, over throughput
+    without it: alternating runs, median of each."""
+    instance = pool._core.instance.id
+    plain, watched = [], []
+    for _ in range(reps):
+        plain.append(throughput())
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "snakecli", "status", "--watch", "--json", "--interval",
+             "0.25", "--instance", instance], cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        try:
+            assert watcher.stdout is not None
+            watcher.stdout.readline()  # attached and streaming
+            watched.append(throughput())
+        finally:
+            watcher.terminate()
+            watcher.wait()
+    return statistics.median(watched) / statistics.median(plain)
 
 
 ROWS = [  # key, label, unit, higher is better
@@ -153,10 +179,12 @@ def main() -> int:
         print(json.dumps(measure(ns.inner[0], int(ns.inner[1]), ns.quick)))
         return 0
     results = []
+    watch_ratios: list[dict[str, Any]] = []
     for size in ns.sizes:
         ppe = run_inner("ppe", size, ns.quick)
         pit = run_inner("pit", size, ns.quick)
         pit_async = run_inner("pit-async", size, ns.quick)
+        watch_ratios.append({"size": size, "watched_ratio": round(pit["watched_ratio"], 3)})
         for key, label, unit, higher in ROWS:
             results.append({"size": size, "metric": key, "label": label, "unit": unit,
                             "pit": round(pit[key], 1), "pit_async": round(pit_async[key], 1),
@@ -167,7 +195,8 @@ def main() -> int:
     machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
                "platform": platform.platform(), "processor": platform.processor()}
     if ns.json:
-        print(json.dumps({"machine": machine, "results": results}, indent=2))
+        print(json.dumps({"machine": machine, "results": results, "watcher": watch_ratios},
+                         indent=2))
         return 0
     print(f"pit vs ProcessPoolExecutor — Python {machine['python']}, {machine['cpus']} CPUs, "
           f"{machine['platform']}")
@@ -179,6 +208,10 @@ def main() -> int:
         cells = [f"{r[k]:,.0f} {r['unit']}" for k in ("pit", "pit_async", "process_pool")]
         print(f"{r['size']:>4}  {r['label']:<24} {cells[0]:>15} {cells[1]:>15} {cells[2]:>15} "
               f"{r['ratio']:>7.2f}x {r['ratio_async']:>8.2f}x")
+    for size in ns.sizes:
+        ratio = next(r for r in watch_ratios if r["size"] == size)["watched_ratio"]
+        print(f"size {size}: 64 in flight with `pit status --watch` attached at 4 Hz: "
+              f"{ratio:.2f}x the throughput without it ({(1 - ratio) * 100:+.1f} % drop)")
     return 0
 
 

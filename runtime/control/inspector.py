@@ -16,11 +16,14 @@ def analyse(pool: dict[str, Any], usable_cpus: int) -> dict[str, Any]:
     saturated = (sum(1 for h in minute if h[1] > 0) / len(minute)) if minute else 0.0
     util = (mean(h[2] / h[3] for h in minute if h[3]) if minute else
             (pool["in_flight"] / pool["capacity"] if pool["capacity"] else 0.0))
+    queued = [h[2] / h[3] for h in minute if h[1] > 0 and h[3]]
+    busy_when_queued = mean(queued) if queued else 0.0
     growth = _memory_growth(pool)
     rss = [w["rss_mb"] for w in workers if w["rss_mb"]]
     report = {
         "pool": pool["name"], "profile": pool["profile"], "size": pool["size"],
         "capacity": pool["capacity"], "utilization": round(util, 3),
+        "utilization_when_queued": round(busy_when_queued, 3),
         "queue_saturated_share": round(saturated, 3), "queued": pool["queued"],
         "memory_mean_mb": round(mean(rss), 1) if rss else None,
         "memory_max_mb": round(max(rss), 1) if rss else None,
@@ -50,17 +53,15 @@ def _memory_growth(pool: dict[str, Any]) -> float | None:
 
 def recommend(r: dict[str, Any], usable_cpus: int) -> list[str]:
     out = []
-    if r["queue_saturated_share"] > SATURATED_SHARE and r["utilization"] > 0.8:
+    if r["queue_saturated_share"] > SATURATED_SHARE and r["utilization_when_queued"] > 0.8:
+        # calls waited while every worker was busy: more workers would have run them
         busy_cpus = r["size"] if r["profile"] == "process" else 1
         free = max(usable_cpus - busy_cpus, 0)
         suggested = r["size"] + max(1, min(free, r["size"] // 2 or 1))
-        out.append(
-            f"queue saturated {r['queue_saturated_share']:.0%} of the last minute with "
-            f"{r['size']} workers at {r['utilization']:.0%}: raise size to {suggested} "
-            f"({free} CPUs free)" if free else
-            f"queue saturated {r['queue_saturated_share']:.0%} of the last minute with "
-            f"{r['size']} workers at {r['utilization']:.0%} and no CPU free: add machines "
-            "or make the tool cheaper")
+        head = (f"queue saturated {r['queue_saturated_share']:.0%} of the last minute with "
+                f"{r['size']} workers at {r['utilization_when_queued']:.0%}")
+        out.append(f"{head}: raise size to {suggested} ({free} CPUs free)" if free else
+                   f"{head} and no CPU free: add machines or make the tool cheaper")
     growth = r["memory_growth_mb_per_100_requests"]
     if growth is not None and growth > GROWTH_MB_PER_100 and "memory" not in r["recycles"]:
         out.append(f"RSS grows ~{growth:.0f} MiB per 100 requests: set max_memory_mb or "

@@ -6,10 +6,11 @@
     with telemetry.span("load_model", {"model": name}):      # adapter.load_model.span
         ...                                                  # duration_ms, status ok|error
 
-Events wait in a bounded buffer (BUFFER_EVENTS, $PIT_TELEMETRY_BUFFER) until the host's ``StreamTelemetry`` takes
-them: emitting never blocks and never fails the tool; when the buffer is full new events are
-dropped and counted (the host sees a ``telemetry.dropped`` event). The host adds the worker
-id, the pool and the correlation id of the call the event was emitted in.
+Events wait in a bounded buffer (BUFFER_EVENTS, $PIT_TELEMETRY_BUFFER) until the host's
+``StreamTelemetry`` takes them: emitting never blocks and never fails the tool; when the
+buffer is full new events are dropped and counted (the host sees a ``telemetry.dropped``
+event). The host adds the worker id, the pool and the correlation id of the call the event
+was emitted in.
 """
 
 from __future__ import annotations
