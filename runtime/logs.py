@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -97,6 +98,14 @@ def parse_levels(spec: str) -> dict[str, int]:
     return out
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is now (tests and tools swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 _handler: logging.Handler | None = None
 
 
@@ -107,7 +116,7 @@ def configure(spec: str | None = None) -> None:
     levels = parse_levels(spec or os.environ.get(ENV_VAR) or DEFAULT_LEVEL)
     root = logging.getLogger("pit")
     if _handler is None:
-        _handler = logging.StreamHandler()
+        _handler = _StderrHandler()
         _handler.setFormatter(logging.Formatter("pit %(levelname)s %(name)s: %(message)s"))
         _handler.addFilter(RedactingFilter())
         root.addHandler(_handler)

@@ -228,6 +228,7 @@ def serve(ns: argparse.Namespace) -> int:
     if ns.host_address and not ns.independent:
         _heartbeat_host(ns.host_address, ns.dependent_timeout, stop)
     stop.wait()
+    servicer.close_telemetry()  # its stream would otherwise hold server.stop for the grace
     server.stop(SHUTDOWN_GRACE_S).wait(SHUTDOWN_GRACE_S + 1)
     try:
         adapter.cleanup()

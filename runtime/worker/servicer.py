@@ -50,6 +50,12 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
         self.executor = ThreadPoolExecutor(max(1, runner.threads), thread_name_prefix="pit-tool")
         self.tool_specs = tool_specs  # name -> pb.ToolSpec
         self.last_host_contact = time.monotonic()
+        self._telemetry_closed = threading.Event()
+
+    def close_telemetry(self) -> None:
+        """End the telemetry stream once it has sent what is buffered (worker shutdown)."""
+        self._telemetry_closed.set()
+        telemetry.buffer.wake.set()
 
     def Ping(self, request: Any, context: Any) -> Any:
         self.last_host_contact = time.monotonic()
@@ -206,7 +212,9 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
 
         threading.Thread(target=read_controls, name="pit-telemetry-ctl", daemon=True).start()
         while context.is_active():
-            buf.wake.wait(0.5)
+            last = self._telemetry_closed.is_set()
+            if not last:
+                buf.wake.wait(0.5)
             items, dropped = buf.take()
             for name, measurements, metadata, ts, correlation_id in items:
                 ev = pb.TelemetryEvent(event_parts=name.split("."), metadata=metadata,
@@ -221,6 +229,8 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
                                        timestamp_ns=time.time_ns())
                 ev.measurements["dropped"].int_value = dropped
                 yield ev
+            if last:
+                return
 
     def CancelCalls(self, request: Any, context: Any) -> Any:
         for cid in request.call_ids:
