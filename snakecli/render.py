@@ -167,16 +167,21 @@ def status_renderable(snap: dict[str, Any]) -> Any:
             head += "  recycles " + ", ".join(f"{k} {v}" for k, v in p["recycles"].items())
         table = Table(title=None, show_edge=False, pad_edge=False)
         for col in ("worker", "pid", "state", "python", "load", "requests", "errors", "RSS MiB",
-                    "memory", "CPU %", "uptime"):
+                    "USS MiB", "memory", "CPU %", "uptime"):
             table.add_column(col)
         hist = p.get("history", [])[-30:]
         for w in p["workers"]:
             mem = [h[4].get(w["id"], 0.0) for h in hist]
             style = STATE_STYLE.get(w["state"], "white")
-            table.add_row(w["id"], str(w["pid"]), f"[{style}]{w['state']}[/]", w["python"],
+            why = w.get("last_recycle_reason") or ""
+            state = f"[{style}]{w['state']}[/]" + (f" ↻{why}" if why else "")
+            if w.get("missed_heartbeats"):
+                state = f"[bold red]unresponsive ({w['missed_heartbeats']} missed)[/]"
+            table.add_row(w["id"], str(w["pid"]), state, w["python"],
                           f"{_bar(w['in_flight'], w['capacity'], 6)} {w['in_flight']}/"
                           f"{w['capacity']}", str(w["requests"]), str(w["errors"]),
-                          f"{w['rss_mb']:.0f}", _spark(mem, max(mem or [0]) or 1),
+                          f"{w['rss_mb']:.0f}", f"{w.get('uss_mb') or 0:.0f}",
+                          _spark(mem, max(mem or [0]) or 1),
                           f"{w['cpu_pct']:.0f}", f"{w['uptime_s']:.0f}s")
         parts += [Text.from_markup(head), table]
         if p["events"]:

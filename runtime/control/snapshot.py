@@ -7,7 +7,7 @@
                 "recycles": {reason: n}, "sessions", "device", "events": [...],
                 "history": [[seconds ago, queued, busy, capacity, {worker: rss}], ...],
                 "workers": [{"id", "pid", "state", "python", "in_flight", "capacity",
-                             "requests", "errors", "rss_mb", "cpu_pct", "uptime_s",
+                             "requests", "errors", "rss_mb", "uss_mb", "cpu_pct", "uptime_s",
                              "last_recycle_reason", "device", "free_threaded"}]}]}
 """
 
@@ -25,8 +25,9 @@ def pool_snapshot(pool: Any, *, history: bool = True) -> dict[str, Any]:
     workers = [{
         "id": w.id, "pid": w.pid, "state": w.state, "python": w.python,
         "in_flight": w.in_flight, "capacity": w.capacity, "requests": w.requests,
-        "errors": w.errors, "rss_mb": w.rss_mb, "cpu_pct": w.cpu_pct,
+        "errors": w.errors, "rss_mb": w.rss_mb, "uss_mb": w.uss_mb, "cpu_pct": w.cpu_pct,
         "uptime_s": w.uptime_s, "free_threaded": w.free_threaded,
+        "last_recycle_reason": w.last_recycle_reason, "missed_heartbeats": w.missed_heartbeats,
         "device": pool.device.name if pool.device else None,
     } for w in stats.workers]
     snap = {

@@ -228,6 +228,7 @@ class AsyncPool:
     def record_event(self, worker: WorkerHandle, reason: str) -> None:
         """Count a recycle/replacement reason (hung, crashed, ttl, requests, memory, manual)."""
         self._events[reason] += 1
+        self.lifecycle.replacing.append(reason)
         worker.recycle_reason = reason
         self.metrics.event(worker.id, reason, worker.exit_reason)
         worker_reason(worker, reason)
@@ -553,8 +554,11 @@ class AsyncPool:
                         capacity=w.capacity, requests=w.served, errors=w.errors,
                         uptime_s=round(w.uptime(), 3),
                         python=str(w.ready_info.get("python", "")), rss_mb=round(w.rss_mb, 1),
+                        uss_mb=round(w.uss_mb, 1),
                         free_threaded=not w.ready_info.get("gil_enabled", True),
-                        cpu_pct=round(w.cpu_pct, 1))
+                        cpu_pct=round(w.cpu_pct, 1),
+                        missed_heartbeats=w.missed_heartbeats,
+                        last_recycle_reason=w.recycle_reason or w.replaced_reason)
             for w in self._workers.values())
         return PoolStats(name=self.name, adapter=self.config.adapter, size=self.config.size,
                          ready=self.ready_count(), queued=self._sched.depth,

@@ -15,6 +15,7 @@ does not count towards backoff or the circuit breaker: it is nobody's code's fau
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,7 @@ class Lifecycle:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._recycling: set[asyncio.Task[Any]] = set()
+        self.replacing: collections.deque[str] = collections.deque()  # reasons, oldest first
 
     # --- start ------------------------------------------------------------------------------
     async def start_all(self) -> None:
@@ -75,6 +77,8 @@ class Lifecycle:
             on_free=pool.slot_freed, on_exit=self.worker_exited,
             pipeline=self.config.pipeline_depth)
         worker.python, worker.bridge = pool.worker_python, pool.bridge
+        if self.replacing:
+            worker.replaced_reason = self.replacing.popleft()
         worker.extra_env = pool.extra_env
         if self.config.max_requests:
             # Jitter, so that workers started together do not all recycle together.

@@ -18,8 +18,11 @@ class WorkerStats:
     uptime_s: float
     python: str
     rss_mb: float
+    uss_mb: float = 0.0
     cpu_pct: float = 0.0
     free_threaded: bool = False  # the worker's interpreter runs without a GIL
+    missed_heartbeats: int = 0  # > 0: the worker is not answering pings (hung?)
+    last_recycle_reason: str = ""  # why it is being replaced, else why its predecessor was
 
 
 @dataclass(frozen=True, slots=True)

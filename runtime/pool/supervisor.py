@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 SAMPLE_EVERY_S = 0.5
+USS_EVERY = 5  # samples between USS readings
 SESSION_CHECK_S = 1.0
 
 if TYPE_CHECKING:
@@ -70,12 +71,17 @@ class Supervisor:
         """Every second: RSS and CPU % of each worker (psutil, off the loop), a load sample
         for the metrics history, then TTL and memory recycling."""
         procs: dict[int, psutil.Process] = {}
+        rounds = 0
         while True:
             await asyncio.sleep(SAMPLE_EVERY_S)
             workers = [w for w in self.pool.live_workers() if w.pid]
-            samples = await asyncio.to_thread(_usage, procs, [w.pid for w in workers])
-            for worker, (rss, cpu) in zip(workers, samples, strict=True):
+            uss = rounds % USS_EVERY == 0  # USS reads smaps: ~0.5 ms a worker, so less often
+            rounds += 1
+            samples = await asyncio.to_thread(_usage, procs, [w.pid for w in workers], uss)
+            for worker, (rss, cpu, uss_mb) in zip(workers, samples, strict=True):
                 worker.rss_mb, worker.cpu_pct = rss, cpu
+                if uss_mb is not None:
+                    worker.uss_mb = uss_mb
             self.pool.sample_load()
             for worker in workers:
                 if worker.state != "ready":
@@ -108,8 +114,10 @@ class Supervisor:
             worker.mark_hung(silent, dump)
 
 
-def _usage(procs: dict[int, psutil.Process], pids: list[int | None]) -> list[tuple[float, float]]:
-    """(RSS MiB, CPU %) of each worker since the last call (0s when gone); off the loop."""
+def _usage(procs: dict[int, psutil.Process], pids: list[int | None],
+           uss: bool) -> list[tuple[float, float, float | None]]:
+    """(RSS MiB, CPU % since the last call, USS MiB when ``uss``) of each worker (0s when
+    gone); off the loop."""
     out = []
     for pid in pids:
         try:
@@ -118,10 +126,12 @@ def _usage(procs: dict[int, psutil.Process], pids: list[int | None]) -> list[tup
                 proc = procs[pid or 0] = psutil.Process(pid)
                 proc.cpu_percent(None)  # the first reading primes the counter
             with proc.oneshot():
-                out.append((proc.memory_info().rss / 2**20, proc.cpu_percent(None)))
+                mem = proc.memory_full_info() if uss else proc.memory_info()
+                out.append((mem.rss / 2**20, proc.cpu_percent(None),
+                            mem.uss / 2**20 if uss else None))
         except psutil.Error:
             procs.pop(pid or 0, None)
-            out.append((0.0, 0.0))
+            out.append((0.0, 0.0, 0.0))
     for gone in set(procs) - {p for p in pids if p}:
         del procs[gone]
     return out

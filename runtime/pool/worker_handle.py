@@ -93,9 +93,11 @@ class WorkerHandle:
         self.exit_details: dict[str, Any] = {}
         self.missed_heartbeats = 0
         self.recycle_reason = ""  # why the pool ended (or is ending) this worker
+        self.replaced_reason = ""  # why the worker it replaced was ended ("" at pool start)
         self.max_requests = 0  # recycle after this many calls (0: never); jittered per worker
         self.ttl_s = 0.0  # recycle after this long (0: never); jittered per worker
         self.rss_mb = 0.0  # last memory sample
+        self.uss_mb = 0.0  # memory only this process holds (sampled every few seconds)
         self.cpu_pct = 0.0  # CPU use since the previous sample
         self._on_free, self._on_exit = on_free, on_exit
         self._proc: asyncio.subprocess.Process | None = None

@@ -41,6 +41,8 @@ def families(snapshot: dict[str, Any]) -> Iterator[Any]:
     latency = g("pool_latency_seconds", "Call latency quantiles over the last 60 s",
                 ["pool", "quantile"])
     rss = g("worker_rss_bytes", "Worker resident memory", ["pool", "worker", "pid"])
+    uss = g("worker_uss_bytes", "Memory only the worker holds (sampled every few seconds)",
+            ["pool", "worker", "pid"])
     cpu = g("worker_cpu_percent", "Worker CPU use since the previous sample",
             ["pool", "worker", "pid"])
     served = c("worker_requests", "Calls served by the worker", ["pool", "worker", "pid"])
@@ -69,6 +71,7 @@ def families(snapshot: dict[str, Any]) -> Iterator[Any]:
             states[w["state"]] = states.get(w["state"], 0) + 1
             labels = [name, w["id"], str(w["pid"])]
             rss.add_metric(labels, (w["rss_mb"] or 0) * 1024 * 1024)
+            uss.add_metric(labels, (w.get("uss_mb") or 0) * 1024 * 1024)
             cpu.add_metric(labels, w["cpu_pct"] or 0.0)
             served.add_metric(labels, w["requests"])
             werrors.add_metric(labels, w["errors"])
@@ -76,7 +79,7 @@ def families(snapshot: dict[str, Any]) -> Iterator[Any]:
         for state, n in states.items():
             workers.add_metric([name, state], n)
     yield from (calls, failed, errors, recycles, queued, max_queue, in_flight, capacity,
-                workers, sessions, rate, latency, rss, cpu, served, werrors, uptime)
+                workers, sessions, rate, latency, rss, uss, cpu, served, werrors, uptime)
 
 
 class _Collector:

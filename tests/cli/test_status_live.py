@@ -147,6 +147,7 @@ def test_leaking_adapter_is_told_to_recycle_on_memory() -> None:
         for _ in range(80):
             pool.execute("leak")
         assert wait_until(lambda: pool.stats().workers[0].rss_mb > 80, timeout=5)
+        assert wait_until(lambda: pool.stats().workers[0].uss_mb > 80, timeout=5)
         [report] = _advice()
     assert report["memory_growth_mb_per_100_requests"] > 50
     assert any("set max_memory_mb or max_requests" in r for r in report["recommendations"])

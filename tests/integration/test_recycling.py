@@ -40,6 +40,8 @@ def test_recycle_after_max_requests_under_load() -> None:
         assert wait_until(lambda: not (first & set(pool.pids())))
         assert not any(pid_alive(p) for p in first)
         assert wait_until(lambda: pool.stats().ready == 2)
+        # each replacement says why its predecessor went (pit status shows it)
+        assert {w.last_recycle_reason for w in pool.stats().workers} == {"requests"}
 
 
 def test_recycle_after_ttl_under_load() -> None:
