@@ -5,14 +5,18 @@ from __future__ import annotations
 import runpy
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from types import FrameType
 
 from runtime.errors import EXIT_CODES, PitError
+from runtime.logs import logger
 
 from . import render
 from .render import print_error
+
+log = logger("cli")
 
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
@@ -41,8 +45,11 @@ def run_script(script: Path, args: list[str], *, pools: list[str], config: Path 
     try:
         try:
             cfg = load_config(config)
+            log.info("config %s; pools %s", cfg.path or "(defaults)", ", ".join(cfg.pools))
             running = Pools(cfg, only=pools or None, python_path=[str(script.parent)])
+            started = time.monotonic()
             running.start(wait=wait)
+            log.info("pools started in %.2f s; running %s", time.monotonic() - started, script)
         except PitError as exc:
             print_error(exc, debug=debug)
             return EXIT_CODES.get(exc.category, 1)
