@@ -142,6 +142,17 @@ def error_class(category: str) -> type[PitError]:
     return _BY_CATEGORY.get(category, RemoteError)
 
 
+def from_payload(payload: dict[str, Any], tool: str, details: dict[str, Any]) -> PitError:
+    """The PitError a worker's error payload (`codec.error_payload`) stands for."""
+    cls = error_class(payload.get("category", "remote_error"))
+    rtype = payload.get("type", "Error")
+    message = payload.get("message", "")
+    if cls.category == "remote_error":
+        message = f"tool {tool!r} raised {rtype}: {message}"
+    return cls(message, remote_type=rtype, remote_traceback=payload.get("traceback"),
+               details=details)
+
+
 # Exit codes the CLI maps categories to (documented in README).
 EXIT_CODES: dict[str, int] = {
     "config": 2,

@@ -20,7 +20,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -508,6 +508,16 @@ class AsyncPool:
             else:
                 slot.cancel()
             raise
+
+    def map(self, tool: str, items: Iterable[Mapping[str, Any]], *,
+            chunksize: int | None = None, ordered: bool = True,
+            return_exceptions: bool = False,
+            timeout: float | None = None) -> AsyncIterator[Any]:
+        """``async for result in pool.map(tool, items)``: see `Pool.map`."""
+        from .mapping import map_async
+
+        return map_async(self, tool, items, chunksize=chunksize, ordered=ordered,
+                         return_exceptions=return_exceptions, timeout=timeout)
 
     # --- sessions ---------------------------------------------------------------------------
     def session(self, session_id: str | None = None, ttl_s: float | None = None,

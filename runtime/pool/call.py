@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import telemetry
-from ..errors import CallTimeout, InvalidArgument, WorkerExit, error_class
+from ..errors import CallTimeout, InvalidArgument, WorkerExit, from_payload
 from ..protocol import codec
 from .affinity import session_slot
 from .lane import NotStarted
@@ -132,14 +132,8 @@ class CallRun:
             except codec.CodecError as exc:
                 return None, InvalidArgument(str(exc))
         worker.errors += 1
-        payload = codec.decode_error(resp.error_message)
-        cls = error_class(payload.get("category", "remote_error"))
-        rtype = payload.get("type", "Error")
-        message = payload.get("message", "")
-        if cls.category == "remote_error":
-            message = f"tool {tool!r} raised {rtype}: {message}"
-        return None, cls(message, remote_type=rtype, remote_traceback=payload.get("traceback"),
-                         details={"tool": tool, "pool": self.pool.name, "worker": worker.id})
+        return None, from_payload(codec.decode_error(resp.error_message), tool,
+                                  {"tool": tool, "pool": self.pool.name, "worker": worker.id})
 
     def _finish(self, value: Any, err: BaseException | None) -> None:
         if not self._done:

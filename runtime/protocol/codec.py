@@ -23,6 +23,7 @@ from . import snakepit_bridge_pb2 as pb
 STRING_VALUE_URL = "type.googleapis.com/google.protobuf.StringValue"
 RESULT_URL = "type.googleapis.com/snakepit."
 BINARY_FORMAT = "binary_format:"
+MAP_FLAG = "pit_map"  # request metadata (pit extension): the call is a chunk of pool.map
 RESULT_FORMAT = "result_format"  # pit extension in response metadata: "bytes" | "pickle"
 _DUMP_OPTS = orjson.OPT_SERIALIZE_NUMPY
 _BYTES_LIKE = (bytes, bytearray, memoryview)
@@ -165,6 +166,12 @@ def encode_error(
     category: str | None = None,
 ) -> str:
     """The JSON error payload of a failed call (``type``, ``message``, ``traceback`` ...)."""
+    return orjson.dumps(error_payload(exc, tool_name=tool_name, session_id=session_id,
+                                      category=category)).decode()
+
+
+def error_payload(exc: BaseException, *, tool_name: str, session_id: str = "",
+                  category: str | None = None) -> dict[str, Any]:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     payload = {
         "type": type(exc).__name__,
@@ -175,7 +182,7 @@ def encode_error(
     }
     if category:
         payload["category"] = category  # pit extension; Snakepit peers ignore it
-    return orjson.dumps(payload).decode()
+    return payload
 
 
 def decode_error(text: str) -> dict[str, Any]:

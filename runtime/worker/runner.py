@@ -17,6 +17,8 @@ import time
 from collections.abc import Generator, Iterator
 from typing import Any
 
+import orjson
+
 from ..protocol import codec, pb
 from .adapter import ArgumentError, ToolInfo
 from .context import HostClient, SessionContext, _current
@@ -26,6 +28,7 @@ from .context import HostClient, SessionContext, _current
 _PROGRESS = struct.Struct("<QQ")
 MAX_EARLY_CANCELS = 10_000
 PROGRESS_SIZE = _PROGRESS.size
+MAP_FLAG = codec.MAP_FLAG
 
 
 class CallCancelled(BaseException):
@@ -104,6 +107,8 @@ class ToolRunner:
     # --- unary --------------------------------------------------------------------------------
     def run(self, req: Any, *, call_id: int = 0, timeout_ms: float = 0.0) -> Any:
         """Execute one call and return its ExecuteToolResponse (never raises)."""
+        if req.metadata.get(MAP_FLAG):
+            return self._run_map(req, call_id, timeout_ms)
         started = time.perf_counter()
         resp = pb.ExecuteToolResponse()
         try:
@@ -120,6 +125,62 @@ class ToolRunner:
         avg = self._avg_ms.get(req.tool_name)
         self._avg_ms[req.tool_name] = took_ms if avg is None else avg + (took_ms - avg) * 0.2
         return resp
+
+    def _run_map(self, req: Any, call_id: int, timeout_ms: float) -> Any:
+        """One chunk of `pool.map`: the tool once per item of ``items`` (a JSON list of
+        argument dicts). The result is ``{"took_ms", "results": [["ok", value] |
+        ["err", error payload], ...]}``: one item's failure never costs the others. Once the
+        chunk is cancelled or past its deadline, the items left are answered as timed out."""
+        started = time.perf_counter()
+        resp = pb.ExecuteToolResponse()
+        try:
+            info = self._lookup(req.tool_name)
+            if info.streaming:
+                raise ArgumentError(f"tool {info.name!r} streams its results; map() needs a "
+                                    "tool that returns a value")
+            items = codec.decode_params(req).get("items")
+            if not isinstance(items, list):
+                raise ArgumentError("a map chunk carries its items as a JSON list")
+        except BaseException as exc:  # noqa: BLE001
+            return error_response(exc, req)
+        ctx = self._context(req, timeout_ms)
+        out: list[Any] = []
+        stopped: BaseException | None = None
+        for i, args in enumerate(items):
+            if stopped is None and (ctx.cancelled.is_set() or (
+                    ctx.deadline is not None and time.monotonic() > ctx.deadline)):
+                stopped = CallCancelled("the map chunk was cancelled or ran out of time "
+                                        "before this item")
+            if stopped is not None:
+                out.append(["err", self._payload(stopped, req)])
+                continue
+            try:
+                if not isinstance(args, dict):
+                    raise ArgumentError(f"map item {i} must be a mapping of arguments, got "
+                                        f"{type(args).__name__}")
+                info.bind(args)
+                if info.wants_ctx:
+                    args["ctx"] = ctx
+                value = self._invoke(info, args, ctx, call_id)
+                out.append(["ok", orjson.Fragment(codec.dumps(value, "the tool's result"))])
+            except CallCancelled as exc:
+                stopped = exc
+                out.append(["err", self._payload(exc, req)])
+            except BaseException as exc:  # noqa: BLE001 - one item never takes the chunk down
+                out.append(["err", self._payload(exc, req)])
+        took_ms = (time.perf_counter() - started) * 1000
+        resp.result.type_url = codec.RESULT_URL + "map"
+        resp.result.value = orjson.dumps({"took_ms": took_ms, "results": out})
+        resp.success = True
+        resp.execution_time_ms = int(took_ms)
+        return resp
+
+    @staticmethod
+    def _payload(exc: BaseException, req: Any) -> dict[str, Any]:
+        if isinstance(exc, SystemExit):
+            exc = RuntimeError(f"tool called sys.exit({exc.code!r}); the worker kept running")
+        return codec.error_payload(exc, tool_name=req.tool_name, session_id=req.session_id,
+                                   category=_category(exc))
 
     def expected_ms(self, tool_name: str) -> float:
         """How long a call to this tool usually takes here (inf: never seen)."""
@@ -251,11 +312,15 @@ class _ToolMissing(LookupError):
         super().__init__(f"unknown tool {name!r}; available tools: {', '.join(available)}")
 
 
+def _category(exc: BaseException) -> str:
+    return ("tool_not_found" if isinstance(exc, _ToolMissing)
+            else "invalid_argument" if isinstance(exc, ArgumentError)
+            else "timeout" if isinstance(exc, CallCancelled)
+            else "remote_error")
+
+
 def error_response(exc: BaseException, req: Any, category: str | None = None) -> Any:
-    category = category or ("tool_not_found" if isinstance(exc, _ToolMissing)
-                else "invalid_argument" if isinstance(exc, ArgumentError)
-                else "timeout" if isinstance(exc, CallCancelled)
-                else "remote_error")
+    category = category or _category(exc)
     if isinstance(exc, SystemExit):
         exc = RuntimeError(f"tool called sys.exit({exc.code!r}); the worker kept running")
     text = codec.encode_error(exc, tool_name=req.tool_name, session_id=req.session_id,

@@ -129,3 +129,23 @@ def test_exclusive_calls_never_share_a_pipelined_worker() -> None:
     a.exclusive_calls -= 1
     s.release(a)
     assert call.result is a
+
+
+def test_map_plan_sizes_chunks_from_measured_cost_and_leaves_work_for_every_slot() -> None:
+    from runtime.pool.mapping import FIRST_CHUNK, MapPlan
+
+    plan = MapPlan("p", "t", [{"i": i} for i in range(10_000)], capacity=2, chunksize=None,
+                   return_exceptions=False, timeout=None)
+    first = plan.next_chunk()
+    assert len(first) == FIRST_CHUNK
+    list(plan.results(len(first), {"took_ms": 0.04, "results": [["ok", 1]] * 4}, None))
+    assert plan.per_item_ms == 0.01
+    # 20 ms of work at 0.01 ms an item is 2,000, but 4 chunks in flight share what is left
+    assert len(plan.next_chunk()) == 2000
+    slow = MapPlan("p", "t", [{}] * 100, capacity=2, chunksize=None, return_exceptions=True,
+                   timeout=None)
+    list(slow.results(4, {"took_ms": 400.0, "results": [["ok", 1]] * 4}, None))
+    assert len(slow.next_chunk()) == 1  # 100 ms an item: one at a time
+    fixed = MapPlan("p", "t", [{}] * 10, capacity=2, chunksize=3, return_exceptions=True,
+                    timeout=None)
+    assert [len(fixed.next_chunk()) for _ in range(5)] == [3, 3, 3, 1, 0]
