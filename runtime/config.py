@@ -80,6 +80,7 @@ class PoolConfig:
     allow_pickle: bool = False
     max_message_mb: int = 512
     pipeline_depth: int = 16
+    call_lane: bool = True  # false: one unary ExecuteTool RPC per call, as Snakepit does
     dependent: bool = True
     dependent_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
@@ -172,6 +173,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "startup_timeout_ms": _int(1),
     "shutdown_grace_ms": _int(0),
     "allow_pickle": (lambda v: isinstance(v, bool), "true or false"),
+    "call_lane": (lambda v: isinstance(v, bool), "true or false"),
     "max_message_mb": _int(1, 2047),
     "pipeline_depth": _int(0, 1024),
     "dependent": (lambda v: isinstance(v, bool), "true or false"),

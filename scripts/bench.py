@@ -1,19 +1,22 @@
-"""pit vs concurrent.futures.ProcessPoolExecutor, measured in one run on this machine.
+"""pit against the pools people would otherwise pick, measured in one run on this machine.
 
-Usage: python scripts/bench.py [--sizes 2 4] [--json] [--quick]
+Usage: python scripts/bench.py [--sizes 2 4] [--reps 3] [--systems ...] [--json] [--quick]
 
-Rows, for each pool size: a no-op call one at a time (p50/p99 latency), throughput with 64
-calls in flight, and a 1 MiB bytes round trip. Each system runs in a fresh subprocess (a
-ProcessPoolExecutor must not fork a process that already runs gRPC threads). pit runs twice:
-through its blocking API (`Pool.execute` / `Pool.submit`, as a ProcessPoolExecutor user would)
-and through `AsyncPool` from asyncio tasks.
+Systems: pit (blocking `Pool` API), pit-unary (the same with `call_lane = false`: one unary
+RPC per call, as Snakepit does), ProcessPoolExecutor, multiprocessing.Pool, loky, pebble, and
+Ray actors when `ray` is importable (skipped otherwise). Rows, for each pool size: a no-op
+call one at a time (p50/p99), no-op calls with 64 in flight, a map over 20,000 tiny items
+(each API's own map), 1 MiB and 16 MiB bytes round trips, 400 x 10 ms CPU-bound tasks
+(efficiency = ideal time / elapsed), time until 2, 8 and 32 workers answer and the USS of an
+idle worker. Every measurement runs in a fresh subprocess (a fork-based pool must not fork a
+process that already runs gRPC threads); each row is the median of --reps runs. pit is also
+measured with a `pit status --watch` process attached at 4 Hz (throughput ratio).
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
-import concurrent.futures
+import importlib.util
 import json
 import os
 import platform
@@ -25,114 +28,252 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 MIB = 1024 * 1024
+SYSTEMS = ["pit", "pit-unary", "ppe", "mp", "loky", "pebble", "ray"]
+LABELS = {"pit": "pit", "pit-unary": "pit unary", "ppe": "ProcessPool", "mp": "mp.Pool",
+          "loky": "loky", "pebble": "pebble", "ray": "Ray actors"}
+PEER_MODULE = {"loky": "loky", "pebble": "pebble", "ray": "ray"}
+ROWS = [  # key, label, unit, higher is better
+    ("p50_us", "no-op serial p50", "µs", False),
+    ("p99_us", "no-op serial p99", "µs", False),
+    ("calls_per_s", "no-op, 64 in flight", "/s", True),
+    ("map_per_s", "map, 20k tiny items", "/s", True),
+    ("mb1_per_s", "1 MiB round trip", "MB/s", True),
+    ("mb16_per_s", "16 MiB round trip", "MB/s", True),
+    ("cpu_efficiency", "400 x 10 ms CPU tasks", "eff", True),
+    ("ready2_ms", "2 workers answer", "ms", False),
+    ("ready8_ms", "8 workers answer", "ms", False),
+    ("ready32_ms", "32 workers answer", "ms", False),
+    ("uss_mb", "USS per idle worker", "MiB", False),
+]
 
 
+# --- the work, for the stdlib/peer side (pit runs the showcase adapter's tools) --------------
 def noop() -> dict[str, Any]:
-    """What the showcase `ping` tool does, for the ProcessPoolExecutor side."""
     return {"pong": True, "pid": os.getpid()}
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def add_args(d: dict[str, int]) -> int:
+    return d["a"] + d["b"]
 
 
 def echo_bytes(data: bytes) -> bytes:
     return data
 
 
-def _latency(call: Any, n: int) -> tuple[float, float]:
-    samples = []
-    for _ in range(n):
-        t = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - t)
-    samples.sort()
-    return statistics.median(samples) * 1e6, samples[int(len(samples) * 0.99)] * 1e6
+def burn(ms: float) -> int:
+    end = time.perf_counter() + ms / 1000
+    n = 0
+    while time.perf_counter() < end:
+        n += 1
+    return n
 
 
-def _throughput(submit: Any, n: int, in_flight: int = 64) -> float:
+def pid_after(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+# --- one system, one process --------------------------------------------------------------
+class Driver:
+    """call(fn_name, **kw) -> result; submit(...) -> future-like with .result(); map(...)."""
+
+    def __init__(self, system: str, size: int) -> None:
+        self.system, self.size = system, size
+        self.pool: Any = None
+
+    def __enter__(self) -> Driver:
+        s, n = self.system, self.size
+        if s.startswith("pit"):
+            from runtime import Pool
+
+            self.pool = Pool(size=n, call_timeout_ms=120_000, call_lane=(s == "pit"),
+                             max_message_mb=64).start()
+        elif s == "ppe":
+            import concurrent.futures
+
+            self.pool = concurrent.futures.ProcessPoolExecutor(n)
+        elif s == "mp":
+            import multiprocessing
+
+            self.pool = multiprocessing.Pool(n)
+        elif s == "loky":
+            import loky  # type: ignore[import-not-found]
+
+            self.pool = loky.get_reusable_executor(max_workers=n, reuse=False)
+        elif s == "pebble":
+            import pebble  # type: ignore[import-not-found]
+
+            self.pool = pebble.ProcessPool(max_workers=n)
+        elif s == "ray":
+            import ray  # type: ignore[import-not-found]
+
+            ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False)
+
+            @ray.remote
+            class Actor:
+                def run(self, fn: str, *args: Any) -> Any:
+                    return globals()[fn](*args)
+
+            self.actors = [Actor.remote() for _ in range(n)]  # type: ignore[attr-defined]
+            self._next = 0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        s = self.system
+        if s.startswith("pit"):
+            self.pool.close()
+        elif s == "mp":
+            self.pool.terminate()
+        elif s == "pebble":
+            self.pool.stop()
+            self.pool.join()
+        elif s == "ray":
+            import ray
+
+            ray.shutdown()
+        else:
+            self.pool.shutdown()
+
+    TOOLS = {"noop": ("ping", lambda: {}), "add": ("add", lambda a, b: {"a": a, "b": b}),
+             "echo_bytes": ("bytes_echo", lambda data: {"data": data}),
+             "burn": ("cpu_burn", lambda ms: {"ms": ms}),
+             "pid_after": ("sleep", lambda s: {"ms": s * 1000})}
+
+    def submit(self, fn: str, *args: Any) -> Any:
+        s = self.system
+        if s.startswith("pit"):
+            tool, make = self.TOOLS[fn]
+            return self.pool.submit(tool, make(*args))
+        if s == "mp":
+            return _MpFuture(self.pool.apply_async(globals()[fn], args))
+        if s == "pebble":
+            return self.pool.schedule(globals()[fn], args=args)
+        if s == "ray":
+            actor = self.actors[self._next % len(self.actors)]
+            self._next += 1
+            return _RayFuture(actor.run.remote(fn, *args))
+        return self.pool.submit(globals()[fn], *args)
+
+    def call(self, fn: str, *args: Any) -> Any:
+        return self.submit(fn, *args).result()
+
+    def map_add(self, n: int) -> list[Any]:
+        s = self.system
+        items = [{"a": i, "b": 1} for i in range(n)]
+        if s.startswith("pit"):
+            return list(self.pool.map("add", items))
+        if s == "mp":
+            return list(self.pool.imap(add_args, items))
+        if s == "pebble":
+            return list(self.pool.map(add_args, items).result())
+        if s == "ray":
+            return [f.result() for f in [self.submit("add", i, 1) for i in range(n)]]
+        return list(self.pool.map(add_args, items))
+
+
+class _MpFuture:
+    def __init__(self, res: Any) -> None:
+        self.res = res
+
+    def result(self) -> Any:
+        return self.res.get()
+
+
+class _RayFuture:
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref
+
+    def result(self) -> Any:
+        import ray
+
+        return ray.get(self.ref)
+
+
+def _inflight(d: Driver, n: int, depth: int = 64) -> float:
+    import collections
+
+    pending: collections.deque[Any] = collections.deque()
     started = time.perf_counter()
-    pending = collections.deque(submit() for _ in range(in_flight))
-    issued = in_flight
-    while pending:
-        pending.popleft().result()
-        if issued < n:
-            pending.append(submit())
-            issued += 1
+    for _ in range(n):
+        if len(pending) >= depth:
+            pending.popleft().result()
+        pending.append(d.submit("noop"))
+    for f in pending:
+        f.result()
     return n / (time.perf_counter() - started)
 
 
-def _bytes_rate(call: Any, n: int) -> float:
-    started = time.perf_counter()
-    for _ in range(n):
-        call()
-    return n * MIB / (time.perf_counter() - started) / 1e6  # MB/s of payload
-
-
 def measure(system: str, size: int, quick: bool) -> dict[str, float]:
-    n_serial, n_tp, n_bytes = (300, 2000, 30) if quick else (2000, 10000, 200)
-    payload = os.urandom(MIB)
-    if system == "pit":
-        sys.path.insert(0, str(ROOT))
-        from runtime import Pool
-
-        with Pool(size=size, call_timeout_ms=60_000) as pool:
-            for _ in range(200):
-                pool.execute("ping")
-            p50, p99 = _latency(lambda: pool.execute("ping"), n_serial)
-            tput = _throughput(lambda: pool.submit("ping"), n_tp)
-            watched = _watched_ratio(pool, lambda: _throughput(lambda: pool.submit("ping"), n_tp),
-                                     reps=2 if quick else 3)
-            assert pool.execute("bytes_echo", {"data": payload}) == payload
-            rate = _bytes_rate(lambda: pool.execute("bytes_echo", {"data": payload}), n_bytes)
-    elif system == "pit-async":
-        import asyncio
-
-        sys.path.insert(0, str(ROOT))
-        from runtime import AsyncPool
-
-        async def run() -> tuple[float, float, float, float]:
-            async with AsyncPool(size=size, call_timeout_ms=60_000) as pool:
-                for _ in range(200):
-                    await pool.execute("ping")
-                samples = []
-                for _ in range(n_serial):
-                    t = time.perf_counter()
-                    await pool.execute("ping")
-                    samples.append(time.perf_counter() - t)
-                samples.sort()
-                sem = asyncio.Semaphore(64)
-
-                async def one() -> None:
-                    async with sem:
-                        await pool.execute("ping")
-
-                t = time.perf_counter()
-                await asyncio.gather(*(one() for _ in range(n_tp)))
-                tput = n_tp / (time.perf_counter() - t)
-                t = time.perf_counter()
-                for _ in range(n_bytes):
-                    await pool.execute("bytes_echo", {"data": payload})
-                rate = n_bytes * MIB / (time.perf_counter() - t) / 1e6
-                return (statistics.median(samples) * 1e6, samples[int(len(samples) * 0.99)] * 1e6,
-                        tput, rate)
-
-        p50, p99, tput, rate = asyncio.run(run())
-    else:
-        with concurrent.futures.ProcessPoolExecutor(size) as ex:
-            for _ in range(200):
-                ex.submit(noop).result()
-            p50, p99 = _latency(lambda: ex.submit(noop).result(), n_serial)
-            tput = _throughput(lambda: ex.submit(noop), n_tp)
-            assert ex.submit(echo_bytes, payload).result() == payload
-            rate = _bytes_rate(lambda: ex.submit(echo_bytes, payload).result(), n_bytes)
-    out = {"p50_us": p50, "p99_us": p99, "calls_per_s": tput, "mb_per_s": rate}
-    if system == "pit":
-        out["watched_ratio"] = watched
+    n_serial, n_tp, n_map, n_1, n_16 = (300, 2000, 5000, 20, 4) if quick else \
+        (2000, 10_000, 20_000, 60, 12)
+    n_cpu = 100 if quick else 400
+    out: dict[str, float] = {}
+    with Driver(system, size) as d:
+        for _ in range(200):
+            d.call("noop")
+        samples = []
+        for _ in range(n_serial):
+            t = time.perf_counter()
+            d.call("noop")
+            samples.append(time.perf_counter() - t)
+        samples.sort()
+        out["p50_us"] = statistics.median(samples) * 1e6
+        out["p99_us"] = samples[int(len(samples) * 0.99)] * 1e6
+        out["calls_per_s"] = _inflight(d, n_tp)
+        d.map_add(1000)
+        t = time.perf_counter()
+        assert d.map_add(n_map)[-1] == n_map
+        out["map_per_s"] = n_map / (time.perf_counter() - t)
+        for key, mib, n in (("mb1_per_s", 1, n_1), ("mb16_per_s", 16, n_16)):
+            payload = os.urandom(mib * MIB)
+            assert d.call("echo_bytes", payload) == payload
+            t = time.perf_counter()
+            for _ in range(n):
+                d.call("echo_bytes", payload)
+            out[key] = n * mib * MIB / (time.perf_counter() - t) / 1e6
+        t = time.perf_counter()
+        for f in [d.submit("burn", 10.0) for _ in range(n_cpu)]:
+            f.result()
+        out["cpu_efficiency"] = (n_cpu * 0.010 / size) / (time.perf_counter() - t)
+        if system == "pit":
+            out["watched_ratio"] = _watched_ratio(d, lambda: _inflight(d, n_tp))
     return out
 
 
-def _watched_ratio(pool: Any, throughput: Any, reps: int) -> float:
-    """Throughput with a `pit status --watch --json` process attached at 4 Hz, over throughput
-    without it: alternating runs, median of each."""
-    instance = pool._core.instance.id
+def measure_startup(system: str, workers: int) -> dict[str, float]:
+    """Milliseconds until ``workers`` workers each answered a call, and their mean USS."""
+    import psutil
+
+    t = time.perf_counter()
+    with Driver(system, workers) as d:
+        if system.startswith("pit"):
+            ms = (time.perf_counter() - t) * 1000  # Pool.start returns once all are ready
+            pids = d.pool.pids()
+        else:
+            # every worker must be up: `workers` overlapping calls that each wait 50 ms
+            pids = [f.result() for f in [d.submit("pid_after", 0.05)
+                                         for _ in range(workers)]]
+            ms = (time.perf_counter() - t) * 1000 - 50
+        time.sleep(0.5)
+        uss = []
+        for pid in set(pids):
+            try:
+                uss.append(psutil.Process(pid).memory_full_info().uss / MIB)
+            except psutil.Error:
+                pass
+    return {"ready_ms": ms, "uss_mb": statistics.mean(uss) if uss else float("nan")}
+
+
+def _watched_ratio(d: Driver, throughput: Any, reps: int = 3) -> float:
+    """Throughput with `pit status --watch --json` attached at 4 Hz over throughput without
+    it (alternating runs, median of each)."""
+    instance = d.pool._core.instance.id
     plain, watched = [], []
     for _ in range(reps):
         plain.append(throughput())
@@ -150,68 +291,113 @@ def _watched_ratio(pool: Any, throughput: Any, reps: int) -> float:
     return statistics.median(watched) / statistics.median(plain)
 
 
-ROWS = [  # key, label, unit, higher is better
-    ("p50_us", "no-op serial p50", "µs", False),
-    ("p99_us", "no-op serial p99", "µs", False),
-    ("calls_per_s", "no-op, 64 in flight", "calls/s", True),
-    ("mb_per_s", "1 MiB bytes round trip", "MB/s", True),
-]
-
-
-def run_inner(system: str, size: int, quick: bool) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--inner", system, str(size)] + (["--quick"] if quick
-                                                                       else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600,
+# --- the run --------------------------------------------------------------------------------
+def _inner(args: list[str], quick: bool) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--inner", *args] + (["--quick"] if quick else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900,
                          stdin=subprocess.DEVNULL)
     if out.returncode != 0:
-        raise SystemExit(f"benchmark of {system} (size {size}) failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"benchmark {' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def available(system: str) -> bool:
+    module = PEER_MODULE.get(system)
+    return module is None or importlib.util.find_spec(module) is not None
+
+
+def run(sizes: list[int], systems: list[str], reps: int, quick: bool) -> dict[str, Any]:
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for size in sizes:
+        for system in systems:
+            runs = [_inner(["run", system, str(size)], quick) for _ in range(reps)]
+            results.setdefault(str(size), {})[system] = _median(runs)
+            print(f"  measured {system} (size {size})", file=sys.stderr)
+    startup: dict[str, dict[str, float]] = {}
+    for system in systems:
+        if system == "pit-unary":
+            continue  # same startup as pit
+        row: dict[str, float] = {}
+        for n in ((2, 8) if quick else (2, 8, 32)):
+            r = _median([_inner(["startup", system, str(n)], quick) for _ in range(reps)])
+            row[f"ready{n}_ms"] = r["ready_ms"]
+            row["uss_mb"] = r["uss_mb"]
+        startup[system] = row
+        print(f"  measured {system} startup", file=sys.stderr)
+    return {"results": results, "startup": startup}
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None or value != value:
+        return "-"
+    if unit == "eff":
+        return f"{value:.2f}"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def print_table(data: dict[str, Any], systems: list[str]) -> None:
+    peers = [s for s in systems if not s.startswith("pit")]
+    head = f"{'size':>4}  {'metric':<22} {'unit':>5}" + "".join(
+        f"{LABELS[s]:>12}" for s in systems) + "".join(f"{'pit/' + LABELS[p]:>16}"
+                                                       for p in peers)
+    print(head)
+    sizes = list(data["results"])
+    for size in sizes + ["any"]:
+        for key, label, unit, _ in ROWS:
+            startup_row = key.startswith("ready") or key == "uss_mb"
+            if startup_row != (size == "any"):
+                continue
+            src = data["startup"] if startup_row else data["results"][size]
+            vals = {s: src.get(s, {}).get(key) for s in systems}
+            if all(v is None for v in vals.values()):
+                continue
+            cells = "".join(f"{_fmt(vals[s], unit):>12}" for s in systems)
+            pit = vals.get("pit")
+            ratios = "".join(f"{pit / vals[p] if pit and vals[p] else float('nan'):>15.2f}x"
+                             for p in peers)
+            print(f"{size:>4}  {label:<22} {unit:>5}{cells}{ratios}")
+    for size, by_system in data["results"].items():
+        ratio = by_system.get("pit", {}).get("watched_ratio")
+        if ratio:
+            print(f"size {size}: 64 in flight with `pit status --watch` attached at 4 Hz: "
+                  f"{ratio:.2f}x the throughput without it")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--reps", type=int, default=3, help="runs per row (median)")
+    parser.add_argument("--systems", nargs="+", default=SYSTEMS, choices=SYSTEMS)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
-    parser.add_argument("--inner", nargs=2, metavar=("SYSTEM", "SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer iterations, one run per row (smoke run)")
+    parser.add_argument("--inner", nargs=3, help=argparse.SUPPRESS)
     ns = parser.parse_args()
     if ns.inner:
-        print(json.dumps(measure(ns.inner[0], int(ns.inner[1]), ns.quick)))
+        kind, system, n = ns.inner
+        result = (measure(system, int(n), ns.quick) if kind == "run"
+                  else measure_startup(system, int(n)))
+        print(json.dumps(result))
         return 0
-    results = []
-    watch_ratios: list[dict[str, Any]] = []
-    for size in ns.sizes:
-        ppe = run_inner("ppe", size, ns.quick)
-        pit = run_inner("pit", size, ns.quick)
-        pit_async = run_inner("pit-async", size, ns.quick)
-        watch_ratios.append({"size": size, "watched_ratio": round(pit["watched_ratio"], 3)})
-        for key, label, unit, higher in ROWS:
-            results.append({"size": size, "metric": key, "label": label, "unit": unit,
-                            "pit": round(pit[key], 1), "pit_async": round(pit_async[key], 1),
-                            "process_pool": round(ppe[key], 1),
-                            "ratio": round(pit[key] / ppe[key], 2),
-                            "ratio_async": round(pit_async[key] / ppe[key], 2),
-                            "higher_is_better": higher})
-    machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
-               "platform": platform.platform(), "processor": platform.processor()}
+    systems = [s for s in ns.systems if available(s)]
+    skipped = [s for s in ns.systems if s not in systems]
+    reps = 1 if ns.quick else ns.reps
+    data = run(ns.sizes, systems, reps, ns.quick)
+    data["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
+                       "platform": platform.platform(), "reps": reps, "skipped": skipped}
     if ns.json:
-        print(json.dumps({"machine": machine, "results": results, "watcher": watch_ratios},
-                         indent=2))
+        print(json.dumps(data, indent=2))
         return 0
-    print(f"pit vs ProcessPoolExecutor — Python {machine['python']}, {machine['cpus']} CPUs, "
-          f"{machine['platform']}")
-    print("pit = the blocking Pool API; pit async = AsyncPool; ratios are pit/ProcessPool "
-          "(latency: lower is better; rates: higher is better)")
-    print(f"{'size':>4}  {'metric':<24} {'pit':>15} {'pit async':>15} {'ProcessPool':>15} "
-          f"{'pit/PPE':>8} {'async/PPE':>9}")
-    for r in results:
-        cells = [f"{r[k]:,.0f} {r['unit']}" for k in ("pit", "pit_async", "process_pool")]
-        print(f"{r['size']:>4}  {r['label']:<24} {cells[0]:>15} {cells[1]:>15} {cells[2]:>15} "
-              f"{r['ratio']:>7.2f}x {r['ratio_async']:>8.2f}x")
-    for size in ns.sizes:
-        ratio = next(r for r in watch_ratios if r["size"] == size)["watched_ratio"]
-        print(f"size {size}: 64 in flight with `pit status --watch` attached at 4 Hz: "
-              f"{ratio:.2f}x the throughput without it ({(1 - ratio) * 100:+.1f} % drop)")
+    m = data["machine"]
+    print(f"pit vs peers — Python {m['python']}, {m['cpus']} CPUs, {m['platform']}; median of "
+          f"{reps} run(s) per row" + (f"; not installed, skipped: {', '.join(skipped)}"
+                                      if skipped else ""))
+    print("ratios are pit/peer: for µs and ms lower is better, for the rest higher is better")
+    print_table(data, systems)
     return 0
 
 

@@ -184,7 +184,7 @@ class WorkerHandle:
             options=[("grpc.max_send_message_length", limit),
                      ("grpc.max_receive_message_length", limit)])
         self._stub = pb_grpc.BridgeServiceStub(self._channel)
-        if "call_lane" in self.ready_info.get("features", ()):
+        if self.config.call_lane and "call_lane" in self.ready_info.get("features", ()):
             self._lane = Lane(self, self._stub, limit)
         self._tasks.append(loop.create_task(relay(self._stub, self.config.name, self.id)))
         self.state, self.accepting = "ready", True
