@@ -81,6 +81,8 @@ class PoolConfig:
     max_message_mb: int = 512
     pipeline_depth: int = 16
     call_lane: bool = True  # false: one unary ExecuteTool RPC per call, as Snakepit does
+    # "forkserver": workers are forked by a per-pool zygote (Linux); "spawn": fresh processes
+    start_method: str = "forkserver" if sys.platform.startswith("linux") else "spawn"
     dependent: bool = True
     dependent_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
@@ -174,6 +176,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "shutdown_grace_ms": _int(0),
     "allow_pickle": (lambda v: isinstance(v, bool), "true or false"),
     "call_lane": (lambda v: isinstance(v, bool), "true or false"),
+    "start_method": (lambda v: v in ("forkserver", "spawn"), '"forkserver" or "spawn"'),
     "max_message_mb": _int(1, 2047),
     "pipeline_depth": _int(0, 1024),
     "dependent": (lambda v: isinstance(v, bool), "true or false"),

@@ -284,6 +284,7 @@ class AsyncPool:
         await asyncio.gather(*(w.stop() for w in list(self._workers.values())),
                              return_exceptions=True)
         self._workers.clear()
+        await self.lifecycle.close_forkserver()
         if self._owns_instance and self._instance is not None:
             await self._instance.close()
         self._state = "closed"

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import PitError, WorkerStartError
 from ..logs import logger
 from .crash import ATTRIBUTABLE
+from .forkserver import ForkServer
+from .forkserver import supported as forkserver_supported
 from .worker_handle import WorkerHandle
 
 log = logger("lifecycle")
@@ -47,6 +49,8 @@ class Lifecycle:
         self._task: asyncio.Task[None] | None = None
         self._recycling: set[asyncio.Task[Any]] = set()
         self.replacing: collections.deque[str] = collections.deque()  # reasons, oldest first
+        self.forkserver: ForkServer | None = None
+        self.spawn_only = False  # the adapter is not fork-safe
 
     # --- start ------------------------------------------------------------------------------
     async def start_all(self) -> None:
@@ -59,6 +63,35 @@ class Lifecycle:
             errors = [r for r in results if isinstance(r, BaseException)]
             if errors:
                 raise errors[0]
+
+    async def _forkserver(self, worker: WorkerHandle) -> ForkServer | None:
+        """The pool's fork server (started with the first worker), or None: spawn."""
+        if self.config.start_method != "forkserver" or not forkserver_supported() or \
+                self.spawn_only:
+            return None
+        if self.forkserver is None:
+            argv = worker.argv()
+            common = [argv[3], argv[4]]  # --adapter X
+            for flag in ("--run-id", "--instance-token", "--host-pid"):
+                common += [flag, argv[argv.index(flag) + 1]]
+            if "--independent" in argv:
+                common.append("--independent")
+            self.forkserver = ForkServer(
+                self.config.name, worker.python, common, worker.env(),
+                registry=self.pool.instance.registry, instance=self.pool.instance,
+                startup_timeout=self.config.startup_timeout_ms / 1000)
+            await self.forkserver.spawn_ready()
+            if not self.forkserver.fork_safe:
+                log.info("pool %r: the adapter declares fork_safe = False: spawning workers",
+                         self.config.name)
+                await self.forkserver.close()
+                self.forkserver, self.spawn_only = None, True
+        return self.forkserver
+
+    async def close_forkserver(self) -> None:
+        if self.forkserver is not None:
+            await self.forkserver.close()
+            self.forkserver = None
 
     def run(self) -> None:
         """Start the reconcile loop (after start_all, or instead of it for start(wait=False))."""
@@ -80,6 +113,7 @@ class Lifecycle:
         if self.replacing:
             worker.replaced_reason = self.replacing.popleft()
         worker.extra_env = pool.extra_env
+        worker.forkserver = await self._forkserver(worker)
         if self.config.max_requests:
             # Jitter, so that workers started together do not all recycle together.
             worker.max_requests = max(1, round(self.config.max_requests

@@ -37,6 +37,7 @@ from ..logs import logger
 from ..protocol import codec, pb, pb_grpc
 from . import crash
 from .events import worker_event
+from .forkserver import ForkServer
 from .instance import HostInstance
 from .lane import Lane, OnDone, deliver
 from .telemetry_relay import relay
@@ -100,7 +101,8 @@ class WorkerHandle:
         self.uss_mb = 0.0  # memory only this process holds (sampled every few seconds)
         self.cpu_pct = 0.0  # CPU use since the previous sample
         self._on_free, self._on_exit = on_free, on_exit
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: Any = None  # asyncio.subprocess.Process, or a ForkedProcess
+        self.forkserver: ForkServer | None = None  # None: spawn a fresh interpreter
         self._channel: Any = None
         self._lane: Lane | None = None
         self._stub: Any = None
@@ -144,10 +146,7 @@ class WorkerHandle:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    async def start(self) -> None:
-        """Spawn the process and wait until it serves; raises WorkerStartError."""
-        timeout = self.config.startup_timeout_ms / 1000
-        self._oom_before = crash.oom_kill_count()
+    async def _spawn(self) -> None:
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *self.argv(), stdin=asyncio.subprocess.DEVNULL,
@@ -157,6 +156,15 @@ class WorkerHandle:
             raise WorkerStartError(
                 f"pool {self.config.name!r}: cannot start worker with "
                 f"{self.argv()[0]}: {exc}", hint="check the pool's python setting") from None
+
+    async def start(self) -> None:
+        """Spawn (or fork) the process and wait until it serves; raises WorkerStartError."""
+        timeout = self.config.startup_timeout_ms / 1000
+        self._oom_before = crash.oom_kill_count()
+        if self.forkserver is not None:
+            self._proc = await self.forkserver.spawn(self.argv()[3:])
+        else:
+            await self._spawn()
         self.pid = self._proc.pid
         if self._instance.registry is not None:
             self._instance.registry.worker_started(

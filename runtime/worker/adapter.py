@@ -32,6 +32,17 @@ class Adapter:
 
     #: The adapter's tools may run concurrently in one process (required by profile="thread").
     thread_safe: bool = False
+    #: Workers may be forked from the pool's fork server (start_method = "forkserver"). Set
+    #: False when importing the adapter's module starts threads or opens connections that a
+    #: forked child must not share: the pool then spawns fresh interpreters.
+    fork_safe: bool = True
+
+    @classmethod
+    def preload(cls) -> None:
+        """Called once in the fork server, before any worker is forked: import or load what
+        every worker shares read-only (large modules, static data); children inherit it
+        copy-on-write. Per-worker state (models on a GPU, connections) belongs in
+        `initialize`."""
 
     def initialize(self) -> None:
         """Called once in the worker before it reports ready."""

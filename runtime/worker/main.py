@@ -56,6 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="serve only Snakepit's RPCs (tests the host's unary fallback)")
     p.add_argument("--health-check", action="store_true",
                    help="import the adapter, print its tools as JSON and exit")
+    p.add_argument("--zygote", action="store_true",
+                   help="run as the pool's fork server (see runtime/worker/zygote.py)")
+    p.add_argument("--control-fd", type=int, default=-1, help="the fork server's socket")
+    p.add_argument("--forked", action="store_true",
+                   help="this worker was forked by the fork server (watch --host-pid)")
     return p.parse_args(argv)
 
 
@@ -73,8 +78,8 @@ def load_adapter_class(spec: str) -> type:
     return cls
 
 
-def _die_with_parent(host_pid: int) -> None:
-    """Linux parent-death signal, and a watchdog on the parent pid everywhere."""
+def _arm_parent_death_signal() -> None:
+    """Linux: SIGTERM when the parent dies (elsewhere the watchdogs do the job)."""
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -83,13 +88,32 @@ def _die_with_parent(host_pid: int) -> None:
             libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
-    if host_pid and os.getppid() != host_pid:
-        os._exit(0)  # the host died before we could arm the signal
+
+
+def _host_alive(host_pid: int) -> bool:
+    try:
+        os.kill(host_pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _die_with_parent(host_pid: int, forked: bool = False) -> None:
+    """Exit with the host: parent-death signal and a watchdog on the parent pid; a forked
+    worker's parent is the fork server, so it watches the host's pid instead."""
+    if not forked:
+        _arm_parent_death_signal()
+        if host_pid and os.getppid() != host_pid:
+            os._exit(0)  # the host died before we could arm the signal
+    elif host_pid and not _host_alive(host_pid):
+        os._exit(0)
 
     def watch() -> None:
         while True:
             time.sleep(PARENT_POLL_S)
-            if os.getppid() != host_pid:
+            if (not _host_alive(host_pid)) if forked else os.getppid() != host_pid:
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
 
@@ -176,7 +200,7 @@ def serve(ns: argparse.Namespace) -> int:
         sys.stderr.write("pit worker: running independent of its host (dependent = false): "
                          "it will not exit when the host dies\n")
     else:
-        _die_with_parent(ns.host_pid)
+        _die_with_parent(ns.host_pid, ns.forked)
 
     try:
         cls = load_adapter_class(ns.adapter)
@@ -255,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
     if ns.health_check:
         return health_check(ns.adapter)
+    if ns.zygote:
+        from .zygote import serve as serve_forks
+
+        return serve_forks(ns)
     if not ns.listen:
         print("pit worker: --listen is required (unless --health-check)", file=sys.stderr)
         return 2

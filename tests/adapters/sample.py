@@ -237,3 +237,27 @@ class ThreadedAdapter(Adapter):
     @tool
     def peak(self) -> int:
         return self.peak
+
+
+class NotForkSafe(Adapter):
+    """Declares that it must not be forked: the pool spawns its workers."""
+
+    fork_safe = False
+
+    @tool
+    def parent(self) -> int:
+        return os.getppid()
+
+
+class Preloaded(Adapter):
+    """preload() runs once in the fork server; workers find its work done."""
+
+    loaded_in: int = 0
+
+    @classmethod
+    def preload(cls) -> None:
+        cls.loaded_in = os.getpid()
+
+    @tool
+    def where(self) -> dict:
+        return {"loaded_in": type(self).loaded_in, "pid": os.getpid(), "ppid": os.getppid()}

@@ -1,0 +1,306 @@
+"""Host side of the fork server (`runtime/worker/zygote.py`): start it once per pool, ask it
+for workers, learn their exit codes.
+
+A forked worker is not the host's child, so `ForkedProcess` stands in for
+``asyncio.subprocess.Process`` (``pid``, ``returncode``, ``stdout``, ``wait()``): its output
+comes through a pipe the host made and handed over with the request, its exit code from the
+zygote's ``exit`` message. If the zygote dies, its workers keep running; the host then
+watches each through a pidfd (exit code unknown: reported as "is gone") and starts a new
+zygote for the next worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from ..errors import WorkerStartError
+from ..logs import logger
+
+log = logger("lifecycle")
+OUTPUT_TAIL_LINES = 40
+
+
+class ForkedProcess:
+    def __init__(self, pid: int, stdout: asyncio.StreamReader,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.pid = pid
+        self.stdout = stdout
+        self.returncode: int | None = None
+        self._done: asyncio.Future[int | None] = loop.create_future()
+        self._loop = loop
+        self._pidfd = -1
+
+    def exited(self, code: int | None) -> None:
+        if not self._done.done():
+            self.returncode = code
+            self._done.set_result(code)
+        if self._pidfd >= 0:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    def watch_without_parent(self) -> None:
+        """The zygote is gone: learn of this process's end through a pidfd."""
+        if self._done.done():
+            return
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except (OSError, AttributeError):  # already gone (or no pidfd): report it gone
+            self.exited(None)
+            return
+        self._loop.add_reader(self._pidfd, self.exited, None)
+
+    async def wait(self) -> int | None:
+        return await asyncio.shield(self._done)
+
+
+class ForkServer:
+    """One zygote for one pool: ``await spawn(argv)`` -> ForkedProcess."""
+
+    def __init__(self, pool: str, python: str, common_argv: list[str], env: dict[str, str],
+                 registry: Any = None, instance: Any = None,
+                 startup_timeout: float = 30.0) -> None:
+        self.pool = pool
+        self.python = python
+        self.common_argv = common_argv  # --adapter, --run-id, --instance-token, --host-pid...
+        self.env = env
+        self.registry = registry
+        self.instance = instance
+        self.startup_timeout = startup_timeout
+        self.pid: int | None = None
+        self.generation = 0
+        self.row_id = "fork-server"  # its registry row: one per zygote started
+        self.fork_safe = True
+        self.output: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._sock: socket.socket | None = None
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[int]] = {}
+        self._children: dict[int, ForkedProcess] = {}
+        self._early_exits: dict[int, int] = {}  # exits seen before spawn() took the child
+        self._ready: asyncio.Future[dict[str, Any]] | None = None
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._closing = False
+        self._restart: asyncio.Task[None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._sock is not None and self._proc is not None and \
+            self._proc.returncode is None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [self.python, "-m", "runtime.worker", "--zygote", *self.common_argv,
+                "--control-fd", str(theirs.fileno())]
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, env=self.env, start_new_session=True,
+                pass_fds=(theirs.fileno(),))
+        except OSError as exc:
+            ours.close()
+            raise WorkerStartError(f"pool {self.pool!r}: cannot start the fork server with "
+                                   f"{self.python}: {exc}",
+                                   hint="check the pool's python setting") from None
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        self.pid = self._proc.pid
+        self.generation += 1
+        self.row_id = f"fork-server-{self.generation}"
+        self._ready = loop.create_future()
+        loop.add_reader(ours.fileno(), self._on_message)
+        self._tasks = [loop.create_task(self._pump_output(self._proc)),
+                       loop.create_task(self._watch_exit(self._proc, self.row_id))]
+        if self.registry is not None and self.instance is not None:
+            self.registry.worker_started(
+                instance_id=self.instance.id, token=self.instance.token, pool=self.pool,
+                worker_id=self.row_id, pid=self.pid, socket="")
+        try:
+            info = await asyncio.wait_for(asyncio.shield(self._ready), self.startup_timeout)
+        except asyncio.TimeoutError:
+            await self.close()
+            raise self._error(f"was not ready within {self.startup_timeout:g} s") from None
+        except WorkerStartError:
+            await self._wait_gone()
+            raise
+        self.fork_safe = bool(info.get("fork_safe", True))
+        if info.get("threads", 1) > 1:
+            log.warning("pool %r: the fork server runs %d threads; forking may deadlock",
+                        self.pool, info["threads"])
+
+    def _error(self, what: str) -> WorkerStartError:
+        tail = "\n".join(self.output) or "(no output)"
+        return WorkerStartError(
+            f"pool {self.pool!r}: the fork server (pid {self.pid}) {what}.\n"
+            f"Its last output:\n{tail}", details={"pool": self.pool, "cause": "fork_server"},
+            hint="check that the adapter imports: python -m runtime.worker --health-check "
+                 f"--adapter {self.common_argv[1] if len(self.common_argv) > 1 else '...'}")
+
+    async def _wait_gone(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._proc.wait(), 2.0)
+        await asyncio.sleep(0.05)  # the last output lines
+
+    def _on_message(self) -> None:
+        assert self._sock is not None
+        try:
+            data = self._sock.recv(1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._lost()
+            return
+        msg = json.loads(data)
+        op = msg.get("op")
+        if op == "ready" and self._ready is not None and not self._ready.done():
+            self._ready.set_result(msg)
+        elif op == "failed" and self._ready is not None and not self._ready.done():
+            self._ready.set_exception(self._error(f"could not load the adapter: "
+                                                  f"{msg.get('message', '')}"))
+        elif op in ("forked", "error"):
+            fut = self._waiting.pop(msg.get("id"), None)
+            if fut is not None and not fut.done():
+                if op == "forked":
+                    fut.set_result(int(msg["pid"]))
+                else:
+                    fut.set_exception(WorkerStartError(
+                        f"pool {self.pool!r}: the fork server could not fork a worker: "
+                        f"{msg.get('message', '')}"))
+        elif op == "exit":
+            child = self._children.pop(int(msg["pid"]), None)
+            if child is not None:
+                child.exited(int(msg["code"]))
+            else:
+                self._early_exits[int(msg["pid"])] = int(msg["code"])
+
+    def _lost(self) -> None:
+        """The zygote's socket closed: it died (or is stopping). Its workers live on."""
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(self._error("exited before it was ready"))
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(WorkerStartError(
+                    f"pool {self.pool!r}: the fork server died while forking a worker"))
+        self._waiting.clear()
+        for child in self._children.values():
+            child.watch_without_parent()
+        self._children.clear()
+        if not self._closing and self._restart is None and self._proc is not None:
+            # supervised: a new zygote now, so the next replacement does not wait for one
+            self._restart = asyncio.get_running_loop().create_task(self._start_again())
+
+    async def _start_again(self) -> None:
+        try:
+            await asyncio.sleep(0.1)  # let the dead one's exit be seen first
+            await self.spawn_ready()
+        except Exception as exc:  # noqa: BLE001 - the next spawn() tries again and reports
+            log.error("pool %r: the fork server could not be restarted: %s", self.pool, exc)
+        finally:
+            self._restart = None
+
+    async def _pump_output(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.output.append(line)
+            log.debug("[%s/fork-server] %s", self.pool, line)
+
+    async def _watch_exit(self, proc: asyncio.subprocess.Process, row_id: str) -> None:
+        code = await proc.wait()
+        if self.registry is not None and self.instance is not None:
+            self.registry.worker_ended(instance_id=self.instance.id, pool=self.pool,
+                                       worker_id=row_id, reason=f"exit {code}")
+        if proc is self._proc and self._sock is not None:
+            self._lost()
+
+    async def spawn_ready(self) -> None:
+        """Start the zygote unless it runs (again, after it died)."""
+        async with self._lock:
+            if not self.alive:
+                if self._proc is not None:
+                    log.warning("pool %r: the fork server is gone; starting a new one",
+                                self.pool)
+                await self.start()
+
+    async def spawn(self, argv: list[str]) -> ForkedProcess:
+        """A new worker process running ``python -m runtime.worker <argv>``; (re)starts the
+        zygote when it is not running. Raises WorkerStartError."""
+        await self.spawn_ready()
+        assert self._sock is not None
+        loop = asyncio.get_running_loop()
+        read_fd, write_fd = os.pipe()
+        rid = next(self._ids)
+        fut: asyncio.Future[int] = loop.create_future()
+        self._waiting[rid] = fut
+        try:
+            socket.send_fds(self._sock, [json.dumps({"op": "fork", "id": rid,
+                                                     "argv": argv}).encode()], [write_fd])
+        except OSError as exc:
+            self._waiting.pop(rid, None)
+            os.close(read_fd)
+            raise WorkerStartError(f"pool {self.pool!r}: the fork server did not take the "
+                                   f"request: {exc}") from None
+        finally:
+            os.close(write_fd)
+        try:
+            pid = await asyncio.wait_for(fut, self.startup_timeout)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        reader = asyncio.StreamReader(limit=1 << 20)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                     os.fdopen(read_fd, "rb", 0))
+        child = ForkedProcess(pid, reader, loop)
+        if pid in self._early_exits:
+            child.exited(self._early_exits.pop(pid))
+        elif self._sock is None:
+            child.watch_without_parent()
+        else:
+            self._children[pid] = child
+        return child
+
+    async def close(self) -> None:
+        """Stop the zygote (its workers are stopped by the pool, not here)."""
+        self._closing = True
+        if self._restart is not None:
+            self._restart.cancel()
+            await asyncio.gather(self._restart, return_exceptions=True)
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self._proc.wait(), 2.0)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self._proc.kill()
+                await self._proc.wait()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, 1.0)
+        if self._sock is not None:
+            self._lost()
+
+
+def supported() -> bool:
+    return sys.platform.startswith("linux") and hasattr(os, "fork") and \
+        hasattr(socket, "send_fds")

@@ -1,0 +1,177 @@
+"""The fork server (zygote): ``python -m runtime.worker --zygote --adapter ... --control-fd N``.
+
+Started once per pool with the pool's interpreter and environment, it imports what a worker
+needs (grpc, protobuf, the worker modules, the adapter's module; then ``Adapter.preload()``),
+creates no gRPC object and no thread, and forks a worker for each request of its host:
+
+    host -> zygote  {"op": "fork", "id": n, "argv": [worker args]}  + the output pipe's fd
+    zygote -> host  {"op": "ready", "pid", "fork_safe", "threads"}   once, after the imports
+                    {"op": "forked", "id": n, "pid": p} | {"op": "error", "id": n, "message"}
+                    {"op": "exit", "pid": p, "code": c}    when a worker ends (-N: signal N)
+
+over a SOCK_SEQPACKET socket inherited as ``--control-fd``. A forked worker starts its own
+session, writes to the pipe it was given, and then runs exactly like a spawned one
+(`main.serve`), watching the host's pid rather than its parent's. The zygote exits with the
+host (parent-death signal, and a check of its parent pid) or when the host closes the socket;
+its workers do not die with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import signal
+import socket
+import sys
+from typing import Any
+
+POLL_S = 0.5
+
+
+def _send(sock: socket.socket, message: dict[str, Any]) -> None:
+    try:
+        sock.send(json.dumps(message).encode())
+    except OSError:
+        pass  # the host is gone; we exit at the next poll
+
+
+def _preload(ns: argparse.Namespace) -> dict[str, Any]:
+    import grpc  # noqa: F401 - imported here so every worker finds it in memory
+    from google.protobuf import any_pb2  # noqa: F401
+
+    from . import servicer, specs  # noqa: F401
+    from .main import load_adapter_class
+
+    cls = load_adapter_class(ns.adapter)
+    preload = getattr(cls, "preload", None)
+    if callable(preload):
+        preload()
+    return {"fork_safe": bool(getattr(cls, "fork_safe", True))}
+
+
+def serve(ns: argparse.Namespace) -> int:
+    from .main import _arm_parent_death_signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not ns.independent:
+        _arm_parent_death_signal()
+        if ns.host_pid and os.getppid() != ns.host_pid:
+            return 0
+    sock = socket.socket(fileno=ns.control_fd)
+    try:
+        info = _preload(ns)
+    except BaseException as exc:  # noqa: BLE001 - report, then exit
+        import traceback
+
+        sys.stderr.write(f"pit fork server: adapter {ns.adapter!r} failed to load:\n"
+                         f"{traceback.format_exc()}")
+        sys.stderr.flush()
+        _send(sock, {"op": "failed", "message": f"{type(exc).__name__}: {exc}"})
+        return 3
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    os.set_blocking(wake_r, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select() through the wakeup fd
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _send(sock, {"op": "ready", "pid": os.getpid(), "threads": _threads(), **info})
+    while not stop:
+        readable, _, _ = select.select([sock.fileno(), wake_r], [], [], POLL_S)
+        if wake_r in readable:
+            try:
+                os.read(wake_r, 512)
+            except OSError:
+                pass
+        _reap(sock)
+        if sock.fileno() in readable:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 4)
+            except OSError:
+                data, fds = b"", []
+            if not data:
+                return 0  # the host closed the socket: we are done (workers keep running)
+            pid = _fork(sock, wake_r, wake_w, json.loads(data), fds)
+            if pid == 0:
+                return 0  # not reached: the child exits in _fork
+        if not ns.independent and ns.host_pid and os.getppid() != ns.host_pid:
+            return 0
+    return 0
+
+
+def _threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1
+
+
+def _reap(sock: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _send(sock, {"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def _fork(sock: socket.socket, wake_r: int, wake_w: int, request: dict[str, Any],
+          fds: list[int]) -> int:
+    if request.get("op") != "fork" or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        _send(sock, {"op": "error", "id": request.get("id"),
+                     "message": "expected a fork request with one file descriptor"})
+        return -1
+    out_fd = fds[0]
+    sync_r, sync_w = os.pipe()  # the child's own session exists before the host hears of it
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        for fd in (out_fd, sync_r, sync_w):
+            os.close(fd)
+        _send(sock, {"op": "error", "id": request["id"], "message": f"fork failed: {exc}"})
+        return -1
+    if pid == 0:  # the worker
+        code = 1
+        try:
+            os.setsid()
+            os.close(sync_r)
+            os.close(sync_w)
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+            sock.close()
+            os.close(wake_r)
+            os.close(wake_w)
+            os.dup2(out_fd, 1)
+            os.dup2(out_fd, 2)
+            os.close(out_fd)
+            from .main import main
+
+            code = main([*request["argv"], "--forked"])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os._exit(code)
+    os.close(out_fd)
+    os.close(sync_w)
+    os.read(sync_r, 1)  # EOF once the child has called setsid and closed its end
+    os.close(sync_r)
+    _send(sock, {"op": "forked", "id": request["id"], "pid": pid})
+    return pid

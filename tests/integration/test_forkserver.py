@@ -1,0 +1,73 @@
+"""The fork server: workers forked from a per-pool zygote, its supervision and fallbacks."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+import pytest
+
+from runtime import Pool, WorkerStartError
+from tests.conftest import pid_alive, wait_until
+
+SAMPLE = "tests.adapters.sample"
+
+
+def zygote_pid(pool: Pool) -> int:
+    fs = pool._core.lifecycle.forkserver
+    assert fs is not None and fs.pid is not None
+    return fs.pid
+
+
+def test_workers_are_forked_from_one_zygote_that_ran_preload() -> None:
+    with Pool(adapter=f"{SAMPLE}:Preloaded", size=3) as pool:
+        zygote = zygote_pid(pool)
+        seen = [pool.execute("where") for _ in range(6)]
+        assert {s["ppid"] for s in seen} == {zygote}
+        assert {s["loaded_in"] for s in seen} == {zygote}  # preload ran once, in the zygote
+        assert {s["pid"] for s in seen} <= set(pool.pids())
+        for pid in pool.pids():  # each worker leads its own session (cleanup signals groups)
+            assert os.getpgid(pid) == pid and os.getsid(pid) == pid
+    assert not pid_alive(zygote)
+
+
+def test_zygote_death_spares_the_workers_and_a_new_one_serves_replacements() -> None:
+    with Pool(size=2) as pool:
+        old = zygote_pid(pool)
+        workers = set(pool.pids())
+        os.kill(old, signal.SIGKILL)
+        assert wait_until(lambda: not pid_alive(old))
+        assert pool.execute("add", {"a": 1, "b": 2}) == 3
+        assert set(pool.pids()) == workers and all(pid_alive(p) for p in workers)
+        victim = sorted(workers)[0]
+        os.kill(victim, signal.SIGKILL)  # exit seen through a pidfd: the zygote is gone
+        assert wait_until(lambda: victim not in pool.pids() and len(pool.pids()) == 2,
+                          timeout=15)
+        new = zygote_pid(pool)
+        assert new != old and psutil.Process(max(pool.pids())).ppid() == new
+        assert pool.stats().recycles.get("crashed") == 1
+
+
+def test_exit_codes_come_through_the_zygote() -> None:
+    with Pool(size=1) as pool:
+        [pid] = pool.pids()
+        os.kill(pid, signal.SIGSEGV)
+        assert wait_until(lambda: pool.stats().recycles.get("crashed") == 1, timeout=10)
+        [event] = [e for e in pool._core.metrics.events if e["kind"] == "crashed"]
+        assert "SIGSEGV" in event["detail"]
+
+
+def test_adapter_that_is_not_fork_safe_is_spawned() -> None:
+    with Pool(adapter=f"{SAMPLE}:NotForkSafe", size=1) as pool:
+        assert pool._core.lifecycle.forkserver is None
+        assert pool.execute("parent") == os.getpid()
+
+
+def test_spawn_start_method_and_a_broken_adapter_in_the_zygote() -> None:
+    with Pool(size=1, start_method="spawn") as pool:
+        assert pool._core.lifecycle.forkserver is None
+        assert psutil.Process(pool.pids()[0]).ppid() == os.getpid()
+    with pytest.raises(WorkerStartError, match="fork server") as err:
+        Pool(adapter="tests.adapters.no_such_module:X", size=1).start()
+    assert "No module named 'tests.adapters.no_such_module'" in str(err.value)
