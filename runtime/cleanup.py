@@ -7,6 +7,7 @@ Only processes proven to be pit's (`registry.is_our_worker`) are ever signalled.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import signal
@@ -24,7 +25,7 @@ NEW_RUN_DIR_S = 60.0  # an unregistered run dir younger than this may be a host 
 
 @dataclass(frozen=True, slots=True)
 class CleanupItem:
-    kind: str  # "worker" | "run_dir" | "instance"
+    kind: str  # "worker" | "shm" | "run_dir" | "instance"
     target: str  # pid, path or instance id
     instance_id: str
     reason: str
@@ -125,6 +126,12 @@ def cleanup(state_dir: Path, *, dry_run: bool = False, force: bool = False,
                 items.append(CleanupItem("worker", str(w.pid), inst.instance_id,
                                          f"orphan of {reason}", "terminate", w.pool,
                                          w.worker_id, done=not dry_run and not err, error=err))
+        for arena in leftover_arenas(inst.instance_id):
+            if not dry_run:
+                with contextlib.suppress(OSError):
+                    os.unlink(arena)
+            items.append(CleanupItem("shm", arena, inst.instance_id, reason, "remove",
+                                     done=not dry_run))
         if inst.run_dir and Path(inst.run_dir).exists():
             if not dry_run:
                 shutil.rmtree(inst.run_dir, ignore_errors=True)
@@ -150,6 +157,13 @@ def cleanup(state_dir: Path, *, dry_run: bool = False, force: bool = False,
     if not dry_run:
         registry.prune_ended(ENDED_HISTORY_S)
     return CleanupReport(str(state_dir), dry_run, tuple(items))
+
+
+def leftover_arenas(instance_id: str) -> list[str]:
+    """Shared-memory arenas of an instance (`runtime.pool.shm`) still in /dev/shm."""
+    from .protocol.shm import PREFIX
+
+    return sorted(glob.glob(f"{PREFIX}{instance_id}-*"))
 
 
 def _unowned_run_dir_in_use(path: Path) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     monkeypatch.setenv("PIT_INDEX_DIR", str(tmp_path / "index"))  # never the user's own
     monkeypatch.delenv("PIT_CONFIG", raising=False)
     monkeypatch.chdir(ROOT)
+    arenas_before = set(glob.glob("/dev/shm/pit-*"))
     yield state
     deadline = time.monotonic() + 5
     left = worker_processes(os.getpid())
@@ -45,6 +47,8 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     for proc in left:
         proc.kill()
     assert not left, f"worker processes left alive: {[p.pid for p in left]}"
+    leaked = set(glob.glob("/dev/shm/pit-*")) - arenas_before
+    assert not leaked, f"shared-memory arenas left behind: {sorted(leaked)}"
 
 
 def pid_alive(pid: int) -> bool:

@@ -300,8 +300,10 @@ class AsyncPool:
 
     # --- calls ------------------------------------------------------------------------------
     def prepare(self, tool: str, args: Mapping[str, Any] | None, session_id: str | None,
-                metadata: Mapping[str, str] | None) -> Any:
-        """Check and encode a call (safe from any thread): bad input fails here, at once."""
+                metadata: Mapping[str, str] | None, big: dict[str, Any] | None = None) -> Any:
+        """Check and encode a call (safe from any thread): bad input fails here, at once.
+        With a ``big`` dict, large bytes arguments are left out of the request and put there
+        (`dispatch` sends them through shared memory where the worker can map it)."""
         if self._state != "running":
             if self.failure is not None:
                 lines = [ln for ln in self.failure.message.splitlines() if ln.strip()]
@@ -325,14 +327,15 @@ class AsyncPool:
                       f" session {session_id}" if session_id else "")
         req = pb.ExecuteToolRequest(tool_name=tool, session_id=session_id or "")
         try:
-            codec.encode_params(req, args)
+            codec.encode_params(req, args, big=big, threshold=self.config.shm_threshold_kb * 1024)
         except codec.CodecError as exc:
             raise InvalidArgument(f"tool {tool!r}: {exc}") from None
         if metadata:
             req.metadata.update(metadata)
         if "correlation_id" not in req.metadata:
             req.metadata["correlation_id"] = f"{self.instance.id}-{next(self._call_ids)}"
-        size = req.ByteSize()
+        size = req.ByteSize() + (sum(len(memoryview(v).cast("B")) for v in big.values())
+                                 if big else 0)
         if size > self._max_call_bytes:
             raise InvalidArgument(
                 f"call to {tool!r} is {size / MIB:.1f} MiB, over the pool's limit of "
@@ -416,8 +419,8 @@ class AsyncPool:
         return fut
 
     def dispatch(self, req: Any, timeout: float | None, deliver: Deliver, *,
-                 idempotent: bool | None = None,
-                 affinity: str | None = None) -> Callable[[], None]:
+                 idempotent: bool | None = None, affinity: str | None = None,
+                 big: dict[str, Any] | None = None) -> Callable[[], None]:
         """Start a prepared call; ``deliver(result, None)`` or ``deliver(None, error)`` follows.
 
         Runs on the pool's loop and never awaits, so the sync API can use it without a task
@@ -441,7 +444,7 @@ class AsyncPool:
                 deliver(None, exc)
                 return lambda: None
         run = CallRun(self, req, deadline, deliver, idempotent, session,
-                      _affinity(affinity or self.config.affinity))
+                      _affinity(affinity or self.config.affinity), big or None)
         run.start()
         return run.cancel
 
@@ -457,14 +460,16 @@ class AsyncPool:
         ``affinity`` (hint, strict_queue, strict_fail_fast) overrides the pool's for a call
         with a ``session_id``.
         """
-        req = self.prepare(tool, args, session_id, metadata)
+        big: dict[str, Any] = {}
+        req = self.prepare(tool, args, session_id, metadata, big)
         out: asyncio.Future[Any] = self.loop.create_future()
 
         def deliver(value: Any, err: BaseException | None) -> None:
             if not out.done():
                 out.set_exception(err) if err is not None else out.set_result(value)
 
-        cancel = self.dispatch(req, timeout, deliver, idempotent=idempotent, affinity=affinity)
+        cancel = self.dispatch(req, timeout, deliver, idempotent=idempotent, affinity=affinity,
+                               big=big)
         try:
             return await out
         except asyncio.CancelledError:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import telemetry
 from ..errors import CallTimeout, InvalidArgument, WorkerExit, from_payload
-from ..protocol import codec
+from ..protocol import codec, shm
 from .affinity import session_slot
 from .lane import NotStarted
 from .sessions import Session
@@ -36,8 +36,9 @@ COMPLETED = "pool.call.completed"
 class CallRun:
     def __init__(self, pool: AsyncPool, req: Any, deadline: float | None, deliver: Deliver,
                  idempotent: bool, session: Session | None = None,
-                 affinity: str = "hint") -> None:
+                 affinity: str = "hint", big: dict[str, Any] | None = None) -> None:
         self.pool = pool
+        self.big = big  # large bytes arguments, sent through shared memory when possible
         self.session = session
         self.affinity = affinity
         self.req = req
@@ -90,7 +91,7 @@ class CallRun:
                             "tool": self.req.tool_name,
                             "correlation_id": self.req.metadata.get("correlation_id", "")})
         self._cid = worker.send(self.req, left,
-                                lambda resp, err: self._outcome(worker, resp, err))
+                                lambda resp, err: self._outcome(worker, resp, err), self.big)
 
     def _outcome(self, worker: WorkerHandle, resp: Any, err: BaseException | None) -> None:
         if self._done:
@@ -127,9 +128,14 @@ class CallRun:
         if resp.success:
             self.pool.barrier.breaker.record_success()
             try:
-                return codec.decode_result(resp, allow_pickle=self.pool.config.allow_pickle), \
-                    None
-            except codec.CodecError as exc:
+                ref = resp.metadata.get(shm.RESULT)
+                if ref:
+                    return worker.read_shm(ref), None
+                value = codec.decode_result(resp, allow_pickle=self.pool.config.allow_pickle)
+                if isinstance(value, bytes):
+                    worker.saw_bytes_result(self.req.tool_name, len(value))
+                return value, None
+            except (codec.CodecError, ValueError) as exc:
                 return None, InvalidArgument(str(exc))
         worker.errors += 1
         return None, from_payload(codec.decode_error(resp.error_message), tool,

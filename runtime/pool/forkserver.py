@@ -87,6 +87,7 @@ class ForkServer:
         self._waiting: dict[int, asyncio.Future[int]] = {}
         self._children: dict[int, ForkedProcess] = {}
         self._early_exits: dict[int, int] = {}  # exits seen before spawn() took the child
+        self._unwanted: set[int] = set()  # requests whose caller gave up: kill what comes
         self._ready: asyncio.Future[dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -174,6 +175,11 @@ class ForkServer:
             self._ready.set_exception(self._error(f"could not load the adapter: "
                                                   f"{msg.get('message', '')}"))
         elif op in ("forked", "error"):
+            if op == "forked" and msg.get("id") in self._unwanted:
+                self._unwanted.discard(msg["id"])
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(int(msg["pid"]), signal.SIGKILL)  # its own session: pgid = pid
+                return
             fut = self._waiting.pop(msg.get("id"), None)
             if fut is not None and not fut.done():
                 if op == "forked":
@@ -266,6 +272,8 @@ class ForkServer:
             pid = await asyncio.wait_for(fut, self.startup_timeout)
         except BaseException:
             os.close(read_fd)
+            if self._waiting.pop(rid, None) is not None:
+                self._unwanted.add(rid)  # cancelled (pool closing): the child must not live
             raise
         reader = asyncio.StreamReader(limit=1 << 20)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
@@ -282,6 +290,10 @@ class ForkServer:
     async def close(self) -> None:
         """Stop the zygote (its workers are stopped by the pool, not here)."""
         self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.0
+        while self._unwanted and self._sock is not None and loop.time() < deadline:
+            await asyncio.sleep(0.01)  # forks whose callers gave up: kill them on arrival
         if self._restart is not None:
             self._restart.cancel()
             await asyncio.gather(self._restart, return_exceptions=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from ..cleanup import cleanup
+from ..cleanup import cleanup, leftover_arenas
 from ..control import index
 from ..logs import logger
 from ..protocol import pb_grpc
@@ -122,6 +122,9 @@ class HostInstance:
             self._server = None
         with contextlib.suppress(OSError):
             shutil.rmtree(self.run_dir)
+        for arena in leftover_arenas(self.id):  # workers unlink theirs; this is the net
+            with contextlib.suppress(OSError):
+                os.unlink(arena)
         with contextlib.suppress(OSError):
             self.run_dir.parent.rmdir()  # only when no other instance is using it
 

@@ -136,14 +136,15 @@ class Pool:
             raise RuntimeError("sync pit calls cannot be made from pit's own event loop")
         # Encoding happens in the caller's thread; only dispatch crosses to the loop, as a
         # plain callback (no task), and a burst of submits wakes the loop once.
-        req = self._core.prepare(tool, args, session_id, metadata)
+        big: dict[str, Any] = {}
+        req = self._core.prepare(tool, args, session_id, metadata, big)
         result: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._loop.call_soon(self._dispatch, req, timeout, result, idempotent, affinity)
+        self._loop.call_soon(self._dispatch, req, timeout, result, idempotent, affinity, big)
         return result
 
     def _dispatch(self, req: Any, timeout: float | None,
                   result: concurrent.futures.Future[Any], idempotent: bool | None,
-                  affinity: str | None) -> None:
+                  affinity: str | None, big: dict[str, Any]) -> None:
         if not result.set_running_or_notify_cancel():
             return
 
@@ -155,7 +156,7 @@ class Pool:
 
         try:
             cancel = self._core.dispatch(req, timeout, deliver, idempotent=idempotent,
-                                         affinity=affinity)
+                                         affinity=affinity, big=big)
         except BaseException as exc:  # noqa: BLE001 - e.g. a bad timeout
             result.set_exception(exc)
             return

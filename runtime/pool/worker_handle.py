@@ -35,11 +35,14 @@ from ..config import PoolConfig
 from ..errors import CallTimeout, RemoteError, WorkerExit, WorkerHung, WorkerStartError
 from ..logs import logger
 from ..protocol import codec, pb, pb_grpc
+from ..protocol.shm import PREFIX as SHM_PREFIX
+from ..protocol.shm import available as shm_available
 from . import crash
 from .events import worker_event
 from .forkserver import ForkServer
 from .instance import HostInstance
 from .lane import Lane, OnDone, deliver
+from .shm import Grant, WorkerShm
 from .telemetry_relay import relay
 
 READY_POLL_S = 0.005
@@ -103,6 +106,7 @@ class WorkerHandle:
         self._on_free, self._on_exit = on_free, on_exit
         self._proc: Any = None  # asyncio.subprocess.Process, or a ForkedProcess
         self.forkserver: ForkServer | None = None  # None: spawn a fresh interpreter
+        self.shm: WorkerShm | None = None  # shared-memory arenas, once ready (Linux)
         self._channel: Any = None
         self._lane: Lane | None = None
         self._stub: Any = None
@@ -195,6 +199,9 @@ class WorkerHandle:
         if self.config.call_lane and "call_lane" in self.ready_info.get("features", ()):
             self._lane = Lane(self, self._stub, limit)
         self._tasks.append(loop.create_task(relay(self._stub, self.config.name, self.id)))
+        threshold = self.config.shm_threshold_kb * 1024
+        if threshold and "shm" in self.ready_info.get("features", ()) and shm_available():
+            self.shm = WorkerShm(f"{SHM_PREFIX}{self._instance.id}-{self.id}", threshold)
         self.state, self.accepting = "ready", True
         self.was_ready = True
 
@@ -238,6 +245,8 @@ class WorkerHandle:
                                 f"{self.exit_reason}", details, self.exit_error)
         if not self._exited.done():
             self._exited.set_result(code)
+        if self.shm is not None:
+            self.shm.close()
         worker_event("worker.exited", self, {"exit_code": code,
                                              "uptime_s": round(self.uptime(), 3)})
         if self._instance.registry is not None:
@@ -283,18 +292,55 @@ class WorkerHandle:
                 return self.capacity + self.pipeline
         return self.capacity
 
-    def send(self, req: Any, timeout: float | None, on_done: OnDone) -> int:
+    def send(self, req: Any, timeout: float | None, on_done: OnDone,
+             big: dict[str, Any] | None = None) -> int:
         """Start one call (its slot already taken); returns its call id.
 
         ``on_done(response, None)`` or ``on_done(None, error)`` is called exactly once, from
         the loop, as soon as the outcome is known. The slot is given back through
-        ``on_free`` when the call has really ended in the worker.
+        ``on_free`` when the call has really ended in the worker. ``big``: large bytes
+        arguments, sent through shared memory (inline to a worker that cannot map it).
         """
+        if self.shm is not None:
+            grant = self.shm.attach(req, big)
+            if grant is not None:
+                on_done = self._releasing(grant, req.tool_name, on_done)
+        elif big:
+            for name, value in big.items():
+                req.binary_parameters[name] = bytes(value)
         if self._lane is not None:
             return self._lane.send(req, timeout, on_done)
         task = self._loop.create_task(self._call_unary(req, timeout))
         task.add_done_callback(lambda t: _deliver_task(on_done, t))
         return 0
+
+    def _releasing(self, grant: Grant, tool: str, on_done: OnDone) -> OnDone:
+        shm = self.shm
+
+        def done(resp: Any, err: BaseException | None) -> None:
+            if err is not None:
+                grant.discard()  # before the caller hears of it
+                on_done(resp, err)
+                return
+            try:
+                on_done(resp, err)  # reads the result out of the arena
+            finally:
+                grant.release()
+                if shm is not None:
+                    shm.learn(tool, resp)
+
+        return done
+
+    def read_shm(self, ref: str) -> bytes:
+        if self.shm is None:
+            raise ValueError(f"worker {self.id} answered through shared memory it was not "
+                             "offered")
+        return self.shm.read_result(ref)
+
+    def saw_bytes_result(self, tool: str, n: int) -> None:
+        """An inline bytes result: when large, offer an arena for the next one."""
+        if self.shm is not None and n >= self.shm.threshold:
+            self.shm.result_sizes[tool] = n
 
     def abandon(self, cid: int, err: BaseException) -> None:
         """Answer call ``cid`` with ``err`` now and cancel it in the worker (lane calls)."""

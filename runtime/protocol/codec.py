@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from . import shm
 from . import snakepit_bridge_pb2 as pb
 
 STRING_VALUE_URL = "type.googleapis.com/google.protobuf.StringValue"
@@ -64,8 +65,11 @@ def loads(data: bytes | str, what: str) -> Any:
 
 # --- parameters -------------------------------------------------------------------------------
 
-def encode_params(req: Any, args: Mapping[str, Any] | None) -> None:
-    """Fill ``req.parameters`` / ``binary_parameters`` / ``metadata`` from ``args``."""
+def encode_params(req: Any, args: Mapping[str, Any] | None, *,
+                  big: dict[str, Any] | None = None, threshold: int = 0) -> None:
+    """Fill ``req.parameters`` / ``binary_parameters`` / ``metadata`` from ``args``. With a
+    ``big`` dict, bytes-like values of ``threshold`` bytes or more go there instead (the
+    caller sends them through shared memory, `runtime.pool.shm`)."""
     if not args:
         return
     params = req.parameters
@@ -77,6 +81,9 @@ def encode_params(req: Any, args: Mapping[str, Any] | None) -> None:
             raise CodecError(f"parameter {name!r}: {req.DESCRIPTOR.name} carries JSON only; "
                              "send bytes as a list of ints or a str")
         if isinstance(value, _BYTES_LIKE):
+            if big is not None and threshold and _size(value) >= threshold:
+                big[name] = value
+                continue
             req.binary_parameters[name] = bytes(value)
         elif isinstance(value, Pickled):
             req.binary_parameters[name] = pickle.dumps(value.value, protocol=5)
@@ -106,7 +113,28 @@ def decode_params(req: Any, *, allow_pickle: bool = False) -> dict[str, Any]:
                 out[name] = raw
             else:
                 raise CodecError(f"parameter {name!r} has unknown binary format {fmt!r}")
+    for key, spec in req.metadata.items():
+        if key.startswith(shm.ARG):
+            try:
+                out[key[len(shm.ARG):]] = _mappings().read(spec)
+            except (OSError, ValueError) as exc:
+                raise CodecError(f"parameter {key[len(shm.ARG):]!r}: shared memory {spec!r} "
+                                 f"cannot be read: {exc}") from None
     return out
+
+
+_maps: shm.Mappings | None = None
+
+
+def _mappings() -> shm.Mappings:
+    global _maps
+    if _maps is None:
+        _maps = shm.Mappings()
+    return _maps
+
+
+def _size(value: Any) -> int:
+    return value.nbytes if isinstance(value, memoryview) else len(value)
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -127,8 +155,17 @@ def _kind(value: Any) -> str:
     return "map"
 
 
-def encode_result(resp: Any, value: Any, *, allow_pickle: bool = False) -> None:
-    """Put a tool's return value into an ExecuteToolResponse-shaped message."""
+def encode_result(resp: Any, value: Any, *, allow_pickle: bool = False,
+                  shm_out: str | None = None) -> None:
+    """Put a tool's return value into an ExecuteToolResponse-shaped message; bytes go into the
+    shared-memory arena ``shm_out`` (offered by the host) when they fit."""
+    if shm_out and isinstance(value, _BYTES_LIKE):
+        ref = _mappings().write(shm_out, value)
+        if ref is not None:
+            resp.metadata[shm.RESULT] = ref
+            resp.metadata[RESULT_FORMAT] = "bytes"
+            resp.success = True
+            return
     if isinstance(value, _BYTES_LIKE):
         resp.binary_result = bytes(value)
         resp.metadata[RESULT_FORMAT] = "bytes"

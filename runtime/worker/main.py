@@ -181,7 +181,7 @@ class _StopSignal:
 def serve(ns: argparse.Namespace) -> int:
     import grpc
 
-    from ..protocol import PROTOCOL_VERSION, pb, pb_grpc
+    from ..protocol import PROTOCOL_VERSION, pb, pb_grpc, shm
     from .adapter import collect_tools
     from .context import HostClient
     from .runner import ToolRunner
@@ -243,7 +243,8 @@ def serve(ns: argparse.Namespace) -> int:
     if ns.ready_file:
         _write_ready(ns.ready_file, {
             "address": ns.listen, "pid": os.getpid(), "protocol": PROTOCOL_VERSION,
-            "features": [] if ns.no_call_lane else ["call_lane"], "worker_id": ns.worker_id,
+            "features": ([] if ns.no_call_lane else ["call_lane"])
+            + (["shm"] if shm.available() else []), "worker_id": ns.worker_id,
             "python": sys.version.split()[0], "executable": sys.executable,
             "threads": ns.threads,
             "gil_enabled": getattr(sys, "_is_gil_enabled", lambda: True)(),

@@ -146,6 +146,11 @@ class SampleAdapter(Adapter):
         return b"x" * n
 
     @tool
+    def slow_echo(self, data: bytes, seconds: float) -> bytes:
+        time.sleep(seconds)
+        return data
+
+    @tool
     def make_chunks(self, count: int, n: int) -> Iterator[bytes]:
         for _ in range(count):
             yield b"x" * n

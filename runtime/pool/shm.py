@@ -1,0 +1,149 @@
+"""Host side of shared-memory payloads (format: `runtime.protocol.shm`).
+
+Each worker gets arenas: files ``/dev/shm/pit-<instance>-<worker>-<n>`` the host creates,
+maps, and reuses from a free list (a reused arena costs no page faults, which is where a
+fresh block per call loses most of its speed). A call with large ``bytes`` arguments takes
+an arena for them; a call whose tool returned large ``bytes`` before (or that sends large
+ones) also takes one for its result. Both go back to the free list when the call's answer has
+been read. All of a worker's arenas are unlinked when it ends; `pit cleanup` removes those of
+dead hosts (by instance id).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import mmap
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from ..protocol import shm
+
+MIN_ARENA = 1 << 20
+
+
+class Arena:
+    def __init__(self, path: str, size: int) -> None:
+        self.path = path
+        self.size = size
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            self.mm = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        with contextlib.suppress(BufferError, ValueError):
+            self.mm.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+class Grant:
+    """The arenas one call holds; `release` when its answer has been read."""
+
+    __slots__ = ("owner", "arenas")
+
+    def __init__(self, owner: WorkerShm) -> None:
+        self.owner = owner
+        self.arenas: list[Arena] = []
+
+    def release(self) -> None:
+        for arena in self.arenas:
+            self.owner.give(arena)
+        self.arenas = []
+
+    def discard(self) -> None:
+        """The call ended without an answer (timeout, crash): the worker may still write to
+        these arenas, so they are never reused."""
+        for arena in self.arenas:
+            self.owner.drop(arena)
+        self.arenas = []
+
+
+class WorkerShm:
+    def __init__(self, prefix: str, threshold: int) -> None:
+        self.prefix = prefix
+        self.threshold = threshold
+        self._free: list[Arena] = []
+        self._all: dict[str, Arena] = {}
+        self._names = itertools.count(1)
+        self.result_sizes: dict[str, int] = {}  # tool -> size of its last large result
+
+    def take(self, n: int) -> Arena:
+        fits = [a for a in self._free if a.size >= n]
+        if fits:
+            arena = min(fits, key=lambda a: a.size)
+            self._free.remove(arena)
+            return arena
+        if self._free:  # replace the largest free one with a bigger one
+            old = max(self._free, key=lambda a: a.size)
+            self._free.remove(old)
+            self.drop(old)
+        size = max(MIN_ARENA, 1 << (max(n, 1) - 1).bit_length())
+        arena = Arena(f"{self.prefix}-{next(self._names)}", size)
+        self._all[arena.path] = arena
+        return arena
+
+    def give(self, arena: Arena) -> None:
+        if arena.path in self._all:
+            self._free.append(arena)
+
+    def drop(self, arena: Arena) -> None:
+        self._all.pop(arena.path, None)
+        arena.close()
+
+    def attach(self, req: Any, big: Mapping[str, Any] | None) -> Grant | None:
+        """Put ``big`` arguments into an arena and offer one for the result when the tool is
+        known to return large bytes; references go into ``req.metadata``."""
+        for key in [k for k in req.metadata if k.startswith((shm.ARG, shm.OUT))]:
+            del req.metadata[key]  # from an earlier attempt on another worker
+        want_out = max(self.result_sizes.get(req.tool_name, 0),
+                       sum(_nbytes(v) for v in big.values()) if big else 0)
+        if not big and want_out < self.threshold:
+            return None
+        grant = Grant(self)
+        if big:
+            arena = self.take(sum(_nbytes(v) for v in big.values()))
+            grant.arenas.append(arena)
+            offset = 0
+            for name, value in big.items():
+                if isinstance(value, memoryview):
+                    value = value.cast("B")
+                n = _nbytes(value)
+                arena.mm[offset:offset + n] = value
+                req.metadata[shm.ARG + name] = f"{arena.path}:{offset}:{n}"
+                offset += n
+        if want_out >= self.threshold:
+            out = self.take(want_out)
+            grant.arenas.append(out)
+            req.metadata[shm.OUT] = f"{out.path}:{out.size}"
+        return grant
+
+    def read_result(self, spec: str) -> bytes:
+        path, offset, size = shm.parse(spec)
+        arena = self._all.get(path)
+        if arena is None or offset + size > arena.size:
+            raise ValueError(f"the worker named an unknown arena region {spec!r}")
+        return arena.mm[offset:offset + size]
+
+    def learn(self, tool: str, resp: Any) -> None:
+        """Remember how large the tool's bytes result was (sizes the next result arena)."""
+        spec = resp.metadata.get(shm.RESULT) if resp is not None else None
+        n = shm.parse(spec)[2] if spec else len(resp.binary_result) if resp is not None else 0
+        if n >= self.threshold:
+            self.result_sizes[tool] = n
+        else:
+            self.result_sizes.pop(tool, None)
+
+    def close(self) -> None:
+        for arena in list(self._all.values()):
+            arena.close()
+        self._all.clear()
+        self._free.clear()
+
+
+def _nbytes(value: Any) -> int:
+    return value.nbytes if isinstance(value, memoryview) else len(value)

@@ -1,0 +1,80 @@
+"""Shared-memory payloads (pit extension): large ``bytes`` travel through files in /dev/shm
+that the host creates, sizes and reuses per worker; the gRPC message carries a reference.
+
+Request metadata:
+    ``pit_shm_arg:<param>`` = ``<path>:<offset>:<size>``   the argument's bytes are there
+    ``pit_shm_out``         = ``<path>:<capacity>``        a result up to capacity may go there
+Response metadata:
+    ``pit_shm_result``      = ``<path>:<offset>:<size>``   the result's bytes are there
+
+A side that cannot map the file never sees these keys from pit (the host sends bytes inline to
+workers without the "shm" feature). Paths are always ``/dev/shm/pit-...``; anything else is
+refused. The receiver copies the bytes out (a tool gets ordinary ``bytes``), so an arena is
+free again as soon as the call's answer has been read.
+"""
+
+from __future__ import annotations
+
+import collections
+import mmap
+import os
+
+SHM_DIR = "/dev/shm"
+PREFIX = f"{SHM_DIR}/pit-"
+ARG = "pit_shm_arg:"
+OUT = "pit_shm_out"
+RESULT = "pit_shm_result"
+MAPS_KEPT = 8
+
+
+def available() -> bool:
+    return os.path.isdir(SHM_DIR) and os.access(SHM_DIR, os.W_OK)
+
+
+def parse(spec: str) -> tuple[str, int, int]:
+    path, off, size = spec.rsplit(":", 2)
+    if not path.startswith(PREFIX) or "/" in path[len(PREFIX):]:
+        raise ValueError(f"shared-memory reference {spec!r} is not a pit arena")
+    return path, int(off), int(size)
+
+
+class Mappings:
+    """The worker's open arenas, by path (the host replaces an arena with a new path when it
+    grows it, so a path's size never changes). Keeps the MAPS_KEPT most recent."""
+
+    def __init__(self) -> None:
+        self._maps: collections.OrderedDict[str, mmap.mmap] = collections.OrderedDict()
+
+    def get(self, path: str) -> mmap.mmap:
+        mm = self._maps.get(path)
+        if mm is None:
+            fd = os.open(path, os.O_RDWR)
+            try:
+                mm = mmap.mmap(fd, 0)
+            finally:
+                os.close(fd)
+            self._maps[path] = mm
+            while len(self._maps) > MAPS_KEPT:
+                self._maps.popitem(last=False)[1].close()
+        else:
+            self._maps.move_to_end(path)
+        return mm
+
+    def read(self, spec: str) -> bytes:
+        path, off, size = parse(spec)
+        mm = self.get(path)
+        if off + size > len(mm):
+            raise ValueError(f"shared-memory reference {spec!r} is past the arena's end")
+        return mm[off:off + size]
+
+    def write(self, spec: str, data: bytes | bytearray | memoryview) -> str | None:
+        """Put ``data`` into the arena ``spec`` (``path:capacity``) offers; its result
+        reference, or None when it does not fit (the caller sends it inline)."""
+        path, cap = spec.rsplit(":", 1)
+        parse(f"{path}:0:0")
+        n = len(data) if not isinstance(data, memoryview) else data.nbytes
+        if n > int(cap):
+            return None
+        mm = self.get(path)
+        mm[0:n] = data
+        return f"{path}:0:{n}"

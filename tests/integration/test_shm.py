@@ -1,0 +1,106 @@
+"""Shared-memory payloads through real workers: large bytes both ways, arena reuse and
+release, failures, and cleanup of what a killed host left in /dev/shm."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from runtime import CallTimeout, Pool
+from runtime.cleanup import cleanup
+from runtime.protocol import shm
+from tests.conftest import ROOT, wait_until
+
+MIB = 1 << 20
+pytestmark = pytest.mark.skipif(not shm.available(), reason="no writable /dev/shm")
+
+
+def arenas(pool: Pool) -> list[str]:
+    return glob.glob(f"{shm.PREFIX}{pool._core.instance.id}-*")
+
+
+def test_large_bytes_travel_through_reused_arenas_both_ways() -> None:
+    with Pool(size=1, max_message_mb=64) as pool:
+        for n in (2 * MIB, 16 * MIB, 3 * MIB):
+            data = os.urandom(n)
+            for _ in range(3):
+                assert pool.execute("bytes_echo", {"data": data}) == data
+        assert pool.execute("bytes_echo", {"data": bytearray(b"a" * 2 * MIB)}) == b"a" * 2 * MIB
+        view = memoryview(bytes(range(256)) * 8192)  # 2 MiB
+        assert pool.execute("bytes_echo", {"data": view}) == view.tobytes()
+        made = arenas(pool)
+        # an argument arena and a result arena, reused: not one file per call
+        assert 2 <= len(made) <= 4, made
+        assert pool.execute("bytes_echo", {"data": b"small"}) == b"small"  # inline
+    assert arenas(pool) == []
+
+
+def test_a_tool_that_returns_large_bytes_learns_an_arena() -> None:
+    with Pool(adapter="tests.adapters.sample:SampleAdapter", size=1) as pool:
+        results = [pool.execute("make_bytes", {"n": 3 * MIB}) for _ in range(3)]
+        assert all(r == b"x" * 3 * MIB for r in results)
+        worker = next(iter(pool._core._workers.values()))
+        assert worker.shm is not None and worker.shm.result_sizes == {"make_bytes": 3 * MIB}
+        assert len(arenas(pool)) == 1  # the result arena (the arguments were small)
+
+
+def test_threshold_zero_sends_everything_inline() -> None:
+    with Pool(size=1, shm_threshold_kb=0) as pool:
+        data = os.urandom(2 * MIB)
+        assert pool.execute("bytes_echo", {"data": data}) == data
+        assert arenas(pool) == []
+
+
+def test_a_timed_out_call_never_lends_its_arena_again() -> None:
+    with Pool(adapter="tests.adapters.sample:SampleAdapter", size=1) as pool:
+        data = os.urandom(2 * MIB)
+        assert pool.execute("slow_echo", {"data": data, "seconds": 0}) == data
+        before = set(arenas(pool))
+        with pytest.raises(CallTimeout):
+            pool.execute("slow_echo", {"data": data, "seconds": 1.0}, timeout=0.3)
+        # the worker may still write into them: dropped, never handed to the next call
+        assert not (before & set(arenas(pool)))
+        assert pool.execute("slow_echo", {"data": data, "seconds": 0}) == data
+    assert arenas(pool) == []
+
+
+HOST = textwrap.dedent("""
+    import os, sys, time
+    from runtime import Pool
+    pool = Pool(size=1).start()
+    pool.execute("bytes_echo", {"data": os.urandom(2 << 20)})
+    print(pool._core.instance.id, flush=True)
+    time.sleep(60)
+""")
+
+
+def test_cleanup_removes_the_arenas_of_a_killed_host(state_dir: Path) -> None:
+    host = subprocess.Popen([sys.executable, "-c", HOST], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PIT_STATE_DIR": str(state_dir)})
+    try:
+        instance = host.stdout.readline().strip()  # type: ignore[union-attr]
+        left = glob.glob(f"{shm.PREFIX}{instance}-*")
+        assert left
+        host.send_signal(signal.SIGKILL)
+        host.wait(10)
+        report = cleanup(state_dir)
+        assert {i.target for i in report.items if i.kind == "shm"} == set(left)
+        assert glob.glob(f"{shm.PREFIX}{instance}-*") == []
+        assert wait_until(lambda: all(not os.path.exists(p) for p in left))
+    finally:
+        host.kill()
+
+
+def test_references_outside_pit_arenas_are_refused() -> None:
+    with pytest.raises(ValueError, match="not a pit arena"):
+        shm.parse("/etc/passwd:0:10")
+    with pytest.raises(ValueError, match="not a pit arena"):
+        shm.parse(f"{shm.PREFIX}x/../../etc/passwd:0:10")
