@@ -51,6 +51,7 @@ EXIT_WAIT_S = 1.0  # after the lane breaks, how long to wait for the exit code
 OUTPUT_TAIL_LINES = 40
 PIPELINE_BELOW_MS = 1.0  # pipeline calls to a busy worker only while calls average less
 PIPELINE_STALL_S = 0.01  # ... and while its oldest call has been out for less than this
+PREFETCH_BELOW_MS = 50.0  # one call prefetched while calls average less (and are on time)
 
 log = logger("worker")
 grpc_log = logger("grpc")
@@ -285,11 +286,19 @@ class WorkerHandle:
 
     @property
     def limit(self) -> int:
-        """Calls this worker may hold: its capacity, plus a pipeline while calls are tiny."""
-        if self.pipeline and self.avg_ms < PIPELINE_BELOW_MS and not self.exclusive_calls:
-            oldest = self._lane.oldest_sent() if self._lane is not None else None
-            if oldest is None or self._loop.time() - oldest < PIPELINE_STALL_S:
+        """Calls this worker may hold: its capacity, plus a pipeline while calls are tiny,
+        or one prefetched call while they are short (so it never idles for a round trip
+        between calls; a prefetched call waits at most about one short call)."""
+        if not self.pipeline or self.exclusive_calls or self._lane is None:
+            return self.capacity
+        oldest = self._lane.oldest_sent()
+        age = 0.0 if oldest is None else self._loop.time() - oldest
+        if self.avg_ms < PIPELINE_BELOW_MS:
+            if age < PIPELINE_STALL_S:
                 return self.capacity + self.pipeline
+        elif self.capacity == 1 and self.avg_ms < PREFETCH_BELOW_MS and \
+                age * 1000 < 2 * self.avg_ms:
+            return 2
         return self.capacity
 
     def send(self, req: Any, timeout: float | None, on_done: OnDone,
