@@ -70,6 +70,10 @@ def serve(ns: argparse.Namespace) -> int:
         sys.stderr.flush()
         _send(sock, {"op": "failed", "message": f"{type(exc).__name__}: {exc}"})
         return 3
+    import gc
+
+    gc.collect()
+    gc.freeze()  # the collector never touches what the workers inherit: fewer pages copied
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
