@@ -40,7 +40,7 @@ from ..errors import (
 )
 from ..hardware import DeviceChoice, device_env, resolve_device
 from ..logs import configure_from_env, logger, redact
-from ..protocol import codec, pb
+from ..protocol import arrays, codec, pb
 from .affinity import session_slot
 from .call import CallRun
 from .events import pool_event, session_event, worker_event, worker_reason
@@ -334,8 +334,9 @@ class AsyncPool:
             req.metadata.update(metadata)
         if "correlation_id" not in req.metadata:
             req.metadata["correlation_id"] = f"{self.instance.id}-{next(self._call_ids)}"
-        size = req.ByteSize() + (sum(len(memoryview(v).cast("B")) for v in big.values())
-                                 if big else 0)
+        if "numpy" in sys.modules and self.config.shm_threshold_kb:
+            req.metadata[arrays.WANTED] = str(self.config.shm_threshold_kb * 1024)
+        size = req.ByteSize() + (sum(codec.raw_size(v) for v in big.values()) if big else 0)
         if size > self._max_call_bytes:
             raise InvalidArgument(
                 f"call to {tool!r} is {size / MIB:.1f} MiB, over the pool's limit of "

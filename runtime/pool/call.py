@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import telemetry
 from ..errors import CallTimeout, InvalidArgument, WorkerExit, from_payload
-from ..protocol import codec, shm
+from ..protocol import arrays, codec, shm
 from .affinity import session_slot
 from .lane import NotStarted
 from .sessions import Session
@@ -130,10 +130,10 @@ class CallRun:
             try:
                 ref = resp.metadata.get(shm.RESULT)
                 if ref:
-                    return worker.read_shm(ref), None
+                    return worker.read_shm(ref, resp.metadata.get(arrays.RESULT)), None
                 value = codec.decode_result(resp, allow_pickle=self.pool.config.allow_pickle)
-                if isinstance(value, bytes):
-                    worker.saw_bytes_result(self.req.tool_name, len(value))
+                if isinstance(value, bytes) or arrays.is_array(value):
+                    worker.saw_bytes_result(self.req.tool_name, codec.raw_size(value))
                 return value, None
             except (codec.CodecError, ValueError) as exc:
                 return None, InvalidArgument(str(exc))

@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ..protocol import shm
+from ..protocol import arrays, codec, shm
 
 MIN_ARENA = 1 << 20
 
@@ -100,21 +100,22 @@ class WorkerShm:
         known to return large bytes; references go into ``req.metadata``."""
         for key in [k for k in req.metadata if k.startswith((shm.ARG, shm.OUT))]:
             del req.metadata[key]  # from an earlier attempt on another worker
+        parts = {name: codec.raw_parts(v) for name, v in big.items()} if big else {}
         want_out = max(self.result_sizes.get(req.tool_name, 0),
-                       sum(_nbytes(v) for v in big.values()) if big else 0)
+                       sum(_nbytes(d) for d, _ in parts.values()))
         if not big and want_out < self.threshold:
             return None
         grant = Grant(self)
-        if big:
-            arena = self.take(sum(_nbytes(v) for v in big.values()))
+        if parts:
+            arena = self.take(sum(_nbytes(d) for d, _ in parts.values()))
             grant.arenas.append(arena)
             offset = 0
-            for name, value in big.items():
-                if isinstance(value, memoryview):
-                    value = value.cast("B")
-                n = _nbytes(value)
-                arena.mm[offset:offset + n] = value
+            for name, (data, layout) in parts.items():
+                n = _nbytes(data)
+                arena.mm[offset:offset + n] = data
                 req.metadata[shm.ARG + name] = f"{arena.path}:{offset}:{n}"
+                if layout is not None:
+                    req.metadata[arrays.PARAM + name] = layout
                 offset += n
         if want_out >= self.threshold:
             out = self.take(want_out)
@@ -122,11 +123,14 @@ class WorkerShm:
             req.metadata[shm.OUT] = f"{out.path}:{out.size}"
         return grant
 
-    def read_result(self, spec: str) -> bytes:
+    def read_result(self, spec: str, layout: str | None = None) -> Any:
+        """The result's bytes (or array, given its layout), copied out of the arena."""
         path, offset, size = shm.parse(spec)
         arena = self._all.get(path)
         if arena is None or offset + size > arena.size:
             raise ValueError(f"the worker named an unknown arena region {spec!r}")
+        if layout is not None:
+            return arrays.from_raw(arena.mm, offset, layout)
         return arena.mm[offset:offset + size]
 
     def learn(self, tool: str, resp: Any) -> None:

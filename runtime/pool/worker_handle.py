@@ -316,7 +316,7 @@ class WorkerHandle:
                 on_done = self._releasing(grant, req.tool_name, on_done)
         elif big:
             for name, value in big.items():
-                req.binary_parameters[name] = bytes(value)
+                codec.put_inline(req, name, value)
         if self._lane is not None:
             return self._lane.send(req, timeout, on_done)
         task = self._loop.create_task(self._call_unary(req, timeout))
@@ -340,11 +340,11 @@ class WorkerHandle:
 
         return done
 
-    def read_shm(self, ref: str) -> bytes:
+    def read_shm(self, ref: str, layout: str | None = None) -> Any:
         if self.shm is None:
             raise ValueError(f"worker {self.id} answered through shared memory it was not "
                              "offered")
-        return self.shm.read_result(ref)
+        return self.shm.read_result(ref, layout)
 
     def saw_bytes_result(self, tool: str, n: int) -> None:
         """An inline bytes result: when large, offer an arena for the next one."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from . import shm
+from . import arrays, shm
 from . import snakepit_bridge_pb2 as pb
 
 STRING_VALUE_URL = "type.googleapis.com/google.protobuf.StringValue"
@@ -46,9 +46,15 @@ class CodecError(ValueError):
     """A value that cannot be put on (or taken off) the wire; the message names it."""
 
 
+def _default(value: Any) -> Any:
+    if arrays.is_array(value):  # orjson serializes only C-contiguous arrays natively
+        return value.tolist()
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
 def dumps(value: Any, what: str) -> bytes:
     try:
-        return orjson.dumps(value, option=_DUMP_OPTS)
+        return orjson.dumps(value, option=_DUMP_OPTS, default=_default)
     except TypeError as exc:
         raise CodecError(
             f"{what} is not JSON-serializable ({type(value).__name__}: {exc}); send JSON data, "
@@ -80,10 +86,11 @@ def encode_params(req: Any, args: Mapping[str, Any] | None, *,
         if isinstance(value, (*_BYTES_LIKE, Pickled)) and not has_binary:
             raise CodecError(f"parameter {name!r}: {req.DESCRIPTOR.name} carries JSON only; "
                              "send bytes as a list of ints or a str")
+        if big is not None and threshold and (isinstance(value, _BYTES_LIKE) or arrays.is_array(
+                value)) and raw_size(value) >= threshold:
+            big[name] = value  # the caller sends it through shared memory, or `put_inline`
+            continue
         if isinstance(value, _BYTES_LIKE):
-            if big is not None and threshold and _size(value) >= threshold:
-                big[name] = value
-                continue
             req.binary_parameters[name] = bytes(value)
         elif isinstance(value, Pickled):
             req.binary_parameters[name] = pickle.dumps(value.value, protocol=5)
@@ -109,14 +116,22 @@ def decode_params(req: Any, *, allow_pickle: bool = False) -> dict[str, Any]:
                         "pickle; set allow_pickle = true on the pool to accept it"
                     )
                 out[name] = pickle.loads(raw)
+            elif arrays.PARAM + name in req.metadata:
+                out[name] = arrays.from_raw(raw, 0, req.metadata[arrays.PARAM + name])
             elif fmt in (None, "", "raw", "bytes"):
                 out[name] = raw
             else:
                 raise CodecError(f"parameter {name!r} has unknown binary format {fmt!r}")
     for key, spec in req.metadata.items():
         if key.startswith(shm.ARG):
+            name = key[len(shm.ARG):]
             try:
-                out[key[len(shm.ARG):]] = _mappings().read(spec)
+                layout = req.metadata.get(arrays.PARAM + name)
+                if layout is not None:
+                    path, offset, _ = shm.parse(spec)
+                    out[name] = arrays.from_raw(_mappings().get(path), offset, layout)
+                else:
+                    out[name] = _mappings().read(spec)
             except (OSError, ValueError) as exc:
                 raise CodecError(f"parameter {key[len(shm.ARG):]!r}: shared memory {spec!r} "
                                  f"cannot be read: {exc}") from None
@@ -133,8 +148,26 @@ def _mappings() -> shm.Mappings:
     return _maps
 
 
-def _size(value: Any) -> int:
-    return value.nbytes if isinstance(value, memoryview) else len(value)
+def raw_size(value: Any) -> int:
+    """Bytes of a bytes-like value or a NumPy array."""
+    return int(value.nbytes) if hasattr(value, "nbytes") else len(value)
+
+
+def raw_parts(value: Any) -> tuple[Any, str | None]:
+    """(bytes-like data, array layout or None) of a value `encode_params` put in ``big``."""
+    if arrays.is_array(value):
+        return arrays.to_raw(value)
+    if isinstance(value, memoryview):
+        return value.cast("B"), None
+    return value, None
+
+
+def put_inline(req: Any, name: str, value: Any) -> None:
+    """Send a ``big`` value inside the request (the worker cannot map shared memory)."""
+    data, layout = raw_parts(value)
+    req.binary_parameters[name] = bytes(data)
+    if layout is not None:
+        req.metadata[arrays.PARAM + name] = layout
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -156,9 +189,21 @@ def _kind(value: Any) -> str:
 
 
 def encode_result(resp: Any, value: Any, *, allow_pickle: bool = False,
-                  shm_out: str | None = None) -> None:
+                  shm_out: str | None = None, raw_arrays_from: int = 0) -> None:
     """Put a tool's return value into an ExecuteToolResponse-shaped message; bytes go into the
-    shared-memory arena ``shm_out`` (offered by the host) when they fit."""
+    shared-memory arena ``shm_out`` (offered by the host) when they fit. NumPy arrays of
+    ``raw_arrays_from`` bytes or more (0: never) go raw (`runtime.protocol.arrays`)."""
+    if raw_arrays_from and arrays.is_array(value) and value.nbytes >= raw_arrays_from:
+        data, layout = arrays.to_raw(value)
+        resp.metadata[arrays.RESULT] = layout
+        ref = _mappings().write(shm_out, data) if shm_out else None
+        if ref is not None:
+            resp.metadata[shm.RESULT] = ref
+        else:
+            resp.binary_result = bytes(data)
+            resp.metadata[RESULT_FORMAT] = "ndarray"
+        resp.success = True
+        return
     if shm_out and isinstance(value, _BYTES_LIKE):
         ref = _mappings().write(shm_out, value)
         if ref is not None:
@@ -186,6 +231,11 @@ def decode_result(resp: Any, *, allow_pickle: bool = False) -> Any:
         if not allow_pickle:
             raise CodecError("the worker sent a pickled result but this pool does not allow pickle")
         return pickle.loads(resp.binary_result)
+    if fmt == "ndarray":
+        try:
+            return arrays.from_raw(resp.binary_result, 0, resp.metadata[arrays.RESULT])
+        except (KeyError, ValueError) as exc:
+            raise CodecError(f"the worker's array result cannot be read: {exc}") from None
     if fmt == "bytes" or (resp.binary_result and not resp.result.value):
         return resp.binary_result
     if not resp.result.value:

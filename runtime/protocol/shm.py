@@ -28,7 +28,9 @@ MAPS_KEPT = 8
 
 
 def available() -> bool:
-    return os.path.isdir(SHM_DIR) and os.access(SHM_DIR, os.W_OK)
+    """/dev/shm is there and writable, and PIT_NO_SHM is not set (it turns the feature off)."""
+    return not os.environ.get("PIT_NO_SHM") and os.path.isdir(SHM_DIR) and \
+        os.access(SHM_DIR, os.W_OK)
 
 
 def parse(spec: str) -> tuple[str, int, int]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from ..protocol import codec, pb, shm
+from ..protocol import arrays, codec, pb, shm
 from .adapter import ArgumentError, ToolInfo
 from .context import HostClient, SessionContext, _current
 
@@ -118,7 +118,8 @@ class ToolRunner:
                                     "stream() instead of execute()")
             value = self._invoke(info, args, ctx, call_id)
             codec.encode_result(resp, value, allow_pickle=self.allow_pickle,
-                                shm_out=req.metadata.get(shm.OUT))
+                                shm_out=req.metadata.get(shm.OUT),
+                                raw_arrays_from=int(req.metadata.get(arrays.WANTED, 0)))
         except BaseException as exc:  # noqa: BLE001 - a call must never take the worker down
             resp = error_response(exc, req)
         took_ms = (time.perf_counter() - started) * 1000

@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from runtime.worker import Adapter, SessionContext, telemetry, tool
 
@@ -144,6 +145,23 @@ class SampleAdapter(Adapter):
     @tool
     def make_bytes(self, n: int) -> bytes:
         return b"x" * n
+
+    @tool
+    def array_info(self, arr: Any) -> dict:
+        """What the worker received: type, dtype, shape, order, writability, a checksum."""
+        return {"type": type(arr).__name__, "dtype": str(arr.dtype), "shape": list(arr.shape),
+                "fortran": bool(arr.flags.f_contiguous and not arr.flags.c_contiguous),
+                "writeable": bool(arr.flags.writeable), "sum": float(arr.sum())}
+
+    @tool
+    def array_scale(self, arr: Any, k: float) -> Any:
+        return arr * k
+
+    @tool
+    def make_array(self, n: int) -> Any:
+        import numpy as np
+
+        return np.arange(n, dtype=np.float64)
 
     @tool
     def slow_echo(self, data: bytes, seconds: float) -> bytes:

@@ -104,3 +104,40 @@ def test_references_outside_pit_arenas_are_refused() -> None:
         shm.parse("/etc/passwd:0:10")
     with pytest.raises(ValueError, match="not a pit arena"):
         shm.parse(f"{shm.PREFIX}x/../../etc/passwd:0:10")
+
+
+def test_numpy_arrays_keep_dtype_shape_and_order_both_ways() -> None:
+    np = pytest.importorskip("numpy")
+    with Pool(adapter="tests.adapters.sample:SampleAdapter", size=1) as pool:
+        c = np.random.default_rng(1).random((512, 512))  # 2 MiB, C order
+        info = pool.execute("array_info", {"arr": c})
+        assert info == {"type": "ndarray", "dtype": "float64", "shape": [512, 512],
+                        "fortran": False, "writeable": True, "sum": pytest.approx(c.sum())}
+        f = np.asfortranarray(np.ones((1000, 600), dtype=np.float32))
+        assert pool.execute("array_info", {"arr": f})["fortran"] is True
+        strided = np.arange(1600 * 800, dtype=np.int64).reshape(1600, 800)[::2]
+        got = pool.execute("array_info", {"arr": strided})
+        assert got["shape"] == [800, 800] and got["sum"] == float(strided.sum())
+        for _ in range(3):  # the second call on learns a result arena
+            out = pool.execute("array_scale", {"arr": c, "k": 2.0})
+            assert isinstance(out, np.ndarray) and out.dtype == np.float64
+            assert np.array_equal(out, c * 2) and out.flags.writeable
+        assert len(arenas(pool)) == 2
+        # below shm_threshold_kb arrays travel as JSON lists: the tool gets a list
+        assert pool.execute("array_scale", {"arr": np.arange(3), "k": 2}) == [0, 1, 2] * 2
+    assert arenas(pool) == []
+
+
+def test_a_worker_without_shared_memory_gets_large_values_inline() -> None:
+    np = pytest.importorskip("numpy")
+    with Pool(adapter="tests.adapters.sample:SampleAdapter", size=1,
+              env={"PIT_NO_SHM": "1"}) as pool:  # the worker does not offer the feature
+        data = os.urandom(2 * MIB)
+        assert pool.execute("slow_echo", {"data": data, "seconds": 0}) == data
+        c = np.random.default_rng(2).random((512, 512))
+        out = pool.execute("array_scale", {"arr": c, "k": 3.0})
+        assert isinstance(out, np.ndarray) and np.array_equal(out, c * 3)
+        assert arenas(pool) == []
+    with Pool(adapter="tests.adapters.sample:SampleAdapter", size=1, shm_threshold_kb=0) as pool:
+        # shared memory off: arrays are JSON lists both ways
+        assert pool.execute("make_array", {"n": 3}) == [0.0, 1.0, 2.0]
