@@ -6,6 +6,7 @@ A check that breaks is reported as a failed check; it never stops the others.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,7 +49,8 @@ def run_checks(config_path: str | Path | None = None) -> list[Check]:
                _guard("interpreters", _interpreters)]
     for pool in cfg.pools.values():
         checks += _pool_checks(pool, cfg, base)
-    checks += [_guard("thread limits", lambda: _thread_limits(cfg)),
+    checks += [_guard("fast paths", lambda: _fast_paths(cfg)),
+               _guard("thread limits", lambda: _thread_limits(cfg)),
                _guard("orphans", lambda: _orphans(cfg)),
                _guard("hardware", _hardware)]
     return checks
@@ -187,6 +189,30 @@ def _pool_checks(pool: PoolConfig, cfg: PitConfig, base: Path) -> list[Check]:
         out.append(_guard(f"{prefix}: adapter", adapter))
     out.append(_guard(f"{prefix}: device", device))
     return out
+
+
+def _fast_paths(cfg: PitConfig) -> Check:
+    """Fork server and shared memory: pit works without them, only slower."""
+    from .pool.forkserver import supported as forkserver_supported
+    from .protocol import shm
+
+    notes, missing = [], []
+    forked = [p.name for p in cfg.pools.values() if p.start_method == "forkserver"]
+    if forked and not forkserver_supported():
+        missing.append(f"no fork server on {sys.platform}: pools {', '.join(forked)} spawn "
+                       "each worker (slower start, more memory)")
+    elif forked:
+        notes.append("fork server")
+    if any(p.shm_threshold_kb for p in cfg.pools.values()):
+        if shm.available():
+            notes.append(f"shared memory in {shm.SHM_DIR}")
+        else:
+            missing.append(f"{shm.SHM_DIR} is not writable (or PIT_NO_SHM is set): large bytes "
+                           "and arrays travel inside gRPC messages (several times slower)")
+    if missing:
+        return Check("fast paths", "warn", "; ".join(missing),
+                     "nothing to fix for correctness; on Linux, mount a writable /dev/shm")
+    return Check("fast paths", "pass", ", ".join(notes) or "none configured")
 
 
 def _thread_limits(cfg: PitConfig) -> Check:
