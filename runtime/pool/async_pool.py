@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-import logging
 import math
 import sys
 import time
@@ -29,24 +28,23 @@ from ..envs import needs_env, worker_python
 from ..errors import (
     CallTimeout,
     EnvironmentProblem,
-    InvalidArgument,
     PitError,
     PoolNotReady,
     PoolSaturated,
     QueueTimeout,
     SessionWorkerUnavailable,
     ShutdownError,
-    ToolNotFound,
 )
 from ..hardware import DeviceChoice, device_env, resolve_device
-from ..logs import configure_from_env, logger, redact
-from ..protocol import arrays, codec, pb
+from ..logs import configure_from_env
+from ..protocol import codec
 from .affinity import session_slot
 from .call import CallRun
 from .events import pool_event, session_event, worker_event, worker_reason
 from .instance import HostInstance
 from .lifecycle import Lifecycle
 from .metrics import PoolMetrics
+from .prepare import prepare_call
 from .resilience import CrashBarrier
 from .scheduler import Saturated, Scheduler
 from .sessions import Session, SessionStore
@@ -61,7 +59,6 @@ MIB = 1024 * 1024
 ENVELOPE_BYTES = 64 * 1024  # room left in a message for everything around the payload
 Deliver = Callable[[Any, "BaseException | None"], None]
 
-log = logger("pool")
 
 
 class AsyncPool:
@@ -301,49 +298,8 @@ class AsyncPool:
     # --- calls ------------------------------------------------------------------------------
     def prepare(self, tool: str, args: Mapping[str, Any] | None, session_id: str | None,
                 metadata: Mapping[str, str] | None, big: dict[str, Any] | None = None) -> Any:
-        """Check and encode a call (safe from any thread): bad input fails here, at once.
-        With a ``big`` dict, large bytes arguments are left out of the request and put there
-        (`dispatch` sends them through shared memory where the worker can map it)."""
-        if self._state != "running":
-            if self.failure is not None:
-                lines = [ln for ln in self.failure.message.splitlines() if ln.strip()]
-                last = f" ({lines[-1].strip()})" if len(lines) > 1 else ""
-                raise PoolNotReady(
-                    f"pool {self.name!r} failed to start: {lines[0] if lines else ''}{last}",
-                    details={"pool": self.name, "cause": self.failure.category},
-                    hint=self.failure.hint)
-            if self._state in ("closing", "closed"):
-                raise ShutdownError(f"pool {self.name!r} is closed")
-            raise PoolNotReady(f"pool {self.name!r} is not started", hint="call start() first")
-        if self._tools and tool not in self._tools:
-            raise ToolNotFound(f"pool {self.name!r} has no tool {tool!r}; available tools: "
-                               f"{', '.join(sorted(self._tools))}",
-                               details={"tool": tool, "pool": self.name})
-        if args is not None and not isinstance(args, Mapping):
-            raise TypeError(f"args must be a mapping of parameter names to values, "
-                            f"got {type(args).__name__}")
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("pool %r: call %s(%s)%s", self.name, tool, redact(args or {}),
-                      f" session {session_id}" if session_id else "")
-        req = pb.ExecuteToolRequest(tool_name=tool, session_id=session_id or "")
-        try:
-            codec.encode_params(req, args, big=big, threshold=self.config.shm_threshold_kb * 1024)
-        except codec.CodecError as exc:
-            raise InvalidArgument(f"tool {tool!r}: {exc}") from None
-        if metadata:
-            req.metadata.update(metadata)
-        if "correlation_id" not in req.metadata:
-            req.metadata["correlation_id"] = f"{self.instance.id}-{next(self._call_ids)}"
-        if "numpy" in sys.modules and self.config.shm_threshold_kb:
-            req.metadata[arrays.WANTED] = str(self.config.shm_threshold_kb * 1024)
-        size = req.ByteSize() + (sum(codec.raw_size(v) for v in big.values()) if big else 0)
-        if size > self._max_call_bytes:
-            raise InvalidArgument(
-                f"call to {tool!r} is {size / MIB:.1f} MiB, over the pool's limit of "
-                f"{self.config.max_message_mb} MiB (max_message_mb)",
-                details={"tool": tool, "bytes": size},
-                hint="raise max_message_mb, or pass a path or a handle instead of the data")
-        return req
+        """Check and encode a call (safe from any thread): see `prepare.prepare_call`."""
+        return prepare_call(self, tool, args, session_id, metadata, big)
 
     def _budget(self, timeout: float | None, stream: bool = False) -> float | None:
         if timeout is None:
