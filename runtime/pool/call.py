@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import telemetry
 from ..errors import CallTimeout, InvalidArgument, WorkerExit, from_payload
-from ..protocol import arrays, codec, shm
+from ..protocol import codec
 from .affinity import session_slot
 from .lane import NotStarted
 from .sessions import Session
@@ -128,13 +128,7 @@ class CallRun:
         if resp.success:
             self.pool.barrier.breaker.record_success()
             try:
-                ref = resp.metadata.get(shm.RESULT)
-                if ref:
-                    return worker.read_shm(ref, resp.metadata.get(arrays.RESULT)), None
-                value = codec.decode_result(resp, allow_pickle=self.pool.config.allow_pickle)
-                if isinstance(value, bytes) or arrays.is_array(value):
-                    worker.saw_bytes_result(self.req.tool_name, codec.raw_size(value))
-                return value, None
+                return worker.decode_result(resp, tool), None
             except (codec.CodecError, ValueError) as exc:
                 return None, InvalidArgument(str(exc))
         worker.errors += 1

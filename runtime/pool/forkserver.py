@@ -30,10 +30,9 @@ OUTPUT_TAIL_LINES = 40
 
 
 class ForkedProcess:
-    def __init__(self, pid: int, stdout: asyncio.StreamReader,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, pid: int, loop: asyncio.AbstractEventLoop) -> None:
         self.pid = pid
-        self.stdout = stdout
+        self.stdout: asyncio.StreamReader | None = None  # set by spawn()
         self.returncode: int | None = None
         self._done: asyncio.Future[int | None] = loop.create_future()
         self._loop = loop
@@ -67,14 +66,12 @@ class ForkServer:
     """One zygote for one pool: ``await spawn(argv)`` -> ForkedProcess."""
 
     def __init__(self, pool: str, python: str, common_argv: list[str], env: dict[str, str],
-                 registry: Any = None, instance: Any = None,
-                 startup_timeout: float = 30.0) -> None:
+                 instance: Any = None, startup_timeout: float = 30.0) -> None:
         self.pool = pool
         self.python = python
         self.common_argv = common_argv  # --adapter, --run-id, --instance-token, --host-pid...
         self.env = env
-        self.registry = registry
-        self.instance = instance
+        self.instance = instance  # its registry gets a row per zygote (for pit cleanup)
         self.startup_timeout = startup_timeout
         self.pid: int | None = None
         self.generation = 0
@@ -84,9 +81,9 @@ class ForkServer:
         self._proc: asyncio.subprocess.Process | None = None
         self._sock: socket.socket | None = None
         self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[int]] = {}
+        self._waiting: dict[int, asyncio.Future[ForkedProcess]] = {}
+        # every forked child, from the "forked" message on, until its "exit" message
         self._children: dict[int, ForkedProcess] = {}
-        self._early_exits: dict[int, int] = {}  # exits seen before spawn() took the child
         self._unwanted: set[int] = set()  # requests whose caller gave up: kill what comes
         self._ready: asyncio.Future[dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
@@ -99,8 +96,13 @@ class ForkServer:
         return self._sock is not None and self._proc is not None and \
             self._proc.returncode is None
 
+    @property
+    def _registry(self) -> Any:
+        return self.instance.registry if self.instance is not None else None
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._closing = False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [self.python, "-m", "runtime.worker", "--zygote", *self.common_argv,
                 "--control-fd", str(theirs.fileno())]
@@ -125,8 +127,8 @@ class ForkServer:
         loop.add_reader(ours.fileno(), self._on_message)
         self._tasks = [loop.create_task(self._pump_output(self._proc)),
                        loop.create_task(self._watch_exit(self._proc, self.row_id))]
-        if self.registry is not None and self.instance is not None:
-            self.registry.worker_started(
+        if self._registry is not None:
+            self._registry.worker_started(
                 instance_id=self.instance.id, token=self.instance.token, pool=self.pool,
                 worker_id=self.row_id, pid=self.pid, socket="")
         try:
@@ -174,26 +176,26 @@ class ForkServer:
         elif op == "failed" and self._ready is not None and not self._ready.done():
             self._ready.set_exception(self._error(f"could not load the adapter: "
                                                   f"{msg.get('message', '')}"))
-        elif op in ("forked", "error"):
-            if op == "forked" and msg.get("id") in self._unwanted:
+        elif op == "forked":
+            child = ForkedProcess(int(msg["pid"]), asyncio.get_running_loop())
+            self._children[child.pid] = child  # before any "exit" message can arrive
+            fut = self._waiting.pop(msg.get("id"), None)
+            if msg.get("id") in self._unwanted:
                 self._unwanted.discard(msg["id"])
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(int(msg["pid"]), signal.SIGKILL)  # its own session: pgid = pid
-                return
+                    os.killpg(child.pid, signal.SIGKILL)  # its own session: pgid = pid
+            elif fut is not None and not fut.done():
+                fut.set_result(child)
+        elif op == "error":
             fut = self._waiting.pop(msg.get("id"), None)
             if fut is not None and not fut.done():
-                if op == "forked":
-                    fut.set_result(int(msg["pid"]))
-                else:
-                    fut.set_exception(WorkerStartError(
-                        f"pool {self.pool!r}: the fork server could not fork a worker: "
-                        f"{msg.get('message', '')}"))
+                fut.set_exception(WorkerStartError(
+                    f"pool {self.pool!r}: the fork server could not fork a worker: "
+                    f"{msg.get('message', '')}"))
         elif op == "exit":
-            child = self._children.pop(int(msg["pid"]), None)
-            if child is not None:
-                child.exited(int(msg["code"]))
-            else:
-                self._early_exits[int(msg["pid"])] = int(msg["code"])
+            gone = self._children.pop(int(msg["pid"]), None)
+            if gone is not None:
+                gone.exited(int(msg["code"]))
 
     def _lost(self) -> None:
         """The zygote's socket closed: it died (or is stopping). Its workers live on."""
@@ -233,8 +235,8 @@ class ForkServer:
 
     async def _watch_exit(self, proc: asyncio.subprocess.Process, row_id: str) -> None:
         code = await proc.wait()
-        if self.registry is not None and self.instance is not None:
-            self.registry.worker_ended(instance_id=self.instance.id, pool=self.pool,
+        if self._registry is not None:
+            self._registry.worker_ended(instance_id=self.instance.id, pool=self.pool,
                                        worker_id=row_id, reason=f"exit {code}")
         if proc is self._proc and self._sock is not None:
             self._lost()
@@ -256,7 +258,7 @@ class ForkServer:
         loop = asyncio.get_running_loop()
         read_fd, write_fd = os.pipe()
         rid = next(self._ids)
-        fut: asyncio.Future[int] = loop.create_future()
+        fut: asyncio.Future[ForkedProcess] = loop.create_future()
         self._waiting[rid] = fut
         try:
             socket.send_fds(self._sock, [json.dumps({"op": "fork", "id": rid,
@@ -269,7 +271,7 @@ class ForkServer:
         finally:
             os.close(write_fd)
         try:
-            pid = await asyncio.wait_for(fut, self.startup_timeout)
+            child = await asyncio.wait_for(fut, self.startup_timeout)
         except BaseException:
             os.close(read_fd)
             if self._waiting.pop(rid, None) is not None:
@@ -278,13 +280,7 @@ class ForkServer:
         reader = asyncio.StreamReader(limit=1 << 20)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
                                      os.fdopen(read_fd, "rb", 0))
-        child = ForkedProcess(pid, reader, loop)
-        if pid in self._early_exits:
-            child.exited(self._early_exits.pop(pid))
-        elif self._sock is None:
-            child.watch_without_parent()
-        else:
-            self._children[pid] = child
+        child.stdout = reader
         return child
 
     async def close(self) -> None:

@@ -78,7 +78,7 @@ class Lifecycle:
                 common.append("--independent")
             self.forkserver = ForkServer(
                 self.config.name, worker.python, common, worker.env(),
-                registry=self.pool.instance.registry, instance=self.pool.instance,
+                instance=self.pool.instance,
                 startup_timeout=self.config.startup_timeout_ms / 1000)
             await self.forkserver.spawn_ready()
             if not self.forkserver.fork_safe:

@@ -18,7 +18,7 @@ import concurrent.futures
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CallTimeout, from_payload
@@ -56,6 +56,7 @@ class MapPlan:
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.per_item_ms: float | None = None
         self.max_in_flight = self.capacity * CHUNKS_PER_SLOT
+        self.exhausted = False
 
     def next_chunk(self) -> list[Mapping[str, Any]]:
         """The next chunk of items (empty: none left). Raises TypeError for a non-mapping."""
@@ -91,8 +92,22 @@ class MapPlan:
                               "were sent")
         return left
 
-    def args(self, chunk: list[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
-        return {"items": chunk}, {MAP_FLAG: "1"}
+    def fill(self, pending: collections.deque[tuple[Any, int]],
+             submit: Callable[[dict[str, Any], dict[str, str], float | None], Any],
+             failed: Callable[[BaseException], Any]) -> None:
+        """Send chunks until ``max_in_flight`` are out or the items are exhausted:
+        ``submit(args, metadata, timeout)`` -> a future; a chunk that is out of time gets
+        ``failed(CallTimeout)`` instead, without a call."""
+        while not self.exhausted and len(pending) < self.max_in_flight:
+            chunk = self.next_chunk()
+            if not chunk:
+                self.exhausted = True
+                return
+            try:
+                fut = submit({"items": chunk}, {MAP_FLAG: "1"}, self.remaining())
+            except CallTimeout as exc:
+                fut = failed(exc)
+            pending.append((fut, len(chunk)))
 
     def results(self, n: int, value: Any, err: BaseException | None) -> Iterator[Any]:
         """The chunk's item results in order; an item's error is raised, or yielded with
@@ -124,21 +139,16 @@ def map_sync(pool: Pool, tool: str, items: Iterable[Mapping[str, Any]], *,
                    return_exceptions, timeout)
     pending: collections.deque[tuple[concurrent.futures.Future[Any], int]] = \
         collections.deque()
-    exhausted = False
+
+    def failed(exc: BaseException) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        fut.set_exception(exc)
+        return fut
+
     try:
         while True:
-            while not exhausted and len(pending) < plan.max_in_flight:
-                chunk = plan.next_chunk()
-                if not chunk:
-                    exhausted = True
-                    break
-                args, metadata = plan.args(chunk)
-                try:
-                    fut = pool.submit(tool, args, metadata=metadata, timeout=plan.remaining())
-                except CallTimeout as exc:  # out of time: the chunk fails without a call
-                    fut = concurrent.futures.Future()
-                    fut.set_exception(exc)
-                pending.append((fut, len(chunk)))
+            plan.fill(pending, lambda args, metadata, left: pool.submit(
+                tool, args, metadata=metadata, timeout=left), failed)
             if not pending:
                 return
             if ordered:
@@ -148,11 +158,8 @@ def map_sync(pool: Pool, tool: str, items: Iterable[Mapping[str, Any]], *,
                                                   return_when=concurrent.futures.FIRST_COMPLETED)
                 fut, n = next((f, k) for f, k in pending if f in done)
                 pending.remove((fut, n))
-            try:
-                value, err = fut.result(), None
-            except Exception as exc:  # noqa: BLE001 - the whole chunk failed
-                value, err = None, exc
-            yield from plan.results(n, value, err)
+            err = fut.exception()  # the whole chunk failed
+            yield from plan.results(n, None if err else fut.result(), err)
     finally:
         for fut, _ in pending:
             pool.cancel(fut)
@@ -164,23 +171,17 @@ async def map_async(pool: AsyncPool, tool: str, items: Iterable[Mapping[str, Any
     plan = MapPlan(pool.name, tool, items, _capacity(pool.stats()), chunksize,
                    return_exceptions, timeout)
     pending: collections.deque[tuple[asyncio.Future[Any], int]] = collections.deque()
-    exhausted = False
+    loop = asyncio.get_running_loop()
+
+    def failed(exc: BaseException) -> asyncio.Future[Any]:
+        fut = loop.create_future()
+        fut.set_exception(exc)
+        return fut
+
     try:
         while True:
-            while not exhausted and len(pending) < plan.max_in_flight:
-                chunk = plan.next_chunk()
-                if not chunk:
-                    exhausted = True
-                    break
-                args, metadata = plan.args(chunk)
-                task: asyncio.Future[Any]
-                try:
-                    task = asyncio.ensure_future(pool.execute(
-                        tool, args, metadata=metadata, timeout=plan.remaining()))
-                except CallTimeout as late:  # out of time: the chunk fails without a call
-                    task = asyncio.get_running_loop().create_future()
-                    task.set_exception(late)
-                pending.append((task, len(chunk)))
+            plan.fill(pending, lambda args, metadata, left: asyncio.ensure_future(
+                pool.execute(tool, args, metadata=metadata, timeout=left)), failed)
             if not pending:
                 return
             if ordered:
@@ -191,8 +192,8 @@ async def map_async(pool: AsyncPool, tool: str, items: Iterable[Mapping[str, Any
                                              return_when=asyncio.FIRST_COMPLETED)
                 task, n = next((t, k) for t, k in pending if t in done)
                 pending.remove((task, n))
-            failed = task.exception()
-            for item in plan.results(n, None if failed else task.result(), failed):
+            err = task.exception()  # the whole chunk failed
+            for item in plan.results(n, None if err else task.result(), err):
                 yield item
     finally:
         for task, _ in pending:

@@ -98,20 +98,21 @@ class WorkerShm:
     def attach(self, req: Any, big: Mapping[str, Any] | None) -> Grant | None:
         """Put ``big`` arguments into an arena and offer one for the result when the tool is
         known to return large bytes; references go into ``req.metadata``."""
-        for key in [k for k in req.metadata if k.startswith((shm.ARG, shm.OUT))]:
-            del req.metadata[key]  # from an earlier attempt on another worker
+        if big or shm.OUT in req.metadata:  # references from an earlier attempt
+            for key in [k for k in req.metadata if k.startswith((shm.ARG, shm.OUT))]:
+                del req.metadata[key]
         parts = {name: codec.raw_parts(v) for name, v in big.items()} if big else {}
-        want_out = max(self.result_sizes.get(req.tool_name, 0),
-                       sum(_nbytes(d) for d, _ in parts.values()))
-        if not big and want_out < self.threshold:
+        total = sum(codec.raw_size(d) for d, _ in parts.values())
+        want_out = max(self.result_sizes.get(req.tool_name, 0), total)
+        if not parts and want_out < self.threshold:
             return None
         grant = Grant(self)
         if parts:
-            arena = self.take(sum(_nbytes(d) for d, _ in parts.values()))
+            arena = self.take(total)
             grant.arenas.append(arena)
             offset = 0
             for name, (data, layout) in parts.items():
-                n = _nbytes(data)
+                n = codec.raw_size(data)
                 arena.mm[offset:offset + n] = data
                 req.metadata[shm.ARG + name] = f"{arena.path}:{offset}:{n}"
                 if layout is not None:
@@ -133,10 +134,9 @@ class WorkerShm:
             return arrays.from_raw(arena.mm, offset, layout)
         return arena.mm[offset:offset + size]
 
-    def learn(self, tool: str, resp: Any) -> None:
-        """Remember how large the tool's bytes result was (sizes the next result arena)."""
-        spec = resp.metadata.get(shm.RESULT) if resp is not None else None
-        n = shm.parse(spec)[2] if spec else len(resp.binary_result) if resp is not None else 0
+    def note_result(self, tool: str, n: int) -> None:
+        """The tool's last result was ``n`` raw bytes (0: not bytes): when large, its next
+        call is offered a result arena that size."""
         if n >= self.threshold:
             self.result_sizes[tool] = n
         else:
@@ -148,6 +148,3 @@ class WorkerShm:
         self._all.clear()
         self._free.clear()
 
-
-def _nbytes(value: Any) -> int:
-    return value.nbytes if isinstance(value, memoryview) else len(value)

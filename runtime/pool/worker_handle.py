@@ -34,9 +34,7 @@ import grpc
 from ..config import PoolConfig
 from ..errors import CallTimeout, RemoteError, WorkerExit, WorkerHung, WorkerStartError
 from ..logs import logger
-from ..protocol import codec, pb, pb_grpc
-from ..protocol.shm import PREFIX as SHM_PREFIX
-from ..protocol.shm import available as shm_available
+from ..protocol import arrays, codec, pb, pb_grpc, shm
 from . import crash
 from .events import worker_event
 from .forkserver import ForkServer
@@ -201,8 +199,8 @@ class WorkerHandle:
             self._lane = Lane(self, self._stub, limit)
         self._tasks.append(loop.create_task(relay(self._stub, self.config.name, self.id)))
         threshold = self.config.shm_threshold_kb * 1024
-        if threshold and "shm" in self.ready_info.get("features", ()) and shm_available():
-            self.shm = WorkerShm(f"{SHM_PREFIX}{self._instance.id}-{self.id}", threshold)
+        if threshold and "shm" in self.ready_info.get("features", ()) and shm.available():
+            self.shm = WorkerShm(f"{shm.PREFIX}{self._instance.id}-{self.id}", threshold)
         self.state, self.accepting = "ready", True
         self.was_ready = True
 
@@ -313,7 +311,7 @@ class WorkerHandle:
         if self.shm is not None:
             grant = self.shm.attach(req, big)
             if grant is not None:
-                on_done = self._releasing(grant, req.tool_name, on_done)
+                on_done = _releasing(grant, on_done)
         elif big:
             for name, value in big.items():
                 codec.put_inline(req, name, value)
@@ -323,33 +321,25 @@ class WorkerHandle:
         task.add_done_callback(lambda t: _deliver_task(on_done, t))
         return 0
 
-    def _releasing(self, grant: Grant, tool: str, on_done: OnDone) -> OnDone:
-        shm = self.shm
-
-        def done(resp: Any, err: BaseException | None) -> None:
-            if err is not None:
-                grant.discard()  # before the caller hears of it
-                on_done(resp, err)
-                return
-            try:
-                on_done(resp, err)  # reads the result out of the arena
-            finally:
-                grant.release()
-                if shm is not None:
-                    shm.learn(tool, resp)
-
-        return done
-
-    def read_shm(self, ref: str, layout: str | None = None) -> Any:
-        if self.shm is None:
-            raise ValueError(f"worker {self.id} answered through shared memory it was not "
-                             "offered")
-        return self.shm.read_result(ref, layout)
-
-    def saw_bytes_result(self, tool: str, n: int) -> None:
-        """An inline bytes result: when large, offer an arena for the next one."""
-        if self.shm is not None and n >= self.shm.threshold:
-            self.shm.result_sizes[tool] = n
+    def decode_result(self, resp: Any, tool: str) -> Any:
+        """A successful answer's value, out of its shared-memory arena or the message; a large
+        bytes or array result gets the tool's next call an arena for its result.
+        Raises CodecError / ValueError for a value that cannot be read."""
+        ref = resp.metadata.get(shm.RESULT)
+        if ref:
+            if self.shm is None:
+                raise ValueError(f"worker {self.id} answered through shared memory it was not "
+                                 "offered")
+            value = self.shm.read_result(ref, resp.metadata.get(arrays.RESULT))
+            n = shm.parse(ref)[2]
+        else:
+            value = codec.decode_result(resp, allow_pickle=self.config.allow_pickle)
+            if self.shm is None:
+                return value
+            n = codec.raw_size(value) if isinstance(value, bytes) or arrays.is_array(
+                value) else 0
+        self.shm.note_result(tool, n)
+        return value
 
     def abandon(self, cid: int, err: BaseException) -> None:
         """Answer call ``cid`` with ``err`` now and cancel it in the worker (lane calls)."""
@@ -492,3 +482,20 @@ class WorkerHandle:
 
     def uptime(self) -> float:
         return time.time() - self.started_at
+
+
+def _releasing(grant: Grant, on_done: OnDone) -> OnDone:
+    """``on_done`` that gives the call's arenas back once its answer has been read, or drops
+    them (never reused) when the call ended without one: the worker may still write there."""
+
+    def done(resp: Any, err: BaseException | None) -> None:
+        if err is not None:
+            grant.discard()  # before the caller hears of it
+            on_done(resp, err)
+            return
+        try:
+            on_done(resp, err)  # reads the result out of the arena
+        finally:
+            grant.release()
+
+    return done

@@ -99,9 +99,7 @@ def serve(ns: argparse.Namespace) -> int:
                 data, fds = b"", []
             if not data:
                 return 0  # the host closed the socket: we are done (workers keep running)
-            pid = _fork(sock, wake_r, wake_w, json.loads(data), fds)
-            if pid == 0:
-                return 0  # not reached: the child exits in _fork
+            _fork(sock, wake_r, wake_w, json.loads(data), fds)  # the child never returns
         if not ns.independent and ns.host_pid and os.getppid() != ns.host_pid:
             return 0
     return 0
@@ -126,13 +124,13 @@ def _reap(sock: socket.socket) -> None:
 
 
 def _fork(sock: socket.socket, wake_r: int, wake_w: int, request: dict[str, Any],
-          fds: list[int]) -> int:
+          fds: list[int]) -> None:
     if request.get("op") != "fork" or len(fds) != 1:
         for fd in fds:
             os.close(fd)
         _send(sock, {"op": "error", "id": request.get("id"),
                      "message": "expected a fork request with one file descriptor"})
-        return -1
+        return
     out_fd = fds[0]
     sync_r, sync_w = os.pipe()  # the child's own session exists before the host hears of it
     try:
@@ -141,7 +139,7 @@ def _fork(sock: socket.socket, wake_r: int, wake_w: int, request: dict[str, Any]
         for fd in (out_fd, sync_r, sync_w):
             os.close(fd)
         _send(sock, {"op": "error", "id": request["id"], "message": f"fork failed: {exc}"})
-        return -1
+        return
     if pid == 0:  # the worker
         code = 1
         try:
@@ -178,4 +176,3 @@ def _fork(sock: socket.socket, wake_r: int, wake_w: int, request: dict[str, Any]
     os.read(sync_r, 1)  # EOF once the child has called setsid and closed its end
     os.close(sync_r)
     _send(sock, {"op": "forked", "id": request["id"], "pid": pid})
-    return pid
