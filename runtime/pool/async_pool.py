@@ -194,7 +194,7 @@ class AsyncPool:
 
     def slot_freed(self, worker: WorkerHandle) -> None:
         self._sched.release(worker)
-        if self._saturated_at is not None and not self._sched.depth:
+        if self._saturated_at is not None and not self._sched.queue:  # O(1): hot path
             pool_event("pool.drained", self.name,
                        saturated_ms=round((self.loop.time() - self._saturated_at) * 1000, 3))
             self._saturated_at = None

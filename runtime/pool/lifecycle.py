@@ -70,14 +70,8 @@ class Lifecycle:
                 self.spawn_only:
             return None
         if self.forkserver is None:
-            argv = worker.argv()
-            common = [argv[3], argv[4]]  # --adapter X
-            for flag in ("--run-id", "--instance-token", "--host-pid"):
-                common += [flag, argv[argv.index(flag) + 1]]
-            if "--independent" in argv:
-                common.append("--independent")
             self.forkserver = ForkServer(
-                self.config.name, worker.python, common, worker.env(),
+                self.config.name, worker.python, worker.zygote_argv(), worker.env(),
                 instance=self.pool.instance,
                 startup_timeout=self.config.startup_timeout_ms / 1000)
             await self.forkserver.spawn_ready()

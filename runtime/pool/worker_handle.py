@@ -135,6 +135,13 @@ class WorkerHandle:
             argv += ["--dependent-timeout", f"{self.config.dependent_timeout_ms / 1000:g}"]
         return argv
 
+    def zygote_argv(self) -> list[str]:
+        """What the pool's fork server needs of `argv` (forked workers inherit its command
+        line, and `pit cleanup` recognises them by these markers)."""
+        argv = ["--adapter", self.config.adapter, "--run-id", self._instance.id,
+                "--instance-token", self._instance.token, "--host-pid", str(os.getpid())]
+        return argv + (["--independent"] if not self.config.dependent else [])
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.extra_env)

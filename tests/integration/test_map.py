@@ -85,15 +85,14 @@ def test_leaving_a_map_early_cancels_what_was_sent(pool: Pool) -> None:
 
 def test_a_worker_crash_fails_only_its_chunk(tmp_path) -> None:  # noqa: ANN001
     with Pool(adapter=SAMPLE, size=2) as pool:
-        items = [{"x": i} for i in range(6)] + [{"marker": str(tmp_path / "m")}]
-        out = list(pool.map("renamed", items[:6], return_exceptions=True))
-        assert out == [i * 2 for i in range(6)] or all(not isinstance(r, Exception)
-                                                        for r in out)
-        crashed = list(pool.map("crash_once", [{"marker": str(tmp_path / "m")}],
-                                return_exceptions=True))
-        assert type(crashed[0]).__name__ == "WorkerExit"
-        again = list(pool.map("crash_once", [{"marker": str(tmp_path / "m")}] * 3))
-        assert again == ["survived"] * 3
+        assert list(pool.map("renamed", [{"x": i} for i in range(6)])) == [
+            i * 10 for i in range(6)]
+        items = [{"marker": str(tmp_path / f"m{i}")} for i in range(6)]
+        for item in items[1:]:  # crash_once survives where its marker exists
+            open(item["marker"], "w").close()
+        out = list(pool.map("crash_once", items, chunksize=1, return_exceptions=True))
+        assert type(out[0]).__name__ == "WorkerExit" and out[1:] == ["survived"] * 5
+        assert list(pool.map("crash_once", items[:3])) == ["survived"] * 3
 
 
 def test_async_map_in_order_and_unordered() -> None:

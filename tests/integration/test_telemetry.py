@@ -71,7 +71,8 @@ def test_a_full_worker_buffer_drops_and_counts_never_blocks(recorder: Recorder) 
             return sum(e.measurements["dropped"] for e in recorder.named("telemetry.dropped"))
 
         assert wait_until(lambda: delivered() + dropped() >= 2000, timeout=10)
-    assert delivered() == taken and taken + dropped() - 1 <= 2000  # the span may be dropped
+    # every tick is delivered or counted as dropped; the span event may be dropped too
+    assert delivered() == taken and taken + dropped() in (2000, 2001)
     assert dropped() > 0
     assert recorder.named("telemetry.dropped")[0].metadata["worker"] == "worker-1"
 
