@@ -160,22 +160,32 @@ class _StopSignal:
 
     def __init__(self) -> None:
         self.requested = False
-        self._r, w = os.pipe()
-        os.set_blocking(w, False)
-        os.set_blocking(self._r, False)
-        signal.set_wakeup_fd(w)  # the C-level handler writes here: select() wakes at once
+        self.fd, self._w = os.pipe()  # readable whenever a handled signal arrived
+        os.set_blocking(self._w, False)
+        os.set_blocking(self.fd, False)
+        signal.set_wakeup_fd(self._w)  # the C-level handler writes here: select() wakes
         signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
 
+    def drain(self) -> None:
+        with contextlib.suppress(OSError):
+            os.read(self.fd, 512)
+
     def wait(self) -> None:
         import select
 
         while not self.requested:
-            select.select([self._r], [], [], 1.0)
-            with contextlib.suppress(OSError):
-                os.read(self._r, 512)
+            select.select([self.fd], [], [], 1.0)
+            self.drain()
+
+    def release(self) -> None:
+        """Undo it all (a forked child starts over with its own)."""
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.close(self.fd)
+        os.close(self._w)
 
 
 def serve(ns: argparse.Namespace) -> int:

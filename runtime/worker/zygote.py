@@ -25,7 +25,10 @@ import select
 import signal
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .main import _StopSignal
 
 POLL_S = 0.5
 
@@ -52,7 +55,7 @@ def _preload(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def serve(ns: argparse.Namespace) -> int:
-    from .main import _arm_parent_death_signal
+    from .main import _arm_parent_death_signal, _StopSignal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not ns.independent:
@@ -74,23 +77,15 @@ def serve(ns: argparse.Namespace) -> int:
 
     gc.collect()
     gc.freeze()  # the collector never touches what the workers inherit: fewer pages copied
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    os.set_blocking(wake_r, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select() through the wakeup fd
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    stop = _StopSignal()
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select() through stop.fd too
     sys.stdout.flush()
     sys.stderr.flush()
     _send(sock, {"op": "ready", "pid": os.getpid(), "threads": _threads(), **info})
-    while not stop:
-        readable, _, _ = select.select([sock.fileno(), wake_r], [], [], POLL_S)
-        if wake_r in readable:
-            try:
-                os.read(wake_r, 512)
-            except OSError:
-                pass
+    while not stop.requested:
+        readable, _, _ = select.select([sock.fileno(), stop.fd], [], [], POLL_S)
+        if stop.fd in readable:
+            stop.drain()
         _reap(sock)
         if sock.fileno() in readable:
             try:
@@ -99,7 +94,7 @@ def serve(ns: argparse.Namespace) -> int:
                 data, fds = b"", []
             if not data:
                 return 0  # the host closed the socket: we are done (workers keep running)
-            _fork(sock, wake_r, wake_w, json.loads(data), fds)  # the child never returns
+            _fork(sock, stop, json.loads(data), fds)  # the child never returns
         if not ns.independent and ns.host_pid and os.getppid() != ns.host_pid:
             return 0
     return 0
@@ -123,7 +118,7 @@ def _reap(sock: socket.socket) -> None:
         _send(sock, {"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
-def _fork(sock: socket.socket, wake_r: int, wake_w: int, request: dict[str, Any],
+def _fork(sock: socket.socket, stop: _StopSignal, request: dict[str, Any],
           fds: list[int]) -> None:
     if request.get("op") != "fork" or len(fds) != 1:
         for fd in fds:
@@ -146,12 +141,9 @@ def _fork(sock: socket.socket, wake_r: int, wake_w: int, request: dict[str, Any]
             os.setsid()
             os.close(sync_r)
             os.close(sync_w)
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM):
-                signal.signal(sig, signal.SIG_DFL)
+            stop.release()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             sock.close()
-            os.close(wake_r)
-            os.close(wake_w)
             os.dup2(out_fd, 1)
             os.dup2(out_fd, 2)
             os.close(out_fd)
