@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -90,8 +91,9 @@ class Lane:
         timer = (self._loop.call_later(timeout, self._expire, cid)
                  if timeout is not None else None)
         self.pending[cid] = (on_done, timer, self._loop.time())
-        self._outbox.append(pb.LaneCall(call_id=cid, request=req,
-                                        timeout_ms=timeout * 1000 if timeout else 0))
+        self._outbox.append(pb.LaneCall(
+            call_id=cid, request=req, timeout_ms=timeout * 1000 if timeout else 0,
+            deadline_unix_ns=time.time_ns() + int(timeout * 1e9) if timeout else 0))
         self._outbox_ready.set()
         return cid
 

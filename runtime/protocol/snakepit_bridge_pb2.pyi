@@ -421,14 +421,16 @@ class TelemetryControl(_message.Message):
     def __init__(self, toggle: _Optional[_Union[TelemetryToggle, _Mapping]] = ..., sampling: _Optional[_Union[TelemetrySamplingUpdate, _Mapping]] = ..., filter: _Optional[_Union[TelemetryEventFilter, _Mapping]] = ...) -> None: ...
 
 class LaneCall(_message.Message):
-    __slots__ = ("call_id", "request", "timeout_ms")
+    __slots__ = ("call_id", "request", "timeout_ms", "deadline_unix_ns")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     request: ExecuteToolRequest
     timeout_ms: float
-    def __init__(self, call_id: _Optional[int] = ..., request: _Optional[_Union[ExecuteToolRequest, _Mapping]] = ..., timeout_ms: _Optional[float] = ...) -> None: ...
+    deadline_unix_ns: int
+    def __init__(self, call_id: _Optional[int] = ..., request: _Optional[_Union[ExecuteToolRequest, _Mapping]] = ..., timeout_ms: _Optional[float] = ..., deadline_unix_ns: _Optional[int] = ...) -> None: ...
 
 class LaneRequest(_message.Message):
     __slots__ = ("calls",)

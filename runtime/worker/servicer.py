@@ -42,6 +42,14 @@ def _remaining_ms(context: Any) -> float:
     return 0.0 if left is None or left > 1e8 else max(left * 1000, 0.001)
 
 
+def _lane_budget_ms(call: Any) -> float:
+    """What is left of a lane call's budget now: counted from the host's deadline, so time
+    spent waiting here behind other calls is not handed back (0: no deadline)."""
+    if call.deadline_unix_ns:
+        return max((call.deadline_unix_ns - time.time_ns()) / 1e6, 0.001)
+    return call.timeout_ms
+
+
 class WorkerServicer(pb_grpc.BridgeServiceServicer):
     def __init__(self, runner: ToolRunner, tool_specs: dict[str, Any],
                  max_message_bytes: int = 512 * 1024 * 1024) -> None:
@@ -146,7 +154,7 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
         """One lane call -> its LaneResult (never raises for the call's own failure)."""
         runner = self.runner
         try:
-            resp = runner.run(call.request, call_id=call.call_id, timeout_ms=call.timeout_ms)
+            resp = runner.run(call.request, call_id=call.call_id, timeout_ms=_lane_budget_ms(call))
             runner.forget(call.call_id)
         except CallCancelled:  # a cancel that landed just after the tool returned
             resp = runner.cancelled_response(call.request)

@@ -134,3 +134,13 @@ def test_the_deadline_is_one_budget_across_queue_and_worker() -> None:
             pool.execute("block", {"seconds": 0.3}, timeout=0.5)
         assert 0.4 < time.monotonic() - started < 0.8
         busy.result()
+
+
+def test_a_call_waiting_in_the_worker_behind_another_keeps_one_budget() -> None:
+    # sent at once, the second call is prefetched to the busy worker (it waits there, not in
+    # the host's queue): its budget must still count from the caller's deadline
+    with Pool(adapter=SAMPLE, size=1) as pool:
+        busy = pool.submit("spin", {"seconds": 0.4})
+        left = pool.execute("remaining_ms", timeout=0.5)
+        assert left is not None and left <= 110
+        busy.result()
