@@ -105,9 +105,11 @@ class Lane:
             for batch in batches(calls, self._max_batch_bytes):
                 try:
                     await self._call.write(pb.LaneRequest(calls=batch))
-                except Exception as exc:  # noqa: BLE001 - the lane is gone; its calls fail
+                except Exception as exc:  # noqa: BLE001 - the lane is gone
+                    # These calls never reached the worker: NotStarted runs them elsewhere
+                    # (the same rule fail_all applies to calls the worker had not started).
                     w = self.worker
-                    err = WorkerExit(f"worker {w.id} (pid {w.pid}) could not take the "
+                    err = NotStarted(f"worker {w.id} (pid {w.pid}) could not take the "
                                      f"call: {w.exit_reason or type(exc).__name__}")
                     for call in [*calls, *self._outbox]:
                         entry = self.pending.pop(call.call_id, None)
