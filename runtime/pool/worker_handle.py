@@ -259,13 +259,14 @@ class WorkerHandle:
             self._instance.registry.worker_ended(
                 instance_id=self._instance.id, pool=self.config.name, worker_id=self.id,
                 reason=self.recycle_reason or self.cause or "stopped")
-        if self._channel is not None:
-            # With a grace, RPCs still open on the dead connection end with its real status
-            # (UNAVAILABLE -> WorkerExit naming the exit); closing at once would cancel them
-            # locally, and a stream's reader would take that for its own cancellation.
-            await self._channel.close(grace=EXIT_WAIT_S)
         if not was_stopping and self.was_ready:
             self._on_exit(self)  # a worker that dies while starting is its starter's business
+        if self._channel is not None:
+            # Last, so the pool hears of the exit at once. With a grace, RPCs still open on
+            # the dead connection end with their real status (UNAVAILABLE -> WorkerExit
+            # naming the exit); closing at once would cancel them locally, and a stream's
+            # reader would take that for its own cancellation.
+            await self._channel.close(grace=EXIT_WAIT_S)
 
     def _progress(self) -> tuple[int, int] | None:
         """(call running when it died, last call it finished), from the shared file."""
