@@ -82,6 +82,7 @@ class PoolConfig:
     pipeline_depth: int = 16
     shm_threshold_kb: int = 1024  # bytes this large travel through shared memory (0: never)
     call_lane: bool = True  # false: one unary ExecuteTool RPC per call, as Snakepit does
+    lane_socket: bool = True  # the lane as frames on a unix socket; false: a gRPC stream
     # "forkserver": workers are forked by a per-pool zygote (Linux); "spawn": fresh processes
     start_method: str = "forkserver" if sys.platform.startswith("linux") else "spawn"
     dependent: bool = True
@@ -177,6 +178,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "shutdown_grace_ms": _int(0),
     "allow_pickle": (lambda v: isinstance(v, bool), "true or false"),
     "call_lane": (lambda v: isinstance(v, bool), "true or false"),
+    "lane_socket": (lambda v: isinstance(v, bool), "true or false"),
     "shm_threshold_kb": _int(0),
     "start_method": (lambda v: v in ("forkserver", "spawn"), '"forkserver" or "spawn"'),
     "max_message_mb": _int(1, 2047),

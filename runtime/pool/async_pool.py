@@ -531,7 +531,8 @@ class AsyncPool:
                         free_threaded=not w.ready_info.get("gil_enabled", True),
                         cpu_pct=round(w.cpu_pct, 1),
                         missed_heartbeats=w.missed_heartbeats,
-                        last_recycle_reason=w.recycle_reason or w.replaced_reason)
+                        last_recycle_reason=w.recycle_reason or w.replaced_reason,
+                        lane=w.lane_kind)
             for w in self._workers.values())
         return PoolStats(name=self.name, adapter=self.config.adapter, size=self.config.size,
                          ready=self.ready_count(), queued=self._sched.depth,

@@ -23,6 +23,7 @@ class WorkerStats:
     free_threaded: bool = False  # the worker's interpreter runs without a GIL
     missed_heartbeats: int = 0  # > 0: the worker is not answering pings (hung?)
     last_recycle_reason: str = ""  # why it is being replaced, else why its predecessor was
+    lane: str = ""  # how calls travel: "socket" | "grpc" (the CallLane stream) | "unary"
 
 
 @dataclass(frozen=True, slots=True)

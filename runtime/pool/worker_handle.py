@@ -89,6 +89,7 @@ class WorkerHandle:
         self._socket, self._ready_file = instance.worker_files()
         self.stack_file = self._socket.with_suffix(".stacks")
         self.progress_file = self._socket.with_suffix(".progress")
+        self.lane_socket = self._socket.with_suffix(".lane")
         self.cause = ""
         self.was_ready = False
         self._oom_before: int | None = None
@@ -129,6 +130,8 @@ class WorkerHandle:
             argv += ["--progress-file", str(self.progress_file)]
         if self.config.allow_pickle:
             argv.append("--allow-pickle")
+        if self.config.call_lane and self.config.lane_socket:
+            argv += ["--lane-socket", str(self.lane_socket)]
         if not self.config.dependent:
             argv.append("--independent")
         else:
@@ -203,7 +206,8 @@ class WorkerHandle:
                      ("grpc.max_receive_message_length", limit)])
         self._stub = pb_grpc.BridgeServiceStub(self._channel)
         if self.config.call_lane and "call_lane" in self.ready_info.get("features", ()):
-            self._lane = Lane(self, self._stub, limit)
+            self._lane = await Lane.open(self, self._stub, limit,
+                                         self.ready_info.get("lane_socket"))
         self._tasks.append(loop.create_task(relay(self._stub, self.config.name, self.id)))
         threshold = self.config.shm_threshold_kb * 1024
         if threshold and "shm" in self.ready_info.get("features", ()) and shm.available():
@@ -280,6 +284,11 @@ class WorkerHandle:
     # --- calls ------------------------------------------------------------------------------
     def slot_freed(self) -> None:
         self._on_free(self)
+
+    @property
+    def lane_kind(self) -> str:
+        """How calls reach this worker: "socket", "grpc" (the CallLane stream) or "unary"."""
+        return "unary" if self._lane is None else self._lane.kind
 
     def lane_unavailable(self) -> None:
         """The peer answered UNIMPLEMENTED: plain unary calls from now on."""
@@ -487,7 +496,8 @@ class WorkerHandle:
                 task.cancel()
         if self._lane is not None:
             await self._lane.wait_reader(1.0)
-        for path in (self._socket, self._ready_file, self.stack_file, self.progress_file):
+        for path in (self._socket, self._ready_file, self.stack_file, self.progress_file,
+                     self.lane_socket):
             with contextlib.suppress(OSError):
                 path.unlink()
 

@@ -44,7 +44,7 @@ def _preload(ns: argparse.Namespace) -> dict[str, Any]:
     import grpc  # noqa: F401 - imported here so every worker finds it in memory
     from google.protobuf import any_pb2  # noqa: F401
 
-    from . import servicer, specs  # noqa: F401
+    from . import lane_socket, servicer, specs  # noqa: F401
     from .main import load_adapter_class
 
     cls = load_adapter_class(ns.adapter)

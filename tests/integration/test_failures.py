@@ -63,8 +63,10 @@ def test_pickle_needs_the_pool_to_opt_in() -> None:
         assert pool.execute("bytes_echo", {"data": runtime.Pickled(b"ab")}) == b"ab"
 
 
-def test_call_timeout_cancels_the_call_in_the_worker() -> None:
-    with Pool(size=1) as pool:
+@pytest.mark.parametrize("lane_socket", [True, False], ids=["socket-lane", "grpc-lane"])
+def test_call_timeout_cancels_the_call_in_the_worker(lane_socket: bool) -> None:
+    with Pool(size=1, lane_socket=lane_socket) as pool:
+        assert pool.stats().workers[0].lane == ("socket" if lane_socket else "grpc")
         pid = pool.pids()[0]
         started = time.monotonic()
         with pytest.raises(runtime.CallTimeout) as info:
@@ -75,8 +77,9 @@ def test_call_timeout_cancels_the_call_in_the_worker() -> None:
         assert pool.execute("ping", timeout=2.0)["pid"] == pid
 
 
-def test_timeout_interrupts_python_code_that_ignores_cancellation() -> None:
-    with Pool(adapter=SAMPLE, size=1) as pool:
+@pytest.mark.parametrize("lane_socket", [True, False], ids=["socket-lane", "grpc-lane"])
+def test_timeout_interrupts_python_code_that_ignores_cancellation(lane_socket: bool) -> None:
+    with Pool(adapter=SAMPLE, size=1, lane_socket=lane_socket) as pool:
         pid = pool.pids()[0]
         with pytest.raises(runtime.CallTimeout):
             pool.execute("spin", {"seconds": 30}, timeout=0.3)
@@ -84,8 +87,9 @@ def test_timeout_interrupts_python_code_that_ignores_cancellation() -> None:
         assert pool.pids() == [pid]
 
 
-def test_a_call_stuck_in_c_gets_its_worker_replaced() -> None:
-    with Pool(adapter=SAMPLE, size=1) as pool:
+@pytest.mark.parametrize("lane_socket", [True, False], ids=["socket-lane", "grpc-lane"])
+def test_a_call_stuck_in_c_gets_its_worker_replaced(lane_socket: bool) -> None:
+    with Pool(adapter=SAMPLE, size=1, lane_socket=lane_socket) as pool:
         pid = pool.pids()[0]
         with pytest.raises(runtime.CallTimeout):
             pool.execute("block", {"seconds": 60}, timeout=0.3)
@@ -145,8 +149,9 @@ def test_queued_calls_run_in_fifo_order() -> None:
         assert pool.execute("get_history") == ["0", "1", "2", "3", "4"]
 
 
-def test_crash_fails_only_that_call_and_the_pool_recovers() -> None:
-    with Pool(size=2) as pool:
+@pytest.mark.parametrize("lane_socket", [True, False], ids=["socket-lane", "grpc-lane"])
+def test_crash_fails_only_that_call_and_the_pool_recovers(lane_socket: bool) -> None:
+    with Pool(size=2, lane_socket=lane_socket) as pool:
         other = pool.submit("sleep", {"ms": 600})
         time.sleep(0.1)
         with pytest.raises(runtime.WorkerExit, match="exited with code 7") as info:
@@ -158,8 +163,9 @@ def test_crash_fails_only_that_call_and_the_pool_recovers() -> None:
         assert len({pool.execute("ping")["pid"] for _ in range(10)}) >= 1
 
 
-def test_killed_worker_names_the_signal() -> None:
-    with Pool(size=1) as pool:
+@pytest.mark.parametrize("lane_socket", [True, False], ids=["socket-lane", "grpc-lane"])
+def test_killed_worker_names_the_signal(lane_socket: bool) -> None:
+    with Pool(size=1, lane_socket=lane_socket) as pool:
         pid = pool.pids()[0]
         fut = pool.submit("sleep", {"ms": 5_000})
         time.sleep(0.2)
@@ -201,8 +207,9 @@ def test_many_threads_share_one_pool() -> None:
         assert not errors and results == [0] * 400
 
 
-def test_oversized_payloads_fail_the_call_not_the_worker() -> None:
-    with Pool(adapter=SAMPLE, size=1, max_message_mb=2) as pool:
+@pytest.mark.parametrize("lane_socket", [True, False], ids=["socket-lane", "grpc-lane"])
+def test_oversized_payloads_fail_the_call_not_the_worker(lane_socket: bool) -> None:
+    with Pool(adapter=SAMPLE, size=1, max_message_mb=2, lane_socket=lane_socket) as pool:
         pid = pool.pids()[0]
         with pytest.raises(runtime.InvalidArgument, match="over the pool's limit of 2 MiB"):
             pool.execute("record", {"tag": "x" * (3 * 1024 * 1024)})

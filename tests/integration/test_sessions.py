@@ -125,7 +125,8 @@ def test_the_deadline_is_one_budget_across_queue_and_worker() -> None:
         busy = pool.submit("spin", {"seconds": 0.4})
         time.sleep(0.02)
         left = pool.execute("remaining_ms", timeout=0.5)
-        assert left is not None and left <= 110  # ~400 ms of the 500 went to the queue
+        # ~380 ms of the 500 went to the queue (a budget started afresh would leave ~500)
+        assert left is not None and left <= 125
         busy.result()
         busy = pool.submit("spin", {"seconds": 0.4})
         time.sleep(0.02)

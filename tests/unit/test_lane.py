@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import socket
+
+import pytest
+
 from runtime.pool.lane import batches as _batches
-from runtime.protocol import pb
+from runtime.protocol import frames, pb
 
 
 def call(cid: int, size: int) -> pb.LaneCall:
@@ -17,3 +21,31 @@ def test_batches_stay_under_the_message_limit() -> None:
     assert all(sum(c.ByteSize() for c in b) <= 1000 for b in batches)
     assert len(batches) == 5
     assert _batches([call(1, 5000)], 1000) == [[call(1, 5000)]]  # one call is never split
+
+
+def test_frames_survive_any_split_of_the_byte_stream() -> None:
+    msgs = [pb.LaneRequest(calls=[call(i, size)]) for i, size in enumerate((0, 10, 70_000, 3))]
+    stream = b"".join(frames.encode(m) for m in msgs)
+    for step in (1, 3, 7, 4096, len(stream)):
+        buf = frames.FrameBuffer(limit=1 << 20)
+        got = [pb.LaneRequest.FromString(f) for i in range(0, len(stream), step)
+               for f in buf.feed(stream[i:i + step])]
+        assert got == msgs, step
+
+
+def test_a_frame_over_the_limit_is_refused_before_it_is_buffered() -> None:
+    buf = frames.FrameBuffer(limit=100)
+    with pytest.raises(frames.FrameError, match="over the 100-byte limit"):
+        buf.feed(frames.HEADER.pack(101))
+
+
+def test_the_blocking_reader_ends_when_the_peer_shuts_its_side() -> None:
+    a, b = socket.socketpair()
+    msgs = [pb.LaneRequest(calls=[call(i, 5000)]) for i in range(3)]
+    for m in msgs:
+        a.sendall(frames.encode(m))
+    a.sendall(frames.encode(msgs[0])[:7])  # a torn last frame is not a message
+    a.shutdown(socket.SHUT_WR)
+    assert list(frames.read_messages(b, pb.LaneRequest.FromString, 1 << 20)) == msgs
+    a.close()
+    b.close()

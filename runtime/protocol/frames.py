@@ -1,0 +1,75 @@
+"""Length-prefixed protobuf frames: the call lane over a plain unix socket.
+
+A frame is a 4-byte little-endian length, then that many bytes of one serialized message
+(`LaneRequest` host -> worker, `LaneResponse` worker -> host): the same messages the gRPC
+`CallLane` stream carries, without HTTP/2 around them. The host half shuts its writing side
+when it has no more calls; the worker answers what it took, then closes.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable, Iterator
+from typing import Any
+
+HEADER = struct.Struct("<I")
+
+
+class FrameError(Exception):
+    """The peer sent a frame this side refuses (over the size limit)."""
+
+
+def encode(msg: Any) -> bytes:
+    body = msg.SerializeToString()
+    return HEADER.pack(len(body)) + body
+
+
+def read_messages(sock: socket.socket, parse: Callable[[bytes], Any],
+                  limit: int) -> Iterator[Any]:
+    """Messages off a blocking socket until the peer shuts its side (or the socket fails)."""
+    with sock.makefile("rb") as stream:
+        while True:
+            try:
+                head = stream.read(HEADER.size)
+                if len(head) < HEADER.size:
+                    return
+                (n,) = HEADER.unpack(head)
+                if n > limit:
+                    raise FrameError(f"a {n}-byte frame is over the {limit}-byte limit")
+                body = stream.read(n)
+            except OSError:
+                return
+            if len(body) < n:
+                return
+            yield parse(body)
+
+
+class FrameBuffer:
+    """Bytes in, whole frames out (the non-blocking host side)."""
+
+    def __init__(self, limit: int) -> None:
+        self._buf = bytearray()
+        self._need = HEADER.size  # bytes the next step needs: a header, then its body
+        self._limit = limit
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf
+        buf += data
+        if len(buf) < self._need:
+            return []
+        out: list[bytes] = []
+        pos = 0
+        while len(buf) - pos >= HEADER.size:
+            (n,) = HEADER.unpack_from(buf, pos)
+            if n > self._limit:
+                raise FrameError(f"a {n}-byte frame is over the {self._limit}-byte limit")
+            if len(buf) - pos - HEADER.size < n:
+                self._need = HEADER.size + n
+                break
+            out.append(bytes(buf[pos + HEADER.size:pos + HEADER.size + n]))
+            pos += HEADER.size + n
+        else:
+            self._need = HEADER.size
+        del buf[:pos]
+        return out
