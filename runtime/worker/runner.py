@@ -51,7 +51,7 @@ class ToolRunner:
         self.threads = threads
         # Every call and stream holds one of these while it runs: at most `threads` at once,
         # whichever RPC brought them (the lane, a stream, plain ExecuteTool).
-        self.slots = threading.BoundedSemaphore(threads)
+        self.slots: Any = threading.BoundedSemaphore(threads) if threads > 1 else threading.Lock()
         self.serial = threading.Lock()  # thread_sensitive tools run one at a time
         self.tools = tools
         self.host = host
