@@ -23,6 +23,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -242,7 +243,7 @@ def measure(system: str, size: int, quick: bool) -> dict[str, float]:
             f.result()
         out["cpu_efficiency"] = (n_cpu * 0.010 / size) / (time.perf_counter() - t)
         if system == "pit":
-            out["watched_ratio"] = _watched_ratio(d, lambda: _inflight(d, n_tp))
+            out["watched_ratio"] = _watched_ratio(d, seconds=0.5 if quick else 1.5)
     return out
 
 
@@ -270,10 +271,19 @@ def measure_startup(system: str, workers: int) -> dict[str, float]:
     return {"ready_ms": ms, "uss_mb": statistics.mean(uss) if uss else float("nan")}
 
 
-def _watched_ratio(d: Driver, throughput: Any, reps: int = 3) -> float:
+def _watched_ratio(d: Driver, reps: int = 3, seconds: float = 1.5) -> float:
     """Throughput with `pit status --watch --json` attached at 4 Hz over throughput without
-    it (alternating runs, median of each)."""
+    it (alternating runs of ``seconds`` each, median of each). The watcher's own start-up
+    (imports) is over before its run is timed."""
     instance = d.pool._core.instance.id
+
+    def throughput() -> float:
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            _inflight(d, 2000)
+            calls += 2000
+        return calls / (time.perf_counter() - started)
+
     plain, watched = [], []
     for _ in range(reps):
         plain.append(throughput())
@@ -284,6 +294,8 @@ def _watched_ratio(d: Driver, throughput: Any, reps: int = 3) -> float:
         try:
             assert watcher.stdout is not None
             watcher.stdout.readline()  # attached and streaming
+            threading.Thread(target=watcher.stdout.read, daemon=True).start()  # never blocks
+            time.sleep(0.3)
             watched.append(throughput())
         finally:
             watcher.terminate()

@@ -41,13 +41,19 @@ def _close_all() -> None:
             pass
 
 
+class CallFuture(concurrent.futures.Future):  # type: ignore[type-arg]
+    """A submitted call's Future; `Pool.cancel` uses ``cancel_call`` to stop it in its
+    worker once it runs."""
+
+    cancel_call: Callable[[], None] | None = None
+
+
 class Pool:
     """A pool of worker processes with a blocking API (thread-safe)."""
 
     def __init__(self, config: PoolConfig | None = None, **options: Any) -> None:
         self._loop = LoopThread()
         self._owner = True
-        self._cancels: dict[int, Callable[[], None]] = {}
         self._core = self._loop.run(_make(config, options))
         with _live_lock:
             _live.add(self)
@@ -56,7 +62,6 @@ class Pool:
     def _attached(cls, core: AsyncPool, loop: LoopThread) -> Pool:
         self = cls.__new__(cls)
         self._loop, self._core, self._owner = loop, core, False
-        self._cancels = {}
         return self
 
     @property
@@ -122,7 +127,7 @@ class Pool:
 
     def cancel(self, fut: concurrent.futures.Future[Any]) -> None:
         """Cancel a submitted call: out of the queue, or cancelled in its worker."""
-        cancel = self._cancels.get(id(fut))
+        cancel = getattr(fut, "cancel_call", None)
         if not fut.cancel() and cancel is not None and not self._loop.loop.is_closed():
             self._loop.loop.call_soon_threadsafe(cancel)
 
@@ -138,12 +143,12 @@ class Pool:
         # plain callback (no task), and a burst of submits wakes the loop once.
         big: dict[str, Any] = {}
         req = self._core.prepare(tool, args, session_id, metadata, big)
-        result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        result = CallFuture()
         self._loop.call_soon(self._dispatch, req, timeout, result, idempotent, affinity, big)
         return result
 
     def _dispatch(self, req: Any, timeout: float | None,
-                  result: concurrent.futures.Future[Any], idempotent: bool | None,
+                  result: CallFuture, idempotent: bool | None,
                   affinity: str | None, big: dict[str, Any]) -> None:
         if not result.set_running_or_notify_cancel():
             return
@@ -160,8 +165,7 @@ class Pool:
         except BaseException as exc:  # noqa: BLE001 - e.g. a bad timeout
             result.set_exception(exc)
             return
-        self._cancels[id(result)] = cancel
-        result.add_done_callback(lambda r: self._cancels.pop(id(r), None))
+        result.cancel_call = cancel
 
     def stream(self, tool: str, args: Mapping[str, Any] | None = None, *,
                session_id: str | None = None, timeout: float | None = None,
