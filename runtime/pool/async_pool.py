@@ -144,6 +144,9 @@ class AsyncPool:
                     f"{type(exc).__name__}: {exc}")
                 await self.close()
                 raise self.failure from (None if exc is self.failure else exc)
+        # Heartbeats and sampling run from now: a worker that is ready early is pinged while
+        # the rest start (a dependent worker takes the host's silence for a wedged host).
+        self._supervisor.start()
         if wait:
             try:
                 await self.lifecycle.start_all()
@@ -157,7 +160,6 @@ class AsyncPool:
                    duration_ms=round((self._loop.time() - started) * 1000, 3))
         self.instance.cores.append(self)
         self.lifecycle.run()
-        self._supervisor.start()
         return self
 
     @property

@@ -135,7 +135,8 @@ class WorkerHandle:
         if not self.config.dependent:
             argv.append("--independent")
         else:
-            argv += ["--dependent-timeout", f"{self.config.dependent_timeout_ms / 1000:g}"]
+            argv += ["--dependent-timeout", f"{self.config.dependent_timeout_ms / 1000:g}",
+                     "--host-pings", f"{self.config.heartbeat_interval_ms / 1000:g}"]
         return argv
 
     def zygote_argv(self) -> list[str]:

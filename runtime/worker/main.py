@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import json
 import os
@@ -28,9 +29,16 @@ DEPENDENT_TIMEOUT_S = 10.0
 HOST_HEARTBEAT_INTERVAL_S = 2.0
 PARENT_POLL_S = 0.5
 EXIT_ADAPTER_FAILED = 3
+PRELOADED_TOOLS: dict[type, Any] = {}  # adapter class -> its tools, filled by the fork server
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return _parser().parse_args(argv)
+
+
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    """Built once (~10 ms, it imports shutil): the fork server builds it for its workers."""
     p = argparse.ArgumentParser(prog="python -m runtime.worker",
                                 description="A pit worker: serves one adapter over gRPC.")
     p.add_argument("--adapter", required=True, help="pkg.module:Class of the adapter")
@@ -49,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="do not exit with the host (debugging; orphans need `pit cleanup`)")
     p.add_argument("--dependent-timeout", type=float, default=DEPENDENT_TIMEOUT_S,
                    help="exit when the host has not answered a heartbeat for this many s")
+    p.add_argument("--host-pings", type=float, default=0.0,
+                   help="the host pings this worker every this many s: its silence for "
+                        "--dependent-timeout means it is wedged (no heartbeat of our own)")
     p.add_argument("--stack-file", help="where SIGUSR1 dumps every thread's Python stack")
     p.add_argument("--progress-file", help="16 bytes shared with the host: the lane call "
                                            "running now and the last one finished")
@@ -63,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--control-fd", type=int, default=-1, help="the fork server's socket")
     p.add_argument("--forked", action="store_true",
                    help="this worker was forked by the fork server (watch --host-pid)")
-    return p.parse_args(argv)
+    return p
 
 
 def load_adapter_class(spec: str) -> type:
@@ -121,6 +132,24 @@ def _die_with_parent(host_pid: int, forked: bool = False) -> None:
 
     if host_pid:
         threading.Thread(target=watch, name="pit-parent-watch", daemon=True).start()
+
+
+def _watch_host_contact(servicer: Any, timeout_s: float) -> None:
+    """Dependent mode, when the host pings us: exit once it has been silent for ``timeout_s``
+    (alive but wedged). Costs a sleeping thread, where `_heartbeat_host` costs a gRPC client
+    channel (~4 MiB a worker)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(min(1.0, timeout_s / 4))
+            silent = time.monotonic() - servicer.last_host_contact
+            if silent > timeout_s:
+                sys.stderr.write(f"pit worker: the host has not pinged for {silent:.1f} s "
+                                 "(dependent_timeout_ms); exiting\n")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="pit-host-watch", daemon=True).start()
 
 
 def _heartbeat_host(address: str, timeout_s: float, stop: _StopSignal) -> None:
@@ -216,7 +245,7 @@ def serve(ns: argparse.Namespace) -> int:
 
     try:
         cls = load_adapter_class(ns.adapter)
-        tools = collect_tools(cls)
+        tools = PRELOADED_TOOLS.get(cls) or collect_tools(cls)
         if ns.threads > 1 and not getattr(cls, "thread_safe", False):
             sys.stderr.write(
                 f"pit worker: adapter {ns.adapter!r} is not thread_safe, so it cannot run "
@@ -257,6 +286,13 @@ def serve(ns: argparse.Namespace) -> int:
         from .lane_socket import LaneSocket
 
         lane = LaneSocket(ns.lane_socket, servicer, limit)
+    host_watch = "none"  # how a wedged host is noticed (a dead one: see _die_with_parent)
+    if not ns.independent and ns.host_pings and ns.dependent_timeout >= 3 * ns.host_pings:
+        _watch_host_contact(servicer, ns.dependent_timeout)
+        host_watch = "pings"
+    elif ns.host_address and not ns.independent:
+        _heartbeat_host(ns.host_address, ns.dependent_timeout, stop)
+        host_watch = "heartbeat"
     if ns.ready_file:
         _write_ready(ns.ready_file, {
             "address": ns.listen, "pid": os.getpid(), "protocol": PROTOCOL_VERSION,
@@ -264,12 +300,11 @@ def serve(ns: argparse.Namespace) -> int:
             + (["shm"] if shm.available() else []), "worker_id": ns.worker_id,
             "lane_socket": ns.lane_socket if lane is not None else None,
             "python": sys.version.split()[0], "executable": sys.executable,
-            "threads": ns.threads,
+            "threads": ns.threads, "host_watch": host_watch,
             "gil_enabled": getattr(sys, "_is_gil_enabled", lambda: True)(),
             "tools": [t.to_dict() for t in tools.values()],
         })
-    if ns.host_address and not ns.independent:
-        _heartbeat_host(ns.host_address, ns.dependent_timeout, stop)
+
     stop.wait()
     servicer.close_telemetry()  # its stream would otherwise hold server.stop for the grace
     if lane is not None:

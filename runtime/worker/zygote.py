@@ -42,12 +42,16 @@ def _send(sock: socket.socket, message: dict[str, Any]) -> None:
 
 def _preload(ns: argparse.Namespace) -> dict[str, Any]:
     import grpc  # noqa: F401 - imported here so every worker finds it in memory
+    import grpc._server  # noqa: F401 - grpc.server() would import it in every worker
     from google.protobuf import any_pb2  # noqa: F401
 
     from . import lane_socket, servicer, specs  # noqa: F401
-    from .main import load_adapter_class
+    from .adapter import collect_tools
+    from .main import PRELOADED_TOOLS, _parser, load_adapter_class
 
+    _parser()  # argparse's set-up costs each forked worker ~10 ms otherwise
     cls = load_adapter_class(ns.adapter)
+    PRELOADED_TOOLS[cls] = collect_tools(cls)
     preload = getattr(cls, "preload", None)
     if callable(preload):
         preload()

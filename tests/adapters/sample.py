@@ -284,3 +284,14 @@ class Preloaded(Adapter):
     @tool
     def where(self) -> dict:
         return {"loaded_in": type(self).loaded_in, "pid": os.getpid(), "ppid": os.getppid()}
+
+
+class SlowInit(Adapter):
+    """initialize() takes PIT_TEST_INIT_S seconds (a model being loaded)."""
+
+    def initialize(self) -> None:
+        time.sleep(float(os.environ.get("PIT_TEST_INIT_S", "1")))
+
+    @tool
+    def ping(self) -> int:
+        return os.getpid()

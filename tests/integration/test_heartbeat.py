@@ -38,3 +38,18 @@ def test_busy_but_answering_workers_are_left_alone() -> None:
         # time.sleep releases the GIL: the worker keeps answering heartbeats.
         assert pool.execute("sleep", {"ms": 1500})["slept_ms"] == 1500
         assert pool.pids() == [pid] and pool.stats().recycles == {}
+
+
+def test_workers_ready_early_are_pinged_while_the_rest_start() -> None:
+    # Dependent workers judge the host by its pings (1.5 s >= 3 x 0.3 s). Started one at a
+    # time with 1 s of initialize() each, the first is ready ~2 s before the pool is: it must
+    # be pinged meanwhile, or it takes the host for wedged and leaves.
+    with Pool(adapter="tests.adapters.sample:SlowInit", size=3, start_batch=1,
+              dependent_timeout_ms=1500, heartbeat_interval_ms=300,
+              env={"PIT_TEST_INIT_S": "1"}) as pool:
+        assert {w.ready_info["host_watch"] for w in pool._core.live_workers()} == {"pings"}
+        time.sleep(1.0)
+        workers = pool._core.live_workers()
+        assert not [line for w in workers for line in w.output if "has not pinged" in line]
+        # the three first workers, none replaced (a replacement would be worker-4)
+        assert sorted(w.id for w in workers) == ["worker-1", "worker-2", "worker-3"]

@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from runtime import Pool
 from runtime.cleanup import cleanup
 from runtime.registry import Registry, is_our_worker
@@ -19,19 +21,25 @@ HOST = textwrap.dedent("""
     import sys, time
     from runtime import Pool
     pool = Pool(size=int(sys.argv[1]), dependent=sys.argv[2] == "1",
-                dependent_timeout_ms=2000).start()
+                dependent_timeout_ms=2000, heartbeat_interval_ms=int(sys.argv[3])).start()
     print(" ".join(map(str, pool.pids())), flush=True)
+    print(" ".join(w.ready_info["host_watch"] for w in pool._core.live_workers()), flush=True)
     time.sleep(120)
 """)
 
 
-def start_host(state: Path, size: int, dependent: bool) -> tuple[subprocess.Popen[str], list[int]]:
+def start_host(state: Path, size: int, dependent: bool,
+               ping_ms: int = 2000) -> tuple[subprocess.Popen[str], list[int]]:
     env = {**os.environ, "PIT_STATE_DIR": str(state)}
-    host = subprocess.Popen([sys.executable, "-c", HOST, str(size), "1" if dependent else "0"],
+    host = subprocess.Popen([sys.executable, "-c", HOST, str(size), "1" if dependent else "0",
+                             str(ping_ms)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     pids = [int(p) for p in host.stdout.readline().split()]  # type: ignore[union-attr]
+    watch = host.stdout.readline().split()  # type: ignore[union-attr]
     assert len(pids) == size
+    assert set(watch) == ({"pings"} if dependent and ping_ms * 3 <= 2000 else
+                          {"heartbeat"} if dependent else {"none"})
     return host, pids
 
 
@@ -71,8 +79,11 @@ def test_killed_dependent_host_leaves_no_worker(state_dir: Path) -> None:
         kill_all(pids)
 
 
-def test_wedged_host_is_left_by_dependent_workers(state_dir: Path) -> None:
-    host, pids = start_host(state_dir, 1, dependent=True)
+# 500: the host pings often enough that workers judge it by those pings; 2000: too rarely
+# for a 2 s dependent_timeout, so each worker heartbeats the host itself.
+@pytest.mark.parametrize("ping_ms", [500, 2000])
+def test_wedged_host_is_left_by_dependent_workers(state_dir: Path, ping_ms: int) -> None:
+    host, pids = start_host(state_dir, 1, dependent=True, ping_ms=ping_ms)
     try:
         host.send_signal(signal.SIGSTOP)  # alive, so no parent-death signal: only heartbeats
         assert wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10)
