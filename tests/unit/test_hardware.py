@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from runtime.hardware import Hardware, device_env, resolve_device, select_device
+from runtime.hardware import Hardware, device_env, gpus, resolve_device, select_device
 from runtime.hardware.cpu import CpuInfo, cgroup_cpu_limit
 from runtime.hardware.gpus import nvidia, parse_rocm_smi
 
@@ -64,6 +65,17 @@ def test_nvml_devices_from_recorded_values() -> None:
 def test_nvml_absence_is_a_result() -> None:
     acc = nvidia(BrokenNvml())
     assert not acc.available and "Shared Library Not Found" in acc.reason
+
+
+def test_no_nvidia_driver_means_no_nvml_import(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    monkeypatch.setattr(gpus, "NVIDIA_DRIVER_PATHS", (str(tmp_path / "nvidiactl"),))
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # importing it would raise
+    acc = nvidia()
+    assert not acc.available and "no NVIDIA driver" in acc.reason
+    (tmp_path / "nvidiactl").touch()  # a driver: NVML is asked (here: not importable)
+    assert "not installed" in nvidia().reason
 
 
 def test_rocm_smi_json() -> None:
