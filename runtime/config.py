@@ -81,6 +81,7 @@ class PoolConfig:
     max_message_mb: int = 512
     pipeline_depth: int = 16
     shm_threshold_kb: int = 1024  # bytes this large travel through shared memory (0: never)
+    shm_views: bool = True  # array results: views over shared memory (no copy), see pool/shm.py
     call_lane: bool = True  # false: one unary ExecuteTool RPC per call, as Snakepit does
     lane_socket: bool = True  # the lane as frames on a unix socket; false: a gRPC stream
     # "forkserver": workers are forked by a per-pool zygote (Linux); "spawn": fresh processes
@@ -180,6 +181,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "call_lane": (lambda v: isinstance(v, bool), "true or false"),
     "lane_socket": (lambda v: isinstance(v, bool), "true or false"),
     "shm_threshold_kb": _int(0),
+    "shm_views": (lambda v: isinstance(v, bool), "true or false"),
     "start_method": (lambda v: v in ("forkserver", "spawn"), '"forkserver" or "spawn"'),
     "max_message_mb": _int(1, 2047),
     "pipeline_depth": _int(0, 1024),

@@ -7,14 +7,24 @@ an arena for them; a call whose tool returned large ``bytes`` before (or that se
 ones) also takes one for its result. Both go back to the free list when the call's answer has
 been read. All of a worker's arenas are unlinked when it ends; `pit cleanup` removes those of
 dead hosts (by instance id).
+
+Array results are read without a copy (``shm_views``, on by default): the caller gets a view
+over the arena, and the arena is *leased* to it: it goes back to the free list only once that
+array and every view of it are garbage-collected (a finalizer on the buffer they share), so a
+later call can never overwrite a result someone still holds. Keeping many results keeps their
+arenas, as keeping copies would keep as much memory. A lease outlives its worker: the file is
+unlinked at once, the mapping when the last view goes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import ctypes
 import itertools
 import mmap
 import os
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -64,9 +74,12 @@ class Grant:
 
 
 class WorkerShm:
-    def __init__(self, prefix: str, threshold: int) -> None:
+    def __init__(self, prefix: str, threshold: int, views: bool = False) -> None:
         self.prefix = prefix
         self.threshold = threshold
+        self.views = views  # array results as leased views (see the module doc)
+        self._loop = asyncio.get_running_loop() if views else None
+        self._leased: set[str] = set()  # arena paths some result array still uses
         self._free: list[Arena] = []
         self._all: dict[str, Arena] = {}
         self._names = itertools.count(1)
@@ -88,8 +101,12 @@ class WorkerShm:
         return arena
 
     def give(self, arena: Arena) -> None:
-        if arena.path in self._all:
+        if arena.path in self._all and arena.path not in self._leased:
             self._free.append(arena)
+
+    def _unlease(self, arena: Arena) -> None:
+        self._leased.discard(arena.path)
+        self.give(arena)
 
     def drop(self, arena: Arena) -> None:
         self._all.pop(arena.path, None)
@@ -130,9 +147,17 @@ class WorkerShm:
         arena = self._all.get(path)
         if arena is None or offset + size > arena.size:
             raise ValueError(f"the worker named an unknown arena region {spec!r}")
-        if layout is not None:
+        if layout is None:
+            return arena.mm[offset:offset + size]
+        if not self.views:
             return arrays.from_raw(arena.mm, offset, layout)
-        return arena.mm[offset:offset + size]
+        # The lease's anchor: NumPy keeps the exporting object of a buffer alive through
+        # every view, and a ctypes array (unlike a memoryview, which NumPy re-wraps) is one.
+        buffer = (ctypes.c_char * size).from_buffer(arena.mm, offset)
+        value = arrays.from_raw(buffer, 0, layout, copy=False)
+        self._leased.add(arena.path)
+        weakref.finalize(buffer, _lease_ended, self._loop, self._unlease, arena)
+        return value
 
     def note_result(self, tool: str, n: int) -> None:
         """The tool's last result was ``n`` raw bytes (0: not bytes): when large, its next
@@ -144,7 +169,15 @@ class WorkerShm:
 
     def close(self) -> None:
         for arena in list(self._all.values()):
-            arena.close()
+            arena.close()  # a leased one stays mapped (unlinked) until its views are gone
         self._all.clear()
         self._free.clear()
+
+
+def _lease_ended(loop: asyncio.AbstractEventLoop | None, unlease: Any, arena: Arena) -> None:
+    """The last view of a leased arena is gone (any thread): back to the free list, on the
+    pool's loop, which owns it."""
+    if loop is not None and not loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(unlease, arena)
 

@@ -154,6 +154,9 @@ class Pool:
             return
 
         def deliver(value: Any, err: BaseException | None) -> None:
+            # The call holds this future and the future its call's cancel: break that cycle,
+            # so the result is freed when the caller drops it, not at the next gc run.
+            result.cancel_call = None
             if err is not None:
                 result.set_exception(err)
             else:
@@ -165,7 +168,8 @@ class Pool:
         except BaseException as exc:  # noqa: BLE001 - e.g. a bad timeout
             result.set_exception(exc)
             return
-        result.cancel_call = cancel
+        if not result.done():
+            result.cancel_call = cancel
 
     def stream(self, tool: str, args: Mapping[str, Any] | None = None, *,
                session_id: str | None = None, timeout: float | None = None,

@@ -212,7 +212,8 @@ class WorkerHandle:
         self._tasks.append(loop.create_task(relay(self._stub, self.config.name, self.id)))
         threshold = self.config.shm_threshold_kb * 1024
         if threshold and "shm" in self.ready_info.get("features", ()) and shm.available():
-            self.shm = WorkerShm(f"{shm.PREFIX}{self._instance.id}-{self.id}", threshold)
+            self.shm = WorkerShm(f"{shm.PREFIX}{self._instance.id}-{self.id}", threshold,
+                                 views=self.config.shm_views)
         self.state, self.accepting = "ready", True
         self.was_ready = True
 

@@ -5,7 +5,8 @@ sides can map it, instead of as JSON lists: request metadata ``pit_np:<param>`` 
 metadata ``pit_np_result`` carry the layout. A result comes back raw only when the request
 says ``pit_np`` (the caller has NumPy); smaller arrays keep travelling as JSON lists.
 C- and Fortran-ordered arrays keep their order; other strided views are sent as a C-ordered
-copy (same values, new strides). The receiver always gets its own writable copy.
+copy (same values, new strides). The receiver gets its own writable copy, except a host
+reading a result with ``shm_views`` (runtime.pool.shm): a view over the arena.
 NumPy is never imported here unless an array is actually sent or received.
 """
 
@@ -40,8 +41,9 @@ def to_raw(arr: Any) -> tuple[memoryview, str]:
     return raw, json.dumps({"dtype": arr.dtype.str, "shape": list(arr.shape), "order": order})
 
 
-def from_raw(buffer: Any, offset: int, layout: str) -> Any:
-    """A writable copy of the array whose bytes start at ``offset`` of ``buffer``."""
+def from_raw(buffer: Any, offset: int, layout: str, copy: bool = True) -> Any:
+    """A writable copy of the array whose bytes start at ``offset`` of ``buffer`` (without
+    ``copy``: an array over ``buffer`` itself, which it keeps alive)."""
     try:
         import numpy as np
     except ImportError:
@@ -51,6 +53,5 @@ def from_raw(buffer: Any, offset: int, layout: str) -> Any:
     shape = [int(n) for n in meta["shape"]]
     dtype = np.dtype(meta["dtype"])
     flat = np.frombuffer(buffer, dtype, math.prod(shape), offset)
-    if meta.get("order") == "F":
-        return flat.reshape(shape[::-1]).T.copy(order="F")
-    return flat.reshape(shape).copy()
+    arr = flat.reshape(shape[::-1]).T if meta.get("order") == "F" else flat.reshape(shape)
+    return arr.copy(order="K") if copy else arr
