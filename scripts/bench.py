@@ -7,10 +7,11 @@ RPC per call, as Snakepit does), ProcessPoolExecutor, multiprocessing.Pool, loky
 Ray actors when `ray` is importable (skipped otherwise). Rows, for each pool size: a no-op
 call one at a time (p50/p99), no-op calls with 64 in flight, a map over 20,000 tiny items
 (each API's own map), 1 MiB and 16 MiB bytes round trips, 400 x 10 ms CPU-bound tasks
-(efficiency = ideal time / elapsed), time until 2, 8 and 32 workers answer and the USS of an
-idle worker. Every measurement runs in a fresh subprocess (a fork-based pool must not fork a
-process that already runs gRPC threads); each row is the median of --reps runs. pit is also
-measured with a `pit status --watch` process attached at 4 Hz (throughput ratio).
+(efficiency = ideal time / elapsed), time until 2, 8 and 32 workers answer (from creating the
+pool; the library's import is a row of its own) and the USS of an idle worker. Every
+measurement runs in a fresh subprocess (a fork-based pool must not fork a process that already
+runs gRPC threads); each row is the median of --reps runs. pit is also measured with a
+`pit status --watch` process attached at 4 Hz (throughput ratio).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ ROWS = [  # key, label, unit, higher is better
     ("ready8_ms", "8 workers answer", "ms", False),
     ("ready32_ms", "32 workers answer", "ms", False),
     ("uss_mb", "USS per idle worker", "MiB", False),
+    ("import_ms", "import the library", "ms", False),
 ]
 
 
@@ -247,10 +249,18 @@ def measure(system: str, size: int, quick: bool) -> dict[str, float]:
     return out
 
 
+MODULES = {"pit": "runtime.pool.sync_pool", "ppe": "concurrent.futures", "mp": "multiprocessing",
+           "loky": "loky", "pebble": "pebble", "ray": "ray"}
+
+
 def measure_startup(system: str, workers: int) -> dict[str, float]:
-    """Milliseconds until ``workers`` workers each answered a call, and their mean USS."""
+    """Milliseconds until ``workers`` workers each answered a call (from creating the pool;
+    importing the library is timed on its own), and their mean USS."""
     import psutil
 
+    t = time.perf_counter()
+    importlib.import_module(MODULES[system])
+    import_ms = (time.perf_counter() - t) * 1000
     t = time.perf_counter()
     with Driver(system, workers) as d:
         if system.startswith("pit"):
@@ -268,7 +278,8 @@ def measure_startup(system: str, workers: int) -> dict[str, float]:
                 uss.append(psutil.Process(pid).memory_full_info().uss / MIB)
             except psutil.Error:
                 pass
-    return {"ready_ms": ms, "uss_mb": statistics.mean(uss) if uss else float("nan")}
+    return {"ready_ms": ms, "uss_mb": statistics.mean(uss) if uss else float("nan"),
+            "import_ms": import_ms}
 
 
 def _watched_ratio(d: Driver, reps: int = 3, seconds: float = 1.5) -> float:
@@ -338,6 +349,7 @@ def run(sizes: list[int], systems: list[str], reps: int, quick: bool) -> dict[st
             r = _median([_inner(["startup", system, str(n)], quick) for _ in range(reps)])
             row[f"ready{n}_ms"] = r["ready_ms"]
             row["uss_mb"] = r["uss_mb"]
+            row["import_ms"] = r["import_ms"]
         startup[system] = row
         print(f"  measured {system} startup", file=sys.stderr)
     return {"results": results, "startup": startup}
@@ -360,7 +372,7 @@ def print_table(data: dict[str, Any], systems: list[str]) -> None:
     sizes = list(data["results"])
     for size in sizes + ["any"]:
         for key, label, unit, _ in ROWS:
-            startup_row = key.startswith("ready") or key == "uss_mb"
+            startup_row = key.startswith("ready") or key in ("uss_mb", "import_ms")
             if startup_row != (size == "any"):
                 continue
             src = data["startup"] if startup_row else data["results"][size]
