@@ -118,10 +118,12 @@ class Driver:
 
             ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False)
 
+            funcs = {f.__name__: f for f in (noop, add, add_args, echo_bytes, burn, pid_after)}
+
             @ray.remote
-            class Actor:
+            class Actor:  # shipped by value: it must carry the functions it runs
                 def run(self, fn: str, *args: Any) -> Any:
-                    return globals()[fn](*args)
+                    return funcs[fn](*args)
 
             self.actors = [Actor.remote() for _ in range(n)]  # type: ignore[attr-defined]
             self._next = 0
