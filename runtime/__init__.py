@@ -9,9 +9,15 @@ Names resolve lazily, so a worker importing `runtime.worker` pulls in nothing ho
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 __version__ = "0.1.0"
+
+# gRPC's C core writes INFO lines to stderr (a GOAWAY seen as a worker shuts down, fork
+# notices) unless told otherwise before it loads; pit reports what matters through its own
+# loggers. An explicit GRPC_VERBOSITY wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 _EXPORTS = {
     "Pool": "runtime.pool.sync_pool",
