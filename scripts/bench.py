@@ -10,7 +10,8 @@ call one at a time (p50/p99), no-op calls with 64 in flight, a map over 20,000 t
 (efficiency = ideal time / elapsed), time until 2, 8 and 32 workers answer (from creating the
 pool; the library's import is a row of its own) and the USS of an idle worker. Every
 measurement runs in a fresh subprocess (a fork-based pool must not fork a process that already
-runs gRPC threads); each row is the median of --reps runs. pit is also measured with a
+runs gRPC threads); each row is the median of --reps runs, the systems taking turns run by
+run. pit is also measured with a
 `pit status --watch` process attached at 4 Hz (throughput ratio).
 """
 
@@ -338,10 +339,15 @@ def available(system: str) -> bool:
 def run(sizes: list[int], systems: list[str], reps: int, quick: bool) -> dict[str, Any]:
     results: dict[str, dict[str, dict[str, float]]] = {}
     for size in sizes:
+        # Repetitions take turns across systems, so that a slow spell of this machine (they
+        # last minutes on a shared VM, and move every row by ±30 %) hits all of them alike.
+        runs: dict[str, list[dict[str, float]]] = {system: [] for system in systems}
+        for rep in range(reps):
+            for system in systems:
+                runs[system].append(_inner(["run", system, str(size)], quick))
+            print(f"  measured size {size}, round {rep + 1} of {reps}", file=sys.stderr)
         for system in systems:
-            runs = [_inner(["run", system, str(size)], quick) for _ in range(reps)]
-            results.setdefault(str(size), {})[system] = _median(runs)
-            print(f"  measured {system} (size {size})", file=sys.stderr)
+            results.setdefault(str(size), {})[system] = _median(runs[system])
     startup: dict[str, dict[str, float]] = {}
     for system in systems:
         if system == "pit-unary":
