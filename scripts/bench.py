@@ -11,8 +11,8 @@ call one at a time (p50/p99), no-op calls with 64 in flight, a map over 20,000 t
 pool; the library's import is a row of its own) and the USS of an idle worker. Every
 measurement runs in a fresh subprocess (a fork-based pool must not fork a process that already
 runs gRPC threads); each row is the median of --reps runs, the systems taking turns run by
-run. pit is also measured with a
-`pit status --watch` process attached at 4 Hz (throughput ratio).
+run. pit is also measured with a `pit status --watch` process attached at 4 Hz (throughput
+ratio).
 """
 
 from __future__ import annotations
