@@ -318,7 +318,18 @@ def _watched_ratio(d: Driver, reps: int = 3, seconds: float = 1.5) -> float:
 
 
 # --- the run --------------------------------------------------------------------------------
+def _settle(limit_s: float = 15.0) -> None:
+    """Wait until the machine is quiet: what a run leaves behind (Ray's daemons take seconds
+    to die after ray.shutdown()) must not slow the next system down."""
+    import psutil
+
+    end = time.monotonic() + limit_s
+    while psutil.cpu_percent(interval=0.3) > 15 and time.monotonic() < end:
+        pass
+
+
 def _inner(args: list[str], quick: bool) -> dict[str, float]:
+    _settle()
     cmd = [sys.executable, __file__, "--inner", *args] + (["--quick"] if quick else [])
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900,
                          stdin=subprocess.DEVNULL)
