@@ -27,6 +27,8 @@ from ..logs import logger
 
 log = logger("lifecycle")
 OUTPUT_TAIL_LINES = 40
+DRAIN_S = 3.0  # at close: how long the zygote may take to answer what was asked and exit
+MAX_DRAIN_MESSAGES = 10_000
 
 
 class ForkedProcess:
@@ -284,29 +286,44 @@ class ForkServer:
         return child
 
     async def close(self) -> None:
-        """Stop the zygote (its workers are stopped by the pool, not here)."""
+        """Stop the zygote (its workers are stopped by the pool, not here).
+
+        The host shuts its side of the socket: the zygote serves the fork requests already
+        sent, answers them, and exits at the end of them. Answers for requests whose caller
+        gave up (pool closing mid-start) are read meanwhile and their children killed, so no
+        fork can outlive the pool unseen (a SIGTERM could land after such a fork, before its
+        answer was read). SIGTERM, then SIGKILL, only if it does not exit by itself."""
         self._closing = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 1.0
-        while self._unwanted and self._sock is not None and loop.time() < deadline:
-            await asyncio.sleep(0.01)  # forks whose callers gave up: kill them on arrival
         if self._restart is not None:
             self._restart.cancel()
             await asyncio.gather(self._restart, return_exceptions=True)
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_WR)
         if self._proc is not None and self._proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(self._proc.wait(), 2.0)
+                await asyncio.wait_for(self._proc.wait(), DRAIN_S)
             except asyncio.TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
-                    self._proc.kill()
-                await self._proc.wait()
+                    self._proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(self._proc.wait(), 2.0)
+                except asyncio.TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        self._proc.kill()
+                    await self._proc.wait()
         for task in self._tasks:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(task, 1.0)
+        for _ in range(MAX_DRAIN_MESSAGES):  # the zygote is gone: read what it answered
+            if self._sock is None:
+                break
+            self._on_message()  # ends with _lost() at the end of the stream
         if self._sock is not None:
             self._lost()
+        if self._unwanted:
+            log.warning("pool %r: %d fork request(s) unanswered at close", self.pool,
+                        len(self._unwanted))
 
 
 def supported() -> bool:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 
 import psutil
 import pytest
 
 from runtime import Pool, WorkerStartError
-from tests.conftest import pid_alive, wait_until
+from tests.conftest import pid_alive, wait_until, worker_processes
 
 SAMPLE = "tests.adapters.sample"
 
@@ -71,3 +73,24 @@ def test_spawn_start_method_and_a_broken_adapter_in_the_zygote() -> None:
     with pytest.raises(WorkerStartError, match="fork server") as err:
         Pool(adapter="tests.adapters.no_such_module:X", size=1).start()
     assert "No module named 'tests.adapters.no_such_module'" in str(err.value)
+
+
+def test_a_fork_answered_while_the_pool_closes_is_killed() -> None:
+    pool = Pool(size=1).start()
+    zygote = zygote_pid(pool)
+    os.kill(zygote, signal.SIGSTOP)  # the replacement's fork request will wait in it
+    try:
+        [worker] = pool._core.live_workers()
+        pool._loop.call_soon(pool._core.start_recycle, worker, "manual")
+        fs = pool._core.lifecycle.forkserver
+        assert fs is not None and wait_until(lambda: fs._waiting, timeout=5)
+        closer = threading.Thread(target=pool.close)
+        closer.start()
+        time.sleep(1.5)  # the pool is closing; then the zygote forks the replacement
+    finally:
+        os.kill(zygote, signal.SIGCONT)
+    closer.join(15)
+    assert not closer.is_alive()
+    # the fork it answered late is killed, not left to run until it notices its host
+    assert wait_until(lambda: not worker_processes(os.getpid()), timeout=1.0), \
+        [p.cmdline() for p in worker_processes(os.getpid())]
