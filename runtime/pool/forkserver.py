@@ -22,6 +22,8 @@ import socket
 import sys
 from typing import Any
 
+import psutil
+
 from ..errors import WorkerStartError
 from ..logs import logger
 
@@ -184,8 +186,7 @@ class ForkServer:
             fut = self._waiting.pop(msg.get("id"), None)
             if msg.get("id") in self._unwanted:
                 self._unwanted.discard(msg["id"])
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(child.pid, signal.SIGKILL)  # its own session: pgid = pid
+                _kill(child)
             elif fut is not None and not fut.done():
                 fut.set_result(child)
         elif op == "error":
@@ -198,6 +199,16 @@ class ForkServer:
             gone = self._children.pop(int(msg["pid"]), None)
             if gone is not None:
                 gone.exited(int(msg["code"]))
+
+    def _ours(self, pid: int) -> bool:
+        """``pid`` still runs with this pool's markers (not a recycled pid)."""
+        try:
+            cmd = psutil.Process(pid).cmdline()
+        except (psutil.Error, OSError):
+            return False
+        token = self.common_argv[self.common_argv.index("--instance-token") + 1] \
+            if "--instance-token" in self.common_argv else None
+        return token is not None and token in cmd
 
     def _lost(self) -> None:
         """The zygote's socket closed: it died (or is stopping). Its workers live on."""
@@ -213,6 +224,13 @@ class ForkServer:
                     f"pool {self.pool!r}: the fork server died while forking a worker"))
         self._waiting.clear()
         for child in self._children.values():
+            if self._closing and self._ours(child.pid):
+                # The pool has stopped every worker it knew before closing its fork server:
+                # a fork still alive now slipped through (e.g. a stop signal lost between fork
+                # and the child's own signal set-up). It must not outlive the pool.
+                log.warning("pool %r: worker pid %d outlived its pool; killing it", self.pool,
+                            child.pid)
+                _kill(child)
             child.watch_without_parent()
         self._children.clear()
         if not self._closing and self._restart is None and self._proc is not None:
@@ -278,10 +296,16 @@ class ForkServer:
             os.close(read_fd)
             if self._waiting.pop(rid, None) is not None:
                 self._unwanted.add(rid)  # cancelled (pool closing): the child must not live
+            elif fut.done() and not fut.cancelled() and fut.exception() is None:
+                _kill(fut.result())  # forked, but its caller gave up as the answer came
             raise
-        reader = asyncio.StreamReader(limit=1 << 20)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
-                                     os.fdopen(read_fd, "rb", 0))
+        try:
+            reader = asyncio.StreamReader(limit=1 << 20)
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                         os.fdopen(read_fd, "rb", 0))
+        except BaseException:
+            _kill(child)  # cancelled here (pool closing): nobody else knows of this process
+            raise
         child.stdout = reader
         return child
 
@@ -324,6 +348,11 @@ class ForkServer:
         if self._unwanted:
             log.warning("pool %r: %d fork request(s) unanswered at close", self.pool,
                         len(self._unwanted))
+
+
+def _kill(child: ForkedProcess) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGKILL)  # its own session: pgid = pid
 
 
 def supported() -> bool:
