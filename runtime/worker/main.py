@@ -231,6 +231,8 @@ def serve(ns: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
     stop = _StopSignal()
+    # A forked worker starts with SIGTERM blocked (zygote._fork): one sent meanwhile lands now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     if ns.stack_file:
         import faulthandler
 

@@ -132,9 +132,13 @@ def _fork(sock: socket.socket, stop: _StopSignal, request: dict[str, Any],
         return
     out_fd = fds[0]
     sync_r, sync_w = os.pipe()  # the child's own session exists before the host hears of it
+    # SIGTERM stays blocked in the child until the worker has its own handler (main.serve):
+    # until then it would run the zygote's flag-only handler, whose flag the child drops.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         pid = os.fork()
     except OSError as exc:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for fd in (out_fd, sync_r, sync_w):
             os.close(fd)
         _send(sock, {"op": "error", "id": request["id"], "message": f"fork failed: {exc}"})
@@ -167,6 +171,7 @@ def _fork(sock: socket.socket, stop: _StopSignal, request: dict[str, Any],
                 except (OSError, ValueError):
                     pass
             os._exit(code)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     os.close(out_fd)
     os.close(sync_w)
     os.read(sync_r, 1)  # EOF once the child has called setsid and closed its end
