@@ -114,10 +114,11 @@ def is_our_worker(row: WorkerRow) -> bool:
         cmd = proc.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
-    return _flag(cmd, "--run-id") == row.marker and _flag(cmd, "--instance-token") == row.token
+    return flag(cmd, "--run-id") == row.marker and flag(cmd, "--instance-token") == row.token
 
 
-def _flag(cmd: list[str], name: str) -> str | None:
+def flag(cmd: list[str], name: str) -> str | None:
+    """The value after ``name`` in a command line (None: absent)."""
     try:
         return cmd[cmd.index(name) + 1]
     except (ValueError, IndexError):

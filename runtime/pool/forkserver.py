@@ -26,11 +26,11 @@ import psutil
 
 from ..errors import WorkerStartError
 from ..logs import logger
+from ..registry import flag
 
 log = logger("lifecycle")
 OUTPUT_TAIL_LINES = 40
 DRAIN_S = 3.0  # at close: how long the zygote may take to answer what was asked and exit
-MAX_DRAIN_MESSAGES = 10_000
 
 
 class ForkedProcess:
@@ -162,17 +162,18 @@ class ForkServer:
                 await asyncio.wait_for(self._proc.wait(), 2.0)
         await asyncio.sleep(0.05)  # the last output lines
 
-    def _on_message(self) -> None:
+    def _on_message(self) -> bool:
+        """Handle one message from the zygote; False when there was none to read."""
         assert self._sock is not None
         try:
             data = self._sock.recv(1 << 16)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if not data:
             self._lost()
-            return
+            return True
         msg = json.loads(data)
         op = msg.get("op")
         if op == "ready" and self._ready is not None and not self._ready.done():
@@ -199,6 +200,7 @@ class ForkServer:
             gone = self._children.pop(int(msg["pid"]), None)
             if gone is not None:
                 gone.exited(int(msg["code"]))
+        return True
 
     def _ours(self, pid: int) -> bool:
         """``pid`` still runs with this pool's markers (not a recycled pid)."""
@@ -206,9 +208,8 @@ class ForkServer:
             cmd = psutil.Process(pid).cmdline()
         except (psutil.Error, OSError):
             return False
-        token = self.common_argv[self.common_argv.index("--instance-token") + 1] \
-            if "--instance-token" in self.common_argv else None
-        return token is not None and token in cmd
+        token = flag(self.common_argv, "--instance-token")
+        return token is not None and flag(cmd, "--instance-token") == token
 
     def _lost(self) -> None:
         """The zygote's socket closed: it died (or is stopping). Its workers live on."""
@@ -339,10 +340,8 @@ class ForkServer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(task, 1.0)
-        for _ in range(MAX_DRAIN_MESSAGES):  # the zygote is gone: read what it answered
-            if self._sock is None:
-                break
-            self._on_message()  # ends with _lost() at the end of the stream
+        while self._sock is not None and self._on_message():
+            pass  # the zygote is gone: read what it answered, up to _lost() at the end
         if self._sock is not None:
             self._lost()
         if self._unwanted:
