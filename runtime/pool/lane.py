@@ -87,6 +87,7 @@ class Lane:
         self._sweep_at = math.inf
         self._abandoned: dict[int, asyncio.TimerHandle] = {}
         self._outbox: list[Any] = []
+        self._closed = False  # fail_all or close: nothing more goes out
         self._link: _GrpcLink | SocketLink
 
     @classmethod
@@ -125,7 +126,10 @@ class Lane:
         self._outbox.append(pb.LaneCall(
             call_id=cid, request=req, timeout_ms=timeout * 1000 if timeout else 0,
             deadline_unix_ns=time.time_ns() + int(timeout * 1e9) if timeout else 0))
-        self._link.kick()
+        if self._closed:  # a call sent after the end: it never reaches the worker
+            self.write_failed([], ConnectionResetError("the call lane is closed"))
+        else:
+            self._link.kick()
         return cid
 
     def take_outbox(self) -> list[list[Any]]:
@@ -211,7 +215,9 @@ class Lane:
         """The worker died. The call it was running gets ``error``; calls it had finished
         get WorkerExit (their results were lost); calls it never started get NotStarted,
         which the pool runs elsewhere. Without progress every call gets ``error``."""
+        self._closed = True
         self._link.stop_writing()
+        self._outbox = []  # those calls are in `pending`: answered below
         pending, self.pending = self.pending, {}
         for overdue in self._abandoned.values():
             overdue.cancel()
@@ -230,6 +236,7 @@ class Lane:
 
     async def close(self) -> None:
         """No more calls: end the stream so the worker's handler returns."""
+        self._closed = True
         await self._link.done_writing()
 
     async def wait_reader(self, timeout: float) -> None:
@@ -315,8 +322,6 @@ class SocketLink(asyncio.Protocol):
         # The first call of a loop iteration goes out at once (a lone call waits for
         # nothing); calls sent after it in the same iteration follow as one frame, written
         # by the callback scheduled here, which runs while the worker is busy anyway.
-        if self._stopped:
-            return
         if not self._flush_pending:
             self._flush_pending = True
             self._lane._loop.call_soon(self._flush)
@@ -356,6 +361,8 @@ class SocketLink(asyncio.Protocol):
         self._stopped = True  # nothing more goes out
 
     async def done_writing(self) -> None:
+        if not self._stopped:
+            self._write()  # calls sent in this loop iteration still go out
         self.stop_writing()
         t = self._transport
         if t is not None and not t.is_closing():

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
 
+from runtime.pool.lane import Lane, NotStarted, SocketLink
 from runtime.pool.lane import batches as _batches
 from runtime.protocol import frames, pb
 
@@ -49,3 +51,26 @@ def test_the_blocking_reader_ends_when_the_peer_shuts_its_side() -> None:
     assert list(frames.read_messages(b, pb.LaneRequest.FromString, 1 << 20)) == msgs
     a.close()
     b.close()
+
+
+def test_a_call_sent_after_the_lane_closed_is_answered_not_started() -> None:
+    """A call handed to a lane that has ended must come back (NotStarted: the pool runs it
+    elsewhere), never wait forever in its outbox."""
+
+    class Worker:
+        id, pid, exit_reason, freed = "w", 1, "", 0
+
+        def slot_freed(self) -> None:
+            self.freed += 1
+
+    async def main() -> list:
+        worker = Worker()
+        lane = Lane(worker, None, 1 << 20)  # type: ignore[arg-type]
+        lane._link = SocketLink(lane, 1 << 20)  # never connected
+        await lane.close()
+        answers: list = []
+        lane.send(pb.ExecuteToolRequest(tool_name="t"), None, lambda v, e: answers.append(e))
+        return [answers, worker.freed, lane.pending]
+
+    answers, freed, pending = asyncio.run(main())
+    assert [type(e) for e in answers] == [NotStarted] and freed == 1 and pending == {}
