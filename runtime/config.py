@@ -84,6 +84,7 @@ class PoolConfig:
     shm_views: bool = True  # array results: views over shared memory (no copy), see pool/shm.py
     call_lane: bool = True  # false: one unary ExecuteTool RPC per call, as Snakepit does
     lane_socket: bool = True  # the lane as frames on a unix socket; false: a gRPC stream
+    direct_calls: bool = True  # blocking execute() does its own I/O on a lent idle worker
     # "forkserver": workers are forked by a per-pool zygote (Linux); "spawn": fresh processes
     start_method: str = "forkserver" if sys.platform.startswith("linux") else "spawn"
     dependent: bool = True
@@ -180,6 +181,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "allow_pickle": (lambda v: isinstance(v, bool), "true or false"),
     "call_lane": (lambda v: isinstance(v, bool), "true or false"),
     "lane_socket": (lambda v: isinstance(v, bool), "true or false"),
+    "direct_calls": (lambda v: isinstance(v, bool), "true or false"),
     "shm_threshold_kb": _int(0),
     "shm_views": (lambda v: isinstance(v, bool), "true or false"),
     "start_method": (lambda v: v in ("forkserver", "spawn"), '"forkserver" or "spawn"'),

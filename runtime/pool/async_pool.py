@@ -40,6 +40,7 @@ from ..logs import configure_from_env
 from ..protocol import codec
 from .affinity import session_slot
 from .call import CallRun
+from .direct import Lending
 from .events import pool_event, session_event, worker_event, worker_reason
 from .instance import HostInstance
 from .lifecycle import Lifecycle
@@ -98,6 +99,7 @@ class AsyncPool:
             on_created=lambda s: session_event("session.created", self.name, s, s.created))
         self._events: collections.Counter[str] = collections.Counter()
         self.metrics = PoolMetrics()
+        self.lending = Lending(self)  # idle workers lent to blocking callers (see `direct`)
 
     @property
     def name(self) -> str:
@@ -179,6 +181,7 @@ class AsyncPool:
     def worker_leaving(self, worker: WorkerHandle) -> None:
         """A worker will take no more calls: sessions pinned to it lose their state, and
         calls waiting for it alone (strict affinity) fail."""
+        self.lending.unpark(worker)
         reason = ("recycled" if worker.recycle_reason in ("ttl", "requests", "memory", "manual")
                   else worker.recycle_reason or "crashed")
         self.sessions.worker_gone(worker.id, reason)
@@ -202,6 +205,8 @@ class AsyncPool:
             self._saturated_at = None
         if worker.max_requests and worker.served >= worker.max_requests:
             self.lifecycle.start_recycle(worker, "requests")
+        elif self.lending.demand:
+            self.lending.park(worker)
 
     def start_recycle(self, worker: WorkerHandle, reason: str) -> None:
         self.lifecycle.start_recycle(worker, reason)
@@ -235,7 +240,8 @@ class AsyncPool:
     def sample_load(self) -> None:
         """One load sample for the metrics history (the supervisor calls this)."""
         workers = self.live_workers()
-        self.metrics.sample(self._sched.depth, sum(w.in_flight for w in workers),
+        self.metrics.sample(self._sched.depth,
+                            sum(w.in_flight - self.lending.idle_slots(w) for w in workers),
                             sum(w.capacity for w in workers),
                             {w.id: round(w.rss_mb, 1) for w in workers})
 
@@ -267,6 +273,7 @@ class AsyncPool:
                 await asyncio.sleep(0.01)
             return
         self._state = "closing"
+        self.lending.unpark_all()  # idle lent workers come back now, busy ones after their call
         await self._supervisor.stop()
         await self.lifecycle.stop()
         for waiter in self._sched.drain_queue():
@@ -283,6 +290,7 @@ class AsyncPool:
         await asyncio.gather(*(w.stop() for w in list(self._workers.values())),
                              return_exceptions=True)
         self._workers.clear()
+        await self.lending.close()
         await self.lifecycle.close_forkserver()
         if self._owns_instance and self._instance is not None:
             await self._instance.close()
@@ -322,7 +330,9 @@ class AsyncPool:
         return self._workers.get(worker_id)
 
     def take(self, worker: WorkerHandle) -> bool:
-        """A slot on this very worker, if it has one free now."""
+        """A slot on this very worker, if it has one free now (a lent one is taken back)."""
+        if worker.direct is not None:
+            self.lending.unpark(worker)
         return self._sched.acquire_worker(worker)
 
     def wait_for_worker(self, worker: WorkerHandle, fut: asyncio.Future[WorkerHandle]) -> None:
@@ -342,6 +352,9 @@ class AsyncPool:
         loop = self._loop or asyncio.get_running_loop()
         fut: asyncio.Future[WorkerHandle] = loop.create_future()
         worker = self._sched.acquire(exclusive)
+        if worker is None and self.lending.links:
+            self.lending.unpark_all()  # lent idle workers come back; busy ones after their call
+            worker = self._sched.acquire(exclusive)
         if worker is not None:
             fut.set_result(worker)
             return fut
@@ -525,7 +538,8 @@ class AsyncPool:
 
     def stats(self) -> PoolStats:
         workers = tuple(
-            WorkerStats(id=w.id, pid=w.pid, state=w.state, in_flight=w.in_flight,
+            WorkerStats(id=w.id, pid=w.pid, state=w.state,
+                        in_flight=w.in_flight - self.lending.idle_slots(w),
                         capacity=w.capacity, requests=w.served, errors=w.errors,
                         uptime_s=round(w.uptime(), 3),
                         python=str(w.ready_info.get("python", "")), rss_mb=round(w.rss_mb, 1),
@@ -534,7 +548,8 @@ class AsyncPool:
                         cpu_pct=round(w.cpu_pct, 1),
                         missed_heartbeats=w.missed_heartbeats,
                         last_recycle_reason=w.recycle_reason or w.replaced_reason,
-                        lane=w.lane_kind)
+                        lane=w.lane_kind, lent=w.direct is not None
+                        and w.direct in self.lending.links)
             for w in self._workers.values())
         return PoolStats(name=self.name, adapter=self.config.adapter, size=self.config.size,
                          ready=self.ready_count(), queued=self._sched.depth,

@@ -117,35 +117,17 @@ class CallRun:
     def _result(self, resp: Any, err: BaseException | None,
                 worker: WorkerHandle) -> tuple[Any, BaseException | None]:
         """(value, None) or (None, the PitError the worker's answer names)."""
-        tool = self.req.tool_name
         if err is not None:
+            tool = self.req.tool_name
             if isinstance(err, CallTimeout) and "cancelled by the caller" not in str(err):
-                err = CallTimeout(f"call to {tool!r} timed out on {worker.id} (the worker was "
-                                  "told to cancel it)", details={"tool": tool,
-                                                                 "worker": worker.id},
-                                  hint="raise the timeout or call_timeout_ms")
+                err = timed_out(tool, worker)
             return None, err
-        if resp.success:
-            self.pool.barrier.breaker.record_success()
-            try:
-                return worker.decode_result(resp, tool), None
-            except (codec.CodecError, ValueError) as exc:
-                return None, InvalidArgument(str(exc))
-        worker.errors += 1
-        return None, from_payload(codec.decode_error(resp.error_message), tool,
-                                  {"tool": tool, "pool": self.pool.name, "worker": worker.id})
+        return answer(self.pool, worker, self.req, resp)
 
     def _finish(self, value: Any, err: BaseException | None) -> None:
         if not self._done:
             self._done = True
-            took = self._loop.time() - self.started
-            category = getattr(err, "category", "error") if err else None
-            self.pool.metrics.record(took, category)
-            if telemetry.enabled(COMPLETED):
-                telemetry.emit(COMPLETED, {"duration_ms": took * 1000}, {
-                    "pool": self.pool.name, "tool": self.req.tool_name,
-                    "correlation_id": self.req.metadata.get("correlation_id", ""),
-                    "status": "error" if err else "ok", "error_category": category or ""})
+            record(self.pool, self.req, self._loop.time() - self.started, err)
             self._deliver(value, err)
 
     def cancel(self) -> None:
@@ -159,3 +141,36 @@ class CallRun:
         elif self._worker is not None:
             self._worker.abandon(self._cid, CallTimeout("call cancelled by the caller"))
 
+
+
+def answer(pool: AsyncPool, worker: WorkerHandle, req: Any,
+           resp: Any) -> tuple[Any, BaseException | None]:
+    """A worker's answer: (value, None), or (None, the PitError its error payload names).
+    Safe from a blocking caller's thread (direct calls) as well as from the loop."""
+    tool = req.tool_name
+    if resp.success:
+        pool.barrier.breaker.record_success()
+        try:
+            return worker.decode_result(resp, tool), None
+        except (codec.CodecError, ValueError) as exc:
+            return None, InvalidArgument(str(exc))
+    worker.errors += 1
+    return None, from_payload(codec.decode_error(resp.error_message), tool,
+                              {"tool": tool, "pool": pool.name, "worker": worker.id})
+
+
+def timed_out(tool: str, worker: WorkerHandle) -> CallTimeout:
+    return CallTimeout(f"call to {tool!r} timed out on {worker.id} (the worker was told to "
+                       "cancel it)", details={"tool": tool, "worker": worker.id},
+                       hint="raise the timeout or call_timeout_ms")
+
+
+def record(pool: AsyncPool, req: Any, took: float, err: BaseException | None) -> None:
+    """A finished call in the pool's metrics and the completed event (any thread)."""
+    category = getattr(err, "category", "error") if err else None
+    pool.metrics.record(took, category)
+    if telemetry.enabled(COMPLETED):
+        telemetry.emit(COMPLETED, {"duration_ms": took * 1000}, {
+            "pool": pool.name, "tool": req.tool_name,
+            "correlation_id": req.metadata.get("correlation_id", ""),
+            "status": "error" if err else "ok", "error_category": category or ""})

@@ -54,6 +54,22 @@ def deliver(on_done: OnDone, value: Any, err: BaseException | None) -> None:
         traceback.print_exc()
 
 
+def exit_error(cid: int, progress: tuple[int, int] | None, message: str,
+               details: dict[str, Any], error: type[WorkerExit], lone: bool) -> Exception:
+    """What call ``cid`` gets when its worker died: NotStarted for a call it never started
+    (the pool runs it elsewhere), WorkerExit for one it had finished (the result was lost),
+    ``error`` for the one it was running. ``progress`` is (running, last done) from the
+    worker's progress file; without it (thread profile) only a ``lone`` call is surely the
+    culprit."""
+    if progress is not None and cid > max(progress):
+        return NotStarted(message)
+    if progress is not None and cid != progress[0]:
+        return WorkerExit(f"{message} after running the call, before sending its result",
+                          details={**details, "culprit": False})
+    culprit = progress is not None or lone
+    return error(message, details={**details, "culprit": culprit, "call_id": cid})
+
+
 def batches(calls: list[Any], max_bytes: int) -> list[list[Any]]:
     """Split queued calls into messages that stay under the gRPC message limit."""
     if len(calls) == 1:
@@ -117,7 +133,7 @@ class Lane:
 
     # --- sending ----------------------------------------------------------------------------
     def send(self, req: Any, timeout: float | None, on_done: OnDone) -> int:
-        cid = next(self._ids)
+        cid = self.next_id()
         now = self._loop.time()
         deadline = math.inf if timeout is None else now + timeout
         self.pending[cid] = (on_done, deadline, now)
@@ -195,11 +211,14 @@ class Lane:
             return
         on_done = entry[0]
         self._abandoned[cid] = self._loop.call_later(CANCEL_GRACE_S, self._overdue, cid)
-        self._loop.create_task(self._send_cancel(cid))
+        self._loop.create_task(self.send_cancel(cid))
         self.worker.errors += 1
         deliver(on_done, None, err)
 
-    async def _send_cancel(self, cid: int) -> None:
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    async def send_cancel(self, cid: int) -> None:
         with contextlib.suppress(Exception):
             await self._stub.CancelCalls(pb.CancelCallsRequest(call_ids=[cid]), timeout=1.0)
 
@@ -224,15 +243,8 @@ class Lane:
         self._abandoned.clear()
         self._arm(math.inf)
         for cid, (on_done, _, _) in pending.items():
-            if progress is not None and cid > max(progress):
-                err: Exception = NotStarted(message)
-            elif progress is not None and cid != progress[0]:
-                err = WorkerExit(f"{message} after running the call, before sending its result",
-                                 details={**details, "culprit": False})
-            else:  # without progress (thread profile) only a lone call is surely the culprit
-                culprit = progress is not None or len(pending) == 1
-                err = error(message, details={**details, "culprit": culprit, "call_id": cid})
-            deliver(on_done, None, err)
+            deliver(on_done, None, exit_error(cid, progress, message, details, error,
+                                              lone=len(pending) == 1))
 
     async def close(self) -> None:
         """No more calls: end the stream so the worker's handler returns."""

@@ -104,6 +104,7 @@ class Lifecycle:
             on_free=pool.slot_freed, on_exit=self.worker_exited,
             pipeline=self.config.pipeline_depth)
         worker.python, worker.bridge = pool.worker_python, pool.bridge
+        worker.lending = pool.lending
         if self.replacing:
             worker.replaced_reason = self.replacing.popleft()
         worker.extra_env = pool.extra_env

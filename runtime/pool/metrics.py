@@ -1,12 +1,14 @@
 """A pool's running numbers: calls, errors, latency window, 1 s load samples, recent events.
 
-Recording a call is an append to a bounded deque (no locks: only the pool's loop writes).
+Recording a call takes a lock: the pool's loop records, and so do blocking callers' threads
+for their direct calls (see `direct`).
 Readers (snapshots) compute percentiles and rates on demand.
 """
 
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from typing import Any
 
@@ -18,6 +20,7 @@ EVENTS_KEPT = 50
 class PoolMetrics:
     def __init__(self) -> None:
         self.started = time.monotonic()
+        self._lock = threading.Lock()
         self.completed = 0
         self.failed = 0
         self.errors: collections.Counter[str] = collections.Counter()
@@ -32,11 +35,12 @@ class PoolMetrics:
         return time.monotonic() - self.started
 
     def record(self, latency_s: float, error_category: str | None) -> None:
-        self.completed += 1
-        if error_category is not None:
-            self.failed += 1
-            self.errors[error_category] += 1
-        self._latency.append((time.monotonic(), latency_s))
+        with self._lock:
+            self.completed += 1
+            if error_category is not None:
+                self.failed += 1
+                self.errors[error_category] += 1
+            self._latency.append((time.monotonic(), latency_s))
 
     def event(self, worker: str, kind: str, detail: str = "") -> None:
         self.events.append({"at": time.time(), "worker": worker, "kind": kind,

@@ -129,6 +129,10 @@ class CrashBarrier:
                     hint="fix the tool or its input; the quarantine ends when the pool restarts")
         return None
 
+    def has_poison(self) -> bool:
+        """Whether any call is close to (or past) being refused as poison."""
+        return bool(self._poison)
+
     def blame(self, req: Any, err: PitError) -> None:
         """A call was running when its worker died of a cause it may have provoked."""
         if err.details.get("culprit") and err.details.get("cause") in ATTRIBUTABLE:

@@ -24,6 +24,7 @@ class WorkerStats:
     missed_heartbeats: int = 0  # > 0: the worker is not answering pings (hung?)
     last_recycle_reason: str = ""  # why it is being replaced, else why its predecessor was
     lane: str = ""  # how calls travel: "socket" | "grpc" (the CallLane stream) | "unary"
+    lent: bool = False  # lent to blocking callers, who call it directly (see pool/direct.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..config import PitConfig, PoolConfig, load_config
 from ..errors import PoolNotFound
+from . import direct
 from .async_pool import AsyncPool, PoolStats
 from .instance import HostInstance
 from .loop_thread import LoopThread
@@ -101,9 +102,26 @@ class Pool:
                 session_id: str | None = None, timeout: float | None = None,
                 metadata: Mapping[str, str] | None = None,
                 idempotent: bool | None = None, affinity: str | None = None) -> Any:
-        """Call ``tool`` and wait for its result (see AsyncPool.execute)."""
-        fut = self.submit(tool, args, session_id=session_id, timeout=timeout,
-                          metadata=metadata, idempotent=idempotent, affinity=affinity)
+        """Call ``tool`` and wait for its result (see AsyncPool.execute).
+
+        While the pool is otherwise idle, the call runs on a worker lent to this thread, which
+        talks to it directly, without the loop thread in between (see `runtime.pool.direct`;
+        ``direct_calls = false`` turns that off)."""
+        if self._loop.in_loop():
+            raise RuntimeError("sync pit calls cannot be made from pit's own event loop")
+        core = self._core
+        fut: concurrent.futures.Future[Any]
+        if core.lending.enabled and session_id is None:
+            big: dict[str, Any] = {}
+            req = core.prepare(tool, args, session_id, metadata, big)
+            if not big:
+                value = direct.call(core, self._loop, req, core._budget(timeout), idempotent)
+                if value is not direct.FALLBACK:
+                    return value
+            fut = self._submit_prepared(req, timeout, idempotent, affinity, big)
+        else:
+            fut = self.submit(tool, args, session_id=session_id, timeout=timeout,
+                              metadata=metadata, idempotent=idempotent, affinity=affinity)
         try:
             return fut.result()
         except BaseException:
@@ -143,6 +161,10 @@ class Pool:
         # plain callback (no task), and a burst of submits wakes the loop once.
         big: dict[str, Any] = {}
         req = self._core.prepare(tool, args, session_id, metadata, big)
+        return self._submit_prepared(req, timeout, idempotent, affinity, big)
+
+    def _submit_prepared(self, req: Any, timeout: float | None, idempotent: bool | None,
+                         affinity: str | None, big: dict[str, Any]) -> CallFuture:
         result = CallFuture()
         self._loop.call_soon(self._dispatch, req, timeout, result, idempotent, affinity, big)
         return result

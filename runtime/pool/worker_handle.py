@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -50,6 +50,9 @@ OUTPUT_TAIL_LINES = 40
 PIPELINE_BELOW_MS = 1.0  # pipeline calls to a busy worker only while calls average less
 PIPELINE_STALL_S = 0.01  # ... and while its oldest call has been out for less than this
 PREFETCH_BELOW_MS = 50.0  # one call prefetched while calls average less (and are on time)
+
+if TYPE_CHECKING:
+    from .direct import DirectLink, Lending
 
 log = logger("worker")
 grpc_log = logger("grpc")
@@ -114,6 +117,10 @@ class WorkerHandle:
         self.avg_ms = PIPELINE_BELOW_MS * 10  # assume calls are not tiny until measured
         self.pipeline = pipeline
         self.exclusive_calls = 0  # granted streams (they run outside the lane, alone)
+        self.direct: DirectLink | None = None  # the connection blocking callers use when lent
+        self.lending: Lending | None = None  # the pool's, which lends this worker
+        self.lendable = False  # set once ready, when its lane socket takes more connections
+        self.exit_info: tuple[Any, ...] | None = None  # (progress, message, details, error)
         self._tasks: list[asyncio.Task[Any]] = []
         self._exited = self._loop.create_future()
         self._stopping = False
@@ -215,6 +222,8 @@ class WorkerHandle:
                                          self.ready_info.get("lane_socket"))
         self._tasks.append(loop.create_task(relay(self._stub, self.config.name, self.id)))
         threshold = self.config.shm_threshold_kb * 1024
+        self.lendable = self._lane is not None and self._lane.kind == "socket" and \
+            "lane_connections" in self.ready_info.get("features", ())
         if threshold and "shm" in self.ready_info.get("features", ()) and shm.available():
             self.shm = WorkerShm(f"{shm.PREFIX}{self._instance.id}-{self.id}", threshold,
                                  views=self.config.shm_views)
@@ -256,9 +265,12 @@ class WorkerHandle:
         self.exit_reason = self.exit_reason or crash.describe(code, self.cause)
         details = {"worker": self.id, "pid": self.pid, "exit_code": code, "cause": self.cause,
                    "output_tail": tail, **self.exit_details}
+        self.exit_info = (self._progress(), f"worker {self.id} (pid {self.pid}) "
+                          f"{self.exit_reason}", details, self.exit_error)
         if self._lane is not None:
-            self._lane.fail_all(self._progress(), f"worker {self.id} (pid {self.pid}) "
-                                f"{self.exit_reason}", details, self.exit_error)
+            self._lane.fail_all(*self.exit_info)
+        if self.lending is not None:
+            self.lending.retire(self)  # a direct call still out ends with its connection
         if not self._exited.done():
             self._exited.set_result(code)
         if self.shm is not None:
@@ -302,11 +314,28 @@ class WorkerHandle:
 
     async def lane_broken(self) -> None:
         """The lane ended: usually the process died. Wait for the exit to name the cause."""
+        await self.wait_exit()
+
+    async def wait_exit(self) -> None:
+        """A connection to the worker broke: wait up to EXIT_WAIT_S for the process to end
+        (its exit names the cause); one that lives on without it is killed."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._exited), EXIT_WAIT_S)
         if not self._exited.done() and not self._stopping:
             self.exit_reason = "closed its call lane"
             self.kill()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._exited), EXIT_WAIT_S)
+
+    def next_call_id(self) -> int:
+        """An id from the lane's sequence (any thread: direct calls share it, so the
+        worker's progress file orders every call)."""
+        assert self._lane is not None
+        return self._lane.next_id()
+
+    async def send_cancel(self, cid: int) -> None:
+        if self._lane is not None:
+            await self._lane.send_cancel(cid)
 
     @property
     def limit(self) -> int:
@@ -485,6 +514,8 @@ class WorkerHandle:
         self.accepting = False
         if self.state != "dead":
             self.state = "stopping"
+        if self.lending is not None:
+            self.lending.retire(self)
         if self._lane is not None:
             await self._lane.close()
         if self._proc is not None and self._proc.returncode is None:

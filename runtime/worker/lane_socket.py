@@ -1,7 +1,11 @@
 """The call lane over a plain unix socket (see runtime.protocol.frames).
 
-One thread accepts the host's connection and serves it with the same `CallLane` handler the
-gRPC stream uses: calls run on this thread, in order, and their results go back as frames.
+Each connection the host opens is served by a thread of its own, with the same `CallLane`
+handler the gRPC stream uses: its calls run on that thread, in order, and their results go
+back as frames. The host opens one connection for the pool's loop and, while the worker is
+lent to a blocking caller, one that caller's thread uses directly (`runtime.pool.direct`);
+the host never has calls out on both at once, and the runner's slot lock keeps a worker of
+the process profile to one call at a time whatever happens.
 A gRPC round trip costs ~300 µs on a small machine; a socket round trip ~40 µs.
 """
 
@@ -11,10 +15,13 @@ import contextlib
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 from ..protocol import pb
 from ..protocol.frames import FrameError, encode, read_messages
+
+MAX_CONNECTIONS = 4  # the loop's, a lent one, and room for one being replaced
 
 
 class LaneSocket:
@@ -22,30 +29,43 @@ class LaneSocket:
         self._servicer, self._limit = servicer, limit
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(path)
-        self._listener.listen(1)
-        self._thread = threading.Thread(target=self._serve, name="pit-lane", daemon=True)
+        self._listener.listen(MAX_CONNECTIONS)
+        self._threads: list[threading.Thread] = []
+        self._thread = threading.Thread(target=self._accept, name="pit-lane", daemon=True)
         self._thread.start()
 
-    def _serve(self) -> None:
+    def _accept(self) -> None:
         while True:
             try:
                 conn, _ = self._listener.accept()
             except OSError:  # closed: the worker is stopping
                 return
-            with conn:
-                requests = read_messages(conn, pb.LaneRequest.FromString, self._limit)
-                try:
-                    for resp in self._servicer.CallLane(requests, None):
-                        conn.sendall(encode(resp))
-                except FrameError as exc:
-                    sys.stderr.write(f"pit worker: call lane closed: {exc}\n")
-                except OSError:
-                    pass  # the host went away
+            self._threads = [t for t in self._threads if t.is_alive()]
+            if len(self._threads) >= MAX_CONNECTIONS:
+                conn.close()  # the host never needs this many: refuse, do not pile up threads
+                continue
+            thread = threading.Thread(target=self._serve, args=(conn,), name="pit-lane-conn",
+                                      daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            requests = read_messages(conn, pb.LaneRequest.FromString, self._limit)
+            try:
+                for resp in self._servicer.CallLane(requests, None):
+                    conn.sendall(encode(resp))
+            except FrameError as exc:
+                sys.stderr.write(f"pit worker: call lane closed: {exc}\n")
+            except OSError:
+                pass  # the host went away
 
     def close(self, grace: float) -> None:
-        """Take no new connection; give the open one ``grace`` seconds to finish its calls
-        (the host ends it when it stops the worker)."""
+        """Take no new connection; give the open ones ``grace`` seconds to finish their calls
+        (the host ends them when it stops the worker)."""
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
         self._listener.close()
-        self._thread.join(grace)
+        end = time.monotonic() + grace
+        for thread in [self._thread, *self._threads]:
+            thread.join(max(end - time.monotonic(), 0.0))

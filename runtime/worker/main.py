@@ -299,7 +299,9 @@ def serve(ns: argparse.Namespace) -> int:
         _write_ready(ns.ready_file, {
             "address": ns.listen, "pid": os.getpid(), "protocol": PROTOCOL_VERSION,
             "features": ([] if ns.no_call_lane else ["call_lane"])
-            + (["shm"] if shm.available() else []), "worker_id": ns.worker_id,
+            + (["shm"] if shm.available() else [])
+            # its lane socket serves several connections: it can be lent to a blocking caller
+            + (["lane_connections"] if lane is not None else []), "worker_id": ns.worker_id,
             "lane_socket": ns.lane_socket if lane is not None else None,
             "python": sys.version.split()[0], "executable": sys.executable,
             "threads": ns.threads, "host_watch": host_watch,
