@@ -157,23 +157,32 @@ def call(pool: AsyncPool, loop: LoopThread, req: Any, budget: float | None,
     w = link.worker
     started = time.monotonic()  # = the loop's clock (asyncio uses time.monotonic)
     deadline = None if budget is None else started + budget
-    cid = w.next_call_id()
-    if telemetry.enabled(DISPATCHED):
-        telemetry.emit(DISPATCHED, {"queue_ms": 0.0}, {
-            "pool": pool.name, "worker": w.id, "tool": req.tool_name,
-            "correlation_id": req.metadata.get("correlation_id", "")})
-    frame = encode(pb.LaneRequest(calls=[pb.LaneCall(
-        call_id=cid, request=req, timeout_ms=budget * 1000 if budget else 0,
-        deadline_unix_ns=time.time_ns() + int(budget * 1e9) if budget else 0)]))
+    sent = answered = False
     try:
+        cid = w.next_call_id()
+        if telemetry.enabled(DISPATCHED):
+            telemetry.emit(DISPATCHED, {"queue_ms": 0.0}, {
+                "pool": pool.name, "worker": w.id, "tool": req.tool_name,
+                "correlation_id": req.metadata.get("correlation_id", "")})
+        frame = encode(pb.LaneRequest(calls=[pb.LaneCall(
+            call_id=cid, request=req, timeout_ms=budget * 1000 if budget else 0,
+            deadline_unix_ns=time.time_ns() + int(budget * 1e9) if budget else 0)]))
         try:
             link.send(frame, deadline)
         except TimeoutError:
+            sent = True  # perhaps in part: the worker may have the call
             raise
         except OSError:  # it never reached the worker: hand the link back, run it elsewhere
             loop.call_soon(lending.broken, link, None)
             return FALLBACK
+        sent = True
         result = link.receive(cid, deadline)
+        answered = True
+        resp = result.response
+        w.served += 1
+        w.avg_ms += (resp.execution_time_ms - w.avg_ms) * 0.1
+        if link.checkin(give_back=bool(w.max_requests and w.served >= w.max_requests)):
+            loop.call_soon(lending.returned, link)
     except TimeoutError:
         loop.call_soon(lending.abandoned, link, cid)
         w.errors += 1
@@ -182,14 +191,12 @@ def call(pool: AsyncPool, loop: LoopThread, req: Any, budget: float | None,
         raise timeout_err from None
     except (OSError, EOFError, FrameError, DecodeError) as exc:
         return _after_break(pool, loop, link, cid, req, deadline, idempotent, started, exc)
-    except BaseException:  # KeyboardInterrupt and the like: cancel it in the worker
-        loop.call_soon(lending.abandoned, link, cid)
+    except BaseException:  # KeyboardInterrupt and the like
+        if sent and not answered:
+            loop.call_soon(lending.abandoned, link, cid)  # cancel it in the worker
+        elif link.state is BUSY and link.checkin(give_back=True):
+            loop.call_soon(lending.returned, link)
         raise
-    resp = result.response
-    w.served += 1
-    w.avg_ms += (resp.execution_time_ms - w.avg_ms) * 0.1
-    if link.checkin(give_back=bool(w.max_requests and w.served >= w.max_requests)):
-        loop.call_soon(lending.returned, link)
     value, err = answer(pool, w, req, resp)
     record(pool, req, time.monotonic() - started, err)
     if err is not None:

@@ -191,3 +191,22 @@ def test_thread_profile_workers_are_not_lent() -> None:
         for _ in range(5):
             pool.execute("nap", {"ms": 1})
         assert lent(pool) == []
+
+
+def test_an_interrupted_direct_call_is_cancelled_in_its_worker() -> None:
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    with Pool(size=1) as pool:
+        pid = warm(pool)
+        old = signal.signal(signal.SIGUSR1, interrupt)
+        try:
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+            started = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                pool.execute("sleep", {"ms": 10_000})
+        finally:
+            signal.signal(signal.SIGUSR1, old)
+        assert time.monotonic() - started < 2.0
+        # Cancelled in the worker, not killed: the same process answers at once.
+        assert pool.execute("ping", timeout=3.0)["pid"] == pid
