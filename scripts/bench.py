@@ -2,10 +2,11 @@
 
 Usage: python scripts/bench.py [--sizes 2 4] [--reps 3] [--systems ...] [--json] [--quick]
 
-Systems: pit (blocking `Pool` API), pit-unary (the same with `call_lane = false`: one unary
-RPC per call, as Snakepit does), ProcessPoolExecutor, multiprocessing.Pool, loky, pebble, and
+Systems: pit (blocking `Pool` API), pit-loop (the same with `direct_calls = false`: every
+call through the pool's loop thread), pit-unary (`call_lane = false`: one unary RPC per call,
+as Snakepit does), ProcessPoolExecutor, multiprocessing.Pool, loky, pebble, and
 Ray actors when `ray` is importable (skipped otherwise). Rows, for each pool size: a no-op
-call one at a time (p50/p99), no-op calls with 64 in flight, a map over 20,000 tiny items
+call one at a time with each API's blocking call (p50/p99), no-op calls with 64 in flight, a map over 20,000 tiny items
 (each API's own map), 1 MiB and 16 MiB bytes round trips, 400 x 10 ms CPU-bound tasks
 (efficiency = ideal time / elapsed), time until 2, 8 and 32 workers answer (from creating the
 pool; the library's import is a row of its own) and the USS of an idle worker. Every
@@ -33,8 +34,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MIB = 1024 * 1024
-SYSTEMS = ["pit", "pit-unary", "ppe", "mp", "loky", "pebble", "ray"]
-LABELS = {"pit": "pit", "pit-unary": "pit unary", "ppe": "ProcessPool", "mp": "mp.Pool",
+SYSTEMS = ["pit", "pit-loop", "pit-unary", "ppe", "mp", "loky", "pebble", "ray"]
+LABELS = {"pit": "pit", "pit-loop": "pit loop", "pit-unary": "pit unary", "ppe": "ProcessPool", "mp": "mp.Pool",
           "loky": "loky", "pebble": "pebble", "ray": "Ray actors"}
 PEER_MODULE = {"loky": "loky", "pebble": "pebble", "ray": "ray"}
 ROWS = [  # key, label, unit, higher is better
@@ -96,8 +97,8 @@ class Driver:
         if s.startswith("pit"):
             from runtime import Pool
 
-            self.pool = Pool(size=n, call_timeout_ms=120_000, call_lane=(s == "pit"),
-                             max_message_mb=64).start()
+            self.pool = Pool(size=n, call_timeout_ms=120_000, call_lane=(s != "pit-unary"),
+                             direct_calls=(s == "pit"), max_message_mb=64).start()
         elif s == "ppe":
             import concurrent.futures
 
@@ -167,6 +168,12 @@ class Driver:
         return self.pool.submit(globals()[fn], *args)
 
     def call(self, fn: str, *args: Any) -> Any:
+        """One call with the API's own blocking call."""
+        if self.system.startswith("pit"):
+            tool, make = self.TOOLS[fn]
+            return self.pool.execute(tool, make(*args))
+        if self.system == "mp":
+            return self.pool.apply(globals()[fn], args)
         return self.submit(fn, *args).result()
 
     def map_add(self, n: int) -> list[Any]:
@@ -361,7 +368,7 @@ def run(sizes: list[int], systems: list[str], reps: int, quick: bool) -> dict[st
             results.setdefault(str(size), {})[system] = _median(runs[system])
     startup: dict[str, dict[str, float]] = {}
     for system in systems:
-        if system == "pit-unary":
+        if system in ("pit-unary", "pit-loop"):
             continue  # same startup as pit
         row: dict[str, float] = {}
         for n in ((2, 8) if quick else (2, 8, 32)):
