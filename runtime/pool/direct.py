@@ -26,6 +26,7 @@ workers of the process profile whose lane socket takes several connections.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import socket
 import threading
@@ -38,7 +39,7 @@ from .. import telemetry
 from ..errors import ShutdownError, WorkerExit
 from ..logs import logger
 from ..protocol import pb
-from ..protocol.frames import HEADER, FrameError, encode
+from ..protocol.frames import FrameBuffer, FrameError, encode
 from .call import DISPATCHED, CallRun, answer, record, timed_out
 from .lane import CANCEL_GRACE_S, exit_error
 
@@ -67,7 +68,8 @@ class DirectLink:
         self.lock = threading.Lock()
         self.state = OFF
         self.wanted = False  # the loop asked for the worker back while a call was out
-        self.buf = bytearray()  # bytes read past the last frame
+        self.frames = FrameBuffer(limit)
+        self.pending: collections.deque[bytes] = collections.deque()  # whole frames not read
 
     @classmethod
     def connect(cls, worker: WorkerHandle, path: str, limit: int) -> DirectLink:
@@ -117,23 +119,18 @@ class DirectLink:
     def receive(self, cid: int, deadline: float | None) -> Any:
         """The LaneResult of call ``cid``; raises TimeoutError past ``deadline``, EOFError or
         OSError when the connection ends, FrameError/DecodeError for a bad frame."""
-        buf = self.buf
-        while True:
-            if len(buf) >= HEADER.size:
-                (n,) = HEADER.unpack_from(buf)
-                if n > self.limit:
-                    raise FrameError(f"a {n}-byte frame is over the {self.limit}-byte limit")
-                if len(buf) >= HEADER.size + n:
-                    msg = pb.LaneResponse.FromString(bytes(buf[HEADER.size:HEADER.size + n]))
-                    del buf[:HEADER.size + n]
-                    if len(msg.results) != 1 or msg.results[0].call_id != cid:
-                        raise FrameError(f"expected the answer to call {cid}")
-                    return msg.results[0]
+        while not self.pending:
             self.sock.settimeout(_left(deadline))
-            data = self.sock.recv(RECV_BYTES)
-            if not data:
-                raise EOFError("the worker closed the connection")
-            buf += data
+            self.took(self.sock.recv(RECV_BYTES))
+        msg = pb.LaneResponse.FromString(self.pending.popleft())
+        if len(msg.results) != 1 or msg.results[0].call_id != cid:
+            raise FrameError(f"expected the answer to call {cid}")
+        return msg.results[0]
+
+    def took(self, data: bytes) -> None:
+        if not data:
+            raise EOFError("the worker closed the connection")
+        self.pending.extend(self.frames.feed(data))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -390,22 +387,12 @@ class Lending:
 
     @staticmethod
     async def _drain(loop: asyncio.AbstractEventLoop, link: DirectLink, cid: int) -> None:
-        buf = link.buf
         while True:
-            if len(buf) >= HEADER.size:
-                (n,) = HEADER.unpack_from(buf)
-                if n > link.limit:
-                    raise FrameError(f"a {n}-byte frame is over the {link.limit}-byte limit")
-                if len(buf) >= HEADER.size + n:
-                    msg = pb.LaneResponse.FromString(bytes(buf[HEADER.size:HEADER.size + n]))
-                    del buf[:HEADER.size + n]
-                    if any(r.call_id == cid for r in msg.results):
-                        return
-                    continue
-            data = await loop.sock_recv(link.sock, RECV_BYTES)
-            if not data:
-                raise EOFError
-            buf += data
+            while link.pending:
+                msg = pb.LaneResponse.FromString(link.pending.popleft())
+                if any(r.call_id == cid for r in msg.results):
+                    return
+            link.took(await loop.sock_recv(link.sock, RECV_BYTES))
 
     def broken(self, link: DirectLink, call: tuple[Any, ...] | None) -> None:
         """The link's connection failed: with ``call`` (cid, req, deadline, idempotent,

@@ -5,7 +5,8 @@ import socket
 
 import pytest
 
-from runtime.pool.lane import Lane, NotStarted, SocketLink
+from runtime.errors import WorkerExit
+from runtime.pool.lane import Lane, NotStarted, SocketLink, exit_error
 from runtime.pool.lane import batches as _batches
 from runtime.protocol import frames, pb
 
@@ -74,3 +75,17 @@ def test_a_call_sent_after_the_lane_closed_is_answered_not_started() -> None:
 
     answers, freed, pending = asyncio.run(main())
     assert [type(e) for e in answers] == [NotStarted] and freed == 1 and pending == {}
+
+
+def test_a_dead_workers_calls_are_told_apart_by_its_progress() -> None:
+    details = {"cause": "segfault"}
+    # progress = (running, last finished): 5 was running, 4 had finished, 6 never started
+    running = exit_error(5, (5, 4), "worker-1 died", details, WorkerExit, lone=False)
+    assert type(running) is WorkerExit and running.details["culprit"] is True
+    finished = exit_error(4, (5, 4), "worker-1 died", details, WorkerExit, lone=False)
+    assert finished.details["culprit"] is False and "before sending" in str(finished)
+    assert isinstance(exit_error(6, (5, 4), "worker-1 died", details, WorkerExit, lone=False),
+                      NotStarted)
+    # Without progress (thread profile) only a lone call is surely the culprit.
+    assert exit_error(9, None, "m", details, WorkerExit, lone=True).details["culprit"] is True
+    assert exit_error(9, None, "m", details, WorkerExit, lone=False).details["culprit"] is False
