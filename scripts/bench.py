@@ -2,18 +2,17 @@
 
 Usage: python scripts/bench.py [--sizes 2 4] [--reps 3] [--systems ...] [--json] [--quick]
 
-Systems: pit (blocking `Pool` API), pit-loop (the same with `direct_calls = false`: every
-call through the pool's loop thread), pit-unary (`call_lane = false`: one unary RPC per call,
-as Snakepit does), ProcessPoolExecutor, multiprocessing.Pool, loky, pebble, and
-Ray actors when `ray` is importable (skipped otherwise). Rows, for each pool size: a no-op
-call one at a time with each API's blocking call (p50/p99), no-op calls with 64 in flight, a map over 20,000 tiny items
-(each API's own map), 1 MiB and 16 MiB bytes round trips, 400 x 10 ms CPU-bound tasks
+Systems: pit (blocking `Pool` API), pit-loop (the same with `direct_calls = false`: every call
+through the pool's loop thread), pit-unary (`call_lane = false`: one unary RPC per call, as
+Snakepit does), ProcessPoolExecutor, multiprocessing.Pool, loky, pebble, and Ray actors when
+`ray` is importable (skipped otherwise). Rows, for each pool size: a no-op call one at a time
+with each API's blocking call (p50/p99), no-op calls with 64 in flight, a map over 20,000 tiny
+items (each API's own map), 1 MiB and 16 MiB bytes round trips, 400 x 10 ms CPU-bound tasks
 (efficiency = ideal time / elapsed), time until 2, 8 and 32 workers answer (from creating the
 pool; the library's import is a row of its own) and the USS of an idle worker. Every
 measurement runs in a fresh subprocess (a fork-based pool must not fork a process that already
-runs gRPC threads); each row is the median of --reps runs, the systems taking turns run by
-run. pit is also measured with a `pit status --watch` process attached at 4 Hz (throughput
-ratio).
+runs gRPC threads); each row is the median of --reps runs, the systems taking turns run by run.
+pit is also measured with a `pit status --watch` process attached at 4 Hz (throughput ratio).
 """
 
 from __future__ import annotations
@@ -35,8 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MIB = 1024 * 1024
 SYSTEMS = ["pit", "pit-loop", "pit-unary", "ppe", "mp", "loky", "pebble", "ray"]
-LABELS = {"pit": "pit", "pit-loop": "pit loop", "pit-unary": "pit unary", "ppe": "ProcessPool", "mp": "mp.Pool",
-          "loky": "loky", "pebble": "pebble", "ray": "Ray actors"}
+LABELS = {"pit": "pit", "pit-loop": "pit loop", "pit-unary": "pit unary", "ppe": "ProcessPool",
+          "mp": "mp.Pool", "loky": "loky", "pebble": "pebble", "ray": "Ray actors"}
 PEER_MODULE = {"loky": "loky", "pebble": "pebble", "ray": "ray"}
 ROWS = [  # key, label, unit, higher is better
     ("p50_us", "no-op serial p50", "µs", False),

@@ -174,7 +174,8 @@ def status_renderable(snap: dict[str, Any]) -> Any:
             mem = [h[4].get(w["id"], 0.0) for h in hist]
             style = STATE_STYLE.get(w["state"], "white")
             why = w.get("last_recycle_reason") or ""
-            state = f"[{style}]{w['state']}[/]" + (f" ↻{why}" if why else "")
+            state = f"[{style}]{w['state']}[/]" + (f" ↻{why}" if why else "") + (
+                " (lent)" if w.get("lent") else "")
             if w.get("missed_heartbeats"):
                 state = f"[bold red]unresponsive ({w['missed_heartbeats']} missed)[/]"
             table.add_row(w["id"], str(w["pid"]), state, w["python"],

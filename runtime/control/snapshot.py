@@ -8,7 +8,7 @@
                 "history": [[seconds ago, queued, busy, capacity, {worker: rss}], ...],
                 "workers": [{"id", "pid", "state", "python", "in_flight", "capacity",
                              "requests", "errors", "rss_mb", "uss_mb", "cpu_pct", "uptime_s",
-                             "last_recycle_reason", "device", "free_threaded"}]}]}
+                             "last_recycle_reason", "device", "free_threaded", "lent"}]}]}
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def pool_snapshot(pool: Any, *, history: bool = True) -> dict[str, Any]:
         "errors": w.errors, "rss_mb": w.rss_mb, "uss_mb": w.uss_mb, "cpu_pct": w.cpu_pct,
         "uptime_s": w.uptime_s, "free_threaded": w.free_threaded,
         "last_recycle_reason": w.last_recycle_reason, "missed_heartbeats": w.missed_heartbeats,
+        "lent": w.lent,
         "device": pool.device.name if pool.device else None,
     } for w in stats.workers]
     snap = {
