@@ -210,3 +210,17 @@ def test_an_interrupted_direct_call_is_cancelled_in_its_worker() -> None:
         assert time.monotonic() - started < 2.0
         # Cancelled in the worker, not killed: the same process answers at once.
         assert pool.execute("ping", timeout=3.0)["pid"] == pid
+
+
+def test_a_tool_with_large_results_goes_through_shared_memory() -> None:
+    with Pool(adapter=SAMPLE, size=1) as pool:
+        warm(pool, "get_history")
+        n = 2 * 1024 * 1024
+        # The first large result comes inline on the direct connection; from then on the
+        # tool's calls take the loop's path, which offers a shared-memory arena for it.
+        for _ in range(3):
+            assert pool.execute("make_bytes", {"n": n}) == b"x" * n
+        worker = next(iter(pool._core._workers.values()))
+        assert worker.shm is not None and worker.shm._all, "no arena was used"
+        assert pool.execute("get_history") == []  # small calls are lent the worker again
+        assert wait_until(lambda: len(lent(pool)) == 1, timeout=2)
