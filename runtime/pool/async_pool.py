@@ -40,9 +40,9 @@ from ..logs import configure_from_env
 from ..protocol import codec
 from .affinity import session_slot
 from .call import CallRun
-from .direct import Lending
 from .events import pool_event, session_event, worker_event, worker_reason
 from .instance import HostInstance
+from .lending import Lending
 from .lifecycle import Lifecycle
 from .metrics import PoolMetrics
 from .prepare import prepare_call

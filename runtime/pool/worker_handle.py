@@ -52,7 +52,8 @@ PIPELINE_STALL_S = 0.01  # ... and while its oldest call has been out for less t
 PREFETCH_BELOW_MS = 50.0  # one call prefetched while calls average less (and are on time)
 
 if TYPE_CHECKING:
-    from .direct import DirectLink, Lending
+    from .direct import DirectLink
+    from .lending import Lending
 
 log = logger("worker")
 grpc_log = logger("grpc")

@@ -1,0 +1,239 @@
+"""The loop's side of direct calls (see `direct`): which workers are lent to blocking
+callers, lending an idle one when a caller asks, taking it back when the pool needs it, and
+finishing direct calls that went wrong (timed out, interrupted, connection broken).
+
+Every method but `checkout` runs on the pool's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf.message import DecodeError
+
+from ..errors import WorkerExit
+from ..logs import logger
+from ..protocol import pb
+from ..protocol.frames import FrameError
+from .call import CallRun
+from .direct import BUSY, IDLE, OFF, RECV_BYTES, DirectLink
+from .lane import CANCEL_GRACE_S, exit_error
+
+if TYPE_CHECKING:
+    from .async_pool import AsyncPool
+    from .worker_handle import WorkerHandle
+
+log = logger("worker")
+
+
+class Lending:
+    """Which workers of a pool are lent to blocking callers, and getting them back. Every
+    method but `checkout` runs on the pool's loop."""
+
+    def __init__(self, pool: AsyncPool) -> None:
+        self.pool = pool
+        self.enabled = pool.config.direct_calls
+        self.links: tuple[DirectLink, ...] = ()  # lent (IDLE or BUSY); callers read it as is
+        self.demand = False  # a blocking caller found none free (set from any thread)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._holding = False  # a slot is being given back: do not lend it again right away
+
+    def checkout(self, req: Any) -> DirectLink | None:
+        """A lent worker for this call, now BUSY for the calling thread; None: use the loop
+        (and ask for a worker to be lent)."""
+        pool = self.pool
+        if not self.enabled or pool._state != "running" or req.session_id:
+            return None
+        barrier = pool.barrier
+        if barrier.breaker.state != "closed" or barrier.has_poison():
+            return None  # the loop's path checks and counts those
+        skipped = False
+        for link in self.links:
+            shm = link.worker.shm
+            if shm is not None and shm.result_sizes.get(req.tool_name, 0) >= shm.threshold:
+                skipped = True  # its results are large: the loop offers an arena for them
+                continue
+            if link.checkout():
+                return link
+        if skipped:
+            return None
+        self.demand = True
+        return None
+
+    def idle_slots(self, worker: WorkerHandle) -> int:
+        """1 when the worker is lent and no call is out on it (its slot is held, not busy)."""
+        link = worker.direct
+        return int(link is not None and link.state is IDLE and link in self.links)
+
+    # --- lending and taking back -------------------------------------------------------------
+    def park(self, worker: WorkerHandle) -> None:
+        """Lend ``worker`` (idle, just freed) to blocking callers, if one asked."""
+        pool = self.pool
+        if not (self.demand and self.enabled and not self._holding
+                and pool._state == "running"
+                and worker.in_flight == 0 and worker.accepting and worker.state == "ready"
+                and not worker.recycle_reason and worker.capacity == 1
+                and worker.lendable and not pool._sched.queue):
+            return
+        link = worker.direct
+        if link is None:
+            try:
+                link = DirectLink.connect(worker, str(worker.lane_socket),
+                                          pool.config.max_message_mb * 1024 * 1024)
+            except OSError as exc:
+                log.info("worker %s: cannot be lent to blocking callers: %s", worker.id, exc)
+                worker.lendable = False
+                return
+            worker.direct = link
+        # The lent worker's slot is taken (and no call is pipelined to it) until it is back.
+        worker.in_flight += 1
+        worker.exclusive_calls += 1
+        with link.lock:
+            link.state, link.wanted = IDLE, False
+        self.links = (*self.links, link)
+        self.demand = False
+
+    def unpark(self, worker: WorkerHandle) -> None:
+        """``worker`` must stop being lent (recycle, death, close): free its slot now, or ask
+        for it back."""
+        link = worker.direct
+        if link is not None and link in self.links and link.reclaim():
+            self._release(link)
+
+    def unpark_all(self) -> None:
+        for link in self.links:
+            self.unpark(link.worker)
+
+    def returned(self, link: DirectLink) -> None:
+        """A caller handed a worker back (it was asked for, or reached max_requests)."""
+        if link in self.links:
+            self._release(link)
+
+    def _forget(self, link: DirectLink) -> None:
+        self.links = tuple(x for x in self.links if x is not link)
+
+    def _release(self, link: DirectLink) -> None:
+        """The lent slot goes back to the loop: queued calls get it, a max_requests recycle
+        starts. Not lent again at once: it was taken back for a reason."""
+        self._forget(link)
+        w = link.worker
+        w.exclusive_calls -= 1
+        if not w.lendable and w.direct is link:
+            w.direct = None
+            link.close()
+        self._holding = True
+        try:
+            w.slot_freed()
+        finally:
+            self._holding = False
+
+    def _drop(self, link: DirectLink) -> None:
+        """The link is done for (broken, or its worker is gone): close it, free the slot."""
+        link.close()
+        w = link.worker
+        if w.direct is link:
+            w.direct = None
+        if link in self.links:
+            self._release(link)
+        else:
+            w.exclusive_calls -= 1
+            w.slot_freed()
+
+    def retire(self, worker: WorkerHandle) -> None:
+        """The worker stops or died: no more direct calls; a call still out ends with the
+        connection (`broken` answers it)."""
+        worker.lendable = False
+        link = worker.direct
+        if link is None:
+            return
+        if link in self.links and link.reclaim():
+            self._release(link)
+        with link.lock:
+            busy = link.state is BUSY
+        if busy:
+            with contextlib.suppress(OSError):
+                link.sock.shutdown(socket.SHUT_RDWR)
+        else:
+            worker.direct = None
+            link.close()
+
+    # --- calls that went wrong ---------------------------------------------------------------
+    def abandoned(self, link: DirectLink, cid: int) -> None:
+        """A direct call ran out of time or its caller gave up: cancel it in the worker and
+        drain its late answer, as the lane does for its calls."""
+        self._forget(link)
+        self._spawn(self._finish_abandoned(link, cid))
+
+    async def _finish_abandoned(self, link: DirectLink, cid: int) -> None:
+        w = link.worker
+        await w.send_cancel(cid)
+        loop = asyncio.get_running_loop()
+        try:
+            link.sock.setblocking(False)
+            await asyncio.wait_for(self._drain(loop, link, cid), CANCEL_GRACE_S)
+        except asyncio.TimeoutError:
+            if w.state != "dead":
+                w.exit_reason = (f"was killed: a cancelled call did not stop within "
+                                 f"{CANCEL_GRACE_S:g} s")
+                w.kill()
+            self._drop(link)
+            return
+        except (OSError, EOFError, FrameError, DecodeError):
+            self._drop(link)  # it died meanwhile: its exit is the lane's business
+            return
+        link.sock.setblocking(True)
+        with link.lock:
+            link.state, link.wanted = OFF, False
+        w.exclusive_calls -= 1
+        w.slot_freed()  # the call has really ended: the worker takes calls again
+
+    @staticmethod
+    async def _drain(loop: asyncio.AbstractEventLoop, link: DirectLink, cid: int) -> None:
+        while True:
+            while link.pending:
+                msg = pb.LaneResponse.FromString(link.pending.popleft())
+                if any(r.call_id == cid for r in msg.results):
+                    return
+            link.took(await loop.sock_recv(link.sock, RECV_BYTES))
+
+    def broken(self, link: DirectLink, call: tuple[Any, ...] | None) -> None:
+        """The link's connection failed: with ``call`` (cid, req, deadline, idempotent,
+        started, deliver) out on it, after it was sent; without, before (the caller runs it
+        through the loop)."""
+        self._forget(link)
+        self._spawn(self._finish_broken(link, call))
+
+    async def _finish_broken(self, link: DirectLink, call: tuple[Any, ...] | None) -> None:
+        w = link.worker
+        if call is None:  # nothing was out: the worker may be fine, just not lent again
+            w.lendable = False
+            self._drop(link)
+            return
+        await w.wait_exit()  # a worker that lives on without its connection is killed
+        self._drop(link)
+        cid, req, deadline, idempotent, started, deliver = call
+        err: Exception
+        if w.exit_info is not None:
+            progress, message, details, error = w.exit_info
+            err = exit_error(cid, progress, message, details, error, lone=True)
+        else:
+            err = WorkerExit(f"worker {w.id} (pid {w.pid}) {w.exit_reason or 'lost its lane'}")
+        pool = self.pool
+        if idempotent is None:
+            idempotent = req.tool_name in pool.config.idempotent_tools
+        run = CallRun(pool, req, deadline, deliver, idempotent)
+        run.started = started
+        run._outcome(w, None, err)  # reruns, retries or answers, as for a lane call
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """At pool close, after the workers stopped: let the tasks above finish."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=CANCEL_GRACE_S + 1)
