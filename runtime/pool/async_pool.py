@@ -548,8 +548,7 @@ class AsyncPool:
                         cpu_pct=round(w.cpu_pct, 1),
                         missed_heartbeats=w.missed_heartbeats,
                         last_recycle_reason=w.recycle_reason or w.replaced_reason,
-                        lane=w.lane_kind, lent=w.direct is not None
-                        and w.direct in self.lending.links)
+                        lane=w.lane_kind, lent=self.lending.lent(w))
             for w in self._workers.values())
         return PoolStats(name=self.name, adapter=self.config.adapter, size=self.config.size,
                          ready=self.ready_count(), queued=self._sched.depth,

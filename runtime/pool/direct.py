@@ -72,13 +72,16 @@ class DirectLink:
 
     @classmethod
     def connect(cls, worker: WorkerHandle, path: str, limit: int) -> DirectLink:
+        """Connect without blocking (this runs on the loop): a unix socket's connect succeeds
+        at once or fails, BlockingIOError when the worker's backlog is full."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
         try:
-            sock.settimeout(1.0)  # a listening unix socket accepts at once; never hang the loop
             sock.connect(path)
         except OSError:
             sock.close()
             raise
+        sock.setblocking(True)
         return cls(worker, sock, limit)
 
     # --- who holds it (any thread) -----------------------------------------------------------

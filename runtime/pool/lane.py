@@ -296,7 +296,7 @@ class _GrpcLink:
                 return
             log.debug("worker %s: call lane ended: %s %s", w.id, exc.code().name,
                       exc.details())
-        await w.lane_broken()
+        await w.wait_exit()
 
     def stop_writing(self) -> None:
         self._writer.cancel()
@@ -367,7 +367,7 @@ class SocketLink(asyncio.Protocol):
         if exc is not None:
             log.debug("worker %s: call lane ended: %s", self._lane.worker.id, exc)
         self._closed.set_result(None)
-        self._broken = self._lane._loop.create_task(self._lane.worker.lane_broken())
+        self._broken = self._lane._loop.create_task(self._lane.worker.wait_exit())
 
     def stop_writing(self) -> None:
         self._stopped = True  # nothing more goes out

@@ -63,10 +63,13 @@ class Lending:
         self.demand = True
         return None
 
+    def lent(self, worker: WorkerHandle) -> bool:
+        return worker.direct is not None and worker.direct in self.links
+
     def idle_slots(self, worker: WorkerHandle) -> int:
         """1 when the worker is lent and no call is out on it (its slot is held, not busy)."""
-        link = worker.direct
-        return int(link is not None and link.state is IDLE and link in self.links)
+        return int(self.lent(worker) and worker.direct is not None
+                   and worker.direct.state is IDLE)
 
     # --- lending and taking back -------------------------------------------------------------
     def park(self, worker: WorkerHandle) -> None:
@@ -83,6 +86,8 @@ class Lending:
             try:
                 link = DirectLink.connect(worker, str(worker.lane_socket),
                                           pool.config.max_message_mb * 1024 * 1024)
+            except BlockingIOError:
+                return  # its backlog is full for now: not lent this time
             except OSError as exc:
                 log.info("worker %s: cannot be lent to blocking callers: %s", worker.id, exc)
                 worker.lendable = False

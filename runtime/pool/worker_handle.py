@@ -313,13 +313,10 @@ class WorkerHandle:
         """The peer answered UNIMPLEMENTED: plain unary calls from now on."""
         self._lane = None
 
-    async def lane_broken(self) -> None:
-        """The lane ended: usually the process died. Wait for the exit to name the cause."""
-        await self.wait_exit()
-
     async def wait_exit(self) -> None:
-        """A connection to the worker broke: wait up to EXIT_WAIT_S for the process to end
-        (its exit names the cause); one that lives on without it is killed."""
+        """A connection to the worker (its lane, a direct link) broke: usually the process
+        died. Wait up to EXIT_WAIT_S for the exit to name the cause; a worker that lives on
+        without the connection is killed."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._exited), EXIT_WAIT_S)
         if not self._exited.done() and not self._stopping:
