@@ -142,7 +142,6 @@ class CallRun:
             self._worker.abandon(self._cid, CallTimeout("call cancelled by the caller"))
 
 
-
 def answer(pool: AsyncPool, worker: WorkerHandle, req: Any,
            resp: Any) -> tuple[Any, BaseException | None]:
     """A worker's answer: (value, None), or (None, the PitError its error payload names).

@@ -27,6 +27,7 @@ the caller's half (`DirectLink`, `call`); the loop's half is `lending.Lending`.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import socket
 import threading
@@ -209,17 +210,13 @@ def _after_break(pool: AsyncPool, loop: LoopThread, link: DirectLink, cid: int, 
     """The connection broke with the call out (the worker died, most likely): the loop learns
     the worker's fate and answers as for a lane call, retrying or rerunning where it may."""
     log.debug("worker %s: direct connection broke: %s", link.worker.id, exc)
-    done = threading.Event()
-    box: list[Any] = [None, None]
+    fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
     def deliver(value: Any, err: BaseException | None) -> None:
-        box[0], box[1] = value, err
-        done.set()
+        fut.set_exception(err) if err is not None else fut.set_result(value)
 
     loop.call_soon(pool.lending.broken, link, (cid, req, deadline, idempotent, started, deliver))
-    while not done.wait(SHUTDOWN_POLL_S):
+    while not concurrent.futures.wait([fut], SHUTDOWN_POLL_S).done:
         if loop.loop.is_closed() or not loop.loop.is_running():
             raise ShutdownError(f"pool {pool.name!r} closed while the call was out")
-    if box[1] is not None:
-        raise box[1]
-    return box[0]
+    return fut.result()

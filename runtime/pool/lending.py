@@ -53,8 +53,8 @@ class Lending:
         skipped = False
         for link in self.links:
             shm = link.worker.shm
-            if shm is not None and shm.result_sizes.get(req.tool_name, 0) >= shm.threshold:
-                skipped = True  # its results are large: the loop offers an arena for them
+            if shm is not None and shm.expects_large_result(req.tool_name):
+                skipped = True  # the loop's path offers it an arena for the result
                 continue
             if link.checkout():
                 return link
@@ -68,8 +68,8 @@ class Lending:
 
     def idle_slots(self, worker: WorkerHandle) -> int:
         """1 when the worker is lent and no call is out on it (its slot is held, not busy)."""
-        return int(self.lent(worker) and worker.direct is not None
-                   and worker.direct.state is IDLE)
+        link = worker.direct
+        return int(link is not None and link.state is IDLE and link in self.links)
 
     # --- lending and taking back -------------------------------------------------------------
     def park(self, worker: WorkerHandle) -> None:
@@ -120,16 +120,16 @@ class Lending:
     def _forget(self, link: DirectLink) -> None:
         self.links = tuple(x for x in self.links if x is not link)
 
-    def _release(self, link: DirectLink) -> None:
+    def _release(self, link: DirectLink, hold: bool = True) -> None:
         """The lent slot goes back to the loop: queued calls get it, a max_requests recycle
-        starts. Not lent again at once: it was taken back for a reason."""
+        starts. With ``hold`` it is not lent again at once: it was taken back for a reason."""
         self._forget(link)
         w = link.worker
         w.exclusive_calls -= 1
         if not w.lendable and w.direct is link:
             w.direct = None
             link.close()
-        self._holding = True
+        self._holding = hold
         try:
             w.slot_freed()
         finally:
@@ -138,24 +138,18 @@ class Lending:
     def _drop(self, link: DirectLink) -> None:
         """The link is done for (broken, or its worker is gone): close it, free the slot."""
         link.close()
-        w = link.worker
-        if w.direct is link:
-            w.direct = None
-        if link in self.links:
-            self._release(link)
-        else:
-            w.exclusive_calls -= 1
-            w.slot_freed()
+        if link.worker.direct is link:
+            link.worker.direct = None
+        self._release(link)
 
     def retire(self, worker: WorkerHandle) -> None:
         """The worker stops or died: no more direct calls; a call still out ends with the
         connection (`broken` answers it)."""
         worker.lendable = False
+        self.unpark(worker)  # an idle lent link is closed there
         link = worker.direct
         if link is None:
             return
-        if link in self.links and link.reclaim():
-            self._release(link)
         with link.lock:
             busy = link.state is BUSY
         if busy:
@@ -192,8 +186,7 @@ class Lending:
         link.sock.setblocking(True)
         with link.lock:
             link.state, link.wanted = OFF, False
-        w.exclusive_calls -= 1
-        w.slot_freed()  # the call has really ended: the worker takes calls again
+        self._release(link, hold=False)  # the call has really ended: the worker takes calls
 
     @staticmethod
     async def _drain(loop: asyncio.AbstractEventLoop, link: DirectLink, cid: int) -> None:

@@ -159,6 +159,10 @@ class WorkerShm:
         weakref.finalize(buffer, _lease_ended, self._loop, self._unlease, arena)
         return value
 
+    def expects_large_result(self, tool: str) -> bool:
+        """Whether the tool's next call will be offered a result arena (see `attach`)."""
+        return self.result_sizes.get(tool, 0) >= self.threshold
+
     def note_result(self, tool: str, n: int) -> None:
         """The tool's last result was ``n`` raw bytes (0: not bytes): when large, its next
         call is offered a result arena that size."""
