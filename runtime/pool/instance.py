@@ -14,6 +14,7 @@ import itertools
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ import grpc
 
 from ..cleanup import cleanup, leftover_arenas
 from ..control import index
+from ..errors import EnvironmentProblem
 from ..logs import logger
 from ..protocol import pb_grpc
 from ..registry import RegistryWriter
@@ -42,6 +44,36 @@ def _run_dir(state_dir: Path, instance_id: str) -> Path:
     if len(str(preferred / "w00000.ready.json")) <= MAX_SOCKET_PATH:
         return preferred
     return Path(tempfile.gettempdir()) / f"pit-{os.getuid()}" / instance_id
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` with mode 0700 if missing, then refuse it unless it is a directory (not
+    a link) owned by this user with no group or other permission bits.
+
+    The run dir holds the sockets calls travel on and the ready files that name them: a
+    directory another local user could write to would let them stand in for a worker and read
+    every call's arguments (or, on an allow_pickle pool, answer with a pickle). tmux checks its
+    socket directory the same way.
+    """
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    st = os.lstat(path)
+    uid = os.getuid()
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        problem = "is not a directory (a symbolic link?)"
+    elif st.st_uid != uid:
+        problem = f"belongs to uid {st.st_uid}, not to you (uid {uid})"
+    elif st.st_mode & 0o077:
+        problem = f"has mode {stat.S_IMODE(st.st_mode):04o}: other users can write to it"
+    else:
+        return
+    raise EnvironmentProblem(
+        f"pit will not use {path} for its sockets: it {problem}, so another local user could "
+        "intercept calls to the workers",
+        details={"path": str(path), "uid": st.st_uid, "mode": f"{stat.S_IMODE(st.st_mode):04o}"},
+        hint=f"remove {path} if it is not yours to keep (ask its owner or an admin), or set "
+             "PIT_STATE_DIR (or state_dir in pit.toml) to a shorter path of your own, so run "
+             "directories live under it")
 
 
 class HostInstance:
@@ -70,15 +102,37 @@ class HostInstance:
         n = next(self._files)
         return self.run_dir / f"w{n}.sock", self.run_dir / f"w{n}.ready.json"
 
+    def ensure_run_dir(self) -> None:
+        """Create (or re-create) the run dir and check that nobody else can write to it;
+        raises EnvironmentProblem. Before every worker start: `pit cleanup --force` on a
+        paused host removes it, and the host must keep going once it resumes."""
+        if self.run_dir.parent == self.state_dir / "run":
+            self.run_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        else:  # the short fallback under the shared temp dir: its parent is checked too
+            private_dir(self.run_dir.parent)
+        private_dir(self.run_dir)
+
     async def start(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.run_dir, 0o700)
+        self.ensure_run_dir()
         self.registry = RegistryWriter(self.state_dir)
+        self._register()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        await self._serve()
+        if self.prometheus_port:
+            from ..telemetry.prometheus import start_exporter
+
+            self._exporter = start_exporter(self, self.prometheus_port)
+        index.publish(self)
+
+    def _register(self) -> None:
+        assert self.registry is not None
         self.registry.instance_started(
             instance_id=self.id, token=self.token, control_address=self.host_address,
             config_path=str(self.config_path) if self.config_path else None,
             run_dir=str(self.run_dir), pools=",".join(self.pool_names))
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _serve(self) -> None:
+        """The host's own gRPC server on host.sock: host tools and the control service."""
         self._server = grpc.aio.server()
         pb_grpc.add_BridgeServiceServicer_to_server(
             HostBridgeServicer(self.host_tools), self._server)
@@ -87,16 +141,28 @@ class HostInstance:
         add_control_service(self, self._server)
         self._server.add_insecure_port(self.host_address)
         await self._server.start()
-        if self.prometheus_port:
-            from ..telemetry.prometheus import start_exporter
 
-            self._exporter = start_exporter(self, self.prometheus_port)
-        index.publish(self)
+    async def ready_for_workers(self) -> None:
+        """Before each worker start: the run dir exists and is private, the host is in the
+        registry and serves on host.sock. `pit cleanup --force` run while this host was paused
+        (SIGSTOP, a debugger) removes all three; once resumed, the host puts them back instead
+        of failing every worker start for good."""
+        if self._server is None or self.run_dir.is_dir():  # not serving yet, or all is well
+            return
+        log.warning("instance %s: its run dir %s was removed (pit cleanup --force while this "
+                    "host was paused?); re-creating it and re-registering", self.id,
+                    self.run_dir)
+        self.ensure_run_dir()
+        await self._server.stop(0)
+        await self._serve()
+        if self.registry is not None:
+            self._register()
 
     async def _sweep_forever(self) -> None:
         """Remove what dead sibling hosts left behind: now, then every SWEEP_INTERVAL_S."""
         while True:
             try:
+                await self.ready_for_workers()
                 await asyncio.to_thread(cleanup, self.state_dir, exclude_instance=self.id)
             except Exception as exc:  # noqa: BLE001 - a failed sweep must not stop the host
                 log.error("orphan sweep failed: %s", exc)

@@ -182,6 +182,7 @@ class WorkerHandle:
     async def start(self) -> None:
         """Spawn (or fork) the process and wait until it serves; raises WorkerStartError."""
         timeout = self.config.startup_timeout_ms / 1000
+        await self._instance.ready_for_workers()
         self._oom_before = crash.oom_kill_count()
         if self.forkserver is not None:
             self._proc = await self.forkserver.spawn(self.argv()[3:])
@@ -207,10 +208,10 @@ class WorkerHandle:
                 raise self._start_error(f"was not ready within {timeout:g} s "
                                         "(startup_timeout_ms)")
             await asyncio.sleep(READY_POLL_S)
-        self.ready_info = json.loads(self._ready_file.read_text())
+        self.ready_info = self._read_ready()
         limit = self.config.max_message_mb * 1024 * 1024
         self._channel = grpc.aio.insecure_channel(
-            self.ready_info.get("address", f"unix:{self._socket}"),
+            f"unix:{self._socket}",
             options=[("grpc.max_send_message_length", limit),
                      ("grpc.max_receive_message_length", limit),
                      # A fixed flow-control window: with BDP probing it grew with the timing
@@ -219,8 +220,8 @@ class WorkerHandle:
                      ("grpc.http2.bdp_probe", 0)])
         self._stub = pb_grpc.BridgeServiceStub(self._channel)
         if self.config.call_lane and "call_lane" in self.ready_info.get("features", ()):
-            self._lane = await Lane.open(self, self._stub, limit,
-                                         self.ready_info.get("lane_socket"))
+            lane_socket = str(self.lane_socket) if self.ready_info.get("lane_socket") else None
+            self._lane = await Lane.open(self, self._stub, limit, lane_socket)
         self._tasks.append(loop.create_task(relay(self._stub, self.config.name, self.id)))
         threshold = self.config.shm_threshold_kb * 1024
         self.lendable = self._lane is not None and self._lane.kind == "socket" and \
@@ -230,6 +231,28 @@ class WorkerHandle:
                                  views=self.config.shm_views)
         self.state, self.accepting = "ready", True
         self.was_ready = True
+
+    def _read_ready(self) -> dict[str, Any]:
+        """The ready file, once it proves to come from the process we started: the host
+        connects only to the socket paths it chose itself, never to ones a file names."""
+        try:
+            info = json.loads(self._ready_file.read_text())
+            if not isinstance(info, dict):
+                raise ValueError(f"a JSON {type(info).__name__}, not an object")
+        except (OSError, ValueError) as exc:
+            self.kill()
+            raise self._start_error(f"wrote an unreadable ready file: {exc}") from None
+        named = {"address": f"unix:{self._socket}", "lane_socket": str(self.lane_socket)}
+        wrong = [f"{key}={info.get(key)!r}" for key, want in named.items()
+                 if info.get(key) not in (None, want)]
+        if info.get("pid") != self.pid or wrong:
+            self.kill()
+            raise self._start_error(
+                f"has a ready file that is not its own (pid {info.get('pid')!r}, expected "
+                f"{self.pid}"
+                f"{'; ' + ', '.join(wrong) if wrong else ''}): something else wrote to the "
+                "run dir")
+        return info
 
     def _start_error(self, what: str) -> WorkerStartError:
         tail = "\n".join(self.output) or "(no output)"
