@@ -134,7 +134,7 @@ def _die_with_parent(host_pid: int, forked: bool = False) -> None:
         threading.Thread(target=watch, name="pit-parent-watch", daemon=True).start()
 
 
-def _watch_host_contact(servicer: Any, timeout_s: float) -> None:
+def _watch_host_contact(servicer: Any, timeout_s: float, stop: _StopSignal) -> None:
     """Dependent mode, when the host pings us: exit once it has been silent for ``timeout_s``
     (alive but wedged). Costs a sleeping thread, where `_heartbeat_host` costs a gRPC client
     channel (~4 MiB a worker)."""
@@ -146,7 +146,7 @@ def _watch_host_contact(servicer: Any, timeout_s: float) -> None:
             if silent > timeout_s:
                 sys.stderr.write(f"pit worker: the host has not pinged for {silent:.1f} s "
                                  "(dependent_timeout_ms); exiting\n")
-                os.kill(os.getpid(), signal.SIGTERM)
+                stop.abandon_host()
                 return
 
     threading.Thread(target=watch, name="pit-host-watch", daemon=True).start()
@@ -171,7 +171,7 @@ def _heartbeat_host(address: str, timeout_s: float, stop: _StopSignal) -> None:
                 if time.monotonic() - last_ok > timeout_s:
                     sys.stderr.write(f"pit worker: host at {address} has not answered for "
                                      f"{timeout_s:g} s; exiting\n")
-                    os.kill(os.getpid(), signal.SIGTERM)
+                    stop.abandon_host()
                     return
             time.sleep(HOST_HEARTBEAT_INTERVAL_S)
 
@@ -191,6 +191,7 @@ class _StopSignal:
 
     def __init__(self) -> None:
         self.requested = False
+        self.grace = SHUTDOWN_GRACE_S  # for the calls and streams still open when it stops
         self.fd, self._w = os.pipe()  # readable whenever a handled signal arrived
         os.set_blocking(self._w, False)
         os.set_blocking(self.fd, False)
@@ -199,6 +200,13 @@ class _StopSignal:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
+
+    def abandon_host(self) -> None:
+        """Stop because the host stopped answering: nobody will close the lane or the RPCs
+        it holds, so waiting out their shutdown grace would only keep us past
+        dependent_timeout_ms."""
+        self.grace = 0.0
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def drain(self) -> None:
         with contextlib.suppress(OSError):
@@ -290,7 +298,7 @@ def serve(ns: argparse.Namespace) -> int:
         lane = LaneSocket(ns.lane_socket, servicer, limit)
     host_watch = "none"  # how a wedged host is noticed (a dead one: see _die_with_parent)
     if not ns.independent and ns.host_pings and ns.dependent_timeout >= 3 * ns.host_pings:
-        _watch_host_contact(servicer, ns.dependent_timeout)
+        _watch_host_contact(servicer, ns.dependent_timeout, stop)
         host_watch = "pings"
     elif ns.host_address and not ns.independent:
         _heartbeat_host(ns.host_address, ns.dependent_timeout, stop)
@@ -312,8 +320,8 @@ def serve(ns: argparse.Namespace) -> int:
     stop.wait()
     servicer.close_telemetry()  # its stream would otherwise hold server.stop for the grace
     if lane is not None:
-        lane.close(SHUTDOWN_GRACE_S)
-    server.stop(SHUTDOWN_GRACE_S).wait(SHUTDOWN_GRACE_S + 1)
+        lane.close(stop.grace)
+    server.stop(stop.grace).wait(stop.grace + 1)
     try:
         adapter.cleanup()
     except Exception:  # noqa: BLE001
