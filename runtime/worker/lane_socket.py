@@ -53,7 +53,7 @@ class LaneSocket:
         with conn:
             requests = read_messages(conn, pb.LaneRequest.FromString, self._limit)
             try:
-                for resp in self._servicer.CallLane(requests, None):
+                for resp in self._servicer.lane(requests):
                     conn.sendall(encode(resp))
             except FrameError as exc:
                 sys.stderr.write(f"pit worker: call lane closed: {exc}\n")

@@ -25,6 +25,7 @@ from concurrent import futures
 from typing import Any
 
 SHUTDOWN_GRACE_S = 2.0
+MAX_QUEUED_RPCS_PER_THREAD = 8
 DEPENDENT_TIMEOUT_S = 10.0
 HOST_HEARTBEAT_INTERVAL_S = 2.0
 PARENT_POLL_S = 0.5
@@ -283,11 +284,15 @@ def serve(ns: argparse.Namespace) -> int:
             fh.flush()
             runner.progress = mmap.mmap(fh.fileno(), PROGRESS_SIZE)
     limit = ns.max_message_mb * 1024 * 1024
-    servicer = WorkerServicer(runner, {n: tool_spec(t, pb) for n, t in tools.items()}, limit)
+    server_threads = 8 + ns.threads
+    servicer = WorkerServicer(runner, {n: tool_spec(t, pb) for n, t in tools.items()}, limit,
+                              server_threads)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=8 + ns.threads, thread_name_prefix="pit-rpc"),
+        futures.ThreadPoolExecutor(max_workers=server_threads, thread_name_prefix="pit-rpc"),
         options=[("grpc.max_send_message_length", limit),
-                 ("grpc.max_receive_message_length", limit)])
+                 ("grpc.max_receive_message_length", limit)],
+        # RPCs past this are refused (RESOURCE_EXHAUSTED) instead of queueing without bound
+        maximum_concurrent_rpcs=MAX_QUEUED_RPCS_PER_THREAD * server_threads)
     pb_grpc.add_BridgeServiceServicer_to_server(servicer, server)
     server.add_insecure_port(ns.listen)
     server.start()

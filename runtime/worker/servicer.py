@@ -24,6 +24,7 @@ from . import telemetry
 from .runner import CallCancelled, StreamError, ToolRunner
 
 FLUSH_S = 0.001  # longest a finished call's result waits for the rest of its batch
+RESERVED_THREADS = 2  # server threads no long RPC may take: Ping, CancelCalls, sessions
 _EOF = object()
 
 
@@ -52,8 +53,14 @@ def _lane_budget_ms(call: Any) -> float:
 
 class WorkerServicer(pb_grpc.BridgeServiceServicer):
     def __init__(self, runner: ToolRunner, tool_specs: dict[str, Any],
-                 max_message_bytes: int = 512 * 1024 * 1024) -> None:
+                 max_message_bytes: int = 512 * 1024 * 1024, server_threads: int = 8) -> None:
         self.runner = runner
+        # RPCs that hold a server thread for as long as a tool runs or a stream is open take a
+        # permit; at most one CallLane and one StreamTelemetry are open at a time. So idle
+        # streams nobody closes can never starve Ping (the worker would exit, thinking its
+        # host silent) or CancelCalls.
+        self._long_rpcs = threading.BoundedSemaphore(max(1, server_threads - RESERVED_THREADS))
+        self._single = {"CallLane": threading.Lock(), "StreamTelemetry": threading.Lock()}
         self.max_result_bytes = max_message_bytes - 64 * 1024
         self.executor = ThreadPoolExecutor(max(1, runner.threads), thread_name_prefix="pit-tool")
         self.tool_specs = tool_specs  # name -> pb.ToolSpec
@@ -101,11 +108,36 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
         return pb.GetSessionResponse(session_id=request.session_id, metadata=metadata,
                                      created_at=ts, tool_count=len(self.tool_specs))
 
+    @contextlib.contextmanager
+    def _long_rpc(self, context: Any, single: str = "") -> Iterator[None]:
+        """Hold a long-RPC permit (and the one ``single`` slot) for the block, or end the RPC
+        with RESOURCE_EXHAUSTED at once."""
+        lock = self._single.get(single)
+        if lock is not None and not lock.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"this worker serves one {single} stream at a time; one is open")
+        try:
+            if not self._long_rpcs.acquire(blocking=False):
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              "every server thread of this worker is serving a call or stream")
+            try:
+                yield
+            finally:
+                self._long_rpcs.release()
+        finally:
+            if lock is not None:
+                lock.release()
+
     def ExecuteTool(self, request: Any, context: Any) -> Any:
-        return self._bounded(self.runner.run(request, timeout_ms=_remaining_ms(context)),
-                             request)
+        with self._long_rpc(context):
+            return self._bounded(self.runner.run(request, timeout_ms=_remaining_ms(context)),
+                                 request)
 
     def ExecuteStreamingTool(self, request: Any, context: Any) -> Iterator[Any]:
+        with self._long_rpc(context):
+            yield from self._stream_tool(request, context)
+
+    def _stream_tool(self, request: Any, context: Any) -> Iterator[Any]:
         started: list[Any] = []
         # When the RPC ends early (the host cancelled, the deadline passed), tell the tool.
         context.add_callback(lambda: started and started[0].cancelled.set())
@@ -121,6 +153,11 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
             context.abort(grpc.StatusCode.INTERNAL, str(exc))
 
     def CallLane(self, request_iterator: Any, context: Any) -> Iterator[Any]:
+        with self._long_rpc(context, "CallLane"):
+            yield from self.lane(request_iterator)
+
+    def lane(self, request_iterator: Any) -> Iterator[Any]:
+        """Run the calls of a lane (gRPC stream or lane socket connection), yield results."""
         if self.runner.threads > 1:
             yield from self._threaded_lane(request_iterator)
             return
@@ -210,6 +247,10 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
     def StreamTelemetry(self, request_iterator: Any, context: Any) -> Iterator[Any]:
         """Adapter telemetry (`runtime.worker.telemetry`) to the host, as it is emitted.
         The host may send a toggle to pause buffering (events emitted meanwhile are lost)."""
+        with self._long_rpc(context, "StreamTelemetry"):
+            yield from self._telemetry(request_iterator, context)
+
+    def _telemetry(self, request_iterator: Any, context: Any) -> Iterator[Any]:
         buf = telemetry.buffer
 
         def read_controls() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,3 +54,44 @@ def test_workers_ready_early_are_pinged_while_the_rest_start() -> None:
         assert not [line for w in workers for line in w.output if "has not pinged" in line]
         # the three first workers, none replaced (a replacement would be worker-4)
         assert sorted(w.id for w in workers) == ["worker-1", "worker-2", "worker-3"]
+
+
+def test_idle_streams_nobody_closes_do_not_starve_pings() -> None:
+    # 12 never-ending CallLane streams used to take every gRPC server thread of the worker:
+    # the host's pings queued behind them and the worker, deaf to its host for
+    # dependent_timeout_ms (2 s here), exited although the host was pinging it all along.
+    import threading
+
+    import grpc
+
+    from runtime.protocol import pb, pb_grpc
+
+    with Pool(size=1, dependent_timeout_ms=2_000, heartbeat_interval_ms=500) as pool:
+        pid = pool.pids()[0]
+        (sock,) = pool._core.instance.run_dir.glob("w*.sock")
+        never = threading.Event()
+
+        def idle() -> Any:
+            never.wait()
+            yield from ()
+
+        channel = grpc.insecure_channel(f"unix:{sock}")
+        stub = pb_grpc.BridgeServiceStub(channel)
+        try:
+            streams = [stub.CallLane(idle()) for _ in range(12)]
+            refused = []
+            for call in streams[1:]:  # one may stay open; the rest are turned away at once
+                with pytest.raises(grpc.RpcError) as info:
+                    next(call)
+                refused.append(info.value.code())
+            assert set(refused) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+            time.sleep(3.0)  # past dependent_timeout_ms, with the first stream still open
+            assert pid_alive(pid) and pool.pids() == [pid]
+            assert stub.Ping(pb.PingRequest(message="x"), timeout=2).message == "pong: x"
+            assert pool.execute("add", {"a": 1, "b": 2}) == 3
+            assert pool.stats().recycles == {}
+        finally:
+            never.set()
+            for call in streams:
+                call.cancel()
+            channel.close()
