@@ -133,6 +133,8 @@ class WorkerHandle:
                 "--run-id", self._instance.id, "--instance-token", self._instance.token,
                 "--host-address", self._instance.host_address, "--host-pid", str(os.getpid()),
                 "--worker-id", self.id, "--max-message-mb", str(self.config.max_message_mb),
+                "--max-sessions", str(self.config.max_sessions),
+                "--session-ttl", f"{self.config.session_ttl_s:g}",
                 "--stack-file", str(self.stack_file), "--threads", str(self.capacity)]
         if self.capacity == 1:  # progress is "the one running call": one thread only
             argv += ["--progress-file", str(self.progress_file)]

@@ -13,11 +13,14 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 HEADER = struct.Struct("<I")
+READ_CHUNK = 1 << 20  # larger bodies are read this much at a time
 
 
 class FrameError(Exception):
-    """The peer sent a frame this side refuses (over the size limit)."""
+    """The peer sent a frame this side refuses (over the size limit, or not a message)."""
 
 
 def encode(msg: Any) -> bytes:
@@ -27,7 +30,10 @@ def encode(msg: Any) -> bytes:
 
 def read_messages(sock: socket.socket, parse: Callable[[bytes], Any],
                   limit: int) -> Iterator[Any]:
-    """Messages off a blocking socket until the peer shuts its side (or the socket fails)."""
+    """Messages off a blocking socket until the peer shuts its side (or the socket fails).
+    Raises FrameError for a frame over ``limit`` (before reading its body) or one that does
+    not parse. A body is read in chunks as it arrives, so a header announcing a huge frame
+    costs nothing until the bytes are really there."""
     with sock.makefile("rb") as stream:
         while True:
             try:
@@ -37,12 +43,29 @@ def read_messages(sock: socket.socket, parse: Callable[[bytes], Any],
                 (n,) = HEADER.unpack(head)
                 if n > limit:
                     raise FrameError(f"a {n}-byte frame is over the {limit}-byte limit")
-                body = stream.read(n)
+                body = stream.read(n) if n <= READ_CHUNK else _read_chunked(stream, n)
             except OSError:
                 return
             if len(body) < n:
                 return
-            yield parse(body)
+            try:
+                msg = parse(body)
+            except DecodeError:
+                raise FrameError(f"a {n}-byte frame is not a valid message") from None
+            yield msg
+
+
+def _read_chunked(stream: Any, n: int) -> bytes:
+    """Up to ``n`` bytes, READ_CHUNK at a time (fewer: the peer closed early)."""
+    parts = []
+    left = n
+    while left:
+        part = stream.read(min(left, READ_CHUNK))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 class FrameBuffer:

@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-id", default="", help="the host's name for this worker")
     p.add_argument("--allow-pickle", action="store_true", help="accept pickled parameters")
     p.add_argument("--max-message-mb", type=int, default=512)
+    p.add_argument("--max-sessions", type=int, default=10_000,
+                   help="sessions opened with InitializeSession this worker keeps at most")
+    p.add_argument("--session-ttl", type=float, default=3600.0,
+                   help="seconds after its last use a session is forgotten")
     p.add_argument("--threads", type=int, default=1,
                    help="calls run at once (thread profile); needs a thread_safe adapter")
     p.add_argument("--independent", action="store_true",
@@ -236,6 +240,7 @@ def serve(ns: argparse.Namespace) -> int:
     from .context import HostClient
     from .runner import ToolRunner
     from .servicer import WorkerServicer
+    from .sessions import SessionTable
     from .specs import tool_spec
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
@@ -273,7 +278,8 @@ def serve(ns: argparse.Namespace) -> int:
         return EXIT_ADAPTER_FAILED
 
     runner = ToolRunner(adapter, tools, host=HostClient(ns.host_address),
-                        allow_pickle=ns.allow_pickle, threads=ns.threads)
+                        allow_pickle=ns.allow_pickle, threads=ns.threads,
+                        session_table=SessionTable(ns.max_sessions, ns.session_ttl))
     if ns.progress_file:
         import mmap
 

@@ -22,6 +22,7 @@ import orjson
 from ..protocol import arrays, codec, pb, shm
 from .adapter import ArgumentError, ToolInfo
 from .context import HostClient, SessionContext, _current
+from .sessions import SessionTable
 
 # The host reads this after a crash to tell the call that was running (the culprit) from
 # calls that had finished and calls that never started (those it can safely run elsewhere).
@@ -46,7 +47,8 @@ class _Running:
 
 class ToolRunner:
     def __init__(self, adapter: Any, tools: dict[str, ToolInfo], *, host: HostClient,
-                 allow_pickle: bool = False, threads: int = 1) -> None:
+                 allow_pickle: bool = False, threads: int = 1,
+                 session_table: SessionTable | None = None) -> None:
         self.adapter = adapter
         self.threads = threads
         # Every call and stream holds one of these while it runs: at most `threads` at once,
@@ -57,7 +59,9 @@ class ToolRunner:
         self.host = host
         self.allow_pickle = allow_pickle
         self.sessions: dict[str, dict[str, Any]] = {}  # tool-visible state per session
-        self.session_meta: dict[str, tuple[float, dict[str, str]]] = {}
+        # sessions opened with InitializeSession (bounded: max_sessions, session_ttl_s)
+        self.session_table = SessionTable(10_000, 3600.0) if session_table is None \
+            else session_table
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
         self._running: dict[int, _Running] = {}
@@ -87,6 +91,8 @@ class ToolRunner:
 
     def _context(self, req: Any, timeout_ms: float) -> SessionContext:
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms > 0 else None
+        if req.session_id:
+            self.session_table.touch(req.session_id)
         return SessionContext(session_id=req.session_id, metadata=dict(req.metadata),
                               tool_name=req.tool_name, deadline=deadline,
                               sessions=self.sessions, host=self.host)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..protocol import pb, pb_grpc
+from ..protocol.frames import FrameError
 from . import telemetry
 from .runner import CallCancelled, StreamError, ToolRunner
 
@@ -78,34 +80,50 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
 
     def Heartbeat(self, request: Any, context: Any) -> Any:
         self.last_host_contact = time.monotonic()
-        valid = not request.session_id or request.session_id in self.runner.session_meta
+        table = self.runner.session_table
+        valid = not request.session_id or request.session_id in table
+        if request.session_id:
+            table.touch(request.session_id)
         return pb.HeartbeatResponse(server_time=_now(), session_valid=valid)
 
     def InitializeSession(self, request: Any, context: Any) -> Any:
-        self.runner.session_meta.setdefault(
-            request.session_id, (time.time(), dict(request.metadata)))
+        table = self.runner.session_table
+        opened, expired = table.open(request.session_id, dict(request.metadata))
+        for sid in expired:
+            self._end_session(sid)
+        if not opened:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"this worker holds {len(table)} sessions used in the last "
+                          f"{table.ttl_s:g} s (max_sessions); session {request.session_id!r} "
+                          "was not opened: clean up sessions you no longer need")
         self.runner.sessions.setdefault(request.session_id, {})
         return pb.InitializeSessionResponse(success=True, available_tools=self.tool_specs)
 
     def CleanupSession(self, request: Any, context: Any) -> Any:
-        state = self.runner.sessions.pop(request.session_id, None)
-        known = self.runner.session_meta.pop(request.session_id, None)
-        cleaned = len(state) if state else 0
-        if state is not None or known is not None:
+        known = self.runner.session_table.pop(request.session_id) is not None
+        state = self._end_session(request.session_id, known)
+        return pb.CleanupSessionResponse(success=state is not None or known,
+                                         resources_cleaned=len(state) if state else 0)
+
+    def _end_session(self, session_id: str, known: bool = True) -> dict[str, Any] | None:
+        """Drop a session's tool state and tell the adapter (its hook's failure is printed,
+        never raised). Returns the state it had."""
+        state = self.runner.sessions.pop(session_id, None)
+        if state is not None or known:
             try:
-                self.runner.adapter.on_session_end(request.session_id, state or {})
+                self.runner.adapter.on_session_end(session_id, state or {})
             except Exception:  # noqa: BLE001 - the hook's failure must not fail the cleanup
                 import traceback
 
                 traceback.print_exc()
-        return pb.CleanupSessionResponse(success=state is not None or known is not None,
-                                         resources_cleaned=cleaned)
+        return state
 
     def GetSession(self, request: Any, context: Any) -> Any:
-        created, metadata = self.runner.session_meta.get(request.session_id, (0.0, {}))
+        info = self.runner.session_table.get(request.session_id)
         ts = Timestamp()
-        ts.FromNanoseconds(int(created * 1e9))
-        return pb.GetSessionResponse(session_id=request.session_id, metadata=metadata,
+        ts.FromNanoseconds(int((info.created if info else 0.0) * 1e9))
+        return pb.GetSessionResponse(session_id=request.session_id,
+                                     metadata=info.metadata if info else {},
                                      created_at=ts, tool_count=len(self.tool_specs))
 
     @contextlib.contextmanager
@@ -225,6 +243,8 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
                         self.executor.submit(finish, call)
             except grpc.RpcError:
                 pass
+            except FrameError as exc:  # lane socket: the host sent what is not a frame
+                sys.stderr.write(f"pit worker: call lane closed: {exc}\n")
             finally:
                 done.put(_EOF)
 
