@@ -9,6 +9,7 @@ Pure functions (tests feed them recorded outputs). Causes:
     terminated SIGTERM / SIGINT from outside
     exit       it exited with a code (os._exit, sys.exit in a thread, ...)
     hung       the host killed it after missed heartbeats
+    cancel_timeout  the host killed it: a cancelled (timed-out) call did not stop in time
 
 Only causes a call can plausibly have provoked count towards poison calls and the circuit
 breaker (`ATTRIBUTABLE`): a worker killed from outside is nobody's call's fault.
@@ -21,7 +22,8 @@ import signal
 from pathlib import Path
 
 TAIL_BYTES = 4096
-ATTRIBUTABLE = frozenset({"oom", "segfault", "abort", "bus_error", "gpu", "exit", "hung"})
+ATTRIBUTABLE = frozenset({"oom", "segfault", "abort", "bus_error", "gpu", "exit", "hung",
+                          "cancel_timeout"})
 _GPU = re.compile(r"CUDA error|cudaError|CUBLAS_STATUS|CUDNN_STATUS|NCCL error|"
                   r"CUDA out of memory|hipError|HIP error|ROCm", re.I)
 _CGROUP_EVENTS = (Path("/sys/fs/cgroup/memory.events"),)
@@ -41,7 +43,10 @@ def oom_kill_count(paths: tuple[Path, ...] = _CGROUP_EVENTS) -> int | None:
 
 
 def classify(code: int | None, tail: str, *, oom_before: int | None = None,
-             oom_after: int | None = None, hung: bool = False) -> str:
+             oom_after: int | None = None, hung: bool = False, forced: str = "") -> str:
+    """The likely cause; ``forced`` (the host's own reason for killing it) wins."""
+    if forced:
+        return forced
     if hung:
         return "hung"
     if _GPU.search(tail):

@@ -184,7 +184,7 @@ def call(pool: AsyncPool, loop: LoopThread, req: Any, budget: float | None,
         if link.checkin(give_back=bool(w.max_requests and w.served >= w.max_requests)):
             loop.call_soon(lending.returned, link)
     except TimeoutError:
-        loop.call_soon(lending.abandoned, link, cid)
+        loop.call_soon(lending.abandoned, link, cid, req)
         w.errors += 1
         timeout_err = timed_out(req.tool_name, w)
         record(pool, req, time.monotonic() - started, timeout_err)
@@ -193,7 +193,7 @@ def call(pool: AsyncPool, loop: LoopThread, req: Any, budget: float | None,
         return _after_break(pool, loop, link, cid, req, deadline, idempotent, started, exc)
     except BaseException:  # KeyboardInterrupt and the like
         if sent and not answered:
-            loop.call_soon(lending.abandoned, link, cid)  # cancel it in the worker
+            loop.call_soon(lending.abandoned, link, cid, req)  # cancel it in the worker
         elif link.state is BUSY and link.checkin(give_back=True):
             loop.call_soon(lending.returned, link)
         raise

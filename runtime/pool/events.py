@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 REASON_EVENT = {"ttl": "worker.recycled", "requests": "worker.recycled",
                 "memory": "worker.recycled", "manual": "worker.recycled",
-                "hung": "worker.hung", "crashed": "worker.crashed"}
+                "hung": "worker.hung", "crashed": "worker.crashed",
+                "cancel_timeout": "worker.crashed"}
 
 
 def pool_event(name: str, pool: str, **measurements: Any) -> None:

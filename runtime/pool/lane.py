@@ -97,11 +97,11 @@ class Lane:
         self._max_batch_bytes = max_message_bytes // 2
         self._ids = itertools.count(1)
         # call id -> (on_done, deadline (loop time, inf: none), time sent); in send order
-        self.pending: dict[int, tuple[OnDone, float, float]] = {}
+        self.pending: dict[int, tuple[OnDone, float, float, Any]] = {}  # + request
         # One timer for all deadlines, armed at the earliest (a timer per call cost ~8 µs).
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._sweep_at = math.inf
-        self._abandoned: dict[int, asyncio.TimerHandle] = {}
+        self._abandoned: dict[int, tuple[asyncio.TimerHandle, Any]] = {}  # + request
         self._outbox: list[Any] = []
         self._closed = False  # fail_all or close: nothing more goes out
         self._link: _GrpcLink | SocketLink
@@ -136,7 +136,7 @@ class Lane:
         cid = self.next_id()
         now = self._loop.time()
         deadline = math.inf if timeout is None else now + timeout
-        self.pending[cid] = (on_done, deadline, now)
+        self.pending[cid] = (on_done, deadline, now, req)
         if deadline < self._sweep_at:
             self._arm(deadline)
         self._outbox.append(pb.LaneCall(
@@ -196,12 +196,12 @@ class Lane:
         """Time out every call past its deadline; re-arm for the earliest one left."""
         self._sweep_timer = None
         now = self._loop.time() + SWEEP_SLACK_S
-        overdue = [cid for cid, (_, deadline, _) in self.pending.items() if deadline <= now]
+        overdue = [cid for cid, entry in self.pending.items() if entry[1] <= now]
         for cid in overdue:
             self.abandon(cid, CallTimeout(f"call timed out on worker {self.worker.id}; the "
                                           "worker was told to cancel it",
                                           details={"worker": self.worker.id}))
-        self._arm(min((deadline for _, deadline, _ in self.pending.values()),
+        self._arm(min((entry[1] for entry in self.pending.values()),
                       default=math.inf))
 
     def abandon(self, cid: int, err: BaseException) -> None:
@@ -210,7 +210,8 @@ class Lane:
         if entry is None:
             return
         on_done = entry[0]
-        self._abandoned[cid] = self._loop.call_later(CANCEL_GRACE_S, self._overdue, cid)
+        self._abandoned[cid] = (self._loop.call_later(CANCEL_GRACE_S, self._overdue, cid),
+                                entry[3])
         self._loop.create_task(self.send_cancel(cid))
         self.worker.errors += 1
         deliver(on_done, None, err)
@@ -223,10 +224,9 @@ class Lane:
             await self._stub.CancelCalls(pb.CancelCallsRequest(call_ids=[cid]), timeout=1.0)
 
     def _overdue(self, cid: int) -> None:
-        if self._abandoned.pop(cid, None) is not None and self.worker.state != "dead":
-            self.worker.exit_reason = (f"was killed: a cancelled call did not stop within "
-                                       f"{CANCEL_GRACE_S:g} s")
-            self.worker.kill()
+        abandoned = self._abandoned.pop(cid, None)
+        if abandoned is not None:
+            self.worker.kill_stuck(abandoned[1])
 
     # --- the end ----------------------------------------------------------------------------
     def fail_all(self, progress: tuple[int, int] | None, message: str,
@@ -238,11 +238,11 @@ class Lane:
         self._link.stop_writing()
         self._outbox = []  # those calls are in `pending`: answered below
         pending, self.pending = self.pending, {}
-        for overdue in self._abandoned.values():
+        for overdue, _ in self._abandoned.values():
             overdue.cancel()
         self._abandoned.clear()
         self._arm(math.inf)
-        for cid, (on_done, _, _) in pending.items():
+        for cid, (on_done, *_) in pending.items():
             deliver(on_done, None, exit_error(cid, progress, message, details, error,
                                               lone=len(pending) == 1))
 

@@ -160,13 +160,13 @@ class Lending:
             link.close()
 
     # --- calls that went wrong ---------------------------------------------------------------
-    def abandoned(self, link: DirectLink, cid: int) -> None:
+    def abandoned(self, link: DirectLink, cid: int, req: Any) -> None:
         """A direct call ran out of time or its caller gave up: cancel it in the worker and
         drain its late answer, as the lane does for its calls."""
         self._forget(link)
-        self._spawn(self._finish_abandoned(link, cid))
+        self._spawn(self._finish_abandoned(link, cid, req))
 
-    async def _finish_abandoned(self, link: DirectLink, cid: int) -> None:
+    async def _finish_abandoned(self, link: DirectLink, cid: int, req: Any) -> None:
         w = link.worker
         await w.send_cancel(cid)
         loop = asyncio.get_running_loop()
@@ -174,10 +174,7 @@ class Lending:
             link.sock.setblocking(False)
             await asyncio.wait_for(self._drain(loop, link, cid), CANCEL_GRACE_S)
         except asyncio.TimeoutError:
-            if w.state != "dead":
-                w.exit_reason = (f"was killed: a cancelled call did not stop within "
-                                 f"{CANCEL_GRACE_S:g} s")
-                w.kill()
+            w.kill_stuck(req)
             self._drop(link)
             return
         except (OSError, EOFError, FrameError, DecodeError):

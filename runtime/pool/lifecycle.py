@@ -103,6 +103,7 @@ class Lifecycle:
             f"worker-{next(pool._ids)}", self.config, instance=pool.instance,
             on_free=pool.slot_freed, on_exit=self.worker_exited,
             pipeline=self.config.pipeline_depth)
+        worker.on_stuck = lambda _worker, req: pool.barrier.blame_stuck(req)
         worker.python, worker.bridge = pool.worker_python, pool.bridge
         worker.lending = pool.lending
         if self.replacing:
@@ -134,7 +135,7 @@ class Lifecycle:
         """A ready worker died on its own: drop it; the reconcile loop replaces it."""
         pool = self.pool
         if not worker.recycle_reason:
-            pool.record_event(worker, "crashed")
+            pool.record_event(worker, worker.forced_cause or "crashed")
         if worker.cause in ATTRIBUTABLE:
             pool.barrier.breaker.record_failure(worker.cause)
             self.crash_streak = self.crash_streak + 1 if worker.uptime() < YOUNG_S else 0

@@ -123,8 +123,9 @@ class CrashBarrier:
             crashes = self._poison.get(call_key(req), 0)
             if crashes >= self.poison_after:
                 return PoisonCall(
-                    f"call to {req.tool_name!r} with these arguments crashed {crashes} "
-                    "workers; refusing to run it again",
+                    f"call to {req.tool_name!r} with these arguments has cost {crashes} "
+                    "workers (they crashed, or were killed when it would not stop after a "
+                    "timeout); refusing to run it again",
                     details={"tool": req.tool_name, "crashes": crashes},
                     hint="fix the tool or its input; the quarantine ends when the pool restarts")
         return None
@@ -136,5 +137,10 @@ class CrashBarrier:
     def blame(self, req: Any, err: PitError) -> None:
         """A call was running when its worker died of a cause it may have provoked."""
         if err.details.get("culprit") and err.details.get("cause") in ATTRIBUTABLE:
-            key = call_key(req)
-            self._poison[key] = self._poison.get(key, 0) + 1
+            self.blame_stuck(req)
+
+    def blame_stuck(self, req: Any) -> None:
+        """Count a worker this call is known to have cost (it crashed it, or would not stop
+        when cancelled) towards its poison_after."""
+        key = call_key(req)
+        self._poison[key] = self._poison.get(key, 0) + 1

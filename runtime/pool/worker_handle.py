@@ -39,7 +39,7 @@ from . import crash
 from .events import worker_event
 from .forkserver import ForkServer
 from .instance import HostInstance
-from .lane import Lane, OnDone, deliver
+from .lane import CANCEL_GRACE_S, Lane, OnDone, deliver
 from .shm import Grant, WorkerShm
 from .telemetry_relay import relay
 
@@ -98,6 +98,9 @@ class WorkerHandle:
         self.was_ready = False
         self._oom_before: int | None = None
         self.exit_error: type[WorkerExit] = WorkerExit
+        self.forced_cause = ""  # why the host killed it, when it did ("cancel_timeout")
+        # called when a cancelled call would not stop and the worker is killed for it
+        self.on_stuck: Callable[[WorkerHandle, Any], None] | None = None
         self.exit_details: dict[str, Any] = {}
         self.missed_heartbeats = 0
         self.recycle_reason = ""  # why the pool ended (or is ending) this worker
@@ -287,7 +290,8 @@ class WorkerHandle:
         tail = crash.tail_text(list(self.output))
         self.cause = crash.classify(code, tail, oom_before=self._oom_before,
                                     oom_after=crash.oom_kill_count(),
-                                    hung=self.exit_error is WorkerHung)
+                                    hung=self.exit_error is WorkerHung,
+                                    forced=self.forced_cause)
         self.exit_reason = self.exit_reason or crash.describe(code, self.cause)
         details = {"worker": self.id, "pid": self.pid, "exit_code": code, "cause": self.cause,
                    "output_tail": tail, **self.exit_details}
@@ -523,6 +527,19 @@ class WorkerHandle:
         where = f"; its stacks are in {dump}" if dump else ""
         self.exit_reason = (f"was hung: no heartbeat answer for {silent_s:.1f} s, killed"
                             f"{where}")
+        self.kill()
+
+    def kill_stuck(self, req: Any) -> None:
+        """A cancelled call (timed out, or given up by its caller) did not stop within
+        CANCEL_GRACE_S: kill the worker, as that call's doing. Cause ``cancel_timeout``: the
+        call counts towards poison_after and the worker's death towards the circuit."""
+        if self.state == "dead" or self.forced_cause:
+            return
+        self.forced_cause = "cancel_timeout"
+        self.exit_reason = (f"was killed: a cancelled call to {req.tool_name!r} did not stop "
+                            f"within {CANCEL_GRACE_S:g} s")
+        if self.on_stuck is not None:
+            self.on_stuck(self, req)
         self.kill()
 
     def kill(self) -> None:

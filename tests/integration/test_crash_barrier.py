@@ -58,7 +58,7 @@ def test_idempotent_calls_are_retried_on_another_worker(tmp_path: Path) -> None:
 
 def test_a_call_that_keeps_killing_workers_is_quarantined() -> None:
     with Pool(size=2, poison_after=2, max_retries=5, circuit_threshold=100) as pool:
-        with pytest.raises(runtime.PoisonCall, match="crashed 2 workers"):
+        with pytest.raises(runtime.PoisonCall, match="cost 2 workers"):
             pool.execute("crash", {"code": 9}, idempotent=True, timeout=30)
         started = time.monotonic()
         with pytest.raises(runtime.PoisonCall):
@@ -67,6 +67,34 @@ def test_a_call_that_keeps_killing_workers_is_quarantined() -> None:
         with pytest.raises(runtime.WorkerExit):  # other arguments: not quarantined
             pool.execute("crash", {"code": 8}, timeout=30)
         assert wait_until(lambda: pool.stats().ready == 2, timeout=15)
+
+
+def test_a_call_stuck_in_c_past_its_timeout_is_quarantined() -> None:
+    # `block` sleeps in C: the cancel cannot stop it, so each timed-out call costs a worker
+    # (killed after the cancel grace). That is the call's doing: it counts for poison_after.
+    with Pool(adapter=SAMPLE, size=2, poison_after=2, circuit_threshold=100) as pool:
+        for n in (1, 2):
+            with pytest.raises(runtime.CallTimeout):
+                pool.execute("block", {"seconds": 1e9}, timeout=0.5)
+            assert wait_until(lambda n=n: pool.stats().recycles.get("cancel_timeout") == n
+                              and pool.stats().ready == 2, timeout=15)
+        pids = pool.pids()
+        with pytest.raises(runtime.PoisonCall, match="cost 2 workers"):
+            pool.execute("block", {"seconds": 1e9}, timeout=0.5)
+        assert pool.execute("block", {"seconds": 0.01}) == "woke"  # other arguments run
+        time.sleep(0.5)
+        assert pool.pids() == pids and pool.stats().recycles == {"cancel_timeout": 2}
+
+
+def test_calls_stuck_in_c_count_towards_the_circuit() -> None:
+    with Pool(adapter=SAMPLE, size=2, circuit_threshold=1, poison_after=100) as pool:
+        for n in (1, 2):
+            with pytest.raises(runtime.CallTimeout):
+                pool.execute("block", {"seconds": 1e9 + n}, timeout=0.5)
+            assert wait_until(lambda n=n: pool.stats().recycles.get("cancel_timeout") == n,
+                              timeout=15)
+        with pytest.raises(runtime.CircuitOpen, match="cancel_timeout, cancel_timeout"):
+            pool.execute("block", {"seconds": 0.01})
 
 
 def test_crash_storm_opens_the_circuit_then_it_closes() -> None:
