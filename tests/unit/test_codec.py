@@ -128,3 +128,18 @@ def test_a_non_json_value_does_not_import_numpy_and_arrays_still_encode() -> Non
     done = subprocess.run([sys.executable, "-c", _NO_NUMPY_UNTIL_AN_ARRAY],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.mark.parametrize("value, why", [
+    ({1, 2}, "set is not JSON"),
+    ({"a": [1, {2}]}, "dict holding a set, which is not JSON"),
+    ({1: "a", (2,): "b"}, "dict: Dict key must be str"),
+])
+def test_a_result_that_cannot_be_encoded_names_the_tool_and_the_type(value: object,
+                                                                     why: str) -> None:
+    resp = pb.ExecuteToolResponse()
+    with pytest.raises(codec.ResultNotEncodable) as info:
+        codec.encode_result(resp, value, tool_name="t")
+    assert str(info.value).startswith(f"tool 't' returned a value that cannot be encoded: {why}")
+    with pytest.raises(codec.ResultNotEncodable, match=r"tool 't' yielded a value \(chunk 3\)"):
+        codec.encode_chunk(value, "t", 3)
