@@ -39,6 +39,8 @@ _EXPORTS = {
     "load_config": "runtime.config",
     "PitError": "runtime.errors",
     "RemoteError": "runtime.errors",
+    "ResultError": "runtime.errors",
+    "ResultTooLarge": "runtime.errors",
     "CallTimeout": "runtime.errors",
     "QueueTimeout": "runtime.errors",
     "PoolSaturated": "runtime.errors",

@@ -113,6 +113,21 @@ class RemoteError(PitError):
     category = "remote_error"
 
 
+class ResultError(RemoteError):
+    """The tool ran and returned, but its result cannot reach the caller: it is not JSON,
+    bytes, a NumPy array or an allowed ``Pickled`` (the message names the tool and the type),
+    or the host cannot read it."""
+
+    category = "result_error"
+
+
+class ResultTooLarge(ResultError):
+    """A tool's result or stream chunk is over the pool's ``max_message_mb`` (the message
+    names its size and the limit)."""
+
+    category = "result_too_large"
+
+
 class CircuitOpen(PitError):
     category = "circuit_open"
 
@@ -132,7 +147,8 @@ _BY_CATEGORY: dict[str, type[PitError]] = {
         PoisonCall,
         WorkerStartError, SessionUnavailable, SessionWorkerUnavailable, SessionQuota,
         PoolNotFound, PoolNotReady, ToolNotFound,
-        InvalidArgument, RemoteError, CircuitOpen, ShutdownError, EnvironmentProblem,
+        InvalidArgument, RemoteError, ResultError, ResultTooLarge, CircuitOpen, ShutdownError,
+        EnvironmentProblem,
     )
 }
 

@@ -73,8 +73,10 @@ def run(
     The script reaches the pools through runtime.execute(...) or runtime.current_pools().
     With no config at all, one pool runs the built-in showcase adapter.
 
-    Exit codes: the script's own; 1 on an uncaught exception; 2 bad config or pool name;
-    5 workers failed to start; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+    Exit codes: the script's own; 1 on an uncaught exception (or another pit error); 2 bad
+    config, pool name or script path; 4 a pool's environment could not be built (its python
+    not found, uv or its requirements failed); 5 workers failed to start; 130 interrupted
+    (Ctrl-C); 143 terminated (SIGTERM).
     """
     code = run_script(script, list(args or []), pools=list(pool or []), config=config,
                       wait=not no_wait, debug=ctx.obj.debug)

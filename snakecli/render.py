@@ -71,11 +71,13 @@ def asdict(obj: Any) -> Any:
 
 @contextlib.contextmanager
 def progress(what: str) -> Iterator[Callable[[Any], None]]:
-    """A status line on stderr while ``what`` runs; the callback prints one line per pool."""
+    """A status line on stderr while ``what`` runs; the callback prints one line per pool
+    from its final `SetupRow` (env and adapter health both)."""
     with err_console.status(what + "..."):
-        def report(status: Any) -> None:
-            mark = "[green]ok[/]" if status.state in ("ready", "host") else "[red]failed[/]"
-            err_console.print(f"  {status.pool}: {mark} {status.state} {status.detail}",
+        def report(row: Any) -> None:
+            mark = "[green]ok[/]" if row.ok else "[red]failed[/]"
+            adapter = {None: "", True: ", adapter ok", False: ", adapter broken"}[row.healthy]
+            err_console.print(f"  {row.pool}: {mark} (env {row.env}{adapter}) {row.detail}",
                               markup=True, highlight=False)
         yield report
 

@@ -31,8 +31,10 @@ class SetupRow:
 
 def setup(cfg: PitConfig, *, pools: list[str] | None = None, check: bool = False,
           force: bool = False,
-          on_progress: Callable[[EnvStatus], None] | None = None) -> list[SetupRow]:
-    """Build or check the envs of ``pools`` (default: all). Never raises for one pool."""
+          on_progress: Callable[[SetupRow], None] | None = None) -> list[SetupRow]:
+    """Build or check the envs of ``pools`` (default: all). Never raises for one pool.
+    ``on_progress`` gets each pool's row as soon as it is final: its env built and its
+    adapter health-checked (not called with ``check``)."""
     unknown = [p for p in pools or [] if p not in cfg.pools]
     if unknown:
         raise ConfigError(f"no pool named {unknown[0]!r} in {cfg.path or 'the defaults'}",
@@ -42,16 +44,23 @@ def setup(cfg: PitConfig, *, pools: list[str] | None = None, check: bool = False
     if check:
         statuses = [status(p, cfg.state_dir, base) for p in chosen]
         return [SetupRow(s.pool, s.python, s.state, None, 0, s.detail) for s in statuses]
-    statuses = build_all(chosen, cfg.state_dir, base, force=force, on_done=on_progress)
-    rows = []
-    for pool, st in zip(chosen, statuses, strict=True):
+    rows: dict[str, SetupRow] = {}
+
+    def finish(st: EnvStatus) -> None:
+        # Health-checked here, in the pool's build thread, before anything is reported: a
+        # progress line must not say "ok" for a pool whose adapter then fails its check.
         if st.state not in ("host", "ready"):
-            rows.append(SetupRow(pool.name, st.python, st.state, None, 0, st.detail))
-            continue
-        h = health_check(pool, cfg.state_dir, base)
-        rows.append(SetupRow(pool.name, st.python, st.state, h.ok, len(h.tools),
-                             st.detail if h.ok else h.error))
-    return rows
+            row = SetupRow(st.pool, st.python, st.state, None, 0, st.detail)
+        else:
+            h = health_check(cfg.pools[st.pool], cfg.state_dir, base)
+            row = SetupRow(st.pool, st.python, st.state, h.ok, len(h.tools),
+                           st.detail if h.ok else h.error)
+        rows[st.pool] = row
+        if on_progress is not None:
+            on_progress(row)
+
+    build_all(chosen, cfg.state_dir, base, force=force, on_done=finish)
+    return [rows[pool.name] for pool in chosen]
 
 
 STARTER = {"pools": {"default": {"adapter": "runtime.adapters.showcase:ShowcaseAdapter",

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import telemetry
-from ..errors import CallTimeout, InvalidArgument, WorkerExit, from_payload
+from ..errors import CallTimeout, ResultError, WorkerExit, from_payload
 from ..protocol import codec
 from .affinity import session_slot
 from .lane import NotStarted
@@ -151,8 +151,10 @@ def answer(pool: AsyncPool, worker: WorkerHandle, req: Any,
         pool.barrier.breaker.record_success()
         try:
             return worker.decode_result(resp, tool), None
-        except (codec.CodecError, ValueError) as exc:
-            return None, InvalidArgument(str(exc))
+        except (codec.CodecError, ValueError) as exc:  # the result, not the arguments
+            return None, ResultError(f"the result of tool {tool!r} cannot be read: {exc}",
+                                     details={"tool": tool, "pool": pool.name,
+                                              "worker": worker.id})
     worker.errors += 1
     return None, from_payload(codec.decode_error(resp.error_message), tool,
                               {"tool": tool, "pool": pool.name, "worker": worker.id})

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from ..config import PoolConfig
-from ..errors import CallTimeout, RemoteError, WorkerExit, WorkerHung, WorkerStartError
+from ..errors import CallTimeout, WorkerExit, WorkerHung, WorkerStartError, from_payload
 from ..logs import logger
 from ..protocol import arrays, codec, pb, pb_grpc, shm
 from . import crash
@@ -455,12 +455,9 @@ class WorkerHandle:
             self.errors += 1
             return CallTimeout(f"call to {tool!r} timed out on worker {self.id}")
         if code == grpc.StatusCode.INTERNAL and exc.details().startswith("{"):
-            self.errors += 1
-            payload = codec.decode_error(exc.details())
-            rtype = payload.get("type", "Error")
-            return RemoteError(f"tool {tool!r} raised {rtype}: {payload.get('message', '')}",
-                               remote_type=rtype, remote_traceback=payload.get("traceback"),
-                               details={"tool": tool, "worker": self.id})
+            self.errors += 1  # an error payload: the same class a unary call would get
+            return from_payload(codec.decode_error(exc.details()), tool,
+                                {"tool": tool, "worker": self.id})
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._exited), EXIT_WAIT_S)
         if self.state == "dead" or self._exited.done():

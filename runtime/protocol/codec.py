@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 import traceback
 from collections.abc import Mapping
 from typing import Any
@@ -26,7 +27,6 @@ RESULT_URL = "type.googleapis.com/snakepit."
 BINARY_FORMAT = "binary_format:"
 MAP_FLAG = "pit_map"  # request metadata (pit extension): the call is a chunk of pool.map
 RESULT_FORMAT = "result_format"  # pit extension in response metadata: "bytes" | "pickle"
-_DUMP_OPTS = orjson.OPT_SERIALIZE_NUMPY
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
@@ -46,20 +46,59 @@ class CodecError(ValueError):
     """A value that cannot be put on (or taken off) the wire; the message names it."""
 
 
+class ResultNotEncodable(CodecError):
+    """A tool returned a value that cannot be sent back; the message names the tool and the
+    type. The host raises it as `runtime.ResultError` (the tool itself did not fail)."""
+
+
+class ResultTooLarge(CodecError):
+    """A tool's encoded result or stream chunk is over the pool's ``max_message_mb``; the
+    host raises it as `runtime.ResultTooLarge`."""
+
+
+RESULT_TYPES = ("return JSON types (dict, list, str, int, float, bool, None), bytes or NumPy "
+                "arrays, or wrap the value in runtime.Pickled(...) on a pool with "
+                "allow_pickle = true")
+
+
 def _default(value: Any) -> Any:
     if arrays.is_array(value):  # orjson serializes only C-contiguous arrays natively
         return value.tolist()
     raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
+def _dumps(value: Any) -> bytes:
+    # With OPT_SERIALIZE_NUMPY, orjson imports numpy the first time it meets a value it does
+    # not know (a set, a Decimal), 0.1-0.7 s and 12-18 MB in a worker that never needed it.
+    # A process without numpy imported cannot hold an array, so it asks for no numpy support.
+    option = orjson.OPT_SERIALIZE_NUMPY if "numpy" in sys.modules else 0
+    return orjson.dumps(value, option=option, default=_default)
+
+
 def dumps(value: Any, what: str) -> bytes:
     try:
-        return orjson.dumps(value, option=_DUMP_OPTS, default=_default)
+        return _dumps(value)
     except TypeError as exc:
         raise CodecError(
             f"{what} is not JSON-serializable ({type(value).__name__}: {exc}); send JSON data, "
             "bytes, or wrap it in Pickled(...) on a pool with allow_pickle = true"
         ) from None
+
+
+def dumps_result(value: Any, tool_name: str, did: str = "returned a value") -> bytes:
+    """A tool's return value (or what it yielded, says ``did``) as JSON; raises
+    ResultNotEncodable naming the tool and the type that is not JSON (the value's own, or one
+    inside it)."""
+    try:
+        return _dumps(value)
+    except TypeError as exc:
+        outer = type(value).__name__
+        inner = str(exc).removeprefix("Type is not JSON serializable: ")
+        why = (f"{outer} is not JSON" if inner == outer else
+               f"{outer} holding a {inner}, which is not JSON" if inner != str(exc) else
+               f"{outer}: {exc}")  # not a type: "Dict key must be str", a too-large int
+        raise ResultNotEncodable(f"tool {tool_name!r} {did} that cannot be encoded: {why}; "
+                                 f"{RESULT_TYPES}") from None
 
 
 def loads(data: bytes | str, what: str) -> Any:
@@ -189,10 +228,12 @@ def _kind(value: Any) -> str:
 
 
 def encode_result(resp: Any, value: Any, *, allow_pickle: bool = False,
-                  shm_out: str | None = None, raw_arrays_from: int = 0) -> None:
+                  shm_out: str | None = None, raw_arrays_from: int = 0,
+                  tool_name: str = "") -> None:
     """Put a tool's return value into an ExecuteToolResponse-shaped message; bytes go into the
     shared-memory arena ``shm_out`` (offered by the host) when they fit. NumPy arrays of
-    ``raw_arrays_from`` bytes or more (0: never) go raw (`runtime.protocol.arrays`)."""
+    ``raw_arrays_from`` bytes or more (0: never) go raw (`runtime.protocol.arrays`).
+    Raises ResultNotEncodable for a value that cannot be sent."""
     if raw_arrays_from and arrays.is_array(value) and value.nbytes >= raw_arrays_from:
         data, layout = arrays.to_raw(value)
         resp.metadata[arrays.RESULT] = layout
@@ -216,12 +257,13 @@ def encode_result(resp: Any, value: Any, *, allow_pickle: bool = False,
         resp.metadata[RESULT_FORMAT] = "bytes"
     elif isinstance(value, Pickled):
         if not allow_pickle:
-            raise CodecError("the tool returned Pickled(...) but the pool does not allow pickle")
+            raise ResultNotEncodable(f"tool {tool_name!r} returned Pickled(...) but the pool "
+                                     "does not allow pickle; set allow_pickle = true on it")
         resp.binary_result = pickle.dumps(value.value, protocol=5)
         resp.metadata[RESULT_FORMAT] = "pickle"
     else:
         resp.result.type_url = RESULT_URL + _kind(value)
-        resp.result.value = dumps(value, "the tool's result")
+        resp.result.value = dumps_result(value, tool_name)
     resp.success = True
 
 
@@ -287,7 +329,7 @@ def encode_chunk(value: Any, tool_name: str, n: int, *, final: bool = False) -> 
     if isinstance(value, _BYTES_LIKE):
         data, fmt = bytes(value), "bytes"
     else:
-        data, fmt = dumps(value, f"chunk {n} of {tool_name!r}"), None
+        data, fmt = dumps_result(value, tool_name, f"yielded a value (chunk {n})"), None
     chunk = pb.ToolChunk(chunk_id=f"{tool_name}-{n}", data=data, is_final=final)
     if fmt:
         chunk.metadata[RESULT_FORMAT] = fmt

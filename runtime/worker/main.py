@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import functools
 import importlib
 import json
@@ -247,9 +248,13 @@ def serve(ns: argparse.Namespace) -> int:
     stop = _StopSignal()
     # A forked worker starts with SIGTERM blocked (zygote._fork): one sent meanwhile lands now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    # A fatal signal (SIGSEGV in a C extension, SIGABRT, SIGBUS ...) prints the Python stack
+    # to stderr, which is the pipe the host keeps the tail of: the crash's WorkerExit then
+    # names the line that crashed instead of showing nothing. Only the crashing thread's: the
+    # host keeps the last 40 lines (worker_handle.OUTPUT_TAIL_LINES), and the stacks of a
+    # worker's ~6 idle threads would push the error and the crashing line out of them.
+    faulthandler.enable(file=sys.stderr, all_threads=False)
     if ns.stack_file:
-        import faulthandler
-
         # Dumped from the C signal handler: works even while a tool holds the GIL.
         stacks = open(ns.stack_file, "w")  # noqa: SIM115 - open for the process's lifetime
         faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)

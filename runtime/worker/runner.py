@@ -125,7 +125,8 @@ class ToolRunner:
             value = self._invoke(info, args, ctx, call_id)
             codec.encode_result(resp, value, allow_pickle=self.allow_pickle,
                                 shm_out=req.metadata.get(shm.OUT),
-                                raw_arrays_from=int(req.metadata.get(arrays.WANTED, 0)))
+                                raw_arrays_from=int(req.metadata.get(arrays.WANTED, 0)),
+                                tool_name=info.name)
         except BaseException as exc:  # noqa: BLE001 - a call must never take the worker down
             resp = error_response(exc, req)
         took_ms = (time.perf_counter() - started) * 1000
@@ -170,7 +171,7 @@ class ToolRunner:
                 if info.wants_ctx:
                     args["ctx"] = ctx
                 value = self._invoke(info, args, ctx, call_id)
-                out.append(["ok", orjson.Fragment(codec.dumps(value, "the tool's result"))])
+                out.append(["ok", orjson.Fragment(codec.dumps_result(value, info.name))])
             except CallCancelled as exc:
                 stopped = exc
                 out.append(["err", self._payload(exc, req)])
@@ -247,11 +248,14 @@ class ToolRunner:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(running.thread_id), ctypes.py_object(CallCancelled))
 
-    def too_large_response(self, req: Any, size: int, limit: int) -> Any:
-        err = ValueError(f"the result of {req.tool_name!r} is {size / 2**20:.1f} MiB, over "
-                         f"the {limit / 2**20:.0f} MiB message limit (max_message_mb); return "
-                         "a path or a handle instead, or raise max_message_mb")
-        return error_response(err, req, "invalid_argument")
+    def too_large_response(self, req: Any, size: int, limit: int,
+                           what: str = "the result") -> Any:
+        """The error answer for a result (or ``what`` else) over the message limit."""
+        err = codec.ResultTooLarge(
+            f"{what} of {req.tool_name!r} is {size / 2**20:.1f} MiB, over the "
+            f"{limit / 2**20:.0f} MiB message limit (max_message_mb); return a path or a "
+            "handle instead, or raise max_message_mb")
+        return error_response(err, req)
 
     def cancelled_response(self, req: Any) -> Any:
         return error_response(CallCancelled("call was cancelled"), req)
@@ -321,9 +325,13 @@ class _ToolMissing(LookupError):
 
 
 def _category(exc: BaseException) -> str:
+    # The categories name the side at fault: the caller's (tool_not_found, invalid_argument),
+    # the tool's result (result_*), the deadline, or the tool's own code (remote_error).
     return ("tool_not_found" if isinstance(exc, _ToolMissing)
             else "invalid_argument" if isinstance(exc, ArgumentError)
             else "timeout" if isinstance(exc, CallCancelled)
+            else "result_too_large" if isinstance(exc, codec.ResultTooLarge)
+            else "result_error" if isinstance(exc, codec.ResultNotEncodable)
             else "remote_error")
 
 

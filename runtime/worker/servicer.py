@@ -164,7 +164,7 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
                                             started.append):
                 if len(chunk.data) > self.max_result_bytes:
                     err = self.runner.too_large_response(request, len(chunk.data),
-                                                         self.max_result_bytes)
+                                                         self.max_result_bytes, "a stream chunk")
                     raise StreamError(err.error_message)
                 yield chunk
         except StreamError as exc:

@@ -19,6 +19,7 @@ its workers do not die with it.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import select
@@ -62,6 +63,9 @@ def serve(ns: argparse.Namespace) -> int:
     from .main import _arm_parent_death_signal, _StopSignal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A fatal signal while importing the adapter or in preload() names the crashing line in
+    # the output the host reports (main.serve does the same in each worker it forks).
+    faulthandler.enable(file=sys.stderr, all_threads=False)
     if not ns.independent:
         _arm_parent_death_signal()
         if ns.host_pid and os.getppid() != ns.host_pid:

@@ -286,6 +286,20 @@ class Preloaded(Adapter):
         return {"loaded_in": type(self).loaded_in, "pid": os.getpid(), "ppid": os.getppid()}
 
 
+class CrashingPreload(Adapter):
+    """Segfaults in the fork server, while it preloads for the workers it will fork."""
+
+    @classmethod
+    def preload(cls) -> None:
+        import ctypes
+
+        ctypes.string_at(0)
+
+    @tool
+    def ping(self) -> str:
+        return "pong"
+
+
 class SlowInit(Adapter):
     """initialize() takes PIT_TEST_INIT_S seconds (a model being loaded)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from runtime.errors import EXIT_CODES
 from snakecli.app import app
+from snakecli.run_cmd import EXIT_INTERRUPTED, EXIT_TERMINATED
 from tests.conftest import ROOT, pid_alive, wait_until
 
 PIT = [sys.executable, "-m", "snakecli"]
@@ -134,6 +137,33 @@ def test_help_explains_run() -> None:
     result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "100"})
     assert result.exit_code == 0
     assert "--pool" in result.output and "Exit codes" in result.output
+
+
+def documented_exit_codes(text: str) -> set[int]:
+    """The codes of an "Exit codes: the script's own; 1 ...; 2 ..." paragraph."""
+    para = " ".join(text.split("Exit codes:", 1)[1].split())
+    return {int(n) for n in re.findall(r"(?:^|[;,]) (\d+) ", para.split(". ")[0])}
+
+
+def test_every_exit_code_of_run_is_documented_in_help_and_readme() -> None:
+    # Besides the script's own: an uncaught exception, usage errors, the categories the CLI
+    # maps a start-up failure to, and the two signals.
+    produced = {1, 2, *EXIT_CODES.values(), EXIT_INTERRUPTED, EXIT_TERMINATED}
+    assert 4 in produced  # EnvironmentProblem (test_environment_failure_exits_4)
+    result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "100"})
+    assert documented_exit_codes(result.output) == produced
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## `pit run`", 1)[1].split("\n## ", 1)[0]
+    assert documented_exit_codes(section) == produced
+
+
+def test_environment_failure_exits_4(tmp_path: Path) -> None:
+    write(tmp_path / "pit.toml", '[pools.a]\npython = "3.99"\n')  # no such interpreter
+    write(tmp_path / "s.py", "print('never')\n")
+    out = pit("run", "s.py", cwd=tmp_path)
+    assert out.returncode == 4, out.stderr
+    assert "error (environment)" in out.stderr and "'3.99'" in out.stderr
+    assert "never" not in out.stdout
 
 
 def test_custom_example_with_a_user_adapter() -> None:

@@ -32,6 +32,17 @@ def test_crash_causes_are_named_with_the_output_tail() -> None:
             pool.execute("abort_now", timeout=15)
 
 
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_a_segfault_names_the_crashing_python_line(start_method: str) -> None:
+    with Pool(adapter=SAMPLE, size=1, start_method=start_method) as pool:
+        with pytest.raises(runtime.WorkerExit) as info:
+            pool.execute("segfault")
+        assert (pool._core.lifecycle.forkserver is not None) == (start_method == "forkserver")
+    tail = info.value.details["output_tail"]
+    assert "Fatal Python error: Segmentation fault" in tail  # faulthandler, in the worker
+    assert "sample.py" in tail and "in segfault" in tail     # the tool's own frame
+
+
 def test_calls_queued_behind_a_crash_run_elsewhere() -> None:
     with Pool(size=1) as pool:
         for _ in range(60):  # tiny calls: the worker gets pipelined

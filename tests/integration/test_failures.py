@@ -47,7 +47,7 @@ def test_unencodable_argument_fails_before_dispatch() -> None:
 def test_unserializable_result_and_sys_exit_do_not_kill_the_worker() -> None:
     with Pool(adapter=SAMPLE, size=1) as pool:
         pid = pool.pids()[0]
-        with pytest.raises(runtime.RemoteError, match="not JSON-serializable"):
+        with pytest.raises(runtime.ResultError, match="cannot be encoded"):
             pool.execute("unserializable")
         with pytest.raises(runtime.RemoteError, match=r"sys.exit\(4\)"):
             pool.execute("exit_now")
@@ -215,10 +215,53 @@ def test_oversized_payloads_fail_the_call_not_the_worker(lane_socket: bool) -> N
             pool.execute("record", {"tag": "x" * (3 * 1024 * 1024)})
         # Results and stream chunks over the limit: the worker answers with an error
         # instead of breaking its call lane.
-        with pytest.raises(runtime.InvalidArgument, match="message limit"):
+        with pytest.raises(runtime.ResultTooLarge, match="message limit"):
             pool.execute("make_bytes", {"n": 3 * 1024 * 1024})
-        with pytest.raises(runtime.RemoteError, match="message limit"):
+        with pytest.raises(runtime.ResultTooLarge,
+                           match=r"a stream chunk of 'make_chunks' is 3\.0 MiB, over the 2 MiB"):
             list(pool.stream("make_chunks", {"count": 2, "n": 3 * 1024 * 1024}))
         assert pool.execute("make_bytes", {"n": 1024 * 1024}) == b"x" * (1024 * 1024)
         assert pool.execute("get_history") == []
         assert pool.pids() == [pid]
+
+
+# The ways a blocking execute() reaches a worker (README "Performance"): each must report a
+# result that cannot come back the same way.
+CALL_PATHS = {
+    "direct": {},
+    "socket-lane": {"direct_calls": False},
+    "grpc-lane": {"direct_calls": False, "lane_socket": False},
+    "unary": {"direct_calls": False, "call_lane": False},
+}
+
+
+@pytest.mark.parametrize("path", list(CALL_PATHS))
+def test_a_result_that_cannot_come_back_is_named_as_the_result(path: str) -> None:
+    with Pool(adapter=SAMPLE, size=1, max_message_mb=2, **CALL_PATHS[path]) as pool:
+        pid = pool.pids()[0]
+
+        def on_this_path() -> bool:
+            lent = any(w.lent for w in pool.stats().workers)
+            return lent if path == "direct" else not lent
+
+        pool.execute("record", {"tag": "x"})  # after a call through the loop: lent
+        assert wait_until(on_this_path, timeout=2)
+        # Not "tool 'unserializable' raised CodecError": the tool did not fail, its value did.
+        with pytest.raises(runtime.ResultError) as info:
+            pool.execute("unserializable")
+        err = info.value
+        assert type(err) is runtime.ResultError and err.category == "result_error"
+        assert str(err).startswith("tool 'unserializable' returned a value that cannot be "
+                                   "encoded: set is not JSON; return JSON types")
+        assert "runtime.Pickled" in str(err) and "allow_pickle" in str(err)
+        # Not InvalidArgument: the caller's arguments were fine, the result was too big.
+        assert on_this_path()
+        with pytest.raises(runtime.ResultTooLarge) as too_big:
+            pool.execute("make_bytes", {"n": 3 * 1024 * 1024})
+        assert too_big.value.category == "result_too_large"
+        assert str(too_big.value).startswith(
+            "the result of 'make_bytes' is 3.0 MiB, over the 2 MiB message limit "
+            "(max_message_mb)")
+        [item] = pool.map("unserializable", [{}], return_exceptions=True)
+        assert type(item) is runtime.ResultError and "set is not JSON" in str(item)
+        assert pool.execute("get_history") == ["x"] and pool.pids() == [pid]

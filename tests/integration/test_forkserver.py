@@ -75,6 +75,13 @@ def test_spawn_start_method_and_a_broken_adapter_in_the_zygote() -> None:
     assert "No module named 'tests.adapters.no_such_module'" in str(err.value)
 
 
+def test_a_segfault_in_the_zygote_names_the_crashing_line() -> None:
+    with pytest.raises(WorkerStartError, match="fork server") as err:
+        Pool(adapter=f"{SAMPLE}:CrashingPreload", size=1).start()
+    assert "Fatal Python error: Segmentation fault" in str(err.value)
+    assert "sample.py" in str(err.value) and "in preload" in str(err.value)
+
+
 def test_a_fork_answered_while_the_pool_closes_is_killed() -> None:
     pool = Pool(size=1).start()
     zygote = zygote_pid(pool)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import orjson
 import pytest
 
@@ -97,3 +100,46 @@ def test_chunks() -> None:
     assert final.is_final and final.chunk_id == "count-3" and not final.data
     raw = pb.ToolChunk(data=b"plain text")
     assert codec.decode_chunk(raw) == "plain text"
+
+
+_NO_NUMPY_UNTIL_AN_ARRAY = """
+import sys
+from decimal import Decimal
+from runtime.protocol import codec, pb
+assert "numpy" not in sys.modules, "importing the codec imported numpy"
+for value in ({1, 2}, Decimal(1), object()):
+    try:
+        codec.encode_result(pb.ExecuteToolResponse(), value)
+    except codec.CodecError:
+        pass
+    else:
+        raise AssertionError(f"{value!r} encoded")
+assert "numpy" not in sys.modules, "a non-JSON result imported numpy"
+import numpy as np
+assert codec.dumps(np.arange(3), "x") == b"[0,1,2]"
+assert codec.dumps({"a": np.arange(6).reshape(2, 3).T, "n": np.int64(5)}, "x") == (
+    b'{"a":[[0,3],[1,4],[2,5]],"n":5}')
+print("ok")
+"""
+
+
+def test_a_non_json_value_does_not_import_numpy_and_arrays_still_encode() -> None:
+    # A fresh interpreter: this test process may have imported numpy already.
+    done = subprocess.run([sys.executable, "-c", _NO_NUMPY_UNTIL_AN_ARRAY],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.mark.parametrize("value, why", [
+    ({1, 2}, "set is not JSON"),
+    ({"a": [1, {2}]}, "dict holding a set, which is not JSON"),
+    ({1: "a", (2,): "b"}, "dict: Dict key must be str"),
+])
+def test_a_result_that_cannot_be_encoded_names_the_tool_and_the_type(value: object,
+                                                                     why: str) -> None:
+    resp = pb.ExecuteToolResponse()
+    with pytest.raises(codec.ResultNotEncodable) as info:
+        codec.encode_result(resp, value, tool_name="t")
+    assert str(info.value).startswith(f"tool 't' returned a value that cannot be encoded: {why}")
+    with pytest.raises(codec.ResultNotEncodable, match=r"tool 't' yielded a value \(chunk 3\)"):
+        codec.encode_chunk(value, "t", 3)
