@@ -75,32 +75,53 @@ def _dead_reason(row: InstanceRow, force: bool) -> str | None:
     return None
 
 
-def terminate_group(row: WorkerRow, grace: float = TERM_GRACE_S) -> str:
-    """SIGTERM the worker's process group, SIGKILL after ``grace``. Returns an error or ''."""
-    if not is_our_worker(row):
-        return "not ours any more"
+def terminate_groups(rows: list[WorkerRow], grace: float = TERM_GRACE_S) -> list[str]:
+    """SIGTERM the process group of every worker first, then wait once, up to ``grace``, for
+    all of them together; SIGKILL those left and wait up to ``grace`` again. A worker's own
+    shutdown may take its whole grace (its host's connections held open), so one at a time
+    would cost ``len(rows)`` graces. Each row is checked to still be pit's worker right before
+    its signal. Returns one error per row ('' when it is gone)."""
+    errors = ["" for _ in rows]
+    sent: list[int] = []  # indexes of the rows signalled
+    for i, row in enumerate(rows):
+        if not is_our_worker(row):
+            errors[i] = "not ours any more"
+            continue
+        errors[i] = _signal(row, signal.SIGTERM)
+        if not errors[i]:
+            sent.append(i)
+    sent = _alive_after(rows, sent, grace)
+    for i in sent:  # still the processes signalled: process_alive compares the start time
+        errors[i] = _signal(rows[i], signal.SIGKILL)
+    for i in _alive_after(rows, sent, grace):
+        errors[i] = errors[i] or "still running"
+    return errors
+
+
+def _alive_after(rows: list[WorkerRow], indexes: list[int], grace: float) -> list[int]:
+    """Wait up to ``grace`` for the processes of ``rows[indexes]`` to end; those still
+    alive."""
+    deadline = time.monotonic() + grace
+    while True:
+        indexes = [i for i in indexes if process_alive(rows[i].pid, rows[i].create_time)]
+        if not indexes or time.monotonic() >= deadline:
+            return indexes
+        time.sleep(0.02)
+
+
+def _signal(row: WorkerRow, sig: int) -> str:
+    """Send ``sig`` to the group the worker leads (else to the worker); an error or ''."""
     pgid = row.pgid if row.pgid == row.pid else None  # only a group the worker leads
-
-    def send(sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            if pgid is not None:
-                os.killpg(pgid, sig)
-            else:
-                os.kill(row.pid, sig)
-
     try:
-        send(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and process_alive(row.pid, row.create_time):
-            time.sleep(0.02)
-        if process_alive(row.pid, row.create_time):
-            send(signal.SIGKILL)
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and process_alive(row.pid, row.create_time):
-                time.sleep(0.02)
+        if pgid is not None:
+            os.killpg(pgid, sig)
+        else:
+            os.kill(row.pid, sig)
+    except ProcessLookupError:
+        pass  # gone already
     except PermissionError as exc:
         return str(exc)
-    return "" if not process_alive(row.pid, row.create_time) else "still running"
+    return ""
 
 
 def cleanup(state_dir: Path, *, dry_run: bool = False, force: bool = False,
@@ -110,6 +131,7 @@ def cleanup(state_dir: Path, *, dry_run: bool = False, force: bool = False,
     registry = Registry(state_dir)
     items: list[CleanupItem] = []
     known_run_dirs: set[str] = set()
+    dead: list[tuple[InstanceRow, str, list[WorkerRow]]] = []
     for inst in registry.instances():
         if inst.instance_id == exclude_instance:
             if inst.run_dir:
@@ -120,12 +142,17 @@ def cleanup(state_dir: Path, *, dry_run: bool = False, force: bool = False,
             if inst.run_dir:
                 known_run_dirs.add(inst.run_dir)
             continue
-        for w in registry.workers(inst.instance_id):
-            if is_our_worker(w):
-                err = "" if dry_run else terminate_group(w)
-                items.append(CleanupItem("worker", str(w.pid), inst.instance_id,
-                                         f"orphan of {reason}", "terminate", w.pool,
-                                         w.worker_id, done=not dry_run and not err, error=err))
+        dead.append((inst, reason, [w for w in registry.workers(inst.instance_id)
+                                    if is_our_worker(w)]))
+    # Every orphan of every dead host is signalled before any is waited for.
+    orphans = [w for _, _, workers in dead for w in workers]
+    errors = iter([""] * len(orphans) if dry_run else terminate_groups(orphans))
+    for inst, reason, workers in dead:
+        for w in workers:
+            err = next(errors)
+            items.append(CleanupItem("worker", str(w.pid), inst.instance_id,
+                                     f"orphan of {reason}", "terminate", w.pool,
+                                     w.worker_id, done=not dry_run and not err, error=err))
         for arena in leftover_arenas(inst.instance_id):
             if not dry_run:
                 with contextlib.suppress(OSError):

@@ -322,6 +322,51 @@ def _telemetry(table: Any, where: str) -> TelemetryConfig:
     return TelemetryConfig(prometheus_port=port)
 
 
+@dataclass(frozen=True, slots=True)
+class StateDirGuess:
+    """The state dir `pit cleanup` uses when the config cannot be loaded."""
+
+    path: Path
+    source: str  # "PIT_STATE_DIR" | "the config's state_dir" | "the default"
+    error: ConfigError  # why the config could not be loaded
+
+
+def state_dir_despite(error: ConfigError, cwd: Path | None = None) -> StateDirGuess:
+    """Where the state dir is although loading the config raised ``error``: cleaning up
+    orphans must not depend on a config that may have been broken since they were started.
+
+    ``PIT_STATE_DIR``; else the config's top-level ``state_dir`` when its TOML still parses;
+    else ``.pit/`` beside the config (or in ``cwd``). A guess other than ``PIT_STATE_DIR``
+    counts only when that directory exists; otherwise ``error`` is raised again (with a hint
+    to name the state dir), since a cleanup that finds nothing would hide where the orphans
+    really are."""
+    env = os.environ.get(PIT_STATE_DIR)
+    if env:
+        return StateDirGuess(Path(env).resolve(), PIT_STATE_DIR, error)
+    try:
+        found = find_config(cwd)
+    except ConfigError:
+        found = None  # PIT_CONFIG names no file, or a pyproject.toml on the way is broken
+    configured: Any = None
+    if found is not None:
+        try:
+            raw = _read(found)
+            data = raw.get("tool", {}).get("pit", {}) if found.name == "pyproject.toml" else raw
+            configured = data.get("state_dir") if isinstance(data, Mapping) else None
+        except ConfigError:
+            pass  # not even TOML: only the default is left
+    base = found.parent if found is not None else (cwd or Path.cwd())
+    if isinstance(configured, str):
+        guess = StateDirGuess((base / configured).resolve(), "the config's state_dir", error)
+    else:
+        guess = StateDirGuess((base / ".pit").resolve(), "the default", error)
+    if not guess.path.is_dir():
+        raise ConfigError(error.message, details=error.details, hint=(
+            error.hint or f"fix the config, or name the state dir: --state-dir DIR or "
+                          f"{PIT_STATE_DIR}=DIR")) from error
+    return guess
+
+
 def state_dir(config_path: Path | None = None, configured: Any = None) -> Path:
     env = os.environ.get(PIT_STATE_DIR)
     if env:

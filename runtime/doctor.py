@@ -1,6 +1,8 @@
 """The checks behind `pit doctor`: each returns pass / warn / fail with one remediation line.
 
-A check that breaks is reported as a failed check; it never stops the others.
+A check that raises pit's own error (`PitError`: a missing interpreter, a broken env) fails
+with that error's message and hint; one that breaks otherwise is reported as a failed check
+naming a pit bug. Neither stops the others.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import PitConfig, PoolConfig, load_config
+from .errors import PitError
 
 SOCKET_LIMIT = 100
 
@@ -28,6 +32,8 @@ class Check:
 def _guard(name: str, fn: Callable[[], Check]) -> Check:
     try:
         return fn()
+    except PitError as exc:  # what the check is there to find: an ordinary failure
+        return Check(name, "fail", exc.message, exc.hint or "fix what the message names")
     except Exception as exc:  # noqa: BLE001 - a broken check is a failed check
         return Check(name, "fail", f"the check itself failed: {type(exc).__name__}: {exc}",
                      "report this as a pit bug")
@@ -85,11 +91,26 @@ def _uv() -> Check:
 
 
 def _interpreters() -> Check:
+    """The interpreters a pool's ``python`` may name; older ones are set apart, since pools
+    refuse them."""
     from .envs import discover
+    from .envs.interpreters import MIN_WORKER_PYTHON, supported
 
-    found = discover()
-    return Check("interpreters", "pass", ", ".join(f"{i.version_text} ({i.path})"
-                                                   for i in found) or "none found")
+    found = sorted(discover(), key=lambda i: i.version)  # oldest first, numerically
+
+    def listing(interps: list[Any]) -> str:
+        return ", ".join(f"{i.version_text} ({i.path})" for i in interps)
+
+    usable = [i for i in found if supported(i)]
+    old = [i for i in found if not supported(i)]
+    if not old:
+        return Check("interpreters", "pass", listing(usable) or "none found")
+    minimum = ".".join(map(str, MIN_WORKER_PYTHON))
+    return Check("interpreters", "warn",
+                 f"{listing(usable) or 'none usable'}; too old for pit workers (Python < "
+                 f"{minimum}), pools refuse them: {listing(old)}",
+                 f"a pool's python must be {minimum} or newer; pick one of the others or "
+                 "install one (pyenv install 3.12)")
 
 
 def _pool_checks(pool: PoolConfig, cfg: PitConfig, base: Path) -> list[Check]:
@@ -178,9 +199,10 @@ def _pool_checks(pool: PoolConfig, cfg: PitConfig, base: Path) -> list[Check]:
 
     resolved = _guard(f"{prefix}: python", python)
     out.append(resolved)
-    env_check = _guard(f"{prefix}: env", env)
-    out.append(env_check)
     if resolved.status == "pass":
+        # Without its interpreter the env cannot be built: reported once, above.
+        env_check = _guard(f"{prefix}: env", env)
+        out.append(env_check)
         out.append(_guard(f"{prefix}: grpc", grpc))
         # A stale or missing env is reported once, above, not again as unmet requirements.
         if env_check.status == "pass" and pool.requirements and \

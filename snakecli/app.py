@@ -98,13 +98,25 @@ def cleanup_cmd(
     """Remove what dead pit hosts left behind: worker processes, run dirs, registry rows.
 
     Only processes proven to be pit's (pid, start time and the markers on their command
-    line match the registry) are signalled. Exit code 0 when nothing is left behind, 1 when
-    something could not be removed (or, with --dry-run, when something would be).
+    line match the registry) are signalled. A broken config does not stop it: it then uses
+    PIT_STATE_DIR or the default state dir, and says so. Exit code 0 when nothing is left
+    behind, 1 when something could not be removed (or, with --dry-run, when something would
+    be), 2 when the config is broken and no state dir could be found without it.
     """
     from runtime.cleanup import cleanup
-    from runtime.config import load_config
+    from runtime.config import load_config, state_dir_despite
+    from runtime.errors import ConfigError
 
-    directory = state_dir.resolve() if state_dir else load_config().state_dir
+    try:
+        directory = state_dir.resolve() if state_dir else load_config().state_dir
+    except ConfigError as exc:
+        try:
+            guess = state_dir_despite(exc)
+        except ConfigError as unguessable:
+            render.print_error(unguessable, debug=ctx.obj.debug)
+            raise typer.Exit(EXIT_CODES["config"]) from None
+        render.print_state_dir_guess(guess)
+        directory = guess.path
     if force and not yes and not dry_run:
         if not sys.stdin.isatty():
             render.err_console.print("--force stops workers of live hosts: add --yes to "

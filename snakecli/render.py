@@ -31,6 +31,14 @@ def print_error(exc: BaseException, *, debug: bool = False) -> None:
         err_console.print(str(exc), markup=False)
 
 
+def print_state_dir_guess(guess: Any) -> None:
+    """Say on stderr that the config is broken and which state dir is used instead."""
+    err_console.print("[yellow]warning[/] [dim](config)[/]: the config is broken: ", end="")
+    err_console.print(guess.error.message, markup=False)
+    err_console.print(f"using the state dir {guess.path} ({guess.source}) instead",
+                      markup=False)
+
+
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 

@@ -1,8 +1,14 @@
-"""Shared fixtures: an isolated state dir per test, and a check that no worker survives it."""
+"""Shared fixtures: an isolated state dir per test, and a check that the test left nothing
+behind: no worker process, shared-memory arena or run dir of the hosts it started.
+
+The check looks only at what the test itself started (the hosts registered in its own state
+dir, and the workers of this pytest process): another pit process on the machine (a second
+checkout's tests, a demo) has arenas and workers of its own that are none of its business.
+"""
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -11,44 +17,88 @@ from pathlib import Path
 import psutil
 import pytest
 
+from runtime.cleanup import leftover_arenas
+from runtime.registry import DB_NAME, InstanceRow, connect, flag
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def worker_processes(host_pid: int) -> list[psutil.Process]:
     """Live worker processes whose host is ``host_pid`` (from their --host-pid marker)."""
+    return pit_processes(host_pid=host_pid)
+
+
+def pit_processes(*, host_pid: int | None = None,
+                  instance_ids: frozenset[str] = frozenset()) -> list[psutil.Process]:
+    """Live pit worker and fork-server processes whose host is ``host_pid`` (--host-pid) or
+    whose instance is one of ``instance_ids`` (--run-id)."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
             cmd = proc.info["cmdline"] or []
-            if ("runtime.worker" in cmd and "--host-pid" in cmd
-                    and cmd[cmd.index("--host-pid") + 1] == str(host_pid)
-                    and proc.status() != psutil.STATUS_ZOMBIE):
+            if "runtime.worker" in cmd and (
+                    (host_pid is not None and flag(cmd, "--host-pid") == str(host_pid))
+                    or flag(cmd, "--run-id") in instance_ids) \
+                    and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
-        except (psutil.NoSuchProcess, IndexError):
+        except psutil.NoSuchProcess:
             continue
     return found
 
 
+def registered_instances(state: Path) -> list[InstanceRow]:
+    """Every host registered in ``state``, running or ended: the hosts a test started (in
+    this process or in a subprocess it gave the same PIT_STATE_DIR)."""
+    if not (state / DB_NAME).exists():
+        return []
+    conn = connect(state)
+    try:
+        return [InstanceRow(*r) for r in conn.execute(
+            "SELECT instance_id, token, pid, create_time, control_address, config_path, "
+            "run_dir, pools, started_at, ended_at FROM instances")]
+    finally:
+        conn.close()
+
+
+def left_behind(instances: list[InstanceRow]) -> tuple[list[str], list[str]]:
+    """(shared-memory arenas, run dirs) that these hosts left: arenas are named
+    ``pit-<instance id>-...``, so those of other pit processes never count; a run dir counts
+    once its host has stopped cleanly (a killed host's is `pit cleanup`'s to remove)."""
+    arenas: list[str] = []
+    run_dirs: list[str] = []
+    for inst in instances:
+        arenas += leftover_arenas(inst.instance_id)
+        if inst.ended_at is not None and inst.run_dir and Path(inst.run_dir).exists():
+            run_dirs.append(inst.run_dir)
+    return arenas, run_dirs
+
+
 @pytest.fixture(autouse=True)
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Each test gets its own PIT_STATE_DIR; afterwards no worker of it may be alive."""
+    """Each test gets its own PIT_STATE_DIR; afterwards nothing of what it started may be
+    left: worker processes, shared-memory arenas, run dirs."""
     state = tmp_path / "state"
     monkeypatch.setenv("PIT_STATE_DIR", str(state))
     monkeypatch.setenv("PIT_INDEX_DIR", str(tmp_path / "index"))  # never the user's own
     monkeypatch.delenv("PIT_CONFIG", raising=False)
     monkeypatch.chdir(ROOT)
-    arenas_before = set(glob.glob("/dev/shm/pit-*"))
     yield state
+    instances = registered_instances(state)
+    ids = frozenset(i.instance_id for i in instances)
     deadline = time.monotonic() + 5
-    left = worker_processes(os.getpid())
+    left = pit_processes(host_pid=os.getpid(), instance_ids=ids)
     while left and time.monotonic() < deadline:
         time.sleep(0.05)
         left = [p for p in left if pid_alive(p.pid)]
     for proc in left:
         proc.kill()
     assert not left, f"worker processes left alive: {[p.pid for p in left]}"
-    leaked = set(glob.glob("/dev/shm/pit-*")) - arenas_before
-    assert not leaked, f"shared-memory arenas left behind: {sorted(leaked)}"
+    arenas, run_dirs = left_behind(instances)
+    for arena in arenas:  # reported below; not left to fill /dev/shm
+        with contextlib.suppress(OSError):
+            os.unlink(arena)
+    assert not arenas, f"shared-memory arenas left behind: {arenas}"
+    assert not run_dirs, f"run dirs left behind: {run_dirs}"
 
 
 def pid_alive(pid: int) -> bool:

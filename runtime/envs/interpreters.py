@@ -81,6 +81,16 @@ def discover() -> list[Interpreter]:
     return sorted(seen.values(), key=lambda i: i.version, reverse=True)
 
 
+def supported(interp: Interpreter) -> bool:
+    """Can pit's workers run on it (Python >= MIN_WORKER_PYTHON)?"""
+    return interp.version[:2] >= MIN_WORKER_PYTHON
+
+
+def versions_text(found: list[Interpreter]) -> str:
+    """Distinct versions, oldest first, compared as numbers ("3.10" after "3.9")."""
+    return ", ".join(".".join(map(str, v)) for v in sorted({i.version for i in found}))
+
+
 def _matches(interp: Interpreter, request: str) -> bool:
     want = request.split(".")
     have = list(map(str, interp.version))
@@ -119,16 +129,18 @@ def resolve(request: str | None, host_python: str) -> Interpreter:
     for interp in candidates:
         if _matches(interp, request):
             return _check_supported(interp, request)
-    available = ", ".join(sorted({i.version_text for i in candidates}, reverse=True)) or "none"
+    available = versions_text([i for i in candidates if supported(i)]) or "none"
+    too_old = versions_text([i for i in candidates if not supported(i)])
     raise EnvironmentProblem(
-        f"python = {request!r}: no installed interpreter matches; found: {available}",
+        f"python = {request!r}: no installed interpreter matches; found: {available}"
+        + (f" (too old for pit workers: {too_old})" if too_old else ""),
         details={"requested": request, "found": available},
         hint="install that version (pyenv install, apt, ...) or pick one of those found; "
              "pit does not download interpreters (this machine may be offline)")
 
 
 def _check_supported(interp: Interpreter, request: str) -> Interpreter:
-    if interp.version[:2] < MIN_WORKER_PYTHON:
+    if not supported(interp):
         raise EnvironmentProblem(
             f"python = {request!r} resolves to Python {interp.version_text} ({interp.path}); "
             f"pit workers need Python >= {'.'.join(map(str, MIN_WORKER_PYTHON))}",

@@ -6,7 +6,9 @@ A forked worker is not the host's child, so `ForkedProcess` stands in for
 comes through a pipe the host made and handed over with the request, its exit code from the
 zygote's ``exit`` message. If the zygote dies, its workers keep running; the host then
 watches each through a pidfd (exit code unknown: reported as "is gone") and starts a new
-zygote for the next worker.
+zygote for the next worker. A zygote that could not load the adapter is not restarted on its
+own: the spawns that were waiting for it get its error (with that run's output only), and only
+a later spawn (a replacement, after the pool's backoff) tries a new one.
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ class ForkServer:
         self._tasks: list[asyncio.Task[Any]] = []
         self._closing = False
         self._restart: asyncio.Task[None] | None = None
+        self._load_failure: str | None = None  # the current run's "failed" message
+        self.start_error: WorkerStartError | None = None  # why the last start() failed
 
     @property
     def alive(self) -> bool:
@@ -107,6 +111,10 @@ class ForkServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._closing = False
+        self._load_failure = self.start_error = None
+        # A fresh tail per run: a late line of the previous zygote must not land in this
+        # one's error.
+        self.output = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [self.python, "-m", "runtime.worker", "--zygote", *self.common_argv,
                 "--control-fd", str(theirs.fileno())]
@@ -128,8 +136,11 @@ class ForkServer:
         self.generation += 1
         self.row_id = f"fork-server-{self.generation}"
         self._ready = loop.create_future()
+        # Its exception is raised by the wait below; if that wait was cancelled (the pool
+        # closing meanwhile) nobody else will read it, and asyncio would print it at exit.
+        self._ready.add_done_callback(_retrieve)
         loop.add_reader(ours.fileno(), self._on_message)
-        self._tasks = [loop.create_task(self._pump_output(self._proc)),
+        self._tasks = [loop.create_task(self._pump_output(self._proc, self.output)),
                        loop.create_task(self._watch_exit(self._proc, self.row_id))]
         if self._registry is not None:
             self._registry.worker_started(
@@ -139,10 +150,15 @@ class ForkServer:
             info = await asyncio.wait_for(asyncio.shield(self._ready), self.startup_timeout)
         except asyncio.TimeoutError:
             await self.close()
-            raise self._error(f"was not ready within {self.startup_timeout:g} s") from None
-        except WorkerStartError:
+            self.start_error = self._error(f"was not ready within {self.startup_timeout:g} s")
+            raise self.start_error from None
+        except WorkerStartError as exc:
             await self._wait_gone()
-            raise
+            # Built now that its output is complete: the "failed" message can arrive before
+            # the traceback the zygote wrote to its pipe.
+            self.start_error = exc if self._load_failure is None else \
+                self._error(f"could not load the adapter: {self._load_failure}")
+            raise self.start_error from None
         self.fork_safe = bool(info.get("fork_safe", True))
         if info.get("threads", 1) > 1:
             log.warning("pool %r: the fork server runs %d threads; forking may deadlock",
@@ -157,10 +173,12 @@ class ForkServer:
                  f"--adapter {self.common_argv[1] if len(self.common_argv) > 1 else '...'}")
 
     async def _wait_gone(self) -> None:
+        """Wait (bounded) for the zygote to exit and for its output up to the end."""
         if self._proc is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._proc.wait(), 2.0)
-        await asyncio.sleep(0.05)  # the last output lines
+        if self._tasks:  # the output pump ends at the pipe's EOF
+            await asyncio.wait(self._tasks[:1], timeout=0.5)
 
     def _on_message(self) -> bool:
         """Handle one message from the zygote; False when there was none to read."""
@@ -179,8 +197,9 @@ class ForkServer:
         if op == "ready" and self._ready is not None and not self._ready.done():
             self._ready.set_result(msg)
         elif op == "failed" and self._ready is not None and not self._ready.done():
+            self._load_failure = str(msg.get("message", ""))
             self._ready.set_exception(self._error(f"could not load the adapter: "
-                                                  f"{msg.get('message', '')}"))
+                                                  f"{self._load_failure}"))
         elif op == "forked":
             child = ForkedProcess(int(msg["pid"]), asyncio.get_running_loop())
             self._children[child.pid] = child  # before any "exit" message can arrive
@@ -234,8 +253,10 @@ class ForkServer:
                 _kill(child)
             child.watch_without_parent()
         self._children.clear()
-        if not self._closing and self._restart is None and self._proc is not None:
+        if not self._closing and self._restart is None and self._proc is not None and \
+                self._load_failure is None:
             # supervised: a new zygote now, so the next replacement does not wait for one
+            # (not after a load failure: a new one would fail the same way, at once)
             self._restart = asyncio.get_running_loop().create_task(self._start_again())
 
     async def _start_again(self) -> None:
@@ -247,11 +268,12 @@ class ForkServer:
         finally:
             self._restart = None
 
-    async def _pump_output(self, proc: asyncio.subprocess.Process) -> None:
+    async def _pump_output(self, proc: asyncio.subprocess.Process,
+                           output: collections.deque[str]) -> None:
         assert proc.stdout is not None
         async for raw in proc.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.output.append(line)
+            output.append(line)
             log.debug("[%s/fork-server] %s", self.pool, line)
 
     async def _watch_exit(self, proc: asyncio.subprocess.Process, row_id: str) -> None:
@@ -263,8 +285,14 @@ class ForkServer:
             self._lost()
 
     async def spawn_ready(self) -> None:
-        """Start the zygote unless it runs (again, after it died)."""
+        """Start the zygote unless it runs (again, after it died). Raises WorkerStartError.
+
+        Callers that waited while another one's start failed get that failure: the workers
+        a pool starts together would otherwise each start (and fail) a zygote of their own."""
+        generation = self.generation
         async with self._lock:
+            if self.generation != generation and self.start_error is not None:
+                raise self.start_error
             if not self.alive:
                 if self._proc is not None:
                     log.warning("pool %r: the fork server is gone; starting a new one",
@@ -347,6 +375,11 @@ class ForkServer:
         if self._unwanted:
             log.warning("pool %r: %d fork request(s) unanswered at close", self.pool,
                         len(self._unwanted))
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _kill(child: ForkedProcess) -> None:

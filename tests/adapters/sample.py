@@ -215,6 +215,39 @@ class CleanupMarker(Adapter):
             fh.write(str(os.getpid()))
 
 
+class IgnoresTerm(Adapter):
+    """Survives SIGTERM (only SIGKILL ends it). Each worker leaves its pid in
+    $PIT_TEST_TERM_DIR; on SIGTERM it appends to term.log there a JSON line with its pid and
+    how many of those workers were alive at that moment."""
+
+    def initialize(self) -> None:
+        import signal
+
+        self.folder = os.environ["PIT_TEST_TERM_DIR"]
+        with open(os.path.join(self.folder, f"{os.getpid()}.pid"), "w"):
+            pass
+        signal.signal(signal.SIGTERM, self._on_term)
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        import json
+
+        import psutil
+
+        alive = 0
+        for name in os.listdir(self.folder):
+            if name.endswith(".pid"):
+                try:
+                    alive += psutil.Process(int(name[:-4])).status() != psutil.STATUS_ZOMBIE
+                except psutil.NoSuchProcess:
+                    pass
+        with open(os.path.join(self.folder, "term.log"), "a") as fh:
+            fh.write(json.dumps({"pid": os.getpid(), "alive": alive}) + "\n")
+
+    @tool
+    def ping(self) -> int:
+        return os.getpid()
+
+
 class FailingInit(Adapter):
     def initialize(self) -> None:
         raise RuntimeError("model weights missing")

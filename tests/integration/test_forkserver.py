@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
 from runtime import Pool, WorkerStartError
+from runtime.registry import connect
 from tests.conftest import pid_alive, wait_until, worker_processes
 
 SAMPLE = "tests.adapters.sample"
@@ -80,6 +83,30 @@ def test_a_segfault_in_the_zygote_names_the_crashing_line() -> None:
         Pool(adapter=f"{SAMPLE}:CrashingPreload", size=1).start()
     assert "Fatal Python error: Segmentation fault" in str(err.value)
     assert "sample.py" in str(err.value) and "in preload" in str(err.value)
+
+
+def test_an_adapter_that_fails_to_import_starts_one_fork_server(
+        state_dir: Path, capfd: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Three workers wait for the zygote together: its load failure is their answer, it is
+    not restarted, and the error carries that one run's output."""
+    with pytest.raises(WorkerStartError, match="could not load the adapter") as err:
+        Pool(adapter="tests.adapters.broken_import:Never", size=3).start()
+    text = str(err.value)
+    del err  # its traceback holds the pool, and so its fork server's futures
+    last_line = "ImportError: pit tests: this adapter module is broken on purpose"
+    assert text.splitlines().count(last_line) == 1, text
+    assert text.count("Traceback (most recent call last)") == 1, text
+    conn = connect(state_dir)
+    try:
+        started = [r[0] for r in conn.execute(
+            "SELECT worker_id FROM workers WHERE worker_id LIKE 'fork-server%'")]
+    finally:
+        conn.close()
+    assert started == ["fork-server-1"]
+    gc.collect()  # an unretrieved future's exception is reported when it is collected
+    assert "never retrieved" not in capfd.readouterr().err
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
 
 
 def test_a_fork_answered_while_the_pool_closes_is_killed() -> None:

@@ -21,18 +21,20 @@ HOST = textwrap.dedent("""
     import sys, time
     from runtime import Pool
     pool = Pool(size=int(sys.argv[1]), dependent=sys.argv[2] == "1",
-                dependent_timeout_ms=2000, heartbeat_interval_ms=int(sys.argv[3])).start()
+                dependent_timeout_ms=2000, heartbeat_interval_ms=int(sys.argv[3]),
+                **({"adapter": sys.argv[4]} if len(sys.argv) > 4 else {})).start()
     print(" ".join(map(str, pool.pids())), flush=True)
     print(" ".join(w.ready_info["host_watch"] for w in pool._core.live_workers()), flush=True)
     time.sleep(120)
 """)
 
 
-def start_host(state: Path, size: int, dependent: bool,
-               ping_ms: int = 2000) -> tuple[subprocess.Popen[str], list[int]]:
-    env = {**os.environ, "PIT_STATE_DIR": str(state)}
+def start_host(state: Path, size: int, dependent: bool, ping_ms: int = 2000,
+               adapter: str | None = None,
+               env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], list[int]]:
+    env = {**os.environ, "PIT_STATE_DIR": str(state), **(env_extra or {})}
     host = subprocess.Popen([sys.executable, "-c", HOST, str(size), "1" if dependent else "0",
-                             str(ping_ms)],
+                             str(ping_ms), *([adapter] if adapter else [])],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     pids = [int(p) for p in host.stdout.readline().split()]  # type: ignore[union-attr]
@@ -169,6 +171,39 @@ def test_force_stops_the_workers_of_an_unresponsive_host(state_dir: Path, tmp_pa
         assert {i["reason"] for i in report["items"] if i["kind"] == "worker"} == {
             f"orphan of host pid {host.pid} is alive but does not respond"}
         assert not any(pid_alive(p) for p in pids)
+    finally:
+        host.kill()
+        host.wait()
+        kill_all(pids)
+
+
+def test_force_signals_every_worker_before_waiting_for_any(state_dir: Path,
+                                                         tmp_path: Path) -> None:
+    """Workers that survive SIGTERM: each must get it while all the others still live (all
+    were signalled before any was waited for and killed), and SIGKILL then ends them all."""
+    folder = tmp_path / "term"
+    folder.mkdir()
+    host, pids = start_host(state_dir, 3, dependent=False,
+                            adapter="tests.adapters.sample:IgnoresTerm",
+                            env_extra={"PIT_TEST_TERM_DIR": str(folder)})
+    env = {**os.environ, "PIT_STATE_DIR": str(state_dir), "NO_COLOR": "1",
+           "PYTHONPATH": str(ROOT)}
+    try:
+        host.send_signal(signal.SIGSTOP)  # alive, but it answers nothing
+        forced = subprocess.run([sys.executable, "-m", "snakecli", "cleanup", "--force",
+                                 "--yes", "--json"], env=env, cwd=tmp_path,
+                                capture_output=True, text=True)
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        report = json.loads(forced.stdout)
+        workers = [i for i in report["items"] if i["kind"] == "worker"]
+        assert sorted(int(i["target"]) for i in workers if i["worker_id"].startswith(
+            "worker-")) == sorted(pids)
+        assert all(i["done"] for i in workers)
+        assert not any(pid_alive(p) for p in pids)
+        got_term = [json.loads(line) for line in
+                    (folder / "term.log").read_text().splitlines()]
+        assert sorted(r["pid"] for r in got_term) == sorted(pids)
+        assert [r["alive"] for r in got_term] == [len(pids)] * len(pids), got_term
     finally:
         host.kill()
         host.wait()

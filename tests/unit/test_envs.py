@@ -8,7 +8,7 @@ import pytest
 from runtime.config import make_pool_config
 from runtime.envs import uv
 from runtime.envs.builder import _split_requirements, fingerprint, needs_env
-from runtime.envs.interpreters import Interpreter, _matches, resolve
+from runtime.envs.interpreters import Interpreter, _matches, resolve, versions_text
 from runtime.errors import ConfigError, EnvironmentProblem
 
 
@@ -33,6 +33,26 @@ def test_unknown_versions_list_what_exists() -> None:
     msg = str(info.value)
     assert "'3.99': no installed interpreter matches; found:" in msg
     assert "3.11" in msg and "does not download" in (info.value.hint or "")
+
+
+def test_versions_are_listed_oldest_first_as_numbers() -> None:
+    found = [Interpreter(f"/p{n}", v, "CPython")
+             for n, v in enumerate([(3, 13, 0), (3, 9, 18), (3, 10, 13), (3, 12, 1),
+                                    (3, 12, 1)])]
+    assert versions_text(found) == "3.9.18, 3.10.13, 3.12.1, 3.13.0"
+
+
+def test_unknown_versions_set_apart_those_too_old(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime.envs import interpreters
+
+    found = [Interpreter("/a", (3, 13, 0), "CPython"), Interpreter("/b", (3, 8, 18), "CPython"),
+             Interpreter("/c", (3, 10, 13), "CPython")]
+    monkeypatch.setattr(interpreters, "discover", lambda: found)
+    monkeypatch.setattr(interpreters.uvtool, "find_uv", lambda: "/no/uv")
+    with pytest.raises(EnvironmentProblem) as info:
+        resolve("3.99", sys.executable)
+    assert info.value.message.endswith(
+        "found: 3.10.13, 3.13.0 (too old for pit workers: 3.8.18)")
 
 
 def test_bad_paths_and_old_pythons_are_named(tmp_path: Path) -> None:
