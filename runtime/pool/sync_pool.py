@@ -238,7 +238,11 @@ class Pool:
         return self._core.tools()
 
     def stats(self) -> PoolStats:
-        return self._core.stats()
+        """A snapshot of the pool and its workers, taken on the pool's loop: the loop owns
+        that state, and reading it from this thread raced with recycling."""
+        if self._loop.in_loop() or not self._loop.loop.is_running():  # or closed: all still
+            return self._core.stats()
+        return self._loop.run(_stats(self._core))
 
     def pids(self) -> list[int]:
         return self._core.pids()
@@ -257,6 +261,10 @@ class _Failed:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+async def _stats(core: AsyncPool) -> PoolStats:
+    return core.stats()
 
 
 async def _make_queue() -> asyncio.Queue[Any]:

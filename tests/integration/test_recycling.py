@@ -75,3 +75,34 @@ def test_manual_recycle_waits_for_in_flight_calls() -> None:
         assert pool.execute("ping")["pid"] != pid
         assert not pid_alive(pid)
         assert pool.stats().recycles == {"manual": 1}
+
+
+def test_stats_from_another_thread_never_sees_the_pool_mid_change() -> None:
+    # stats() used to walk the loop's dicts and deques from the caller's thread: under
+    # recycling it raised "dictionary changed size during iteration" and "deque mutated".
+    with Pool(size=2, max_requests=2) as pool:
+        stop = time.monotonic() + 5.0
+        errors: list[BaseException] = []
+        snapshots = 0
+
+        def read() -> None:
+            nonlocal snapshots
+            while time.monotonic() < stop:
+                try:
+                    pool.stats()
+                    snapshots += 1
+                except BaseException as exc:  # noqa: BLE001 - counted, asserted below
+                    errors.append(exc)
+
+        def call() -> None:
+            while time.monotonic() < stop:
+                pool.execute("ping", timeout=30)
+
+        threads = [threading.Thread(target=read), *(threading.Thread(target=call)
+                                                     for _ in range(2))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, f"{len(errors)} errors, the first: {errors[0]!r}"
+        assert snapshots > 100 and pool.stats().recycles.get("requests", 0) > 10
