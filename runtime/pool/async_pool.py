@@ -34,6 +34,7 @@ from ..errors import (
     QueueTimeout,
     SessionWorkerUnavailable,
     ShutdownError,
+    WorkerExit,
 )
 from ..hardware import DeviceChoice, device_env, resolve_device
 from ..logs import configure_from_env
@@ -454,18 +455,28 @@ class AsyncPool:
         """Call a generator tool and iterate over the items it yields."""
         req = self.prepare(tool, args, session_id, metadata)
         req.stream = True
+        refusal = self.barrier.refusal(req)  # poisoned, or the circuit is open
+        if refusal is not None:
+            raise refusal
         budget = self._budget(timeout, stream=True)
         loop = asyncio.get_running_loop()
         deadline = None if budget is None else loop.time() + budget
         session = self.sessions.open(session_id) if session_id else None
         worker = await self._acquire(tool, deadline, session)
         left = None if deadline is None else max(deadline - loop.time(), 0.001)
-        async for chunk in worker.stream(req, left):
-            if chunk.is_final and chunk.metadata.get("empty") == "true":
-                break
-            yield codec.decode_chunk(chunk)
-            if chunk.is_final:
-                break
+        try:
+            async for chunk in worker.stream(req, left):
+                if chunk.is_final and chunk.metadata.get("empty") == "true":
+                    break
+                yield codec.decode_chunk(chunk)
+                if chunk.is_final:
+                    break
+        except WorkerExit as err:  # as for any other call that kills its worker:
+            self.barrier.blame(req, err)
+            refusal = self.barrier.refusal(req)  # poisoned now, or the circuit opened
+            if refusal is not None:
+                raise refusal from err
+            raise
 
     async def _acquire(self, tool: str, deadline: float | None,
                        session: Session | None = None) -> WorkerHandle:

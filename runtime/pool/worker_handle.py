@@ -437,16 +437,26 @@ class WorkerHandle:
                                          return_when=asyncio.FIRST_COMPLETED)
             if waiter not in done:
                 call.cancel()
-                raise WorkerExit(f"worker {self.id} (pid {self.pid}) {self.exit_reason}")
+                raise self.death_error(lone=self.in_flight <= 1)
             resp = waiter.result()
             self.served += 1
             return resp
         except grpc.aio.AioRpcError as exc:
-            raise await self._rpc_failure(exc, req.tool_name) from None
+            raise await self._rpc_failure(exc, req.tool_name, lone=self.in_flight <= 1) \
+                from None
         finally:
             self._on_free(self)
 
-    async def _rpc_failure(self, exc: Any, tool: str) -> Exception:
+    def death_error(self, lone: bool) -> WorkerExit:
+        """What a unary call or a stream gets when this worker died under it: the same
+        error, cause, output tail and blame (``lone``: the only call out, so surely the one
+        it died running) a lane call gets (`lane.exit_error`)."""
+        if self.exit_info is None:
+            return WorkerExit(f"worker {self.id} (pid {self.pid}) {self.exit_reason}")
+        _, message, details, error = self.exit_info
+        return error(message, details={**details, "culprit": lone})
+
+    async def _rpc_failure(self, exc: Any, tool: str, lone: bool) -> Exception:
         """The PitError for a failed unary or streaming RPC. A broken connection usually
         means the worker died: wait a moment for its exit to name the cause."""
         code = exc.code()
@@ -461,7 +471,7 @@ class WorkerHandle:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._exited), EXIT_WAIT_S)
         if self.state == "dead" or self._exited.done():
-            return WorkerExit(f"worker {self.id} (pid {self.pid}) {self.exit_reason}")
+            return self.death_error(lone)
         return WorkerExit(f"worker {self.id} (pid {self.pid}) failed the call: "
                           f"{exc.code().name}: {exc.details()}")
 
@@ -473,8 +483,8 @@ class WorkerHandle:
             while (chunk := await call.read()) is not grpc.aio.EOF:
                 yield chunk
             self.served += 1
-        except grpc.aio.AioRpcError as exc:
-            raise await self._rpc_failure(exc, req.tool_name) from None
+        except grpc.aio.AioRpcError as exc:  # a stream is granted alone: it is to blame
+            raise await self._rpc_failure(exc, req.tool_name, lone=True) from None
         finally:
             self.exclusive_calls -= 1  # taken by the scheduler when it granted the slot
             call.cancel()

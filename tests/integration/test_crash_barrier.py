@@ -80,6 +80,31 @@ def test_a_call_that_keeps_killing_workers_is_quarantined() -> None:
         assert wait_until(lambda: pool.stats().ready == 2, timeout=15)
 
 
+@pytest.mark.parametrize("how", ["stream", "unary"])
+def test_streams_and_unary_calls_that_kill_workers_are_quarantined_too(how: str) -> None:
+    # They got a bare WorkerExit (no cause, no output tail, no blame): poison_after never
+    # counted them.
+    options = {"call_lane": False} if how == "unary" else {}
+    with Pool(size=2, poison_after=2, circuit_threshold=100, **options) as pool:
+        def call() -> None:
+            if how == "stream":
+                list(pool.stream("crash", {"code": 7}))
+            else:
+                pool.execute("crash", {"code": 7})
+
+        with pytest.raises(runtime.WorkerExit) as info:
+            call()
+        assert info.value.details["cause"] == "exit" and info.value.details["culprit"]
+        assert wait_until(lambda: pool.stats().ready == 2, timeout=15)
+        with pytest.raises(runtime.PoisonCall):  # it crashed a second worker: poisoned now
+            call()
+        assert wait_until(lambda: pool.stats().ready == 2, timeout=15)
+        pids = pool.pids()
+        with pytest.raises(runtime.PoisonCall):  # refused without running
+            call()
+        assert pool.pids() == pids
+
+
 def test_a_call_stuck_in_c_past_its_timeout_is_quarantined() -> None:
     # `block` sleeps in C: the cancel cannot stop it, so each timed-out call costs a worker
     # (killed after the cancel grace). That is the call's doing: it counts for poison_after.
