@@ -548,6 +548,8 @@ class AsyncPool:
         return list(self._tools.values())
 
     def stats(self) -> PoolStats:
+        """A snapshot of the pool (on its loop; `Pool.stats` marshals it there)."""
+        self.lending.settle()  # direct calls that ended count
         workers = tuple(
             WorkerStats(id=w.id, pid=w.pid, state=w.state,
                         in_flight=w.in_flight - self.lending.idle_slots(w),

@@ -144,20 +144,40 @@ class CallRun:
 
 def answer(pool: AsyncPool, worker: WorkerHandle, req: Any,
            resp: Any) -> tuple[Any, BaseException | None]:
-    """A worker's answer: (value, None), or (None, the PitError its error payload names).
-    Safe from a blocking caller's thread (direct calls) as well as from the loop."""
+    """A worker's answer: (value, None), or (None, the PitError its error payload names),
+    accounted for (on the loop)."""
+    value, err, size = read_answer(pool.name, worker, req, resp)
+    note_answer(pool, worker, req.tool_name, resp.success, size)
+    return value, err
+
+
+def read_answer(pool_name: str, worker: WorkerHandle, req: Any,
+                resp: Any) -> tuple[Any, BaseException | None, int | None]:
+    """(value, error, result size for the loop's bookkeeping) of a worker's answer. Reads and
+    writes no pool state: a blocking caller's thread uses it for its direct call, and the loop
+    accounts for the answer later (`note_answer`)."""
     tool = req.tool_name
     if resp.success:
-        pool.barrier.breaker.record_success()
         try:
-            return worker.decode_result(resp, tool), None
+            value, size = worker.read_result(resp)
+            return value, None, size
         except (codec.CodecError, ValueError) as exc:  # the result, not the arguments
             return None, ResultError(f"the result of tool {tool!r} cannot be read: {exc}",
-                                     details={"tool": tool, "pool": pool.name,
-                                              "worker": worker.id})
-    worker.errors += 1
+                                     details={"tool": tool, "pool": pool_name,
+                                              "worker": worker.id}), None
     return None, from_payload(codec.decode_error(resp.error_message), tool,
-                              {"tool": tool, "pool": pool.name, "worker": worker.id})
+                              {"tool": tool, "pool": pool_name, "worker": worker.id}), None
+
+
+def note_answer(pool: AsyncPool, worker: WorkerHandle, tool: str, ok: bool,
+                size: int | None) -> None:
+    """An answer's mark on pool state (on the loop): the breaker, the worker's errors, the
+    result size that decides whether the tool's next call gets an arena."""
+    if ok:
+        pool.barrier.breaker.record_success()
+        worker.note_result(tool, size)
+    else:
+        worker.errors += 1
 
 
 def timed_out(tool: str, worker: WorkerHandle) -> CallTimeout:
@@ -167,7 +187,7 @@ def timed_out(tool: str, worker: WorkerHandle) -> CallTimeout:
 
 
 def record(pool: AsyncPool, req: Any, took: float, err: BaseException | None) -> None:
-    """A finished call in the pool's metrics and the completed event (any thread)."""
+    """A finished call in the pool's metrics and the completed event (on the loop)."""
     category = getattr(err, "category", "error") if err else None
     pool.metrics.record(took, category)
     if telemetry.enabled(COMPLETED):

@@ -13,12 +13,16 @@ idle workers to blocking callers, much as a database pool lends a connection:
     loop:   needs the worker (a call would queue, a session is pinned there, recycle, close)
             -> `Lending.unpark`: IDLE -> OFF and the slot is freed; BUSY -> asked back
 
-The loop stays the owner of pool state: a caller touches only its link (under the link's lock)
-and the worker's counters, which no one else writes while it is lent. Anything unusual goes
-back to the loop: a deadline or an interrupt (`abandoned`: the call is cancelled in the worker,
-its late answer drained, the worker killed if it does not stop within CANCEL_GRACE_S, as for
-lane calls), a broken connection (`broken`: the worker's exit names the error, with the lane's
-culprit rules; a call it never started runs elsewhere, an idempotent one is retried).
+The loop stays the owner of pool state: a caller touches only its link (its state under the
+link's lock, its call count) and reports each call's outcome to `Lending.report`, a queue the
+loop settles in batches (`Lending.settle`: worker counters, breaker, metrics, telemetry) at
+least every REPORT_FLUSH_S, before it gives a worker back or takes a snapshot: a caller's call
+costs no extra wake-up of the loop, and telemetry handlers run on the loop thread as for any
+other call. Anything unusual goes back to the loop: a deadline or an interrupt (`abandoned`:
+the call is cancelled in the worker, its late answer drained, the worker killed if it does not
+stop within CANCEL_GRACE_S, as for lane calls), a broken connection (`broken`: the worker's
+exit names the error, with the lane's culprit rules; a call it never started runs elsewhere, an
+idempotent one is retried).
 Only calls without a session, shared-memory payloads or a busy circuit go direct, and only on
 workers of the process profile whose lane socket takes several connections. This module is
 the caller's half (`DirectLink`, `call`); the loop's half is `lending.Lending`.
@@ -36,12 +40,11 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import DecodeError
 
-from .. import telemetry
 from ..errors import ShutdownError
 from ..logs import logger
 from ..protocol import pb
 from ..protocol.frames import FrameBuffer, FrameError, encode
-from .call import DISPATCHED, answer, record, timed_out
+from .call import read_answer, timed_out
 
 if TYPE_CHECKING:
     from .async_pool import AsyncPool
@@ -70,6 +73,9 @@ class DirectLink:
         self.wanted = False  # the loop asked for the worker back while a call was out
         self.frames = FrameBuffer(limit)
         self.pending: collections.deque[bytes] = collections.deque()  # whole frames not read
+        # calls served since it was lent, on top of the worker's count then (max_requests)
+        self.base_served = 0
+        self.calls = 0
 
     @classmethod
     def connect(cls, worker: WorkerHandle, path: str, limit: int) -> DirectLink:
@@ -160,10 +166,6 @@ def call(pool: AsyncPool, loop: LoopThread, req: Any, budget: float | None,
     sent = answered = False
     try:
         cid = w.next_call_id()
-        if telemetry.enabled(DISPATCHED):
-            telemetry.emit(DISPATCHED, {"queue_ms": 0.0}, {
-                "pool": pool.name, "worker": w.id, "tool": req.tool_name,
-                "correlation_id": req.metadata.get("correlation_id", "")})
         frame = encode(pb.LaneRequest(calls=[pb.LaneCall(
             call_id=cid, request=req, timeout_ms=budget * 1000 if budget else 0,
             deadline_unix_ns=time.time_ns() + int(budget * 1e9) if budget else 0)]))
@@ -179,15 +181,19 @@ def call(pool: AsyncPool, loop: LoopThread, req: Any, budget: float | None,
         result = link.receive(cid, deadline)
         answered = True
         resp = result.response
-        w.served += 1
-        w.avg_ms += (resp.execution_time_ms - w.avg_ms) * 0.1
-        if link.checkin(give_back=bool(w.max_requests and w.served >= w.max_requests)):
+        value, err, size = read_answer(pool.name, w, req, resp)
+        link.calls += 1
+        # before the link can be handed back: the loop settles it first
+        lending.report(w, req, resp, size, time.monotonic() - started, err)
+        served = link.base_served + link.calls
+        # A large result: the tool's next call wants an arena, which only the loop offers.
+        large = size is not None and w.shm is not None and size >= w.shm.threshold
+        if link.checkin(give_back=large or bool(w.max_requests and served >= w.max_requests)):
             loop.call_soon(lending.returned, link)
     except TimeoutError:
-        loop.call_soon(lending.abandoned, link, cid, req)
-        w.errors += 1
         timeout_err = timed_out(req.tool_name, w)
-        record(pool, req, time.monotonic() - started, timeout_err)
+        lending.report(w, req, None, None, time.monotonic() - started, timeout_err)
+        loop.call_soon(lending.abandoned, link, cid, req)
         raise timeout_err from None
     except (OSError, EOFError, FrameError, DecodeError) as exc:
         return _after_break(pool, loop, link, cid, req, deadline, idempotent, started, exc)
@@ -197,8 +203,6 @@ def call(pool: AsyncPool, loop: LoopThread, req: Any, budget: float | None,
         elif link.state is BUSY and link.checkin(give_back=True):
             loop.call_soon(lending.returned, link)
         raise
-    value, err = answer(pool, w, req, resp)
-    record(pool, req, time.monotonic() - started, err)
     if err is not None:
         raise err
     return value

@@ -2,23 +2,25 @@
 callers, lending an idle one when a caller asks, taking it back when the pool needs it, and
 finishing direct calls that went wrong (timed out, interrupted, connection broken).
 
-Every method but `checkout` runs on the pool's loop.
+Every method but `checkout` and `report` runs on the pool's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import socket
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import DecodeError
 
+from .. import telemetry
 from ..errors import WorkerExit
 from ..logs import logger
 from ..protocol import pb
 from ..protocol.frames import FrameError
-from .call import CallRun
+from .call import DISPATCHED, CallRun, note_answer, record
 from .direct import BUSY, IDLE, OFF, RECV_BYTES, DirectLink
 from .lane import CANCEL_GRACE_S, exit_error
 
@@ -27,11 +29,12 @@ if TYPE_CHECKING:
     from .worker_handle import WorkerHandle
 
 log = logger("worker")
+REPORT_FLUSH_S = 0.05  # direct calls' outcomes wait at most this long to be settled
 
 
 class Lending:
     """Which workers of a pool are lent to blocking callers, and getting them back. Every
-    method but `checkout` runs on the pool's loop."""
+    method but `checkout` and `report` runs on the pool's loop."""
 
     def __init__(self, pool: AsyncPool) -> None:
         self.pool = pool
@@ -40,6 +43,41 @@ class Lending:
         self.demand = False  # a blocking caller found none free (set from any thread)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._holding = False  # a slot is being given back: do not lend it again right away
+        # direct calls that ended, reported by callers' threads, settled on the loop
+        self._reports: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._flush: asyncio.TimerHandle | None = None
+
+    # --- direct calls' outcomes --------------------------------------------------------------
+    def report(self, worker: WorkerHandle, req: Any, resp: Any, size: int | None,
+               took: float, err: BaseException | None) -> None:
+        """A direct call ended (any thread): ``resp`` is the worker's answer, None when it
+        timed out. The loop settles it (`settle`)."""
+        self._reports.append((worker, req, resp, size, took, err))
+
+    def settle(self) -> None:
+        """Account for the direct calls that ended, in order: the worker's counters, the
+        breaker, result sizes, metrics and the pool.call.* events."""
+        reports, pool = self._reports, self.pool
+        while reports:
+            w, req, resp, size, took, err = reports.popleft()
+            if resp is not None:
+                w.served += 1
+                w.avg_ms += (resp.execution_time_ms - w.avg_ms) * 0.1
+                note_answer(pool, w, req.tool_name, resp.success, size)
+            else:
+                w.errors += 1
+            if telemetry.enabled(DISPATCHED):
+                telemetry.emit(DISPATCHED, {"queue_ms": 0.0}, {
+                    "pool": pool.name, "worker": w.id, "tool": req.tool_name,
+                    "correlation_id": req.metadata.get("correlation_id", "")})
+            record(pool, req, took, err)
+
+    def _tick(self) -> None:
+        """Settle now and then while workers are lent (callers never wake the loop)."""
+        self.settle()
+        self._flush = None
+        if self.links:
+            self._flush = asyncio.get_running_loop().call_later(REPORT_FLUSH_S, self._tick)
 
     def checkout(self, req: Any) -> DirectLink | None:
         """A lent worker for this call, now BUSY for the calling thread; None: use the loop
@@ -96,10 +134,14 @@ class Lending:
         # The lent worker's slot is taken (and no call is pipelined to it) until it is back.
         worker.in_flight += 1
         worker.exclusive_calls += 1
+        self.settle()
         with link.lock:
             link.state, link.wanted = IDLE, False
+            link.base_served, link.calls = worker.served, 0
         self.links = (*self.links, link)
         self.demand = False
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(REPORT_FLUSH_S, self._tick)
 
     def unpark(self, worker: WorkerHandle) -> None:
         """``worker`` must stop being lent (recycle, death, close): free its slot now, or ask
@@ -123,6 +165,7 @@ class Lending:
     def _release(self, link: DirectLink, hold: bool = True) -> None:
         """The lent slot goes back to the loop: queued calls get it, a max_requests recycle
         starts. With ``hold`` it is not lent again at once: it was taken back for a reason."""
+        self.settle()  # its calls count before its slot is free (max_requests, stats)
         self._forget(link)
         w = link.worker
         w.exclusive_calls -= 1
@@ -163,6 +206,7 @@ class Lending:
     def abandoned(self, link: DirectLink, cid: int, req: Any) -> None:
         """A direct call ran out of time or its caller gave up: cancel it in the worker and
         drain its late answer, as the lane does for its calls."""
+        self.settle()
         self._forget(link)
         self._spawn(self._finish_abandoned(link, cid, req))
 
@@ -198,6 +242,7 @@ class Lending:
         """The link's connection failed: with ``call`` (cid, req, deadline, idempotent,
         started, deliver) out on it, after it was sent; without, before (the caller runs it
         through the loop)."""
+        self.settle()
         self._forget(link)
         self._spawn(self._finish_broken(link, call))
 
@@ -230,5 +275,9 @@ class Lending:
 
     async def close(self) -> None:
         """At pool close, after the workers stopped: let the tasks above finish."""
+        self.settle()
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=CANCEL_GRACE_S + 1)

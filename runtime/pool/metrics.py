@@ -4,16 +4,14 @@
 Calls/s and percentiles cover a time window (`WINDOW_S`) however busy the pool is: each
 second of the window keeps its completion count and a log-scale latency histogram
 (16 bins per doubling: a percentile is off by at most ~3 %). Recording a
-call is a few dict operations under a lock: the pool's loop records, and so do blocking
-callers' threads for their direct calls (see `direct`). Readers (snapshots) merge the seconds
-of the window on demand.
+call is a few dict operations. Only the pool's loop records and reads (direct calls are
+settled there too, see `lending`); snapshots merge the seconds of the window on demand.
 """
 
 from __future__ import annotations
 
 import collections
 import math
-import threading
 import time
 from typing import Any
 
@@ -49,7 +47,6 @@ class _Second:
 class PoolMetrics:
     def __init__(self) -> None:
         self.started = time.monotonic()
-        self._lock = threading.Lock()
         self.completed = 0
         self.failed = 0
         self.errors: collections.Counter[str] = collections.Counter()
@@ -65,16 +62,15 @@ class PoolMetrics:
     def record(self, latency_s: float, error_category: str | None) -> None:
         now = int(time.monotonic())
         b = latency_bin(latency_s)
-        with self._lock:
-            self.completed += 1
-            if error_category is not None:
-                self.failed += 1
-                self.errors[error_category] += 1
-            second = self._seconds[now % WINDOW_S]
-            if second.at != now:
-                second.at, second.calls, second.bins = now, 0, {}
-            second.calls += 1
-            second.bins[b] = second.bins.get(b, 0) + 1
+        self.completed += 1
+        if error_category is not None:
+            self.failed += 1
+            self.errors[error_category] += 1
+        second = self._seconds[now % WINDOW_S]
+        if second.at != now:
+            second.at, second.calls, second.bins = now, 0, {}
+        second.calls += 1
+        second.bins[b] = second.bins.get(b, 0) + 1
 
     def event(self, worker: str, kind: str, detail: str = "") -> None:
         self.events.append({"at": time.time(), "worker": worker, "kind": kind,
@@ -88,11 +84,10 @@ class PoolMetrics:
         first = now - min(int(seconds), WINDOW_S) + 1
         calls = 0
         merged: collections.Counter[int] = collections.Counter()
-        with self._lock:
-            for second in self._seconds:
-                if first <= second.at <= now:
-                    calls += second.calls
-                    merged.update(second.bins)
+        for second in self._seconds:
+            if first <= second.at <= now:
+                calls += second.calls
+                merged.update(second.bins)
         if not calls:
             return {"calls_per_s": 0.0, "p50_ms": None, "p95_ms": None, "p99_ms": None}
         # the span the counts cover: from the window's first second (or the pool's start)

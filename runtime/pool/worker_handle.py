@@ -407,21 +407,31 @@ class WorkerHandle:
         """A successful answer's value, out of its shared-memory arena or the message; a large
         bytes or array result gets the tool's next call an arena for its result.
         Raises CodecError / ValueError for a value that cannot be read."""
+        value, size = self.read_result(resp)
+        self.note_result(tool, size)
+        return value
+
+    def read_result(self, resp: Any) -> tuple[Any, int | None]:
+        """(value, its size for `note_result`) of a successful answer; writes no state, so a
+        blocking caller's thread may use it (direct calls, which never use an arena)."""
         ref = resp.metadata.get(shm.RESULT)
         if ref:
             if self.shm is None:
                 raise ValueError(f"worker {self.id} answered through shared memory it was not "
                                  "offered")
-            value = self.shm.read_result(ref, resp.metadata.get(arrays.RESULT))
-            n = shm.parse(ref)[2]
-        else:
-            value = codec.decode_result(resp, allow_pickle=self.config.allow_pickle)
-            if self.shm is None:
-                return value
-            n = codec.raw_size(value) if isinstance(value, bytes) or arrays.is_array(
-                value) else 0
-        self.shm.note_result(tool, n)
-        return value
+            return self.shm.read_result(ref, resp.metadata.get(arrays.RESULT)), \
+                shm.parse(ref)[2]
+        value = codec.decode_result(resp, allow_pickle=self.config.allow_pickle)
+        if self.shm is None:
+            return value, None
+        return value, codec.raw_size(value) if isinstance(value, bytes) or arrays.is_array(
+            value) else 0
+
+    def note_result(self, tool: str, size: int | None) -> None:
+        """Remember how large ``tool``'s result was (the loop's bookkeeping: a large one gets
+        its next call an arena)."""
+        if size is not None and self.shm is not None:
+            self.shm.note_result(tool, size)
 
     def abandon(self, cid: int, err: BaseException) -> None:
         """Answer call ``cid`` with ``err`` now and cancel it in the worker (lane calls)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import runtime
 from runtime import Pool, Pools, WorkerExit, load_config, telemetry
 from tests.conftest import wait_until
 
@@ -140,3 +141,33 @@ def test_prometheus_exporter_serves_pool_metrics_on_loopback(tmp_path: Path) -> 
     with pytest.raises(OSError):  # closed with the pools
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
     time.sleep(0)
+
+
+def test_every_handler_runs_on_the_pools_loop_thread() -> None:
+    # Direct calls (a blocking execute on a lent worker) used to emit their pool.call.* events
+    # on the caller's thread, and write the pool's counters from there.
+    threads: dict[str, set[str]] = {}
+    lock = threading.Lock()
+
+    def note(event: telemetry.Event) -> None:
+        with lock:
+            threads.setdefault(event.name, set()).add(threading.current_thread().name)
+
+    sub = telemetry.subscribe("*", note)
+    try:
+        with Pool(size=2, max_requests=7) as pool:
+            lent = False
+            for i in range(20):
+                assert pool.execute("add", {"a": i, "b": 1}) == i + 1
+                lent = lent or any(w.lent for w in pool.stats().workers)
+            assert lent  # the calls above went direct, and counted for max_requests:
+            assert wait_until(lambda: pool.stats().recycles.get("requests", 0) >= 1)
+            with pytest.raises(runtime.RemoteError):
+                pool.execute("fail")
+            futures = [pool.submit("add", {"a": i, "b": 1}) for i in range(20)]
+            assert [f.result() for f in futures] == [i + 1 for i in range(20)]
+        assert {"pool.call.dispatched", "pool.call.completed"} <= set(threads), threads
+        loops = set().union(*threads.values())
+        assert loops == {"pit-loop"}, threads
+    finally:
+        sub.cancel()

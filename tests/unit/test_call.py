@@ -14,7 +14,8 @@ def test_a_result_the_host_cannot_read_is_a_result_error_not_the_callers() -> No
     pool = SimpleNamespace(name="p", barrier=SimpleNamespace(
         breaker=SimpleNamespace(record_success=lambda: None)))
     worker = SimpleNamespace(id="worker-1", errors=0,
-                             decode_result=lambda resp, tool: codec.decode_result(resp))
+                             read_result=lambda resp: (codec.decode_result(resp), None),
+                             note_result=lambda tool, size: None)
     resp = pb.ExecuteToolResponse(success=True, binary_result=b"\x80")
     resp.metadata[codec.RESULT_FORMAT] = "pickle"  # this pool does not allow pickle
     req = pb.ExecuteToolRequest(tool_name="t")
