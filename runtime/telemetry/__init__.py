@@ -10,9 +10,9 @@ and to ``adapter.*`` events emitted by adapter code in workers.
     ...
     sub.cancel()
 
-Handlers run synchronously on the thread that emits (the pool's event loop thread, or a
-blocking caller's own thread for a call it made directly on a lent worker):
-keep them short, hand heavy work to a queue. A handler that raises is logged (``pit.telemetry``)
+Handlers run synchronously on the pool's event loop thread (a direct call's pool.call.* events
+too: the loop emits them when it settles the call, within 50 ms of its end): keep them short,
+hand heavy work to a queue. A handler that raises is logged (``pit.telemetry``)
 and keeps its subscription. With no subscriber for a name, emitting it costs one dict lookup.
 """
 
