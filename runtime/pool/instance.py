@@ -76,6 +76,16 @@ def private_dir(path: Path) -> None:
              "directories live under it")
 
 
+async def _off_loop(fn: Callable[[], Any]) -> None:
+    """Run a blocking ``fn`` on a thread, or here when threads are no longer handed work:
+    at interpreter exit (the atexit close of a forgotten pool) the loop's executor refuses
+    it, and the rest of the close (server stop, run dir removal) must still happen."""
+    try:
+        await asyncio.to_thread(fn)
+    except RuntimeError:
+        fn()
+
+
 class HostInstance:
     def __init__(self, state_dir: Path, python_path: list[str] | None = None,
                  config_path: Path | None = None, prometheus_port: int = 0) -> None:
@@ -171,7 +181,7 @@ class HostInstance:
     async def close(self) -> None:
         index.withdraw(self.id)
         if self._exporter is not None:
-            await asyncio.to_thread(self._exporter.shutdown)
+            await _off_loop(self._exporter.shutdown)
             self._exporter.server_close()
             self._exporter = None
         if self._sweeper is not None:
@@ -181,7 +191,7 @@ class HostInstance:
             self._sweeper = None
         if self.registry is not None:
             self.registry.instance_ended(self.id)
-            await asyncio.to_thread(self.registry.close)
+            await _off_loop(self.registry.close)
             self.registry = None
         if self._server is not None:
             await self._server.stop(SERVER_STOP_GRACE_S)
