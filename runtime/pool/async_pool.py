@@ -82,10 +82,10 @@ class AsyncPool:
         self._ids = itertools.count(1)
         self._call_ids = itertools.count(1)
         self._tools: dict[str, dict[str, Any]] = {}
-        self._state = "new"  # new | starting | running | closing | closed
+        self.state = "new"  # new | starting | running | closing | closed (the loop writes it)
         self._ready_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._max_call_bytes = self.config.max_message_mb * MIB - ENVELOPE_BYTES
+        self.max_call_bytes = self.config.max_message_mb * MIB - ENVELOPE_BYTES
         self._supervisor = Supervisor(self)
         self.lifecycle = Lifecycle(self)
         self.failure: PitError | None = None  # why start() failed
@@ -116,10 +116,10 @@ class AsyncPool:
     async def start(self, *, wait: bool = True) -> AsyncPool:
         """Start the workers (start_batch at a time); with ``wait``, return once every one is
         ready. Without it, calls queue until workers are ready."""
-        if self._state != "new":
+        if self.state != "new":
             raise PitError(f"pool {self.name!r} was already started")
         configure_from_env()
-        self._state = "starting"
+        self.state = "starting"
         self._loop = asyncio.get_running_loop()
         started = self._loop.time()
         self._ready_event = asyncio.Event()
@@ -158,7 +158,7 @@ class AsyncPool:
                     self.failure = exc
                 await self.close()
                 raise
-        self._state = "running"
+        self.state = "running"
         pool_event("pool.started", self.name, size=self.config.size,
                    duration_ms=round((self._loop.time() - started) * 1000, 3))
         self.instance.cores.append(self)
@@ -167,7 +167,7 @@ class AsyncPool:
 
     @property
     def closing(self) -> bool:
-        return self._state in ("closing", "closed")
+        return self.state in ("closing", "closed")
 
     def worker_ready(self, worker: WorkerHandle) -> None:
         """A new worker serves: learn the tools, let it take calls."""
@@ -230,6 +230,32 @@ class AsyncPool:
     def live_workers(self) -> list[WorkerHandle]:
         return list(self._workers.values())
 
+    def add_worker(self, worker: WorkerHandle) -> None:
+        """A worker that is starting belongs to the pool from now on (stats, close)."""
+        self._workers[worker.id] = worker
+
+    def remove_worker(self, worker: WorkerHandle) -> None:
+        self._workers.pop(worker.id, None)
+
+    def new_worker_id(self) -> str:
+        return f"worker-{next(self._ids)}"
+
+    def correlation_id(self) -> str:
+        """A fresh id for a call, unique across the host instance."""
+        return f"{self.instance.id}-{next(self._call_ids)}"
+
+    def has_queued(self) -> bool:
+        """Whether calls are waiting for a worker."""
+        return bool(self._sched.queue)
+
+    def tool_spec(self, name: str) -> dict[str, Any] | None:
+        """The announced spec of tool ``name``; None when unknown (or not known yet)."""
+        return self._tools.get(name)
+
+    def knows_tools(self) -> bool:
+        """Whether a worker has announced the adapter's tools yet."""
+        return bool(self._tools)
+
     def record_event(self, worker: WorkerHandle, reason: str) -> None:
         """Count a recycle/replacement reason (hung, crashed, ttl, requests, memory, manual)."""
         self._events[reason] += 1
@@ -269,11 +295,11 @@ class AsyncPool:
 
         Idempotent. Queued calls fail with ShutdownError; nothing is left running.
         """
-        if self._state in ("closing", "closed"):
-            while self._state == "closing":
+        if self.state in ("closing", "closed"):
+            while self.state == "closing":
                 await asyncio.sleep(0.01)
             return
-        self._state = "closing"
+        self.state = "closing"
         self.lending.unpark_all()  # idle lent workers come back now, busy ones after their call
         await self._supervisor.stop()
         await self.lifecycle.stop()
@@ -295,11 +321,11 @@ class AsyncPool:
         await self.lifecycle.close_forkserver()
         if self._owns_instance and self._instance is not None:
             await self._instance.close()
-        self._state = "closed"
+        self.state = "closed"
         pool_event("pool.stopped", self.name, uptime_s=round(self.metrics.uptime(), 3))
 
     async def __aenter__(self) -> AsyncPool:
-        if self._state == "new":
+        if self.state == "new":
             await self.start()
         return self
 
@@ -312,7 +338,7 @@ class AsyncPool:
         """Check and encode a call (safe from any thread): see `prepare.prepare_call`."""
         return prepare_call(self, tool, args, session_id, metadata, big)
 
-    def _budget(self, timeout: float | None, stream: bool = False) -> float | None:
+    def budget(self, timeout: float | None, stream: bool = False) -> float | None:
         if timeout is None:
             call_s, stream_s, _ = self.config.timeouts()
             return stream_s if stream else call_s
@@ -401,7 +427,7 @@ class AsyncPool:
         (default: the tool is in idempotent_tools) lets a call whose worker died run again on
         another worker. Returns a function that cancels the call.
         """
-        budget = self._budget(timeout)
+        budget = self.budget(timeout)
         deadline = None if budget is None else self.loop.time() + budget
         refusal = self.barrier.refusal(req)
         if refusal is not None:
@@ -458,7 +484,7 @@ class AsyncPool:
         refusal = self.barrier.refusal(req)  # poisoned, or the circuit is open
         if refusal is not None:
             raise refusal
-        budget = self._budget(timeout, stream=True)
+        budget = self.budget(timeout, stream=True)
         loop = asyncio.get_running_loop()
         deadline = None if budget is None else loop.time() + budget
         session = self.sessions.open(session_id) if session_id else None

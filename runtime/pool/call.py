@@ -91,9 +91,9 @@ class CallRun:
                             "tool": self.req.tool_name,
                             "correlation_id": self.req.metadata.get("correlation_id", "")})
         self._cid = worker.send(self.req, left,
-                                lambda resp, err: self._outcome(worker, resp, err), self.big)
+                                lambda resp, err: self.outcome(worker, resp, err), self.big)
 
-    def _outcome(self, worker: WorkerHandle, resp: Any, err: BaseException | None) -> None:
+    def outcome(self, worker: WorkerHandle, resp: Any, err: BaseException | None) -> None:
         if self._done:
             return
         if isinstance(err, NotStarted):

@@ -83,7 +83,7 @@ class Lending:
         """A lent worker for this call, now BUSY for the calling thread; None: use the loop
         (and ask for a worker to be lent)."""
         pool = self.pool
-        if not self.enabled or pool._state != "running" or req.session_id:
+        if not self.enabled or pool.state != "running" or req.session_id:
             return None
         barrier = pool.barrier
         if barrier.breaker.state != "closed" or barrier.has_poison():
@@ -114,10 +114,10 @@ class Lending:
         """Lend ``worker`` (idle, just freed) to blocking callers, if one asked."""
         pool = self.pool
         if not (self.demand and self.enabled and not self._holding
-                and pool._state == "running"
+                and pool.state == "running"
                 and worker.in_flight == 0 and worker.accepting and worker.state == "ready"
                 and not worker.recycle_reason and worker.capacity == 1
-                and worker.lendable and not pool._sched.queue):
+                and worker.lendable and not pool.has_queued()):
             return
         link = worker.direct
         if link is None:
@@ -266,7 +266,7 @@ class Lending:
             idempotent = req.tool_name in pool.config.idempotent_tools
         run = CallRun(pool, req, deadline, deliver, idempotent)
         run.started = started
-        run._outcome(w, None, err)  # reruns, retries or answers, as for a lane call
+        run.outcome(w, None, err)  # reruns, retries or answers, as for a lane call
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -100,7 +100,7 @@ class Lifecycle:
     async def start_worker(self) -> WorkerHandle:
         pool = self.pool
         worker = WorkerHandle(
-            f"worker-{next(pool._ids)}", self.config, instance=pool.instance,
+            pool.new_worker_id(), self.config, instance=pool.instance,
             on_free=pool.slot_freed, on_exit=self.worker_exited,
             pipeline=self.config.pipeline_depth)
         worker.on_stuck = lambda _worker, req: pool.barrier.blame_stuck(req)
@@ -116,16 +116,16 @@ class Lifecycle:
                                                * random.uniform(1 - JITTER, 1 + JITTER)))
         if self.config.ttl_s:
             worker.ttl_s = self.config.ttl_s * random.uniform(1 - JITTER, 1 + JITTER)
-        pool._workers[worker.id] = worker
+        pool.add_worker(worker)
         try:
             await worker.start()
         except BaseException:
-            pool._workers.pop(worker.id, None)
+            pool.remove_worker(worker)
             await worker.stop()
             raise
         if pool.closing:
             await worker.stop()
-            pool._workers.pop(worker.id, None)
+            pool.remove_worker(worker)
             return worker
         pool.worker_ready(worker)
         return worker

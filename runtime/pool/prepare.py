@@ -26,7 +26,7 @@ def prepare_call(pool: AsyncPool, tool: str, args: Mapping[str, Any] | None,
     was wrong (pool not running, unknown tool, bad arguments, too large).
     With a ``big`` dict, large bytes arguments are left out of the request and put there
     (`dispatch` sends them through shared memory where the worker can map it)."""
-    if pool._state != "running":
+    if pool.state != "running":
         if pool.failure is not None:
             lines = [ln for ln in pool.failure.message.splitlines() if ln.strip()]
             last = f" ({lines[-1].strip()})" if len(lines) > 1 else ""
@@ -34,12 +34,13 @@ def prepare_call(pool: AsyncPool, tool: str, args: Mapping[str, Any] | None,
                 f"pool {pool.name!r} failed to start: {lines[0] if lines else ''}{last}",
                 details={"pool": pool.name, "cause": pool.failure.category},
                 hint=pool.failure.hint)
-        if pool._state in ("closing", "closed"):
+        if pool.state in ("closing", "closed"):
             raise ShutdownError(f"pool {pool.name!r} is closed")
         raise PoolNotReady(f"pool {pool.name!r} is not started", hint="call start() first")
-    if pool._tools and tool not in pool._tools:
+    if pool.knows_tools() and pool.tool_spec(tool) is None:
+        names = sorted(t["name"] for t in pool.tools())
         raise ToolNotFound(f"pool {pool.name!r} has no tool {tool!r}; available tools: "
-                           f"{', '.join(sorted(pool._tools))}",
+                           f"{', '.join(names)}",
                            details={"tool": tool, "pool": pool.name})
     if args is not None and not isinstance(args, Mapping):
         raise TypeError(f"args must be a mapping of parameter names to values, "
@@ -55,11 +56,11 @@ def prepare_call(pool: AsyncPool, tool: str, args: Mapping[str, Any] | None,
     if metadata:
         req.metadata.update(metadata)
     if "correlation_id" not in req.metadata:
-        req.metadata["correlation_id"] = f"{pool.instance.id}-{next(pool._call_ids)}"
+        req.metadata["correlation_id"] = pool.correlation_id()
     if "numpy" in sys.modules and pool.config.shm_threshold_kb:
         req.metadata[arrays.WANTED] = str(pool.config.shm_threshold_kb * 1024)
     size = req.ByteSize() + (sum(codec.raw_size(v) for v in big.values()) if big else 0)
-    if size > pool._max_call_bytes:
+    if size > pool.max_call_bytes:
         raise InvalidArgument(
             f"call to {tool!r} is {size / MIB:.1f} MiB, over the pool's limit of "
             f"{pool.config.max_message_mb} MiB (max_message_mb)",

@@ -91,7 +91,7 @@ class Pool:
                 _live.discard(self)
 
     def __enter__(self) -> Pool:
-        if self._core._state == "new":
+        if self._core.state == "new":
             self.start()
         return self
 
@@ -115,7 +115,7 @@ class Pool:
             big: dict[str, Any] = {}
             req = core.prepare(tool, args, session_id, metadata, big)
             if not big:
-                value = direct.call(core, self._loop, req, core._budget(timeout), idempotent)
+                value = direct.call(core, self._loop, req, core.budget(timeout), idempotent)
                 if value is not direct.FALLBACK:
                     return value
             fut = self._submit_prepared(req, timeout, idempotent, affinity, big)
