@@ -159,9 +159,9 @@ def _pool_checks(pool: PoolConfig, cfg: PitConfig, base: Path) -> list[Check]:
     def packages() -> Check:
         from packaging.requirements import InvalidRequirement, Requirement
 
-        from .envs.builder import _split_requirements
+        from .envs.builder import split_requirements
 
-        strings, _ = _split_requirements(pool, base)
+        strings, _ = split_requirements(pool, base)
         reqs = []
         for text in strings:
             try:

@@ -64,7 +64,7 @@ def bridge_pins() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in BRIDGE_PACKAGES]
 
 
-def _split_requirements(config: PoolConfig, base: Path) -> tuple[list[str], list[Path]]:
+def split_requirements(config: PoolConfig, base: Path) -> tuple[list[str], list[Path]]:
     reqs = config.requirements
     items = [reqs] if isinstance(reqs, str) else list(reqs or ())
     strings: list[str] = []
@@ -124,7 +124,7 @@ def status(config: PoolConfig, state_dir: Path, base: Path) -> EnvStatus:
     path = env_dir(state_dir, config.name)
     try:
         interp = resolve(config.python, sys.executable)
-        strings, files = _split_requirements(config, base)
+        strings, files = split_requirements(config, base)
     except PitError as exc:
         return EnvStatus(config.name, "error", str(path), None, exc.message)
     stored = path / FINGERPRINT
@@ -142,7 +142,7 @@ def build(config: PoolConfig, state_dir: Path, base: Path, *, force: bool = Fals
     if not needs_env(config):
         return EnvStatus(config.name, "host", None, sys.executable)
     interp = resolve(config.python, sys.executable)
-    strings, files = _split_requirements(config, base)
+    strings, files = split_requirements(config, base)
     path = env_dir(state_dir, config.name)
     wanted = fingerprint(interp, strings, files)
     stored = path / FINGERPRINT

@@ -358,8 +358,7 @@ class AsyncPool:
 
     def take(self, worker: WorkerHandle) -> bool:
         """A slot on this very worker, if it has one free now (a lent one is taken back)."""
-        if worker.direct is not None:
-            self.lending.unpark(worker)
+        self.lending.unpark(worker)
         return self._sched.acquire_worker(worker)
 
     def wait_for_worker(self, worker: WorkerHandle, fut: asyncio.Future[WorkerHandle]) -> None:

@@ -12,22 +12,22 @@ from typing import Any
 from ..errors import PoolNotReady
 from .sync_pool import Pools
 
-_current: list[Pools] = []  # the one registry of "current" pools, set by set_current_pools
+current_call: list[Pools] = []  # the one registry of "current" pools, set by set_current_pools
 
 
 def set_current_pools(pools: Pools | None) -> None:
-    _current.clear()
+    current_call.clear()
     if pools is not None:
-        _current.append(pools)
+        current_call.append(pools)
 
 
 def current_pools() -> Pools:
     """The pools started by `pit run` (or registered with set_current_pools)."""
-    if not _current:
+    if not current_call:
         raise PoolNotReady("no pools are running in this process",
                            hint="start the script with `pit run script.py`, or create a "
                                 "runtime.Pool / runtime.Pools yourself")
-    return _current[0]
+    return current_call[0]
 
 
 def execute(tool: str, args: Mapping[str, Any] | None = None, *, pool: str | None = None,

@@ -4,12 +4,26 @@ Each returns at once when nobody subscribed to the event, so call sites stay che
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .. import telemetry
+from ..config import PoolConfig
 
-if TYPE_CHECKING:
-    from .worker_handle import WorkerHandle
+
+class EventWorker(Protocol):
+    """What worker events report of a worker (`WorkerHandle` is one)."""
+
+    config: PoolConfig
+    id: str
+    pid: int | None
+    served: int
+    rss_mb: float
+    missed_heartbeats: int
+    exit_code: int | None
+    cause: str
+    exit_reason: str
+
+    def uptime(self) -> float: ...
 
 REASON_EVENT = {"ttl": "worker.recycled", "requests": "worker.recycled",
                 "memory": "worker.recycled", "manual": "worker.recycled",
@@ -22,7 +36,7 @@ def pool_event(name: str, pool: str, **measurements: Any) -> None:
         telemetry.emit(name, measurements, {"pool": pool})
 
 
-def worker_event(name: str, worker: WorkerHandle, measurements: dict[str, Any] | None = None,
+def worker_event(name: str, worker: EventWorker, measurements: dict[str, Any] | None = None,
                  **metadata: Any) -> None:
     if telemetry.enabled(name):
         telemetry.emit(name, measurements or {},
@@ -30,7 +44,7 @@ def worker_event(name: str, worker: WorkerHandle, measurements: dict[str, Any] |
                         **metadata})
 
 
-def worker_reason(worker: WorkerHandle, reason: str) -> None:
+def worker_reason(worker: EventWorker, reason: str) -> None:
     """worker.recycled / worker.hung / worker.crashed for a reason of `record_event`."""
     name = REASON_EVENT.get(reason)
     if name is None or not telemetry.enabled(name):

@@ -22,7 +22,7 @@ import math
 import time
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -34,13 +34,26 @@ from ..protocol.frames import FrameBuffer, FrameError, encode
 
 log = logger("grpc")
 
-if TYPE_CHECKING:
-    from .worker_handle import WorkerHandle
-
 CANCEL_GRACE_S = 2.0  # a cancelled call must end within this, or the worker is killed
 SWEEP_SLACK_S = 0.001  # a deadline this close when the sweep runs counts as passed
 
 OnDone = Callable[[Any, "BaseException | None"], None]
+
+
+class LaneWorker(Protocol):
+    """What a lane needs of the worker it serves (`WorkerHandle` is one)."""
+
+    id: str
+    pid: int | None
+    served: int
+    errors: int
+    avg_ms: float
+    exit_reason: str
+
+    def slot_freed(self) -> None: ...
+    def lane_unavailable(self) -> None: ...
+    def kill_stuck(self, req: Any) -> None: ...
+    async def wait_exit(self) -> None: ...
 
 
 class NotStarted(Exception):
@@ -90,7 +103,7 @@ class Lane:
     """Calls to one worker and their answers; the transport is a `_GrpcLink` (the `CallLane`
     stream) or a `SocketLink` (the same messages as frames on a unix socket, ~6x faster)."""
 
-    def __init__(self, worker: WorkerHandle, stub: Any, max_message_bytes: int) -> None:
+    def __init__(self, worker: LaneWorker, stub: Any, max_message_bytes: int) -> None:
         self.worker = worker
         self._stub = stub
         self._loop = asyncio.get_running_loop()
@@ -107,7 +120,7 @@ class Lane:
         self._link: _GrpcLink | SocketLink
 
     @classmethod
-    async def open(cls, worker: WorkerHandle, stub: Any, max_message_bytes: int,
+    async def open(cls, worker: LaneWorker, stub: Any, max_message_bytes: int,
                    socket_path: str | None = None) -> Lane:
         """A lane over ``socket_path`` when given (falling back to gRPC if it cannot be
         reached), else over the gRPC stream."""

@@ -40,6 +40,7 @@ class Lending:
         self.pool = pool
         self.enabled = pool.config.direct_calls
         self.links: tuple[DirectLink, ...] = ()  # lent (IDLE or BUSY); callers read it as is
+        self._link_of: dict[str, DirectLink] = {}  # worker id -> its connection, once made
         self.demand = False  # a blocking caller found none free (set from any thread)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._holding = False  # a slot is being given back: do not lend it again right away
@@ -102,11 +103,12 @@ class Lending:
         return None
 
     def lent(self, worker: WorkerHandle) -> bool:
-        return worker.direct is not None and worker.direct in self.links
+        link = self._link_of.get(worker.id)
+        return link is not None and link in self.links
 
     def idle_slots(self, worker: WorkerHandle) -> int:
         """1 when the worker is lent and no call is out on it (its slot is held, not busy)."""
-        link = worker.direct
+        link = self._link_of.get(worker.id)
         return int(link is not None and link.state is IDLE and link in self.links)
 
     # --- lending and taking back -------------------------------------------------------------
@@ -119,7 +121,7 @@ class Lending:
                 and not worker.recycle_reason and worker.capacity == 1
                 and worker.lendable and not pool.has_queued()):
             return
-        link = worker.direct
+        link = self._link_of.get(worker.id)
         if link is None:
             try:
                 link = DirectLink.connect(worker, str(worker.lane_socket),
@@ -130,7 +132,7 @@ class Lending:
                 log.info("worker %s: cannot be lent to blocking callers: %s", worker.id, exc)
                 worker.lendable = False
                 return
-            worker.direct = link
+            self._link_of[worker.id] = link
         # The lent worker's slot is taken (and no call is pipelined to it) until it is back.
         worker.in_flight += 1
         worker.exclusive_calls += 1
@@ -146,7 +148,7 @@ class Lending:
     def unpark(self, worker: WorkerHandle) -> None:
         """``worker`` must stop being lent (recycle, death, close): free its slot now, or ask
         for it back."""
-        link = worker.direct
+        link = self._link_of.get(worker.id)
         if link is not None and link in self.links and link.reclaim():
             self._release(link)
 
@@ -169,8 +171,8 @@ class Lending:
         self._forget(link)
         w = link.worker
         w.exclusive_calls -= 1
-        if not w.lendable and w.direct is link:
-            w.direct = None
+        if not w.lendable and self._link_of.get(w.id) is link:
+            del self._link_of[w.id]
             link.close()
         self._holding = hold
         try:
@@ -181,8 +183,8 @@ class Lending:
     def _drop(self, link: DirectLink) -> None:
         """The link is done for (broken, or its worker is gone): close it, free the slot."""
         link.close()
-        if link.worker.direct is link:
-            link.worker.direct = None
+        if self._link_of.get(link.worker.id) is link:
+            del self._link_of[link.worker.id]
         self._release(link)
 
     def retire(self, worker: WorkerHandle) -> None:
@@ -190,7 +192,7 @@ class Lending:
         connection (`broken` answers it)."""
         worker.lendable = False
         self.unpark(worker)  # an idle lent link is closed there
-        link = worker.direct
+        link = self._link_of.get(worker.id)
         if link is None:
             return
         with link.lock:
@@ -199,7 +201,7 @@ class Lending:
             with contextlib.suppress(OSError):
                 link.sock.shutdown(socket.SHUT_RDWR)
         else:
-            worker.direct = None
+            del self._link_of[worker.id]
             link.close()
 
     # --- calls that went wrong ---------------------------------------------------------------

@@ -105,7 +105,7 @@ class Lifecycle:
             pipeline=self.config.pipeline_depth)
         worker.on_stuck = lambda _worker, req: pool.barrier.blame_stuck(req)
         worker.python, worker.bridge = pool.worker_python, pool.bridge
-        worker.lending = pool.lending
+        worker.on_retire = pool.lending.retire
         if self.replacing:
             worker.replaced_reason = self.replacing.popleft()
         worker.extra_env = pool.extra_env

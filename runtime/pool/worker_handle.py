@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
@@ -50,10 +50,6 @@ OUTPUT_TAIL_LINES = 40
 PIPELINE_BELOW_MS = 1.0  # pipeline calls to a busy worker only while calls average less
 PIPELINE_STALL_S = 0.01  # ... and while its oldest call has been out for less than this
 PREFETCH_BELOW_MS = 50.0  # one call prefetched while calls average less (and are on time)
-
-if TYPE_CHECKING:
-    from .direct import DirectLink
-    from .lending import Lending
 
 log = logger("worker")
 grpc_log = logger("grpc")
@@ -121,8 +117,8 @@ class WorkerHandle:
         self.avg_ms = PIPELINE_BELOW_MS * 10  # assume calls are not tiny until measured
         self.pipeline = pipeline
         self.exclusive_calls = 0  # granted streams (they run outside the lane, alone)
-        self.direct: DirectLink | None = None  # the connection blocking callers use when lent
-        self.lending: Lending | None = None  # the pool's, which lends this worker
+        # called when the worker stops taking calls (stop, death): the pool's lending lets go
+        self.on_retire: Callable[[WorkerHandle], None] | None = None
         self.lendable = False  # set once ready, when its lane socket takes more connections
         self.exit_info: tuple[Any, ...] | None = None  # (progress, message, details, error)
         self._tasks: list[asyncio.Task[Any]] = []
@@ -299,8 +295,8 @@ class WorkerHandle:
                           f"{self.exit_reason}", details, self.exit_error)
         if self._lane is not None:
             self._lane.fail_all(*self.exit_info)
-        if self.lending is not None:
-            self.lending.retire(self)  # a direct call still out ends with its connection
+        if self.on_retire is not None:
+            self.on_retire(self)  # a direct call still out ends with its connection
         if not self._exited.done():
             self._exited.set_result(code)
         if self.shm is not None:
@@ -571,8 +567,8 @@ class WorkerHandle:
         self.accepting = False
         if self.state != "dead":
             self.state = "stopping"
-        if self.lending is not None:
-            self.lending.retire(self)
+        if self.on_retire is not None:
+            self.on_retire(self)
         if self._lane is not None:
             await self._lane.close()
         if self._proc is not None and self._proc.returncode is None:

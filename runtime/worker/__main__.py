@@ -1,11 +1,16 @@
 import os
 import sys
 
-from .main import main
+from .main import main, parse_args
 
 code = 1
 try:
-    code = main()
+    if "--zygote" in sys.argv[1:]:  # the pool's fork server (runtime/worker/zygote.py)
+        from .zygote import serve as serve_forks
+
+        code = serve_forks(parse_args())
+    else:
+        code = main()
 finally:
     for stream in (sys.stdout, sys.stderr):
         try:

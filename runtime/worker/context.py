@@ -12,7 +12,7 @@ from typing import Any
 
 from ..protocol import codec, pb, pb_grpc
 
-_current: contextvars.ContextVar[SessionContext | None] = contextvars.ContextVar(
+current_call: contextvars.ContextVar[SessionContext | None] = contextvars.ContextVar(
     "pit_context", default=None)
 
 HOST_CALL_DEFAULT_TIMEOUT_S = 60.0
@@ -117,7 +117,7 @@ class SessionContext:
 
 def current_context() -> SessionContext:
     """The context of the call running in this thread or task."""
-    ctx = _current.get()
+    ctx = current_call.get()
     if ctx is None:
         raise RuntimeError("current_context() is only available inside a tool call")
     return ctx

@@ -35,11 +35,11 @@ PRELOADED_TOOLS: dict[type, Any] = {}  # adapter class -> its tools, filled by t
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return _parser().parse_args(argv)
+    return argument_parser().parse_args(argv)
 
 
 @functools.cache
-def _parser() -> argparse.ArgumentParser:
+def argument_parser() -> argparse.ArgumentParser:
     """Built once (~10 ms, it imports shutil): the fork server builds it for its workers."""
     p = argparse.ArgumentParser(prog="python -m runtime.worker",
                                 description="A pit worker: serves one adapter over gRPC.")
@@ -97,7 +97,7 @@ def load_adapter_class(spec: str) -> type:
     return cls
 
 
-def _arm_parent_death_signal() -> None:
+def arm_parent_death_signal() -> None:
     """Linux: SIGTERM when the parent dies (elsewhere the watchdogs do the job)."""
     if sys.platform.startswith("linux"):
         try:
@@ -123,7 +123,7 @@ def _die_with_parent(host_pid: int, forked: bool = False) -> None:
     """Exit with the host: parent-death signal and a watchdog on the parent pid; a forked
     worker's parent is the fork server, so it watches the host's pid instead."""
     if not forked:
-        _arm_parent_death_signal()
+        arm_parent_death_signal()
         if host_pid and os.getppid() != host_pid:
             os._exit(0)  # the host died before we could arm the signal
     elif host_pid and not _host_alive(host_pid):
@@ -140,7 +140,7 @@ def _die_with_parent(host_pid: int, forked: bool = False) -> None:
         threading.Thread(target=watch, name="pit-parent-watch", daemon=True).start()
 
 
-def _watch_host_contact(servicer: Any, timeout_s: float, stop: _StopSignal) -> None:
+def _watch_host_contact(servicer: Any, timeout_s: float, stop: StopSignal) -> None:
     """Dependent mode, when the host pings us: exit once it has been silent for ``timeout_s``
     (alive but wedged). Costs a sleeping thread, where `_heartbeat_host` costs a gRPC client
     channel (~4 MiB a worker)."""
@@ -158,7 +158,7 @@ def _watch_host_contact(servicer: Any, timeout_s: float, stop: _StopSignal) -> N
     threading.Thread(target=watch, name="pit-host-watch", daemon=True).start()
 
 
-def _heartbeat_host(address: str, timeout_s: float, stop: _StopSignal) -> None:
+def _heartbeat_host(address: str, timeout_s: float, stop: StopSignal) -> None:
     """Dependent mode: exit when the host has not answered for ``timeout_s`` (it may be alive
     but wedged, or gone in a way the parent-death signal cannot see)."""
     import grpc
@@ -191,7 +191,7 @@ def _write_ready(path: str, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-class _StopSignal:
+class StopSignal:
     """SIGTERM -> stop serving. The handler only sets a flag: a handler that took a lock (as
     Event.set does) deadlocks when a second signal lands while the first holds it."""
 
@@ -245,7 +245,7 @@ def serve(ns: argparse.Namespace) -> int:
     from .specs import tool_spec
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
-    stop = _StopSignal()
+    stop = StopSignal()
     # A forked worker starts with SIGTERM blocked (zygote._fork): one sent meanwhile lands now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     # A fatal signal (SIGSEGV in a C extension, SIGABRT, SIGBUS ...) prints the Python stack
@@ -363,10 +363,6 @@ def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
     if ns.health_check:
         return health_check(ns.adapter)
-    if ns.zygote:
-        from .zygote import serve as serve_forks
-
-        return serve_forks(ns)
     if not ns.listen:
         print("pit worker: --listen is required (unless --health-check)", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ import orjson
 
 from ..protocol import arrays, codec, pb, shm
 from .adapter import ArgumentError, ToolInfo
-from .context import HostClient, SessionContext, _current
+from .context import HostClient, SessionContext, current_call
 from .sessions import SessionTable
 
 # The host reads this after a crash to tell the call that was running (the culprit) from
@@ -198,7 +198,7 @@ class ToolRunner:
     def _invoke(self, info: ToolInfo, args: dict[str, Any], ctx: SessionContext,
                 call_id: int) -> Any:
         running = _Running(ctx, threading.get_ident())
-        token = _current.set(ctx)
+        token = current_call.set(ctx)
         try:
             with self._lock:
                 if call_id in self._cancelled_early:
@@ -216,7 +216,7 @@ class ToolRunner:
                 with self._lock:
                     self._running.pop(call_id, None)
         finally:
-            _current.reset(token)
+            current_call.reset(token)
 
     def _call_tool(self, info: ToolInfo, args: dict[str, Any], ctx: SessionContext,
                    running: _Running) -> Any:
@@ -287,7 +287,7 @@ class ToolRunner:
             yield codec.encode_chunk(value, info.name, 1, final=True)
             return
         n = 0
-        token = _current.set(ctx)
+        token = current_call.set(ctx)
         if on_start is not None:
             on_start(ctx)
         self.slots.acquire()  # a stream occupies a slot for as long as it runs
@@ -311,7 +311,7 @@ class ToolRunner:
             raise StreamError(error_response(exc, req).error_message) from None
         finally:
             self.slots.release()
-            _current.reset(token)
+            current_call.reset(token)
         yield codec.final_chunk(info.name, n + 1)
 
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .context import _current
+from .context import current_call
 
 BUFFER_EVENTS = int(os.environ.get("PIT_TELEMETRY_BUFFER", "4096"))  # events held at most
 
@@ -82,7 +82,7 @@ def emit(name: str, measurements: Mapping[str, Any] | None = None,
     if not isinstance(name, str) or not name or name.startswith(".") or name.endswith("."):
         raise ValueError(f"telemetry event name must be a dotted name such as 'model.loaded', "
                          f"got {name!r}")
-    ctx = _current.get()
+    ctx = current_call.get()
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     if ctx is not None:
         meta.setdefault("tool", ctx.tool_name)

@@ -29,7 +29,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .main import _StopSignal
+    from .main import StopSignal
 
 POLL_S = 0.5
 
@@ -48,9 +48,9 @@ def _preload(ns: argparse.Namespace) -> dict[str, Any]:
 
     from . import lane_socket, servicer, specs  # noqa: F401
     from .adapter import collect_tools
-    from .main import PRELOADED_TOOLS, _parser, load_adapter_class
+    from .main import PRELOADED_TOOLS, argument_parser, load_adapter_class
 
-    _parser()  # argparse's set-up costs each forked worker ~10 ms otherwise
+    argument_parser()  # argparse's set-up costs each forked worker ~10 ms otherwise
     cls = load_adapter_class(ns.adapter)
     PRELOADED_TOOLS[cls] = collect_tools(cls)
     preload = getattr(cls, "preload", None)
@@ -60,14 +60,14 @@ def _preload(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def serve(ns: argparse.Namespace) -> int:
-    from .main import _arm_parent_death_signal, _StopSignal
+    from .main import StopSignal, arm_parent_death_signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A fatal signal while importing the adapter or in preload() names the crashing line in
     # the output the host reports (main.serve does the same in each worker it forks).
     faulthandler.enable(file=sys.stderr, all_threads=False)
     if not ns.independent:
-        _arm_parent_death_signal()
+        arm_parent_death_signal()
         if ns.host_pid and os.getppid() != ns.host_pid:
             return 0
     sock = socket.socket(fileno=ns.control_fd)
@@ -85,7 +85,7 @@ def serve(ns: argparse.Namespace) -> int:
 
     gc.collect()
     gc.freeze()  # the collector never touches what the workers inherit: fewer pages copied
-    stop = _StopSignal()
+    stop = StopSignal()
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select() through stop.fd too
     sys.stdout.flush()
     sys.stderr.flush()
@@ -126,7 +126,7 @@ def _reap(sock: socket.socket) -> None:
         _send(sock, {"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
-def _fork(sock: socket.socket, stop: _StopSignal, request: dict[str, Any],
+def _fork(sock: socket.socket, stop: StopSignal, request: dict[str, Any],
           fds: list[int]) -> None:
     if request.get("op") != "fork" or len(fds) != 1:
         for fd in fds:

@@ -7,7 +7,7 @@ import pytest
 
 from runtime.config import make_pool_config
 from runtime.envs import uv
-from runtime.envs.builder import _split_requirements, fingerprint, needs_env
+from runtime.envs.builder import fingerprint, needs_env, split_requirements
 from runtime.envs.interpreters import Interpreter, _matches, resolve, versions_text
 from runtime.errors import ConfigError, EnvironmentProblem
 
@@ -82,7 +82,7 @@ def test_requirements_settings(tmp_path: Path) -> None:
     (tmp_path / "reqs.txt").write_text("six\n")
     cfg = make_pool_config("a", python="3.12", requirements=["six==1.16.0", "reqs.txt"])
     assert needs_env(cfg) and not needs_env(make_pool_config("b"))
-    strings, files = _split_requirements(cfg, tmp_path)
+    strings, files = split_requirements(cfg, tmp_path)
     assert strings == ["six==1.16.0"] and files == [tmp_path / "reqs.txt"]
     with pytest.raises(ConfigError, match="requirements"):
         make_pool_config("c", requirements=[1])
