@@ -38,6 +38,7 @@ check-protos: setup
 lint: setup
 	$(PY) -m ruff check runtime snakecli scripts tests
 	$(PY) -m mypy runtime snakecli
+	$(PY) scripts/check_structure.py
 
 bench: setup
 	$(PY) scripts/bench.py

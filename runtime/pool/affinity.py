@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import CallTimeout, PoolSaturated, SessionWorkerUnavailable, WorkerBusy
 from .scheduler import Saturated
 from .sessions import Session
 
 if TYPE_CHECKING:
-    from .async_pool import AsyncPool
+    from ..config import PoolConfig
     from .worker_handle import WorkerHandle
 
 
-def session_slot(pool: AsyncPool, session: Session, mode: str, tool: str,
+class SlotSource(Protocol):
+    """What session affinity needs of the pool: its scheduler's slots."""
+
+    @property
+    def config(self) -> PoolConfig: ...
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    def grant(self, tool: str, deadline: float | None, *, exclusive: bool = False,
+              front: bool = False) -> asyncio.Future[WorkerHandle]: ...
+    def discard(self, slot: asyncio.Future[WorkerHandle]) -> None: ...
+    def take(self, worker: WorkerHandle) -> bool: ...
+    def wait_for_worker(self, worker: WorkerHandle,
+                        fut: asyncio.Future[WorkerHandle]) -> None: ...
+    def worker(self, worker_id: str) -> WorkerHandle | None: ...
+
+
+def session_slot(pool: SlotSource, session: Session, mode: str, tool: str,
                  deadline: float | None, *, exclusive: bool = False,
                  front: bool = False) -> asyncio.Future[WorkerHandle]:
     """A future for a slot, honouring the session's pinned worker and the affinity mode.
@@ -49,7 +65,7 @@ def session_slot(pool: AsyncPool, session: Session, mode: str, tool: str,
     return _wait_for(pool, pinned, session, tool, deadline)
 
 
-def _wait_for(pool: AsyncPool, worker: WorkerHandle, session: Session, tool: str,
+def _wait_for(pool: SlotSource, worker: WorkerHandle, session: Session, tool: str,
               deadline: float | None) -> asyncio.Future[WorkerHandle]:
     """strict_queue: wait for this worker within the call's deadline (else the queue
     timeout)."""

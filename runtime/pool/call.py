@@ -15,18 +15,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import telemetry
 from ..errors import CallTimeout, ResultError, WorkerExit, from_payload
 from ..protocol import codec
-from .affinity import session_slot
+from .affinity import SlotSource, session_slot
 from .lane import NotStarted
 from .sessions import Session
 
 if TYPE_CHECKING:
-    from .async_pool import AsyncPool
+    from .metrics import PoolMetrics
+    from .resilience import CrashBarrier
     from .worker_handle import WorkerHandle
+
+
+class CallHost(SlotSource, Protocol):
+    """What a call needs of its pool: slots, the crash barrier, metrics."""
+
+    barrier: CrashBarrier
+    metrics: PoolMetrics
+
+    @property
+    def name(self) -> str: ...
+    def release(self, worker: WorkerHandle) -> None: ...
 
 Deliver = Callable[[Any, "BaseException | None"], None]
 DISPATCHED = "pool.call.dispatched"
@@ -34,7 +46,7 @@ COMPLETED = "pool.call.completed"
 
 
 class CallRun:
-    def __init__(self, pool: AsyncPool, req: Any, deadline: float | None, deliver: Deliver,
+    def __init__(self, pool: CallHost, req: Any, deadline: float | None, deliver: Deliver,
                  idempotent: bool, session: Session | None = None,
                  affinity: str = "hint", big: dict[str, Any] | None = None) -> None:
         self.pool = pool
@@ -142,7 +154,7 @@ class CallRun:
             self._worker.abandon(self._cid, CallTimeout("call cancelled by the caller"))
 
 
-def answer(pool: AsyncPool, worker: WorkerHandle, req: Any,
+def answer(pool: CallHost, worker: WorkerHandle, req: Any,
            resp: Any) -> tuple[Any, BaseException | None]:
     """A worker's answer: (value, None), or (None, the PitError its error payload names),
     accounted for (on the loop)."""
@@ -169,7 +181,7 @@ def read_answer(pool_name: str, worker: WorkerHandle, req: Any,
                               {"tool": tool, "pool": pool_name, "worker": worker.id}), None
 
 
-def note_answer(pool: AsyncPool, worker: WorkerHandle, tool: str, ok: bool,
+def note_answer(pool: CallHost, worker: WorkerHandle, tool: str, ok: bool,
                 size: int | None) -> None:
     """An answer's mark on pool state (on the loop): the breaker, the worker's errors, the
     result size that decides whether the tool's next call gets an arena."""
@@ -186,7 +198,7 @@ def timed_out(tool: str, worker: WorkerHandle) -> CallTimeout:
                        hint="raise the timeout or call_timeout_ms")
 
 
-def record(pool: AsyncPool, req: Any, took: float, err: BaseException | None) -> None:
+def record(pool: CallHost, req: Any, took: float, err: BaseException | None) -> None:
     """A finished call in the pool's metrics and the completed event (on the loop)."""
     category = getattr(err, "category", "error") if err else None
     pool.metrics.record(took, category)

@@ -36,7 +36,7 @@ import contextlib
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from google.protobuf.message import DecodeError
 
@@ -47,9 +47,28 @@ from ..protocol.frames import FrameBuffer, FrameError, encode
 from .call import read_answer, timed_out
 
 if TYPE_CHECKING:
-    from .async_pool import AsyncPool
     from .loop_thread import LoopThread
     from .worker_handle import WorkerHandle
+
+
+class LendingPort(Protocol):
+    """The loop's half of direct calls, as a caller uses it (`lending.Lending`)."""
+
+    def checkout(self, req: Any) -> DirectLink | None: ...
+    def report(self, worker: WorkerHandle, req: Any, resp: Any, size: int | None,
+               took: float, err: BaseException | None) -> None: ...
+    def returned(self, link: DirectLink) -> None: ...
+    def abandoned(self, link: DirectLink, cid: int, req: Any) -> None: ...
+    def broken(self, link: DirectLink, call: tuple[Any, ...] | None) -> None: ...
+
+
+class DirectHost(Protocol):
+    """What a direct call needs of its pool."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def lending(self) -> LendingPort: ...
 
 log = logger("worker")
 
@@ -152,7 +171,7 @@ def _left(deadline: float | None) -> float | None:
 
 
 # --- the caller's side ----------------------------------------------------------------------
-def call(pool: AsyncPool, loop: LoopThread, req: Any, budget: float | None,
+def call(pool: DirectHost, loop: LoopThread, req: Any, budget: float | None,
          idempotent: bool | None) -> Any:
     """Run a prepared call on a worker lent to this thread; FALLBACK when none is free (the
     caller then goes through the loop, which lends one once the pool is idle)."""
@@ -208,7 +227,7 @@ def call(pool: AsyncPool, loop: LoopThread, req: Any, budget: float | None,
     return value
 
 
-def _after_break(pool: AsyncPool, loop: LoopThread, link: DirectLink, cid: int, req: Any,
+def _after_break(pool: DirectHost, loop: LoopThread, link: DirectLink, cid: int, req: Any,
                  deadline: float | None, idempotent: bool | None, started: float,
                  exc: BaseException) -> Any:
     """The connection broke with the call out (the worker died, most likely): the loop learns

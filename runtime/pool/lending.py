@@ -11,7 +11,7 @@ import asyncio
 import collections
 import contextlib
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from google.protobuf.message import DecodeError
 
@@ -20,13 +20,20 @@ from ..errors import WorkerExit
 from ..logs import logger
 from ..protocol import pb
 from ..protocol.frames import FrameError
-from .call import DISPATCHED, CallRun, note_answer, record
+from .call import DISPATCHED, CallHost, CallRun, note_answer, record
 from .direct import BUSY, IDLE, OFF, RECV_BYTES, DirectLink
 from .lane import CANCEL_GRACE_S, exit_error
 
 if TYPE_CHECKING:
-    from .async_pool import AsyncPool
     from .worker_handle import WorkerHandle
+
+
+class LendingHost(CallHost, Protocol):
+    """What lending needs of the pool besides what its calls need."""
+
+    @property
+    def state(self) -> str: ...
+    def has_queued(self) -> bool: ...
 
 log = logger("worker")
 REPORT_FLUSH_S = 0.05  # direct calls' outcomes wait at most this long to be settled
@@ -36,7 +43,7 @@ class Lending:
     """Which workers of a pool are lent to blocking callers, and getting them back. Every
     method but `checkout` and `report` runs on the pool's loop."""
 
-    def __init__(self, pool: AsyncPool) -> None:
+    def __init__(self, pool: LendingHost) -> None:
         self.pool = pool
         self.enabled = pool.config.direct_calls
         self.links: tuple[DirectLink, ...] = ()  # lent (IDLE or BUSY); callers read it as is

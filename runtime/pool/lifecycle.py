@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import PitError, WorkerStartError
 from ..logs import logger
@@ -29,7 +30,40 @@ from .worker_handle import WorkerHandle
 log = logger("lifecycle")
 
 if TYPE_CHECKING:
-    from .async_pool import AsyncPool
+    from ..config import PoolConfig
+    from .instance import HostInstance
+    from .resilience import CrashBarrier
+
+
+class RetiresWorkers(Protocol):
+    def retire(self, worker: WorkerHandle) -> None: ...
+
+
+class LifecycleHost(Protocol):
+    """What keeping the pool at size needs of the pool: its worker set and its events."""
+
+    barrier: CrashBarrier
+    worker_python: str
+    bridge: Path | None
+    extra_env: dict[str, str]
+
+    @property
+    def config(self) -> PoolConfig: ...
+    @property
+    def instance(self) -> HostInstance: ...
+    @property
+    def closing(self) -> bool: ...
+    @property
+    def lending(self) -> RetiresWorkers: ...
+    def new_worker_id(self) -> str: ...
+    def add_worker(self, worker: WorkerHandle) -> None: ...
+    def remove_worker(self, worker: WorkerHandle) -> None: ...
+    def live_workers(self) -> list[WorkerHandle]: ...
+    def slot_freed(self, worker: WorkerHandle) -> None: ...
+    def worker_ready(self, worker: WorkerHandle) -> None: ...
+    def worker_leaving(self, worker: WorkerHandle) -> None: ...
+    def worker_gone(self, worker: WorkerHandle) -> None: ...
+    def record_event(self, worker: WorkerHandle, reason: str) -> None: ...
 
 RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 JITTER = 0.1  # +-10 % on max_requests and ttl_s
@@ -39,7 +73,7 @@ EXTERNAL = ("killed", "terminated")
 
 
 class Lifecycle:
-    def __init__(self, pool: AsyncPool) -> None:
+    def __init__(self, pool: LifecycleHost) -> None:
         self.pool = pool
         self.config = pool.config
         self.crash_streak = 0

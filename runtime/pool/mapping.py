@@ -18,15 +18,32 @@ import concurrent.futures
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol
 
 from ..errors import CallTimeout, from_payload
 from ..protocol.codec import MAP_FLAG
 
-if TYPE_CHECKING:
-    from .async_pool import AsyncPool
-    from .sync_pool import Pool
+
+class SyncMapper(Protocol):
+    """What `map_sync` needs of a `Pool`."""
+
+    @property
+    def name(self) -> str: ...
+    def stats(self) -> Any: ...
+    @property
+    def submit(self) -> Callable[..., concurrent.futures.Future[Any]]: ...
+    def cancel(self, fut: concurrent.futures.Future[Any]) -> None: ...
+
+
+class AsyncMapper(Protocol):
+    """What `map_async` needs of an `AsyncPool`."""
+
+    @property
+    def name(self) -> str: ...
+    def stats(self) -> Any: ...
+    @property
+    def execute(self) -> Callable[..., Awaitable[Any]]: ...
 
 TARGET_CHUNK_MS = 20.0
 FIRST_CHUNK = 4
@@ -132,7 +149,7 @@ class MapPlan:
         raise err
 
 
-def map_sync(pool: Pool, tool: str, items: Iterable[Mapping[str, Any]], *,
+def map_sync(pool: SyncMapper, tool: str, items: Iterable[Mapping[str, Any]], *,
              chunksize: int | None, ordered: bool, return_exceptions: bool,
              timeout: float | None) -> Iterator[Any]:
     plan = MapPlan(pool.name, tool, items, _capacity(pool.stats()), chunksize,
@@ -165,7 +182,7 @@ def map_sync(pool: Pool, tool: str, items: Iterable[Mapping[str, Any]], *,
             pool.cancel(fut)
 
 
-async def map_async(pool: AsyncPool, tool: str, items: Iterable[Mapping[str, Any]], *,
+async def map_async(pool: AsyncMapper, tool: str, items: Iterable[Mapping[str, Any]], *,
                     chunksize: int | None, ordered: bool, return_exceptions: bool,
                     timeout: float | None) -> AsyncIterator[Any]:
     plan = MapPlan(pool.name, tool, items, _capacity(pool.stats()), chunksize,

@@ -6,20 +6,39 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import InvalidArgument, PoolNotReady, ShutdownError, ToolNotFound
 from ..logs import logger, redact
 from ..protocol import arrays, codec, pb
 
 if TYPE_CHECKING:
-    from .async_pool import AsyncPool
+    from ..config import PoolConfig
+    from ..errors import PitError
+
+
+class PreparingPool(Protocol):
+    """What checking a call needs of the pool: its state, its tools, its limits."""
+
+    failure: PitError | None
+    max_call_bytes: int
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def config(self) -> PoolConfig: ...
+    @property
+    def state(self) -> str: ...
+    def knows_tools(self) -> bool: ...
+    def tool_spec(self, name: str) -> dict[str, Any] | None: ...
+    def tools(self) -> list[dict[str, Any]]: ...
+    def correlation_id(self) -> str: ...
 
 log = logger("pool")
 MIB = 1024 * 1024
 
 
-def prepare_call(pool: AsyncPool, tool: str, args: Mapping[str, Any] | None,
+def prepare_call(pool: PreparingPool, tool: str, args: Mapping[str, Any] | None,
                  session_id: str | None, metadata: Mapping[str, str] | None,
                  big: dict[str, Any] | None = None) -> Any:
     """Check and encode a call; the request to dispatch. Raises the error that names what

@@ -8,16 +8,36 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .async_pool import AsyncPool
-    from .sync_pool import Pool
+
+class AsyncCalls(Protocol):
+    """The calls of an `AsyncPool` a session handle forwards (with its session id)."""
+
+    @property
+    def execute(self) -> Callable[..., Awaitable[Any]]: ...
+    @property
+    def stream(self) -> Callable[..., AsyncIterator[Any]]: ...
+    @property
+    def close_session(self) -> Callable[[str], Awaitable[bool]]: ...
+
+
+class SyncCalls(Protocol):
+    """The calls of a `Pool` a session handle forwards (with its session id)."""
+
+    @property
+    def execute(self) -> Callable[..., Any]: ...
+    @property
+    def submit(self) -> Callable[..., Any]: ...
+    @property
+    def stream(self) -> Callable[..., Iterator[Any]]: ...
+    @property
+    def close_session(self) -> Callable[[str], bool]: ...
 
 
 class AsyncSession:
-    def __init__(self, pool: AsyncPool, session_id: str, affinity: str) -> None:
+    def __init__(self, pool: AsyncCalls, session_id: str, affinity: str) -> None:
         self.pool = pool
         self.id = session_id
         self.affinity = affinity
@@ -43,7 +63,7 @@ class AsyncSession:
 
 
 class SessionHandle:
-    def __init__(self, pool: Pool, session_id: str, affinity: str) -> None:
+    def __init__(self, pool: SyncCalls, session_id: str, affinity: str) -> None:
         self.pool = pool
         self.id = session_id
         self.affinity = affinity

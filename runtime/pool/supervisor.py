@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 
@@ -25,12 +25,27 @@ USS_EVERY = 5  # samples between USS readings
 SESSION_CHECK_S = 1.0
 
 if TYPE_CHECKING:
-    from .async_pool import AsyncPool
+    from ..config import PoolConfig
+    from .instance import HostInstance
     from .worker_handle import WorkerHandle
 
 
+class SupervisedPool(Protocol):
+    """What the supervisor needs of the pool: its workers, and where to report."""
+
+    @property
+    def config(self) -> PoolConfig: ...
+    @property
+    def instance(self) -> HostInstance: ...
+    def live_workers(self) -> list[WorkerHandle]: ...
+    def record_event(self, worker: WorkerHandle, reason: str) -> None: ...
+    def start_recycle(self, worker: WorkerHandle, reason: str) -> None: ...
+    def sample_load(self) -> None: ...
+    async def expire_sessions(self) -> int: ...
+
+
 class Supervisor:
-    def __init__(self, pool: AsyncPool) -> None:
+    def __init__(self, pool: SupervisedPool) -> None:
         self.pool = pool
         self.config = pool.config
         self._tasks: set[asyncio.Task[Any]] = set()
