@@ -167,13 +167,3 @@ def from_payload(payload: dict[str, Any], tool: str, details: dict[str, Any]) ->
         message = f"tool {tool!r} raised {rtype}: {message}"
     return cls(message, remote_type=rtype, remote_traceback=payload.get("traceback"),
                details=details)
-
-
-# Exit codes the CLI maps categories to (documented in README).
-EXIT_CODES: dict[str, int] = {
-    "config": 2,
-    "environment": 4,
-    "pool_not_found": 2,
-    "worker_start": 5,
-    "pool_not_ready": 5,
-}

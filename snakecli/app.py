@@ -10,9 +10,10 @@ from pathlib import Path
 import typer
 
 from runtime import logs
-from runtime.errors import EXIT_CODES, PitError
+from runtime.errors import PitError
 
 from . import render
+from .exit_codes import EXIT_CODES
 from .run_cmd import run_script
 
 app = typer.Typer(

@@ -10,10 +10,11 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
-from runtime.errors import EXIT_CODES, PitError
+from runtime.errors import PitError
 from runtime.logs import logger
 
 from . import render
+from .exit_codes import EXIT_CODES
 from .render import print_error
 
 log = logger("cli")

@@ -42,7 +42,7 @@ from ..protocol import codec
 from .affinity import session_slot
 from .call import CallRun
 from .events import pool_event, session_event, worker_event, worker_reason
-from .instance import HostInstance
+from .host.instance import HostInstance
 from .lending import Lending
 from .lifecycle import Lifecycle
 from .metrics import PoolMetrics

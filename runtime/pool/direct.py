@@ -47,7 +47,7 @@ from ..protocol.frames import FrameBuffer, FrameError, encode
 from .call import read_answer, timed_out
 
 if TYPE_CHECKING:
-    from .loop_thread import LoopThread
+    from .host.loop_thread import LoopThread
     from .worker_handle import WorkerHandle
 
 

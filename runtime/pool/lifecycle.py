@@ -31,7 +31,7 @@ log = logger("lifecycle")
 
 if TYPE_CHECKING:
     from ..config import PoolConfig
-    from .instance import HostInstance
+    from .host.instance import HostInstance
     from .resilience import CrashBarrier
 
 

@@ -26,7 +26,7 @@ SESSION_CHECK_S = 1.0
 
 if TYPE_CHECKING:
     from ..config import PoolConfig
-    from .instance import HostInstance
+    from .host.instance import HostInstance
     from .worker_handle import WorkerHandle
 
 

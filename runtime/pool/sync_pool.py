@@ -22,8 +22,8 @@ from ..config import PitConfig, PoolConfig, load_config
 from ..errors import PoolNotFound
 from . import direct
 from .async_pool import AsyncPool, PoolStats
-from .instance import HostInstance
-from .loop_thread import LoopThread
+from .host.instance import HostInstance
+from .host.loop_thread import LoopThread
 from .mapping import map_sync
 from .session_handle import SessionHandle
 

@@ -38,10 +38,10 @@ from ..protocol import arrays, codec, pb, pb_grpc, shm
 from . import crash
 from .events import worker_event
 from .forkserver import ForkServer
-from .instance import HostInstance
+from .host.instance import HostInstance
+from .host.telemetry_relay import relay
 from .lane import CANCEL_GRACE_S, Lane, OnDone, deliver
 from .shm import Grant, WorkerShm
-from .telemetry_relay import relay
 
 READY_POLL_S = 0.005
 TERM_GRACE_S = 2.0  # SIGTERM -> SIGKILL

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from runtime.errors import EXIT_CODES
 from snakecli.app import app
+from snakecli.exit_codes import EXIT_CODES
 from snakecli.run_cmd import EXIT_INTERRUPTED, EXIT_TERMINATED
 from tests.conftest import ROOT, pid_alive, wait_until
 

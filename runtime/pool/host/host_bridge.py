@@ -14,7 +14,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from ..protocol import codec, pb, pb_grpc
+from ...protocol import codec, pb, pb_grpc
 
 
 def _now() -> Timestamp:

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from .. import telemetry
+from ... import telemetry
 
 
 def _value(v: Any) -> float | int | str:

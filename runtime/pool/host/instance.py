@@ -23,12 +23,12 @@ from typing import Any
 
 import grpc
 
-from ..cleanup import cleanup, leftover_arenas
-from ..control import index
-from ..errors import EnvironmentProblem
-from ..logs import logger
-from ..protocol import pb_grpc
-from ..registry import RegistryWriter
+from ...cleanup import cleanup, leftover_arenas
+from ...control import index
+from ...errors import EnvironmentProblem
+from ...logs import logger
+from ...protocol import pb_grpc
+from ...registry import RegistryWriter
 from .host_bridge import HostBridgeServicer
 
 log = logger("lifecycle")
@@ -129,7 +129,7 @@ class HostInstance:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
         await self._serve()
         if self.prometheus_port:
-            from ..telemetry.prometheus import start_exporter
+            from ...telemetry.prometheus import start_exporter
 
             self._exporter = start_exporter(self, self.prometheus_port)
         index.publish(self)
@@ -146,7 +146,7 @@ class HostInstance:
         self._server = grpc.aio.server()
         pb_grpc.add_BridgeServiceServicer_to_server(
             HostBridgeServicer(self.host_tools), self._server)
-        from ..control.server import add_control_service
+        from ...control.server import add_control_service
 
         add_control_service(self, self._server)
         self._server.add_insecure_port(self.host_address)
