@@ -85,6 +85,10 @@ class PoolConfig:
     call_lane: bool = True  # false: one unary ExecuteTool RPC per call, as Snakepit does
     lane_socket: bool = True  # the lane as frames on a unix socket; false: a gRPC stream
     direct_calls: bool = True  # blocking execute() does its own I/O on a lent idle worker
+    # Another kind of worker: started by this command line, spoken to with unary gRPC over
+    # TCP on the loopback (see runtime/pool/transport.py). Placeholders: {port} {adapter}
+    # {host_pid} {run_id} {token}. Empty: pit's own worker.
+    worker_command: tuple[str, ...] = ()
     # "forkserver": workers are forked by a per-pool zygote (Linux); "spawn": fresh processes
     start_method: str = "forkserver" if sys.platform.startswith("linux") else "spawn"
     dependent: bool = True
@@ -182,6 +186,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "call_lane": (lambda v: isinstance(v, bool), "true or false"),
     "lane_socket": (lambda v: isinstance(v, bool), "true or false"),
     "direct_calls": (lambda v: isinstance(v, bool), "true or false"),
+    "worker_command": (lambda v: isinstance(v, (list, tuple)) and all(
+        isinstance(x, str) and x for x in v) and (not v or "{port}" in " ".join(v)),
+        "a command line (list of strings) with a {port} placeholder, or [] for pit's worker"),
     "shm_threshold_kb": _int(0),
     "shm_views": (lambda v: isinstance(v, bool), "true or false"),
     "start_method": (lambda v: v in ("forkserver", "spawn"), '"forkserver" or "spawn"'),
@@ -245,6 +252,8 @@ def make_pool_config(name: str = DEFAULT_POOL, where: str | None = None,
         values["requirements"] = tuple(values["requirements"])
     if values.get("idempotent_tools") is not None:
         values["idempotent_tools"] = tuple(values["idempotent_tools"])
+    if values.get("worker_command") is not None:
+        values["worker_command"] = tuple(values["worker_command"])
     return PoolConfig(name=name, **values)
 
 

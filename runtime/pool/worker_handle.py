@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -42,6 +42,7 @@ from .host.instance import HostInstance
 from .host.telemetry_relay import relay
 from .lane import CANCEL_GRACE_S, Lane, OnDone, deliver
 from .shm import Grant, WorkerShm
+from .transport import command_argv, free_port, wait_answering
 
 READY_POLL_S = 0.005
 TERM_GRACE_S = 2.0  # SIGTERM -> SIGKILL
@@ -90,6 +91,7 @@ class WorkerHandle:
         self.stack_file = self._socket.with_suffix(".stacks")
         self.progress_file = self._socket.with_suffix(".progress")
         self.lane_socket = self._socket.with_suffix(".lane")
+        self._port = 0  # a command-started worker's loopback port
         self.cause = ""
         self.was_ready = False
         self._oom_before: int | None = None
@@ -126,7 +128,19 @@ class WorkerHandle:
         self._stopping = False
 
     # --- start ------------------------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        """Where its gRPC server listens: a unix socket in the run dir, or the loopback port
+        of a command-started worker (see `transport`)."""
+        if self.config.worker_command:
+            return f"127.0.0.1:{self._port}"
+        return f"unix:{self._socket}"
+
     def argv(self) -> list[str]:
+        if self.config.worker_command:
+            return command_argv(self.config.worker_command, port=self._port,
+                                adapter=self.config.adapter, host_pid=os.getpid(),
+                                run_id=self._instance.id, token=self._instance.token)
         argv = [self.python, "-m", "runtime.worker", "--adapter", self.config.adapter,
                 "--listen", f"unix:{self._socket}", "--ready-file", str(self._ready_file),
                 "--run-id", self._instance.id, "--instance-token", self._instance.token,
@@ -185,6 +199,8 @@ class WorkerHandle:
         timeout = self.config.startup_timeout_ms / 1000
         await self._instance.ready_for_workers()
         self._oom_before = crash.oom_kill_count()
+        if self.config.worker_command:
+            self._port = free_port()
         if self.forkserver is not None:
             self._proc = await self.forkserver.spawn(self.argv()[3:])
         else:
@@ -194,25 +210,18 @@ class WorkerHandle:
             self._instance.registry.worker_started(
                 instance_id=self._instance.id, token=self._instance.token,
                 pool=self.config.name, worker_id=self.id, pid=self.pid,
-                socket=str(self._socket))
+                socket=self.address)
         worker_event("worker.started", self)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._pump_output()))
         self._tasks.append(loop.create_task(self._watch_exit()))
         deadline = loop.time() + timeout
-        while not self._ready_file.exists():
-            if self._exited.done():
-                await asyncio.sleep(0.05)  # let the output pump catch the last lines
-                raise self._start_error(f"{self.exit_reason} before it was ready")
-            if loop.time() > deadline:
-                self.kill()
-                raise self._start_error(f"was not ready within {timeout:g} s "
-                                        "(startup_timeout_ms)")
-            await asyncio.sleep(READY_POLL_S)
-        self.ready_info = self._read_ready()
+        if not self.config.worker_command:
+            await self._await_ready_file(deadline, timeout)
+            self.ready_info = self._read_ready()
         limit = self.config.max_message_mb * 1024 * 1024
         self._channel = grpc.aio.insecure_channel(
-            f"unix:{self._socket}",
+            self.address,
             options=[("grpc.max_send_message_length", limit),
                      ("grpc.max_receive_message_length", limit),
                      # A fixed flow-control window: with BDP probing it grew with the timing
@@ -220,6 +229,10 @@ class WorkerHandle:
                      # consumer (500 without; no cost measured on streams or 16 MiB calls).
                      ("grpc.http2.bdp_probe", 0)])
         self._stub = pb_grpc.BridgeServiceStub(self._channel)
+        if self.config.worker_command:  # no ready file: it is ready once it answers
+            if not await wait_answering(self.ping, self._exited.done, deadline):
+                await self._not_ready(deadline, timeout)
+            self.ready_info = {"pid": self.pid, "features": [], "tools": []}
         if self.config.call_lane and "call_lane" in self.ready_info.get("features", ()):
             lane_socket = str(self.lane_socket) if self.ready_info.get("lane_socket") else None
             self._lane = await Lane.open(self, self._stub, limit, lane_socket)
@@ -232,6 +245,21 @@ class WorkerHandle:
                                  views=self.config.shm_views)
         self.state, self.accepting = "ready", True
         self.was_ready = True
+
+    async def _await_ready_file(self, deadline: float, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._ready_file.exists():
+            if self._exited.done() or loop.time() > deadline:
+                await self._not_ready(deadline, timeout)
+            await asyncio.sleep(READY_POLL_S)
+
+    async def _not_ready(self, deadline: float, timeout: float) -> NoReturn:
+        """Raise the start error of a worker that exited, or did not get ready in time."""
+        if self._exited.done():
+            await asyncio.sleep(0.05)  # let the output pump catch the last lines
+            raise self._start_error(f"{self.exit_reason} before it was ready")
+        self.kill()
+        raise self._start_error(f"was not ready within {timeout:g} s (startup_timeout_ms)")
 
     def _read_ready(self) -> dict[str, Any]:
         """The ready file, once it proves to come from the process we started: the host

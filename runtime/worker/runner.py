@@ -248,6 +248,13 @@ class ToolRunner:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(running.thread_id), ctypes.py_object(CallCancelled))
 
+    def cancel_running(self, call_id: int) -> None:
+        """Cancel call ``call_id`` if it is running now (nothing is remembered otherwise)."""
+        with self._lock:
+            running = call_id in self._running
+        if running:
+            self.cancel(call_id)
+
     def too_large_response(self, req: Any, size: int, limit: int,
                            what: str = "the result") -> Any:
         """The error answer for a result (or ``what`` else) over the message limit."""

@@ -9,6 +9,7 @@ hosts and lane-less callers.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import queue
 import sys
 import threading
@@ -26,6 +27,7 @@ from . import telemetry
 from .runner import CallCancelled, StreamError, ToolRunner
 
 FLUSH_S = 0.001  # longest a finished call's result waits for the rest of its batch
+UNARY_IDS = 1 << 62  # unary calls' ids, far from the lane's (which count from 1)
 RESERVED_THREADS = 2  # server threads no long RPC may take: Ping, CancelCalls, sessions
 _EOF = object()
 
@@ -63,6 +65,7 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
         # host silent) or CancelCalls.
         self._long_rpcs = threading.BoundedSemaphore(max(1, server_threads - RESERVED_THREADS))
         self._single = {"CallLane": threading.Lock(), "StreamTelemetry": threading.Lock()}
+        self._unary_ids = itertools.count(UNARY_IDS)  # ids of ExecuteTool calls, for cancel
         self.max_result_bytes = max_message_bytes - 64 * 1024
         self.executor = ThreadPoolExecutor(max(1, runner.threads), thread_name_prefix="pit-tool")
         self.tool_specs = tool_specs  # name -> pb.ToolSpec
@@ -148,8 +151,12 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
 
     def ExecuteTool(self, request: Any, context: Any) -> Any:
         with self._long_rpc(context):
-            return self._bounded(self.runner.run(request, timeout_ms=_remaining_ms(context)),
-                                 request)
+            cid = next(self._unary_ids)
+            # The RPC ending early (its deadline, the host giving up) cancels the call, as
+            # CancelCalls does for lane calls: a timed-out call never runs on unseen.
+            context.add_callback(lambda: self.runner.cancel_running(cid))
+            resp = self.runner.run(request, call_id=cid, timeout_ms=_remaining_ms(context))
+            return self._bounded(resp, request)
 
     def ExecuteStreamingTool(self, request: Any, context: Any) -> Iterator[Any]:
         with self._long_rpc(context):

@@ -1,0 +1,63 @@
+"""A second kind of worker through the same pool: started by a command line, spoken to with
+unary gRPC over loopback TCP, no ready file (`runtime/pool/transport.py`). The command here is
+pit's own worker with the call lane off: what a Snakepit-style worker offers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+import runtime
+from runtime import Pool
+from runtime.errors import ConfigError
+from tests.conftest import pid_alive, wait_until
+
+SAMPLE = "tests.adapters.sample:SampleAdapter"
+COMMAND = [sys.executable, "-m", "runtime.worker", "--adapter", "{adapter}",
+           "--listen", "127.0.0.1:{port}", "--no-call-lane", "--host-pid", "{host_pid}",
+           "--run-id", "{run_id}", "--instance-token", "{token}"]
+
+
+def test_command_workers_serve_calls_streams_sessions_timeouts_and_crashes(
+        tmp_path: Path) -> None:
+    with Pool(adapter=SAMPLE, size=2, worker_command=COMMAND) as pool:
+        stats = pool.stats()
+        assert [w.lane for w in stats.workers] == ["unary", "unary"]
+        assert not any(w.lent for w in stats.workers)
+        assert pool.execute("record", {"tag": "a"}) >= 1
+        assert list(pool.stream("async_stream", {"n": 4})) == [0, 1, 2, 3]
+        with pool.session() as s:  # the session's state lives in one worker
+            s.execute("remember", {"item": "x"})
+            got = s.execute("remember", {"item": "y"})
+            assert got["items"] == ["x", "y"]
+        with pytest.raises(runtime.CallTimeout):
+            pool.execute("spin", {"seconds": 30}, timeout=0.5)
+        assert pool.execute("record", {"tag": "after"}, timeout=10) >= 1
+        with pytest.raises(runtime.InvalidArgument):
+            pool.execute("record", {"nope": 1})
+        pids = set(pool.pids())
+        with pytest.raises(runtime.WorkerExit) as info:
+            pool.execute("crash_once", {"marker": str(tmp_path / "m")})
+        assert info.value.details["cause"] == "exit" and info.value.details["culprit"]
+        assert wait_until(lambda: pool.stats().ready == 2, timeout=15)
+        assert len(set(pool.pids()) - pids) == 1  # the dead one was replaced
+        assert pool.execute("crash_once", {"marker": str(tmp_path / "m")}) == "survived"
+        left = pool.pids()
+    assert not any(pid_alive(p) for p in left)
+
+
+def test_a_command_that_never_answers_is_a_start_error() -> None:
+    command = [sys.executable, "-c", "import time, sys; print('listening on', sys.argv[1]); "
+               "time.sleep(60)", "{port}"]
+    with pytest.raises(runtime.WorkerStartError, match="not ready within 1 s") as info:
+        Pool(size=1, worker_command=command, startup_timeout_ms=1000).start()
+    assert "listening on" in str(info.value)
+
+
+def test_worker_command_needs_a_port_placeholder() -> None:
+    with pytest.raises(ConfigError, match="worker_command"):
+        Pool(worker_command=[sys.executable, "-m", "runtime.worker"])
+    assert os.environ.get("PIT_STATE_DIR")  # isolated state, as every test
