@@ -21,6 +21,8 @@ timeouts, replacement and recycling are the pool's, as for its own workers. What
 get: the call lane, shared memory, direct calls and the fork server (those need pit's worker).
 Cleanup can prove such a process is pit's only if the command carries ``{run_id}`` and
 ``{token}`` (as ``--run-id`` / ``--instance-token``); without them `pit cleanup` leaves it be.
+A loopback TCP port can be reached by every local user, where pit's own workers listen on
+unix sockets in a 0700 run dir: this kind is for workers that cannot do otherwise.
 """
 
 from __future__ import annotations
