@@ -254,6 +254,11 @@ def make_pool_config(name: str = DEFAULT_POOL, where: str | None = None,
         values["idempotent_tools"] = tuple(values["idempotent_tools"])
     if values.get("worker_command") is not None:
         values["worker_command"] = tuple(values["worker_command"])
+        if values["worker_command"] and values.get("allow_pickle"):
+            raise ConfigError(f"{where}: allow_pickle cannot be used with worker_command",
+                              hint="a worker on a TCP port could be impersonated by another "
+                                   "local user, and unpickling its answer runs its code; "
+                                   "use pit's own worker (unix sockets) for pickled values")
     return PoolConfig(name=name, **values)
 
 

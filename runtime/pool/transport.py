@@ -72,6 +72,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def listens_in_tree(pid: int, port: int) -> bool:
+    """Whether the process ``pid`` or one of its descendants listens on 127.0.0.1:``port``:
+    the answer to the pool's Ping came from the worker it started, not from another program
+    that bound the port between `free_port` and the worker's own bind."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return False
+    for proc in procs:
+        try:
+            # net_connections since psutil 6; connections before (pit accepts >= 5.9)
+            conns = getattr(proc, "net_connections", proc.connections)(kind="tcp")
+        except psutil.Error:
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+               for c in conns):
+            return True
+    return False
+
+
 async def wait_answering(ping: Callable[[float], Any], exited: Callable[[], bool],
                          deadline: float, poll_s: float = 0.02) -> bool:
     """Ping until the worker answers (True), it exits, or ``deadline`` (loop time) passes."""

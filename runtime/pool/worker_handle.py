@@ -32,7 +32,14 @@ from typing import Any, NoReturn
 import grpc
 
 from ..config import PoolConfig
-from ..errors import CallTimeout, WorkerExit, WorkerHung, WorkerStartError, from_payload
+from ..errors import (
+    CallTimeout,
+    PitError,
+    WorkerExit,
+    WorkerHung,
+    WorkerStartError,
+    from_payload,
+)
 from ..logs import logger
 from ..protocol import arrays, codec, pb, pb_grpc, shm
 from . import crash
@@ -42,7 +49,7 @@ from .host.instance import HostInstance
 from .host.telemetry_relay import relay
 from .lane import CANCEL_GRACE_S, Lane, OnDone, deliver
 from .shm import Grant, WorkerShm
-from .transport import command_argv, free_port, wait_answering
+from .transport import command_argv, free_port, listens_in_tree, wait_answering
 
 READY_POLL_S = 0.005
 TERM_GRACE_S = 2.0  # SIGTERM -> SIGKILL
@@ -197,7 +204,13 @@ class WorkerHandle:
     async def start(self) -> None:
         """Spawn (or fork) the process and wait until it serves; raises WorkerStartError."""
         timeout = self.config.startup_timeout_ms / 1000
-        await self._instance.ready_for_workers()
+        try:
+            await self._instance.ready_for_workers()
+        except (PitError, OSError) as exc:  # a start failure the pool backs off from
+            raise WorkerStartError(
+                f"pool {self.config.name!r}: worker {self.id} cannot start: {exc}",
+                details={"pool": self.config.name, "worker": self.id},
+                hint=getattr(exc, "hint", None)) from None
         self._oom_before = crash.oom_kill_count()
         if self.config.worker_command:
             self._port = free_port()
@@ -232,6 +245,11 @@ class WorkerHandle:
         if self.config.worker_command:  # no ready file: it is ready once it answers
             if not await wait_answering(self.ping, self._exited.done, deadline):
                 await self._not_ready(deadline, timeout)
+            if self.pid is None or not listens_in_tree(self.pid, self._port):
+                self.kill()
+                raise self._start_error(
+                    f"was answered on 127.0.0.1:{self._port} by a process it did not start "
+                    "(another program took the port): refusing to send it calls")
             self.ready_info = {"pid": self.pid, "features": [], "tools": []}
         if self.config.call_lane and "call_lane" in self.ready_info.get("features", ()):
             lane_socket = str(self.lane_socket) if self.ready_info.get("lane_socket") else None
@@ -243,6 +261,8 @@ class WorkerHandle:
         if threshold and "shm" in self.ready_info.get("features", ()) and shm.available():
             self.shm = WorkerShm(f"{shm.PREFIX}{self._instance.id}-{self.id}", threshold,
                                  views=self.config.shm_views)
+        if self._exited.done():  # it died during the last steps: not ready after all
+            await self._not_ready(deadline, timeout)
         self.state, self.accepting = "ready", True
         self.was_ready = True
 

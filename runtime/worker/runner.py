@@ -230,11 +230,13 @@ class ToolRunner:
                 raise CallCancelled("call was cancelled") from None
         return info.fn(self.adapter, **args)
 
-    def cancel(self, call_id: int) -> None:
-        """Cancel a running call (or one that has not started yet)."""
+    def cancel(self, call_id: int, *, only_running: bool = False) -> None:
+        """Cancel a running call (or, unless ``only_running``, one that has not started)."""
         with self._lock:
             running = self._running.get(call_id)
             if running is None:
+                if only_running:
+                    return
                 # One thread runs lane calls in id order, so ids up to _last_done are over;
                 # with several threads they finish out of order and only a size cap helps.
                 if call_id > self._last_done or self.threads > 1:
@@ -247,13 +249,6 @@ class ToolRunner:
             else:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(running.thread_id), ctypes.py_object(CallCancelled))
-
-    def cancel_running(self, call_id: int) -> None:
-        """Cancel call ``call_id`` if it is running now (nothing is remembered otherwise)."""
-        with self._lock:
-            running = call_id in self._running
-        if running:
-            self.cancel(call_id)
 
     def too_large_response(self, req: Any, size: int, limit: int,
                            what: str = "the result") -> Any:

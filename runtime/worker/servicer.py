@@ -154,7 +154,8 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
             cid = next(self._unary_ids)
             # The RPC ending early (its deadline, the host giving up) cancels the call, as
             # CancelCalls does for lane calls: a timed-out call never runs on unseen.
-            context.add_callback(lambda: self.runner.cancel_running(cid))
+            if not context.add_callback(lambda: self.runner.cancel(cid, only_running=True)):
+                return self.runner.cancelled_response(request)  # it ended while it waited
             resp = self.runner.run(request, call_id=cid, timeout_ms=_remaining_ms(context))
             return self._bounded(resp, request)
 

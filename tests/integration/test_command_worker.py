@@ -61,3 +61,37 @@ def test_worker_command_needs_a_port_placeholder() -> None:
     with pytest.raises(ConfigError, match="worker_command"):
         Pool(worker_command=[sys.executable, "-m", "runtime.worker"])
     assert os.environ.get("PIT_STATE_DIR")  # isolated state, as every test
+
+
+def test_only_a_listener_in_the_started_process_tree_counts() -> None:
+    import socket
+    import subprocess
+
+    from runtime.pool.transport import free_port, listens_in_tree
+
+    port = free_port()
+    script = (f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); "
+              "s.listen(); print('up', flush=True); time.sleep(30)")
+    # the listener is a grandchild (a wrapper shell starts it), as with `sh -c` or `uv run`
+    proc = subprocess.Popen(["/bin/sh", "-c", f'"{sys.executable}" -c "{script}"; exit 0'],
+                            stdout=subprocess.PIPE, text=True)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+        assert listens_in_tree(proc.pid, port)
+        assert not listens_in_tree(bystander.pid, port)  # the port is someone else's
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            other.listen()
+            assert not listens_in_tree(proc.pid, other.getsockname()[1])
+    finally:
+        bystander.kill()
+        bystander.wait()
+        subprocess.run(["pkill", "-f", f"'127.0.0.1', {port}"], check=False)
+        proc.kill()
+        proc.wait()
+
+
+def test_pickle_is_refused_with_a_worker_command() -> None:
+    with pytest.raises(ConfigError, match="allow_pickle cannot be used with worker_command"):
+        Pool(worker_command=COMMAND, allow_pickle=True)

@@ -100,3 +100,33 @@ def test_socket_paths_named_by_a_ready_file_are_not_followed(
     _wrap_argv(monkeypatch, elsewhere)
     with pytest.raises(runtime.WorkerStartError, match="lane_socket="):
         Pool(size=1, start_method="spawn", startup_timeout_ms=10_000).start()
+
+
+def test_a_directory_put_in_place_of_the_run_dir_is_refused_and_the_pool_recovers(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Someone removed the run dir of a running host and made their own in its place: the next
+    # worker start must refuse it (not use it because it exists), and the pool must go on
+    # trying (a failed repair used to end its replacement loop for good).
+    import os
+    import shutil
+    import signal
+
+    from tests.conftest import wait_until
+
+    with Pool(size=1, start_method="spawn") as pool:
+        run_dir = pool._core.instance.run_dir
+        shutil.rmtree(run_dir)
+        run_dir.mkdir()
+        try:
+            os.chown(run_dir, NOBODY, NOBODY)
+        except PermissionError:
+            pytest.skip("chown to another uid needs root")
+        run_dir.chmod(0o777)
+        os.kill(pool.pids()[0], signal.SIGKILL)
+        assert wait_until(lambda: "pit will not use" in caplog.text, timeout=15)
+        assert f"belongs to uid {NOBODY}" in caplog.text
+        assert pool.stats().ready == 0
+        shutil.rmtree(run_dir)  # gone again: the host makes its own and starts the worker
+        assert wait_until(lambda: pool.stats().ready == 1, timeout=30)
+        assert pool.execute("add", {"a": 1, "b": 2}) == 3
+        assert (run_dir.stat().st_uid, run_dir.stat().st_mode & 0o777) == (os.getuid(), 0o700)

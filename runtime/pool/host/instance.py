@@ -46,9 +46,10 @@ def _run_dir(state_dir: Path, instance_id: str) -> Path:
     return Path(tempfile.gettempdir()) / f"pit-{os.getuid()}" / instance_id
 
 
-def private_dir(path: Path) -> None:
+def private_dir(path: Path, *, readable: bool = False) -> None:
     """Create ``path`` with mode 0700 if missing, then refuse it unless it is a directory (not
-    a link) owned by this user with no group or other permission bits.
+    a link) owned by this user with no group or other permission bits (``readable``: no write
+    bits; for the state dir's ``run/``, which older versions made 0755).
 
     The run dir holds the sockets calls travel on and the ready files that name them: a
     directory another local user could write to would let them stand in for a worker and read
@@ -63,8 +64,8 @@ def private_dir(path: Path) -> None:
         problem = "is not a directory (a symbolic link?)"
     elif st.st_uid != uid:
         problem = f"belongs to uid {st.st_uid}, not to you (uid {uid})"
-    elif st.st_mode & 0o077:
-        problem = f"has mode {stat.S_IMODE(st.st_mode):04o}: other users can write to it"
+    elif st.st_mode & (0o022 if readable else 0o077):
+        problem = f"has mode {stat.S_IMODE(st.st_mode):04o}: it is open to other users"
     else:
         return
     raise EnvironmentProblem(
@@ -117,8 +118,9 @@ class HostInstance:
         raises EnvironmentProblem. Before every worker start: `pit cleanup --force` on a
         paused host removes it, and the host must keep going once it resumes."""
         if self.run_dir.parent == self.state_dir / "run":
-            self.run_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        else:  # the short fallback under the shared temp dir: its parent is checked too
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.run_dir.parent, readable=True)
+        else:  # the short fallback under the shared temp dir
             private_dir(self.run_dir.parent)
         private_dir(self.run_dir)
 
@@ -157,12 +159,15 @@ class HostInstance:
         registry and serves on host.sock. `pit cleanup --force` run while this host was paused
         (SIGSTOP, a debugger) removes all three; once resumed, the host puts them back instead
         of failing every worker start for good."""
-        if self._server is None or self.run_dir.is_dir():  # not serving yet, or all is well
+        if self._server is None:  # not serving yet: start() makes it
+            return
+        missing = not os.path.lexists(self.run_dir)
+        self.ensure_run_dir()  # every time: a directory put in its place must be ours
+        if not missing:
             return
         log.warning("instance %s: its run dir %s was removed (pit cleanup --force while this "
                     "host was paused?); re-creating it and re-registering", self.id,
                     self.run_dir)
-        self.ensure_run_dir()
         await self._server.stop(0)
         await self._serve()
         if self.registry is not None:
