@@ -92,8 +92,8 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
     def InitializeSession(self, request: Any, context: Any) -> Any:
         table = self.runner.session_table
         opened, expired = table.open(request.session_id, dict(request.metadata))
-        for sid in expired:
-            self._end_session(sid)
+        for sid in expired:  # their hooks run off this thread: it may be a reserved one
+            self.executor.submit(self._end_session, sid)
         if not opened:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"this worker holds {len(table)} sessions used in the last "
