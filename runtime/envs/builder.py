@@ -21,6 +21,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -105,7 +106,10 @@ def bridge_dir(state_dir: Path) -> Path:
                 digest.update(str(f.relative_to(src)).encode() + f.read_bytes())
     dest = state_dir / "bridge" / digest.hexdigest()[:16]
     if not (dest / "runtime" / "worker" / "__init__.py").exists():
-        tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+        # A copy of its own for every caller: `pit setup` builds and health-checks pools on
+        # several threads of one process, which a ".tmp<pid>" name made share (and race on).
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{dest.name}.tmp", dir=dest.parent))
         for f in files:
             target = tmp / "runtime" / f.relative_to(src)
             target.parent.mkdir(parents=True, exist_ok=True)

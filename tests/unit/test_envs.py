@@ -88,3 +88,33 @@ def test_requirements_settings(tmp_path: Path) -> None:
         make_pool_config("c", requirements=[1])
     with pytest.raises(ConfigError, match="device"):
         make_pool_config("d", device="gpu")
+
+
+def test_the_bridge_is_copied_once_by_threads_racing_for_it(tmp_path: Path) -> None:
+    # `pit setup` builds and health-checks pools on several threads of one process; a
+    # ".tmp<pid>" copy was shared between them (FileNotFoundError mid-copy in CI).
+    import threading
+
+    from runtime.envs.builder import bridge_dir
+
+    for attempt in range(5):
+        state = tmp_path / str(attempt)
+        errors: list[BaseException] = []
+        got: list[Path] = []
+
+        def copy(state: Path = state, errors: list[BaseException] = errors,
+                 got: list[Path] = got) -> None:
+            try:
+                got.append(bridge_dir(state))
+            except BaseException as exc:  # noqa: BLE001 - collected, asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=copy) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert len(set(got)) == 1
+        assert [p.name for p in (state / "bridge").iterdir()] == [got[0].name]
+        assert (got[0] / "runtime" / "worker" / "__init__.py").exists()
