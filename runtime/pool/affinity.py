@@ -1,4 +1,5 @@
-"""Choosing the worker for a call of a session (see `sessions` for the modes)."""
+"""Choosing the worker for a call of a session (see `sessions` for the modes): the decision
+itself is the pure `decide`; `session_slot` carries it out on the pool's scheduler."""
 
 from __future__ import annotations
 
@@ -30,39 +31,67 @@ class SlotSource(Protocol):
     def worker(self, worker_id: str) -> WorkerHandle | None: ...
 
 
+def decide(mode: str, pinned: bool, gone: bool, free: bool | None = None) -> str:
+    """Where a session's call goes, as a pure decision (no pool, no asyncio):
+
+        "any"    any free worker (the pool's queue); "repin": the same, after forgetting the
+                 pin of a worker that is gone (affinity "hint")
+        "try"    ask whether the pinned worker has a free slot, then decide again with ``free``
+        "pinned" the pinned worker, whose slot was just taken
+        "wait"   queue for the pinned worker (strict_queue)
+        "lost"   fail: the pinned worker is gone with the session's state (strict modes)
+        "busy"   fail: the pinned worker is busy (strict_fail_fast)
+
+    ``pinned``: the session has a worker; ``gone``: that worker crashed, was recycled or is
+    dead; ``free``: whether taking a slot on it worked (None: not asked yet).
+    """
+    if not pinned:
+        return "any"
+    if gone:
+        return "repin" if mode == "hint" else "lost"
+    if free is None:
+        return "try"
+    if free:
+        return "pinned"
+    return {"hint": "any", "strict_fail_fast": "busy"}.get(mode, "wait")
+
+
 def session_slot(pool: SlotSource, session: Session, mode: str, tool: str,
                  deadline: float | None, *, exclusive: bool = False,
                  front: bool = False) -> asyncio.Future[WorkerHandle]:
-    """A future for a slot, honouring the session's pinned worker and the affinity mode.
-
-    The caller pins an unpinned session to whichever worker it gets."""
+    """A future for a slot, honouring the session's pinned worker and the affinity mode
+    (`decide`). The caller pins an unpinned session to whichever worker it gets."""
     loop = pool.loop
-    pinned = pool.worker(session.worker_id) if session.worker_id else None
-    if session.worker_id and (session.lost or pinned is None or pinned.state == "dead"):
+    worker = pool.worker(session.worker_id) if session.worker_id else None
+    gone = bool(session.lost) or worker is None or worker.state == "dead"
+    choice = decide(mode, bool(session.worker_id), gone)
+    if choice == "try":
+        assert worker is not None
+        choice = decide(mode, True, False, pool.take(worker))
+    if choice == "repin":  # the next worker used holds the session now
+        session.worker_id, session.lost = None, None
+        choice = "any"
+    if choice == "any":
+        return pool.grant(tool, deadline, exclusive=exclusive, front=front)
+    if choice == "lost":
         reason = session.lost or "crashed"
-        if mode == "hint":  # re-pin silently: the next worker used holds the session now
-            session.worker_id, session.lost = None, None
-            return pool.grant(tool, deadline, exclusive=exclusive, front=front)
         return _failed(loop, SessionWorkerUnavailable(
             f"session {session.id!r}: its worker {session.worker_id} {reason}, and its "
             "session state went with it",
             details={"session_id": session.id, "worker": session.worker_id,
                      "reason": reason},
             hint="close the session and open a new one (or use affinity = \"hint\")"))
-    if pinned is None:
-        return pool.grant(tool, deadline, exclusive=exclusive, front=front)
-    if pool.take(pinned):
+    assert worker is not None
+    if choice == "pinned":
         fut: asyncio.Future[WorkerHandle] = loop.create_future()
-        fut.set_result(pinned)
+        fut.set_result(worker)
         return fut
-    if mode == "hint":
-        return pool.grant(tool, deadline, exclusive=exclusive, front=front)
-    if mode == "strict_fail_fast":
+    if choice == "busy":
         return _failed(loop, WorkerBusy(
-            f"session {session.id!r}: its worker {pinned.id} is busy (strict_fail_fast)",
-            details={"session_id": session.id, "worker": pinned.id},
+            f"session {session.id!r}: its worker {worker.id} is busy (strict_fail_fast)",
+            details={"session_id": session.id, "worker": worker.id},
             hint="retry later, or use affinity = \"strict_queue\" to wait for it"))
-    return _wait_for(pool, pinned, session, tool, deadline)
+    return _wait_for(pool, worker, session, tool, deadline)
 
 
 def _wait_for(pool: SlotSource, worker: WorkerHandle, session: Session, tool: str,
