@@ -106,3 +106,16 @@ def test_stats_from_another_thread_never_sees_the_pool_mid_change() -> None:
             t.join()
         assert not errors, f"{len(errors)} errors, the first: {errors[0]!r}"
         assert snapshots > 100 and pool.stats().recycles.get("requests", 0) > 10
+
+
+def test_serial_calls_leave_a_worker_being_recycled_for_the_others() -> None:
+    # Calls made one at a time go to the warm worker; once it reached max_requests and its
+    # replacement was starting, they kept going to it (20 calls on a max_requests=7 worker).
+    import collections
+
+    # (Faster than a replacement can start: 3 workers, 12 calls, so one is always fresh.)
+    with Pool(size=3, max_requests=5) as pool:
+        served: collections.Counter[int] = collections.Counter()
+        for _ in range(12):
+            served[pool.execute("ping")["pid"]] += 1
+        assert max(served.values()) <= 6, served  # 5 with +-10 % jitter

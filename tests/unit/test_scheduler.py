@@ -16,6 +16,7 @@ class W:
     in_flight: int = 0
     served: int = 0
     exclusive_calls: int = 0
+    recycle_reason: str = ""
 
     @property
     def limit(self) -> int:
@@ -149,3 +150,12 @@ def test_map_plan_sizes_chunks_from_measured_cost_and_leaves_work_for_every_slot
     fixed = MapPlan("p", "t", [{}] * 10, capacity=2, chunksize=3, return_exceptions=True,
                     timeout=None)
     assert [len(fixed.next_chunk()) for _ in range(5)] == [3, 3, 3, 1, 0]
+
+
+def test_a_worker_being_replaced_comes_last_among_equals() -> None:
+    s = Scheduler(max_queue=10)
+    warm, fresh = W("warm", served=9, recycle_reason="requests"), W("fresh")
+    s.add(warm)
+    s.add(fresh)
+    assert s.acquire() is fresh  # not the warm one: it is on its way out
+    assert s.acquire() is warm  # but it still serves when the others are busier
