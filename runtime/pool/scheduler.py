@@ -81,10 +81,11 @@ class Scheduler:
             if self.queue:
                 return None  # earlier callers are waiting: join the queue behind them
         best = None
-        best_key: tuple[float, bool, int] = (2.0, True, 0)
+        best_key: tuple[float, int] = (2.0, 0)
         for w in self.workers:
             if w.accepting and w.in_flight < (w.capacity if exclusive else w.limit):
-                key = (w.in_flight / w.capacity, bool(w.recycle_reason), -w.served)
+                # a worker being replaced sorts after every other equally loaded one
+                key = (w.in_flight / w.capacity, 1 if w.recycle_reason else -w.served)
                 if best is None or key < best_key:
                     best, best_key = w, key
         if best is not None:
