@@ -496,9 +496,8 @@ class AsyncPool:
                 yield codec.decode_chunk(chunk)
                 if chunk.is_final:
                     break
-        except WorkerExit as err:  # as for any other call that kills its worker:
-            self.barrier.blame(req, err)
-            refusal = self.barrier.refusal(req)  # poisoned now, or the circuit opened
+        except WorkerExit as err:  # as for any other call that kills its worker
+            refusal = self.barrier.after_death(req, err)
             if refusal is not None:
                 raise refusal from err
             raise

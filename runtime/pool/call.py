@@ -97,11 +97,8 @@ class CallRun:
         self._worker = worker
         if self.session is not None and self.session.worker_id is None:
             self.session.worker_id = worker.id  # the session's state will live here
-        if telemetry.enabled(DISPATCHED):
-            telemetry.emit(DISPATCHED, {"queue_ms": (self._loop.time() - self.started) * 1000},
-                           {"pool": self.pool.name, "worker": worker.id,
-                            "tool": self.req.tool_name,
-                            "correlation_id": self.req.metadata.get("correlation_id", "")})
+        dispatched(self.pool.name, worker.id, self.req,
+                   (self._loop.time() - self.started) * 1000)
         self._cid = worker.send(self.req, left,
                                 lambda resp, err: self.outcome(worker, resp, err), self.big)
 
@@ -112,8 +109,7 @@ class CallRun:
             self._attempt(front=True)  # it never ran: no retry budget spent
             return
         if isinstance(err, WorkerExit):
-            self.pool.barrier.blame(self.req, err)
-            refusal = self.pool.barrier.refusal(self.req)  # poisoned now, or the circuit opened
+            refusal = self.pool.barrier.after_death(self.req, err)
             if refusal is not None:
                 self._finish(None, refusal)
                 return
@@ -196,6 +192,14 @@ def timed_out(tool: str, worker: WorkerHandle) -> CallTimeout:
     return CallTimeout(f"call to {tool!r} timed out on {worker.id} (the worker was told to "
                        "cancel it)", details={"tool": tool, "worker": worker.id},
                        hint="raise the timeout or call_timeout_ms")
+
+
+def dispatched(pool_name: str, worker_id: str, req: Any, queue_ms: float) -> None:
+    """The pool.call.dispatched event of a call that got its worker (on the loop)."""
+    if telemetry.enabled(DISPATCHED):
+        telemetry.emit(DISPATCHED, {"queue_ms": queue_ms}, {
+            "pool": pool_name, "worker": worker_id, "tool": req.tool_name,
+            "correlation_id": req.metadata.get("correlation_id", "")})
 
 
 def record(pool: CallHost, req: Any, took: float, err: BaseException | None) -> None:

@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from google.protobuf.message import DecodeError
 
-from .. import telemetry
 from ..errors import WorkerExit
 from ..logs import logger
 from ..protocol import pb
 from ..protocol.frames import FrameError
-from .call import DISPATCHED, CallHost, CallRun, note_answer, record
+from .call import CallHost, CallRun, dispatched, note_answer, record
 from .direct import BUSY, IDLE, OFF, RECV_BYTES, DirectLink
 from .lane import CANCEL_GRACE_S, exit_error
 
@@ -74,10 +73,7 @@ class Lending:
                 note_answer(pool, w, req.tool_name, resp.success, size)
             else:
                 w.errors += 1
-            if telemetry.enabled(DISPATCHED):
-                telemetry.emit(DISPATCHED, {"queue_ms": 0.0}, {
-                    "pool": pool.name, "worker": w.id, "tool": req.tool_name,
-                    "correlation_id": req.metadata.get("correlation_id", "")})
+            dispatched(pool.name, w.id, req, 0.0)  # a direct call never queues
             record(pool, req, took, err)
 
     def _tick(self) -> None:

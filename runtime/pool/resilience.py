@@ -134,6 +134,13 @@ class CrashBarrier:
         """Whether any call is close to (or past) being refused as poison."""
         return bool(self._poison)
 
+    def after_death(self, req: Any, err: PitError) -> PitError | None:
+        """A call's worker died under it (any path: lane, direct, unary, stream): blame the
+        call where the cause allows, then the refusal that now stands, if any (it is
+        poisoned, or the circuit opened)."""
+        self.blame(req, err)
+        return self.refusal(req)
+
     def blame(self, req: Any, err: PitError) -> None:
         """A call was running when its worker died of a cause it may have provoked."""
         if err.details.get("culprit") and err.details.get("cause") in ATTRIBUTABLE:

@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
@@ -49,7 +49,7 @@ from .host.instance import HostInstance
 from .host.telemetry_relay import relay
 from .lane import CANCEL_GRACE_S, Lane, OnDone, deliver
 from .shm import Grant, WorkerShm
-from .transport import command_argv, free_port, listens_in_tree, wait_answering
+from .transport import WorkerTransport, command_argv, free_port, listens_in_tree, wait_answering
 
 READY_POLL_S = 0.005
 TERM_GRACE_S = 2.0  # SIGTERM -> SIGKILL
@@ -245,7 +245,8 @@ class WorkerHandle:
         if self.config.worker_command:  # no ready file: it is ready once it answers
             if not await wait_answering(self.ping, self._exited.done, deadline):
                 await self._not_ready(deadline, timeout)
-            if self.pid is None or not listens_in_tree(self.pid, self._port):
+            pid = self.pid
+            if pid is None or not await asyncio.to_thread(listens_in_tree, pid, self._port):
                 self.kill()
                 raise self._start_error(
                     f"was answered on 127.0.0.1:{self._port} by a process it did not start "
@@ -658,3 +659,8 @@ def _releasing(grant: Grant, on_done: OnDone) -> OnDone:
             grant.release()
 
     return done
+
+
+if TYPE_CHECKING:  # mypy holds WorkerHandle to the seam it implements (runtime/pool/transport.py)
+    def _is_a_transport(worker: WorkerHandle) -> WorkerTransport:
+        return worker
