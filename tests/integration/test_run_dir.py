@@ -4,6 +4,8 @@ the sockets it chose itself, for the process it started."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -12,8 +14,19 @@ import pytest
 import runtime
 from runtime import Pool
 from runtime.pool.worker_handle import WorkerHandle
+from tests.conftest import wait_until
 
 NOBODY = 65534
+
+
+def _plant_foreign(path: Path) -> None:
+    """Make ``path`` a 0777 directory of another user, as an attacker would (root only)."""
+    path.mkdir()
+    try:
+        os.chown(path, NOBODY, NOBODY)
+    except PermissionError:
+        pytest.skip("chown to another uid needs root")
+    path.chmod(0o777)
 
 
 @pytest.fixture
@@ -34,12 +47,7 @@ def _refused(match: str) -> None:
 
 def test_fallback_parent_made_by_another_user_is_refused(fallback_tmp: Path) -> None:
     planted = fallback_tmp / f"pit-{os.getuid()}"
-    planted.mkdir()
-    try:
-        os.chown(planted, NOBODY, NOBODY)
-    except PermissionError:
-        pytest.skip("chown to another uid needs root")
-    planted.chmod(0o777)
+    _plant_foreign(planted)
     _refused(f"{planted}.*belongs to uid {NOBODY}")
     assert list(planted.iterdir()) == []  # nothing of ours went in
 
@@ -107,21 +115,10 @@ def test_a_directory_put_in_place_of_the_run_dir_is_refused_and_the_pool_recover
     # Someone removed the run dir of a running host and made their own in its place: the next
     # worker start must refuse it (not use it because it exists), and the pool must go on
     # trying (a failed repair used to end its replacement loop for good).
-    import os
-    import shutil
-    import signal
-
-    from tests.conftest import wait_until
-
     with Pool(size=1, start_method="spawn") as pool:
         run_dir = pool._core.instance.run_dir
         shutil.rmtree(run_dir)
-        run_dir.mkdir()
-        try:
-            os.chown(run_dir, NOBODY, NOBODY)
-        except PermissionError:
-            pytest.skip("chown to another uid needs root")
-        run_dir.chmod(0o777)
+        _plant_foreign(run_dir)
         os.kill(pool.pids()[0], signal.SIGKILL)
         assert wait_until(lambda: "pit will not use" in caplog.text, timeout=15)
         assert f"belongs to uid {NOBODY}" in caplog.text
