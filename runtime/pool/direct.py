@@ -15,14 +15,14 @@ idle workers to blocking callers, much as a database pool lends a connection:
 
 The loop stays the owner of pool state: a caller touches only its link (its state under the
 link's lock, its call count) and reports each call's outcome to `Lending.report`, a queue the
-loop settles in batches (`Lending.settle`: worker counters, breaker, metrics, telemetry) at
-least every REPORT_FLUSH_S, before it gives a worker back or takes a snapshot: a caller's call
-costs no extra wake-up of the loop, and telemetry handlers run on the loop thread as for any
-other call. Anything unusual goes back to the loop: a deadline or an interrupt (`abandoned`:
-the call is cancelled in the worker, its late answer drained, the worker killed if it does not
-stop within CANCEL_GRACE_S, as for lane calls), a broken connection (`broken`: the worker's
-exit names the error, with the lane's culprit rules; a call it never started runs elsewhere, an
-idempotent one is retried).
+loop settles in batches (`Lending.settle`: worker counters, breaker, metrics, telemetry) every
+REPORT_FLUSH_S while calls come, before it gives a worker back or takes a snapshot: a caller's
+call costs no extra wake-up of the loop (only the first after the pool was idle wakes it), and
+telemetry handlers run on the loop thread as for any other call. Anything unusual goes back to
+the loop: a deadline or an interrupt (`abandoned`: the call is cancelled in the worker, its
+late answer drained, the worker killed if it does not stop within CANCEL_GRACE_S, as for lane
+calls), a broken connection (`broken`: the worker's exit names the error, with the lane's
+culprit rules; a call it never started runs elsewhere, an idempotent one is retried).
 Only calls without a session, shared-memory payloads or a busy circuit go direct, and only on
 workers of the process profile whose lane socket takes several connections. This module is
 the caller's half (`DirectLink`, `call`); the loop's half is `lending.Lending`.
@@ -56,7 +56,8 @@ class LendingPort(Protocol):
 
     def checkout(self, req: Any) -> DirectLink | None: ...
     def report(self, worker: WorkerHandle, req: Any, resp: Any, size: int | None,
-               took: float, err: BaseException | None) -> None: ...
+               took: float, err: BaseException | None) -> bool: ...
+    def resume(self) -> None: ...
     def returned(self, link: DirectLink) -> None: ...
     def abandoned(self, link: DirectLink, cid: int, req: Any) -> None: ...
     def broken(self, link: DirectLink, call: tuple[Any, ...] | None) -> None: ...
@@ -203,7 +204,8 @@ def call(pool: DirectHost, loop: LoopThread, req: Any, budget: float | None,
         value, err, size = read_answer(pool.name, w, req, resp)
         link.calls += 1
         # before the link can be handed back: the loop settles it first
-        lending.report(w, req, resp, size, time.monotonic() - started, err)
+        if lending.report(w, req, resp, size, time.monotonic() - started, err):
+            loop.call_soon(lending.resume)
         served = link.base_served + link.calls
         # A large result: the tool's next call wants an arena, which only the loop offers.
         large = size is not None and w.shm is not None and size >= w.shm.threshold

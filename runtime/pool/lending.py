@@ -36,6 +36,7 @@ class LendingHost(CallHost, Protocol):
 
 log = logger("worker")
 REPORT_FLUSH_S = 0.05  # direct calls' outcomes wait at most this long to be settled
+IDLE_TICKS = 20  # settling stops after this many ticks with nothing to settle (a caller resumes)
 
 
 class Lending:
@@ -53,18 +54,27 @@ class Lending:
         # direct calls that ended, reported by callers' threads, settled on the loop
         self._reports: collections.deque[tuple[Any, ...]] = collections.deque()
         self._flush: asyncio.TimerHandle | None = None
+        self._idle_ticks = 0
 
     # --- direct calls' outcomes --------------------------------------------------------------
     def report(self, worker: WorkerHandle, req: Any, resp: Any, size: int | None,
-               took: float, err: BaseException | None) -> None:
+               took: float, err: BaseException | None) -> bool:
         """A direct call ended (any thread): ``resp`` is the worker's answer, None when it
-        timed out. The loop settles it (`settle`)."""
+        timed out. The loop settles it (`settle`). True: the loop no longer settles on its
+        own (the pool was idle), the caller must wake it with `resume`."""
         self._reports.append((worker, req, resp, size, took, err))
+        return self._flush is None  # read after the append: see _tick
 
-    def settle(self) -> None:
+    def resume(self) -> None:
+        """Settle now and then again (a caller reported while the ticking was stopped)."""
+        self.settle()
+        self._keep_ticking()
+
+    def settle(self) -> int:
         """Account for the direct calls that ended, in order: the worker's counters, the
-        breaker, result sizes, metrics and the pool.call.* events."""
+        breaker, result sizes, metrics and the pool.call.* events. Returns how many."""
         reports, pool = self._reports, self.pool
+        n = len(reports)
         while reports:
             w, req, resp, size, took, err = reports.popleft()
             if resp is not None:
@@ -75,12 +85,21 @@ class Lending:
                 w.errors += 1
             dispatched(pool.name, w.id, req, 0.0)  # a direct call never queues
             record(pool, req, took, err)
+        return n
 
     def _tick(self) -> None:
-        """Settle now and then while workers are lent (callers never wake the loop)."""
-        self.settle()
-        self._flush = None
-        if self.links:
+        """Settle every REPORT_FLUSH_S while workers are lent and calls come (callers do not
+        wake the loop); after IDLE_TICKS with nothing to settle, stop, so that an idle pool is
+        not woken 20 times a second; the next caller's report then wakes it once."""
+        self._flush = None  # first: a report from now on sees it and wakes the loop itself
+        self._idle_ticks = 0 if self.settle() else self._idle_ticks + 1
+        if self.links and self._idle_ticks < IDLE_TICKS:
+            self._flush = asyncio.get_running_loop().call_later(REPORT_FLUSH_S, self._tick)
+
+    def _keep_ticking(self) -> None:
+        """Tick (again), counting idle ticks from now."""
+        if self._flush is None:
+            self._idle_ticks = 0
             self._flush = asyncio.get_running_loop().call_later(REPORT_FLUSH_S, self._tick)
 
     def checkout(self, req: Any) -> DirectLink | None:
@@ -145,8 +164,7 @@ class Lending:
             link.base_served, link.calls = worker.served, 0
         self.links = (*self.links, link)
         self.demand = False
-        if self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(REPORT_FLUSH_S, self._tick)
+        self._keep_ticking()
 
     def unpark(self, worker: WorkerHandle) -> None:
         """``worker`` must stop being lent (recycle, death, close): free its slot now, or ask

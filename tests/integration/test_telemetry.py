@@ -171,3 +171,21 @@ def test_every_handler_runs_on_the_pools_loop_thread() -> None:
         assert loops == {"pit-loop"}, threads
     finally:
         sub.cancel()
+
+
+def test_a_direct_call_after_an_idle_spell_is_reported_without_a_snapshot() -> None:
+    # An idle pool stops settling direct calls on a timer; the next call's report must wake
+    # the loop itself, or its events would wait for whatever woke the loop next.
+    completed = threading.Event()
+    sub = telemetry.subscribe("pool.call.completed", lambda _event: completed.set())
+    try:
+        with Pool(size=1) as pool:
+            for _ in range(3):
+                pool.execute("ping")
+            assert any(w.lent for w in pool.stats().workers)
+            time.sleep(1.5)  # past 20 ticks with nothing to settle
+            completed.clear()
+            pool.execute("ping")
+            assert completed.wait(1.0)
+    finally:
+        sub.cancel()
