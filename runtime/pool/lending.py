@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from google.protobuf.message import DecodeError
 
-from ..errors import WorkerExit
 from ..logs import logger
 from ..protocol import pb
 from ..protocol.frames import FrameError
 from .call import CallHost, CallRun, dispatched, note_answer, record
 from .direct import BUSY, IDLE, OFF, RECV_BYTES, DirectLink
-from .lane import CANCEL_GRACE_S, exit_error
+from .lane import CANCEL_GRACE_S
 
 if TYPE_CHECKING:
     from .worker_handle import WorkerHandle
@@ -278,12 +277,7 @@ class Lending:
         await w.wait_exit()  # a worker that lives on without its connection is killed
         self._drop(link)
         cid, req, deadline, idempotent, started, deliver = call
-        err: Exception
-        if w.exit_info is not None:
-            progress, message, details, error = w.exit_info
-            err = exit_error(cid, progress, message, details, error, lone=True)
-        else:
-            err = WorkerExit(f"worker {w.id} (pid {w.pid}) {w.exit_reason or 'lost its lane'}")
+        err = w.death_error(lone=True, cid=cid)
         pool = self.pool
         if idempotent is None:
             idempotent = req.tool_name in pool.config.idempotent_tools

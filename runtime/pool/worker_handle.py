@@ -47,7 +47,7 @@ from .events import worker_event
 from .forkserver import ForkServer
 from .host.instance import HostInstance
 from .host.telemetry_relay import relay
-from .lane import CANCEL_GRACE_S, Lane, OnDone, deliver
+from .lane import CANCEL_GRACE_S, Lane, OnDone, deliver, exit_error
 from .shm import Grant, WorkerShm
 from .transport import WorkerTransport, command_argv, free_port, listens_in_tree, wait_answering
 
@@ -502,14 +502,16 @@ class WorkerHandle:
         finally:
             self._on_free(self)
 
-    def death_error(self, lone: bool) -> WorkerExit:
-        """What a unary call or a stream gets when this worker died under it: the same
-        error, cause, output tail and blame (``lone``: the only call out, so surely the one
-        it died running) a lane call gets (`lane.exit_error`)."""
+    def death_error(self, lone: bool, cid: int = 0) -> Exception:
+        """What a call out on this worker gets when it died: the same error, cause, output
+        tail and blame a lane call gets (`lane.exit_error`). ``cid``: a call numbered like
+        the lane's (a direct call), judged by the worker's progress file too; 0: a unary call
+        or a stream, to blame when ``lone`` (the only call out)."""
         if self.exit_info is None:
-            return WorkerExit(f"worker {self.id} (pid {self.pid}) {self.exit_reason}")
-        _, message, details, error = self.exit_info
-        return error(message, details={**details, "culprit": lone})
+            return WorkerExit(f"worker {self.id} (pid {self.pid}) "
+                              f"{self.exit_reason or 'lost its connection'}")
+        progress, message, details, error = self.exit_info
+        return exit_error(cid, progress if cid else None, message, details, error, lone)
 
     async def _rpc_failure(self, exc: Any, tool: str, lone: bool) -> Exception:
         """The PitError for a failed unary or streaming RPC. A broken connection usually
