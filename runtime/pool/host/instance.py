@@ -82,9 +82,11 @@ async def _off_loop(fn: Callable[[], Any]) -> None:
     at interpreter exit (the atexit close of a forgotten pool) the loop's executor refuses
     it, and the rest of the close (server stop, run dir removal) must still happen."""
     try:
-        await asyncio.to_thread(fn)
-    except RuntimeError:
+        fut = asyncio.get_running_loop().run_in_executor(None, fn)
+    except RuntimeError:  # refused (only that: an error of fn itself must not run it twice)
         fn()
+        return
+    await fut
 
 
 class HostInstance:
