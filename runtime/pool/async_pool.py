@@ -1,66 +1,21 @@
-"""`AsyncPool`: the pool core, native asyncio. The sync `Pool` runs this same core on a loop
-thread.
+"""`AsyncPool`: the pool's asyncio API, a façade over its `PoolCore` (see `core` for the data
+flow and the thread rules). Every method runs on the loop the pool was started on.
 
-    execute(tool, args)
-      -> encode request (bad payloads fail here, before taking a slot)
-      -> Scheduler.acquire: least-loaded ready worker, else FIFO queue (max_queue, queue timeout)
-      -> WorkerHandle.call over the worker's call lane (deadline = remaining budget)
-      -> decode result, or raise the PitError the worker's error payload names
-
-All pool state is touched only from the event loop the pool was started on. A worker that dies
-fails only its own in-flight calls and is replaced (with backoff while replacements keep dying).
+    async with AsyncPool(size=2) as pool:
+        print(await pool.execute("add", {"a": 1, "b": 2}))
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import itertools
-import math
-import sys
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..config import AFFINITY_MODES, PoolConfig, make_pool_config, state_dir
-from ..envs import needs_env, worker_python
-from ..errors import (
-    CallTimeout,
-    EnvironmentProblem,
-    PitError,
-    PoolNotReady,
-    PoolSaturated,
-    QueueTimeout,
-    SessionWorkerUnavailable,
-    ShutdownError,
-    WorkerExit,
-)
-from ..hardware import DeviceChoice, device_env, resolve_device
-from ..logs import configure_from_env
-from ..protocol import codec
-from .affinity import session_slot
-from .call import CallRun
-from .events import pool_event, session_event, worker_event, worker_reason
+from ..config import PoolConfig, make_pool_config
+from .core import PoolCore, affinity_mode
 from .host.instance import HostInstance
-from .lending import Lending
-from .lifecycle import Lifecycle
-from .metrics import PoolMetrics
-from .prepare import prepare_call
-from .resilience import CrashBarrier
-from .scheduler import Saturated, Scheduler
-from .sessions import Session, SessionStore
-from .stats import PoolStats, WorkerStats
-from .supervisor import Supervisor
-from .worker_handle import WorkerHandle
-
-if TYPE_CHECKING:
-    from .session_handle import AsyncSession
-
-MIB = 1024 * 1024
-ENVELOPE_BYTES = 64 * 1024  # room left in a message for everything around the payload
-Deliver = Callable[[Any, "BaseException | None"], None]
-
+from .mapping import map_async
+from .session_handle import AsyncSession
+from .stats import PoolStats
 
 
 class AsyncPool:
@@ -74,143 +29,52 @@ class AsyncPool:
                  instance: HostInstance | None = None, **options: Any) -> None:
         if config is not None and options:
             raise TypeError("pass either a PoolConfig or keyword options, not both")
-        self.config = config or make_pool_config(options.pop("name", "default"), **options)
-        self._instance = instance
-        self._owns_instance = instance is None
-        self._sched = Scheduler(self.config.max_queue)
-        self._workers: dict[str, WorkerHandle] = {}
-        self._ids = itertools.count(1)
-        self._call_ids = itertools.count(1)
-        self._tools: dict[str, dict[str, Any]] = {}
-        self.state = "new"  # new | starting | running | closing | closed (the loop writes it)
-        self._ready_event: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.max_call_bytes = self.config.max_message_mb * MIB - ENVELOPE_BYTES
-        self._supervisor = Supervisor(self)
-        self.lifecycle = Lifecycle(self)
-        self.failure: PitError | None = None  # why start() failed
-        self.worker_python = sys.executable
-        self.bridge: Path | None = None
-        self.device: DeviceChoice | None = None
-        self.extra_env: dict[str, str] = {}
-        self.barrier = CrashBarrier(self.config)
-        self._saturated_at: float | None = None  # loop time the queue began to hold calls
-        self.sessions = SessionStore(
-            self.config.max_sessions, self.config.session_ttl_s,
-            on_created=lambda s: session_event("session.created", self.name, s, s.created))
-        self._events: collections.Counter[str] = collections.Counter()
-        self.metrics = PoolMetrics()
-        self.lending = Lending(self)  # idle workers lent to blocking callers (see `direct`)
+        config = config or make_pool_config(options.pop("name", "default"), **options)
+        self._core = PoolCore(config, instance)
 
     @property
     def name(self) -> str:
-        return self.config.name
+        return self._core.name
+
+    @property
+    def config(self) -> PoolConfig:
+        return self._core.config
+
+    @property
+    def state(self) -> str:
+        """new | starting | running | closing | closed"""
+        return self._core.state
 
     @property
     def instance(self) -> HostInstance:
-        if self._instance is None:
-            self._instance = HostInstance(state_dir(), python_path=[str(Path.cwd())])
-        return self._instance
+        """The host instance the pool's workers belong to (its id, run dir, registry)."""
+        return self._core.instance
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self, *, wait: bool = True) -> AsyncPool:
         """Start the workers (start_batch at a time); with ``wait``, return once every one is
         ready. Without it, calls queue until workers are ready."""
-        if self.state != "new":
-            raise PitError(f"pool {self.name!r} was already started")
-        configure_from_env()
-        self.state = "starting"
-        self._loop = asyncio.get_running_loop()
-        started = self._loop.time()
-        self._ready_event = asyncio.Event()
-        if self._owns_instance:
-            self.instance.pool_names = [self.name]
-            await self.instance.start()
-        try:
-            choice = await asyncio.to_thread(resolve_device, self.config.device)
-        except ValueError as exc:
-            self.failure = EnvironmentProblem(f"pool {self.name!r}: {exc}",
-                                              hint="run `pit hardware` to see the devices")
-            await self.close()
-            raise self.failure from None
-        self.device = choice
-        self.extra_env = device_env(choice, explicit=self.config.device != "auto")
-        if needs_env(self.config):
-            base = (self.instance.config_path.parent if self.instance.config_path
-                    else Path.cwd())
-            try:  # builds the env when missing or stale (idempotent; `pit setup` does it too)
-                self.worker_python, self.bridge = await asyncio.to_thread(
-                    worker_python, self.config, self.instance.state_dir, base)
-            except Exception as exc:  # noqa: BLE001 - any failure leaves the pool closed
-                self.failure = exc if isinstance(exc, PitError) else EnvironmentProblem(
-                    f"pool {self.name!r}: its environment could not be prepared: "
-                    f"{type(exc).__name__}: {exc}")
-                await self.close()
-                raise self.failure from (None if exc is self.failure else exc)
-        # Heartbeats and sampling run from now: a worker that is ready early is pinged while
-        # the rest start (a dependent worker takes the host's silence for a wedged host).
-        self._supervisor.start()
-        if wait:
-            try:
-                await self.lifecycle.start_all()
-            except BaseException as exc:
-                if isinstance(exc, PitError):
-                    self.failure = exc
-                await self.close()
-                raise
-        self.state = "running"
-        pool_event("pool.started", self.name, size=self.config.size,
-                   duration_ms=round((self._loop.time() - started) * 1000, 3))
-        self.instance.cores.append(self)
-        self.lifecycle.run()
+        await self._core.start(wait=wait)
         return self
 
-    @property
-    def closing(self) -> bool:
-        return self.state in ("closing", "closed")
+    async def await_ready(self, timeout: float | None = None) -> None:
+        """Wait until every worker is ready; raises PoolNotReady on timeout."""
+        await self._core.await_ready(timeout)
 
-    def worker_ready(self, worker: WorkerHandle) -> None:
-        """A new worker serves: learn the tools, let it take calls."""
-        if not self._tools:
-            self._tools = {t["name"]: t for t in worker.ready_info.get("tools", [])}
-        self._sched.add(worker)
-        worker_event("worker.ready", worker,
-                     {"startup_ms": round((time.time() - worker.started_at) * 1000, 3)})
-        if self.ready_count() >= self.config.size and self._ready_event is not None:
-            self._ready_event.set()
+    async def close(self, grace: float | None = None) -> None:
+        """Stop accepting, drain in-flight calls up to ``grace`` s, stop every worker.
 
-    def worker_leaving(self, worker: WorkerHandle) -> None:
-        """A worker will take no more calls: sessions pinned to it lose their state, and
-        calls waiting for it alone (strict affinity) fail."""
-        self.lending.unpark(worker)
-        reason = ("recycled" if worker.recycle_reason in ("ttl", "requests", "memory", "manual")
-                  else worker.recycle_reason or "crashed")
-        self.sessions.worker_gone(worker.id, reason)
-        for waiter in self._sched.remove(worker):
-            waiter.set_exception(SessionWorkerUnavailable(
-                f"worker {worker.id}, which held the session, was {reason}",
-                details={"worker": worker.id, "reason": reason}))
+        Idempotent. Queued calls fail with ShutdownError; nothing is left running.
+        """
+        await self._core.close(grace)
 
-    def worker_gone(self, worker: WorkerHandle) -> None:
-        """A worker stops taking calls for good (died, or is being recycled)."""
-        self.worker_leaving(worker)
-        self._workers.pop(worker.id, None)
-        if self._ready_event is not None and self.ready_count() < self.config.size:
-            self._ready_event.clear()
+    async def __aenter__(self) -> AsyncPool:
+        if self._core.state == "new":
+            await self.start()
+        return self
 
-    def slot_freed(self, worker: WorkerHandle) -> None:
-        self._sched.release(worker)
-        if self._saturated_at is not None and not self._sched.queue:  # O(1): hot path
-            pool_event("pool.drained", self.name,
-                       saturated_ms=round((self.loop.time() - self._saturated_at) * 1000, 3))
-            self._saturated_at = None
-        if worker.max_requests and worker.served >= worker.max_requests:
-            self.lifecycle.start_recycle(worker, "requests")
-        elif self.lending.demand:
-            self.lending.park(worker)
-
-    def start_recycle(self, worker: WorkerHandle, reason: str) -> None:
-        self.lifecycle.start_recycle(worker, reason)
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def recycle(self, worker_id: str, reason: str = "manual") -> None:
         """Replace a worker with a fresh one, without downtime.
@@ -218,234 +82,9 @@ class AsyncPool:
         The replacement starts and becomes ready first; then the old worker stops taking
         calls, finishes the ones it holds (up to shutdown_grace_ms) and stops.
         """
-        worker = self._workers.get(worker_id)
-        if worker is None:
-            raise PitError(f"pool {self.name!r} has no worker {worker_id!r}; workers: "
-                           f"{', '.join(self._workers)}")
-        if worker.recycle_reason or worker.state != "ready":
-            return
-        self.record_event(worker, reason)
-        await self.lifecycle.recycle(worker)
-
-    def live_workers(self) -> list[WorkerHandle]:
-        return list(self._workers.values())
-
-    def add_worker(self, worker: WorkerHandle) -> None:
-        """A worker that is starting belongs to the pool from now on (stats, close)."""
-        self._workers[worker.id] = worker
-
-    def remove_worker(self, worker: WorkerHandle) -> None:
-        self._workers.pop(worker.id, None)
-
-    def new_worker_id(self) -> str:
-        return f"worker-{next(self._ids)}"
-
-    def correlation_id(self) -> str:
-        """A fresh id for a call, unique across the host instance."""
-        return f"{self.instance.id}-{next(self._call_ids)}"
-
-    def has_queued(self) -> bool:
-        """Whether calls are waiting for a worker."""
-        return bool(self._sched.queue)
-
-    def tool_spec(self, name: str) -> dict[str, Any] | None:
-        """The announced spec of tool ``name``; None when unknown (or not known yet)."""
-        return self._tools.get(name)
-
-    def knows_tools(self) -> bool:
-        """Whether a worker has announced the adapter's tools yet."""
-        return bool(self._tools)
-
-    def record_event(self, worker: WorkerHandle, reason: str) -> None:
-        """Count a recycle/replacement reason (hung, crashed, ttl, requests, memory, manual)."""
-        self._events[reason] += 1
-        self.lifecycle.replacing.append(reason)
-        worker.recycle_reason = reason
-        self.metrics.event(worker.id, reason, worker.exit_reason)
-        worker_reason(worker, reason)
-
-    def sample_load(self) -> None:
-        """One load sample for the metrics history (the supervisor calls this)."""
-        workers = self.live_workers()
-        self.metrics.sample(self._sched.depth,
-                            sum(w.in_flight - self.lending.idle_slots(w) for w in workers),
-                            sum(w.capacity for w in workers),
-                            {w.id: round(w.rss_mb, 1) for w in workers})
-
-    def ready_count(self) -> int:
-        return sum(1 for w in self._workers.values() if w.accepting)
-
-    async def await_ready(self, timeout: float | None = None) -> None:
-        """Wait until every worker is ready; raises PoolNotReady on timeout."""
-        if self._ready_event is None:
-            raise PoolNotReady(f"pool {self.name!r} has not been started",
-                               hint="call start() first")
-        try:
-            await asyncio.wait_for(self._ready_event.wait(), timeout)
-        except asyncio.TimeoutError:
-            states = ", ".join(f"{w.id}={w.state}" for w in self._workers.values()) or "none"
-            raise PoolNotReady(
-                f"pool {self.name!r}: {self.ready_count()}/{self.config.size} workers ready "
-                f"after {timeout:g} s ({states})",
-                hint=str(self.lifecycle.start_error) if self.lifecycle.start_error
-                else None) from None
-
-    async def close(self, grace: float | None = None) -> None:
-        """Stop accepting, drain in-flight calls up to ``grace`` s, stop every worker.
-
-        Idempotent. Queued calls fail with ShutdownError; nothing is left running.
-        """
-        if self.state in ("closing", "closed"):
-            while self.state == "closing":
-                await asyncio.sleep(0.01)
-            return
-        self.state = "closing"
-        self.lending.unpark_all()  # idle lent workers come back now, busy ones after their call
-        await self._supervisor.stop()
-        await self.lifecycle.stop()
-        for waiter in self._sched.drain_queue():
-            waiter.set_exception(ShutdownError(f"pool {self.name!r} is shutting down"))
-        grace = self.config.shutdown_grace_ms / 1000 if grace is None else grace
-        loop = asyncio.get_running_loop()
-        end = loop.time() + grace
-        for w in self._workers.values():
-            w.accepting = False
-            if w.state == "ready":
-                w.state = "draining"
-        while self._sched.in_flight > 0 and loop.time() < end:
-            await asyncio.sleep(0.01)
-        await asyncio.gather(*(w.stop() for w in list(self._workers.values())),
-                             return_exceptions=True)
-        self._workers.clear()
-        await self.lending.close()
-        await self.lifecycle.close_forkserver()
-        if self._owns_instance and self._instance is not None:
-            await self._instance.close()
-        self.state = "closed"
-        pool_event("pool.stopped", self.name, uptime_s=round(self.metrics.uptime(), 3))
-
-    async def __aenter__(self) -> AsyncPool:
-        if self.state == "new":
-            await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        await self._core.recycle(worker_id, reason)
 
     # --- calls ------------------------------------------------------------------------------
-    def prepare(self, tool: str, args: Mapping[str, Any] | None, session_id: str | None,
-                metadata: Mapping[str, str] | None, big: dict[str, Any] | None = None) -> Any:
-        """Check and encode a call (safe from any thread): see `prepare.prepare_call`."""
-        return prepare_call(self, tool, args, session_id, metadata, big)
-
-    def budget(self, timeout: float | None, stream: bool = False) -> float | None:
-        if timeout is None:
-            call_s, stream_s, _ = self.config.timeouts()
-            return stream_s if stream else call_s
-        if timeout <= 0:
-            raise ValueError("timeout must be > 0 s (float('inf') for no deadline)")
-        return None if math.isinf(timeout) else timeout
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop or asyncio.get_running_loop()
-
-    def release(self, worker: WorkerHandle) -> None:
-        self._sched.release(worker)
-
-    def worker(self, worker_id: str) -> WorkerHandle | None:
-        return self._workers.get(worker_id)
-
-    def take(self, worker: WorkerHandle) -> bool:
-        """A slot on this very worker, if it has one free now (a lent one is taken back)."""
-        self.lending.unpark(worker)
-        return self._sched.acquire_worker(worker)
-
-    def wait_for_worker(self, worker: WorkerHandle, fut: asyncio.Future[WorkerHandle]) -> None:
-        self._sched.enqueue_for(worker, fut)
-
-    def discard(self, slot: asyncio.Future[WorkerHandle]) -> None:
-        self._sched.discard(slot)
-
-    def grant(self, tool: str, deadline: float | None, *, exclusive: bool = False,
-              front: bool = False) -> asyncio.Future[WorkerHandle]:
-        """A future for a worker slot: at once when one is free, else via the FIFO queue.
-
-        Fails with PoolSaturated (queue full), QueueTimeout (queue_timeout_ms passed) or
-        CallTimeout (the call's own deadline came first). Whoever gets the slot must use it
-        or give it back with ``_sched.release``.
-        """
-        loop = self._loop or asyncio.get_running_loop()
-        fut: asyncio.Future[WorkerHandle] = loop.create_future()
-        worker = self._sched.acquire(exclusive)
-        if worker is None and self.lending.links:
-            self.lending.unpark_all()  # lent idle workers come back; busy ones after their call
-            worker = self._sched.acquire(exclusive)
-        if worker is not None:
-            fut.set_result(worker)
-            return fut
-        try:
-            self._sched.enqueue(fut, exclusive, front=front)
-        except Saturated:
-            fut.set_exception(PoolSaturated(
-                f"pool {self.name!r} is saturated: {self.config.max_queue} calls already "
-                f"queued for {self.config.size} workers",
-                details={"pool": self.name, "max_queue": self.config.max_queue},
-                hint="raise max_queue or size, or slow down callers"))
-            return fut
-        if self._saturated_at is None:
-            self._saturated_at = loop.time()
-            pool_event("pool.saturated", self.name, queued=self._sched.depth,
-                       capacity=sum(w.capacity for w in self._workers.values()))
-        queue_s = self.config.timeouts()[2]
-        left = None if deadline is None else deadline - loop.time()
-        by_deadline = left is not None and left < queue_s
-        wait_s = left if by_deadline and left is not None else queue_s
-
-        def expire() -> None:
-            if not fut.done():
-                self._sched.discard(fut)
-                fut.set_exception(
-                    CallTimeout(f"call to {tool!r} timed out while queued ({wait_s:g} s)")
-                    if by_deadline else
-                    QueueTimeout(f"call to {tool!r} waited {queue_s:g} s in the queue of pool "
-                                 f"{self.name!r} without a free worker",
-                                 hint="raise queue_timeout_ms or size"))
-
-        timer = loop.call_later(max(wait_s, 0.0), expire)
-        fut.add_done_callback(lambda _: timer.cancel())
-        return fut
-
-    def dispatch(self, req: Any, timeout: float | None, deliver: Deliver, *,
-                 idempotent: bool | None = None, affinity: str | None = None,
-                 big: dict[str, Any] | None = None) -> Callable[[], None]:
-        """Start a prepared call; ``deliver(result, None)`` or ``deliver(None, error)`` follows.
-
-        Runs on the pool's loop and never awaits, so the sync API can use it without a task
-        (see `CallRun`). ``timeout`` covers queueing, execution and retries. ``idempotent``
-        (default: the tool is in idempotent_tools) lets a call whose worker died run again on
-        another worker. Returns a function that cancels the call.
-        """
-        budget = self.budget(timeout)
-        deadline = None if budget is None else self.loop.time() + budget
-        refusal = self.barrier.refusal(req)
-        if refusal is not None:
-            deliver(None, refusal)
-            return lambda: None
-        if idempotent is None:
-            idempotent = req.tool_name in self.config.idempotent_tools
-        session = None
-        if req.session_id:
-            try:
-                session = self.sessions.open(req.session_id)
-            except PitError as exc:
-                deliver(None, exc)
-                return lambda: None
-        run = CallRun(self, req, deadline, deliver, idempotent, session,
-                      _affinity(affinity or self.config.affinity), big or None)
-        run.start()
-        return run.cancel
-
     async def execute(self, tool: str, args: Mapping[str, Any] | None = None, *,
                       session_id: str | None = None, timeout: float | None = None,
                       metadata: Mapping[str, str] | None = None,
@@ -459,76 +98,23 @@ class AsyncPool:
         with a ``session_id``.
         """
         big: dict[str, Any] = {}
-        req = self.prepare(tool, args, session_id, metadata, big)
-        out: asyncio.Future[Any] = self.loop.create_future()
-
-        def deliver(value: Any, err: BaseException | None) -> None:
-            if not out.done():
-                out.set_exception(err) if err is not None else out.set_result(value)
-
-        cancel = self.dispatch(req, timeout, deliver, idempotent=idempotent, affinity=affinity,
-                               big=big)
-        try:
-            return await out
-        except asyncio.CancelledError:
-            cancel()
-            raise
+        req = self._core.prepare(tool, args, session_id, metadata, big)
+        return await self._core.call(req, timeout, idempotent=idempotent, affinity=affinity,
+                                    big=big)
 
     async def stream(self, tool: str, args: Mapping[str, Any] | None = None, *,
                      session_id: str | None = None, timeout: float | None = None,
                      metadata: Mapping[str, str] | None = None) -> AsyncGenerator[Any, None]:
         """Call a generator tool and iterate over the items it yields."""
-        req = self.prepare(tool, args, session_id, metadata)
-        req.stream = True
-        refusal = self.barrier.refusal(req)  # poisoned, or the circuit is open
-        if refusal is not None:
-            raise refusal
-        budget = self.budget(timeout, stream=True)
-        loop = asyncio.get_running_loop()
-        deadline = None if budget is None else loop.time() + budget
-        session = self.sessions.open(session_id) if session_id else None
-        worker = await self._acquire(tool, deadline, session)
-        left = None if deadline is None else max(deadline - loop.time(), 0.001)
-        try:
-            async for chunk in worker.stream(req, left):
-                if chunk.is_final and chunk.metadata.get("empty") == "true":
-                    break
-                yield codec.decode_chunk(chunk)
-                if chunk.is_final:
-                    break
-        except WorkerExit as err:  # as for any other call that kills its worker
-            refusal = self.barrier.after_death(req, err)
-            if refusal is not None:
-                raise refusal from err
-            raise
-
-    async def _acquire(self, tool: str, deadline: float | None,
-                       session: Session | None = None) -> WorkerHandle:
-        if session is not None:
-            slot = session_slot(self, session, self.config.affinity, tool, deadline,
-                                exclusive=True)
-        else:
-            slot = self.grant(tool, deadline, exclusive=True)
-        try:
-            worker = await asyncio.shield(slot)
-            if session is not None and session.worker_id is None:
-                session.worker_id = worker.id
-            return worker
-        except asyncio.CancelledError:
-            if slot.done() and not slot.cancelled() and slot.exception() is None:
-                slot.result().exclusive_calls -= 1
-                self._sched.release(slot.result())
-            else:
-                slot.cancel()
-            raise
+        req = self._core.prepare(tool, args, session_id, metadata)
+        async for item in self._core.stream(req, timeout):
+            yield item
 
     def map(self, tool: str, items: Iterable[Mapping[str, Any]], *,
             chunksize: int | None = None, ordered: bool = True,
             return_exceptions: bool = False,
             timeout: float | None = None) -> AsyncIterator[Any]:
         """``async for result in pool.map(tool, items)``: see `Pool.map`."""
-        from .mapping import map_async
-
         return map_async(self, tool, items, chunksize=chunksize, ordered=ordered,
                          return_exceptions=return_exceptions, timeout=timeout)
 
@@ -540,70 +126,26 @@ class AsyncPool:
             async with pool.session() as s:
                 await s.execute("session_counter")
         """
-        from .session_handle import AsyncSession
-
-        return AsyncSession(self, self.sessions.open(session_id, ttl_s).id,
-                            _affinity(affinity or self.config.affinity))
+        mode = affinity_mode(affinity or self.config.affinity)
+        return AsyncSession(self, self._core.open_session(session_id, ttl_s).id, mode)
 
     async def close_session(self, session_id: str) -> bool:
         """End a session: the worker holding it drops its state (on_session_end runs)."""
-        session = self.sessions.close(session_id)
-        if session is not None:
-            session_event("session.closed", self.name, session, self.sessions.now())
-        return session is not None and await self._cleanup_in_worker(session)
-
-    async def expire_sessions(self) -> int:
-        """End the sessions idle for longer than their ttl (the supervisor calls this)."""
-        gone = self.sessions.expire()
-        for session in gone:
-            session_event("session.expired", self.name, session, self.sessions.now())
-            await self._cleanup_in_worker(session)
-        return len(gone)
-
-    async def _cleanup_in_worker(self, session: Session) -> bool:
-        worker = self.worker(session.worker_id) if session.worker_id else None
-        if worker is None or worker.state not in ("ready", "draining"):
-            return False
-        return await worker.cleanup_session(session.id)
+        return await self._core.close_session(session_id)
 
     # --- introspection ----------------------------------------------------------------------
     def tools(self) -> list[dict[str, Any]]:
         """The adapter's tools as the workers announced them (name, parameters, streaming)."""
-        return list(self._tools.values())
+        return self._core.tools()
 
     def stats(self) -> PoolStats:
-        """A snapshot of the pool (on its loop; `Pool.stats` marshals it there)."""
-        self.lending.settle()  # direct calls that ended count
-        workers = tuple(
-            WorkerStats(id=w.id, pid=w.pid, state=w.state,
-                        in_flight=w.in_flight - self.lending.idle_slots(w),
-                        capacity=w.capacity, requests=w.served, errors=w.errors,
-                        uptime_s=round(w.uptime(), 3),
-                        python=str(w.ready_info.get("python", "")), rss_mb=round(w.rss_mb, 1),
-                        uss_mb=round(w.uss_mb, 1),
-                        free_threaded=not w.ready_info.get("gil_enabled", True),
-                        cpu_pct=round(w.cpu_pct, 1),
-                        missed_heartbeats=w.missed_heartbeats,
-                        last_recycle_reason=w.recycle_reason or w.replaced_reason,
-                        lane=w.lane_kind, lent=self.lending.lent(w))
-            for w in self._workers.values())
-        return PoolStats(name=self.name, adapter=self.config.adapter, size=self.config.size,
-                         ready=self.ready_count(), queued=self._sched.depth,
-                         max_queue=self.config.max_queue, restarts=self.lifecycle.restarts,
-                         workers=workers, recycles=dict(self._events),
-                         profile=self.config.profile, sessions=len(self.sessions))
-
-    def register_host_tool(self, name: str, fn: Callable[..., Any]) -> None:
-        """Make ``fn`` callable from workers as ``ctx.call_host_tool(name, **kwargs)``."""
-        self.instance.register_host_tool(name, fn)
+        """A frozen snapshot of the pool and its workers."""
+        return self._core.stats()
 
     def pids(self) -> list[int]:
         """Pids of the pool's worker processes (safe to call from another thread)."""
-        return [w.pid for w in list(self._workers.values()) if w.pid is not None]
+        return self._core.pids()
 
-
-
-def _affinity(mode: str) -> str:
-    if mode not in AFFINITY_MODES:
-        raise ValueError(f"affinity must be one of {', '.join(AFFINITY_MODES)}, got {mode!r}")
-    return mode
+    def register_host_tool(self, name: str, fn: Callable[..., Any]) -> None:
+        """Make ``fn`` callable from workers as ``ctx.call_host_tool(name, **kwargs)``."""
+        self._core.instance.register_host_tool(name, fn)

@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import PitError, WorkerStartError
+from ..hardware import DeviceChoice
 from ..logs import logger
 from .crash import ATTRIBUTABLE
 from .forkserver import ForkServer
@@ -39,13 +41,22 @@ class RetiresWorkers(Protocol):
     def retire(self, worker: WorkerHandle) -> None: ...
 
 
+@dataclass
+class WorkerLaunch:
+    """How the pool's workers start: its env's interpreter, the bridge dir of an env pool,
+    the device variables (the pool sets them once, at start)."""
+
+    python: str
+    bridge: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    device: DeviceChoice | None = None
+
+
 class LifecycleHost(Protocol):
     """What keeping the pool at size needs of the pool: its worker set and its events."""
 
     barrier: CrashBarrier
-    worker_python: str
-    bridge: Path | None
-    extra_env: dict[str, str]
+    launch: WorkerLaunch
 
     @property
     def config(self) -> PoolConfig: ...
@@ -139,11 +150,11 @@ class Lifecycle:
             on_free=pool.slot_freed, on_exit=self.worker_exited,
             pipeline=self.config.pipeline_depth)
         worker.on_stuck = lambda _worker, req: pool.barrier.blame_stuck(req)
-        worker.python, worker.bridge = pool.worker_python, pool.bridge
+        worker.python, worker.bridge = pool.launch.python, pool.launch.bridge
         worker.on_retire = pool.lending.retire
         if self.replacing:
             worker.replaced_reason = self.replacing.popleft()
-        worker.extra_env = pool.extra_env
+        worker.extra_env = pool.launch.extra_env
         worker.forkserver = await self._forkserver(worker)
         if self.config.max_requests:
             # Jitter, so that workers started together do not all recycle together.

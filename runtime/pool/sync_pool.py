@@ -18,14 +18,15 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mappin
 from pathlib import Path
 from typing import Any
 
-from ..config import PitConfig, PoolConfig, load_config
+from ..config import PitConfig, PoolConfig, load_config, make_pool_config
 from ..errors import PoolNotFound
 from . import direct
-from .async_pool import AsyncPool, PoolStats
+from .core import PoolCore, affinity_mode
 from .host.instance import HostInstance
 from .host.loop_thread import LoopThread
 from .mapping import map_sync
 from .session_handle import SessionHandle
+from .stats import PoolStats
 
 _live: weakref.WeakSet[Any] = weakref.WeakSet()  # closed at interpreter exit
 _live_lock = threading.Lock()
@@ -60,7 +61,7 @@ class Pool:
             _live.add(self)
 
     @classmethod
-    def _attached(cls, core: AsyncPool, loop: LoopThread) -> Pool:
+    def _attached(cls, core: PoolCore, loop: LoopThread) -> Pool:
         self = cls.__new__(cls)
         self._loop, self._core, self._owner = loop, core, False
         return self
@@ -72,6 +73,16 @@ class Pool:
     @property
     def config(self) -> PoolConfig:
         return self._core.config
+
+    @property
+    def state(self) -> str:
+        """new | starting | running | closing | closed"""
+        return self._core.state
+
+    @property
+    def instance(self) -> HostInstance:
+        """The host instance the pool's workers belong to (its id, run dir, registry)."""
+        return self._core.instance
 
     def start(self, *, wait: bool = True) -> Pool:
         self._loop.run(self._core.start(wait=wait))
@@ -201,8 +212,8 @@ class Pool:
         A task on the loop pumps chunks into a bounded buffer (STREAM_BUFFER items) that this
         iterator drains a batch at a time: one thread hand-off per batch, not per chunk, and a
         slow consumer still slows the worker down (backpressure)."""
-        agen = self._core.stream(tool, args, session_id=session_id, timeout=timeout,
-                                 metadata=metadata)
+        req = self._core.prepare(tool, args, session_id, metadata)
+        agen = self._core.stream(req, timeout)
         buffer: asyncio.Queue[Any] = self._loop.run(_make_queue())
         task = asyncio.run_coroutine_threadsafe(_pump(agen, buffer), self._loop.loop)
         try:
@@ -224,8 +235,9 @@ class Pool:
     def session(self, session_id: str | None = None, ttl_s: float | None = None,
                 affinity: str | None = None) -> SessionHandle:
         """Open (or reopen) a session; use it as a context manager to close it at the end."""
-        handle = self._loop.run(_open_session(self._core, session_id, ttl_s, affinity))
-        return SessionHandle(self, handle.id, handle.affinity)
+        mode = affinity_mode(affinity or self.config.affinity)
+        session = self._loop.run(_open_session(self._core, session_id, ttl_s))
+        return SessionHandle(self, session.id, mode)
 
     def close_session(self, session_id: str) -> bool:
         return self._loop.run(self._core.close_session(session_id))
@@ -248,7 +260,7 @@ class Pool:
         return self._core.pids()
 
     def register_host_tool(self, name: str, fn: Callable[..., Any]) -> None:
-        self._core.register_host_tool(name, fn)
+        self._core.instance.register_host_tool(name, fn)
 
 
 STREAM_BUFFER = 256  # chunks buffered on the host per stream
@@ -263,7 +275,7 @@ class _Failed:
         self.error = error
 
 
-async def _stats(core: AsyncPool) -> PoolStats:
+async def _stats(core: PoolCore) -> PoolStats:
     return core.stats()
 
 
@@ -292,13 +304,14 @@ async def _take(buffer: asyncio.Queue[Any]) -> list[Any]:
     return items
 
 
-async def _open_session(core: AsyncPool, session_id: str | None, ttl_s: float | None,
-                        affinity: str | None) -> Any:
-    return core.session(session_id, ttl_s, affinity)
+async def _open_session(core: PoolCore, session_id: str | None, ttl_s: float | None) -> Any:
+    return core.open_session(session_id, ttl_s)
 
 
-async def _make(config: PoolConfig | None, options: dict[str, Any]) -> AsyncPool:
-    return AsyncPool(config, **options)
+async def _make(config: PoolConfig | None, options: dict[str, Any]) -> PoolCore:
+    if config is not None and options:
+        raise TypeError("pass either a PoolConfig or keyword options, not both")
+    return PoolCore(config or make_pool_config(options.pop("name", "default"), **options))
 
 
 class Pools(Mapping[str, Pool]):
@@ -405,5 +418,5 @@ class Pools(Mapping[str, Pool]):
         self.close()
 
 
-async def _attach(config: PoolConfig, instance: HostInstance) -> AsyncPool:
-    return AsyncPool(config, instance=instance)
+async def _attach(config: PoolConfig, instance: HostInstance) -> PoolCore:
+    return PoolCore(config, instance)
