@@ -76,13 +76,16 @@ class AsyncPool:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def recycle(self, worker_id: str, reason: str = "manual") -> None:
+    async def recycle(self, worker_id: str, reason: str = "manual", *,
+                      wait: bool = True) -> None:
         """Replace a worker with a fresh one, without downtime.
 
         The replacement starts and becomes ready first; then the old worker stops taking
-        calls, finishes the ones it holds (up to shutdown_grace_ms) and stops.
+        calls, finishes the ones it holds (up to shutdown_grace_ms) and stops. With
+        ``wait=False`` this returns at once and the recycle goes on in the background (the
+        pool's close stops it). A worker already being replaced, or not ready, is left be.
         """
-        await self._core.recycle(worker_id, reason)
+        await self._core.recycle(worker_id, reason, wait)
 
     # --- calls ------------------------------------------------------------------------------
     async def execute(self, tool: str, args: Mapping[str, Any] | None = None, *,

@@ -57,9 +57,9 @@ from ..logs import configure_from_env
 from ..protocol import codec
 from .affinity import session_slot
 from .call import CallRun
+from .direct import Lending
 from .events import pool_event, session_event, worker_event, worker_reason
 from .host.instance import HostInstance
-from .lending import Lending
 from .lifecycle import Lifecycle, WorkerLaunch
 from .metrics import PoolMetrics
 from .prepare import prepare_call
@@ -67,7 +67,6 @@ from .resilience import CrashBarrier
 from .scheduler import Saturated, Scheduler
 from .sessions import Session, SessionStore
 from .stats import PoolStats, WorkerStats
-from .supervisor import Supervisor
 from .worker_handle import WorkerHandle
 
 MIB = 1024 * 1024
@@ -93,7 +92,6 @@ class PoolCore:
         self._ready_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.max_call_bytes = self.config.max_message_mb * MIB - ENVELOPE_BYTES
-        self._supervisor = Supervisor(self)
         self.lifecycle = Lifecycle(self)
         self.failure: PitError | None = None  # why start() failed
         self.launch = WorkerLaunch(sys.executable)
@@ -155,9 +153,7 @@ class PoolCore:
                     f"{type(exc).__name__}: {exc}")
                 await self.close()
                 raise self.failure from (None if exc is self.failure else exc)
-        # Heartbeats and sampling run from now: a worker that is ready early is pinged while
-        # the rest start (a dependent worker takes the host's silence for a wedged host).
-        self._supervisor.start()
+        self.lifecycle.watch()  # heartbeats from now: workers ready early are pinged
         if wait:
             try:
                 await self.lifecycle.start_all()
@@ -216,19 +212,15 @@ class PoolCore:
         elif self.lending.demand:
             self.lending.park(worker)
 
-    def start_recycle(self, worker: WorkerHandle, reason: str) -> None:
-        self.lifecycle.start_recycle(worker, reason)
-
-    async def recycle(self, worker_id: str, reason: str = "manual") -> None:
-        """Replace a worker with a fresh one, without downtime.
-
-        The replacement starts and becomes ready first; then the old worker stops taking
-        calls, finishes the ones it holds (up to shutdown_grace_ms) and stops.
-        """
+    async def recycle(self, worker_id: str, reason: str = "manual", wait: bool = True) -> None:
+        """Replace a worker with a fresh one, without downtime (see `AsyncPool.recycle`)."""
         worker = self._workers.get(worker_id)
         if worker is None:
             raise PitError(f"pool {self.name!r} has no worker {worker_id!r}; workers: "
                            f"{', '.join(self._workers)}")
+        if not wait:
+            self.lifecycle.start_recycle(worker, reason)
+            return
         if worker.recycle_reason or worker.state != "ready":
             return
         self.record_event(worker, reason)
@@ -276,7 +268,7 @@ class PoolCore:
         worker_reason(worker, reason)
 
     def sample_load(self) -> None:
-        """One load sample for the metrics history (the supervisor calls this)."""
+        """One load sample for the metrics history (the lifecycle calls this)."""
         workers = self.live_workers()
         self.metrics.sample(self._sched.depth,
                             sum(w.in_flight - self.lending.idle_slots(w) for w in workers),
@@ -312,7 +304,6 @@ class PoolCore:
             return
         self.state = "closing"
         self.lending.unpark_all()  # idle lent workers come back now, busy ones after their call
-        await self._supervisor.stop()
         await self.lifecycle.stop()
         for waiter in self._sched.drain_queue():
             waiter.set_exception(ShutdownError(f"pool {self.name!r} is shutting down"))
@@ -524,7 +515,7 @@ class PoolCore:
         return session is not None and await self._cleanup_in_worker(session)
 
     async def expire_sessions(self) -> int:
-        """End the sessions idle for longer than their ttl (the supervisor calls this)."""
+        """End the sessions idle for longer than their ttl (the lifecycle calls this)."""
         gone = self.sessions.expire()
         for session in gone:
             session_event("session.expired", self.name, session, self.sessions.now())
@@ -556,13 +547,18 @@ class PoolCore:
                         cpu_pct=round(w.cpu_pct, 1),
                         missed_heartbeats=w.missed_heartbeats,
                         last_recycle_reason=w.recycle_reason or w.replaced_reason,
-                        lane=w.lane_kind, lent=self.lending.lent(w))
+                        lane=w.lane_kind, lent=self.lending.lent(w),
+                        host_watch=str(w.ready_info.get("host_watch", "")))
             for w in self._workers.values())
+        zygote = self.lifecycle.forkserver
         return PoolStats(name=self.name, adapter=self.config.adapter, size=self.config.size,
                          ready=self.ready_count(), queued=self._sched.depth,
                          max_queue=self.config.max_queue, restarts=self.lifecycle.restarts,
                          workers=workers, recycles=dict(self._events),
-                         profile=self.config.profile, sessions=len(self.sessions))
+                         profile=self.config.profile, sessions=len(self.sessions),
+                         calls=self.metrics.completed, failed=self.metrics.failed,
+                         forkserver_pid=zygote.pid if zygote is not None else None,
+                         events=tuple(dict(e) for e in self.metrics.events))
 
     def pids(self) -> list[int]:
         """Pids of the pool's worker processes (any thread: reads the roster)."""

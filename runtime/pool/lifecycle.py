@@ -1,4 +1,4 @@
-"""Keeping a pool at its size: start, reconcile, replace and recycle workers.
+"""Keeping a pool at its size and healthy: start, reconcile, replace, recycle, watch.
 
     start_all -> start `size` workers, `start_batch` at a time
     a worker dies -> dropped; the reconcile task wakes up
@@ -8,8 +8,20 @@
     recycle   -> start the replacement first; once it is ready the old worker stops taking
                  calls, finishes what it holds (up to shutdown_grace_ms) and stops
 
+    heartbeats -> every heartbeat_interval_ms: Ping each ready worker (timeout
+                  heartbeat_timeout_ms); no answer heartbeat_max_missed times: dump its
+                  stacks (SIGUSR1 -> faulthandler, copied to <state_dir>/dumps/), kill it; its
+                  calls fail with WorkerHung and it is replaced
+    sampling   -> every SAMPLE_EVERY_S: each worker's RSS and CPU % (psutil, in a thread)
+                  into the pool's metrics; workers past their (jittered) ttl_s or over
+                  max_memory_mb are recycled
+    sessions   -> every SESSION_CHECK_S: idle sessions expire (their workers drop the state)
+
 A worker killed from outside (SIGKILL/SIGTERM without OOM evidence) is replaced at once and
-does not count towards backoff or the circuit breaker: it is nobody's code's fault.
+does not count towards backoff or the circuit breaker: it is nobody's code's fault. Pings
+run concurrently and overlap, so a hung worker is declared after about
+timeout + (max_missed - 1) * interval. Everything here runs on the pool's loop and reaches
+pool state through the core's hooks (`LifecycleHost`).
 """
 
 from __future__ import annotations
@@ -17,9 +29,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+import psutil
 
 from ..errors import PitError, WorkerStartError
 from ..hardware import DeviceChoice
@@ -75,11 +90,16 @@ class LifecycleHost(Protocol):
     def worker_leaving(self, worker: WorkerHandle) -> None: ...
     def worker_gone(self, worker: WorkerHandle) -> None: ...
     def record_event(self, worker: WorkerHandle, reason: str) -> None: ...
+    def sample_load(self) -> None: ...
+    async def expire_sessions(self) -> int: ...
 
 RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 JITTER = 0.1  # +-10 % on max_requests and ttl_s
 YOUNG_S = 5.0  # a worker dying younger than this counts towards a crash streak
 RECONCILE_EVERY_S = 1.0
+SAMPLE_EVERY_S = 0.5
+USS_EVERY = 5  # samples between USS readings
+SESSION_CHECK_S = 1.0
 EXTERNAL = ("killed", "terminated")
 
 
@@ -96,6 +116,8 @@ class Lifecycle:
         self.replacing: collections.deque[str] = collections.deque()  # reasons, oldest first
         self.forkserver: ForkServer | None = None
         self.spawn_only = False  # the adapter is not fork-safe
+        self._watching: set[asyncio.Task[Any]] = set()  # heartbeats, sampling, sessions
+        self._last_ok: dict[str, float] = {}  # worker id -> when it last answered a ping
 
     # --- start ------------------------------------------------------------------------------
     async def start_all(self) -> None:
@@ -137,8 +159,23 @@ class Lifecycle:
         """Start the reconcile loop (after start_all, or instead of it for start(wait=False))."""
         self._task = asyncio.get_running_loop().create_task(self._reconcile())
 
+    def watch(self) -> None:
+        """Start the heartbeats, sampling and session expiry (before the workers start: a
+        worker that is ready early is pinged while the rest start, for a dependent worker
+        takes the host's silence for a wedged host)."""
+        if self.config.heartbeat_interval_ms > 0:
+            self._spawn(self._heartbeats())
+        self._spawn(self._sampling())
+        self._spawn(self._sessions())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._watching.add(task)
+        task.add_done_callback(self._watching.discard)
+
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._recycling) if t is not None]
+        """Stop watching, replacing and recycling (the pool is closing)."""
+        tasks = [t for t in (*self._watching, self._task, *self._recycling) if t is not None]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -261,3 +298,85 @@ class Lifecycle:
             self.pool.worker_gone(old)
             await old.stop()
         self.restarts += 1
+
+    # --- health -----------------------------------------------------------------------------
+    async def _heartbeats(self) -> None:
+        interval = self.config.heartbeat_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            live = self.pool.live_workers()
+            for gone in set(self._last_ok) - {w.id for w in live}:
+                del self._last_ok[gone]  # replaced or recycled workers
+            for worker in live:
+                if worker.state in ("ready", "draining") and \
+                        worker.missed_heartbeats < self.config.heartbeat_max_missed:
+                    self._spawn(self._beat(worker))
+
+    async def _sampling(self) -> None:
+        """Every second: RSS and CPU % of each worker (psutil, off the loop), a load sample
+        for the metrics history, then TTL and memory recycling."""
+        procs: dict[int, psutil.Process] = {}
+        rounds = 0
+        while True:
+            await asyncio.sleep(SAMPLE_EVERY_S)
+            workers = [w for w in self.pool.live_workers() if w.pid]
+            uss = rounds % USS_EVERY == 0  # USS reads smaps: ~0.5 ms a worker, so less often
+            rounds += 1
+            samples = await asyncio.to_thread(_usage, procs, [w.pid for w in workers], uss)
+            for worker, (rss, cpu, uss_mb) in zip(workers, samples, strict=True):
+                worker.rss_mb, worker.cpu_pct = rss, cpu
+                if uss_mb is not None:
+                    worker.uss_mb = uss_mb
+            self.pool.sample_load()
+            for worker in workers:
+                if worker.state != "ready":
+                    continue
+                if self.config.max_memory_mb and worker.rss_mb > self.config.max_memory_mb:
+                    self.start_recycle(worker, "memory")
+                elif worker.ttl_s and worker.uptime() >= worker.ttl_s:
+                    self.start_recycle(worker, "ttl")
+
+    async def _sessions(self) -> None:
+        """Expire idle sessions (their workers drop the state)."""
+        while True:
+            await asyncio.sleep(SESSION_CHECK_S)
+            await self.pool.expire_sessions()
+
+    async def _beat(self, worker: WorkerHandle) -> None:
+        now = time.monotonic()
+        self._last_ok.setdefault(worker.id, now)
+        if await worker.ping(self.config.heartbeat_timeout_ms / 1000):
+            worker.missed_heartbeats = 0
+            self._last_ok[worker.id] = time.monotonic()
+            return
+        if worker.state == "dead":
+            return
+        worker.missed_heartbeats += 1
+        if worker.missed_heartbeats == self.config.heartbeat_max_missed:
+            silent = time.monotonic() - self._last_ok.pop(worker.id, now)
+            dump = await worker.dump_stacks(self.pool.instance.state_dir / "dumps")
+            self.pool.record_event(worker, "hung")
+            worker.mark_hung(silent, dump)
+
+
+def _usage(procs: dict[int, psutil.Process], pids: list[int | None],
+           uss: bool) -> list[tuple[float, float, float | None]]:
+    """(RSS MiB, CPU % since the last call, USS MiB when ``uss``) of each worker (0s when
+    gone); off the loop."""
+    out = []
+    for pid in pids:
+        try:
+            proc = procs.get(pid or 0)
+            if proc is None:
+                proc = procs[pid or 0] = psutil.Process(pid)
+                proc.cpu_percent(None)  # the first reading primes the counter
+            with proc.oneshot():
+                mem = proc.memory_full_info() if uss else proc.memory_info()
+                out.append((mem.rss / 2**20, proc.cpu_percent(None),
+                            mem.uss / 2**20 if uss else None))
+        except psutil.Error:
+            procs.pop(pid or 0, None)
+            out.append((0.0, 0.0, 0.0))
+    for gone in set(procs) - {p for p in pids if p}:
+        del procs[gone]
+    return out

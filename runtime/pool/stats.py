@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,7 @@ class WorkerStats:
     last_recycle_reason: str = ""  # why it is being replaced, else why its predecessor was
     lane: str = ""  # how calls travel: "socket" | "grpc" (the CallLane stream) | "unary"
     lent: bool = False  # lent to blocking callers, who call it directly (see pool/direct.py)
+    host_watch: str = ""  # how it notices a wedged host: "pings" | "heartbeat" | "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,3 +42,7 @@ class PoolStats:
     recycles: Mapping[str, int]  # workers ended by the pool or by themselves, by reason
     profile: str = "process"
     sessions: int = 0
+    calls: int = 0  # calls completed since the pool started
+    failed: int = 0  # ... of which failed
+    forkserver_pid: int | None = None  # the zygote workers are forked from; None: spawned
+    events: tuple[Mapping[str, Any], ...] = ()  # the latest recycles and crashes, oldest first

@@ -125,11 +125,13 @@ class Pool:
         if core.lending.enabled and session_id is None:
             big: dict[str, Any] = {}
             req = core.prepare(tool, args, session_id, metadata, big)
+            lend = False
             if not big:
                 value = direct.call(core, self._loop, req, core.budget(timeout), idempotent)
-                if value is not direct.FALLBACK:
+                if value is not direct.FALLBACK and value is not direct.ASK:
                     return value
-            fut = self._submit_prepared(req, timeout, idempotent, affinity, big)
+                lend = value is direct.ASK
+            fut = self._submit_prepared(req, timeout, idempotent, affinity, big, lend)
         else:
             fut = self.submit(tool, args, session_id=session_id, timeout=timeout,
                               metadata=metadata, idempotent=idempotent, affinity=affinity)
@@ -175,16 +177,20 @@ class Pool:
         return self._submit_prepared(req, timeout, idempotent, affinity, big)
 
     def _submit_prepared(self, req: Any, timeout: float | None, idempotent: bool | None,
-                         affinity: str | None, big: dict[str, Any]) -> CallFuture:
+                         affinity: str | None, big: dict[str, Any],
+                         lend: bool = False) -> CallFuture:
         result = CallFuture()
-        self._loop.call_soon(self._dispatch, req, timeout, result, idempotent, affinity, big)
+        self._loop.call_soon(self._dispatch, req, timeout, result, idempotent, affinity, big,
+                             lend)
         return result
 
     def _dispatch(self, req: Any, timeout: float | None,
                   result: CallFuture, idempotent: bool | None,
-                  affinity: str | None, big: dict[str, Any]) -> None:
+                  affinity: str | None, big: dict[str, Any], lend: bool) -> None:
         if not result.set_running_or_notify_cancel():
             return
+        if lend:  # the caller found no lent worker free: lend one once the pool is idle
+            self._core.lending.want()
 
         def deliver(value: Any, err: BaseException | None) -> None:
             # The call holds this future and the future its call's cancel: break that cycle,
@@ -242,9 +248,10 @@ class Pool:
     def close_session(self, session_id: str) -> bool:
         return self._loop.run(self._core.close_session(session_id))
 
-    def recycle(self, worker_id: str) -> None:
-        """Replace one worker with a fresh process, without downtime (reason "manual")."""
-        self._loop.run(self._core.recycle(worker_id))
+    def recycle(self, worker_id: str, *, wait: bool = True) -> None:
+        """Replace one worker with a fresh process, without downtime (reason "manual"); see
+        `AsyncPool.recycle`."""
+        self._loop.run(self._core.recycle(worker_id, "manual", wait))
 
     def tools(self) -> list[dict[str, Any]]:
         return self._core.tools()

@@ -1,6 +1,6 @@
 """The worker-transport seam: what a pool drives of a worker, whatever kind of process it is.
 
-    pool (scheduler, sessions, deadlines, crash barrier, lifecycle, supervisor, status)
+    pool (scheduler, sessions, deadlines, crash barrier, lifecycle, status)
       |  start() / send() / stream() / abandon() / ping() / cleanup_session() / stop() / kill()
       v
     WorkerTransport  --  pit's worker (`worker_handle.WorkerHandle`, launch "pit"):

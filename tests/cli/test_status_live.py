@@ -141,7 +141,7 @@ def test_undersized_pool_is_told_to_grow() -> None:
 
 def test_leaking_adapter_is_told_to_recycle_on_memory() -> None:
     with Pool(adapter="tests.adapters.sample:LeakyAdapter", size=1) as pool:
-        # a baseline memory sample first (the supervisor samples every second)
+        # a baseline memory sample first (the lifecycle samples every half second)
         assert wait_until(lambda: pool.stats().workers[0].rss_mb > 0, timeout=5)
         time.sleep(1.1)
         for _ in range(80):

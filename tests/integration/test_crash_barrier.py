@@ -37,7 +37,7 @@ def test_a_segfault_names_the_crashing_python_line(start_method: str) -> None:
     with Pool(adapter=SAMPLE, size=1, start_method=start_method) as pool:
         with pytest.raises(runtime.WorkerExit) as info:
             pool.execute("segfault")
-        assert (pool._core.lifecycle.forkserver is not None) == (start_method == "forkserver")
+        assert (pool.stats().forkserver_pid is not None) == (start_method == "forkserver")
     tail = info.value.details["output_tail"]
     assert "Fatal Python error: Segmentation fault" in tail  # faulthandler, in the worker
     assert "sample.py" in tail and "in segfault" in tail     # the tool's own frame

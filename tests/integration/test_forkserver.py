@@ -20,9 +20,9 @@ SAMPLE = "tests.adapters.sample"
 
 
 def zygote_pid(pool: Pool) -> int:
-    fs = pool._core.lifecycle.forkserver
-    assert fs is not None and fs.pid is not None
-    return fs.pid
+    pid = pool.stats().forkserver_pid
+    assert pid is not None
+    return pid
 
 
 def test_workers_are_forked_from_one_zygote_that_ran_preload() -> None:
@@ -59,19 +59,19 @@ def test_exit_codes_come_through_the_zygote() -> None:
         [pid] = pool.pids()
         os.kill(pid, signal.SIGSEGV)
         assert wait_until(lambda: pool.stats().recycles.get("crashed") == 1, timeout=10)
-        [event] = [e for e in pool._core.metrics.events if e["kind"] == "crashed"]
+        [event] = [e for e in pool.stats().events if e["kind"] == "crashed"]
         assert "SIGSEGV" in event["detail"]
 
 
 def test_adapter_that_is_not_fork_safe_is_spawned() -> None:
     with Pool(adapter=f"{SAMPLE}:NotForkSafe", size=1) as pool:
-        assert pool._core.lifecycle.forkserver is None
+        assert pool.stats().forkserver_pid is None
         assert pool.execute("parent") == os.getpid()
 
 
 def test_spawn_start_method_and_a_broken_adapter_in_the_zygote() -> None:
     with Pool(size=1, start_method="spawn") as pool:
-        assert pool._core.lifecycle.forkserver is None
+        assert pool.stats().forkserver_pid is None
         assert psutil.Process(pool.pids()[0]).ppid() == os.getpid()
     with pytest.raises(WorkerStartError, match="fork server") as err:
         Pool(adapter="tests.adapters.no_such_module:X", size=1).start()
@@ -114,10 +114,11 @@ def test_a_fork_answered_while_the_pool_closes_is_killed() -> None:
     zygote = zygote_pid(pool)
     os.kill(zygote, signal.SIGSTOP)  # the replacement's fork request will wait in it
     try:
-        [worker] = pool._core.live_workers()
-        pool._loop.call_soon(pool._core.start_recycle, worker, "manual")
-        fs = pool._core.lifecycle.forkserver
-        assert fs is not None and wait_until(lambda: fs._waiting, timeout=5)
+        [worker] = pool.stats().workers
+        pool.recycle(worker.id, wait=False)
+        # the replacement is starting: its fork request is on its way to the stopped zygote
+        assert wait_until(lambda: len(pool.stats().workers) == 2, timeout=5)
+        time.sleep(0.3)
         closer = threading.Thread(target=pool.close)
         closer.start()
         time.sleep(1.5)  # the pool is closing; then the zygote forks the replacement

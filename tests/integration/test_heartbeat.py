@@ -48,11 +48,12 @@ def test_workers_ready_early_are_pinged_while_the_rest_start() -> None:
     with Pool(adapter="tests.adapters.sample:SlowInit", size=3, start_batch=1,
               dependent_timeout_ms=1500, heartbeat_interval_ms=300,
               env={"PIT_TEST_INIT_S": "1"}) as pool:
-        assert {w.ready_info["host_watch"] for w in pool._core.live_workers()} == {"pings"}
+        assert {w.host_watch for w in pool.stats().workers} == {"pings"}
         time.sleep(1.0)
-        workers = pool._core.live_workers()
-        assert not [line for w in workers for line in w.output if "has not pinged" in line]
-        # the three first workers, none replaced (a replacement would be worker-4)
+        workers = pool.stats().workers
+        # the three first workers, none replaced (a replacement would be worker-4), none
+        # exited for want of pings
+        assert not pool.stats().recycles
         assert sorted(w.id for w in workers) == ["worker-1", "worker-2", "worker-3"]
 
 
@@ -68,7 +69,7 @@ def test_idle_streams_nobody_closes_do_not_starve_pings() -> None:
 
     with Pool(size=1, dependent_timeout_ms=2_000, heartbeat_interval_ms=500) as pool:
         pid = pool.pids()[0]
-        (sock,) = pool._core.instance.run_dir.glob("w*.sock")
+        (sock,) = pool.instance.run_dir.glob("w*.sock")
         never = threading.Event()
 
         def idle() -> Any:

@@ -20,7 +20,7 @@ def test_close_stops_every_worker_and_removes_the_run_dir(state_dir: Path) -> No
     pool = Pool(size=3).start()
     pids = pool.pids()
     assert len(pids) == 3 and all(pid_alive(p) for p in pids)
-    run_dir = pool._core.instance.run_dir
+    run_dir = pool.instance.run_dir
     assert run_dir.is_dir() and (run_dir.stat().st_mode & 0o777) == 0o700
     pool.close()
     assert not any(pid_alive(p) for p in pids)
@@ -39,7 +39,7 @@ def test_close_drains_in_flight_calls_and_fails_queued_ones() -> None:
     with pytest.raises(runtime.ShutdownError):
         queued.result()
     with pytest.raises(runtime.ShutdownError):
-        pool._core.prepare("ping", None, None, None)
+        pool.submit("ping")
 
 
 def test_workers_run_in_their_own_process_group_with_thread_limits() -> None:

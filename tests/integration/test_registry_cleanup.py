@@ -24,7 +24,7 @@ HOST = textwrap.dedent("""
                 dependent_timeout_ms=2000, heartbeat_interval_ms=int(sys.argv[3]),
                 **({"adapter": sys.argv[4]} if len(sys.argv) > 4 else {})).start()
     print(" ".join(map(str, pool.pids())), flush=True)
-    print(" ".join(w.ready_info["host_watch"] for w in pool._core.live_workers()), flush=True)
+    print(" ".join(w.host_watch for w in pool.stats().workers), flush=True)
     time.sleep(120)
 """)
 
@@ -53,7 +53,7 @@ def kill_all(pids: list[int]) -> None:
 
 def test_registry_lists_the_running_instance_and_its_workers(state_dir: Path) -> None:
     with Pool(size=2) as pool:
-        inst = pool._core.instance
+        inst = pool.instance
         inst.registry.flush()  # type: ignore[union-attr]
         reg = Registry(state_dir)
         [row] = reg.instances(live_only=True)
@@ -64,7 +64,7 @@ def test_registry_lists_the_running_instance_and_its_workers(state_dir: Path) ->
         # the fork server is registered too, so that cleanup finds it (forked workers carry
         # its command line, markers included)
         [zygote] = [w for w in rows if w.worker_id.startswith("fork-server")]
-        assert zygote.pid == pool._core.lifecycle.forkserver.pid  # type: ignore[union-attr]
+        assert zygote.pid == pool.stats().forkserver_pid
         assert all(w.pgid == w.pid and is_our_worker(w) for w in rows)
     # A clean stop marks the rows ended: nothing is listed as running any more.
     assert Registry(state_dir).instances() == [] and Registry(state_dir).workers() == []
@@ -143,7 +143,7 @@ def test_a_new_host_sweeps_what_a_dead_one_left(state_dir: Path) -> None:
 
 def test_cleanup_never_touches_a_live_hosts_workers(state_dir: Path) -> None:
     with Pool(size=2) as pool:
-        pool._core.instance.registry.flush()  # type: ignore[union-attr]
+        pool.instance.registry.flush()  # type: ignore[union-attr]
         report = cleanup(state_dir)
         assert [i for i in report.items if i.kind == "worker"] == []
         assert all(pid_alive(p) for p in pool.pids())

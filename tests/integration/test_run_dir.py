@@ -68,7 +68,7 @@ def test_fallback_parent_that_is_a_link_is_refused(fallback_tmp: Path, tmp_path:
 
 def test_fallback_run_dir_is_made_private(fallback_tmp: Path) -> None:
     with Pool(size=1) as pool:
-        run_dir = pool._core.instance.run_dir
+        run_dir = pool.instance.run_dir
         assert run_dir.parent == fallback_tmp / f"pit-{os.getuid()}"
         assert (run_dir.parent.stat().st_mode & 0o777) == 0o700
         assert (run_dir.stat().st_mode & 0o777) == 0o700
@@ -116,7 +116,7 @@ def test_a_directory_put_in_place_of_the_run_dir_is_refused_and_the_pool_recover
     # worker start must refuse it (not use it because it exists), and the pool must go on
     # trying (a failed repair used to end its replacement loop for good).
     with Pool(size=1, start_method="spawn") as pool:
-        run_dir = pool._core.instance.run_dir
+        run_dir = pool.instance.run_dir
         shutil.rmtree(run_dir)
         _plant_foreign(run_dir)
         os.kill(pool.pids()[0], signal.SIGKILL)

@@ -97,7 +97,7 @@ def test_host_falls_back_to_unary_calls_for_a_worker_without_the_lane(
     monkeypatch.setattr(worker_handle.WorkerHandle, "argv",
                         lambda self: [*argv(self), "--no-call-lane"])
     with Pool(size=1) as pool:
-        assert pool._core._workers["worker-1"]._lane is None
+        assert pool.stats().workers[0].lane == "unary"
         assert pool.execute("add", {"a": 1, "b": 2}) == 3
         with pytest.raises(runtime.RemoteError, match="boom"):
             pool.execute("fail", {"message": "boom"})
