@@ -15,14 +15,18 @@ class EventWorker(Protocol):
 
     config: PoolConfig
     id: str
-    pid: int | None
     served: int
     rss_mb: float
     missed_heartbeats: int
-    exit_code: int | None
-    cause: str
-    exit_reason: str
 
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def cause(self) -> str: ...
+    @property
+    def exit_reason(self) -> str: ...
     def uptime(self) -> float: ...
 
 REASON_EVENT = {"ttl": "worker.recycled", "requests": "worker.recycled",

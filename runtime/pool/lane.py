@@ -44,12 +44,14 @@ class LaneWorker(Protocol):
     """What a lane needs of the worker it serves (`WorkerHandle` is one)."""
 
     id: str
-    pid: int | None
     served: int
     errors: int
     avg_ms: float
-    exit_reason: str
 
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def exit_reason(self) -> str: ...
     def slot_freed(self) -> None: ...
     def lane_unavailable(self) -> None: ...
     def kill_stuck(self, req: Any) -> None: ...
@@ -140,9 +142,9 @@ class Lane:
     def kind(self) -> str:
         return "socket" if isinstance(self._link, SocketLink) else "grpc"
 
-    def oldest_sent(self) -> float | None:
-        """Loop time at which the oldest unanswered call was sent (None: nothing out)."""
-        return next(iter(self.pending.values()))[2] if self.pending else None
+    def oldest_age(self) -> float:
+        """Seconds since the oldest unanswered call was sent (0: nothing out)."""
+        return self._loop.time() - next(iter(self.pending.values()))[2] if self.pending else 0.0
 
     # --- sending ----------------------------------------------------------------------------
     def send(self, req: Any, timeout: float | None, on_done: OnDone) -> int:

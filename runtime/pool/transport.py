@@ -39,10 +39,12 @@ class WorkerTransport(Protocol):
     """One worker as the pool drives it (`worker_handle.WorkerHandle` implements it)."""
 
     id: str
-    pid: int | None
     state: str  # starting | ready | draining | stopping | dead
     capacity: int
     in_flight: int
+
+    @property
+    def pid(self) -> int | None: ...
 
     async def start(self) -> None: ...
     def send(self, req: Any, timeout: float | None,

@@ -422,8 +422,7 @@ class WorkerHandle:
         between calls; a prefetched call waits at most about one short call)."""
         if not self.pipeline or self.exclusive_calls or self._lane is None:
             return self.capacity
-        oldest = self._lane.oldest_sent()
-        age = 0.0 if oldest is None else self._loop.time() - oldest
+        age = self._lane.oldest_age()
         if self.avg_ms < PIPELINE_BELOW_MS:
             if age < PIPELINE_STALL_S:
                 return self.capacity + self.pipeline
