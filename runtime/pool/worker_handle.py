@@ -1,7 +1,9 @@
-"""One worker process seen from the host: spawn, readiness, call lane, death, stop.
+"""One worker seen from the host: its process, readiness, call lane, death, stop.
 
-    spawn (own process group) --> ready file --> aio channel --> CallLane stream
-                                                  |  send(): outbox -> writer task -> worker
+    WorkerProcess: spawn (own process group) --> ready file --> pid, output, exit watch
+          |
+    aio channel --> CallLane stream
+                     |  send(): outbox -> writer task -> worker
     process exit (awaited) ---> fail pending calls ---+  reader task: results -> on_done callbacks
 
 While calls are tiny (average run time under PIPELINE_BELOW_MS, and the oldest call out for
@@ -17,13 +19,7 @@ its slot stays taken until the worker reports the call ended, and a worker that 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import json
-import os
-import signal
-import struct
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -32,39 +28,31 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import grpc
 
 from ..config import PoolConfig
-from ..errors import (
-    CallTimeout,
-    PitError,
-    WorkerExit,
-    WorkerHung,
-    WorkerStartError,
-    from_payload,
-)
+from ..errors import CallTimeout, WorkerExit, WorkerHung, from_payload
 from ..logs import logger
 from ..protocol import arrays, codec, pb, pb_grpc, shm
 from . import crash
 from .events import worker_event
-from .forkserver import ForkServer
 from .host.instance import HostInstance
 from .host.telemetry_relay import relay
 from .lane import CANCEL_GRACE_S, Lane, OnDone, deliver, exit_error
 from .shm import Grant, WorkerShm
-from .transport import WorkerTransport, command_argv, free_port, listens_in_tree, wait_answering
+from .transport import WorkerTransport, wait_answering
+from .worker_process import TERM_GRACE_S, WorkerProcess
 
-READY_POLL_S = 0.005
+if TYPE_CHECKING:
+    from .forkserver import ForkServer
+
 # A command-started worker is pinged before it listens: without these, gRPC's reconnect
 # backoff (1 s at first) made each one take ~1 s longer to be found ready than it was.
 COMMAND_CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 20),
                            ("grpc.min_reconnect_backoff_ms", 20),
                            ("grpc.max_reconnect_backoff_ms", 500))
-TERM_GRACE_S = 2.0  # SIGTERM -> SIGKILL
 EXIT_WAIT_S = 1.0  # after the lane breaks, how long to wait for the exit code
-OUTPUT_TAIL_LINES = 40
 PIPELINE_BELOW_MS = 1.0  # pipeline calls to a busy worker only while calls average less
 PIPELINE_STALL_S = 0.01  # ... and while its oldest call has been out for less than this
 PREFETCH_BELOW_MS = 50.0  # one call prefetched while calls average less (and are on time)
 
-log = logger("worker")
 grpc_log = logger("grpc")
 
 
@@ -89,24 +77,9 @@ class WorkerHandle:
         self.capacity = config.capacity
         self.served = 0
         self.errors = 0
-        self.pid: int | None = None
-        self.started_at = time.time()
-        self.ready_info: dict[str, Any] = {}
-        self.exit_code: int | None = None
         self.exit_reason = ""
-        self.output: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         self._instance = instance
-        self.python = sys.executable  # the pool's env interpreter, when it has one
-        self.bridge: Path | None = None  # the worker bridge dir for env pools
-        self.extra_env: dict[str, str] = {}  # device variables
-        self._socket, self._ready_file = instance.worker_files()
-        self.stack_file = self._socket.with_suffix(".stacks")
-        self.progress_file = self._socket.with_suffix(".progress")
-        self.lane_socket = self._socket.with_suffix(".lane")
-        self._port = 0  # a command-started worker's loopback port
-        self.cause = ""
         self.was_ready = False
-        self._oom_before: int | None = None
         self.exit_error: type[WorkerExit] = WorkerExit
         self.forced_cause = ""  # why the host killed it, when it did ("cancel_timeout")
         # called when a cancelled call would not stop and the worker is killed for it
@@ -121,8 +94,7 @@ class WorkerHandle:
         self.uss_mb = 0.0  # memory only this process holds (sampled every few seconds)
         self.cpu_pct = 0.0  # CPU use since the previous sample
         self._on_free, self._on_exit = on_free, on_exit
-        self._proc: Any = None  # asyncio.subprocess.Process, or a ForkedProcess
-        self.forkserver: ForkServer | None = None  # None: spawn a fresh interpreter
+        self.process = WorkerProcess(worker_id, config, instance)
         self.shm: WorkerShm | None = None  # shared-memory arenas, once ready (Linux)
         self._channel: Any = None
         self._lane: Lane | None = None
@@ -135,111 +107,93 @@ class WorkerHandle:
         self.on_retire: Callable[[WorkerHandle], None] | None = None
         self.lendable = False  # set once ready, when its lane socket takes more connections
         self.exit_info: tuple[Any, ...] | None = None  # (progress, message, details, error)
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._relay: asyncio.Task[Any] | None = None
         self._exited = self._loop.create_future()
         self._stopping = False
 
-    # --- start ------------------------------------------------------------------------------
+    # --- the process's, under the names the pool's code reads -------------------------------
     @property
-    def address(self) -> str:
-        """Where its gRPC server listens: a unix socket in the run dir, or the loopback port
-        of a command-started worker (see `transport`)."""
-        if self.config.worker_command:
-            return f"127.0.0.1:{self._port}"
-        return f"unix:{self._socket}"
+    def pid(self) -> int | None:
+        return self.process.pid
 
-    def argv(self) -> list[str]:
-        if self.config.worker_command:
-            return command_argv(self.config.worker_command, port=self._port,
-                                adapter=self.config.adapter, host_pid=os.getpid(),
-                                run_id=self._instance.id, token=self._instance.token)
-        argv = [self.python, "-m", "runtime.worker", "--adapter", self.config.adapter,
-                "--listen", f"unix:{self._socket}", "--ready-file", str(self._ready_file),
-                "--run-id", self._instance.id, "--instance-token", self._instance.token,
-                "--host-address", self._instance.host_address, "--host-pid", str(os.getpid()),
-                "--worker-id", self.id, "--max-message-mb", str(self.config.max_message_mb),
-                "--max-sessions", str(self.config.max_sessions),
-                "--session-ttl", f"{self.config.session_ttl_s:g}",
-                "--stack-file", str(self.stack_file), "--threads", str(self.capacity)]
-        if self.capacity == 1:  # progress is "the one running call": one thread only
-            argv += ["--progress-file", str(self.progress_file)]
-        if self.config.allow_pickle:
-            argv.append("--allow-pickle")
-        if self.config.call_lane and self.config.lane_socket:
-            argv += ["--lane-socket", str(self.lane_socket)]
-        if not self.config.dependent:
-            argv.append("--independent")
-        else:
-            argv += ["--dependent-timeout", f"{self.config.dependent_timeout_ms / 1000:g}",
-                     "--host-pings", f"{self.config.heartbeat_interval_ms / 1000:g}"]
-        return argv
+    @property
+    def started_at(self) -> float:
+        return self.process.started_at
+
+    @property
+    def ready_info(self) -> dict[str, Any]:
+        return self.process.ready_info
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.process.exit_code
+
+    @property
+    def cause(self) -> str:
+        return self.process.cause
+
+    @property
+    def lane_socket(self) -> Path:
+        return self.process.lane_socket
+
+    @property
+    def python(self) -> str:
+        return self.process.python
+
+    @python.setter
+    def python(self, value: str) -> None:
+        self.process.python = value
+
+    @property
+    def bridge(self) -> Path | None:
+        return self.process.bridge
+
+    @bridge.setter
+    def bridge(self, value: Path | None) -> None:
+        self.process.bridge = value
+
+    @property
+    def extra_env(self) -> dict[str, str]:
+        return self.process.extra_env
+
+    @extra_env.setter
+    def extra_env(self, value: dict[str, str]) -> None:
+        self.process.extra_env = value
+
+    @property
+    def forkserver(self) -> ForkServer | None:
+        return self.process.forkserver
+
+    @forkserver.setter
+    def forkserver(self, value: ForkServer | None) -> None:
+        self.process.forkserver = value
 
     def zygote_argv(self) -> list[str]:
-        """What the pool's fork server needs of `argv` (forked workers inherit its command
-        line, and `pit cleanup` recognises them by these markers)."""
-        argv = ["--adapter", self.config.adapter, "--run-id", self._instance.id,
-                "--instance-token", self._instance.token, "--host-pid", str(os.getpid())]
-        return argv + (["--independent"] if not self.config.dependent else [])
+        return self.process.zygote_argv()
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self.extra_env)
-        env.update(self.config.worker_env())
-        if self.bridge is not None:
-            # A pool env: only the bridge and the user's code, never the host's packages.
-            env.pop("PYTHONHOME", None)
-            paths = [str(self.bridge), *self._instance.python_path]
-        else:
-            paths = [*self._instance.python_path, env.get("PYTHONPATH", "")]
-        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
+        return self.process.env()
 
-    async def _spawn(self) -> None:
-        try:
-            self._proc = await asyncio.create_subprocess_exec(
-                *self.argv(), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                env=self.env(), start_new_session=True)
-        except OSError as exc:
-            raise WorkerStartError(
-                f"pool {self.config.name!r}: cannot start worker with "
-                f"{self.argv()[0]}: {exc}", hint="check the pool's python setting") from None
+    async def dump_stacks(self, dest_dir: Path) -> Path | None:
+        return await self.process.dump_stacks(dest_dir)
 
+    # --- start ------------------------------------------------------------------------------
     async def start(self) -> None:
         """Spawn (or fork) the process and wait until it serves; raises WorkerStartError."""
+        process = self.process
         timeout = self.config.startup_timeout_ms / 1000
-        try:
-            await self._instance.ready_for_workers()
-        except (PitError, OSError) as exc:  # a start failure the pool backs off from
-            raise WorkerStartError(
-                f"pool {self.config.name!r}: worker {self.id} cannot start: {exc}",
-                details={"pool": self.config.name, "worker": self.id},
-                hint=getattr(exc, "hint", None)) from None
-        self._oom_before = crash.oom_kill_count()
-        if self.config.worker_command:
-            self._port = free_port()
-        if self.forkserver is not None:
-            self._proc = await self.forkserver.spawn(self.argv()[3:])
-        else:
-            await self._spawn()
-        self.pid = self._proc.pid
-        if self._instance.registry is not None:
-            self._instance.registry.worker_started(
-                instance_id=self._instance.id, token=self._instance.token,
-                pool=self.config.name, worker_id=self.id, pid=self.pid,
-                socket=self.address)
+        await process.launch()
         worker_event("worker.started", self)
+        process.watch(self._process_exited)
         loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._pump_output()))
-        self._tasks.append(loop.create_task(self._watch_exit()))
         deadline = loop.time() + timeout
         if not self.config.worker_command:
-            await self._await_ready_file(deadline, timeout)
-            self.ready_info = self._read_ready()
+            if not await process.wait_ready_file(deadline, self._exited.done):
+                await self._not_ready(timeout)
+            process.read_ready()
         limit = self.config.max_message_mb * 1024 * 1024
         self._channel = grpc.aio.insecure_channel(
-            self.address,
+            process.address,
             options=[("grpc.max_send_message_length", limit),
                      ("grpc.max_receive_message_length", limit),
                      # A fixed flow-control window: with BDP probing it grew with the timing
@@ -250,18 +204,12 @@ class WorkerHandle:
         self._stub = pb_grpc.BridgeServiceStub(self._channel)
         if self.config.worker_command:  # no ready file: it is ready once it answers
             if not await wait_answering(self.ping, self._exited.done, deadline):
-                await self._not_ready(deadline, timeout)
-            pid = self.pid
-            if pid is None or not await asyncio.to_thread(listens_in_tree, pid, self._port):
-                self.kill()
-                raise self._start_error(
-                    f"was answered on 127.0.0.1:{self._port} by a process it did not start "
-                    "(another program took the port): refusing to send it calls")
-            self.ready_info = {"pid": self.pid, "features": [], "tools": []}
+                await self._not_ready(timeout)
+            await process.check_listener()
         if self.config.call_lane and "call_lane" in self.ready_info.get("features", ()):
             lane_socket = str(self.lane_socket) if self.ready_info.get("lane_socket") else None
             self._lane = await Lane.open(self, self._stub, limit, lane_socket)
-        self._tasks.append(loop.create_task(relay(self._stub, self.config.name, self.id)))
+        self._relay = loop.create_task(relay(self._stub, self.config.name, self.id))
         threshold = self.config.shm_threshold_kb * 1024
         self.lendable = self._lane is not None and self._lane.kind == "socket" and \
             "lane_connections" in self.ready_info.get("features", ())
@@ -269,84 +217,32 @@ class WorkerHandle:
             self.shm = WorkerShm(f"{shm.PREFIX}{self._instance.id}-{self.id}", threshold,
                                  views=self.config.shm_views)
         if self._exited.done():  # it died during the last steps: not ready after all
-            await self._not_ready(deadline, timeout)
+            await self._not_ready(timeout)
         self.state, self.accepting = "ready", True
         self.was_ready = True
 
-    async def _await_ready_file(self, deadline: float, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._ready_file.exists():
-            if self._exited.done() or loop.time() > deadline:
-                await self._not_ready(deadline, timeout)
-            await asyncio.sleep(READY_POLL_S)
-
-    async def _not_ready(self, deadline: float, timeout: float) -> NoReturn:
+    async def _not_ready(self, timeout: float) -> NoReturn:
         """Raise the start error of a worker that exited, or did not get ready in time."""
         if self._exited.done():
             await asyncio.sleep(0.05)  # let the output pump catch the last lines
-            raise self._start_error(f"{self.exit_reason} before it was ready")
+            raise self.process.start_error(f"{self.exit_reason} before it was ready")
         self.kill()
-        raise self._start_error(f"was not ready within {timeout:g} s (startup_timeout_ms)")
+        raise self.process.start_error(f"was not ready within {timeout:g} s "
+                                       "(startup_timeout_ms)")
 
-    def _read_ready(self) -> dict[str, Any]:
-        """The ready file, once it proves to come from the process we started: the host
-        connects only to the socket paths it chose itself, never to ones a file names."""
-        try:
-            info = json.loads(self._ready_file.read_text())
-            if not isinstance(info, dict):
-                raise ValueError(f"a JSON {type(info).__name__}, not an object")
-        except (OSError, ValueError) as exc:
-            self.kill()
-            raise self._start_error(f"wrote an unreadable ready file: {exc}") from None
-        named = {"address": f"unix:{self._socket}", "lane_socket": str(self.lane_socket)}
-        wrong = [f"{key}={info.get(key)!r}" for key, want in named.items()
-                 if info.get(key) not in (None, want)]
-        if info.get("pid") != self.pid or wrong:
-            self.kill()
-            raise self._start_error(
-                f"has a ready file that is not its own (pid {info.get('pid')!r}, expected "
-                f"{self.pid}"
-                f"{'; ' + ', '.join(wrong) if wrong else ''}): something else wrote to the "
-                "run dir")
-        return info
-
-    def _start_error(self, what: str) -> WorkerStartError:
-        tail = "\n".join(self.output) or "(no output)"
-        return WorkerStartError(
-            f"pool {self.config.name!r}: worker {self.id} (pid {self.pid}) {what}.\n"
-            f"Its last output:\n{tail}",
-            details={"pool": self.config.name, "worker": self.id, "exit_code": self.exit_code,
-                     "cause": self.cause},
-            hint=f"check that adapter {self.config.adapter!r} imports and initializes: "
-                 f"python -m runtime.worker --health-check --adapter {self.config.adapter}")
-
-    async def _pump_output(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        prefix = f"[{self.config.name}/{self.id}]"
-        async for raw in self._proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.output.append(line)
-            log.debug("%s %s", prefix, line)
-
-    async def _watch_exit(self) -> None:
-        assert self._proc is not None
-        code = await self._proc.wait()
-        self.exit_code = code
+    async def _process_exited(self, code: int | None) -> None:
+        """The process exited (its exit watch calls this): name why, fail what was out on it,
+        wake whoever waits for the exit, tell the pool."""
         self.accepting = False
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, signal.SIGKILL)  # leftovers in the worker's group
         was_stopping = self._stopping
         self.state = "dead"
         await asyncio.sleep(0)  # let the output pump take the last lines
-        tail = crash.tail_text(list(self.output))
-        self.cause = crash.classify(code, tail, oom_before=self._oom_before,
-                                    oom_after=crash.oom_kill_count(),
-                                    hung=self.exit_error is WorkerHung,
-                                    forced=self.forced_cause)
-        self.exit_reason = self.exit_reason or crash.describe(code, self.cause)
-        details = {"worker": self.id, "pid": self.pid, "exit_code": code, "cause": self.cause,
-                   "output_tail": tail, **self.exit_details}
-        self.exit_info = (self._progress(), f"worker {self.id} (pid {self.pid}) "
+        process = self.process
+        cause = process.classify(hung=self.exit_error is WorkerHung, forced=self.forced_cause)
+        self.exit_reason = self.exit_reason or crash.describe(code, cause)
+        details = {"worker": self.id, "pid": self.pid, "exit_code": code, "cause": cause,
+                   "output_tail": process.output_tail(), **self.exit_details}
+        self.exit_info = (process.progress(), f"worker {self.id} (pid {self.pid}) "
                           f"{self.exit_reason}", details, self.exit_error)
         if self._lane is not None:
             self._lane.fail_all(*self.exit_info)
@@ -358,10 +254,7 @@ class WorkerHandle:
             self.shm.close()
         worker_event("worker.exited", self, {"exit_code": code,
                                              "uptime_s": round(self.uptime(), 3)})
-        if self._instance.registry is not None:
-            self._instance.registry.worker_ended(
-                instance_id=self._instance.id, pool=self.config.name, worker_id=self.id,
-                reason=self.recycle_reason or self.cause or "stopped")
+        process.record_end(self.recycle_reason or cause or "stopped")
         if not was_stopping and self.was_ready:
             self._on_exit(self)  # a worker that dies while starting is its starter's business
         if self._channel is not None:
@@ -370,15 +263,6 @@ class WorkerHandle:
             # naming the exit); closing at once would cancel them locally, and a stream's
             # reader would take that for its own cancellation.
             await self._channel.close(grace=EXIT_WAIT_S)
-
-    def _progress(self) -> tuple[int, int] | None:
-        """(call running when it died, last call it finished), from the shared file."""
-        try:
-            data = self.progress_file.read_bytes()
-            running, last_done = struct.unpack("<QQ", data[:16])
-            return running, last_done
-        except (OSError, struct.error):
-            return None
 
     # --- calls ------------------------------------------------------------------------------
     def slot_freed(self) -> None:
@@ -570,24 +454,6 @@ class WorkerHandle:
         except grpc.aio.AioRpcError:
             return False
 
-    async def dump_stacks(self, dest_dir: Path) -> Path | None:
-        """Ask the worker for its Python stacks (SIGUSR1 -> faulthandler) and keep a copy."""
-        if self._proc is None or self._proc.returncode is not None:
-            return None
-        with contextlib.suppress(OSError):
-            start = self.stack_file.stat().st_size
-            os.kill(self._proc.pid, signal.SIGUSR1)
-            for _ in range(50):
-                await asyncio.sleep(0.02)
-                if self.stack_file.stat().st_size > start:
-                    break
-            await asyncio.sleep(0.05)  # let it finish writing every thread
-            dest_dir.mkdir(parents=True, exist_ok=True)
-            name = f"{self._instance.id}-{self.config.name}-{self.id}-{int(time.time())}.txt"
-            dest = dest_dir / name
-            dest.write_bytes(self.stack_file.read_bytes()[start:])
-            return dest
-        return None
 
     def mark_hung(self, silent_s: float, dump: Path | None) -> None:
         """Kill a worker that stopped answering; its calls fail with WorkerHung."""
@@ -613,9 +479,7 @@ class WorkerHandle:
 
     def kill(self) -> None:
         """SIGKILL the worker's process group now."""
-        if self._proc is not None and self._proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._proc.pid, signal.SIGKILL)
+        self.process.kill()
 
     async def stop(self) -> None:
         """SIGTERM the process group, SIGKILL after TERM_GRACE_S; returns once it is gone."""
@@ -627,28 +491,24 @@ class WorkerHandle:
             self.on_retire(self)
         if self._lane is not None:
             await self._lane.close()
-        if self._proc is not None and self._proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._proc.pid, signal.SIGTERM)
+        if self.process.running:
+            self.process.terminate()
             try:
                 await asyncio.wait_for(asyncio.shield(self._exited), TERM_GRACE_S)
             except asyncio.TimeoutError:
                 self.kill()
-            if self._proc is not None:
-                await self._exited
-        for task in self._tasks:
-            if not task.done():
-                await asyncio.wait({task}, timeout=1.0)
-                task.cancel()
+            await self._exited
+        await self.process.wait_tasks(1.0)
+        if self._relay is not None and not self._relay.done():
+            await asyncio.wait({self._relay}, timeout=1.0)
+            self._relay.cancel()
         if self._lane is not None:
             await self._lane.wait_reader(1.0)
-        for path in (self._socket, self._ready_file, self.stack_file, self.progress_file,
-                     self.lane_socket):
-            with contextlib.suppress(OSError):
-                path.unlink()
+        self.process.remove_files()
 
     def uptime(self) -> float:
-        return time.time() - self.started_at
+        return time.time() - self.process.started_at
+
 
 
 def _releasing(grant: Grant, on_done: OnDone) -> OnDone:

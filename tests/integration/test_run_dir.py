@@ -13,7 +13,7 @@ import pytest
 
 import runtime
 from runtime import Pool
-from runtime.pool.worker_handle import WorkerHandle
+from runtime.pool.worker_process import WorkerProcess
 from tests.conftest import wait_until
 
 NOBODY = 65534
@@ -76,18 +76,18 @@ def test_fallback_run_dir_is_made_private(fallback_tmp: Path) -> None:
 
 
 def _wrap_argv(monkeypatch: pytest.MonkeyPatch, change) -> None:  # noqa: ANN001
-    original = WorkerHandle.argv
+    original = WorkerProcess.argv
 
-    def argv(self: WorkerHandle) -> list[str]:
+    def argv(self: WorkerProcess) -> list[str]:
         return change(self, original(self))
 
-    monkeypatch.setattr(WorkerHandle, "argv", argv)
+    monkeypatch.setattr(WorkerProcess, "argv", argv)
 
 
 def test_a_ready_file_from_another_process_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     # The process pit started is a shell; the worker that writes the ready file is its child
     # (independent, so it does not exit at once for having the wrong parent).
-    def child_of_a_shell(self: WorkerHandle, argv: list[str]) -> list[str]:
+    def child_of_a_shell(self: WorkerProcess, argv: list[str]) -> list[str]:
         i = argv.index("--dependent-timeout")
         argv = [*argv[:i], *argv[i + 4:], "--independent"]
         return ["/bin/sh", "-c", '"$@"; exit $?', "sh", *argv]
@@ -101,7 +101,7 @@ def test_socket_paths_named_by_a_ready_file_are_not_followed(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # A worker serving its lane somewhere else than the host asked, and saying so in the ready
     # file (what a planted file would do): the host must not connect there.
-    def elsewhere(self: WorkerHandle, argv: list[str]) -> list[str]:
+    def elsewhere(self: WorkerProcess, argv: list[str]) -> list[str]:
         i = argv.index("--lane-socket")
         return [*argv[:i + 1], argv[i + 1] + ".elsewhere", *argv[i + 2:]]
 

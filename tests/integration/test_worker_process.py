@@ -91,10 +91,10 @@ def test_health_check() -> None:
 
 def test_host_falls_back_to_unary_calls_for_a_worker_without_the_lane(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from runtime.pool import worker_handle
+    from runtime.pool import worker_process
 
-    argv = worker_handle.WorkerHandle.argv
-    monkeypatch.setattr(worker_handle.WorkerHandle, "argv",
+    argv = worker_process.WorkerProcess.argv
+    monkeypatch.setattr(worker_process.WorkerProcess, "argv",
                         lambda self: [*argv(self), "--no-call-lane"])
     with Pool(size=1) as pool:
         assert pool.stats().workers[0].lane == "unary"
