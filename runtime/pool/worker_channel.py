@@ -1,0 +1,312 @@
+"""How calls reach one worker: its gRPC channel, its call lane and its shared memory.
+
+    send(req) --> shm.attach (large bytes into arenas) --> Lane.send --> lane socket frames
+                                                       |              or the CallLane stream
+                                                       \\-> unary ExecuteTool (no lane)
+    stream(req) --> ExecuteStreamingTool        ping() / cleanup_session() --> unary RPCs
+    an answer --> read_result (out of its arena, or the message) --> the caller's on_done
+
+It opens in two steps: `connect` (the gRPC channel: enough to ping a command-started worker
+while it comes up), then `open` once the worker is ready (the lane, the telemetry relay and
+shared memory, as far as the worker's announced features allow). A failed RPC usually means
+the worker died: the channel waits up to EXIT_WAIT_S for its owner's record of the exit (the
+``exited`` future) and answers with the owner's `death_error`. It knows nothing of the process
+behind it (`worker_process`) nor of the pool: its owner (`ChannelOwner`, the `WorkerHandle`)
+keeps the counts and hands slots back. The loop's, except `next_call_id` and `read_result`,
+which blocking callers' threads use for direct calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import grpc
+
+from ..errors import CallTimeout, WorkerExit, from_payload
+from ..logs import logger
+from ..protocol import arrays, codec, pb, pb_grpc, shm
+from .host.telemetry_relay import relay
+from .lane import Lane, LaneWorker, OnDone, deliver
+from .shm import Grant, WorkerShm
+
+if TYPE_CHECKING:
+    from ..config import PoolConfig
+
+# A command-started worker is pinged before it listens: without these, gRPC's reconnect
+# backoff (1 s at first) made each one take ~1 s longer to be found ready than it was.
+COMMAND_CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 20),
+                           ("grpc.min_reconnect_backoff_ms", 20),
+                           ("grpc.max_reconnect_backoff_ms", 500))
+EXIT_WAIT_S = 1.0  # after a connection breaks, how long to wait for the exit code
+
+grpc_log = logger("grpc")
+
+
+class ChannelOwner(LaneWorker, Protocol):
+    """What a channel needs of the worker it serves (`WorkerHandle` is one)."""
+
+    in_flight: int
+    state: str
+    exclusive_calls: int
+
+    def death_error(self, lone: bool, cid: int = 0) -> Exception: ...
+
+
+def _deliver_task(on_done: OnDone, task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        deliver(on_done, None, WorkerExit("the call was cancelled"))
+    elif task.exception() is not None:
+        deliver(on_done, None, task.exception())
+    else:
+        deliver(on_done, task.result(), None)
+
+
+class WorkerChannel:
+    """The ways to one worker's server. ``lane`` is None until `open`, and for a worker
+    without the call lane (unary calls then); ``shm`` is None without shared memory."""
+
+    def __init__(self, worker: ChannelOwner, config: PoolConfig, exited: asyncio.Future[Any],
+                 *, shm_name: str, pipeline: int) -> None:
+        self.worker = worker
+        self.config = config
+        self.pipeline = pipeline  # calls a busy worker's lane may carry beyond its capacity
+        self.lane: Lane | None = None
+        self.shm: WorkerShm | None = None  # shared-memory arenas, once ready (Linux)
+        self.lendable = False  # set once ready, when its lane socket takes more connections
+        self._exited = exited  # done once the owner has recorded the worker's exit
+        self._shm_name = shm_name
+        self._loop = asyncio.get_running_loop()
+        self._channel: Any = None
+        self._stub: Any = None
+        self._relay: asyncio.Task[Any] | None = None
+
+    # --- opening ----------------------------------------------------------------------------
+    def connect(self, address: str) -> None:
+        """The gRPC channel to ``address`` (it connects on first use)."""
+        limit = self.config.max_message_mb * 1024 * 1024
+        self._channel = grpc.aio.insecure_channel(
+            address,
+            options=[("grpc.max_send_message_length", limit),
+                     ("grpc.max_receive_message_length", limit),
+                     # A fixed flow-control window: with BDP probing it grew with the timing
+                     # and let a stream's producer run 12k-24k small chunks ahead of a slow
+                     # consumer (500 without; no cost measured on streams or 16 MiB calls).
+                     ("grpc.http2.bdp_probe", 0),
+                     *(COMMAND_CHANNEL_OPTIONS if self.config.worker_command else ())])
+        self._stub = pb_grpc.BridgeServiceStub(self._channel)
+
+    async def open(self, ready_info: dict[str, Any], lane_socket: Path) -> None:
+        """The worker is ready: its call lane (over ``lane_socket`` when it serves one), its
+        telemetry relay and shared memory, as its ``ready_info`` features allow."""
+        features = ready_info.get("features", ())
+        if self.config.call_lane and "call_lane" in features:
+            path = str(lane_socket) if ready_info.get("lane_socket") else None
+            self.lane = await Lane.open(self.worker, self._stub,
+                                        self.config.max_message_mb * 1024 * 1024, path)
+        self._relay = self._loop.create_task(relay(self._stub, self.config.name,
+                                                   self.worker.id))
+        threshold = self.config.shm_threshold_kb * 1024
+        self.lendable = self.lane is not None and self.lane.kind == "socket" and \
+            "lane_connections" in features
+        if threshold and "shm" in features and shm.available():
+            self.shm = WorkerShm(self._shm_name, threshold, views=self.config.shm_views)
+
+    @property
+    def lane_kind(self) -> str:
+        """How calls reach this worker: "socket", "grpc" (the CallLane stream) or "unary"."""
+        return "unary" if self.lane is None else self.lane.kind
+
+    # --- calls ------------------------------------------------------------------------------
+    def next_call_id(self) -> int:
+        """An id from the lane's sequence (any thread: direct calls share it, so the
+        worker's progress file orders every call)."""
+        assert self.lane is not None
+        return self.lane.next_id()
+
+    async def send_cancel(self, cid: int) -> None:
+        if self.lane is not None:
+            await self.lane.send_cancel(cid)
+
+    def send(self, req: Any, timeout: float | None, on_done: OnDone,
+             big: dict[str, Any] | None = None) -> int:
+        """Start one call (its slot already taken); returns its call id.
+
+        ``on_done(response, None)`` or ``on_done(None, error)`` is called exactly once, from
+        the loop, as soon as the outcome is known. The slot is given back through the owner's
+        ``slot_freed`` when the call has really ended in the worker. ``big``: large bytes
+        arguments, sent through shared memory (inline to a worker that cannot map it).
+        """
+        if self.shm is not None:
+            grant = self.shm.attach(req, big)
+            if grant is not None:
+                on_done = _releasing(grant, on_done)
+        elif big:
+            for name, value in big.items():
+                codec.put_inline(req, name, value)
+        if self.lane is not None:
+            return self.lane.send(req, timeout, on_done)
+        task = self._loop.create_task(self._call_unary(req, timeout))
+        task.add_done_callback(lambda t: _deliver_task(on_done, t))
+        return 0
+
+    def decode_result(self, resp: Any, tool: str) -> Any:
+        """A successful answer's value, out of its shared-memory arena or the message; a large
+        bytes or array result gets the tool's next call an arena for its result.
+        Raises CodecError / ValueError for a value that cannot be read."""
+        value, size = self.read_result(resp)
+        self.note_result(tool, size)
+        return value
+
+    def read_result(self, resp: Any) -> tuple[Any, int | None]:
+        """(value, its size for `note_result`) of a successful answer; writes no state, so a
+        blocking caller's thread may use it (direct calls, which never use an arena)."""
+        ref = resp.metadata.get(shm.RESULT)
+        if ref:
+            if self.shm is None:
+                raise ValueError(f"worker {self.worker.id} answered through shared memory it "
+                                 "was not offered")
+            return self.shm.read_result(ref, resp.metadata.get(arrays.RESULT)), \
+                shm.parse(ref)[2]
+        value = codec.decode_result(resp, allow_pickle=self.config.allow_pickle)
+        if self.shm is None:
+            return value, None
+        return value, codec.raw_size(value) if isinstance(value, bytes) or arrays.is_array(
+            value) else 0
+
+    def note_result(self, tool: str, size: int | None) -> None:
+        """Remember how large ``tool``'s result was (the loop's bookkeeping: a large one gets
+        its next call an arena)."""
+        if size is not None and self.shm is not None:
+            self.shm.note_result(tool, size)
+
+    def abandon(self, cid: int, err: BaseException) -> None:
+        """Answer call ``cid`` with ``err`` now and cancel it in the worker (lane calls)."""
+        if self.lane is not None:
+            self.lane.abandon(cid, err)
+
+    async def _call_unary(self, req: Any, timeout: float | None) -> Any:
+        """Plain ExecuteTool, for peers without the call lane (Snakepit workers)."""
+        w = self.worker
+        try:
+            call = self._stub.ExecuteTool(req, timeout=timeout)
+            waiter = asyncio.ensure_future(call)
+            done, _ = await asyncio.wait({waiter, self._exited},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if waiter not in done:
+                call.cancel()
+                raise w.death_error(lone=w.in_flight <= 1)
+            resp = waiter.result()
+            w.served += 1
+            return resp
+        except grpc.aio.AioRpcError as exc:
+            raise await self._rpc_failure(exc, req.tool_name, lone=w.in_flight <= 1) \
+                from None
+        finally:
+            w.slot_freed()
+
+    async def _rpc_failure(self, exc: Any, tool: str, lone: bool) -> Exception:
+        """The PitError for a failed unary or streaming RPC. A broken connection usually
+        means the worker died: wait a moment for its exit to name the cause."""
+        w = self.worker
+        code = exc.code()
+        grpc_log.debug("worker %s: %s failed: %s %s", w.id, tool, code.name, exc.details())
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            w.errors += 1
+            return CallTimeout(f"call to {tool!r} timed out on worker {w.id}")
+        if code == grpc.StatusCode.INTERNAL and exc.details().startswith("{"):
+            w.errors += 1  # an error payload: the same class a unary call would get
+            return from_payload(codec.decode_error(exc.details()), tool,
+                                {"tool": tool, "worker": w.id})
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._exited), EXIT_WAIT_S)
+        if w.state == "dead" or self._exited.done():
+            return w.death_error(lone)
+        return WorkerExit(f"worker {w.id} (pid {w.pid}) failed the call: "
+                          f"{exc.code().name}: {exc.details()}")
+
+    async def stream(self, req: Any, timeout: float | None) -> AsyncIterator[Any]:
+        """Yield ToolChunks of a streaming call granted as exclusive; frees the slot at the end."""
+        call = self._stub.ExecuteStreamingTool(req, timeout=timeout)
+        try:
+            # A dying worker ends the RPC with an error; _rpc_failure names the exit.
+            while (chunk := await call.read()) is not grpc.aio.EOF:
+                yield chunk
+            self.worker.served += 1
+        except grpc.aio.AioRpcError as exc:  # a stream is granted alone: it is to blame
+            raise await self._rpc_failure(exc, req.tool_name, lone=True) from None
+        finally:
+            self.worker.exclusive_calls -= 1  # taken by the scheduler when it granted the slot
+            call.cancel()
+            self.worker.slot_freed()
+
+    async def cleanup_session(self, session_id: str, timeout: float = 5.0) -> bool:
+        """Tell the worker to drop a session's state (it calls on_session_end)."""
+        try:
+            resp = await self._stub.CleanupSession(
+                pb.CleanupSessionRequest(session_id=session_id), timeout=timeout)
+            return bool(resp.success)
+        except grpc.aio.AioRpcError:
+            return False
+
+    async def ping(self, timeout: float) -> bool:
+        """One heartbeat: does the worker's gRPC server answer within ``timeout``?"""
+        try:
+            await self._stub.Ping(pb.PingRequest(message="heartbeat"), timeout=timeout)
+            return True
+        except grpc.aio.AioRpcError:
+            return False
+
+    # --- the end ----------------------------------------------------------------------------
+    def fail_calls(self, progress: tuple[int, int] | None, message: str,
+                   details: dict[str, Any], error: type[WorkerExit]) -> None:
+        """The worker died: answer every lane call out on it (`Lane.fail_all`)."""
+        if self.lane is not None:
+            self.lane.fail_all(progress, message, details, error)
+
+    def release_shm(self) -> None:
+        """Unlink the worker's arenas (a leased one stays mapped until its views are gone)."""
+        if self.shm is not None:
+            self.shm.close()
+
+    async def close_lane(self) -> None:
+        """No more calls: end the lane so the worker's handler returns."""
+        if self.lane is not None:
+            await self.lane.close()
+
+    async def wait_closed(self, timeout: float) -> None:
+        """Give the telemetry relay up to ``timeout`` to end (then cancel it), and the lane's
+        reader as long."""
+        if self._relay is not None and not self._relay.done():
+            await asyncio.wait({self._relay}, timeout=timeout)
+            self._relay.cancel()
+        if self.lane is not None:
+            await self.lane.wait_reader(timeout)
+
+    async def close(self) -> None:
+        """Close the gRPC channel once the worker exited. With a grace, RPCs still open on the
+        dead connection end with their real status (UNAVAILABLE -> WorkerExit naming the
+        exit); closing at once would cancel them locally, and a stream's reader would take
+        that for its own cancellation."""
+        if self._channel is not None:
+            await self._channel.close(grace=EXIT_WAIT_S)
+
+
+def _releasing(grant: Grant, on_done: OnDone) -> OnDone:
+    """``on_done`` that gives the call's arenas back once its answer has been read, or drops
+    them (never reused) when the call ended without one: the worker may still write there."""
+
+    def done(resp: Any, err: BaseException | None) -> None:
+        if err is not None:
+            grant.discard()  # before the caller hears of it
+            on_done(resp, err)
+            return
+        try:
+            on_done(resp, err)  # reads the result out of the arena
+        finally:
+            grant.release()
+
+    return done
