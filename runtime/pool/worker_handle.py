@@ -1,7 +1,7 @@
 """One worker seen from the pool: its state and counts, over its process and its channel.
 
     WorkerHandle: state, accepting, in_flight / capacity / limit, served, errors, recycling,
-    |             samples, how it ended; start / stop / kill, the pool's callbacks
+    |             samples, how it ended (`Ending`); start / stop / kill, the pool's callbacks
     +-- process: WorkerProcess   spawn or fork (own process group) --> ready file --> pid,
     |                            output tail, progress file, exit watch (awaited)
     +-- channel: WorkerChannel   aio channel --> Lane: send(): outbox -> writer -> worker
@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -53,6 +54,26 @@ PIPELINE_STALL_S = 0.01  # ... and while its oldest call has been out for less t
 PREFETCH_BELOW_MS = 50.0  # one call prefetched while calls average less (and are on time)
 
 
+@dataclass(slots=True)
+class Samples:
+    """What the pool last measured of a worker (its sampling and heartbeats)."""
+    rss_mb: float = 0.0  # memory
+    uss_mb: float = 0.0  # memory only this process holds (sampled every few seconds)
+    cpu_pct: float = 0.0  # CPU use since the previous sample
+    missed_heartbeats: int = 0
+
+
+@dataclass(slots=True)
+class Ending:
+    """How a worker ends, filled in as the host learns it (the cause is the process's)."""
+    stopping: bool = False  # the host is stopping it: its exit is expected
+    reason: str = ""  # "was killed by SIGKILL (-9)", or why the host ended it
+    forced: str = ""  # why the host killed it, when it did ("cancel_timeout")
+    error: type[WorkerExit] = WorkerExit  # what the call it was running gets
+    details: dict[str, Any] = field(default_factory=dict)  # more details for that error
+    info: tuple[Any, ...] | None = None  # (progress, message, details, error) once dead
+
+
 class WorkerHandle:
     def __init__(self, worker_id: str, config: PoolConfig, *, instance: HostInstance,
                  on_free: Callable[[WorkerHandle], None],
@@ -60,6 +81,7 @@ class WorkerHandle:
         self.id = worker_id
         self.config = config
         self.state = "starting"  # starting | ready | draining | stopping | dead
+        self.was_ready = False
         self.accepting = False
         self.in_flight = 0
         self.capacity = config.capacity
@@ -71,23 +93,14 @@ class WorkerHandle:
         self.replaced_reason = ""  # why the worker it replaced was ended ("" at pool start)
         self.max_requests = 0  # recycle after this many calls (0: never); jittered per worker
         self.ttl_s = 0.0  # recycle after this long (0: never); jittered per worker
-        self.rss_mb = 0.0  # last memory sample
-        self.uss_mb = 0.0  # memory only this process holds (sampled every few seconds)
-        self.cpu_pct = 0.0  # CPU use since the previous sample
-        self.missed_heartbeats = 0
-        self.exit_reason = ""
-        self.was_ready = False
-        self.exit_error: type[WorkerExit] = WorkerExit
-        self.forced_cause = ""  # why the host killed it, when it did ("cancel_timeout")
-        self.exit_details: dict[str, Any] = {}
-        self.exit_info: tuple[Any, ...] | None = None  # (progress, message, details, error)
+        self.samples = Samples()
+        self.ending = Ending()
         # called when a cancelled call would not stop and the worker is killed for it
         self.on_stuck: Callable[[WorkerHandle, Any], None] | None = None
         # called when the worker stops taking calls (stop, death): the pool's lending lets go
         self.on_retire: Callable[[WorkerHandle], None] | None = None
         self._on_free, self._on_exit = on_free, on_exit
         self._exited = asyncio.get_running_loop().create_future()  # its exit is recorded
-        self._stopping = False
         self.process = WorkerProcess(worker_id, config, instance)
         self.channel = WorkerChannel(self, config, self._exited, pipeline=pipeline,
                                      shm_name=f"{shm.PREFIX}{instance.id}-{worker_id}")
@@ -166,6 +179,39 @@ class WorkerHandle:
     def lendable(self, value: bool) -> None:
         self.channel.lendable = value
 
+    @property
+    def exit_reason(self) -> str:
+        return self.ending.reason
+    @property
+    def forced_cause(self) -> str:
+        return self.ending.forced
+
+    # written by the pool's sampling and heartbeats
+    @property
+    def rss_mb(self) -> float:
+        return self.samples.rss_mb
+    @rss_mb.setter
+    def rss_mb(self, value: float) -> None:
+        self.samples.rss_mb = value
+    @property
+    def uss_mb(self) -> float:
+        return self.samples.uss_mb
+    @uss_mb.setter
+    def uss_mb(self, value: float) -> None:
+        self.samples.uss_mb = value
+    @property
+    def cpu_pct(self) -> float:
+        return self.samples.cpu_pct
+    @cpu_pct.setter
+    def cpu_pct(self, value: float) -> None:
+        self.samples.cpu_pct = value
+    @property
+    def missed_heartbeats(self) -> int:
+        return self.samples.missed_heartbeats
+    @missed_heartbeats.setter
+    def missed_heartbeats(self, value: int) -> None:
+        self.samples.missed_heartbeats = value
+
     # --- start ------------------------------------------------------------------------------
     async def start(self) -> None:
         """Spawn (or fork) the process and wait until it serves; raises WorkerStartError."""
@@ -203,17 +249,17 @@ class WorkerHandle:
         """The process exited (its exit watch calls this): name why, fail what was out on it,
         wake whoever waits for the exit, tell the pool."""
         self.accepting = False
-        was_stopping = self._stopping
+        was_stopping = self.ending.stopping
         self.state = "dead"
         await asyncio.sleep(0)  # let the output pump take the last lines
-        process = self.process
-        cause = process.classify(hung=self.exit_error is WorkerHung, forced=self.forced_cause)
-        self.exit_reason = self.exit_reason or crash.describe(code, cause)
+        ending, process = self.ending, self.process
+        cause = process.classify(hung=ending.error is WorkerHung, forced=ending.forced)
+        ending.reason = ending.reason or crash.describe(code, cause)
         details = {"worker": self.id, "pid": self.pid, "exit_code": code, "cause": cause,
-                   "output_tail": process.output_tail(), **self.exit_details}
-        self.exit_info = (process.progress(), f"worker {self.id} (pid {self.pid}) "
-                          f"{self.exit_reason}", details, self.exit_error)
-        self.channel.fail_calls(*self.exit_info)
+                   "output_tail": process.output_tail(), **ending.details}
+        ending.info = (process.progress(), f"worker {self.id} (pid {self.pid}) "
+                       f"{ending.reason}", details, ending.error)
+        self.channel.fail_calls(*ending.info)
         if self.on_retire is not None:
             self.on_retire(self)  # a direct call still out ends with its connection
         if not self._exited.done():
@@ -281,8 +327,8 @@ class WorkerHandle:
         without the connection is killed."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._exited), EXIT_WAIT_S)
-        if not self._exited.done() and not self._stopping:
-            self.exit_reason = "closed its call lane"
+        if not self._exited.done() and not self.ending.stopping:
+            self.ending.reason = "closed its call lane"
             self.kill()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._exited), EXIT_WAIT_S)
@@ -292,31 +338,31 @@ class WorkerHandle:
         tail and blame a lane call gets (`lane.exit_error`). ``cid``: a call numbered like
         the lane's (a direct call), judged by the worker's progress file too; 0: a unary call
         or a stream, to blame when ``lone`` (the only call out)."""
-        if self.exit_info is None:
+        if self.ending.info is None:
             return WorkerExit(f"worker {self.id} (pid {self.pid}) "
                               f"{self.exit_reason or 'lost its connection'}")
-        progress, message, details, error = self.exit_info
+        progress, message, details, error = self.ending.info
         return exit_error(cid, progress if cid else None, message, details, error, lone)
 
     # --- stop -------------------------------------------------------------------------------
     def mark_hung(self, silent_s: float, dump: Path | None) -> None:
         """Kill a worker that stopped answering; its calls fail with WorkerHung."""
-        self.exit_error = WorkerHung
-        self.exit_details = {"stack_dump": str(dump) if dump else None, "cause": "hung"}
+        self.ending.error = WorkerHung
+        self.ending.details = {"stack_dump": str(dump) if dump else None, "cause": "hung"}
         where = f"; its stacks are in {dump}" if dump else ""
-        self.exit_reason = (f"was hung: no heartbeat answer for {silent_s:.1f} s, killed"
-                            f"{where}")
+        self.ending.reason = (f"was hung: no heartbeat answer for {silent_s:.1f} s, killed"
+                              f"{where}")
         self.kill()
 
     def kill_stuck(self, req: Any) -> None:
         """A cancelled call (timed out, or given up by its caller) did not stop within
         CANCEL_GRACE_S: kill the worker, as that call's doing. Cause ``cancel_timeout``: the
         call counts towards poison_after and the worker's death towards the circuit."""
-        if self.state == "dead" or self.forced_cause:
+        if self.state == "dead" or self.ending.forced:
             return
-        self.forced_cause = "cancel_timeout"
-        self.exit_reason = (f"was killed: a cancelled call to {req.tool_name!r} did not stop "
-                            f"within {CANCEL_GRACE_S:g} s")
+        self.ending.forced = "cancel_timeout"
+        self.ending.reason = (f"was killed: a cancelled call to {req.tool_name!r} did not "
+                              f"stop within {CANCEL_GRACE_S:g} s")
         if self.on_stuck is not None:
             self.on_stuck(self, req)
         self.kill()
@@ -327,7 +373,7 @@ class WorkerHandle:
 
     async def stop(self) -> None:
         """SIGTERM the process group, SIGKILL after TERM_GRACE_S; returns once it is gone."""
-        self._stopping = True
+        self.ending.stopping = True
         self.accepting = False
         if self.state != "dead":
             self.state = "stopping"
