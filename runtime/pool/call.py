@@ -167,7 +167,7 @@ def read_answer(pool_name: str, worker: WorkerHandle, req: Any,
     tool = req.tool_name
     if resp.success:
         try:
-            value, size = worker.read_result(resp)
+            value, size = worker.channel.read_result(resp)
             return value, None, size
         except (codec.CodecError, ValueError) as exc:  # the result, not the arguments
             return None, ResultError(f"the result of tool {tool!r} cannot be read: {exc}",
@@ -183,7 +183,7 @@ def note_answer(pool: CallHost, worker: WorkerHandle, tool: str, ok: bool,
     result size that decides whether the tool's next call gets an arena."""
     if ok:
         pool.barrier.breaker.record_success()
-        worker.note_result(tool, size)
+        worker.channel.note_result(tool, size)
     else:
         worker.errors += 1
 

@@ -175,10 +175,10 @@ class PoolCore:
     def worker_ready(self, worker: WorkerHandle) -> None:
         """A new worker serves: learn the tools, let it take calls."""
         if not self._tools:  # replaced whole: caller threads read it without a lock
-            self._tools = {t["name"]: t for t in worker.ready_info.get("tools", [])}
+            self._tools = {t["name"]: t for t in worker.process.ready_info.get("tools", [])}
         self._sched.add(worker)
         worker_event("worker.ready", worker,
-                     {"startup_ms": round((time.time() - worker.started_at) * 1000, 3)})
+                     {"startup_ms": round((time.time() - worker.process.started_at) * 1000, 3)})
         if self.ready_count() >= self.config.size and self._ready_event is not None:
             self._ready_event.set()
 
@@ -273,7 +273,7 @@ class PoolCore:
         self.metrics.sample(self._sched.depth,
                             sum(w.in_flight - self.lending.idle_slots(w) for w in workers),
                             sum(w.capacity for w in workers),
-                            {w.id: round(w.rss_mb, 1) for w in workers})
+                            {w.id: round(w.samples.rss_mb, 1) for w in workers})
 
     def ready_count(self) -> int:
         return sum(1 for w in self._workers.values() if w.accepting)
@@ -541,14 +541,15 @@ class PoolCore:
                         in_flight=w.in_flight - self.lending.idle_slots(w),
                         capacity=w.capacity, requests=w.served, errors=w.errors,
                         uptime_s=round(w.uptime(), 3),
-                        python=str(w.ready_info.get("python", "")), rss_mb=round(w.rss_mb, 1),
-                        uss_mb=round(w.uss_mb, 1),
-                        free_threaded=not w.ready_info.get("gil_enabled", True),
-                        cpu_pct=round(w.cpu_pct, 1),
-                        missed_heartbeats=w.missed_heartbeats,
+                        python=str(w.process.ready_info.get("python", "")),
+                        rss_mb=round(w.samples.rss_mb, 1),
+                        uss_mb=round(w.samples.uss_mb, 1),
+                        free_threaded=not w.process.ready_info.get("gil_enabled", True),
+                        cpu_pct=round(w.samples.cpu_pct, 1),
+                        missed_heartbeats=w.samples.missed_heartbeats,
                         last_recycle_reason=w.recycle_reason or w.replaced_reason,
-                        lane=w.lane_kind, lent=self.lending.lent(w),
-                        host_watch=str(w.ready_info.get("host_watch", "")))
+                        lane=w.channel.lane_kind, lent=self.lending.lent(w),
+                        host_watch=str(w.process.ready_info.get("host_watch", "")))
             for w in self._workers.values())
         zygote = self.lifecycle.forkserver
         return PoolStats(name=self.name, adapter=self.config.adapter, size=self.config.size,

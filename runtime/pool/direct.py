@@ -239,7 +239,7 @@ class Lending:
             return FALLBACK  # the loop's path checks and counts those
         skipped = False
         for link in self.links:
-            shm = link.worker.shm
+            shm = link.worker.channel.shm
             if shm is not None and shm.expects_large_result(req.tool_name):
                 skipped = True  # the loop's path offers it an arena for the result
                 continue
@@ -269,18 +269,18 @@ class Lending:
                 and pool.state == "running"
                 and worker.in_flight == 0 and worker.accepting and worker.state == "ready"
                 and not worker.recycle_reason and worker.capacity == 1
-                and worker.lendable and not pool.has_queued()):
+                and worker.channel.lendable and not pool.has_queued()):
             return
         link = self._link_of.get(worker.id)
         if link is None:
             try:
-                link = DirectLink.connect(worker, str(worker.lane_socket),
+                link = DirectLink.connect(worker, str(worker.process.lane_socket),
                                           pool.config.max_message_mb * 1024 * 1024)
             except BlockingIOError:
                 return  # its backlog is full for now: not lent this time
             except OSError as exc:
                 log.info("worker %s: cannot be lent to blocking callers: %s", worker.id, exc)
-                worker.lendable = False
+                worker.channel.lendable = False
                 return
             self._link_of[worker.id] = link
         # The lent worker's slot is taken (and no call is pipelined to it) until it is back.
@@ -320,7 +320,7 @@ class Lending:
         self._forget(link)
         w = link.worker
         w.exclusive_calls -= 1
-        if not w.lendable and self._link_of.get(w.id) is link:
+        if not w.channel.lendable and self._link_of.get(w.id) is link:
             del self._link_of[w.id]
             link.close()
         self._holding = hold
@@ -339,7 +339,7 @@ class Lending:
     def retire(self, worker: WorkerHandle) -> None:
         """The worker stops or died: no more direct calls; a call still out ends with the
         connection (`broken` answers it)."""
-        worker.lendable = False
+        worker.channel.lendable = False
         self.unpark(worker)  # an idle lent link is closed there
         link = self._link_of.get(worker.id)
         if link is None:
@@ -363,7 +363,7 @@ class Lending:
 
     async def _finish_abandoned(self, link: DirectLink, cid: int, req: Any) -> None:
         w = link.worker
-        await w.send_cancel(cid)
+        await w.channel.send_cancel(cid)
         loop = asyncio.get_running_loop()
         try:
             link.sock.setblocking(False)
@@ -400,7 +400,7 @@ class Lending:
     async def _finish_broken(self, link: DirectLink, call: tuple[Any, ...] | None) -> None:
         w = link.worker
         if call is None:  # nothing was out: the worker may be fine, just not lent again
-            w.lendable = False
+            w.channel.lendable = False
             self._drop(link)
             return
         await w.wait_exit()  # a worker that lives on without its connection is killed
@@ -453,7 +453,7 @@ def call(pool: DirectHost, loop: LoopThread, req: Any, budget: float | None,
     deadline = None if budget is None else started + budget
     sent = answered = False
     try:
-        cid = w.next_call_id()
+        cid = w.channel.next_call_id()
         frame = encode(pb.LaneRequest(calls=[pb.LaneCall(
             call_id=cid, request=req, timeout_ms=budget * 1000 if budget else 0,
             deadline_unix_ns=time.time_ns() + int(budget * 1e9) if budget else 0)]))
@@ -476,7 +476,7 @@ def call(pool: DirectHost, loop: LoopThread, req: Any, budget: float | None,
             loop.call_soon(lending.resume)
         served = link.base_served + link.calls
         # A large result: the tool's next call wants an arena, which only the loop offers.
-        large = size is not None and w.shm is not None and size >= w.shm.threshold
+        large = size is not None and w.channel.shm is not None and size >= w.channel.shm.threshold
         if link.checkin(give_back=large or bool(w.max_requests and served >= w.max_requests)):
             loop.call_soon(lending.returned, link)
     except TimeoutError:

@@ -16,8 +16,7 @@ class EventWorker(Protocol):
     config: PoolConfig
     id: str
     served: int
-    rss_mb: float
-    missed_heartbeats: int
+    samples: Any  # `worker_handle.Samples`: rss_mb, missed_heartbeats
 
     @property
     def pid(self) -> int | None: ...
@@ -54,10 +53,10 @@ def worker_reason(worker: EventWorker, reason: str) -> None:
     if name is None or not telemetry.enabled(name):
         return
     if name == "worker.recycled":
-        worker_event(name, worker, {"requests": worker.served, "rss_mb": worker.rss_mb,
+        worker_event(name, worker, {"requests": worker.served, "rss_mb": worker.samples.rss_mb,
                                     "uptime_s": round(worker.uptime(), 3)}, reason=reason)
     elif name == "worker.hung":
-        worker_event(name, worker, {"missed": worker.missed_heartbeats})
+        worker_event(name, worker, {"missed": worker.samples.missed_heartbeats})
     else:
         worker_event(name, worker, {"exit_code": worker.exit_code,
                                     "uptime_s": round(worker.uptime(), 3)},

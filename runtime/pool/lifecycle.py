@@ -139,7 +139,8 @@ class Lifecycle:
             return None
         if self.forkserver is None:
             self.forkserver = ForkServer(
-                self.config.name, worker.python, worker.zygote_argv(), worker.env(),
+                self.config.name, worker.process.python, worker.process.zygote_argv(),
+                worker.process.env(),
                 instance=self.pool.instance,
                 startup_timeout=self.config.startup_timeout_ms / 1000)
             await self.forkserver.spawn_ready()
@@ -187,12 +188,12 @@ class Lifecycle:
             on_free=pool.slot_freed, on_exit=self.worker_exited,
             pipeline=self.config.pipeline_depth)
         worker.on_stuck = lambda _worker, req: pool.barrier.blame_stuck(req)
-        worker.python, worker.bridge = pool.launch.python, pool.launch.bridge
+        worker.process.python, worker.process.bridge = pool.launch.python, pool.launch.bridge
         worker.on_retire = pool.lending.retire
         if self.replacing:
             worker.replaced_reason = self.replacing.popleft()
-        worker.extra_env = pool.launch.extra_env
-        worker.forkserver = await self._forkserver(worker)
+        worker.process.extra_env = pool.launch.extra_env
+        worker.process.forkserver = await self._forkserver(worker)
         if self.config.max_requests:
             # Jitter, so that workers started together do not all recycle together.
             worker.max_requests = max(1, round(self.config.max_requests
@@ -309,7 +310,7 @@ class Lifecycle:
                 del self._last_ok[gone]  # replaced or recycled workers
             for worker in live:
                 if worker.state in ("ready", "draining") and \
-                        worker.missed_heartbeats < self.config.heartbeat_max_missed:
+                        worker.samples.missed_heartbeats < self.config.heartbeat_max_missed:
                     self._spawn(self._beat(worker))
 
     async def _sampling(self) -> None:
@@ -324,14 +325,14 @@ class Lifecycle:
             rounds += 1
             samples = await asyncio.to_thread(_usage, procs, [w.pid for w in workers], uss)
             for worker, (rss, cpu, uss_mb) in zip(workers, samples, strict=True):
-                worker.rss_mb, worker.cpu_pct = rss, cpu
+                worker.samples.rss_mb, worker.samples.cpu_pct = rss, cpu
                 if uss_mb is not None:
-                    worker.uss_mb = uss_mb
+                    worker.samples.uss_mb = uss_mb
             self.pool.sample_load()
             for worker in workers:
                 if worker.state != "ready":
                     continue
-                if self.config.max_memory_mb and worker.rss_mb > self.config.max_memory_mb:
+                if self.config.max_memory_mb and worker.samples.rss_mb > self.config.max_memory_mb:
                     self.start_recycle(worker, "memory")
                 elif worker.ttl_s and worker.uptime() >= worker.ttl_s:
                     self.start_recycle(worker, "ttl")
@@ -346,15 +347,15 @@ class Lifecycle:
         now = time.monotonic()
         self._last_ok.setdefault(worker.id, now)
         if await worker.ping(self.config.heartbeat_timeout_ms / 1000):
-            worker.missed_heartbeats = 0
+            worker.samples.missed_heartbeats = 0
             self._last_ok[worker.id] = time.monotonic()
             return
         if worker.state == "dead":
             return
-        worker.missed_heartbeats += 1
-        if worker.missed_heartbeats == self.config.heartbeat_max_missed:
+        worker.samples.missed_heartbeats += 1
+        if worker.samples.missed_heartbeats == self.config.heartbeat_max_missed:
             silent = time.monotonic() - self._last_ok.pop(worker.id, now)
-            dump = await worker.dump_stacks(self.pool.instance.state_dir / "dumps")
+            dump = await worker.process.dump_stacks(self.pool.instance.state_dir / "dumps")
             self.pool.record_event(worker, "hung")
             worker.mark_hung(silent, dump)
 

@@ -19,9 +19,10 @@ A call whose deadline passes is answered with `CallTimeout` at once and cancelle
 its slot stays taken until the worker reports the call ended, and a worker that has not within
 `CANCEL_GRACE_S` is killed (the pool replaces it), so a timed-out call never runs on unseen.
 
-The pool's code still reads some of the process's and the channel's attributes here, under
-their old names ("forwarded" below). All of it is the pool loop's, except `next_call_id` and
-`read_result` (blocking callers' threads use them for direct calls).
+The pool's code reaches the parts themselves (``worker.process.python``,
+``worker.channel.shm``, ``worker.samples.rss_mb``). All of it is the pool loop's, except the
+channel's `next_call_id` and `read_result` (blocking callers' threads use them for direct
+calls).
 """
 
 from __future__ import annotations
@@ -44,10 +45,6 @@ from .lane import CANCEL_GRACE_S, OnDone, exit_error
 from .transport import WorkerTransport, wait_answering
 from .worker_channel import EXIT_WAIT_S, WorkerChannel
 from .worker_process import TERM_GRACE_S, WorkerProcess
-
-if TYPE_CHECKING:
-    from .forkserver import ForkServer
-    from .shm import WorkerShm
 
 PIPELINE_BELOW_MS = 1.0  # pipeline calls to a busy worker only while calls average less
 PIPELINE_STALL_S = 0.01  # ... and while its oldest call has been out for less than this
@@ -105,112 +102,26 @@ class WorkerHandle:
         self.channel = WorkerChannel(self, config, self._exited, pipeline=pipeline,
                                      shm_name=f"{shm.PREFIX}{instance.id}-{worker_id}")
 
-    # --- forwarded: its parts' attributes, under the names the pool's code reads -----------
+    # --- what the pool's protocols read of its parts --------------------------------------
     @property
     def pid(self) -> int | None:
         return self.process.pid
-    @property
-    def started_at(self) -> float:
-        return self.process.started_at
-    @property
-    def ready_info(self) -> dict[str, Any]:
-        return self.process.ready_info
+
     @property
     def exit_code(self) -> int | None:
         return self.process.exit_code
+
     @property
     def cause(self) -> str:
         return self.process.cause
-    @property
-    def lane_socket(self) -> Path:
-        return self.process.lane_socket
-    def zygote_argv(self) -> list[str]:
-        return self.process.zygote_argv()
-    def env(self) -> dict[str, str]:
-        return self.process.env()
-    async def dump_stacks(self, dest_dir: Path) -> Path | None:
-        return await self.process.dump_stacks(dest_dir)
-
-    # set by the pool before `start`
-    @property
-    def python(self) -> str:
-        return self.process.python
-    @python.setter
-    def python(self, value: str) -> None:
-        self.process.python = value
-    @property
-    def bridge(self) -> Path | None:
-        return self.process.bridge
-    @bridge.setter
-    def bridge(self, value: Path | None) -> None:
-        self.process.bridge = value
-    @property
-    def extra_env(self) -> dict[str, str]:
-        return self.process.extra_env
-    @extra_env.setter
-    def extra_env(self, value: dict[str, str]) -> None:
-        self.process.extra_env = value
-    @property
-    def forkserver(self) -> ForkServer | None:
-        return self.process.forkserver
-    @forkserver.setter
-    def forkserver(self, value: ForkServer | None) -> None:
-        self.process.forkserver = value
-
-    # next_call_id and read_result: any thread (blocking callers' direct calls)
-    def next_call_id(self) -> int:
-        return self.channel.next_call_id()
-    def read_result(self, resp: Any) -> tuple[Any, int | None]:
-        return self.channel.read_result(resp)
-    def note_result(self, tool: str, size: int | None) -> None:
-        self.channel.note_result(tool, size)
-    async def send_cancel(self, cid: int) -> None:
-        await self.channel.send_cancel(cid)
-    @property
-    def shm(self) -> WorkerShm | None:
-        return self.channel.shm
-    @property
-    def lane_kind(self) -> str:
-        return self.channel.lane_kind
-    @property
-    def lendable(self) -> bool:
-        return self.channel.lendable
-    @lendable.setter
-    def lendable(self, value: bool) -> None:
-        self.channel.lendable = value
 
     @property
     def exit_reason(self) -> str:
         return self.ending.reason
+
     @property
     def forced_cause(self) -> str:
         return self.ending.forced
-
-    # written by the pool's sampling and heartbeats
-    @property
-    def rss_mb(self) -> float:
-        return self.samples.rss_mb
-    @rss_mb.setter
-    def rss_mb(self, value: float) -> None:
-        self.samples.rss_mb = value
-    @property
-    def uss_mb(self) -> float:
-        return self.samples.uss_mb
-    @uss_mb.setter
-    def uss_mb(self, value: float) -> None:
-        self.samples.uss_mb = value
-    @property
-    def cpu_pct(self) -> float:
-        return self.samples.cpu_pct
-    @cpu_pct.setter
-    def cpu_pct(self, value: float) -> None:
-        self.samples.cpu_pct = value
-    @property
-    def missed_heartbeats(self) -> int:
-        return self.samples.missed_heartbeats
-    @missed_heartbeats.setter
-    def missed_heartbeats(self, value: int) -> None:
-        self.samples.missed_heartbeats = value
 
     # --- start ------------------------------------------------------------------------------
     async def start(self) -> None:

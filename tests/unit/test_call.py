@@ -13,9 +13,9 @@ def test_a_result_the_host_cannot_read_is_a_result_error_not_the_callers() -> No
     # Stand-ins for the pool and the worker: answer() only reads these attributes.
     pool = SimpleNamespace(name="p", barrier=SimpleNamespace(
         breaker=SimpleNamespace(record_success=lambda: None)))
-    worker = SimpleNamespace(id="worker-1", errors=0,
-                             read_result=lambda resp: (codec.decode_result(resp), None),
-                             note_result=lambda tool, size: None)
+    channel = SimpleNamespace(read_result=lambda resp: (codec.decode_result(resp), None),
+                              note_result=lambda tool, size: None)
+    worker = SimpleNamespace(id="worker-1", errors=0, channel=channel)
     resp = pb.ExecuteToolResponse(success=True, binary_result=b"\x80")
     resp.metadata[codec.RESULT_FORMAT] = "pickle"  # this pool does not allow pickle
     req = pb.ExecuteToolRequest(tool_name="t")
