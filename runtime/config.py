@@ -11,6 +11,7 @@ Unknown keys and bad values raise `ConfigError` naming the file, the key and wha
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -37,12 +38,13 @@ THREAD_LIMIT_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
 
 
 # (call, stream, queue) timeouts in ms per profile; 0 = no deadline. Explicit *_timeout_ms win.
+# Snakepit 0.13's values, so that a pool moved over keeps its deadlines.
 TIMEOUT_PROFILES: dict[str, tuple[int, int, int]] = {
-    "balanced": (60_000, 300_000, 10_000),
-    "production": (30_000, 120_000, 5_000),
-    "production_strict": (10_000, 30_000, 1_000),
-    "development": (600_000, 3_600_000, 60_000),
-    "ml_inference": (120_000, 600_000, 30_000),
+    "balanced": (300_000, 900_000, 10_000),
+    "production": (300_000, 900_000, 10_000),
+    "production_strict": (60_000, 300_000, 5_000),
+    "development": (900_000, 3_600_000, 60_000),
+    "ml_inference": (900_000, 3_600_000, 60_000),
     "batch": (3_600_000, 0, 300_000),
 }
 
@@ -65,6 +67,9 @@ class PoolConfig:
     requirements: tuple[str, ...] | str = ()
     device: str = "auto"
     env: Mapping[str, str] = field(default_factory=dict)
+    # Settings for the adapter: a table reaches a pit adapter as initialize(**adapter_args);
+    # a list is extra command-line arguments, for workers started by a command.
+    adapter_args: Mapping[str, Any] | tuple[str, ...] = ()
     max_queue: int = 1000
     profile: str = "process"
     threads_per_worker: int = 0  # 0: 1 in the process profile, 4 in the thread profile
@@ -144,6 +149,14 @@ class PitConfig:
     telemetry: TelemetryConfig = TelemetryConfig()
 
 
+def _json_able(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
 def _int(lo: int, hi: int | None = None) -> tuple[Callable[[Any], bool], str]:
     def ok(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v >= lo and (
@@ -168,6 +181,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "env": (lambda v: isinstance(v, Mapping) and all(
         isinstance(k, str) and isinstance(x, str) for k, x in v.items()),
         "a table of string = string"),
+    "adapter_args": (lambda v: (isinstance(v, Mapping) and all(
+        isinstance(k, str) and k.isidentifier() for k in v) and _json_able(v)) or (
+        isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)),
+        "a table of name = value (JSON values; initialize(**adapter_args)), or a list of "
+        "command-line strings for command-started workers"),
     "max_queue": _int(0),
     "profile": (lambda v: v in ("process", "thread"), '"process" or "thread"'),
     "threads_per_worker": _int(1, 1024),
@@ -244,6 +262,16 @@ def make_pool_config(name: str = DEFAULT_POOL, where: str | None = None,
                               hint=f"set {key} to {accepted}")
     if values.get("env") is not None:
         values["env"] = dict(values["env"])
+    if isinstance(values.get("adapter_args"), (list, tuple)):
+        values["adapter_args"] = tuple(values["adapter_args"])
+        if values["adapter_args"] and not values.get("worker_command"):
+            raise ConfigError(
+                f"{where}: adapter_args = {list(values['adapter_args'])!r} is a list, which "
+                "only a command-started worker can take (as command-line arguments)",
+                hint="give pit's worker a table instead: adapter_args = { name = value }, "
+                     "passed as initialize(**adapter_args)")
+    elif isinstance(values.get("adapter_args"), Mapping):
+        values["adapter_args"] = dict(values["adapter_args"])
     if values.get("threads_per_worker", 1) > 1 and values.get("profile", "process") != "thread":
         raise ConfigError(f"{where}: threads_per_worker = {values['threads_per_worker']} "
                           "needs profile = \"thread\"",

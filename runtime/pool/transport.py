@@ -28,8 +28,9 @@ unix sockets in a 0700 run dir: this kind is for workers that cannot do otherwis
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 PLACEHOLDERS = ("port", "adapter", "host_pid", "run_id", "token")
@@ -62,9 +63,30 @@ def command_argv(template: Sequence[str], **values: Any) -> list[str]:
     """``worker_command`` with its placeholders filled (`PLACEHOLDERS`)."""
     try:
         return [part.format(**values) for part in template]
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError(f"worker_command {list(template)!r}: {exc!r} is not a placeholder "
-                         f"(use {', '.join('{' + p + '}' for p in PLACEHOLDERS)})") from None
+    except KeyError as exc:
+        raise ValueError(f"worker_command {list(template)!r}: {{{exc.args[0]}}} is not a "
+                         f"placeholder (use {', '.join('{' + p + '}' for p in PLACEHOLDERS)}; "
+                         "write a literal brace twice: {{ }})") from None
+    except (IndexError, ValueError) as exc:
+        raise ValueError(f"worker_command {list(template)!r}: {exc} (placeholders: "
+                         f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)}; write a literal "
+                         "brace twice: {{ }})") from None
+
+
+def adapter_flags(args: Mapping[str, Any] | Sequence[str]) -> list[str]:
+    """``adapter_args`` as command-line arguments: a list as it is; a table as
+    ``--name value`` (``--name`` alone for true, nothing for false or null; other values
+    than strings and numbers as JSON)."""
+    if not isinstance(args, Mapping):
+        return list(args)
+    out: list[str] = []
+    for name, value in args.items():
+        if value is None or value is False:
+            continue
+        out.append(f"--{name.replace('_', '-')}")
+        if value is not True:
+            out.append(value if isinstance(value, str) else json.dumps(value))
+    return out
 
 
 def free_port() -> int:

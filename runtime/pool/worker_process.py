@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import PitError, WorkerStartError
 from ..logs import logger
 from . import crash
-from .transport import command_argv, free_port, listens_in_tree
+from .transport import adapter_flags, command_argv, free_port, listens_in_tree
 
 if TYPE_CHECKING:
     from ..config import PoolConfig
@@ -88,7 +88,8 @@ class WorkerProcess:
         if self.config.worker_command:
             return command_argv(self.config.worker_command, port=self._port,
                                 adapter=self.config.adapter, host_pid=os.getpid(),
-                                run_id=self._instance.id, token=self._instance.token)
+                                run_id=self._instance.id, token=self._instance.token) + \
+                adapter_flags(self.config.adapter_args)
         argv = [self.python, "-m", "runtime.worker", "--adapter", self.config.adapter,
                 "--listen", f"unix:{self._socket}", "--ready-file", str(self._ready_file),
                 "--run-id", self._instance.id, "--instance-token", self._instance.token,
@@ -101,6 +102,8 @@ class WorkerProcess:
             argv += ["--progress-file", str(self.progress_file)]
         if self.config.allow_pickle:
             argv.append("--allow-pickle")
+        if self.config.adapter_args:  # a table: a list is refused for pit's worker
+            argv += ["--adapter-args", json.dumps(self.config.adapter_args)]
         if self.config.call_lane and self.config.lane_socket:
             argv += ["--lane-socket", str(self.lane_socket)]
         if not self.config.dependent:

@@ -51,6 +51,8 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("--host-address", default=None, help="host BridgeService for host tools")
     p.add_argument("--host-pid", type=int, default=0, help="exit when this process is gone")
     p.add_argument("--worker-id", default="", help="the host's name for this worker")
+    p.add_argument("--adapter-args", type=_json_table, default={},
+                   help="a JSON object: the adapter's initialize(**args) (adapter_args)")
     p.add_argument("--allow-pickle", action="store_true", help="accept pickled parameters")
     p.add_argument("--max-message-mb", type=int, default=512)
     p.add_argument("--max-sessions", type=int, default=10_000,
@@ -95,6 +97,30 @@ def load_adapter_class(spec: str) -> type:
     if not isinstance(cls, type):
         raise ValueError(f"{spec!r} is not a class")
     return cls
+
+
+def _json_table(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def _initialize(adapter: Any, spec: str, args: dict[str, Any]) -> None:
+    """``adapter.initialize(**args)``; an adapter whose initialize does not take the pool's
+    adapter_args gets an error that says so (not a bare TypeError from deep inside)."""
+    if not args:
+        adapter.initialize()
+        return
+    import inspect
+
+    try:
+        inspect.signature(adapter.initialize).bind(**args)
+    except TypeError as exc:
+        raise TypeError(f"adapter {spec!r}: initialize() does not take the pool's adapter_args "
+                        f"{sorted(args)}: {exc}. Add them as keyword parameters of "
+                        "initialize(), or remove them from adapter_args") from None
+    adapter.initialize(**args)
 
 
 def arm_parent_death_signal() -> None:
@@ -276,7 +302,7 @@ def serve(ns: argparse.Namespace) -> int:
                 "\"process\".\n")
             return EXIT_ADAPTER_FAILED
         adapter = cls()
-        adapter.initialize()
+        _initialize(adapter, ns.adapter, ns.adapter_args)
     except BaseException:  # noqa: BLE001 - report any start-up failure, then exit
         sys.stderr.write(f"pit worker: adapter {ns.adapter!r} failed to start:\n"
                          f"{traceback.format_exc()}")

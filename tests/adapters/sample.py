@@ -342,3 +342,18 @@ class SlowInit(Adapter):
     @tool
     def ping(self) -> int:
         return os.getpid()
+
+
+class Configured(Adapter):
+    """Takes the pool's adapter_args in initialize()."""
+
+    def initialize(self, greeting: str = "hello", scale: int = 1) -> None:
+        self.greeting, self.scale = greeting, scale
+
+    @tool
+    def greet(self, name: str) -> str:
+        return f"{self.greeting}, {name}"
+
+    @tool
+    def scaled(self, x: int) -> int:
+        return x * self.scale
