@@ -39,6 +39,7 @@ THREAD_LIMIT_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
 
 # (call, stream, queue) timeouts in ms per profile; 0 = no deadline. Explicit *_timeout_ms win.
 # Snakepit 0.13's values, so that a pool moved over keeps its deadlines.
+WORKER_KINDS = ("pit", "command", "snakepit")
 TIMEOUT_PROFILES: dict[str, tuple[int, int, int]] = {
     "balanced": (300_000, 900_000, 10_000),
     "production": (300_000, 900_000, 10_000),
@@ -90,10 +91,13 @@ class PoolConfig:
     call_lane: bool = True  # false: one unary ExecuteTool RPC per call, as Snakepit does
     lane_socket: bool = True  # the lane as frames on a unix socket; false: a gRPC stream
     direct_calls: bool = True  # blocking execute() does its own I/O on a lent idle worker
-    # Another kind of worker: started by this command line, spoken to with unary gRPC over
-    # TCP on the loopback (see runtime/pool/transport.py). Placeholders: {port} {adapter}
-    # {host_pid} {run_id} {token}. Empty: pit's own worker.
-    worker_command: tuple[str, ...] = ()
+    # What kind of worker (see runtime/pool/transport.py): "pit" (pit's own), "command" (any
+    # process started by `command` that serves BridgeService on 127.0.0.1:{port}), or
+    # "snakepit" (Snakepit's Python bridge, `command` = [python, ".../grpc_server.py"], launched
+    # with Snakepit's flags and environment). Placeholders in `command`: {python} {port}
+    # {adapter} {host_pid} {run_id} {token}.
+    worker: str = "pit"
+    command: tuple[str, ...] = ()
     # "forkserver": workers are forked by a per-pool zygote (Linux); "spawn": fresh processes
     start_method: str = "forkserver" if sys.platform.startswith("linux") else "spawn"
     dependent: bool = True
@@ -209,9 +213,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "call_lane": (lambda v: isinstance(v, bool), "true or false"),
     "lane_socket": (lambda v: isinstance(v, bool), "true or false"),
     "direct_calls": (lambda v: isinstance(v, bool), "true or false"),
-    "worker_command": (lambda v: isinstance(v, (list, tuple)) and all(
-        isinstance(x, str) and x for x in v) and (not v or "{port}" in " ".join(v)),
-        "a command line (list of strings) with a {port} placeholder, or [] for pit's worker"),
+    "worker": (lambda v: v in WORKER_KINDS, "one of " + ", ".join(WORKER_KINDS)),
+    "command": (_command := (lambda v: isinstance(v, (list, tuple)) and all(
+        isinstance(x, str) and x for x in v)), "a command line: a list of strings"),
+    "worker_command": (_command, "a command line with a {port} placeholder (the older "
+                                 "spelling of worker = \"command\" with command = [...])"),
     "shm_threshold_kb": _int(0),
     "shm_views": (lambda v: isinstance(v, bool), "true or false"),
     "start_method": (lambda v: v in ("forkserver", "spawn"), '"forkserver" or "spawn"'),
@@ -267,9 +273,10 @@ def make_pool_config(name: str = DEFAULT_POOL, where: str | None = None,
                               hint=f"set {key} to {accepted}")
     if values.get("env") is not None:
         values["env"] = dict(values["env"])
+    _worker_kind(values, where)
     if isinstance(values.get("adapter_args"), (list, tuple)):
         values["adapter_args"] = tuple(values["adapter_args"])
-        if values["adapter_args"] and not values.get("worker_command"):
+        if values["adapter_args"] and values.get("worker", "pit") == "pit":
             raise ConfigError(
                 f"{where}: adapter_args = {list(values['adapter_args'])!r} is a list, which "
                 "only a command-started worker can take (as command-line arguments)",
@@ -285,14 +292,41 @@ def make_pool_config(name: str = DEFAULT_POOL, where: str | None = None,
         values["requirements"] = tuple(values["requirements"])
     if values.get("idempotent_tools") is not None:
         values["idempotent_tools"] = tuple(values["idempotent_tools"])
-    if values.get("worker_command") is not None:
-        values["worker_command"] = tuple(values["worker_command"])
-        if values["worker_command"] and values.get("allow_pickle"):
-            raise ConfigError(f"{where}: allow_pickle cannot be used with worker_command",
-                              hint="a worker on a TCP port could be impersonated by another "
-                                   "local user, and unpickling its answer runs its code; "
-                                   "use pit's own worker (unix sockets) for pickled values")
     return PoolConfig(name=name, **values)
+
+
+def _worker_kind(values: dict[str, Any], where: str) -> None:
+    """Check ``worker`` against ``command`` (in place); ``worker_command`` is the older
+    spelling of worker = "command"."""
+    if values.get("worker_command"):
+        if values.get("command") or values.get("worker", "command") != "command":
+            raise ConfigError(f"{where}: worker_command is the older spelling of worker = "
+                              "\"command\" with command = [...]; give one or the other",
+                              hint="remove worker_command")
+        values["worker"], values["command"] = "command", values["worker_command"]
+    values.pop("worker_command", None)
+    kind = values.get("worker", "pit")
+    command = values["command"] = tuple(values.get("command", ()))
+    if kind == "pit":
+        if command:
+            raise ConfigError(f"{where}: command = {list(command)!r} needs worker = "
+                              "\"command\" or \"snakepit\" (pit's own worker is started by pit)",
+                              hint='set worker = "snakepit" for Snakepit\'s grpc_server.py')
+        return
+    if not command:
+        raise ConfigError(f"{where}: worker = {kind!r} needs a command",
+                          hint='e.g. command = ["python3", "/path/to/priv/python/grpc_server.py"]'
+                          if kind == "snakepit" else
+                          'e.g. command = ["my-worker", "--port", "{port}"]')
+    if kind == "command" and "{port}" not in " ".join(command):
+        raise ConfigError(f"{where}: command = {list(command)!r} has no {{port}} placeholder: "
+                          "a command-started worker must be told where to listen",
+                          hint="add e.g. \"--port\", \"{port}\" to the command")
+    if values.get("allow_pickle"):
+        raise ConfigError(f"{where}: allow_pickle cannot be used with worker = {kind!r}",
+                          hint="a worker on a TCP port could be impersonated by another "
+                               "local user, and unpickling its answer runs its code; "
+                               "use pit's own worker (unix sockets) for pickled values")
 
 
 def find_config(start: Path | None = None) -> Path | None:

@@ -116,7 +116,7 @@ def _interpreters() -> Check:
 def _pool_checks(pool: PoolConfig, cfg: PitConfig, base: Path) -> list[Check]:
     from . import envs
     from .envs.builder import BRIDGE_PACKAGES, bridge_pins
-    from .envs.health import health_check, package_versions
+    from .envs.health import command_check, health_check, package_versions
 
     prefix = f"pool {pool.name}"
     out: list[Check] = []
@@ -186,6 +186,18 @@ def _pool_checks(pool: PoolConfig, cfg: PitConfig, base: Path) -> list[Check]:
         return Check(f"{prefix}: adapter", "fail", f"{pool.adapter}: {h.error}",
                      f"python -m runtime.worker --health-check --adapter {pool.adapter}")
 
+    def worker() -> Check:
+        h = command_check(pool, cfg.state_dir, base)
+        what = "Snakepit's bridge" if pool.worker == "snakepit" else "the command"
+        if h.ok:
+            return Check(f"{prefix}: worker", "pass", f"{what} runs: {' '.join(pool.command)}"
+                         + (f" (adapter {pool.adapter} imports)"
+                            if pool.worker == "snakepit" else ""))
+        return Check(f"{prefix}: worker", "fail", f"{what}: {h.error}",
+                     "check the pool's command (and that the bridge's requirements.txt is "
+                     "installed in its interpreter)" if pool.worker == "snakepit" else
+                     "check the pool's command")
+
     def device() -> Check:
         from .hardware import resolve_device
 
@@ -197,6 +209,10 @@ def _pool_checks(pool: PoolConfig, cfg: PitConfig, base: Path) -> list[Check]:
         return Check(f"{prefix}: device", "pass", f"{pool.device} -> {choice.name} "
                                                   f"({choice.reason})")
 
+    if pool.worker != "pit":  # its own interpreter and packages: what its command says
+        out.append(_guard(f"{prefix}: worker", worker))
+        out.append(_guard(f"{prefix}: device", device))
+        return out
     resolved = _guard(f"{prefix}: python", python)
     out.append(resolved)
     if resolved.status == "pass":

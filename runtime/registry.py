@@ -114,7 +114,10 @@ def is_our_worker(row: WorkerRow) -> bool:
         cmd = proc.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
-    return flag(cmd, "--run-id") == row.marker and flag(cmd, "--instance-token") == row.token
+    # pit's own workers carry --run-id/--instance-token; Snakepit's bridge its own spelling
+    run_id = flag(cmd, "--run-id") or flag(cmd, "--snakepit-run-id")
+    token = flag(cmd, "--instance-token") or flag(cmd, "--snakepit-instance-token")
+    return run_id == row.marker and token == row.token
 
 
 def flag(cmd: list[str], name: str) -> str | None:

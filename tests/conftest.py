@@ -31,15 +31,17 @@ def worker_processes(host_pid: int) -> list[psutil.Process]:
 def pit_processes(*, host_pid: int | None = None,
                   instance_ids: frozenset[str] = frozenset()) -> list[psutil.Process]:
     """Live pit worker and fork-server processes whose host is ``host_pid`` (--host-pid) or
-    whose instance is one of ``instance_ids`` (--run-id)."""
+    whose instance is one of ``instance_ids`` (--run-id), and Snakepit bridge workers of
+    those instances (--snakepit-run-id)."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
             cmd = proc.info["cmdline"] or []
-            if "runtime.worker" in cmd and (
-                    (host_pid is not None and flag(cmd, "--host-pid") == str(host_pid))
-                    or flag(cmd, "--run-id") in instance_ids) \
-                    and proc.status() != psutil.STATUS_ZOMBIE:
+            ours = "runtime.worker" in cmd and (
+                (host_pid is not None and flag(cmd, "--host-pid") == str(host_pid))
+                or flag(cmd, "--run-id") in instance_ids)
+            bridge = flag(cmd, "--snakepit-run-id") in instance_ids  # Snakepit's bridge
+            if (ours or bridge) and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
         except psutil.NoSuchProcess:
             continue

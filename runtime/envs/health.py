@@ -77,3 +77,34 @@ def package_versions(config: PoolConfig, state_dir: Path, base: Path,
         return dict(json.loads(out.stdout))
     except (OSError, subprocess.TimeoutExpired, ValueError):
         return {n: None for n in names}
+
+
+def command_check(config: PoolConfig, state_dir: Path, base: Path) -> Health:
+    """A command-started pool (worker = "command" or "snakepit"): its command exists, and
+    Snakepit's bridge passes its own ``--health-check`` (its gRPC packages and the adapter
+    import in its interpreter)."""
+    import shutil
+
+    from ..pool.transport import command_argv
+
+    python, env = worker_command(config, state_dir, base)
+    try:
+        argv = command_argv(config.command, python=python, port=0, adapter=config.adapter,
+                            host_pid=os.getpid(), run_id="doctor", token="doctor")
+    except ValueError as exc:
+        return Health(False, (), str(exc), "")
+    exe = shutil.which(argv[0]) or (argv[0] if os.access(argv[0], os.X_OK) else None)
+    if exe is None:
+        return Health(False, (), f"{argv[0]!r} is not an executable file or on PATH", "")
+    if config.worker != "snakepit":
+        return Health(True, (), "", exe)
+    try:
+        out = subprocess.run([*argv, "--health-check", "--adapter", config.adapter],
+                             capture_output=True, text=True, env=env, cwd=base,
+                             timeout=HEALTH_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Health(False, (), f"the bridge's health check did not run: {exc}", exe)
+    if out.returncode != 0:
+        tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
+        return Health(False, (), " / ".join(tail) or f"exit {out.returncode}", exe)
+    return Health(True, (), "", exe)

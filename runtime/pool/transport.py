@@ -3,37 +3,47 @@
     pool (scheduler, sessions, deadlines, crash barrier, lifecycle, status)
       |  start() / send() / stream() / abandon() / ping() / cleanup_session() / stop() / kill()
       v
-    WorkerTransport  --  pit's worker (`worker_handle.WorkerHandle`, launch "pit"):
-                             spawned or forked `python -m runtime.worker`, unix sockets in the
-                             run dir, a ready file, the call lane (socket frames) beside gRPC,
-                             shared memory, direct calls
-                     --  a command-started worker (launch "command", `worker_command`):
-                             any process that serves Snakepit's BridgeService (`ExecuteTool`,
-                             `ExecuteStreamingTool`, `Ping`, `CleanupSession`) on a loopback
-                             TCP port it is told on its command line
+    WorkerTransport  --  worker = "pit" (`worker_handle.WorkerHandle`): spawned or forked
+                             `python -m runtime.worker`, unix sockets in the run dir, a JSON
+                             ready file, the call lane (socket frames) beside gRPC, shared
+                             memory, direct calls
+                     --  worker = "command": any process started by ``command`` that serves
+                             Snakepit's BridgeService (`ExecuteTool`, `ExecuteStreamingTool`,
+                             `Ping`, `CleanupSession`) on the loopback port it is told
+                     --  worker = "snakepit": Snakepit's own Python bridge (grpc_server.py),
+                             launched as Snakepit's host launches it (`snakepit_env`, the
+                             flags in `WorkerProcess.argv`): it dials the host's loopback
+                             BridgeService (`HostInstance.bridge_address`), binds a port of
+                             its choosing and writes it to SNAKEPIT_READY_FILE
 
-A second kind plugs in by how it is launched and found, not by a second pool: `WorkerHandle`
-starts ``worker_command`` (placeholders filled by `command_argv`) in its own process group,
-waits until the port answers `Ping` (no ready file: the process need know nothing of pit),
-and from then on speaks unary `ExecuteTool` per call, with the call's deadline as the RPC's;
-streams, pings, session cleanup, exit watching (the cause and output tail of a crash),
-timeouts, replacement and recycling are the pool's, as for its own workers. What it does not
-get: the call lane, shared memory, direct calls and the fork server (those need pit's worker).
-Cleanup can prove such a process is pit's only if the command carries ``{run_id}`` and
-``{token}`` (as ``--run-id`` / ``--instance-token``); without them `pit cleanup` leaves it be.
-A loopback TCP port can be reached by every local user, where pit's own workers listen on
-unix sockets in a 0700 run dir: this kind is for workers that cannot do otherwise.
+Another kind plugs in by how it is launched and found, not by a second pool: `WorkerProcess`
+starts ``command`` (placeholders filled by `command_argv`) in its own process group, learns
+its port (told, or read from the ready file), and the worker counts as ready once that port
+answers `Ping` and the listener is in the process tree it started. From then on the channel
+speaks unary `ExecuteTool` per call, with the call's deadline as the RPC's; streams, pings,
+session cleanup, exit watching (the cause and output tail of a crash), timeouts, replacement
+and recycling are the pool's, as for its own workers. What these kinds do not get: the call
+lane, shared memory, direct calls and the fork server (those need pit's worker). Cleanup can
+prove such a process is pit's only if its command line carries the run id and token
+(``--run-id {run_id} --instance-token {token}``; the bridge's ``--snakepit-run-id`` /
+``--snakepit-instance-token``, which pit always passes it); otherwise `pit cleanup` leaves
+it be. A loopback TCP port can be reached by every local user, where pit's own workers listen
+on unix sockets in a 0700 run dir: these kinds are for workers that cannot do otherwise.
 """
-
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-PLACEHOLDERS = ("port", "adapter", "host_pid", "run_id", "token")
+if TYPE_CHECKING:
+    from ..config import PoolConfig
+
+PLACEHOLDERS = ("python", "port", "adapter", "host_pid", "run_id", "token")
 
 
 class WorkerTransport(Protocol):
@@ -87,6 +97,21 @@ def adapter_flags(args: Mapping[str, Any] | Sequence[str]) -> list[str]:
         if value is not True:
             out.append(value if isinstance(value, str) else json.dumps(value))
     return out
+
+
+def snakepit_env(config: PoolConfig, ready_file: Path) -> dict[str, str]:
+    """The environment Snakepit's host gives its bridge workers: where to write the port it
+    bound (atomically, decimal), its own process group, its heartbeat settings (JSON), no
+    OpenTelemetry console exporter, and a quiet log."""
+    heartbeat = {"enabled": config.heartbeat_interval_ms > 0,
+                 "interval_ms": config.heartbeat_interval_ms,
+                 "timeout_ms": config.heartbeat_timeout_ms,
+                 "max_missed_heartbeats": config.heartbeat_max_missed,
+                 "initial_delay_ms": 0, "dependent": config.dependent}
+    return {"SNAKEPIT_READY_FILE": str(ready_file), "SNAKEPIT_PROCESS_GROUP": "1",
+            "SNAKEPIT_HEARTBEAT_CONFIG": json.dumps(heartbeat),
+            "SNAKEPIT_OTEL_CONSOLE": "false",
+            "SNAKEPIT_LOG_LEVEL": os.environ.get("SNAKEPIT_LOG_LEVEL", "warning")}
 
 
 def free_port() -> int:

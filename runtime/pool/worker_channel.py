@@ -96,7 +96,7 @@ class WorkerChannel:
                      # and let a stream's producer run 12k-24k small chunks ahead of a slow
                      # consumer (500 without; no cost measured on streams or 16 MiB calls).
                      ("grpc.http2.bdp_probe", 0),
-                     *(COMMAND_CHANNEL_OPTIONS if self.config.worker_command else ())])
+                     *(COMMAND_CHANNEL_OPTIONS if self.config.worker != "pit" else ())])
         self._stub = pb_grpc.BridgeServiceStub(self._channel)
 
     async def open(self, ready_info: dict[str, Any], lane_socket: Path) -> None:
@@ -192,7 +192,7 @@ class WorkerChannel:
         """Plain ExecuteTool, for peers without the call lane (Snakepit workers)."""
         w = self.worker
         try:
-            call = self._stub.ExecuteTool(req, timeout=timeout)
+            call = self._stub.ExecuteTool(req, timeout=timeout, metadata=_correlation(req))
             waiter = asyncio.ensure_future(call)
             done, _ = await asyncio.wait({waiter, self._exited},
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -230,7 +230,8 @@ class WorkerChannel:
 
     async def stream(self, req: Any, timeout: float | None) -> AsyncIterator[Any]:
         """Yield ToolChunks of a streaming call granted as exclusive; frees the slot at the end."""
-        call = self._stub.ExecuteStreamingTool(req, timeout=timeout)
+        call = self._stub.ExecuteStreamingTool(req, timeout=timeout,
+                                               metadata=_correlation(req))
         try:
             # A dying worker ends the RPC with an error; _rpc_failure names the exit.
             while (chunk := await call.read()) is not grpc.aio.EOF:
@@ -310,3 +311,13 @@ def _releasing(grant: Grant, on_done: OnDone) -> OnDone:
             grant.release()
 
     return done
+
+
+CORRELATION_HEADER = "x-snakepit-correlation-id"  # what Snakepit's bridge reads
+
+
+def _correlation(req: Any) -> tuple[tuple[str, str], ...]:
+    """The call's correlation id as the gRPC header Snakepit's bridge takes for its logs and
+    spans (pit's own worker reads it from the request's metadata)."""
+    cid = req.metadata.get("correlation_id", "")
+    return ((CORRELATION_HEADER, cid),) if cid else ()

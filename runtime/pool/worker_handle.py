@@ -132,12 +132,13 @@ class WorkerHandle:
         worker_event("worker.started", self)
         process.watch(self._process_exited)
         deadline = asyncio.get_running_loop().time() + timeout
-        if not self.config.worker_command:
+        kind = self.config.worker
+        if kind != "command":  # pit's worker writes a JSON ready file, the bridge its port
             if not await process.wait_ready_file(deadline, self._exited.done):
                 await self._not_ready(timeout)
-            process.read_ready()
+            process.read_ready() if kind == "pit" else process.read_port()
         channel.connect(process.address)
-        if self.config.worker_command:  # no ready file: it is ready once it answers
+        if kind != "pit":  # ready once it answers, and only if it is the process we started
             if not await wait_answering(channel.ping, self._exited.done, deadline):
                 await self._not_ready(timeout)
             await process.check_listener()

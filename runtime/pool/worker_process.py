@@ -34,7 +34,13 @@ from typing import TYPE_CHECKING, Any
 from ..errors import PitError, WorkerStartError
 from ..logs import logger
 from . import crash
-from .transport import adapter_flags, command_argv, free_port, listens_in_tree
+from .transport import (
+    adapter_flags,
+    command_argv,
+    free_port,
+    listens_in_tree,
+    snakepit_env,
+)
 
 if TYPE_CHECKING:
     from ..config import PoolConfig
@@ -64,7 +70,8 @@ class WorkerProcess:
         self.stack_file = self._socket.with_suffix(".stacks")
         self.progress_file = self._socket.with_suffix(".progress")
         self.lane_socket = self._socket.with_suffix(".lane")
-        self._port = 0  # a command-started worker's loopback port
+        self._port = 0  # a command-started or Snakepit worker's loopback port
+        self._host_tcp = ""  # where a Snakepit bridge worker dials the host
         self.pid: int | None = None
         self.started_at = time.time()
         self.ready_info: dict[str, Any] = {}
@@ -80,16 +87,22 @@ class WorkerProcess:
     def address(self) -> str:
         """Where its gRPC server listens: a unix socket in the run dir, or the loopback port
         of a command-started worker (see `transport`)."""
-        if self.config.worker_command:
-            return f"127.0.0.1:{self._port}"
-        return f"unix:{self._socket}"
+        if self.config.worker == "pit":
+            return f"unix:{self._socket}"
+        return f"127.0.0.1:{self._port}"
 
     def argv(self) -> list[str]:
-        if self.config.worker_command:
-            return command_argv(self.config.worker_command, port=self._port,
+        if self.config.worker != "pit":
+            argv = command_argv(self.config.command, python=self.python, port=self._port,
                                 adapter=self.config.adapter, host_pid=os.getpid(),
-                                run_id=self._instance.id, token=self._instance.token) + \
-                adapter_flags(self.config.adapter_args)
+                                run_id=self._instance.id, token=self._instance.token)
+            if self.config.worker == "snakepit":  # the flags Snakepit's host passes
+                argv += ["--adapter", self.config.adapter, "--port", "0",
+                         "--elixir-address", self._host_tcp,
+                         "--snakepit-run-id", self._instance.id,
+                         "--snakepit-instance-name", f"pit-{self._instance.id}",
+                         "--snakepit-instance-token", self._instance.token]
+            return argv + adapter_flags(self.config.adapter_args)
         argv = [self.python, "-m", "runtime.worker", "--adapter", self.config.adapter,
                 "--listen", f"unix:{self._socket}", "--ready-file", str(self._ready_file),
                 "--run-id", self._instance.id, "--instance-token", self._instance.token,
@@ -132,6 +145,8 @@ class WorkerProcess:
             paths = [*self._instance.python_path, env.get("PYTHONPATH", "")]
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         env["PYTHONUNBUFFERED"] = "1"
+        if self.config.worker == "snakepit":
+            env.update(snakepit_env(self.config, self._ready_file))
         return env
 
     async def launch(self) -> None:
@@ -144,8 +159,10 @@ class WorkerProcess:
                 details={"pool": self.config.name, "worker": self.id},
                 hint=getattr(exc, "hint", None)) from None
         self._oom_before = crash.oom_kill_count()
-        if self.config.worker_command:
+        if self.config.worker == "command":
             self._port = free_port()
+        elif self.config.worker == "snakepit":
+            self._host_tcp = await self._instance.bridge_address()
         if self.forkserver is not None:
             self._proc = await self.forkserver.spawn(self.argv()[3:])
         else:
@@ -185,6 +202,20 @@ class WorkerProcess:
             await asyncio.sleep(READY_POLL_S)
         return True
 
+    def read_port(self) -> None:
+        """Take the port a Snakepit bridge worker wrote to SNAKEPIT_READY_FILE (decimal, no
+        newline). Kills it and raises WorkerStartError for anything else."""
+        try:
+            text = self._ready_file.read_text()
+            port = int(text)
+            if not 0 < port < 65536:
+                raise ValueError(f"port {port} out of range")
+        except (OSError, ValueError) as exc:
+            self.kill()
+            raise self.start_error(f"wrote an unreadable ready file (a port number "
+                                   f"expected): {exc}") from None
+        self._port = port
+
     def read_ready(self) -> None:
         """Take ``ready_info`` from the ready file, once it proves to come from the process we
         started: the host connects only to the socket paths it chose itself, never to ones a
@@ -216,7 +247,7 @@ class WorkerProcess:
         if pid is None or not await asyncio.to_thread(listens_in_tree, pid, self._port):
             self.kill()
             raise self.start_error(
-                f"was answered on 127.0.0.1:{self._port} by a process it did not start "
+                f"was answered on port {self._port} by a process it did not start "
                 "(another program took the port): refusing to send it calls")
         self.ready_info = {"pid": self.pid, "features": [], "tools": []}
 

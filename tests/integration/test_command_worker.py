@@ -11,6 +11,7 @@ import pytest
 
 import runtime
 from runtime import Pool
+from runtime.config import make_pool_config
 from runtime.errors import ConfigError
 from tests.conftest import pid_alive, wait_until
 
@@ -22,7 +23,7 @@ COMMAND = [sys.executable, "-m", "runtime.worker", "--adapter", "{adapter}",
 
 def test_command_workers_serve_calls_streams_sessions_timeouts_and_crashes(
         tmp_path: Path) -> None:
-    with Pool(adapter=SAMPLE, size=2, worker_command=COMMAND) as pool:
+    with Pool(adapter=SAMPLE, size=2, worker="command", command=COMMAND) as pool:
         stats = pool.stats()
         assert [w.lane for w in stats.workers] == ["unary", "unary"]
         assert not any(w.lent for w in stats.workers)
@@ -52,13 +53,22 @@ def test_a_command_that_never_answers_is_a_start_error() -> None:
     command = [sys.executable, "-c", "import time, sys; print('listening on', sys.argv[1]); "
                "time.sleep(60)", "{port}"]
     with pytest.raises(runtime.WorkerStartError, match="not ready within 1 s") as info:
-        Pool(size=1, worker_command=command, startup_timeout_ms=1000).start()
+        Pool(size=1, worker="command", command=command, startup_timeout_ms=1000).start()
     assert "listening on" in str(info.value)
 
 
-def test_worker_command_needs_a_port_placeholder() -> None:
-    with pytest.raises(ConfigError, match="worker_command"):
-        Pool(worker_command=[sys.executable, "-m", "runtime.worker"])
+def test_the_command_and_the_kind_of_worker_are_checked_together() -> None:
+    with pytest.raises(ConfigError, match=r"no \{port\} placeholder"):
+        Pool(worker="command", command=[sys.executable, "-m", "runtime.worker"])
+    with pytest.raises(ConfigError, match=r"worker = 'snakepit' needs a command"):
+        Pool(worker="snakepit")
+    with pytest.raises(ConfigError, match="needs worker = \"command\" or \"snakepit\""):
+        Pool(command=COMMAND)
+    with pytest.raises(ConfigError, match="older spelling"):
+        Pool(worker_command=COMMAND, command=COMMAND)
+    # the older spelling still works, as worker = "command"
+    config = make_pool_config(worker_command=COMMAND)
+    assert (config.worker, config.command) == ("command", tuple(COMMAND))
 
 
 def test_only_a_listener_in_the_started_process_tree_counts() -> None:
@@ -90,6 +100,6 @@ def test_only_a_listener_in_the_started_process_tree_counts() -> None:
         proc.wait()
 
 
-def test_pickle_is_refused_with_a_worker_command() -> None:
-    with pytest.raises(ConfigError, match="allow_pickle cannot be used with worker_command"):
-        Pool(worker_command=COMMAND, allow_pickle=True)
+def test_pickle_is_refused_with_a_command_started_worker() -> None:
+    with pytest.raises(ConfigError, match="allow_pickle cannot be used with worker = 'command'"):
+        Pool(worker="command", command=COMMAND, allow_pickle=True)

@@ -39,7 +39,7 @@ def host_tool_spec(name: str, fn: Callable[..., Any]) -> Any:
 class HostBridgeServicer(pb_grpc.BridgeServiceServicer):
     def __init__(self, tools: dict[str, Callable[..., Any]]) -> None:
         self.tools = tools  # shared, mutable: register_host_tool adds to it
-        self.registered: dict[str, list[str]] = {}  # worker id -> tools it announced
+        self.registered: dict[str, list[Any]] = {}  # worker id -> the ToolRegistrations sent
 
     async def Ping(self, request: Any, context: Any) -> Any:
         return pb.PingResponse(message=f"pong: {request.message}", server_time=_now())
@@ -51,7 +51,7 @@ class HostBridgeServicer(pb_grpc.BridgeServiceServicer):
         return pb.InitializeSessionResponse(success=True)
 
     async def RegisterTools(self, request: Any, context: Any) -> Any:
-        self.registered[request.worker_id] = [t.name for t in request.tools]
+        self.registered[request.worker_id] = list(request.tools)
         return pb.RegisterToolsResponse(
             success=True, tool_ids={t.name: f"{request.worker_id}:{t.name}"
                                     for t in request.tools})

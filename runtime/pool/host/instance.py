@@ -100,6 +100,9 @@ class HostInstance:
         self.host_tools: dict[str, Callable[..., Any]] = {}
         self.host_address = f"unix:{self.run_dir / 'host.sock'}"
         self._server: Any = None
+        self._bridge = HostBridgeServicer(self.host_tools)  # served on host.sock (and TCP)
+        self._tcp: Any = None  # the loopback TCP server for Snakepit bridge workers
+        self._tcp_address = ""
         self.config_path = config_path
         self.pool_names: list[str] = []
         self.registry: RegistryWriter | None = None
@@ -148,8 +151,7 @@ class HostInstance:
     async def _serve(self) -> None:
         """The host's own gRPC server on host.sock: host tools and the control service."""
         self._server = grpc.aio.server()
-        pb_grpc.add_BridgeServiceServicer_to_server(
-            HostBridgeServicer(self.host_tools), self._server)
+        pb_grpc.add_BridgeServiceServicer_to_server(self._bridge, self._server)
         from ...control.server import add_control_service
 
         add_control_service(self, self._server)
@@ -203,6 +205,9 @@ class HostInstance:
         if self._server is not None:
             await self._server.stop(SERVER_STOP_GRACE_S)
             self._server = None
+        if self._tcp is not None:
+            await self._tcp.stop(SERVER_STOP_GRACE_S)
+            self._tcp = None
         with contextlib.suppress(OSError):
             shutil.rmtree(self.run_dir)
         for arena in leftover_arenas(self.id):  # workers unlink theirs; this is the net
@@ -210,6 +215,28 @@ class HostInstance:
                 os.unlink(arena)
         with contextlib.suppress(OSError):
             self.run_dir.parent.rmdir()  # only when no other instance is using it
+
+    async def bridge_address(self) -> str:
+        """Where Snakepit's bridge workers reach the host (their ``--elixir-address``): a
+        BridgeService on a loopback TCP port, started on first use. The bridge dials it
+        without credentials, so any local user could too: it serves only what the bridge
+        needs (Ping, Heartbeat, InitializeSession, RegisterTools, the host tools), never the
+        control service, which stays on host.sock in the 0700 run dir."""
+        if self._tcp is None:  # set before the await: workers starting together share it
+            self._tcp = grpc.aio.server()
+            pb_grpc.add_BridgeServiceServicer_to_server(self._bridge, self._tcp)
+            port = self._tcp.add_insecure_port("127.0.0.1:0")
+            self._tcp_address = f"127.0.0.1:{port}"
+            try:
+                await self._tcp.start()
+            except BaseException:
+                self._tcp = None
+                raise
+        return self._tcp_address
+
+    def registered_tools(self, worker_id: str) -> list[Any]:
+        """The tool catalogue a worker sent with RegisterTools (Snakepit's bridge does)."""
+        return list(self._bridge.registered.get(worker_id, ()))
 
     def register_host_tool(self, name: str, fn: Callable[..., Any]) -> None:
         if not callable(fn):
