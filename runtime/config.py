@@ -152,11 +152,16 @@ def _int(lo: int, hi: int | None = None) -> tuple[Callable[[Any], bool], str]:
 
 
 def _adapter_ok(v: Any) -> bool:
-    return isinstance(v, str) and v.count(":") == 1 and all(v.split(":"))
+    if not isinstance(v, str):
+        return False
+    if ":" in v:  # pit's form
+        return v.count(":") == 1 and all(v.split(":"))
+    return "." in v and all(part.isidentifier() for part in v.split("."))  # Snakepit's
 
 
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "adapter": (_adapter_ok, "a string 'package.module:ClassName'"),
+    "adapter": (_adapter_ok, "a string 'package.module:ClassName' (or Snakepit's "
+                             "'package.module.ClassName')"),
     "size": _int(1, 1024),
     "python": (lambda v: v is None or (isinstance(v, str) and bool(v)),
                "an interpreter path or a version like \"3.12\""),

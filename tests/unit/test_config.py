@@ -52,6 +52,20 @@ def test_bad_config_names_file_key_and_accepted_values(tmp_path: Path, body: str
         assert fragment in str(info.value)
 
 
+@pytest.mark.parametrize("adapter, ok", [
+    ("pkg.mod:Class", True), ("mod:Class", True),
+    ("pkg.mod.Class", True),  # Snakepit's dotted form (runtime/worker/snakepit_adapters.py)
+    ("nocolon", False), ("pkg.mod:", False), ("a:b:C", False), ("pkg..Class", False),
+    ("pkg.mod.Class-2", False),
+])
+def test_adapter_is_pits_form_or_snakepits_dotted_form(adapter: str, ok: bool) -> None:
+    if ok:
+        assert make_pool_config(adapter=adapter).adapter == adapter
+    else:
+        with pytest.raises(ConfigError, match="Snakepit's 'package.module.ClassName'"):
+            make_pool_config(adapter=adapter)
+
+
 def test_state_dir_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIT_STATE_DIR", str(tmp_path / "s"))
     assert load_config(cwd=tmp_path).state_dir == tmp_path / "s"
