@@ -32,8 +32,9 @@ Covered, as Snakepit's ``grpc_server.py`` does it:
 - The session context: ``session_id``, ``request_metadata``, ``elixir_tools`` (pit's host
   tools, `SessionContext.host_tools`), ``call_elixir_tool(name, **kwargs)`` (onto
   ``ctx.call_host_tool``; an unknown tool raises ValueError, a failed call HostToolError, a
-  RuntimeError as in Snakepit), ``cleanup()`` (a no-op: pit's host owns sessions), context-manager use; plus
-  ``pit``, the call's `runtime.SessionContext` (deadline, cancellation, per-session state).
+  RuntimeError as in Snakepit), ``cleanup()`` (a no-op: pit's host owns sessions),
+  context-manager use; plus ``pit``, the call's `runtime.SessionContext` (deadline,
+  cancellation, per-session state).
 - ``snakepit_bridge.telemetry.emit``/``span`` reach pit's telemetry bus (``adapter.<event>``)
   unless the adapter installed a backend of its own; ``get_correlation_id()`` is the call's.
 - ``__thread_safe__ = True`` is pit's ``thread_safe`` (profile = "thread").
@@ -178,6 +179,8 @@ class BridgeHost(Adapter):
 
     bridge_class: type = object
     legacy = False  # dispatch through execute_tool (else the tool's method)
+    # which of the per-call steps the class has (looked up once: a missing attribute costs)
+    has_context = has_initialize = has_cleanup = False
     _telemetry: Any = None  # the bridge's telemetry module, once initialize() found it
 
     def initialize(self) -> None:
@@ -195,12 +198,10 @@ class BridgeHost(Adapter):
         adapter = None
         try:
             adapter = self.bridge_class()
-            setter = getattr(adapter, "set_session_context", None)
-            if setter is not None:
-                setter(session)
-            init = getattr(adapter, "initialize", None)
-            if init is not None:
-                settle(init())
+            if self.has_context:
+                adapter.set_session_context(session)
+            if self.has_initialize:
+                settle(adapter.initialize())
             if self.legacy:
                 out = adapter.execute_tool(tool_name=name, arguments=arguments, context=session)
             else:  # what BaseAdapter.call_tool does, without its clash with a "tool_name"
@@ -211,10 +212,9 @@ class BridgeHost(Adapter):
             raise
 
     def _end(self, adapter: Any, token: Any) -> None:
-        cleanup = getattr(adapter, "cleanup", None)
-        if cleanup is not None:
+        if self.has_cleanup and adapter is not None:
             try:
-                settle(cleanup())
+                settle(adapter.cleanup())
             except Exception:  # noqa: BLE001 - Snakepit logs a failed cleanup and goes on
                 sys.stderr.write(f"pit worker: cleanup() of {type(adapter).__name__} failed:"
                                  f"\n{traceback.format_exc()}")
@@ -254,6 +254,9 @@ def host_class(cls: type) -> type[Adapter]:
         attrs: dict[str, Any] = {
             "__module__": cls.__module__, "__doc__": cls.__doc__, "bridge_class": cls,
             "legacy": legacy, "thread_safe": bool(getattr(cls, "__thread_safe__", False)),
+            **{f"has_{step}": callable(getattr(cls, name, None)) for step, name in (
+                ("context", "set_session_context"), ("initialize", "initialize"),
+                ("cleanup", "cleanup"))},
             "fork_safe": bool(getattr(cls, "fork_safe", True))}
         for i, (name, (fn, description, streaming)) in enumerate(_catalogue(cls, legacy)):
             attrs[f"_bridge_tool_{i}"] = _tool_method(name, fn, description, streaming)
