@@ -67,6 +67,24 @@ class HostClient:
                                 payload)
         return codec.decode_result(resp)
 
+    def tools(self, *, session_id: str, timeout: float | None) -> dict[str, dict[str, Any]]:
+        """The host's tools by name: ``name``, ``description`` and ``parameters`` (name ->
+        ``type``, ``required``, ``description``)."""
+        import grpc
+
+        req = pb.GetExposedElixirToolsRequest(session_id=session_id)
+        try:
+            resp = self._get_stub().GetExposedElixirTools(
+                req, timeout=timeout or HOST_CALL_DEFAULT_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            raise HostToolError(f"host tools could not be listed: {exc.code().name}: "
+                                f"{exc.details()}") from None
+        return {t.name: {"name": t.name, "description": t.description,
+                         "parameters": {p.name: {"type": p.type, "required": p.required,
+                                                 "description": p.description}
+                                        for p in t.parameters}}
+                for t in resp.tools}
+
 
 _EVENT_LOCK = threading.Lock()
 
@@ -113,6 +131,12 @@ class SessionContext:
         """Call a tool the host registered (`pool.register_host_tool`) and return its result."""
         return self._host.call(name, kwargs, session_id=self.session_id,
                                correlation_id=self.correlation_id, timeout=self.remaining())
+
+    @property
+    def host_tools(self) -> dict[str, dict[str, Any]]:
+        """The tools the host registered, by name, with their descriptions and parameters
+        (asks the host each time; raises HostToolError when it cannot be reached)."""
+        return self._host.tools(session_id=self.session_id, timeout=self.remaining())
 
 
 def current_context() -> SessionContext:

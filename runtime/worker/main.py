@@ -43,7 +43,8 @@ def argument_parser() -> argparse.ArgumentParser:
     """Built once (~10 ms, it imports shutil): the fork server builds it for its workers."""
     p = argparse.ArgumentParser(prog="python -m runtime.worker",
                                 description="A pit worker: serves one adapter over gRPC.")
-    p.add_argument("--adapter", required=True, help="pkg.module:Class of the adapter")
+    p.add_argument("--adapter", required=True,
+                   help="pkg.module:Class of the adapter (or Snakepit's pkg.module.Class)")
     p.add_argument("--listen", help="address to bind, e.g. unix:/path/worker.sock")
     p.add_argument("--ready-file", help="where to write the ready JSON once serving")
     p.add_argument("--run-id", default="", help="marker of the host run that owns this worker")
@@ -86,9 +87,18 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def load_adapter_class(spec: str) -> type:
+    """The class ``spec`` names: pit's ``package.module:Class`` or Snakepit's dotted
+    ``package.module.Class``. An adapter written for Snakepit's bridge comes back as the pit
+    adapter that hosts it (runtime/worker/snakepit_adapters.py)."""
+    from . import snakepit_adapters
+
     module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"adapter {spec!r} must look like 'package.module:ClassName'")
+    if not sep:
+        module_name, _, attr = spec.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"adapter {spec!r} must look like 'package.module:ClassName' "
+                         "(or Snakepit's 'package.module.ClassName')")
+    snakepit_adapters.alias_bridge_protocol()  # before the bridge imports its own stubs
     module = importlib.import_module(module_name)
     try:
         cls = getattr(module, attr)
@@ -96,7 +106,8 @@ def load_adapter_class(spec: str) -> type:
         raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
     if not isinstance(cls, type):
         raise ValueError(f"{spec!r} is not a class")
-    return cls
+    return snakepit_adapters.host_class(cls) if snakepit_adapters.is_bridge_adapter(cls) \
+        else cls
 
 
 def _json_table(text: str) -> dict[str, Any]:
