@@ -4,15 +4,18 @@ Usage: python scripts/bench.py [--sizes 2 4] [--reps 3] [--systems ...] [--json]
 
 Systems: pit (blocking `Pool` API), pit-loop (the same with `direct_calls = false`: every call
 through the pool's loop thread), pit-unary (`call_lane = false`: one unary RPC per call, as
-Snakepit does), ProcessPoolExecutor, multiprocessing.Pool, loky, pebble, and Ray actors when
-`ray` is importable (skipped otherwise). Rows, for each pool size: a no-op call one at a time
-with each API's blocking call (p50/p99), no-op calls with 64 in flight, a map over 20,000 tiny
-items (each API's own map), 1 MiB and 16 MiB bytes round trips, 400 x 10 ms CPU-bound tasks
-(efficiency = ideal time / elapsed), time until 2, 8 and 32 workers answer (from creating the
-pool; the library's import is a row of its own) and the USS of an idle worker. Every
-measurement runs in a fresh subprocess (a fork-based pool must not fork a process that already
-runs gRPC threads); each row is the median of --reps runs, the systems taking turns run by run.
-pit is also measured with a `pit status --watch` process attached at 4 Hz (throughput ratio).
+Snakepit does), pit-snakepit (Snakepit 0.13's own Python bridge and showcase adapter as the
+pool's workers, worker = "snakepit": serial and 64-in-flight rows only; needs
+../shared/snakepit-bridge, its env is built with uv), ProcessPoolExecutor, multiprocessing.Pool,
+loky, pebble, and Ray actors when `ray` is importable (skipped otherwise). Rows, for each pool
+size: a no-op call one at a time with each API's blocking call (p50/p99), no-op calls with 64 in
+flight, a map over 20,000 tiny items (each API's own map), 1 MiB and 16 MiB bytes round trips,
+400 x 10 ms CPU-bound tasks (efficiency = ideal time / elapsed), time until 2, 8 and 32 workers
+answer (from creating the pool; the library's import is a row of its own) and the USS of an idle
+worker. Every measurement runs in a fresh subprocess (a fork-based pool must not fork a process
+that already runs gRPC threads); each row is the median of --reps runs, the systems taking turns
+run by run. pit is also measured with a `pit status --watch` process attached at 4 Hz
+(throughput ratio).
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MIB = 1024 * 1024
-SYSTEMS = ["pit", "pit-loop", "pit-unary", "ppe", "mp", "loky", "pebble", "ray"]
-LABELS = {"pit": "pit", "pit-loop": "pit loop", "pit-unary": "pit unary", "ppe": "ProcessPool",
+SYSTEMS = ["pit", "pit-loop", "pit-unary", "pit-snakepit", "ppe", "mp", "loky", "pebble", "ray"]
+LABELS = {"pit": "pit", "pit-loop": "pit loop", "pit-unary": "pit unary",
+          "pit-snakepit": "Snakepit br", "ppe": "ProcessPool",
           "mp": "mp.Pool", "loky": "loky", "pebble": "pebble", "ray": "Ray actors"}
 PEER_MODULE = {"loky": "loky", "pebble": "pebble", "ray": "ray"}
 ROWS = [  # key, label, unit, higher is better
@@ -93,7 +97,16 @@ class Driver:
 
     def __enter__(self) -> Driver:
         s, n = self.system, self.size
-        if s.startswith("pit"):
+        if s == "pit-snakepit":
+            from runtime import Pool
+            from tests import bridge
+
+            python, why = bridge.bridge_python()
+            if python is None:
+                raise SystemExit(why)
+            self.pool = Pool(size=n, call_timeout_ms=120_000, worker="snakepit",
+                             command=bridge.command(python), adapter=bridge.SHOWCASE).start()
+        elif s.startswith("pit"):
             from runtime import Pool
 
             self.pool = Pool(size=n, call_timeout_ms=120_000, call_lane=(s != "pit-unary"),
@@ -238,6 +251,8 @@ def measure(system: str, size: int, quick: bool) -> dict[str, float]:
         out["p50_us"] = statistics.median(samples) * 1e6
         out["p99_us"] = samples[int(len(samples) * 0.99)] * 1e6
         out["calls_per_s"] = _inflight(d, n_tp)
+        if system == "pit-snakepit":  # the showcase has no bytes or CPU tools of pit's
+            return out
         d.map_add(1000)
         t = time.perf_counter()
         assert d.map_add(n_map)[-1] == n_map
@@ -349,6 +364,10 @@ def _median(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def available(system: str) -> bool:
+    if system == "pit-snakepit":
+        from tests import bridge
+
+        return bridge.bridge_python()[0] is not None
     module = PEER_MODULE.get(system)
     return module is None or importlib.util.find_spec(module) is not None
 
@@ -367,8 +386,8 @@ def run(sizes: list[int], systems: list[str], reps: int, quick: bool) -> dict[st
             results.setdefault(str(size), {})[system] = _median(runs[system])
     startup: dict[str, dict[str, float]] = {}
     for system in systems:
-        if system in ("pit-unary", "pit-loop"):
-            continue  # same startup as pit
+        if system in ("pit-unary", "pit-loop", "pit-snakepit"):
+            continue  # same startup as pit (the bridge's: see tests/integration)
         row: dict[str, float] = {}
         for n in ((2, 8) if quick else (2, 8, 32)):
             r = _median([_inner(["startup", system, str(n)], quick) for _ in range(reps)])

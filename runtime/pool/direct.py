@@ -47,7 +47,7 @@ from ..logs import logger
 from ..protocol import pb
 from ..protocol.frames import FrameBuffer, FrameError, encode
 from .call import CallHost, CallRun, dispatched, note_answer, read_answer, record, timed_out
-from .lane import CANCEL_GRACE_S
+from .lane import CANCEL_GRACE_S, lane_call
 
 if TYPE_CHECKING:
     from .host.loop_thread import LoopThread
@@ -454,9 +454,7 @@ def call(pool: DirectHost, loop: LoopThread, req: Any, budget: float | None,
     sent = answered = False
     try:
         cid = w.channel.next_call_id()
-        frame = encode(pb.LaneRequest(calls=[pb.LaneCall(
-            call_id=cid, request=req, timeout_ms=budget * 1000 if budget else 0,
-            deadline_unix_ns=time.time_ns() + int(budget * 1e9) if budget else 0)]))
+        frame = encode(pb.LaneRequest(calls=[lane_call(cid, req, budget)]))
         try:
             link.send(frame, deadline)
         except TimeoutError:

@@ -35,6 +35,11 @@ from ..protocol.frames import FrameBuffer, FrameError, encode
 log = logger("grpc")
 
 CANCEL_GRACE_S = 2.0  # a cancelled call must end within this, or the worker is killed
+# Snakepit's margins: the deadline a worker is told ends this much before the call's own, so
+# that the tool's deadline (ctx.remaining(), a bridge's gRPC deadline) passes first and its
+# answer (WORKER_MARGIN_S) travels back (REPLY_MARGIN_S) before the host's timer fires.
+WORKER_MARGIN_S = 1.0
+REPLY_MARGIN_S = 0.2
 SWEEP_SLACK_S = 0.001  # a deadline this close when the sweep runs counts as passed
 
 OnDone = Callable[[Any, "BaseException | None"], None]
@@ -56,6 +61,24 @@ class LaneWorker(Protocol):
     def lane_unavailable(self) -> None: ...
     def kill_stuck(self, req: Any) -> None: ...
     async def wait_exit(self) -> None: ...
+
+
+def worker_timeout(left: float) -> float:
+    """The deadline a worker is told for a call with ``left`` seconds to go: Snakepit's
+    margins taken off a long call (left - 1.2 s); a call too short for them keeps what it
+    can (all of it up to 1.2 s, then 1.2 s until the margins fit): continuous and never
+    more than ``left``."""
+    margins = WORKER_MARGIN_S + REPLY_MARGIN_S
+    return max(min(left, margins), left - margins)
+
+
+def lane_call(cid: int, req: Any, timeout: float | None) -> Any:
+    """Call ``cid`` as the worker gets it: with the deadline `worker_timeout` leaves it."""
+    if not timeout:
+        return pb.LaneCall(call_id=cid, request=req)
+    inner = worker_timeout(timeout)
+    return pb.LaneCall(call_id=cid, request=req, timeout_ms=inner * 1000,
+                       deadline_unix_ns=time.time_ns() + int(inner * 1e9))
 
 
 class NotStarted(Exception):
@@ -154,9 +177,7 @@ class Lane:
         self.pending[cid] = (on_done, deadline, now, req)
         if deadline < self._sweep_at:
             self._arm(deadline)
-        self._outbox.append(pb.LaneCall(
-            call_id=cid, request=req, timeout_ms=timeout * 1000 if timeout else 0,
-            deadline_unix_ns=time.time_ns() + int(timeout * 1e9) if timeout else 0))
+        self._outbox.append(lane_call(cid, req, timeout))
         if self._closed:  # a call sent after the end: it never reaches the worker
             self.write_failed([], ConnectionResetError("the call lane is closed"))
         else:

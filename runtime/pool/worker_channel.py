@@ -30,7 +30,7 @@ from ..errors import CallTimeout, WorkerExit, from_payload
 from ..logs import logger
 from ..protocol import arrays, codec, pb, pb_grpc, shm
 from .host.telemetry_relay import relay
-from .lane import Lane, LaneWorker, OnDone, deliver
+from .lane import Lane, LaneWorker, OnDone, deliver, worker_timeout
 from .shm import Grant, WorkerShm
 
 if TYPE_CHECKING:
@@ -192,7 +192,9 @@ class WorkerChannel:
         """Plain ExecuteTool, for peers without the call lane (Snakepit workers)."""
         w = self.worker
         try:
-            call = self._stub.ExecuteTool(req, timeout=timeout, metadata=_correlation(req))
+            call = self._stub.ExecuteTool(
+                req, timeout=None if timeout is None else worker_timeout(timeout),
+                metadata=_correlation(req))
             waiter = asyncio.ensure_future(call)
             done, _ = await asyncio.wait({waiter, self._exited},
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -230,8 +232,9 @@ class WorkerChannel:
 
     async def stream(self, req: Any, timeout: float | None) -> AsyncIterator[Any]:
         """Yield ToolChunks of a streaming call granted as exclusive; frees the slot at the end."""
-        call = self._stub.ExecuteStreamingTool(req, timeout=timeout,
-                                               metadata=_correlation(req))
+        call = self._stub.ExecuteStreamingTool(
+            req, timeout=None if timeout is None else worker_timeout(timeout),
+            metadata=_correlation(req))
         try:
             # A dying worker ends the RPC with an error; _rpc_failure names the exit.
             while (chunk := await call.read()) is not grpc.aio.EOF:

@@ -137,6 +137,18 @@ def test_the_deadline_is_one_budget_across_queue_and_worker() -> None:
         busy.result()
 
 
+@pytest.mark.parametrize("options", [{}, {"direct_calls": False}, {"call_lane": False}])
+def test_the_tool_is_told_a_deadline_that_leaves_snakepits_margins(options: dict) -> None:
+    # 1 s for the tool to finish and 200 ms for its answer to travel, before the host's own
+    # deadline passes (direct calls, the loop's lane, unary RPCs alike)
+    with Pool(adapter=SAMPLE, size=1, **options) as pool:
+        pool.execute("remaining_ms")
+        left = pool.execute("remaining_ms", timeout=10)
+        # (gRPC carries a unary call's deadline with a few ms of slack)
+        assert left is not None and 8_000 < left <= 8_850
+        assert pool.execute("remaining_ms", timeout=0.8) > 500  # short: all of it
+
+
 def test_a_call_waiting_in_the_worker_behind_another_keeps_one_budget() -> None:
     # sent at once, the second call is prefetched to the busy worker (it waits there, not in
     # the host's queue): its budget must still count from the caller's deadline

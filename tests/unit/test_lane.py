@@ -89,3 +89,16 @@ def test_a_dead_workers_calls_are_told_apart_by_its_progress() -> None:
     # Without progress (thread profile) only a lone call is surely the culprit.
     assert exit_error(9, None, "m", details, WorkerExit, lone=True).details["culprit"] is True
     assert exit_error(9, None, "m", details, WorkerExit, lone=False).details["culprit"] is False
+
+
+def test_the_worker_is_told_a_deadline_that_leaves_snakepits_margins() -> None:
+    from runtime.pool.lane import lane_call, worker_timeout
+    from runtime.protocol import pb
+
+    assert worker_timeout(300.0) == pytest.approx(298.8)  # long calls: 1 s + 200 ms off
+    assert worker_timeout(0.3) == 0.3  # too short for margins: all of it
+    assert worker_timeout(2.0) == pytest.approx(1.2)  # in between: never a jump
+    assert all(worker_timeout(t / 10) <= worker_timeout(t / 10 + 0.1) for t in range(100))
+    call = lane_call(7, pb.ExecuteToolRequest(tool_name="t"), 10.0)
+    assert call.call_id == 7 and call.timeout_ms == pytest.approx(8800.0)
+    assert lane_call(8, pb.ExecuteToolRequest(), None).timeout_ms == 0
