@@ -138,9 +138,11 @@ class WorkerProcess:
         env.update(self.extra_env)
         env.update(self.config.worker_env())
         if self.bridge is not None:
-            # A pool env: only the bridge and the user's code, never the host's packages.
+            # A pool env: only the bridge, the user's code and what the pool's own `env`
+            # names (a Snakepit checkout's priv/python), never the host's packages.
             env.pop("PYTHONHOME", None)
-            paths = [str(self.bridge), *self._instance.python_path]
+            paths = [str(self.bridge), *self._instance.python_path,
+                     self.config.env.get("PYTHONPATH", "")]
         else:
             paths = [*self._instance.python_path, env.get("PYTHONPATH", "")]
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)

@@ -24,6 +24,7 @@ class Probe(Adapter):
     def info(self) -> dict:
         return {"version": list(sys.version_info[:2]),
                 "has_six": importlib.util.find_spec("six") is not None,
+                "has_extra": importlib.util.find_spec("extra_mod") is not None,
                 "host_site": any("/work/main/.venv" in p for p in sys.path)}
 '''
 
@@ -40,7 +41,9 @@ def pit(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedP
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("PIT_STATE_DIR")  # the project's own .pit/
     (tmp_path / "probe.py").write_text(PROBE_ADAPTER)
-    (tmp_path / "pit.toml").write_text(textwrap.dedent("""
+    (tmp_path / "extra").mkdir()  # a directory only pool b's env names (PYTHONPATH)
+    (tmp_path / "extra" / "extra_mod.py").write_text("")
+    (tmp_path / "pit.toml").write_text(textwrap.dedent(f"""
         [pools.a]
         adapter = "probe:Probe"
         python = "3.11"
@@ -51,6 +54,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         adapter = "probe:Probe"
         python = "3.12"
         size = 1
+        env = {{ PYTHONPATH = "{tmp_path / 'extra'}" }}
     """))
     return tmp_path
 
@@ -70,8 +74,8 @@ def test_two_pools_on_two_pythons_with_their_own_packages(project: Path) -> None
     cfg = load_config(project / "pit.toml")
     with Pools(cfg) as pools:
         a, b = pools["a"].execute("info"), pools["b"].execute("info")
-    assert a == {"version": [3, 11], "has_six": True, "host_site": False}
-    assert b == {"version": [3, 12], "has_six": False, "host_site": False}
+    assert a == {"version": [3, 11], "has_six": True, "has_extra": False, "host_site": False}
+    assert b == {"version": [3, 12], "has_six": False, "has_extra": True, "host_site": False}
     import importlib.util
     assert importlib.util.find_spec("six") is None  # nor in the host
     again = pit("setup", "--check", cwd=project)
