@@ -11,14 +11,14 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, M
 from typing import Any
 
 from ..config import PoolConfig, make_pool_config
-from .core import PoolCore, affinity_mode
+from .core import Facade, PoolCore, affinity_mode
 from .host.instance import HostInstance
 from .mapping import map_async
 from .session_handle import AsyncSession
 from .stats import PoolStats
 
 
-class AsyncPool:
+class AsyncPool(Facade):
     """A pool of worker processes, driven from asyncio.
 
         async with AsyncPool(size=2) as pool:
@@ -31,24 +31,6 @@ class AsyncPool:
             raise TypeError("pass either a PoolConfig or keyword options, not both")
         config = config or make_pool_config(options.pop("name", "default"), **options)
         self._core = PoolCore(config, instance)
-
-    @property
-    def name(self) -> str:
-        return self._core.name
-
-    @property
-    def config(self) -> PoolConfig:
-        return self._core.config
-
-    @property
-    def state(self) -> str:
-        """new | starting | running | closing | closed"""
-        return self._core.state
-
-    @property
-    def instance(self) -> HostInstance:
-        """The host instance the pool's workers belong to (its id, run dir, registry)."""
-        return self._core.instance
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self, *, wait: bool = True) -> AsyncPool:

@@ -566,6 +566,32 @@ class PoolCore:
         return [w.pid for w in self.roster if w.pid is not None]
 
 
+
+class Facade:
+    """What `AsyncPool` and `Pool` both read of their core (frozen, or one value: any
+    thread)."""
+
+    _core: PoolCore
+
+    @property
+    def name(self) -> str:
+        return self._core.name
+
+    @property
+    def config(self) -> PoolConfig:
+        return self._core.config
+
+    @property
+    def state(self) -> str:
+        """new | starting | running | closing | closed"""
+        return self._core.state
+
+    @property
+    def instance(self) -> HostInstance:
+        """The host instance the pool's workers belong to (its id, run dir, registry)."""
+        return self._core.instance
+
+
 def affinity_mode(mode: str) -> str:
     if mode not in AFFINITY_MODES:
         raise ValueError(f"affinity must be one of {', '.join(AFFINITY_MODES)}, got {mode!r}")

@@ -21,7 +21,7 @@ from typing import Any
 from ..config import PitConfig, PoolConfig, load_config, make_pool_config
 from ..errors import PoolNotFound
 from . import direct
-from .core import PoolCore, affinity_mode
+from .core import Facade, PoolCore, affinity_mode
 from .host.instance import HostInstance
 from .host.loop_thread import LoopThread
 from .mapping import map_sync
@@ -50,7 +50,7 @@ class CallFuture(concurrent.futures.Future):  # type: ignore[type-arg]
     cancel_call: Callable[[], None] | None = None
 
 
-class Pool:
+class Pool(Facade):
     """A pool of worker processes with a blocking API (thread-safe)."""
 
     def __init__(self, config: PoolConfig | None = None, **options: Any) -> None:
@@ -65,24 +65,6 @@ class Pool:
         self = cls.__new__(cls)
         self._loop, self._core, self._owner = loop, core, False
         return self
-
-    @property
-    def name(self) -> str:
-        return self._core.name
-
-    @property
-    def config(self) -> PoolConfig:
-        return self._core.config
-
-    @property
-    def state(self) -> str:
-        """new | starting | running | closing | closed"""
-        return self._core.state
-
-    @property
-    def instance(self) -> HostInstance:
-        """The host instance the pool's workers belong to (its id, run dir, registry)."""
-        return self._core.instance
 
     def start(self, *, wait: bool = True) -> Pool:
         self._loop.run(self._core.start(wait=wait))
