@@ -127,6 +127,21 @@ class StopSignal:
         self.grace = 0.0
         os.kill(os.getpid(), signal.SIGTERM)
 
+    def also_on(self, signum: int) -> None:
+        """Stop on ``signum`` too (a worker launched by a Snakepit host stops on SIGINT, as
+        Snakepit's bridge does)."""
+        signal.signal(signum, self._handle)
+
+    def pause(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking at once when a stop is asked; whether one was."""
+        import select
+
+        deadline = time.monotonic() + seconds
+        while not self.requested and (left := deadline - time.monotonic()) > 0:
+            select.select([self.fd], [], [], left)
+            self.drain()
+        return self.requested
+
     def drain(self) -> None:
         with contextlib.suppress(OSError):
             os.read(self.fd, 512)

@@ -5,7 +5,11 @@ unix socket, then write the ready file atomically (JSON: address, pid, protocol,
 host reads that file to know the worker can serve. The worker dies with its host: Linux
 parent-death signal, plus a watchdog on the parent pid everywhere.
 
-Exit codes: 0 clean stop, 1 health check failed, 3 adapter failed to load or initialize.
+A Snakepit host launches it as it launches Snakepit's ``grpc_server.py`` (``--port``,
+``--elixir-address``, ...): see `snakepit_launch` for what that changes.
+
+Exit codes: 0 clean stop, 1 health check failed, 2 bad command line, 3 adapter failed to load
+or initialize; launched by a Snakepit host, 4 the host never answered, 5 the port was not bound.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ import sys
 import traceback
 from concurrent import futures
 from typing import Any
+
+from . import snakepit_launch
+from .snakepit_launch import SnakepitLaunch
 
 MAX_QUEUED_RPCS_PER_THREAD = 8
 DEPENDENT_TIMEOUT_S = 10.0
@@ -77,6 +84,7 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-fd", type=int, default=-1, help="the fork server's socket")
     p.add_argument("--forked", action="store_true",
                    help="this worker was forked by the fork server (watch --host-pid)")
+    snakepit_launch.add_arguments(p)
     return p
 
 
@@ -135,7 +143,7 @@ def _write_ready(path: str, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def serve(ns: argparse.Namespace) -> int:
+def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
     import grpc
 
     from ..protocol import PROTOCOL_VERSION, pb, pb_grpc, shm
@@ -149,6 +157,8 @@ def serve(ns: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
     stop = StopSignal()
+    if launch is not None:
+        stop.also_on(signal.SIGINT)  # as Snakepit's bridge
     # A forked worker starts with SIGTERM blocked (zygote._fork): one sent meanwhile lands now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     # A fatal signal (SIGSEGV in a C extension, SIGABRT, SIGBUS ...) prints the Python stack
@@ -164,8 +174,12 @@ def serve(ns: argparse.Namespace) -> int:
     if ns.independent:
         sys.stderr.write("pit worker: running independent of its host (dependent = false): "
                          "it will not exit when the host dies\n")
-    else:
+    elif launch is None:  # a Snakepit host's workers find it lost by their heartbeats
         die_with_parent(ns.host_pid, ns.forked)
+    if launch is not None:  # the bridge waits for its host before it binds
+        code = snakepit_launch.before_binding(launch, stop.pause, lambda: stop.requested)
+        if code is not None:
+            return code
 
     try:
         cls = load_adapter_class(ns.adapter)
@@ -199,8 +213,17 @@ def serve(ns: argparse.Namespace) -> int:
             runner.progress = mmap.mmap(fh.fileno(), PROGRESS_SIZE)
     limit = ns.max_message_mb * 1024 * 1024
     server_threads = 8 + ns.threads
-    servicer = WorkerServicer(runner, {n: tool_spec(t, pb) for n, t in tools.items()}, limit,
-                              server_threads)
+    specs = {n: tool_spec(t, pb) for n, t in tools.items()}
+    if launch is None:
+        servicer = WorkerServicer(runner, specs, limit, server_threads)
+    else:
+        from .snakepit_servicer import SnakepitServicer
+
+        servicer = SnakepitServicer(
+            runner, specs, limit, server_threads, host=runner.host.stub(),
+            host_address=launch.host_address, heartbeat=launch.heartbeat,
+            on_host_lost=stop.abandon_host, adapter_cls=cls,
+            worker_id=ns.worker_id or f"python-{os.getpid()}")
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=server_threads, thread_name_prefix="pit-rpc"),
         options=[("grpc.max_send_message_length", limit),
@@ -208,7 +231,14 @@ def serve(ns: argparse.Namespace) -> int:
         # RPCs past this are refused (RESOURCE_EXHAUSTED) instead of queueing without bound
         maximum_concurrent_rpcs=MAX_QUEUED_RPCS_PER_THREAD * server_threads)
     pb_grpc.add_BridgeServiceServicer_to_server(servicer, server)
-    server.add_insecure_port(ns.listen)
+    port = 0  # the TCP port a Snakepit launch bound
+    if launch is None:
+        server.add_insecure_port(ns.listen)
+    else:
+        port = snakepit_launch.bind(server, launch)
+        if not port:
+            return snakepit_launch.EXIT_NOT_BOUND
+        ns.listen = launch.listen_address(port)
     server.start()
     lane = None
     if ns.lane_socket and not ns.no_call_lane:
@@ -216,7 +246,12 @@ def serve(ns: argparse.Namespace) -> int:
 
         lane = LaneSocket(ns.lane_socket, servicer, limit)
     host_watch = "none"  # how a wedged host is noticed (a dead one: see die_with_parent)
-    if not ns.independent and ns.host_pings and ns.dependent_timeout >= 3 * ns.host_pings:
+    if launch is not None:
+        cfg = launch.heartbeat
+        host_watch = "snakepit_heartbeat" if cfg.enabled and cfg.dependent else "none"
+        if launch.ready_file:
+            snakepit_launch.write_port(launch.ready_file, port)
+    elif not ns.independent and ns.host_pings and ns.dependent_timeout >= 3 * ns.host_pings:
         watch_host_contact(servicer, ns.dependent_timeout, stop)
         host_watch = "pings"
     elif ns.host_address and not ns.independent:
@@ -237,7 +272,7 @@ def serve(ns: argparse.Namespace) -> int:
         })
 
     stop.wait()
-    servicer.close_telemetry()  # its stream would otherwise hold server.stop for the grace
+    servicer.close()  # the telemetry stream would otherwise hold server.stop for the grace
     if lane is not None:
         lane.close(stop.grace)
     server.stop(stop.grace).wait(stop.grace + 1)
@@ -266,7 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
     if ns.health_check:
         return health_check(ns.adapter)
-    if not ns.listen:
-        print("pit worker: --listen is required (unless --health-check)", file=sys.stderr)
+    try:
+        launch = snakepit_launch.launch(ns, os.environ)
+    except snakepit_launch.LaunchError as exc:
+        print(f"pit worker: {exc}", file=sys.stderr)
         return 2
-    return serve(ns)
+    if not ns.listen:
+        print("pit worker: --listen (or Snakepit's --port) is required (unless "
+              "--health-check)", file=sys.stderr)
+        return 2
+    return serve(ns, launch)
