@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from ..protocol import pb
+from ..protocol import codec, pb
 from .runner import ToolRunner
 from .servicer import WorkerServicer
 from .snakepit_launch import HeartbeatConfig
@@ -72,7 +72,18 @@ class SnakepitServicer(WorkerServicer):
 
     def ExecuteStreamingTool(self, request: Any, context: Any) -> Iterator[Any]:
         self._enter_session(request.session_id, context)
-        yield from super().ExecuteStreamingTool(request, context)
+        sent = 0
+        for chunk in super().ExecuteStreamingTool(request, context):
+            sent += 1
+            if chunk.is_final and chunk.data:
+                # A plain tool's result, called as a stream: as the bridge sends it, a chunk
+                # with the data and an empty final one (Snakepit's hosts may skip the data
+                # of a final chunk).
+                chunk.is_final = False
+                yield chunk
+                yield codec.final_chunk(request.tool_name, sent + 1)
+                return
+            yield chunk
 
     def _enter_session(self, session_id: str, context: Any) -> None:
         """Before a call, as the bridge: make sure the host knows the session, beat it, and

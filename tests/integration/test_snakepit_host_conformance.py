@@ -237,6 +237,11 @@ def test_a_snakepit_host_launches_and_drives_the_worker(tmp_path: Path, reap: li
             assert [json.loads(c.data) for c in chunks if c.data] == [{"i": i}
                                                                        for i in (1, 2, 3)]
             assert chunks[0].chunk_id == "stream_count-1" and chunks[-1].is_final
+            # a plain tool called as a stream: its result, then an empty final chunk
+            chunks = list(stub.ExecuteStreamingTool(pb.ExecuteToolRequest(
+                tool_name="add", parameters=params(a=1, b=1), stream=True), timeout=30))
+            assert [(json.loads(c.data), c.is_final) for c in chunks[:1]] == [(2, False)]
+            assert len(chunks) == 2 and chunks[1].is_final and not chunks[1].data
             # a tool's error: success=false and the bridge's JSON payload
             resp = execute(stub, "fail", message="boom")
             err = json.loads(resp.error_message)
