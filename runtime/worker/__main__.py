@@ -11,6 +11,8 @@ try:
         code = serve_forks(parse_args())
     else:
         code = main()
+except SystemExit as exc:  # argparse refusing the command line: its code (2), not ours
+    code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
 finally:
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -34,7 +34,8 @@ class HostClient:
         self._stub: Any = None
         self._lock = threading.Lock()
 
-    def _get_stub(self) -> Any:
+    def stub(self) -> Any:
+        """The BridgeService stub on the host's channel (made on first use)."""
         if not self.address:
             raise HostToolError("this worker was started without --host-address; "
                                 "host tools are unavailable")
@@ -56,7 +57,7 @@ class HostClient:
             req.metadata["correlation_id"] = correlation_id
         md = (("x-snakepit-correlation-id", correlation_id),) if correlation_id else None
         try:
-            resp = self._get_stub().ExecuteElixirTool(
+            resp = self.stub().ExecuteElixirTool(
                 req, timeout=timeout or HOST_CALL_DEFAULT_TIMEOUT_S, metadata=md)
         except grpc.RpcError as exc:
             raise HostToolError(f"host tool {name!r} could not be called: "
@@ -74,7 +75,7 @@ class HostClient:
 
         req = pb.GetExposedElixirToolsRequest(session_id=session_id)
         try:
-            resp = self._get_stub().GetExposedElixirTools(
+            resp = self.stub().GetExposedElixirTools(
                 req, timeout=timeout or HOST_CALL_DEFAULT_TIMEOUT_S)
         except grpc.RpcError as exc:
             raise HostToolError(f"host tools could not be listed: {exc.code().name}: "

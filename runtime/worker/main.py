@@ -5,13 +5,16 @@ unix socket, then write the ready file atomically (JSON: address, pid, protocol,
 host reads that file to know the worker can serve. The worker dies with its host: Linux
 parent-death signal, plus a watchdog on the parent pid everywhere.
 
-Exit codes: 0 clean stop, 1 health check failed, 3 adapter failed to load or initialize.
+A Snakepit host launches it as it launches Snakepit's ``grpc_server.py`` (``--port``,
+``--elixir-address``, ...): see `snakepit_launch` for what that changes.
+
+Exit codes: 0 clean stop, 1 health check failed, 2 bad command line, 3 adapter failed to load
+or initialize; launched by a Snakepit host, 4 the host never answered, 5 the port was not bound.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import faulthandler
 import functools
 import importlib
@@ -19,17 +22,15 @@ import json
 import os
 import signal
 import sys
-import threading
-import time
 import traceback
 from concurrent import futures
 from typing import Any
 
-SHUTDOWN_GRACE_S = 2.0
+from . import snakepit_launch
+from .snakepit_launch import SnakepitLaunch
+
 MAX_QUEUED_RPCS_PER_THREAD = 8
 DEPENDENT_TIMEOUT_S = 10.0
-HOST_HEARTBEAT_INTERVAL_S = 2.0
-PARENT_POLL_S = 0.5
 EXIT_ADAPTER_FAILED = 3
 PRELOADED_TOOLS: dict[type, Any] = {}  # adapter class -> its tools, filled by the fork server
 
@@ -83,6 +84,7 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-fd", type=int, default=-1, help="the fork server's socket")
     p.add_argument("--forked", action="store_true",
                    help="this worker was forked by the fork server (watch --host-pid)")
+    snakepit_launch.add_arguments(p)
     return p
 
 
@@ -134,93 +136,6 @@ def _initialize(adapter: Any, spec: str, args: dict[str, Any]) -> None:
     adapter.initialize(**args)
 
 
-def arm_parent_death_signal() -> None:
-    """Linux: SIGTERM when the parent dies (elsewhere the watchdogs do the job)."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-
-
-def _host_alive(host_pid: int) -> bool:
-    try:
-        os.kill(host_pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def _die_with_parent(host_pid: int, forked: bool = False) -> None:
-    """Exit with the host: parent-death signal and a watchdog on the parent pid; a forked
-    worker's parent is the fork server, so it watches the host's pid instead."""
-    if not forked:
-        arm_parent_death_signal()
-        if host_pid and os.getppid() != host_pid:
-            os._exit(0)  # the host died before we could arm the signal
-    elif host_pid and not _host_alive(host_pid):
-        os._exit(0)
-
-    def watch() -> None:
-        while True:
-            time.sleep(PARENT_POLL_S)
-            if (not _host_alive(host_pid)) if forked else os.getppid() != host_pid:
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-
-    if host_pid:
-        threading.Thread(target=watch, name="pit-parent-watch", daemon=True).start()
-
-
-def _watch_host_contact(servicer: Any, timeout_s: float, stop: StopSignal) -> None:
-    """Dependent mode, when the host pings us: exit once it has been silent for ``timeout_s``
-    (alive but wedged). Costs a sleeping thread, where `_heartbeat_host` costs a gRPC client
-    channel (~4 MiB a worker)."""
-
-    def watch() -> None:
-        while True:
-            time.sleep(min(1.0, timeout_s / 4))
-            silent = time.monotonic() - servicer.last_host_contact
-            if silent > timeout_s:
-                sys.stderr.write(f"pit worker: the host has not pinged for {silent:.1f} s "
-                                 "(dependent_timeout_ms); exiting\n")
-                stop.abandon_host()
-                return
-
-    threading.Thread(target=watch, name="pit-host-watch", daemon=True).start()
-
-
-def _heartbeat_host(address: str, timeout_s: float, stop: StopSignal) -> None:
-    """Dependent mode: exit when the host has not answered for ``timeout_s`` (it may be alive
-    but wedged, or gone in a way the parent-death signal cannot see)."""
-    import grpc
-
-    from ..protocol import pb, pb_grpc
-
-    def beat() -> None:
-        channel = grpc.insecure_channel(address)
-        stub = pb_grpc.BridgeServiceStub(channel)
-        last_ok = time.monotonic()
-        while not stop.requested:
-            try:
-                stub.Heartbeat(pb.HeartbeatRequest(), timeout=HOST_HEARTBEAT_INTERVAL_S)
-                last_ok = time.monotonic()
-            except grpc.RpcError:
-                if time.monotonic() - last_ok > timeout_s:
-                    sys.stderr.write(f"pit worker: host at {address} has not answered for "
-                                     f"{timeout_s:g} s; exiting\n")
-                    stop.abandon_host()
-                    return
-            time.sleep(HOST_HEARTBEAT_INTERVAL_S)
-
-    threading.Thread(target=beat, name="pit-host-heartbeat", daemon=True).start()
-
-
 def _write_ready(path: str, payload: dict[str, Any]) -> None:
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w") as fh:
@@ -228,54 +143,13 @@ def _write_ready(path: str, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-class StopSignal:
-    """SIGTERM -> stop serving. The handler only sets a flag: a handler that took a lock (as
-    Event.set does) deadlocks when a second signal lands while the first holds it."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.grace = SHUTDOWN_GRACE_S  # for the calls and streams still open when it stops
-        self.fd, self._w = os.pipe()  # readable whenever a handled signal arrived
-        os.set_blocking(self._w, False)
-        os.set_blocking(self.fd, False)
-        signal.set_wakeup_fd(self._w)  # the C-level handler writes here: select() wakes
-        signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-
-    def abandon_host(self) -> None:
-        """Stop because the host stopped answering: nobody will close the lane or the RPCs
-        it holds, so waiting out their shutdown grace would only keep us past
-        dependent_timeout_ms."""
-        self.grace = 0.0
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    def drain(self) -> None:
-        with contextlib.suppress(OSError):
-            os.read(self.fd, 512)
-
-    def wait(self) -> None:
-        import select
-
-        while not self.requested:
-            select.select([self.fd], [], [], 1.0)
-            self.drain()
-
-    def release(self) -> None:
-        """Undo it all (a forked child starts over with its own)."""
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.close(self.fd)
-        os.close(self._w)
-
-
-def serve(ns: argparse.Namespace) -> int:
+def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
     import grpc
 
     from ..protocol import PROTOCOL_VERSION, pb, pb_grpc, shm
     from .adapter import collect_tools
     from .context import HostClient
+    from .lifetime import StopSignal, die_with_parent, heartbeat_host, watch_host_contact
     from .runner import ToolRunner
     from .servicer import WorkerServicer
     from .sessions import SessionTable
@@ -283,6 +157,8 @@ def serve(ns: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
     stop = StopSignal()
+    if launch is not None:
+        stop.also_on(signal.SIGINT)  # as Snakepit's bridge
     # A forked worker starts with SIGTERM blocked (zygote._fork): one sent meanwhile lands now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     # A fatal signal (SIGSEGV in a C extension, SIGABRT, SIGBUS ...) prints the Python stack
@@ -298,8 +174,12 @@ def serve(ns: argparse.Namespace) -> int:
     if ns.independent:
         sys.stderr.write("pit worker: running independent of its host (dependent = false): "
                          "it will not exit when the host dies\n")
-    else:
-        _die_with_parent(ns.host_pid, ns.forked)
+    elif launch is None:  # a Snakepit host's workers find it lost by their heartbeats
+        die_with_parent(ns.host_pid, ns.forked)
+    if launch is not None:  # the bridge waits for its host before it binds
+        code = snakepit_launch.before_binding(launch, stop.pause, lambda: stop.requested)
+        if code is not None:
+            return code
 
     try:
         cls = load_adapter_class(ns.adapter)
@@ -333,8 +213,17 @@ def serve(ns: argparse.Namespace) -> int:
             runner.progress = mmap.mmap(fh.fileno(), PROGRESS_SIZE)
     limit = ns.max_message_mb * 1024 * 1024
     server_threads = 8 + ns.threads
-    servicer = WorkerServicer(runner, {n: tool_spec(t, pb) for n, t in tools.items()}, limit,
-                              server_threads)
+    specs = {n: tool_spec(t, pb) for n, t in tools.items()}
+    if launch is None:
+        servicer = WorkerServicer(runner, specs, limit, server_threads)
+    else:
+        from .snakepit_servicer import SnakepitServicer
+
+        servicer = SnakepitServicer(
+            runner, specs, limit, server_threads, host=runner.host.stub(),
+            host_address=launch.host_address, heartbeat=launch.heartbeat,
+            on_host_lost=stop.abandon_host, adapter_cls=cls,
+            worker_id=ns.worker_id or f"python-{os.getpid()}")
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=server_threads, thread_name_prefix="pit-rpc"),
         options=[("grpc.max_send_message_length", limit),
@@ -342,19 +231,31 @@ def serve(ns: argparse.Namespace) -> int:
         # RPCs past this are refused (RESOURCE_EXHAUSTED) instead of queueing without bound
         maximum_concurrent_rpcs=MAX_QUEUED_RPCS_PER_THREAD * server_threads)
     pb_grpc.add_BridgeServiceServicer_to_server(servicer, server)
-    server.add_insecure_port(ns.listen)
+    port = 0  # the TCP port a Snakepit launch bound
+    if launch is None:
+        server.add_insecure_port(ns.listen)
+    else:
+        port = snakepit_launch.bind(server, launch)
+        if not port:
+            return snakepit_launch.EXIT_NOT_BOUND
+        ns.listen = launch.listen_address(port)
     server.start()
     lane = None
     if ns.lane_socket and not ns.no_call_lane:
         from .lane_socket import LaneSocket
 
         lane = LaneSocket(ns.lane_socket, servicer, limit)
-    host_watch = "none"  # how a wedged host is noticed (a dead one: see _die_with_parent)
-    if not ns.independent and ns.host_pings and ns.dependent_timeout >= 3 * ns.host_pings:
-        _watch_host_contact(servicer, ns.dependent_timeout, stop)
+    host_watch = "none"  # how a wedged host is noticed (a dead one: see die_with_parent)
+    if launch is not None:
+        cfg = launch.heartbeat
+        host_watch = "snakepit_heartbeat" if cfg.enabled and cfg.dependent else "none"
+        if launch.ready_file:
+            snakepit_launch.write_port(launch.ready_file, port)
+    elif not ns.independent and ns.host_pings and ns.dependent_timeout >= 3 * ns.host_pings:
+        watch_host_contact(servicer, ns.dependent_timeout, stop)
         host_watch = "pings"
     elif ns.host_address and not ns.independent:
-        _heartbeat_host(ns.host_address, ns.dependent_timeout, stop)
+        heartbeat_host(ns.host_address, ns.dependent_timeout, stop)
         host_watch = "heartbeat"
     if ns.ready_file:
         _write_ready(ns.ready_file, {
@@ -371,7 +272,7 @@ def serve(ns: argparse.Namespace) -> int:
         })
 
     stop.wait()
-    servicer.close_telemetry()  # its stream would otherwise hold server.stop for the grace
+    servicer.close()  # the telemetry stream would otherwise hold server.stop for the grace
     if lane is not None:
         lane.close(stop.grace)
     server.stop(stop.grace).wait(stop.grace + 1)
@@ -400,7 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
     if ns.health_check:
         return health_check(ns.adapter)
-    if not ns.listen:
-        print("pit worker: --listen is required (unless --health-check)", file=sys.stderr)
+    try:
+        launch = snakepit_launch.launch(ns, os.environ)
+    except snakepit_launch.LaunchError as exc:
+        print(f"pit worker: {exc}", file=sys.stderr)
         return 2
-    return serve(ns)
+    if not ns.listen:
+        print("pit worker: --listen (or Snakepit's --port) is required (unless "
+              "--health-check)", file=sys.stderr)
+        return 2
+    return serve(ns, launch)

@@ -72,6 +72,10 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
         self.last_host_contact = time.monotonic()
         self._telemetry_closed = threading.Event()
 
+    def close(self) -> None:
+        """Worker shutdown: end what runs beside the RPCs, before the server stops."""
+        self.close_telemetry()
+
     def close_telemetry(self) -> None:
         """End the telemetry stream once it has sent what is buffered (worker shutdown)."""
         self._telemetry_closed.set()

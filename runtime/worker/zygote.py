@@ -29,7 +29,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .main import StopSignal
+    from .lifetime import StopSignal
 
 POLL_S = 0.5
 
@@ -60,7 +60,7 @@ def _preload(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def serve(ns: argparse.Namespace) -> int:
-    from .main import StopSignal, arm_parent_death_signal
+    from .lifetime import StopSignal, arm_parent_death_signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A fatal signal while importing the adapter or in preload() names the crashing line in
