@@ -150,10 +150,10 @@ MIN_TOKEN_CHARS = 16
 
 @dataclass(frozen=True, slots=True)
 class ToolBridgeConfig:
-    """``[tool_bridge]``: other programs calling the pools' tools over loopback TCP. Without a
-    token the TCP listener serves only what Snakepit's bridge workers need (never ExecuteTool);
-    with one, ExecuteTool / ExecuteStreamingTool are served there to calls that carry it as
-    gRPC metadata ``authorization: Bearer <token>``. host.sock (0700) needs no token."""
+    """``[tool_bridge]``: other programs calling the pools' tools over loopback TCP. With a
+    token the host serves its BridgeService (ExecuteTool included) on 127.0.0.1:<tcp_port>
+    to calls that carry gRPC metadata ``authorization: Bearer <token>``; without one, only
+    host.sock (0700) serves ExecuteTool (the TCP listener for Snakepit's bridge never does)."""
 
     token: str = field(default="", repr=False)
     tcp_port: int = 0  # with a token: the listener's port on 127.0.0.1 (0: any free port)
