@@ -145,12 +145,27 @@ class TelemetryConfig:
     prometheus_port: int = 0  # 0: no exporter; else serve /metrics on 127.0.0.1:<port>
 
 
+MIN_TOKEN_CHARS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ToolBridgeConfig:
+    """``[tool_bridge]``: other programs calling the pools' tools over loopback TCP. With a
+    token the host serves its BridgeService (ExecuteTool included) on 127.0.0.1:<tcp_port>
+    to calls that carry gRPC metadata ``authorization: Bearer <token>``; without one, only
+    host.sock (0700) serves ExecuteTool (the TCP listener for Snakepit's bridge never does)."""
+
+    token: str = field(default="", repr=False)
+    tcp_port: int = 0  # with a token: the listener's port on 127.0.0.1 (0: any free port)
+
+
 @dataclass(frozen=True, slots=True)
 class PitConfig:
     path: Path | None
     state_dir: Path
     pools: Mapping[str, PoolConfig]
     telemetry: TelemetryConfig = TelemetryConfig()
+    tool_bridge: ToolBridgeConfig = ToolBridgeConfig()
 
 
 def _json_able(value: Any) -> bool:
@@ -244,8 +259,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "start_batch": _int(1, 1024),
 }
 POOL_KEYS = tuple(_RULES)
-TOP_KEYS = ("pools", "state_dir", "telemetry")
+TOP_KEYS = ("pools", "state_dir", "telemetry", "tool_bridge")
 TELEMETRY_KEYS = ("prometheus_port",)
+TOOL_BRIDGE_KEYS = ("token", "tcp_port")
 
 
 def _unknown(key: str, accepted: tuple[str, ...], where: str) -> ConfigError:
@@ -387,7 +403,8 @@ def load_config(path: str | Path | None = None, *, cwd: Path | None = None) -> P
     if not pools:
         pools[DEFAULT_POOL] = PoolConfig()
     return PitConfig(path=found, state_dir=state_dir(found, data.get("state_dir")),
-                     pools=pools, telemetry=_telemetry(data.get("telemetry", {}), where))
+                     pools=pools, telemetry=_telemetry(data.get("telemetry", {}), where),
+                     tool_bridge=_tool_bridge(data.get("tool_bridge", {}), where))
 
 
 def _telemetry(table: Any, where: str) -> TelemetryConfig:
@@ -401,6 +418,29 @@ def _telemetry(table: Any, where: str) -> TelemetryConfig:
         raise ConfigError(f"{where}: [telemetry] prometheus_port must be a TCP port "
                           f"(1-65535, 0 for none), got {port!r}")
     return TelemetryConfig(prometheus_port=port)
+
+
+def _tool_bridge(table: Any, where: str) -> ToolBridgeConfig:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: 'tool_bridge' must be a table ([tool_bridge])")
+    for key in table:
+        if key not in TOOL_BRIDGE_KEYS:
+            raise _unknown(key, TOOL_BRIDGE_KEYS, f"{where}: [tool_bridge]")
+    token, port = table.get("token", ""), table.get("tcp_port", 0)
+    if not isinstance(token, str) or (token and (len(token) < MIN_TOKEN_CHARS
+                                                 or token != token.strip())):
+        raise ConfigError(f"{where}: [tool_bridge] token must be a string of at least "
+                          f"{MIN_TOKEN_CHARS} characters without surrounding spaces",
+                          hint='make one with: python -c "import secrets; '
+                               'print(secrets.token_urlsafe(32))"')
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"{where}: [tool_bridge] tcp_port must be a TCP port "
+                          f"(1-65535, 0 for any free one), got {port!r}")
+    if port and not token:
+        raise ConfigError(f"{where}: [tool_bridge] tcp_port = {port} needs a token: without "
+                          "one, ExecuteTool is not served over TCP",
+                          hint="add token = \"...\" to [tool_bridge], or remove tcp_port")
+    return ToolBridgeConfig(token=token, tcp_port=port)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from ..config import PitConfig, PoolConfig, load_config, make_pool_config
 from ..errors import PoolNotFound
 from . import direct
 from .core import Facade, PoolCore, affinity_mode
+from .host.host_tools import ParamSpecs
 from .host.instance import HostInstance
 from .host.loop_thread import LoopThread
 from .mapping import map_sync
@@ -248,8 +249,17 @@ class Pool(Facade):
     def pids(self) -> list[int]:
         return self._core.pids()
 
-    def register_host_tool(self, name: str, fn: Callable[..., Any]) -> None:
-        self._core.instance.register_host_tool(name, fn)
+    def register_host_tool(self, name: str, fn: Callable[..., Any], *,
+                           description: str | None = None,
+                           parameters: ParamSpecs | None = None,
+                           session_id: str | None = None) -> None:
+        """See `AsyncPool.register_host_tool`."""
+        self._core.instance.register_host_tool(name, fn, description=description,
+                                               parameters=parameters, session_id=session_id)
+
+    def unregister_host_tool(self, name: str, *, session_id: str | None = None) -> bool:
+        """See `AsyncPool.unregister_host_tool`."""
+        return self._core.instance.unregister_host_tool(name, session_id=session_id)
 
 
 STREAM_BUFFER = 256  # chunks buffered on the host per stream
@@ -320,7 +330,9 @@ class Pools(Mapping[str, Pool]):
         paths = [*(python_path or []), str(config.path.parent if config.path else Path.cwd())]
         self.instance = HostInstance(config.state_dir, python_path=paths,
                                      config_path=config.path,
-                                     prometheus_port=config.telemetry.prometheus_port)
+                                     prometheus_port=config.telemetry.prometheus_port,
+                                     tool_token=config.tool_bridge.token,
+                                     tool_port=config.tool_bridge.tcp_port)
         self.instance.pool_names = list(selected)
         self._pools: dict[str, Pool] = {}
         for name in selected:
@@ -357,6 +369,18 @@ class Pools(Mapping[str, Pool]):
             return next(iter(self._pools.values()))
         raise PoolNotFound(f"several pools ({', '.join(self._pools)}) and none named "
                            "'default'", hint="name the pool: pools['name'].execute(...)")
+
+    def register_host_tool(self, name: str, fn: Callable[..., Any], *,
+                           description: str | None = None,
+                           parameters: ParamSpecs | None = None,
+                           session_id: str | None = None) -> None:
+        """A host tool for every pool of the set: see `AsyncPool.register_host_tool`."""
+        self.instance.register_host_tool(name, fn, description=description,
+                                         parameters=parameters, session_id=session_id)
+
+    def unregister_host_tool(self, name: str, *, session_id: str | None = None) -> bool:
+        """See `AsyncPool.unregister_host_tool`."""
+        return self.instance.unregister_host_tool(name, session_id=session_id)
 
     def start(self, *, wait: bool = True) -> Pools:
         """Start every pool concurrently. A pool that fails to start does not stop the others:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ..protocol import codec, pb, pb_grpc
@@ -68,9 +69,37 @@ class HostClient:
                                 payload)
         return codec.decode_result(resp)
 
+    def execute(self, name: str, args: Mapping[str, Any] | None, *, pool: str | None,
+                session_id: str, correlation_id: str, timeout: float | None) -> Any:
+        """Call any tool through the host's ExecuteTool: a host tool, or a pool's tool
+        (``pool``: which pool; None: the host's routing rules)."""
+        import grpc
+
+        req = pb.ExecuteToolRequest(session_id=session_id, tool_name=name)
+        try:
+            codec.encode_params(req, args)
+        except codec.CodecError as exc:
+            raise HostToolError(f"tool {name!r}: {exc}") from None
+        if pool:
+            req.metadata["pool"] = pool
+        if correlation_id:
+            req.metadata["correlation_id"] = correlation_id
+        where = f"tool {name!r} of pool {pool!r}" if pool else f"tool {name!r}"
+        try:
+            resp = self._get_stub().ExecuteTool(req, timeout=timeout or HOST_CALL_DEFAULT_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            raise HostToolError(f"{where} could not be called through the host: "
+                                f"{exc.code().name}: {exc.details()}") from None
+        if not resp.success:
+            payload = codec.decode_error(resp.error_message)
+            raise HostToolError(f"{where} failed: {payload.get('type', 'Error')}: "
+                                f"{payload.get('message', '')}", payload)
+        return codec.decode_result(resp)
+
     def tools(self, *, session_id: str, timeout: float | None) -> dict[str, dict[str, Any]]:
-        """The host's tools by name: ``name``, ``description`` and ``parameters`` (name ->
-        ``type``, ``required``, ``description``)."""
+        """The host's tools by name: ``name``, ``description``, ``streaming``,
+        ``session_id`` ("" for a tool every session sees) and ``parameters`` (name ->
+        ``type``, ``required``, ``description``, and ``default`` when it has one)."""
         import grpc
 
         req = pb.GetExposedElixirToolsRequest(session_id=session_id)
@@ -81,10 +110,20 @@ class HostClient:
             raise HostToolError(f"host tools could not be listed: {exc.code().name}: "
                                 f"{exc.details()}") from None
         return {t.name: {"name": t.name, "description": t.description,
-                         "parameters": {p.name: {"type": p.type, "required": p.required,
-                                                 "description": p.description}
-                                        for p in t.parameters}}
+                         "streaming": t.supports_streaming,
+                         "session_id": t.metadata.get("session_id", ""),
+                         "parameters": {p.name: _param(p) for p in t.parameters}}
                 for t in resp.tools}
+
+
+def _param(p: Any) -> dict[str, Any]:
+    out = {"type": p.type, "required": p.required, "description": p.description}
+    if p.default_value.value:  # JSON, as parameters travel
+        try:
+            out["default"] = codec.loads(p.default_value.value, f"default of {p.name!r}")
+        except codec.CodecError:
+            pass  # a peer's default that is not JSON: left out, as if unannounced
+    return out
 
 
 _EVENT_LOCK = threading.Lock()
@@ -132,6 +171,16 @@ class SessionContext:
         """Call a tool the host registered (`pool.register_host_tool`) and return its result."""
         return self._host.call(name, kwargs, session_id=self.session_id,
                                correlation_id=self.correlation_id, timeout=self.remaining())
+
+    def call_tool(self, name: str, args: Mapping[str, Any] | None = None, *,
+                  pool: str | None = None) -> Any:
+        """Call any tool through the host (its ExecuteTool) and return its result: the tool
+        ``name`` of ``pool`` (another pool of the host, or this one: it needs a free worker
+        then), or with no pool a host tool of that name, else the host's default pool. Runs
+        in this call's session, within what is left of its deadline. Raises HostToolError
+        (``.payload``: the error's type, message and traceback)."""
+        return self._host.execute(name, args, pool=pool, session_id=self.session_id,
+                                  correlation_id=self.correlation_id, timeout=self.remaining())
 
     @property
     def host_tools(self) -> dict[str, dict[str, Any]]:

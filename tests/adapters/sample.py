@@ -188,6 +188,18 @@ class SampleAdapter(Adapter):
         return taken
 
 
+    @tool
+    def relay(self, ctx: SessionContext, tool: str, args: dict | None = None,
+              pool: str | None = None) -> Any:
+        """Call any tool through the host's ExecuteTool (another pool's, or a host tool)."""
+        return ctx.call_tool(tool, args, pool=pool)
+
+    @tool
+    def host_tool_specs(self, ctx: SessionContext) -> dict:
+        """What ctx.host_tools lists for this call's session."""
+        return ctx.host_tools
+
+
 class LeakyAdapter(Adapter):
     """Keeps 1 MiB of every call alive: RSS grows ~100 MiB per 100 requests."""
 

@@ -86,3 +86,28 @@ def test_pit_config_env_must_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("PIT_CONFIG", str(tmp_path / "missing.toml"))
     with pytest.raises(ConfigError, match="does not exist"):
         load_config()
+
+
+def test_tool_bridge_takes_a_token_and_a_port(tmp_path: Path) -> None:
+    assert load_config(cwd=tmp_path).tool_bridge.token == ""
+    path = tmp_path / "pit.toml"
+    path.write_text('[tool_bridge]\ntoken = "0123456789abcdef-long"\ntcp_port = 50777\n')
+    cfg = load_config(path)
+    assert (cfg.tool_bridge.token, cfg.tool_bridge.tcp_port) == ("0123456789abcdef-long", 50777)
+    assert "0123456789abcdef" not in repr(cfg)  # the secret stays out of logs and tracebacks
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('token = "short"', "at least 16 characters"),
+    ("token = 12", "at least 16 characters"),
+    ('token = " 0123456789abcdef "', "without surrounding spaces"),
+    ("tcp_port = 50777", "needs a token"),
+    ('token = "0123456789abcdef"\ntcp_port = 70000', "must be a TCP port"),
+    ("tokn = 1", "did you mean 'token'"),
+])
+def test_tool_bridge_refuses_what_would_leave_tcp_open(tmp_path: Path, table: str,
+                                                       message: str) -> None:
+    path = tmp_path / "pit.toml"
+    path.write_text(f"[tool_bridge]\n{table}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)

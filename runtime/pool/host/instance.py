@@ -2,8 +2,9 @@
 
 Each `Pools` set (or standalone pool) is one instance: an id, a secret token written on every
 worker's command line (so cleanup can prove a process is ours), a run directory (mode 0700)
-holding the unix sockets and ready files, the host's BridgeService for host tools, its rows in
-the process registry, and a sweeper that removes what dead sibling hosts left behind.
+holding the unix sockets and ready files, the host's BridgeService (host tools, and
+ExecuteTool to any tool of its pools: `host_bridge`), its rows in the process registry, and a
+sweeper that removes what dead sibling hosts left behind.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from ...errors import EnvironmentProblem
 from ...logs import logger
 from ...protocol import pb_grpc
 from ...registry import RegistryWriter
-from .host_bridge import HostBridgeServicer
+from .host_bridge import HostBridgeServicer, TokenGate
+from .host_tools import HostToolRegistry, ParamSpecs, make_host_tool
+from .tool_router import ToolRouter
 
 log = logger("lifecycle")
 
@@ -91,22 +94,32 @@ async def _off_loop(fn: Callable[[], Any]) -> None:
 
 class HostInstance:
     def __init__(self, state_dir: Path, python_path: list[str] | None = None,
-                 config_path: Path | None = None, prometheus_port: int = 0) -> None:
+                 config_path: Path | None = None, prometheus_port: int = 0, *,
+                 tool_token: str = "", tool_port: int = 0) -> None:
+        """``tool_token`` / ``tool_port``: the ``[tool_bridge]`` settings; with a token the
+        host also serves its BridgeService on 127.0.0.1:<tool_port> (``tool_address``) to
+        calls that carry it."""
         self.id = secrets.token_hex(4)
         self.token = secrets.token_hex(16)
         self.state_dir = state_dir
         self.run_dir = _run_dir(state_dir, self.id)
         self.python_path = list(python_path or [])
-        self.host_tools: dict[str, Callable[..., Any]] = {}
+        self.host_tools = HostToolRegistry()
         self.host_address = f"unix:{self.run_dir / 'host.sock'}"
+        self.cores: list[Any] = []  # the PoolCores started in this instance (status, routing)
+        self._router = ToolRouter(self.host_tools, lambda: self.cores)
+        self._registered: dict[str, list[Any]] = {}  # worker id -> RegisterTools' catalogue
         self._server: Any = None
-        self._bridge = HostBridgeServicer(self.host_tools)  # served on host.sock (and TCP)
+        self._bridge = HostBridgeServicer(self.host_tools, self._router, self._registered)
         self._tcp: Any = None  # the loopback TCP server for Snakepit bridge workers
         self._tcp_address = ""
+        self._tool_server: Any = None  # the [tool_bridge] listener (only with a token)
+        self.tool_address = ""  # its 127.0.0.1:<port> while it listens
+        self._tool_token = tool_token
+        self._tool_port = tool_port
         self.config_path = config_path
         self.pool_names: list[str] = []
         self.registry: RegistryWriter | None = None
-        self.cores: list[Any] = []  # the AsyncPools running in this instance (for status)
         self.started_at = time.time()
         self._sweeper: asyncio.Task[None] | None = None
         self._files = itertools.count(1)
@@ -135,6 +148,8 @@ class HostInstance:
         self._register()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
         await self._serve()
+        if self._tool_token:
+            await self._serve_tools()
         if self.prometheus_port:
             from ...telemetry.prometheus import start_exporter
 
@@ -208,6 +223,10 @@ class HostInstance:
         if self._tcp is not None:
             await self._tcp.stop(SERVER_STOP_GRACE_S)
             self._tcp = None
+        if self._tool_server is not None:
+            await self._tool_server.stop(SERVER_STOP_GRACE_S)
+            self._tool_server = None
+            self.tool_address = ""
         with contextlib.suppress(OSError):
             shutil.rmtree(self.run_dir)
         for arena in leftover_arenas(self.id):  # workers unlink theirs; this is the net
@@ -220,11 +239,14 @@ class HostInstance:
         """Where Snakepit's bridge workers reach the host (their ``--elixir-address``): a
         BridgeService on a loopback TCP port, started on first use. The bridge dials it
         without credentials, so any local user could too: it serves only what the bridge
-        needs (Ping, Heartbeat, InitializeSession, RegisterTools, the host tools), never the
-        control service, which stays on host.sock in the 0700 run dir."""
+        needs (Ping, Heartbeat, InitializeSession, RegisterTools, the host tools), never
+        ExecuteTool (which would reach every pool) nor the control service, which stay on
+        host.sock in the 0700 run dir (`host_bridge` has the table)."""
         if self._tcp is None:  # set before the await: workers starting together share it
             self._tcp = grpc.aio.server()
-            pb_grpc.add_BridgeServiceServicer_to_server(self._bridge, self._tcp)
+            pb_grpc.add_BridgeServiceServicer_to_server(HostBridgeServicer(
+                self.host_tools, self._router, self._registered, execute_tools=False),
+                self._tcp)
             port = self._tcp.add_insecure_port("127.0.0.1:0")
             self._tcp_address = f"127.0.0.1:{port}"
             try:
@@ -234,11 +256,41 @@ class HostInstance:
                 raise
         return self._tcp_address
 
+    async def _serve_tools(self) -> None:
+        """The ``[tool_bridge]`` listener: the host's BridgeService (ExecuteTool included) on
+        127.0.0.1:<tcp_port>, for calls that carry the token (`host_bridge.TokenGate`)."""
+        server = grpc.aio.server(interceptors=[TokenGate(self._tool_token)])
+        pb_grpc.add_BridgeServiceServicer_to_server(self._bridge, server)
+        try:
+            port = server.add_insecure_port(f"127.0.0.1:{self._tool_port}")
+        except RuntimeError as exc:  # grpc's "failed to bind"
+            raise EnvironmentProblem(
+                f"the host cannot listen on 127.0.0.1:{self._tool_port} for [tool_bridge]: "
+                f"{exc}", hint="pick another tcp_port, or 0 for any free port") from None
+        await server.start()
+        self._tool_server = server
+        self.tool_address = f"127.0.0.1:{port}"
+
     def registered_tools(self, worker_id: str) -> list[Any]:
         """The tool catalogue a worker sent with RegisterTools (Snakepit's bridge does)."""
-        return list(self._bridge.registered.get(worker_id, ()))
+        return list(self._registered.get(worker_id, ()))
 
-    def register_host_tool(self, name: str, fn: Callable[..., Any]) -> None:
-        if not callable(fn):
-            raise TypeError(f"host tool {name!r} must be callable")
-        self.host_tools[name] = fn
+    def register_host_tool(self, name: str, fn: Callable[..., Any], *,
+                           description: str | None = None,
+                           parameters: ParamSpecs | None = None,
+                           session_id: str | None = None) -> None:
+        """Make ``fn`` a host tool (see `host_tools.make_host_tool`); replaces one of the same
+        name and scope. Raises InvalidArgument."""
+        tool = make_host_tool(name, fn, description=description, parameters=parameters,
+                              session_id=session_id)
+        self.host_tools.register(tool)
+        shadowed = [c.name for c in self.cores if c.tool_spec(name) is not None]
+        if shadowed and not tool.session_id:
+            log.info("host tool %r has the name of a tool of pool %s: calls through the "
+                     "host's ExecuteTool that name no pool get the host tool", name,
+                     ", ".join(repr(n) for n in shadowed))
+
+    def unregister_host_tool(self, name: str, *, session_id: str | None = None) -> bool:
+        """Remove a host tool (the session's own with ``session_id``); False when there was
+        none by that name in that scope."""
+        return self.host_tools.unregister(name, session_id or "")
