@@ -86,7 +86,7 @@ class HostClient:
             req.metadata["correlation_id"] = correlation_id
         where = f"tool {name!r} of pool {pool!r}" if pool else f"tool {name!r}"
         try:
-            resp = self._get_stub().ExecuteTool(req, timeout=timeout or HOST_CALL_DEFAULT_TIMEOUT_S)
+            resp = self.stub().ExecuteTool(req, timeout=timeout or HOST_CALL_DEFAULT_TIMEOUT_S)
         except grpc.RpcError as exc:
             raise HostToolError(f"{where} could not be called through the host: "
                                 f"{exc.code().name}: {exc.details()}") from None
