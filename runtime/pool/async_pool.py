@@ -7,12 +7,11 @@ flow and the thread rules). Every method runs on the loop the pool was started o
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from ..config import PoolConfig, make_pool_config
 from .core import Facade, PoolCore, affinity_mode
-from .host.host_tools import ParamSpecs
 from .host.instance import HostInstance
 from .mapping import map_async
 from .session_handle import AsyncSession
@@ -131,19 +130,3 @@ class AsyncPool(Facade):
     def pids(self) -> list[int]:
         """Pids of the pool's worker processes (safe to call from another thread)."""
         return self._core.pids()
-
-    def register_host_tool(self, name: str, fn: Callable[..., Any], *,
-                           description: str | None = None,
-                           parameters: ParamSpecs | None = None,
-                           session_id: str | None = None) -> None:
-        """Make ``fn`` callable from workers as ``ctx.call_host_tool(name, **kwargs)`` (and
-        through the host's ExecuteTool), listed in ``ctx.host_tools`` with ``description``
-        (default: the docstring's first line) and ``parameters`` (name -> {"type",
-        "description", "required", "default"}; default: from the signature). With
-        ``session_id`` only calls of that session see it. Every pool of the host shares it."""
-        self._core.instance.register_host_tool(name, fn, description=description,
-                                               parameters=parameters, session_id=session_id)
-
-    def unregister_host_tool(self, name: str, *, session_id: str | None = None) -> bool:
-        """Remove a host tool (the one scoped to ``session_id`` with it); False if none."""
-        return self._core.instance.unregister_host_tool(name, session_id=session_id)

@@ -59,6 +59,7 @@ from .affinity import session_slot
 from .call import CallRun
 from .direct import Lending
 from .events import pool_event, session_event, worker_event, worker_reason
+from .host.host_tools import ParamSpecs
 from .host.instance import HostInstance
 from .lifecycle import Lifecycle, WorkerLaunch
 from .metrics import PoolMetrics
@@ -324,6 +325,8 @@ class PoolCore:
         await self.lifecycle.close_forkserver()
         if self._owns_instance and self._instance is not None:
             await self._instance.close()
+        if self._instance is not None and self in self._instance.cores:
+            self._instance.cores.remove(self)  # status and the tool router list running pools
         self.state = "closed"
         pool_event("pool.stopped", self.name, uptime_s=round(self.metrics.uptime(), 3))
 
@@ -590,6 +593,22 @@ class Facade:
     def instance(self) -> HostInstance:
         """The host instance the pool's workers belong to (its id, run dir, registry)."""
         return self._core.instance
+
+    def register_host_tool(self, name: str, fn: Callable[..., Any], *,
+                           description: str | None = None,
+                           parameters: ParamSpecs | None = None,
+                           session_id: str | None = None) -> None:
+        """Make ``fn`` callable from workers as ``ctx.call_host_tool(name, **kwargs)`` (and
+        through the host's ExecuteTool), listed in ``ctx.host_tools`` with ``description``
+        (default: the docstring's first line) and ``parameters`` (name -> {"type",
+        "description", "required", "default"}; default: from the signature). With
+        ``session_id`` only calls of that session see it. Every pool of the host shares it."""
+        self.instance.register_host_tool(name, fn, description=description,
+                                         parameters=parameters, session_id=session_id)
+
+    def unregister_host_tool(self, name: str, *, session_id: str | None = None) -> bool:
+        """Remove a host tool (the one scoped to ``session_id`` with it); False if none."""
+        return self.instance.unregister_host_tool(name, session_id=session_id)
 
 
 def affinity_mode(mode: str) -> str:

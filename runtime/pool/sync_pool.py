@@ -249,18 +249,6 @@ class Pool(Facade):
     def pids(self) -> list[int]:
         return self._core.pids()
 
-    def register_host_tool(self, name: str, fn: Callable[..., Any], *,
-                           description: str | None = None,
-                           parameters: ParamSpecs | None = None,
-                           session_id: str | None = None) -> None:
-        """See `AsyncPool.register_host_tool`."""
-        self._core.instance.register_host_tool(name, fn, description=description,
-                                               parameters=parameters, session_id=session_id)
-
-    def unregister_host_tool(self, name: str, *, session_id: str | None = None) -> bool:
-        """See `AsyncPool.unregister_host_tool`."""
-        return self._core.instance.unregister_host_tool(name, session_id=session_id)
-
 
 STREAM_BUFFER = 256  # chunks buffered on the host per stream
 STOP_STREAM_S = 5.0

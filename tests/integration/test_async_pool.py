@@ -62,3 +62,27 @@ def test_deadline_cancels_an_async_tools_task() -> None:
             assert asyncio.get_running_loop().time() - started < 1.0
 
     asyncio.run(main())
+
+
+def test_a_closed_pool_leaves_its_hosts_list_of_running_pools() -> None:
+    # pit status and the host's tool router read instance.cores: a pool closed while its
+    # host instance goes on must not stay listed there
+    from runtime.config import state_dir
+    from runtime.pool.host.instance import HostInstance
+
+    async def main() -> None:
+        instance = HostInstance(state_dir())
+        await instance.start()
+        try:
+            a = await AsyncPool(name="a", size=1, instance=instance).start()
+            b = await AsyncPool(name="b", size=1, instance=instance).start()
+            assert [c.name for c in instance.cores] == ["a", "b"]
+            await a.close()
+            assert [c.name for c in instance.cores] == ["b"]
+            assert await b.execute("add", {"a": 1, "b": 2}) == 3
+            await b.close()
+            assert instance.cores == []
+        finally:
+            await instance.close()
+
+    asyncio.run(main())
