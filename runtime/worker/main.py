@@ -202,6 +202,10 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
     runner = ToolRunner(adapter, tools, host=HostClient(ns.host_address),
                         allow_pickle=ns.allow_pickle, threads=ns.threads,
                         session_table=SessionTable(ns.max_sessions, ns.session_ttl))
+    # Shared-memory paths in a call's metadata are followed only from the host's own unix
+    # socket in the 0700 run dir: on TCP (a Snakepit launch, --listen host:port) any local
+    # user could name another process's arena and have this worker read or write it.
+    runner.shm_paths = launch is None and bool(ns.listen) and ns.listen.startswith("unix:")
     if ns.progress_file:
         import mmap
 
@@ -261,7 +265,7 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
         _write_ready(ns.ready_file, {
             "address": ns.listen, "pid": os.getpid(), "protocol": PROTOCOL_VERSION,
             "features": ([] if ns.no_call_lane else ["call_lane"])
-            + (["shm"] if shm.available() else [])
+            + (["shm"] if shm.available() and runner.shm_paths else [])
             # its lane socket serves several connections: it can be lent to a blocking caller
             + (["lane_connections"] if lane is not None else []), "worker_id": ns.worker_id,
             "lane_socket": ns.lane_socket if lane is not None else None,

@@ -58,6 +58,7 @@ class ToolRunner:
         self.tools = tools
         self.host = host
         self.allow_pickle = allow_pickle
+        self.shm_paths = True  # follow shared-memory paths a call names (main.py decides)
         self.sessions: dict[str, dict[str, Any]] = {}  # tool-visible state per session
         # sessions opened with InitializeSession (bounded: max_sessions, session_ttl_s)
         self.session_table = SessionTable(10_000, 3600.0) if session_table is None \
@@ -113,6 +114,8 @@ class ToolRunner:
     # --- unary --------------------------------------------------------------------------------
     def run(self, req: Any, *, call_id: int = 0, timeout_ms: float = 0.0) -> Any:
         """Execute one call and return its ExecuteToolResponse (never raises)."""
+        if not self.shm_paths:
+            _drop_shm_paths(req)
         if req.metadata.get(MAP_FLAG):
             return self._run_map(req, call_id, timeout_ms)
         started = time.perf_counter()
@@ -276,6 +279,8 @@ class ToolRunner:
 
         ``on_start(ctx)`` lets the caller keep the context (to set ``ctx.cancelled`` when the
         RPC ends early)."""
+        if not self.shm_paths:
+            _drop_shm_paths(req)
         try:
             info, args, ctx = self._prepare(req, timeout_ms)
         except BaseException as exc:  # noqa: BLE001
@@ -357,3 +362,10 @@ def _iter_agen(loop: asyncio.AbstractEventLoop, ctx: SessionContext,
                 return
     finally:
         asyncio.run_coroutine_threadsafe(agen.aclose(), loop).result()
+
+
+def _drop_shm_paths(req: Any) -> None:
+    """Remove the shared-memory arena paths a call names (``pit_shm_arg:*``, ``pit_shm_out``):
+    a worker reachable over TCP must not open files on a caller's say-so."""
+    for key in [k for k in req.metadata if k.startswith(shm.ARG) or k == shm.OUT]:
+        del req.metadata[key]

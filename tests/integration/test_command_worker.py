@@ -103,3 +103,35 @@ def test_only_a_listener_in_the_started_process_tree_counts() -> None:
 def test_pickle_is_refused_with_a_command_started_worker() -> None:
     with pytest.raises(ConfigError, match="allow_pickle cannot be used with worker = 'command'"):
         Pool(worker="command", command=COMMAND, allow_pickle=True)
+
+
+def test_a_worker_on_tcp_never_opens_shared_memory_a_caller_names(tmp_path: Path) -> None:
+    # Any local user can reach a TCP port: a call naming another process's arena must not
+    # make the worker read (or write) it with its owner's rights.
+    import os
+    import uuid
+
+    import grpc
+    import psutil
+
+    from runtime.protocol import codec, pb, pb_grpc, shm
+
+    victim = f"{shm.PREFIX}test-victim-{uuid.uuid4().hex[:8]}"
+    Path(victim).write_bytes(b"TOP-SECRET-ARENA")
+    try:
+        with Pool(adapter=SAMPLE, size=1, worker="command", command=COMMAND) as pool:
+            [pid] = pool.pids()
+            [port] = [c.laddr.port for c in psutil.Process(pid).net_connections("tcp")
+                      if c.status == psutil.CONN_LISTEN]
+            req = pb.ExecuteToolRequest(tool_name="slow_echo")
+            codec.encode_params(req, {"seconds": 0})
+            req.metadata[shm.ARG + "data"] = f"{victim}:0:16"
+            req.metadata[shm.OUT] = f"{victim}:16"
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                resp = pb_grpc.BridgeServiceStub(channel).ExecuteTool(req, timeout=10)
+            assert not resp.success  # the argument is missing: the path was not followed
+            assert "data" in codec.decode_error(resp.error_message)["message"]
+            assert pool.execute("slow_echo", {"data": b"ok", "seconds": 0}) == b"ok"
+        assert Path(victim).read_bytes() == b"TOP-SECRET-ARENA"
+    finally:
+        os.unlink(victim)
