@@ -475,7 +475,8 @@ class PoolCore:
         left = None if deadline is None else max(deadline - loop.time(), 0.001)
         try:
             async for chunk in worker.stream(req, left):
-                if chunk.is_final and chunk.metadata.get("empty") == "true":
+                # the end marker: pit's worker says "empty"; Snakepit's bridge sends no data
+                if chunk.is_final and (not chunk.data or chunk.metadata.get("empty") == "true"):
                     break
                 yield codec.decode_chunk(chunk)
                 if chunk.is_final:

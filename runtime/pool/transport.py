@@ -23,7 +23,10 @@ answers `Ping` and the listener is in the process tree it started. From then on 
 speaks unary `ExecuteTool` per call, with the call's deadline as the RPC's; streams, pings,
 session cleanup, exit watching (the cause and output tail of a crash), timeouts, replacement
 and recycling are the pool's, as for its own workers. What these kinds do not get: the call
-lane, shared memory, direct calls and the fork server (those need pit's worker). Cleanup can
+lane, shared memory, direct calls and the fork server (those need pit's worker); and a call
+that times out (at its deadline less Snakepit's margins, `lane.worker_timeout`) or is
+cancelled only ends its RPC: its slot is free at once and the worker may finish the tool
+unseen, where pit's own worker is watched until the call really ended. Cleanup can
 prove such a process is pit's only if its command line carries the run id and token
 (``--run-id {run_id} --instance-token {token}``; the bridge's ``--snakepit-run-id`` /
 ``--snakepit-instance-token``, which pit always passes it); otherwise `pit cleanup` leaves
@@ -101,14 +104,16 @@ def adapter_flags(args: Mapping[str, Any] | Sequence[str]) -> list[str]:
 
 def snakepit_env(config: PoolConfig, ready_file: Path) -> dict[str, str]:
     """The environment Snakepit's host gives its bridge workers: where to write the port it
-    bound (atomically, decimal), its own process group, its heartbeat settings (JSON), no
-    OpenTelemetry console exporter, and a quiet log."""
+    bound (atomically, decimal), its heartbeat settings (JSON), no OpenTelemetry console
+    exporter, and a quiet log."""
     heartbeat = {"enabled": config.heartbeat_interval_ms > 0,
                  "interval_ms": config.heartbeat_interval_ms,
                  "timeout_ms": config.heartbeat_timeout_ms,
                  "max_missed_heartbeats": config.heartbeat_max_missed,
                  "initial_delay_ms": 0, "dependent": config.dependent}
-    return {"SNAKEPIT_READY_FILE": str(ready_file), "SNAKEPIT_PROCESS_GROUP": "1",
+    # No SNAKEPIT_PROCESS_GROUP: pit starts it in a session of its own already, and the
+    # bridge's own setsid would fail and print a warning into the crash tail.
+    return {"SNAKEPIT_READY_FILE": str(ready_file),
             "SNAKEPIT_HEARTBEAT_CONFIG": json.dumps(heartbeat),
             "SNAKEPIT_OTEL_CONSOLE": "false",
             "SNAKEPIT_LOG_LEVEL": os.environ.get("SNAKEPIT_LOG_LEVEL", "warning")}

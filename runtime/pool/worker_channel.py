@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -83,6 +84,8 @@ class WorkerChannel:
         self._channel: Any = None
         self._stub: Any = None
         self._relay: asyncio.Task[Any] | None = None
+        self._unary: dict[int, asyncio.Task[Any]] = {}  # unary calls out, by call id
+        self._unary_ids = itertools.count(1)
 
     # --- opening ----------------------------------------------------------------------------
     def connect(self, address: str) -> None:
@@ -149,9 +152,16 @@ class WorkerChannel:
                 codec.put_inline(req, name, value)
         if self.lane is not None:
             return self.lane.send(req, timeout, on_done)
+        cid = next(self._unary_ids)
         task = self._loop.create_task(self._call_unary(req, timeout))
-        task.add_done_callback(lambda t: _deliver_task(on_done, t))
-        return 0
+        self._unary[cid] = task
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._unary.pop(cid, None)
+            _deliver_task(on_done, t)
+
+        task.add_done_callback(done)
+        return cid
 
     def decode_result(self, resp: Any, tool: str) -> Any:
         """A successful answer's value, out of its shared-memory arena or the message; a large
@@ -184,9 +194,14 @@ class WorkerChannel:
             self.shm.note_result(tool, size)
 
     def abandon(self, cid: int, err: BaseException) -> None:
-        """Answer call ``cid`` with ``err`` now and cancel it in the worker (lane calls)."""
+        """Answer call ``cid`` with ``err`` now and cancel it in the worker: a lane call by
+        CancelCalls (the lane keeps its slot until the worker says it ended), a unary call by
+        cancelling its RPC (its slot is free at once: a worker of another kind may finish the
+        tool unseen; Snakepit's bridge does)."""
         if self.lane is not None:
             self.lane.abandon(cid, err)
+        elif (task := self._unary.get(cid)) is not None:
+            task.cancel()
 
     async def _call_unary(self, req: Any, timeout: float | None) -> Any:
         """Plain ExecuteTool, for peers without the call lane (Snakepit workers)."""
@@ -196,8 +211,12 @@ class WorkerChannel:
                 req, timeout=None if timeout is None else worker_timeout(timeout),
                 metadata=_correlation(req))
             waiter = asyncio.ensure_future(call)
-            done, _ = await asyncio.wait({waiter, self._exited},
-                                         return_when=asyncio.FIRST_COMPLETED)
+            try:
+                done, _ = await asyncio.wait({waiter, self._exited},
+                                             return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                call.cancel()  # abandoned: the RPC ends, the worker hears of it
+                raise
             if waiter not in done:
                 call.cancel()
                 raise w.death_error(lone=w.in_flight <= 1)

@@ -15,9 +15,10 @@ less than PIPELINE_STALL_S) a busy worker may be handed up to ``pipeline`` more 
 writer packs whatever piled up into one message, which is what lets many small calls beat a
 pipe-based pool. Pipelined calls count as in flight on that worker: if it dies they fail too.
 
-A call whose deadline passes is answered with `CallTimeout` at once and cancelled in the worker;
-its slot stays taken until the worker reports the call ended, and a worker that has not within
-`CANCEL_GRACE_S` is killed (the pool replaces it), so a timed-out call never runs on unseen.
+A lane call whose deadline passes is answered with `CallTimeout` at once and cancelled in the
+worker; its slot stays taken until the worker reports the call ended, and a worker that has
+not within `CANCEL_GRACE_S` is killed (the pool replaces it), so a timed-out call never runs
+on unseen. (A unary call, to a worker of another kind, can only end its RPC: `transport`.)
 
 The pool's code reaches the parts themselves (``worker.process.python``,
 ``worker.channel.shm``, ``worker.samples.rss_mb``). All of it is the pool loop's, except the

@@ -135,3 +135,13 @@ def test_a_worker_on_tcp_never_opens_shared_memory_a_caller_names(tmp_path: Path
         assert Path(victim).read_bytes() == b"TOP-SECRET-ARENA"
     finally:
         os.unlink(victim)
+
+
+def test_cancelling_a_call_ends_its_rpc() -> None:
+    # a unary call had no way to be abandoned: Pool.cancel left it holding its slot (and its
+    # RPC open) until the tool returned
+    with Pool(adapter=SAMPLE, size=1, worker="command", command=COMMAND) as pool:
+        fut = pool.submit("block", {"seconds": 5}, timeout=float("inf"))
+        assert wait_until(lambda: pool.stats().workers[0].in_flight == 1, timeout=5)
+        pool.cancel(fut)
+        assert wait_until(lambda: pool.stats().workers[0].in_flight == 0, timeout=2)

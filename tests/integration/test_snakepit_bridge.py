@@ -46,6 +46,8 @@ def test_the_bridge_serves_calls_streams_sessions_errors_and_timeouts(tmp_path: 
         assert pool.execute("add", {"a": 1, "b": 2}) == 3
         chunks = list(pool.stream("stream_data", {"count": 3, "delay": 0.01}))
         assert [c["index"] for c in chunks] == [1, 2, 3]
+        # the bridge ends a stream with an empty final chunk: the end, not an item
+        assert list(pool.stream("add", {"a": 1, "b": 2})) == [3]
         with pool.session() as s:  # the showcase keeps a session's counter in its worker
             assert [s.execute("increment_counter")["value"] for _ in range(3)] == [1, 2, 3]
         with pytest.raises(runtime.RemoteError) as info:
