@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import string
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ THREAD_LIMIT_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
 # (call, stream, queue) timeouts in ms per profile; 0 = no deadline. Explicit *_timeout_ms win.
 # Snakepit 0.13's values, so that a pool moved over keeps its deadlines.
 WORKER_KINDS = ("pit", "command", "snakepit")
+COMMAND_PLACEHOLDERS = ("python", "port", "adapter", "host_pid", "run_id", "token")
 TIMEOUT_PROFILES: dict[str, tuple[int, int, int]] = {
     "balanced": (300_000, 900_000, 10_000),
     "production": (300_000, 900_000, 10_000),
@@ -334,6 +336,19 @@ def _worker_kind(values: dict[str, Any], where: str) -> None:
                           hint='e.g. command = ["python3", "/path/to/priv/python/grpc_server.py"]'
                           if kind == "snakepit" else
                           'e.g. command = ["my-worker", "--port", "{port}"]')
+    for part in command:
+        try:
+            names = {f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(part)
+                     if f is not None}
+        except ValueError as exc:
+            raise ConfigError(f"{where}: command part {part!r}: {exc}",
+                              hint="write a literal brace twice: {{ }}") from None
+        unknown = sorted(names - set(COMMAND_PLACEHOLDERS))
+        if unknown:
+            raise ConfigError(f"{where}: command part {part!r}: {{{unknown[0]}}} is not a "
+                              "placeholder", hint="placeholders: " + ", ".join(
+                                  "{" + p + "}" for p in COMMAND_PLACEHOLDERS)
+                              + "; write a literal brace twice: {{ }}")
     if kind == "command" and "{port}" not in " ".join(command):
         raise ConfigError(f"{where}: command = {list(command)!r} has no {{port}} placeholder: "
                           "a command-started worker must be told where to listen",

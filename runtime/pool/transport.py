@@ -43,10 +43,12 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..config import COMMAND_PLACEHOLDERS
+
 if TYPE_CHECKING:
     from ..config import PoolConfig
 
-PLACEHOLDERS = ("python", "port", "adapter", "host_pid", "run_id", "token")
+PLACEHOLDERS = COMMAND_PLACEHOLDERS
 
 
 class WorkerTransport(Protocol):
@@ -73,15 +75,15 @@ class WorkerTransport(Protocol):
 
 
 def command_argv(template: Sequence[str], **values: Any) -> list[str]:
-    """``worker_command`` with its placeholders filled (`PLACEHOLDERS`)."""
+    """A pool's ``command`` with its placeholders filled (`PLACEHOLDERS`)."""
     try:
         return [part.format(**values) for part in template]
     except KeyError as exc:
-        raise ValueError(f"worker_command {list(template)!r}: {{{exc.args[0]}}} is not a "
+        raise ValueError(f"command {list(template)!r}: {{{exc.args[0]}}} is not a "
                          f"placeholder (use {', '.join('{' + p + '}' for p in PLACEHOLDERS)}; "
                          "write a literal brace twice: {{ }})") from None
     except (IndexError, ValueError) as exc:
-        raise ValueError(f"worker_command {list(template)!r}: {exc} (placeholders: "
+        raise ValueError(f"command {list(template)!r}: {exc} (placeholders: "
                          f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)}; write a literal "
                          "brace twice: {{ }})") from None
 

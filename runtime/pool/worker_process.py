@@ -185,7 +185,9 @@ class WorkerProcess:
         except OSError as exc:
             raise WorkerStartError(
                 f"pool {self.config.name!r}: cannot start worker with "
-                f"{self.argv()[0]}: {exc}", hint="check the pool's python setting") from None
+                f"{self.argv()[0]}: {exc}",
+                hint="check the pool's python setting" if self.config.worker == "pit" else
+                "check the pool's command (its first word must be an executable)") from None
 
     def watch(self, on_exit: Callable[[int | None], Awaitable[None]]) -> None:
         """Pump its output and await its exit; ``on_exit(code)`` runs once it exited."""
@@ -260,8 +262,17 @@ class WorkerProcess:
             f"Its last output:\n{tail}",
             details={"pool": self.config.name, "worker": self.id, "exit_code": self.exit_code,
                      "cause": self.cause},
-            hint=f"check that adapter {self.config.adapter!r} imports and initializes: "
-                 f"python -m runtime.worker --health-check --adapter {self.config.adapter}")
+            hint=self._start_hint())
+
+    def _start_hint(self) -> str:
+        if self.config.worker == "snakepit":
+            return ("run `pit doctor`: it runs the bridge's own --health-check (its gRPC "
+                    f"packages and adapter {self.config.adapter!r} must import)")
+        if self.config.worker == "command":
+            return ("check that the command starts a worker that serves BridgeService on "
+                    "127.0.0.1:{port}")
+        return (f"check that adapter {self.config.adapter!r} imports and initializes: "
+                f"python -m runtime.worker --health-check --adapter {self.config.adapter}")
 
     # --- while it runs, and its end ---------------------------------------------------------
     async def _pump_output(self) -> None:

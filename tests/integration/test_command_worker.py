@@ -145,3 +145,10 @@ def test_cancelling_a_call_ends_its_rpc() -> None:
         assert wait_until(lambda: pool.stats().workers[0].in_flight == 1, timeout=5)
         pool.cancel(fut)
         assert wait_until(lambda: pool.stats().workers[0].in_flight == 0, timeout=2)
+
+
+def test_an_unknown_placeholder_is_a_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"\{nope\} is not a placeholder"):
+        make_pool_config(worker="command", command=["w", "--port", "{port}", "{nope}"])
+    with pytest.raises(ConfigError, match="command part"):
+        make_pool_config(worker="snakepit", command=["python", "{unclosed"])
