@@ -20,9 +20,12 @@
     Lending (workers lent to blocking callers) are the core's parts: they run on the loop
     and change pool state through the core's hooks.
 
-Thread rules: every method here runs on the pool's loop, except `prepare` and
-`correlation_id` (any thread: they read frozen values and take ids under a lock) and
-`pids` (reads the immutable worker roster). Caller threads never write pool state; what
+Thread rules: every method here runs on the pool's loop, except these, which any thread
+may call: `prepare` (with `tools`, `tool_spec`, `knows_tools` and `budget`: they read
+frozen values: the config, the tools mapping, which is replaced whole, never changed),
+`correlation_id` (its ids are taken under a lock), `pids` (reads the immutable worker
+roster), `instance` (made at construction), and `Lending.checkout` / `report` (see
+`direct`). Caller threads never write pool state; what
 they learn (a direct call's outcome) they report to the loop.
 """
 
@@ -80,8 +83,9 @@ class PoolCore:
 
     def __init__(self, config: PoolConfig, instance: HostInstance | None = None) -> None:
         self.config = config
-        self._instance = instance
         self._owns_instance = instance is None
+        # made here, not on first use: façades read it from callers' threads
+        self._instance = instance or HostInstance(state_dir(), python_path=[str(Path.cwd())])
         self._sched = Scheduler(self.config.max_queue)
         self._workers: dict[str, WorkerHandle] = {}
         self.roster: tuple[WorkerHandle, ...] = ()  # the same workers, for other threads
@@ -115,8 +119,6 @@ class PoolCore:
 
     @property
     def instance(self) -> HostInstance:
-        if self._instance is None:
-            self._instance = HostInstance(state_dir(), python_path=[str(Path.cwd())])
         return self._instance
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -323,9 +325,9 @@ class PoolCore:
         self.roster = ()
         await self.lending.close()
         await self.lifecycle.close_forkserver()
-        if self._owns_instance and self._instance is not None:
+        if self._owns_instance:
             await self._instance.close()
-        if self._instance is not None and self in self._instance.cores:
+        if self in self._instance.cores:
             self._instance.cores.remove(self)  # status and the tool router list running pools
         self.state = "closed"
         pool_event("pool.stopped", self.name, uptime_s=round(self.metrics.uptime(), 3))

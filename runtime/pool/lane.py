@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import math
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -134,6 +135,7 @@ class Lane:
         self._loop = asyncio.get_running_loop()
         self._max_batch_bytes = max_message_bytes // 2
         self._ids = itertools.count(1)
+        self._id_lock = threading.Lock()  # blocking callers' threads take ids too (direct)
         # call id -> (on_done, deadline (loop time, inf: none), time sent); in send order
         self.pending: dict[int, tuple[OnDone, float, float, Any]] = {}  # + request
         # One timer for all deadlines, armed at the earliest (a timer per call cost ~8 µs).
@@ -253,7 +255,10 @@ class Lane:
         deliver(on_done, None, err)
 
     def next_id(self) -> int:
-        return next(self._ids)
+        """A call id (any thread: direct calls share the sequence, so the worker's progress
+        file orders every call)."""
+        with self._id_lock:
+            return next(self._ids)
 
     async def send_cancel(self, cid: int) -> None:
         with contextlib.suppress(Exception):

@@ -284,7 +284,7 @@ class HostInstance:
         tool = make_host_tool(name, fn, description=description, parameters=parameters,
                               session_id=session_id)
         self.host_tools.register(tool)
-        shadowed = [c.name for c in self.cores if c.tool_spec(name) is not None]
+        shadowed = [c.name for c in tuple(self.cores) if c.tool_spec(name) is not None]
         if shadowed and not tool.session_id:
             log.info("host tool %r has the name of a tool of pool %s: calls through the "
                      "host's ExecuteTool that name no pool get the host tool", name,

@@ -11,7 +11,10 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from ...logs import logger
+
 T = TypeVar("T")
+log = logger("pool")
 STOP_TIMEOUT_S = 5.0
 
 
@@ -54,7 +57,10 @@ class LoopThread:
         inbox = self._inbox
         while inbox:
             fn, args = inbox.popleft()
-            fn(*args)
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - one broken callback must not strand the rest
+                log.exception("a callback handed to pit's loop failed")
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
