@@ -238,3 +238,33 @@ def test_tcp_with_a_token_serves_execute_tool_to_calls_that_carry_it(tmp_path: P
             assert stub.Ping(pb.PingRequest(message="t"), timeout=DEADLINE_S,
                              metadata=good).message == "pong: t"
     assert pools.instance.tool_address == ""  # closed with the host
+
+
+def test_the_bridge_listener_keeps_a_bounded_catalogue_of_registered_tools() -> None:
+    # RegisterTools reaches the bridge's TCP listener from any local user: what it records
+    # must stay bounded (a bridge also registers again for each session, under a fresh id)
+    import asyncio
+
+    import grpc
+
+    from runtime.config import state_dir
+    from runtime.pool.host.host_bridge import MAX_REGISTERED
+    from runtime.pool.host.instance import HostInstance
+    from runtime.protocol import pb, pb_grpc
+
+    async def main() -> None:
+        instance = HostInstance(state_dir())
+        await instance.start()
+        try:
+            async with grpc.aio.insecure_channel(await instance.bridge_address()) as channel:
+                stub = pb_grpc.BridgeServiceStub(channel)
+                for i in range(MAX_REGISTERED + 16):
+                    await stub.RegisterTools(pb.RegisterToolsRequest(
+                        worker_id=f"w{i}", tools=[pb.ToolRegistration(name="t")]), timeout=5)
+            assert instance.registered_tools("w0") == []  # the oldest were dropped
+            assert [t.name for t in instance.registered_tools(f"w{MAX_REGISTERED + 15}")] == \
+                ["t"]
+        finally:
+            await instance.close()
+
+    asyncio.run(main())

@@ -37,6 +37,9 @@ AUTH_SCHEME = "Bearer "
 NO_DEADLINE_S = 1e8  # grpc reports "no deadline" as a huge time remaining
 
 
+MAX_REGISTERED = 64  # RegisterTools catalogues kept (newest), by the id the worker sent
+MAX_TOOLS_KEPT = 1000  # tools kept of one catalogue
+
 def _now() -> Timestamp:
     ts = Timestamp()
     ts.GetCurrentTime()
@@ -104,7 +107,12 @@ class HostBridgeServicer(pb_grpc.BridgeServiceServicer):
         return pb.InitializeSessionResponse(success=True)
 
     async def RegisterTools(self, request: Any, context: Any) -> Any:
-        self.registered[request.worker_id] = list(request.tools)
+        # Kept for `registered_tools`, bounded: the bridge's TCP listener takes this from any
+        # local user, and a bridge registers again for every session under a fresh id.
+        self.registered.pop(request.worker_id, None)
+        while len(self.registered) >= MAX_REGISTERED:
+            del self.registered[next(iter(self.registered))]  # the oldest goes
+        self.registered[request.worker_id] = list(request.tools[:MAX_TOOLS_KEPT])
         return pb.RegisterToolsResponse(
             success=True, tool_ids={t.name: f"{request.worker_id}:{t.name}"
                                     for t in request.tools})
