@@ -422,12 +422,17 @@ def load_config(path: str | Path | None = None, *, cwd: Path | None = None) -> P
                      tool_bridge=_tool_bridge(data.get("tool_bridge", {}), where))
 
 
-def _telemetry(table: Any, where: str) -> TelemetryConfig:
+def _table(table: Any, name: str, keys: tuple[str, ...], where: str) -> None:
+    """A top-level table of the config: a table, with only ``keys``."""
     if not isinstance(table, Mapping):
-        raise ConfigError(f"{where}: 'telemetry' must be a table ([telemetry])")
+        raise ConfigError(f"{where}: '{name}' must be a table ([{name}])")
     for key in table:
-        if key not in TELEMETRY_KEYS:
-            raise _unknown(key, TELEMETRY_KEYS, f"{where}: [telemetry]")
+        if key not in keys:
+            raise _unknown(key, keys, f"{where}: [{name}]")
+
+
+def _telemetry(table: Any, where: str) -> TelemetryConfig:
+    _table(table, "telemetry", TELEMETRY_KEYS, where)
     port = table.get("prometheus_port", 0)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(f"{where}: [telemetry] prometheus_port must be a TCP port "
@@ -436,11 +441,7 @@ def _telemetry(table: Any, where: str) -> TelemetryConfig:
 
 
 def _tool_bridge(table: Any, where: str) -> ToolBridgeConfig:
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"{where}: 'tool_bridge' must be a table ([tool_bridge])")
-    for key in table:
-        if key not in TOOL_BRIDGE_KEYS:
-            raise _unknown(key, TOOL_BRIDGE_KEYS, f"{where}: [tool_bridge]")
+    _table(table, "tool_bridge", TOOL_BRIDGE_KEYS, where)
     token, port = table.get("token", ""), table.get("tcp_port", 0)
     if not isinstance(token, str) or (token and (len(token) < MIN_TOKEN_CHARS
                                                  or token != token.strip())):
