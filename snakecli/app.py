@@ -158,7 +158,7 @@ def setup_cmd(
         if init:
             written = write_starter_config(Path.cwd())
             render.err_console.print(f"wrote {written}" if written else
-                                     "pit.toml exists: nothing written")
+                                     "pit.toml exists: nothing written", markup=False)
             if find_config() is None:
                 raise typer.Exit(0)
         cfg = load_config()
@@ -223,7 +223,8 @@ def _gen_adapter(name: str, force: bool, debug: bool) -> None:
         raise typer.Exit(2) from None
     render.err_console.print(f"created {made.module.name} and tests/{made.test.name}; "
                              f"[pools.{name}] -> {made.adapter} in {made.config.name}\n"
-                             f"next: pit setup && pytest tests/{made.test.name}")
+                             f"next: pit setup && pytest tests/{made.test.name}",
+                             markup=False)
 
 
 @gen_app.command("adapter")

@@ -10,8 +10,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 err_console = Console(stderr=True, highlight=False)
+
+
+def plain(value: Any) -> Text:
+    """A table cell shown as it is: data (paths, messages, config keys such as `[pools.a]`)
+    is never read as Rich markup, which would drop it or raise MarkupError."""
+    return Text(str(value))
 
 
 def print_error(exc: BaseException, *, debug: bool = False) -> None:
@@ -55,18 +63,18 @@ def print_cleanup(report: Any) -> None:
 
     out = Console(highlight=False)
     if not report.items:
-        out.print(f"Nothing to clean up in {report.state_dir}.")
+        out.print(f"Nothing to clean up in {escape(str(report.state_dir))}.")
         return
     verb = "Would" if report.dry_run else "Did"
-    table = Table(title=f"pit cleanup — {report.state_dir}" + (" (dry run)" if report.dry_run
-                                                               else ""))
+    table = Table(title=plain(f"pit cleanup — {report.state_dir}" + (
+        " (dry run)" if report.dry_run else "")))
     for col in ("what", "target", "pool/worker", "reason", "action", "result"):
         table.add_column(col)
     for i in report.items:
         result = ("[dim]planned[/]" if report.dry_run else
-                  "[green]done[/]" if i.done else f"[red]failed: {i.error}[/]")
+                  "[green]done[/]" if i.done else f"[red]failed: {escape(str(i.error))}[/]")
         worker = f"{i.pool}/{i.worker_id}" if i.pool else ""
-        table.add_row(i.kind, i.target, worker, i.reason, i.action, result)
+        table.add_row(*map(plain, (i.kind, i.target, worker, i.reason, i.action)), result)
     out.print(table)
     out.print(f"{verb} {'clean up' if report.dry_run else 'clean up'} "
               f"{sum(1 for i in report.items if i.kind == 'worker')} worker process(es); "
@@ -85,7 +93,8 @@ def progress(what: str) -> Iterator[Callable[[Any], None]]:
         def report(row: Any) -> None:
             mark = "[green]ok[/]" if row.ok else "[red]failed[/]"
             adapter = {None: "", True: ", adapter ok", False: ", adapter broken"}[row.healthy]
-            err_console.print(f"  {row.pool}: {mark} (env {row.env}{adapter}) {row.detail}",
+            err_console.print(f"  {escape(row.pool)}: {mark} (env {escape(str(row.env))}"
+                              f"{adapter}) {escape(str(row.detail))}",
                               markup=True, highlight=False)
         yield report
 
@@ -100,7 +109,8 @@ def print_checks(checks: list[Any]) -> None:
     for col in ("", "check", "result", "what to do"):
         table.add_column(col)
     for c in checks:
-        table.add_row(STATUS_STYLE[c.status], c.name, c.message, c.remediation)
+        table.add_row(STATUS_STYLE[c.status], plain(c.name), plain(c.message),
+                      plain(c.remediation))
     out = Console(highlight=False)
     out.print(table)
     counts = {k: sum(1 for c in checks if c.status == k) for k in STATUS_STYLE}
@@ -116,27 +126,32 @@ def print_setup(rows: list[Any], check: bool) -> None:
         table.add_column(col)
     for r in rows:
         health = ("-" if r.healthy is None else "[green]ok[/]" if r.healthy else "[red]broken[/]")
-        env = f"[green]{r.env}[/]" if r.env in ("host", "ready") else f"[red]{r.env}[/]"
-        table.add_row(r.pool, r.python or "?", env, health, str(r.tools or ""), r.detail)
+        env = Text(str(r.env), style="green" if r.env in ("host", "ready") else "red")
+        table.add_row(plain(r.pool), plain(r.python or "?"), env, health,
+                      plain(r.tools or ""), plain(r.detail))
     Console(highlight=False).print(table)
 
 
 def print_hardware(hw: Any, choice: Any) -> None:
     out = Console(highlight=False)
     c = hw.cpu
-    out.print(f"[bold]CPU[/] {c.model} ({c.vendor}, {c.arch}): {c.physical_cores} cores, "
-              f"{c.logical_cores} threads, {c.usable_cpus} usable ({c.usable_reason}); "
-              f"flags: {', '.join(c.flags) or 'none of interest'}")
+    out.print("[bold]CPU[/] " + escape(
+        f"{c.model} ({c.vendor}, {c.arch}): {c.physical_cores} cores, {c.logical_cores} "
+        f"threads, {c.usable_cpus} usable ({c.usable_reason}); flags: "
+        f"{', '.join(c.flags) or 'none of interest'}"))
     for acc in hw.accelerators:
         if not acc.available:
-            out.print(f"[bold]{acc.kind}[/] [dim]not available: {acc.reason}[/]")
+            out.print(f"[bold]{escape(acc.kind)}[/] [dim]not available: "
+                      f"{escape(str(acc.reason))}[/]")
             continue
-        out.print(f"[bold]{acc.kind}[/] driver {acc.driver or '?'} {acc.runtime}: {acc.reason}")
+        out.print(f"[bold]{escape(acc.kind)}[/] " + escape(
+            f"driver {acc.driver or '?'} {acc.runtime}: {acc.reason}"))
         for g in acc.devices:
-            out.print(f"  {acc.kind}:{g.index} {g.name} {g.memory_used_mb}/"
-                      f"{g.memory_total_mb} MiB used, {g.utilization_pct}% busy, "
-                      f"{g.temperature_c} C, {g.power_w} W")
-    out.print(f"device = \"auto\" picks: [bold]{choice.name}[/] ({choice.reason})")
+            out.print(escape(f"  {acc.kind}:{g.index} {g.name} {g.memory_used_mb}/"
+                             f"{g.memory_total_mb} MiB used, {g.utilization_pct}% busy, "
+                             f"{g.temperature_c} C, {g.power_w} W"))
+    out.print(f"device = \"auto\" picks: [bold]{escape(choice.name)}[/] "
+              f"({escape(str(choice.reason))})")
 
 
 STATE_STYLE = {"ready": "green", "starting": "cyan", "draining": "yellow", "stopping": "yellow",
@@ -167,14 +182,15 @@ def status_renderable(snap: dict[str, Any]) -> Any:
     parts: list[Any] = [Text(f"instance {snap['instance']}  pid {snap['pid']}  "
                              f"{snap.get('config_path') or 'no config'}", style="bold")]
     for p in snap["pools"]:
-        head = (f"pool [bold]{p['name']}[/] ({p['adapter']}, {p['profile']}) "
+        head = (f"pool [bold]{escape(p['name'])}[/] ({escape(p['adapter'])}, {p['profile']}) "
                 f"{p['ready']}/{p['size']} ready  load {_bar(p['in_flight'], p['capacity'])} "
                 f"{p['in_flight']}/{p['capacity']}  queue {p['queued']}/{p['max_queue']}  "
                 f"{p['calls_per_s']:.0f} calls/s  p50 {p['p50_ms'] or 0:.2f} ms  "
                 f"p99 {p['p99_ms'] or 0:.2f} ms  calls {p['calls']} failed {p['failed']}  "
                 f"sessions {p['sessions']}")
         if p["recycles"]:
-            head += "  recycles " + ", ".join(f"{k} {v}" for k, v in p["recycles"].items())
+            head += "  recycles " + escape(", ".join(f"{k} {v}" for k, v in
+                                                     p["recycles"].items()))
         table = Table(title=None, show_edge=False, pad_edge=False)
         for col in ("worker", "pid", "state", "python", "load", "requests", "errors", "RSS MiB",
                     "USS MiB", "memory", "CPU %", "uptime"):
@@ -184,11 +200,11 @@ def status_renderable(snap: dict[str, Any]) -> Any:
             mem = [h[4].get(w["id"], 0.0) for h in hist]
             style = STATE_STYLE.get(w["state"], "white")
             why = w.get("last_recycle_reason") or ""
-            state = f"[{style}]{w['state']}[/]" + (f" ↻{why}" if why else "") + (
+            state = f"[{style}]{w['state']}[/]" + (f" ↻{escape(why)}" if why else "") + (
                 " (lent)" if w.get("lent") else "")
             if w.get("missed_heartbeats"):
                 state = f"[bold red]unresponsive ({w['missed_heartbeats']} missed)[/]"
-            table.add_row(w["id"], str(w["pid"]), state, w["python"],
+            table.add_row(plain(w["id"]), str(w["pid"]), state, plain(w["python"]),
                           f"{_bar(w['in_flight'], w['capacity'], 6)} {w['in_flight']}/"
                           f"{w['capacity']}", str(w["requests"]), str(w["errors"]),
                           f"{w['rss_mb']:.0f}", f"{w.get('uss_mb') or 0:.0f}",
@@ -236,8 +252,8 @@ def print_profiles(reports: list[dict[str, Any]], detailed: bool, advice: bool) 
     for r in reports:
         util = r["utilization"]
         color = "green" if util < 0.7 else "yellow" if util < 0.95 else "red"
-        table = Table(title=f"pool {r['pool']} ({r['profile']}, size {r['size']}, capacity "
-                            f"{r['capacity']})", show_header=False)
+        table = Table(title=plain(f"pool {r['pool']} ({r['profile']}, size {r['size']}, "
+                                  f"capacity {r['capacity']})"), show_header=False)
         table.add_column("what")
         table.add_column("value")
         rows = [
@@ -252,14 +268,14 @@ def print_profiles(reports: list[dict[str, Any]], detailed: bool, advice: bool) 
             ("latency (last minute)", f"p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms, "
                                       f"p99 {r['p99_ms']} ms, {r['calls_per_s']} calls/s"),
         ]
-        for what, value in rows:
-            table.add_row(what, value)
+        for what, value in rows:  # only the utilization carries markup (its colour)
+            table.add_row(what, value if what.startswith("utilization") else plain(value))
         if detailed:
             for w in r["workers"]:
-                table.add_row(f"  {w['id']} (pid {w['pid']})",
+                table.add_row(plain(f"  {w['id']} (pid {w['pid']})"),
                               f"{w['state']}, {w['requests']} requests, {w['errors']} errors, "
                               f"{w['rss_mb']:.0f} MiB, {w['cpu_pct']:.0f}% CPU")
         out.print(table)
         if advice:
             for line in r["recommendations"] or ["nothing to change"]:
-                out.print(f"  [bold]advice[/]: {line}")
+                out.print(f"  [bold]advice[/]: {escape(line)}")

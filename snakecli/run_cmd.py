@@ -56,8 +56,9 @@ def run_script(script: Path, args: list[str], *, pools: list[str], config: Path 
             return EXIT_CODES.get(exc.category, 1)
         for name, failure in running.failed.items():
             print_error(failure, debug=debug)
-            render.err_console.print(f"[yellow]warning[/]: pool {name!r} did not start; calls "
-                                     "to it raise pool_not_ready. The other pools run.")
+            render.err_console.print(f"[yellow]warning[/]: pool {render.escape(repr(name))} did "
+                                     "not start; calls to it raise pool_not_ready. The other "
+                                     "pools run.")
         set_current_pools(running)
         return _run_main(script, args)
     except KeyboardInterrupt:
