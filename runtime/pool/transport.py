@@ -151,6 +151,25 @@ def listens_in_tree(pid: int, port: int) -> bool:
     return False
 
 
+def peer_pid(peer: str, server_port: int) -> int | None:
+    """The pid of the local process behind a gRPC ``peer`` ("ipv4:127.0.0.1:54321") of our
+    loopback server on ``server_port``, from the kernel's socket table; None when it is not a
+    local TCP peer or cannot be found. Blocking (psutil): run it off the loop."""
+    import psutil
+
+    if not peer.startswith(("ipv4:", "ipv6:")):
+        return None
+    try:
+        port = int(peer.rsplit(":", 1)[1])
+        conns = psutil.net_connections(kind="tcp")
+    except (ValueError, psutil.Error):
+        return None
+    for c in conns:
+        if c.laddr and c.laddr.port == port and c.raddr and c.raddr.port == server_port:
+            return c.pid
+    return None
+
+
 async def wait_answering(ping: Callable[[float], Any], exited: Callable[[], bool],
                          deadline: float, poll_s: float = 0.02) -> bool:
     """Ping until the worker answers (True), it exits, or ``deadline`` (loop time) passes."""

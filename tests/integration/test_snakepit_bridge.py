@@ -42,6 +42,9 @@ def test_the_bridge_serves_calls_streams_sessions_errors_and_timeouts(tmp_path: 
             assert flag(cmd, "--snakepit-run-id") == pool.instance.id
             assert flag(cmd, "--elixir-address").startswith("127.0.0.1:")  # type: ignore
         assert pool.execute("ping", {"message": "hi"})["message"] == "hi"
+        # its first call made the bridge send RegisterTools, from one of the pool's workers:
+        # kept (only the bridge's @tool methods: not a list to check calls against)
+        assert wait_until(lambda: pool.instance.registered_tools() != [], timeout=5)
         assert pool.execute("echo", {"x": [1, "two"]}) == {"echoed": {"x": [1, "two"]}}
         assert pool.execute("add", {"a": 1, "b": 2}) == 3
         chunks = list(pool.stream("stream_data", {"count": 3, "delay": 0.01}))

@@ -240,9 +240,10 @@ def test_tcp_with_a_token_serves_execute_tool_to_calls_that_carry_it(tmp_path: P
     assert pools.instance.tool_address == ""  # closed with the host
 
 
-def test_the_bridge_listener_keeps_a_bounded_catalogue_of_registered_tools() -> None:
-    # RegisterTools reaches the bridge's TCP listener from any local user: what it records
-    # must stay bounded (a bridge also registers again for each session, under a fresh id)
+def test_registered_tool_catalogues_are_bounded_and_strangers_are_refused() -> None:
+    # RegisterTools on the bridge's TCP listener is taken only from the host's own bridge
+    # workers (any local user can dial it); what the host keeps stays bounded (a bridge also
+    # registers again for each session, under a fresh id)
     import asyncio
 
     import grpc
@@ -257,6 +258,12 @@ def test_the_bridge_listener_keeps_a_bounded_catalogue_of_registered_tools() -> 
         await instance.start()
         try:
             async with grpc.aio.insecure_channel(await instance.bridge_address()) as channel:
+                resp = await pb_grpc.BridgeServiceStub(channel).RegisterTools(
+                    pb.RegisterToolsRequest(worker_id="stranger",
+                                            tools=[pb.ToolRegistration(name="t")]), timeout=5)
+            assert not resp.success and "own Snakepit bridge workers" in resp.error_message
+            assert instance.registered_tools("stranger") == []
+            async with grpc.aio.insecure_channel(instance.host_address) as channel:
                 stub = pb_grpc.BridgeServiceStub(channel)
                 for i in range(MAX_REGISTERED + 16):
                     await stub.RegisterTools(pb.RegisterToolsRequest(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -91,11 +92,15 @@ class HostBridgeServicer(pb_grpc.BridgeServiceServicer):
     ExecuteTool / ExecuteStreamingTool (not on the bridge's TCP listener)."""
 
     def __init__(self, host_tools: HostToolRegistry, router: ToolRouter,
-                 registered: dict[str, list[Any]], *, execute_tools: bool = True) -> None:
+                 registered: dict[str, list[Any]], *, execute_tools: bool = True,
+                 tools_from: Callable[[str, Any], Awaitable[bool]] | None = None) -> None:
         self.host_tools = host_tools
         self.router = router
         self.registered = registered  # worker id -> its ToolRegistrations (shared by listeners)
         self.execute_tools = execute_tools
+        # the bridge's TCP listener: RegisterTools only from the host's own bridge workers,
+        # whose pool learns the catalogue (``tools_from(peer, tools)``: False for a stranger)
+        self.tools_from = tools_from
 
     async def Ping(self, request: Any, context: Any) -> Any:
         return pb.PingResponse(message=f"pong: {request.message}", server_time=_now())
@@ -107,6 +112,11 @@ class HostBridgeServicer(pb_grpc.BridgeServiceServicer):
         return pb.InitializeSessionResponse(success=True)
 
     async def RegisterTools(self, request: Any, context: Any) -> Any:
+        if self.tools_from is not None and not await self.tools_from(context.peer(),
+                                                                     request.tools):
+            return pb.RegisterToolsResponse(
+                success=False, error_message="RegisterTools is taken only from this host's "
+                                             "own Snakepit bridge workers")
         # Kept for `registered_tools`, bounded: the bridge's TCP listener takes this from any
         # local user, and a bridge registers again for every session under a fresh id.
         self.registered.pop(request.worker_id, None)

@@ -30,6 +30,7 @@ from ...errors import EnvironmentProblem
 from ...logs import logger
 from ...protocol import pb_grpc
 from ...registry import RegistryWriter
+from ..transport import peer_pid
 from .host_bridge import HostBridgeServicer, TokenGate
 from .host_tools import HostToolRegistry, ParamSpecs, make_host_tool
 from .tool_router import ToolRouter
@@ -244,10 +245,11 @@ class HostInstance:
         host.sock in the 0700 run dir (`host_bridge` has the table)."""
         if self._tcp is None:  # set before the await: workers starting together share it
             self._tcp = grpc.aio.server()
-            pb_grpc.add_BridgeServiceServicer_to_server(HostBridgeServicer(
-                self.host_tools, self._router, self._registered, execute_tools=False),
-                self._tcp)
             port = self._tcp.add_insecure_port("127.0.0.1:0")
+            pb_grpc.add_BridgeServiceServicer_to_server(HostBridgeServicer(
+                self.host_tools, self._router, self._registered, execute_tools=False,
+                tools_from=lambda peer, tools: self._bridge_tools(peer, port, tools)),
+                self._tcp)
             self._tcp_address = f"127.0.0.1:{port}"
             try:
                 await self._tcp.start()
@@ -271,8 +273,25 @@ class HostInstance:
         self._tool_server = server
         self.tool_address = f"127.0.0.1:{port}"
 
-    def registered_tools(self, worker_id: str) -> list[Any]:
-        """The tool catalogue a worker sent with RegisterTools (Snakepit's bridge does)."""
+    async def _bridge_tools(self, peer: str, port: int, tools: Any) -> bool:
+        """RegisterTools on the bridge's TCP listener: is it from one of our pools' bridge
+        workers? False: not one of ours (any local user can dial the port). The catalogue is
+        kept (`registered_tools`) but not made the pool's tool list: the bridge registers
+        only its @tool methods, not the names its execute_tool dispatches (the showcase's
+        `add`, `ping`), so checking calls against it would refuse good ones."""
+        pid = await asyncio.to_thread(peer_pid, peer, port)
+        for core in tuple(self.cores):
+            if pid is not None and pid in core.pids():
+                return True
+        log.warning("instance %s: RegisterTools from %s (pid %s), not one of its bridge "
+                    "workers: refused", self.id, peer, pid)
+        return False
+
+    def registered_tools(self, worker_id: str | None = None) -> list[Any]:
+        """The tool catalogue a worker sent with RegisterTools (Snakepit's bridge does, under
+        an id of its own making); None: every catalogue kept, newest last."""
+        if worker_id is None:
+            return [t for tools in list(self._registered.values()) for t in tools]
         return list(self._registered.get(worker_id, ()))
 
     def register_host_tool(self, name: str, fn: Callable[..., Any], *,
@@ -294,3 +313,4 @@ class HostInstance:
         """Remove a host tool (the session's own with ``session_id``); False when there was
         none by that name in that scope."""
         return self.host_tools.unregister(name, session_id or "")
+
