@@ -76,8 +76,8 @@ def prepare_call(pool: PreparingPool, tool: str, args: Mapping[str, Any] | None,
         req.metadata.update(metadata)
     if "correlation_id" not in req.metadata:
         req.metadata["correlation_id"] = pool.correlation_id()
-    if "numpy" in sys.modules and pool.config.shm_threshold_kb:
-        req.metadata[arrays.WANTED] = str(pool.config.shm_threshold_kb * 1024)
+    if "numpy" in sys.modules:  # array results of 10 KB or more may come back raw
+        req.metadata[arrays.WANTED] = str(arrays.RAW_MIN_BYTES)
     size = req.ByteSize() + (sum(codec.raw_size(v) for v in big.values()) if big else 0)
     if size > pool.max_call_bytes:
         raise InvalidArgument(

@@ -1,9 +1,11 @@
 """NumPy arrays as raw bytes plus ``{"dtype", "shape", "order"}`` (pit extension).
 
-Large arrays (the pool's ``shm_threshold_kb``) travel raw, through shared memory where both
-sides can map it, instead of as JSON lists: request metadata ``pit_np:<param>`` and response
+Arrays of RAW_MIN_BYTES (10 KB, Snakepit's binary threshold) or more travel raw instead of as
+JSON lists: in the message, or through shared memory where both sides can map it once they
+reach the pool's ``shm_threshold_kb``. Request metadata ``pit_np:<param>`` and response
 metadata ``pit_np_result`` carry the layout. A result comes back raw only when the request
-says ``pit_np`` (the caller has NumPy); smaller arrays keep travelling as JSON lists.
+says ``pit_np`` (the caller has NumPy; its value is the size from which to); smaller arrays
+keep travelling as JSON lists, and arrive as lists.
 C- and Fortran-ordered arrays keep their order; other strided views are sent as a C-ordered
 copy (same values, new strides). The receiver gets its own writable copy, except a host
 reading a result with ``shm_views`` (runtime.pool.shm): a view over the arena.
@@ -20,6 +22,7 @@ from typing import Any
 PARAM = "pit_np:"
 RESULT = "pit_np_result"
 WANTED = "pit_np"
+RAW_MIN_BYTES = 10 * 1024  # arrays this large travel as raw bytes, not as JSON lists
 
 
 def is_array(value: Any) -> bool:

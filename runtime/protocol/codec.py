@@ -129,6 +129,9 @@ def encode_params(req: Any, args: Mapping[str, Any] | None, *,
                 value)) and raw_size(value) >= threshold:
             big[name] = value  # the caller sends it through shared memory, or `put_inline`
             continue
+        if has_binary and arrays.is_array(value) and value.nbytes >= arrays.RAW_MIN_BYTES:
+            put_inline(req, name, value)  # raw bytes and their layout, not a JSON list
+            continue
         if isinstance(value, _BYTES_LIKE):
             req.binary_parameters[name] = bytes(value)
         elif isinstance(value, Pickled):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import runtime
 from runtime import CallTimeout, Pool
 from runtime.cleanup import cleanup
 from runtime.protocol import shm
@@ -126,6 +127,23 @@ def test_numpy_arrays_keep_dtype_shape_and_order_both_ways() -> None:
         # below shm_threshold_kb arrays travel as JSON lists: the tool gets a list
         assert pool.execute("array_scale", {"arr": np.arange(3), "k": 2}) == [0, 1, 2] * 2
     assert arenas(pool) == []
+
+
+@pytest.mark.parametrize("direct_calls", [True, False])
+def test_arrays_under_the_threshold_travel_raw_from_10_kb(direct_calls: bool) -> None:
+    # Snakepit's binary threshold: from 10 KB an array is raw bytes in the message (no JSON
+    # list); smaller ones stay JSON and arrive as lists
+    np = pytest.importorskip("numpy")
+    with Pool(adapter="tests.adapters.sample:SampleAdapter", size=1,
+              direct_calls=direct_calls) as pool:
+        a = np.random.default_rng(2).random(100_000)  # 800 KB: under the 1 MiB threshold
+        assert pool.execute("array_info", {"arr": a})["type"] == "ndarray"
+        out = pool.execute("array_scale", {"arr": a, "k": 2.0})
+        assert isinstance(out, np.ndarray) and np.array_equal(out, a * 2)
+        assert arenas(pool) == []  # in the message, not through shared memory
+        small = np.arange(100, dtype=np.float64)  # 800 bytes: a JSON list
+        with pytest.raises(runtime.RemoteError):  # a list has no .dtype: it came as JSON
+            pool.execute("array_info", {"arr": small})
 
 
 def test_array_results_are_views_whose_arena_is_held_while_they_live() -> None:
