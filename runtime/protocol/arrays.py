@@ -10,6 +10,13 @@ C- and Fortran-ordered arrays keep their order; other strided views are sent as 
 copy (same values, new strides). The receiver gets its own writable copy, except a host
 reading a result with ``shm_views`` (runtime.pool.shm): a view over the arena.
 NumPy is never imported here unless an array is actually sent or received.
+
+Any other array with ``__dlpack__`` (torch, JAX, CuPy tensors on the CPU) travels the same way
+(`Framed`: viewed as a NumPy array without a copy, its framework named in the layout) and is
+rebuilt on the other side with that framework's ``from_dlpack`` when that framework is already
+loaded there (nothing is imported because a peer named it), else handed over as the NumPy
+array. An array on another device (a GPU) is refused with an
+error naming the device: move it to the CPU first.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 PARAM = "pit_np:"
@@ -30,9 +38,72 @@ def is_array(value: Any) -> bool:
     return np is not None and isinstance(value, np.ndarray) and not value.dtype.hasobject
 
 
-def to_raw(arr: Any) -> tuple[memoryview, str]:
-    """(the array's bytes, its layout as JSON) without copying when it is contiguous."""
+DLPACK_CPU = 1  # kDLCPU in __dlpack_device__()
+DEVICES = {1: "cpu", 2: "cuda", 3: "cuda-host", 4: "opencl", 7: "vulkan", 8: "metal",
+           9: "vpi", 10: "rocm", 13: "cuda-managed", 14: "oneapi"}
+# where a framework keeps its from_dlpack, when not in the module its arrays' class names
+FROM_DLPACK = {"jax": "jax.dlpack", "jaxlib": "jax.dlpack"}
+
+
+@dataclass(frozen=True, slots=True)
+class Framed:
+    """A DLPack array of another framework, viewed as a NumPy ``array``."""
+
+    array: Any
+    framework: str
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.array.nbytes)
+
+
+def framed(value: Any) -> Framed | None:
+    """``value`` as a `Framed` NumPy view when it is a non-NumPy array with ``__dlpack__``
+    (None otherwise). Raises ValueError for one on another device than the CPU."""
+    if not hasattr(value, "__dlpack__") or isinstance(value, (bytes, bytearray, memoryview)):
+        return None
+    loaded = sys.modules.get("numpy")
+    if loaded is not None and isinstance(value, loaded.ndarray):
+        return None
+    kind = type(value)
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    device = value.__dlpack_device__() if hasattr(value, "__dlpack_device__") else (1, 0)
+    if int(device[0]) != DLPACK_CPU:
+        raise ValueError(f"a {name} on {DEVICES.get(int(device[0]), device[0])}:{device[1]} "
+                         "cannot be sent: only CPU memory travels; move it to the CPU first "
+                         "(e.g. tensor.cpu())")
+    try:
+        import numpy as np
+    except ImportError:
+        raise ValueError(f"a {name} is sent as a NumPy array over its memory, but numpy is "
+                         "not installed on this side; install it") from None
+    numpy: Any = np
+    return Framed(numpy.from_dlpack(value), kind.__module__)
+
+
+def rebuild(arr: Any, framework: str | None) -> Any:
+    """``arr`` as an array of ``framework`` (the module of the sender's array class: the
+    ``from_dlpack`` of it, of a package above it, or of FROM_DLPACK's module) when that is
+    already loaded here; the NumPy array itself otherwise."""
+    if not framework or framework == "numpy":
+        return arr
+    parts = framework.split(".")
+    names = [".".join(parts[:n]) for n in range(len(parts), 0, -1)]
+    names.append(FROM_DLPACK.get(parts[0], ""))
+    for name in names:
+        from_dlpack = getattr(sys.modules.get(name), "from_dlpack", None)
+        if from_dlpack is not None:
+            return from_dlpack(arr)
+    return arr
+
+
+def to_raw(arr: Any, framework: str | None = None) -> tuple[memoryview, str]:
+    """(the array's bytes, its layout as JSON) without copying when it is contiguous; a
+    `Framed` array keeps its framework's name in the layout."""
     import numpy as np
+
+    if isinstance(arr, Framed):
+        arr, framework = arr.array, arr.framework
 
     if arr.flags.c_contiguous:
         data, order = arr, "C"
@@ -41,7 +112,10 @@ def to_raw(arr: Any) -> tuple[memoryview, str]:
     else:
         data, order = np.ascontiguousarray(arr), "C"
     raw = memoryview(data.reshape(-1).view(np.uint8))
-    return raw, json.dumps({"dtype": arr.dtype.str, "shape": list(arr.shape), "order": order})
+    meta = {"dtype": arr.dtype.str, "shape": list(arr.shape), "order": order}
+    if framework:
+        meta["framework"] = framework
+    return raw, json.dumps(meta)
 
 
 def from_raw(buffer: Any, offset: int, layout: str, copy: bool = True) -> Any:
@@ -57,4 +131,4 @@ def from_raw(buffer: Any, offset: int, layout: str, copy: bool = True) -> Any:
     dtype = np.dtype(meta["dtype"])
     flat = np.frombuffer(buffer, dtype, math.prod(shape), offset)
     arr = flat.reshape(shape[::-1]).T if meta.get("order") == "F" else flat.reshape(shape)
-    return arr.copy(order="K") if copy else arr
+    return rebuild(arr.copy(order="K") if copy else arr, meta.get("framework"))

@@ -125,11 +125,17 @@ def encode_params(req: Any, args: Mapping[str, Any] | None, *,
         if isinstance(value, (*_BYTES_LIKE, Pickled)) and not has_binary:
             raise CodecError(f"parameter {name!r}: {req.DESCRIPTOR.name} carries JSON only; "
                              "send bytes as a list of ints or a str")
-        if big is not None and threshold and (isinstance(value, _BYTES_LIKE) or arrays.is_array(
-                value)) and raw_size(value) >= threshold:
+        try:
+            value = arrays.framed(value) or value  # a torch/JAX/CuPy array: via DLPack
+        except ValueError as exc:
+            raise CodecError(f"parameter {name!r}: {exc}") from None
+        raw = arrays.is_array(value) or isinstance(value, arrays.Framed)
+        if big is not None and threshold and (isinstance(value, _BYTES_LIKE) or raw) and \
+                raw_size(value) >= threshold:
             big[name] = value  # the caller sends it through shared memory, or `put_inline`
             continue
-        if has_binary and arrays.is_array(value) and value.nbytes >= arrays.RAW_MIN_BYTES:
+        if has_binary and raw and (isinstance(value, arrays.Framed)
+                                   or value.nbytes >= arrays.RAW_MIN_BYTES):
             put_inline(req, name, value)  # raw bytes and their layout, not a JSON list
             continue
         if isinstance(value, _BYTES_LIKE):
@@ -197,7 +203,7 @@ def raw_size(value: Any) -> int:
 
 def raw_parts(value: Any) -> tuple[Any, str | None]:
     """(bytes-like data, array layout or None) of a value `encode_params` put in ``big``."""
-    if arrays.is_array(value):
+    if arrays.is_array(value) or isinstance(value, arrays.Framed):
         return arrays.to_raw(value)
     if isinstance(value, memoryview):
         return value.cast("B"), None
@@ -237,8 +243,13 @@ def encode_result(resp: Any, value: Any, *, allow_pickle: bool = False,
     shared-memory arena ``shm_out`` (offered by the host) when they fit. NumPy arrays of
     ``raw_arrays_from`` bytes or more (0: never) go raw (`runtime.protocol.arrays`).
     Raises ResultNotEncodable for a value that cannot be sent."""
-    if raw_arrays_from and arrays.is_array(value) and value.nbytes >= raw_arrays_from:
-        data, layout = arrays.to_raw(value)
+    try:
+        framed = arrays.framed(value)  # a torch/JAX/CuPy array: raw, whatever its size
+    except ValueError as exc:
+        raise ResultNotEncodable(f"tool {tool_name!r} returned {exc}") from None
+    if framed is not None or (raw_arrays_from and arrays.is_array(value)
+                              and value.nbytes >= raw_arrays_from):
+        data, layout = arrays.to_raw(framed or value)
         resp.metadata[arrays.RESULT] = layout
         ref = _mappings().write(shm_out, data) if shm_out else None
         if ref is not None:

@@ -188,3 +188,20 @@ def test_a_worker_without_shared_memory_gets_large_values_inline() -> None:
     with Pool(adapter="tests.adapters.sample:SampleAdapter", size=1, shm_threshold_kb=0) as pool:
         # shared memory off: arrays are JSON lists both ways
         assert pool.execute("make_array", {"n": 3}) == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("n", [3, 300_000])  # inline, and through shared memory (2.4 MB)
+def test_dlpack_arrays_of_another_framework_travel_raw_and_come_back_as_themselves(
+        n: int) -> None:
+    np = pytest.importorskip("numpy")
+    from tests.adapters import fakeframe
+
+    with Pool(adapter="tests.adapters.fakeframe:TensorTools", size=1) as pool:
+        t = fakeframe.Tensor(np.arange(n, dtype=np.float32))
+        out = pool.execute("double", {"t": t})
+        assert isinstance(out, fakeframe.Tensor)  # loaded here: rebuilt with its from_dlpack
+        assert np.array_equal(out.data, np.arange(n, dtype=np.float32) * 2)
+        with pytest.raises(runtime.InvalidArgument, match="cuda:0 cannot be sent"):
+            pool.execute("double", {"t": fakeframe.Tensor(np.zeros(2), device=(2, 0))})
+        with pytest.raises(runtime.ResultError, match="cuda:0 cannot be sent"):
+            pool.execute("on_gpu")
