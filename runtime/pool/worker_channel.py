@@ -184,8 +184,7 @@ class WorkerChannel:
         value = codec.decode_result(resp, allow_pickle=self.config.allow_pickle)
         if self.shm is None:
             return value, None
-        return value, codec.raw_size(value) if isinstance(value, bytes) or arrays.is_array(
-            value) else 0
+        return value, len(resp.binary_result)  # raw bytes, arrays, Arrow: their size
 
     def note_result(self, tool: str, size: int | None) -> None:
         """Remember how large ``tool``'s result was (the loop's bookkeeping: a large one gets

@@ -27,6 +27,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from . import arrow
+
 PARAM = "pit_np:"
 RESULT = "pit_np_result"
 WANTED = "pit_np"
@@ -127,6 +129,8 @@ def from_raw(buffer: Any, offset: int, layout: str, copy: bool = True) -> Any:
         raise ValueError("a NumPy array was sent, but numpy is not installed on this side; "
                          "install it in this environment") from None
     meta = json.loads(layout)
+    if "arrow" in meta:  # an Arrow IPC stream (`arrow`), read in place
+        return arrow.from_ipc(buffer, offset, meta["arrow"], copy)
     shape = [int(n) for n in meta["shape"]]
     dtype = np.dtype(meta["dtype"])
     flat = np.frombuffer(buffer, dtype, math.prod(shape), offset)

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from . import arrays, shm
+from . import arrays, arrow, shm
 from . import snakepit_bridge_pb2 as pb
 
 STRING_VALUE_URL = "type.googleapis.com/google.protobuf.StringValue"
@@ -125,16 +125,16 @@ def encode_params(req: Any, args: Mapping[str, Any] | None, *,
         if isinstance(value, (*_BYTES_LIKE, Pickled)) and not has_binary:
             raise CodecError(f"parameter {name!r}: {req.DESCRIPTOR.name} carries JSON only; "
                              "send bytes as a list of ints or a str")
-        try:
-            value = arrays.framed(value) or value  # a torch/JAX/CuPy array: via DLPack
+        try:  # a torch/JAX/CuPy array (via DLPack), an Arrow table or DataFrame (IPC)
+            value = arrays.framed(value) or arrow.encoded(value) or value
         except ValueError as exc:
             raise CodecError(f"parameter {name!r}: {exc}") from None
-        raw = arrays.is_array(value) or isinstance(value, arrays.Framed)
+        raw = arrays.is_array(value) or isinstance(value, (arrays.Framed, arrow.Encoded))
         if big is not None and threshold and (isinstance(value, _BYTES_LIKE) or raw) and \
                 raw_size(value) >= threshold:
             big[name] = value  # the caller sends it through shared memory, or `put_inline`
             continue
-        if has_binary and raw and (isinstance(value, arrays.Framed)
+        if has_binary and raw and (isinstance(value, (arrays.Framed, arrow.Encoded))
                                    or value.nbytes >= arrays.RAW_MIN_BYTES):
             put_inline(req, name, value)  # raw bytes and their layout, not a JSON list
             continue
@@ -205,6 +205,8 @@ def raw_parts(value: Any) -> tuple[Any, str | None]:
     """(bytes-like data, array layout or None) of a value `encode_params` put in ``big``."""
     if arrays.is_array(value) or isinstance(value, arrays.Framed):
         return arrays.to_raw(value)
+    if isinstance(value, arrow.Encoded):
+        return value.raw()
     if isinstance(value, memoryview):
         return value.cast("B"), None
     return value, None
@@ -243,13 +245,13 @@ def encode_result(resp: Any, value: Any, *, allow_pickle: bool = False,
     shared-memory arena ``shm_out`` (offered by the host) when they fit. NumPy arrays of
     ``raw_arrays_from`` bytes or more (0: never) go raw (`runtime.protocol.arrays`).
     Raises ResultNotEncodable for a value that cannot be sent."""
-    try:
-        framed = arrays.framed(value)  # a torch/JAX/CuPy array: raw, whatever its size
+    try:  # a torch/JAX/CuPy array (via DLPack), an Arrow table or DataFrame: raw, any size
+        special = arrays.framed(value) or arrow.encoded(value)
     except ValueError as exc:
         raise ResultNotEncodable(f"tool {tool_name!r} returned {exc}") from None
-    if framed is not None or (raw_arrays_from and arrays.is_array(value)
-                              and value.nbytes >= raw_arrays_from):
-        data, layout = arrays.to_raw(framed or value)
+    if special is not None or (raw_arrays_from and arrays.is_array(value)
+                               and value.nbytes >= raw_arrays_from):
+        data, layout = raw_parts(special or value)
         resp.metadata[arrays.RESULT] = layout
         ref = _mappings().write(shm_out, data) if shm_out else None
         if ref is not None:

@@ -369,3 +369,35 @@ class Configured(Adapter):
     @tool
     def scaled(self, x: int) -> int:
         return x * self.scale
+
+
+class ArrowTools(Adapter):
+    """Arrow tables and DataFrames as arguments and results."""
+
+    @tool
+    def describe(self, table: Any) -> dict:
+        return {"type": type(table).__name__, "rows": table.num_rows,
+                "columns": table.column_names}
+
+    @tool
+    def add_column(self, table: Any) -> Any:
+        import pyarrow.compute as pc
+
+        return table.append_column("total", pc.add(table["a"], table["b"]))
+
+    @tool
+    def keep(self, table: Any) -> int:
+        """Keeps the table past the call (its arena must not change under it)."""
+        self.kept = table
+        return table.num_rows
+
+    @tool
+    def kept_sum(self) -> float:
+        import pyarrow.compute as pc
+
+        return pc.sum(self.kept["a"]).as_py()
+
+    @tool
+    def frame_mean(self, df: Any) -> Any:
+        """Gets a DataFrame (through Arrow), returns one."""
+        return df.mean().to_frame("mean")

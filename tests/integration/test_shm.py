@@ -205,3 +205,34 @@ def test_dlpack_arrays_of_another_framework_travel_raw_and_come_back_as_themselv
             pool.execute("double", {"t": fakeframe.Tensor(np.zeros(2), device=(2, 0))})
         with pytest.raises(runtime.ResultError, match="cuda:0 cannot be sent"):
             pool.execute("on_gpu")
+
+
+@pytest.mark.parametrize("rows", [10, 200_000])  # inline, and through shared memory (4.8 MB)
+def test_arrow_tables_travel_as_ipc_and_come_back_as_tables(rows: int) -> None:
+    pa = pytest.importorskip("pyarrow")
+    table = pa.table({"a": pa.array(range(rows), pa.float64()),
+                      "b": pa.array(range(rows), pa.int64()), "c": ["x"] * rows})
+    with Pool(adapter="tests.adapters.sample:ArrowTools", size=1) as pool:
+        assert pool.execute("describe", {"table": table}) == {
+            "type": "Table", "rows": rows, "columns": ["a", "b", "c"]}
+        for _ in range(3):  # the second call on is offered an arena for its large result
+            out = pool.execute("add_column", {"table": table})
+            assert isinstance(out, pa.Table) and out.column_names == ["a", "b", "c", "total"]
+            assert out["total"].to_pylist()[-1] == 2 * (rows - 1)
+        batch = table.to_batches()[0]
+        assert pool.execute("describe", {"table": batch})["type"] == "RecordBatch"
+        # a table the tool kept is its own: the next call's arguments do not change it
+        assert pool.execute("keep", {"table": table}) == rows
+        pool.execute("describe", {"table": pa.table({"a": [7.0] * rows, "b": [0] * rows,
+                                                     "c": ["y"] * rows})})
+        assert pool.execute("kept_sum") == sum(range(rows))
+
+
+def test_pandas_frames_go_through_arrow() -> None:
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    df = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [10, 20, 30]}, index=["x", "y", "z"])
+    with Pool(adapter="tests.adapters.sample:ArrowTools", size=1) as pool:
+        out = pool.execute("frame_mean", {"df": df})
+        assert isinstance(out, pd.DataFrame)
+        assert out["mean"].to_dict() == {"a": 2.0, "b": 20.0}
