@@ -14,7 +14,6 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from . import telemetry
 from .ml_errors import MLError
 from .ml_errors import parse as parse_ml
 
@@ -206,7 +205,6 @@ def error_class(category: str) -> type[PitError]:
 _NEVER_MIXED = frozenset({"StopIteration", "StopAsyncIteration"})
 _MAX_CLASSES = 1024  # names come from workers and bridges: past this, classes are not kept
 _classes: dict[str, type[RemoteError]] = {}  # per-process cache: remote type name -> class
-TOOL_ERROR = "pool.call.tool_error"
 
 
 def _named(name: str, bases: tuple[type, ...]) -> type[RemoteError]:
@@ -278,8 +276,4 @@ def from_payload(payload: dict[str, Any], tool: str, details: dict[str, Any]) ->
     err.ml = parse_ml(rtype, message)
     if tb:
         err.__cause__ = RemoteTraceback(tb)
-    if telemetry.enabled(TOOL_ERROR):
-        telemetry.emit(TOOL_ERROR, {"mapped": int(err.ml is not None)}, {
-            "pool": details.get("pool", ""), "tool": tool, "remote_type": rtype,
-            "ml_category": err.ml.category if err.ml else ""})
     return err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import time
 import traceback
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ import runtime
 from runtime import AsyncPool, Pool, telemetry
 from runtime.errors import remote_class
 from runtime.ml_errors import OutOfMemory, ShapeMismatch
+from tests.conftest import wait_until
 
 SAMPLE = {"adapter": "tests.adapters.sample:SampleAdapter"}
 
@@ -86,6 +88,7 @@ def test_ml_errors_are_parsed_and_counted(pool: Pool) -> None:
         with pytest.raises(ValueError) as plain:
             pool.execute("raise_as", {"kind": "ValueError"})
         assert plain.value.ml is None
+        assert wait_until(lambda: len(events) == 3, timeout=5)  # the loop settles direct calls
     assert [(e.measurements["mapped"], e.metadata["ml_category"]) for e in events] == [
         (1, "shape_mismatch"), (1, "out_of_memory"), (0, "")]
     assert {e.metadata["pool"] for e in events} == {pool.name}
@@ -93,9 +96,10 @@ def test_ml_errors_are_parsed_and_counted(pool: Pool) -> None:
 
 def test_a_worker_that_dies_of_cuda_oom_keeps_its_crash_cause(pool: Pool) -> None:
     events: list[telemetry.Event] = []
-    with telemetry.subscribe("pool.call.tool_error", events.append), \
-            pytest.raises(runtime.WorkerExit) as info:
-        pool.execute("die_of_cuda_oom")
+    with telemetry.subscribe("pool.call.tool_error", events.append):
+        with pytest.raises(runtime.WorkerExit) as info:
+            pool.execute("die_of_cuda_oom")
+        time.sleep(0.2)  # what the loop would emit for it
     assert not isinstance(info.value, runtime.RemoteError)
     assert info.value.details["cause"] == "gpu" and not events  # a crash, not a tool error
 
