@@ -2,12 +2,20 @@
 
 Every error is a `PitError` with a `.category` (a stable string scripts can match on), a
 `.details` dict, and a `.hint` (what to do about it). A tool's exception inside a worker arrives
-as `RemoteError` with `.remote_type` and `.remote_traceback` holding the worker's text.
+as a `RemoteError` with `.remote_type` and `.remote_traceback` holding the worker's text, of a
+class named after the remote one (`remote_class`): a builtin type's class is also that builtin,
+so ``except KeyError:`` catches a tool's KeyError. The worker's traceback is the error's
+``__cause__`` (a `RemoteTraceback`), as concurrent.futures shows a process's, and `.ml` holds
+what `ml_errors.parse` read from the message (shape, dtype, device, out of memory) or None.
 """
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
+
+from .ml_errors import MLError
+from .ml_errors import parse as parse_ml
 
 
 class PitError(Exception):
@@ -110,7 +118,39 @@ class InvalidArgument(PitError, ValueError):
 
 
 class RemoteError(PitError):
+    """A tool raised. ``.remote_type`` names its class, ``.remote_traceback`` is the worker's
+    text, ``.ml`` what the message says of an ML failure (`ml_errors`), or None."""
+
     category = "remote_error"
+    ml: MLError | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "ml": self.ml.to_dict() if self.ml else None}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A class made by `remote_class` lives in no module pickle can import: it is made
+        # again by name on the other side (concurrent.futures and asyncio copy errors).
+        name = type(self).__dict__.get("_remote_name")
+        if name is None:
+            return (type(self), (self.message,), dict(self.__dict__))
+        return (_remade, (name, self.message), dict(self.__dict__))
+
+    def __setstate__(self, state: dict[str, Any] | None) -> None:
+        self.__dict__.update(state or {})
+        if self.remote_traceback and self.__cause__ is None:  # a cause is not pickled
+            self.__cause__ = RemoteTraceback(self.remote_traceback)
+
+
+class RemoteTraceback(Exception):
+    """The worker's traceback text, shown as a `RemoteError`'s cause when the host prints the
+    error (``The above exception was the direct cause of ...``)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text.rstrip()}\n"""'
 
 
 class ResultError(RemoteError):
@@ -158,12 +198,82 @@ def error_class(category: str) -> type[PitError]:
     return _BY_CATEGORY.get(category, RemoteError)
 
 
+# A remote class is never a BaseException-only builtin (KeyboardInterrupt, SystemExit,
+# GeneratorExit: a tool's SystemExit must not escape the host's ``except Exception``), nor a
+# StopIteration: raised inside a generator (pool.stream) it turns into RuntimeError, and a
+# future refuses it. Those get a plain named RemoteError subclass.
+_NEVER_MIXED = frozenset({"StopIteration", "StopAsyncIteration"})
+_MAX_CLASSES = 1024  # names come from workers and bridges: past this, classes are not kept
+_classes: dict[str, type[RemoteError]] = {}  # per-process cache: remote type name -> class
+
+
+def _named(name: str, bases: tuple[type, ...]) -> type[RemoteError]:
+    cls: type[RemoteError] = type(name, bases, {
+        "__module__": __name__, "__qualname__": name, "_remote_name": name,
+        "__doc__": f"A tool's {name}, raised in a worker (see RemoteError)."})
+    return cls
+
+
+def _mixed(name: str, builtin: type[Exception]) -> type[RemoteError] | None:
+    """RemoteError and ``builtin`` in one class, or None where they do not combine (a layout
+    conflict, a constructor that wants other arguments, a str that fails)."""
+    try:
+        cls = _named(name, (RemoteError, builtin))
+        probe = cls("probe", remote_type=name, details={})
+        if str(probe) != "probe" or probe.args != ("probe",):
+            return None
+    except Exception:  # noqa: BLE001 - any failure means: not this base
+        return None
+    return cls
+
+
+def _make(remote_type: str) -> type[RemoteError]:
+    module, _, name = remote_type.rpartition(".")
+    if not name.isidentifier() or len(name) > 200:
+        return RemoteError
+    found = getattr(builtins, name, None) if module in ("", "builtins") else None
+    if (isinstance(found, type) and issubclass(found, Exception)
+            and name not in _NEVER_MIXED):
+        # The builtin itself, else its nearest base that combines (UnicodeDecodeError's
+        # constructor wants five arguments: its class is a UnicodeError, so a ValueError).
+        for base in found.__mro__:
+            if base is Exception or not issubclass(base, Exception):
+                break
+            cls = _mixed(name, base)
+            if cls is not None:
+                return cls
+    return _named(name, (RemoteError,))
+
+
+def remote_class(remote_type: str) -> type[RemoteError]:
+    """The class of a tool's exception named ``remote_type``, made once per name: for a builtin
+    Exception type both a RemoteError and that builtin (or its nearest base that combines),
+    for any other name a RemoteError subclass of that name. Never a BaseException-only class."""
+    cls = _classes.get(remote_type)
+    if cls is None:
+        cls = _make(remote_type)
+        if len(_classes) < _MAX_CLASSES:
+            cls = _classes.setdefault(remote_type, cls)  # two threads: both get the first
+    return cls
+
+
+def _remade(remote_type: str, message: str) -> RemoteError:
+    return remote_class(remote_type)(message)
+
+
 def from_payload(payload: dict[str, Any], tool: str, details: dict[str, Any]) -> PitError:
-    """The PitError a worker's error payload (`codec.error_payload`) stands for."""
+    """The PitError a worker's error payload (`codec.error_payload`) stands for: a pit
+    category's class, or for a tool's exception the class `remote_class` names, with the
+    worker's traceback as its cause and `.ml` parsed from its message."""
     cls = error_class(payload.get("category", "remote_error"))
-    rtype = payload.get("type", "Error")
-    message = payload.get("message", "")
-    if cls.category == "remote_error":
-        message = f"tool {tool!r} raised {rtype}: {message}"
-    return cls(message, remote_type=rtype, remote_traceback=payload.get("traceback"),
-               details=details)
+    rtype = str(payload.get("type") or "Error")
+    message = str(payload.get("message", ""))
+    tb = payload.get("traceback")
+    if cls.category != "remote_error":
+        return cls(message, remote_type=rtype, remote_traceback=tb, details=details)
+    err = remote_class(rtype)(f"tool {tool!r} raised {rtype}: {message}", remote_type=rtype,
+                              remote_traceback=tb, details=details)
+    err.ml = parse_ml(rtype, message)
+    if tb:
+        err.__cause__ = RemoteTraceback(tb)
+    return err

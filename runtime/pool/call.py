@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import telemetry
-from ..errors import CallTimeout, ResultError, WorkerExit, from_payload
+from ..errors import CallTimeout, RemoteError, ResultError, WorkerExit, from_payload
 from ..protocol import codec
 from .affinity import SlotSource, session_slot
 from .lane import NotStarted
@@ -43,6 +43,7 @@ class CallHost(SlotSource, Protocol):
 Deliver = Callable[[Any, "BaseException | None"], None]
 DISPATCHED = "pool.call.dispatched"
 COMPLETED = "pool.call.completed"
+TOOL_ERROR = "pool.call.tool_error"
 
 
 class CallRun:
@@ -211,3 +212,9 @@ def record(pool: CallHost, req: Any, took: float, err: BaseException | None) -> 
             "pool": pool.name, "tool": req.tool_name,
             "correlation_id": req.metadata.get("correlation_id", ""),
             "status": "error" if err else "ok", "error_category": category or ""})
+    if category == "remote_error" and telemetry.enabled(TOOL_ERROR):
+        ml = err.ml if isinstance(err, RemoteError) else None
+        telemetry.emit(TOOL_ERROR, {"mapped": int(ml is not None)}, {
+            "pool": pool.name, "tool": req.tool_name,
+            "remote_type": getattr(err, "remote_type", None) or "",
+            "ml_category": ml.category if ml else ""})

@@ -223,8 +223,8 @@ class WorkerChannel:
             w.served += 1
             return resp
         except grpc.aio.AioRpcError as exc:
-            raise await self._rpc_failure(exc, req.tool_name, lone=w.in_flight <= 1) \
-                from None
+            err = await self._rpc_failure(exc, req.tool_name, lone=w.in_flight <= 1)
+            raise err from err.__cause__  # a tool's error keeps the worker's traceback
         finally:
             w.slot_freed()
 
@@ -259,7 +259,8 @@ class WorkerChannel:
                 yield chunk
             self.worker.served += 1
         except grpc.aio.AioRpcError as exc:  # a stream is granted alone: it is to blame
-            raise await self._rpc_failure(exc, req.tool_name, lone=True) from None
+            err = await self._rpc_failure(exc, req.tool_name, lone=True)
+            raise err from err.__cause__  # a tool's error keeps the worker's traceback
         finally:
             self.worker.exclusive_calls -= 1  # taken by the scheduler when it granted the slot
             call.cancel()

@@ -26,6 +26,11 @@ CATALOG: dict[str, EventSpec] = {
     "pool.call.completed": EventSpec(
         "a call finished (successfully or not)", ("duration_ms",),
         ("pool", "tool", "correlation_id", "status", "error_category")),
+    "pool.call.tool_error": EventSpec(
+        "a call ended with its tool's exception (with pool.call.completed; not streams or "
+        "map items); ml_category is the ML failure its message names (shape_mismatch, "
+        "dtype_mismatch, device_mismatch, out_of_memory; '' and mapped 0 when none)",
+        ("mapped",), ("pool", "tool", "remote_type", "ml_category")),
     "pool.saturated": EventSpec(
         "the queue started to hold calls: every worker was busy", ("queued", "capacity"),
         ("pool",)),

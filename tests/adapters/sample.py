@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from runtime.worker import Adapter, SessionContext, telemetry, tool
+
+
+class QuotaExceeded(Exception):
+    """A tool's own exception class (not a builtin)."""
 
 
 class SampleAdapter(Adapter):
@@ -109,6 +115,20 @@ class SampleAdapter(Adapter):
     @tool
     def exit_now(self) -> None:
         raise SystemExit(4)
+
+    @tool
+    def raise_as(self, kind: str, message: str = "boom") -> None:
+        """Raise a builtin exception named ``kind``, or a custom class when kind is 'custom'."""
+        if kind == "custom":
+            raise QuotaExceeded(message)
+        raise getattr(builtins, kind)(message)
+
+    @tool
+    def die_of_cuda_oom(self) -> None:
+        """Die as a CUDA library does when the device runs out: message, then exit."""
+        print("RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB "
+              "total capacity; 1.00 GiB free)", file=sys.stderr, flush=True)
+        os._exit(1)
 
     @tool
     def crash_once(self, marker: str) -> str:

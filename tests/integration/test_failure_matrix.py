@@ -1,9 +1,12 @@
 """The same bad input gives the same exception class whichever way the call travels: a blocking
 call on a lent worker, the loop's socket lane, the gRPC lane, one unary RPC per call; and
-whichever API sent it: execute, submit, stream, a map item."""
+whichever API sent it: execute, submit, stream, a map item. A tool's exception is the class
+`errors.remote_class` makes for its type (a RemoteError and a ValueError), on every path with
+the worker's traceback as its printed cause."""
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +14,7 @@ import pytest
 
 import runtime
 from runtime import Pool
+from runtime.errors import remote_class
 from tests.conftest import wait_until
 
 TRANSPORTS = {
@@ -22,7 +26,7 @@ TRANSPORTS = {
 CASES = [  # name, tool, args, timeout, expected
     ("unknown tool", "nope", {}, None, runtime.ToolNotFound),
     ("bad argument", "add", {"a": "x", "b": 2}, None, runtime.InvalidArgument),
-    ("tool raises", "fail", {}, None, runtime.RemoteError),
+    ("tool raises", "fail", {}, None, remote_class("ValueError")),
     ("worker exits", "crash", {"code": 3}, None, runtime.WorkerExit),
     ("timeout", "sleep", {"ms": 5000}, 0.3, runtime.CallTimeout),
     ("oversized", "echo", {"value": "x" * (3 << 20)}, None, runtime.InvalidArgument),
@@ -55,6 +59,11 @@ def test_every_path_gives_the_same_error_class(transport: str) -> None:
                     got[name, api] = type(exc).__name__
                     if type(exc) is not expected:
                         wrong.append(exc)
+                    if isinstance(exc, runtime.RemoteError) and exc.remote_traceback:
+                        printed = "".join(traceback.format_exception(exc))
+                        if "raise ValueError(message)" not in printed:
+                            wrong.append(f"{name} via {api}: no remote traceback")
                 if got[name, api] != expected.__name__:
                     wrong.append(f"{name} via {api}: {got[name, api]}")
     assert not wrong, wrong
+    assert issubclass(remote_class("ValueError"), (runtime.RemoteError, ValueError))
