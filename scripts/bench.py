@@ -10,7 +10,9 @@ pool's workers, worker = "snakepit": serial and 64-in-flight rows only; needs
 loky, pebble, and Ray actors when `ray` is importable (skipped otherwise). Rows, for each pool
 size: a no-op call one at a time with each API's blocking call (p50/p99), no-op calls with 64 in
 flight, a map over 20,000 tiny items (each API's own map), 1 MiB and 16 MiB bytes round trips,
-400 x 10 ms CPU-bound tasks (efficiency = ideal time / elapsed), time until 2, 8 and 32 workers
+400 x 10 ms CPU-bound tasks (efficiency = ideal time / elapsed), a 100k-element float64
+array and a 1M-row, 4-column Arrow table sent to an identity function and back (pit: raw
+arrays and Arrow IPC; the others: pickling), time until 2, 8 and 32 workers
 answer (from creating the pool; the library's import is a row of its own) and the USS of an idle
 worker. Every measurement runs in a fresh subprocess (a fork-based pool must not fork a process
 that already runs gRPC threads); each row is the median of --reps runs, the systems taking turns
@@ -49,6 +51,8 @@ ROWS = [  # key, label, unit, higher is better
     ("mb1_per_s", "1 MiB round trip", "MB/s", True),
     ("mb16_per_s", "16 MiB round trip", "MB/s", True),
     ("cpu_efficiency", "400 x 10 ms CPU tasks", "eff", True),
+    ("array_mb_s", "100k float64 array", "MB/s", True),
+    ("arrow_mb_s", "1M x 4 Arrow table", "MB/s", True),
     ("ready2_ms", "2 workers answer", "ms", False),
     ("ready8_ms", "8 workers answer", "ms", False),
     ("ready32_ms", "32 workers answer", "ms", False),
@@ -80,6 +84,10 @@ def burn(ms: float) -> int:
     while time.perf_counter() < end:
         n += 1
     return n
+
+
+def ident(value: Any) -> Any:
+    return value
 
 
 def pid_after(seconds: float) -> int:
@@ -132,7 +140,8 @@ class Driver:
 
             ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False)
 
-            funcs = {f.__name__: f for f in (noop, add, add_args, echo_bytes, burn, pid_after)}
+            funcs = {f.__name__: f for f in (noop, add, add_args, echo_bytes, burn, pid_after,
+                                             ident)}
 
             @ray.remote
             class Actor:  # shipped by value: it must carry the functions it runs
@@ -160,6 +169,7 @@ class Driver:
             self.pool.shutdown()
 
     TOOLS = {"noop": ("ping", lambda: {}), "add": ("add", lambda a, b: {"a": a, "b": b}),
+             "ident": ("identity", lambda value: {"value": value}),
              "echo_bytes": ("bytes_echo", lambda data: {"data": data}),
              "burn": ("cpu_burn", lambda ms: {"ms": ms}),
              "pid_after": ("sleep", lambda s: {"ms": s * 1000})}
@@ -220,6 +230,33 @@ class _RayFuture:
         return ray.get(self.ref)
 
 
+def _array() -> Any:
+    import numpy as np
+
+    return np.random.default_rng(0).random(100_000)  # 800 KB: under pit's shm threshold
+
+
+def _table() -> Any:
+    """A 1M-row, 4-column float64 Arrow table (32 MB); None without pyarrow."""
+    try:
+        import numpy as np
+        import pyarrow as pa
+    except ImportError:
+        return None
+    rng = np.random.default_rng(0)
+    return pa.table({c: rng.random(1_000_000) for c in "abcd"})
+
+
+def _round_trips(d: Driver, value: Any, n: int) -> float:
+    """MB/s of ``value`` sent to the identity function and back (each API's own way: pit's
+    raw arrays / Arrow IPC, the others' pickling)."""
+    d.call("ident", value)
+    t = time.perf_counter()
+    for _ in range(n):
+        d.call("ident", value)
+    return 2 * n * value.nbytes / (time.perf_counter() - t) / 1e6
+
+
 def _inflight(d: Driver, n: int, depth: int = 64) -> float:
     import collections
 
@@ -268,6 +305,10 @@ def measure(system: str, size: int, quick: bool) -> dict[str, float]:
         for f in [d.submit("burn", 10.0) for _ in range(n_cpu)]:
             f.result()
         out["cpu_efficiency"] = (n_cpu * 0.010 / size) / (time.perf_counter() - t)
+        out["array_mb_s"] = _round_trips(d, _array(), 20 if quick else 60)
+        table = _table()
+        if table is not None:
+            out["arrow_mb_s"] = _round_trips(d, table, 2 if quick else 6)
         if system == "pit":
             out["watched_ratio"] = _watched_ratio(d, seconds=0.5 if quick else 1.5)
     return out

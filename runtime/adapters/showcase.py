@@ -85,6 +85,12 @@ class ShowcaseAdapter(Adapter):
         return data
 
     @tool
+    def identity(self, value: Any) -> Any:
+        """Return its argument as it came: arrays, Arrow tables and DLPack tensors travel raw
+        both ways."""
+        return value
+
+    @tool
     def session_counter(self, ctx: SessionContext) -> dict[str, Any]:
         """Count calls per session, in this worker's memory."""
         state = ctx.session
