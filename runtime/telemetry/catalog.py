@@ -50,6 +50,10 @@ CATALOG: dict[str, EventSpec] = {
                                 ("pool", "session_id")),
     "session.expired": EventSpec("a session passed its ttl unused and was dropped", ("age_s",),
                                  ("pool", "session_id")),
+    "worker.result.unserializable": EventSpec(
+        "a tool's result held values of this type that JSON cannot hold and no hook could "
+        "convert: they were sent as markers (runtime.is_unserializable)", ("count",),
+        ("pool", "worker", "tool", "type", "correlation_id")),
     "telemetry.dropped": EventSpec(
         "a worker's telemetry buffer was full and dropped events", ("dropped",),
         ("pool", "worker")),

@@ -11,6 +11,9 @@ Events wait in a bounded buffer (BUFFER_EVENTS, $PIT_TELEMETRY_BUFFER) until the
 buffer is full new events are dropped and counted (the host sees a ``telemetry.dropped``
 event). The host adds the worker id, the pool and the correlation id of the call the event
 was emitted in.
+
+The worker itself reports through the same buffer with `emit_runtime`: those events
+(`RUNTIME_EVENTS`, listed in the host's catalog) keep their names on the host.
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ class _Buffer:
 
 
 buffer = _Buffer(BUFFER_EVENTS)
+# Events of the worker runtime, not of adapter code: the host relays them under these names
+# (the others become adapter.<name>), so adapter code may not emit them.
+RESULT_UNSERIALIZABLE = "worker.result.unserializable"
+RUNTIME_EVENTS = frozenset({"telemetry.dropped", RESULT_UNSERIALIZABLE})
 
 
 def _clean_measurements(measurements: Mapping[str, Any] | None) -> dict[str, float | int | str]:
@@ -82,6 +89,27 @@ def emit(name: str, measurements: Mapping[str, Any] | None = None,
     if not isinstance(name, str) or not name or name.startswith(".") or name.endswith("."):
         raise ValueError(f"telemetry event name must be a dotted name such as 'model.loaded', "
                          f"got {name!r}")
+    if name in RUNTIME_EVENTS:
+        raise ValueError(f"telemetry event name {name!r} is the worker runtime's own; "
+                         "choose another")
+    return _put(name, measurements, metadata)
+
+
+def emit_runtime(name: str, measurements: Mapping[str, Any] | None = None,
+                 metadata: Mapping[str, Any] | None = None) -> bool:
+    """Queue one of the worker runtime's own events (`RUNTIME_EVENTS`)."""
+    return _put(name, measurements, metadata)
+
+
+def unserializable_results(tool_name: str, counts: dict[str, int]) -> None:
+    """A result held values that became markers (`runtime.protocol.graceful`): one event
+    per type, ``count`` of them, the type in the metadata (never a repr: no secrets)."""
+    for type_name, count in counts.items():
+        _put(RESULT_UNSERIALIZABLE, {"count": count}, {"type": type_name, "tool": tool_name})
+
+
+def _put(name: str, measurements: Mapping[str, Any] | None,
+         metadata: Mapping[str, Any] | None) -> bool:
     ctx = current_call.get()
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     if ctx is not None:
