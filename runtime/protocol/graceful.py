@@ -11,9 +11,11 @@ imported) contiguous NumPy arrays and scalars itself; only what it does not know
    size, read from ``.shape`` (else ``.size``) *before* calling it, exceeds
    ``tolist_max_elements``;
 3. ``isoformat()``; sets and frozensets as lists (sorted when their items sort); ``Decimal``
-   as its exact string; ``UUID`` and ``Path`` as strings; an ``Enum`` as its value;
-   bytes-like values inside a structure as standard base64 strings (protobuf's JSON mapping
-   of ``bytes``: a tool's top-level bytes still travel raw).
+   as its exact string; ``UUID`` and ``Path`` as strings; an ``Enum`` as its value.
+
+Bytes-like values inside a structure (first: a memoryview has a ``tolist``) become standard
+base64 strings, protobuf's JSON mapping of ``bytes``; a tool's top-level bytes still travel
+raw, and come back as bytes.
 
 A hook that raises, or hands back the object itself, falls through to the next. What is left
 becomes a marker, Snakepit's: ``{"__ffi_unserializable__": true, "__type__":
@@ -174,6 +176,8 @@ class Encoder:
                 return obj.tolist()
             self.failed = obj
             raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
+        if isinstance(obj, _BYTES_LIKE):  # before tolist: a memoryview has one (a list of ints)
+            return base64.b64encode(obj).decode("ascii")
         for name in _HOOKS:
             hook = getattr(obj, name, None)
             if hook is not None and callable(hook):
@@ -213,8 +217,6 @@ class Encoder:
             return str(obj)
         if isinstance(obj, enum.Enum):
             return obj.value
-        if isinstance(obj, _BYTES_LIKE):
-            return base64.b64encode(obj).decode("ascii")
         marker = policy.marker(obj)
         if self.markers is None:
             self.markers = {}
