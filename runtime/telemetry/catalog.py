@@ -51,9 +51,10 @@ CATALOG: dict[str, EventSpec] = {
     "session.expired": EventSpec("a session passed its ttl unused and was dropped", ("age_s",),
                                  ("pool", "session_id")),
     "worker.result.unserializable": EventSpec(
-        "a tool's result held values of this type that JSON cannot hold and no hook could "
-        "convert: they were sent as markers (runtime.is_unserializable)", ("count",),
-        ("pool", "worker", "tool", "type", "correlation_id")),
+        "results of a tool held values of this type that JSON cannot hold and no hook could "
+        "convert: sent as markers (runtime.is_unserializable); counted in the worker and "
+        "sent within 0.5 s, count since the last event", ("count",),
+        ("pool", "worker", "tool", "type")),
     "telemetry.dropped": EventSpec(
         "a worker's telemetry buffer was full and dropped events", ("dropped",),
         ("pool", "worker")),

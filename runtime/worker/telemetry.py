@@ -42,6 +42,8 @@ class _Buffer:
         self.enabled = True
         self.wake = threading.Event()
         self._lock = threading.Lock()
+        # (event name, tool, type) -> count since the last take: counted, not queued per call
+        self.counts: dict[tuple[str, str, str], int] = {}
 
     def put(self, record: Record) -> bool:
         with self._lock:
@@ -54,12 +56,25 @@ class _Buffer:
         self.wake.set()
         return True
 
+    def count(self, name: str, tool: str, kind: str, n: int) -> None:
+        """Add ``n`` to a counter sent as one event at the next take (the stream takes at
+        least every 0.5 s): no wake-up, no event per call, so a tool that returns a marker
+        every call costs next to nothing more than one that does not."""
+        key = (name, tool, kind)
+        with self._lock:
+            if self.enabled:
+                self.counts[key] = self.counts.get(key, 0) + n
+
     def take(self) -> tuple[list[Record], int]:
-        """Everything buffered, and the drops since the last take."""
+        """Everything buffered (counters as events), and the drops since the last take."""
         with self._lock:
             items, self.items = list(self.items), collections.deque()
             dropped, self.dropped = self.dropped, 0
+            counts, self.counts = self.counts, {}
             self.wake.clear()
+        now = time.time_ns()
+        items += [(name, {"count": n}, {"tool": tool, "type": kind}, now, "")
+                  for (name, tool, kind), n in counts.items()]
         return items, dropped
 
 
@@ -102,10 +117,11 @@ def emit_runtime(name: str, measurements: Mapping[str, Any] | None = None,
 
 
 def unserializable_results(tool_name: str, counts: dict[str, int]) -> None:
-    """A result held values that became markers (`runtime.protocol.graceful`): one event
-    per type, ``count`` of them, the type in the metadata (never a repr: no secrets)."""
+    """A result held values that became markers (`runtime.protocol.graceful`): counted per
+    tool and type (never a repr: no secrets), sent as one event per pair and ``count``
+    within 0.5 s (`_Buffer.count`)."""
     for type_name, count in counts.items():
-        _put(RESULT_UNSERIALIZABLE, {"count": count}, {"type": type_name, "tool": tool_name})
+        buffer.count(RESULT_UNSERIALIZABLE, tool_name, type_name, count)
 
 
 def _put(name: str, measurements: Mapping[str, Any] | None,
