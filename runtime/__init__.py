@@ -2,6 +2,7 @@
 
 Host side:   Pool, AsyncPool, Pools, current_pools(), execute(), errors (PitError ...)
 Worker side: Adapter, tool, SessionContext, current_context, Pickled
+Results:     is_unserializable(value) tells a marker of a value the worker could not encode
 
 Names resolve lazily, so a worker importing `runtime.worker` pulls in nothing host-side.
 """
@@ -35,6 +36,7 @@ _EXPORTS = {
     "SessionContext": "runtime.worker.context",
     "current_context": "runtime.worker.context",
     "Pickled": "runtime.protocol.codec",
+    "is_unserializable": "runtime.protocol.graceful",
     "PoolConfig": "runtime.config",
     "load_config": "runtime.config",
     "PitError": "runtime.errors",

@@ -33,6 +33,8 @@ DEFAULT_ADAPTER = "runtime.adapters.showcase:ShowcaseAdapter"
 DEFAULT_POOL = "default"
 DEFAULT_THREADS = 4
 AFFINITY_MODES = ("hint", "strict_queue", "strict_fail_fast")
+# runtime.protocol.graceful.DETAILS (not imported: the config loads without gRPC)
+UNSERIALIZABLE_DETAILS = ("none", "type", "repr_truncated", "repr_redacted_truncated")
 # Native math libraries spawn one thread per core in every worker unless told otherwise.
 THREAD_LIMIT_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                      "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -86,6 +88,13 @@ class PoolConfig:
     startup_timeout_ms: int = 30_000
     shutdown_grace_ms: int = 5_000
     allow_pickle: bool = False
+    # Results JSON cannot hold (runtime/protocol/graceful.py): converted, else a marker; with
+    # strict_results the call fails as it used to. None: the worker's SNAKEPIT_* environment
+    # variable, else the default (none, 500, 1_000_000).
+    strict_results: bool = False
+    unserializable_detail: str | None = None
+    unserializable_repr_maxlen: int | None = None
+    tolist_max_elements: int | None = None
     max_message_mb: int = 512
     pipeline_depth: int = 16
     shm_threshold_kb: int = 1024  # bytes this large travel through shared memory (0: never)
@@ -227,6 +236,12 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "startup_timeout_ms": _int(1),
     "shutdown_grace_ms": _int(0),
     "allow_pickle": (lambda v: isinstance(v, bool), "true or false"),
+    "strict_results": (lambda v: isinstance(v, bool), "true or false"),
+    "unserializable_detail": (lambda v: v is None or v in UNSERIALIZABLE_DETAILS,
+                              "one of " + ", ".join(UNSERIALIZABLE_DETAILS)),
+    "unserializable_repr_maxlen": ((lambda v: v is None or _int(0, 2000)[0](v)),
+                                   "an integer >= 0 and <= 2000"),
+    "tolist_max_elements": (lambda v: v is None or _int(0)[0](v), "an integer >= 0"),
     "call_lane": (lambda v: isinstance(v, bool), "true or false"),
     "lane_socket": (lambda v: isinstance(v, bool), "true or false"),
     "direct_calls": (lambda v: isinstance(v, bool), "true or false"),
@@ -353,6 +368,9 @@ def _worker_kind(values: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: command = {list(command)!r} has no {{port}} placeholder: "
                           "a command-started worker must be told where to listen",
                           hint="add e.g. \"--port\", \"{port}\" to the command")
+    if values.get("strict_results"):
+        raise ConfigError(f"{where}: strict_results applies to pit's own worker, not to "
+                          f"worker = {kind!r}", hint="remove strict_results")
     if values.get("allow_pickle"):
         raise ConfigError(f"{where}: allow_pickle cannot be used with worker = {kind!r}",
                           hint="a worker on a TCP port could be impersonated by another "

@@ -115,10 +115,18 @@ def snakepit_env(config: PoolConfig, ready_file: Path) -> dict[str, str]:
                  "initial_delay_ms": 0, "dependent": config.dependent}
     # No SNAKEPIT_PROCESS_GROUP: pit starts it in a session of its own already, and the
     # bridge's own setsid would fail and print a warning into the crash tail.
-    return {"SNAKEPIT_READY_FILE": str(ready_file),
-            "SNAKEPIT_HEARTBEAT_CONFIG": json.dumps(heartbeat),
-            "SNAKEPIT_OTEL_CONSOLE": "false",
-            "SNAKEPIT_LOG_LEVEL": os.environ.get("SNAKEPIT_LOG_LEVEL", "warning")}
+    env = {"SNAKEPIT_READY_FILE": str(ready_file),
+           "SNAKEPIT_HEARTBEAT_CONFIG": json.dumps(heartbeat),
+           "SNAKEPIT_OTEL_CONSOLE": "false",
+           "SNAKEPIT_LOG_LEVEL": os.environ.get("SNAKEPIT_LOG_LEVEL", "warning")}
+    # The bridge's graceful serialization reads these; the pool's keys win, as in pit's worker.
+    for name, value in (("SNAKEPIT_UNSERIALIZABLE_DETAIL", config.unserializable_detail),
+                        ("SNAKEPIT_UNSERIALIZABLE_REPR_MAXLEN",
+                         config.unserializable_repr_maxlen),
+                        ("SNAKEPIT_TOLIST_MAX_ELEMENTS", config.tolist_max_elements)):
+        if value is not None:
+            env[name] = str(value)
+    return env
 
 
 def free_port() -> int:

@@ -54,6 +54,18 @@ OUTPUT_TAIL_LINES = 40
 log = logger("worker")
 
 
+def result_flags(config: PoolConfig) -> list[str]:
+    """How the worker encodes results JSON cannot hold: only the keys the pool sets, so that
+    the worker's SNAKEPIT_* environment variables apply to the others."""
+    flags = ["--strict-results"] if config.strict_results else []
+    for flag, value in (("--unserializable-detail", config.unserializable_detail),
+                        ("--unserializable-repr-maxlen", config.unserializable_repr_maxlen),
+                        ("--tolist-max-elements", config.tolist_max_elements)):
+        if value is not None:
+            flags += [flag, str(value)]
+    return flags
+
+
 class WorkerProcess:
     """The process behind one worker. The pool sets ``python``, ``bridge``, ``extra_env`` and
     ``forkserver`` before `launch`."""
@@ -115,6 +127,7 @@ class WorkerProcess:
             argv += ["--progress-file", str(self.progress_file)]
         if self.config.allow_pickle:
             argv.append("--allow-pickle")
+        argv += result_flags(self.config)
         if self.config.adapter_args:  # a table: a list is refused for pit's worker
             argv += ["--adapter-args", json.dumps(self.config.adapter_args)]
         if self.config.call_lane and self.config.lane_socket:

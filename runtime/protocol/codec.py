@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from . import arrays, arrow, shm
+from . import arrays, arrow, graceful, shm
 from . import snakepit_bridge_pb2 as pb
 
 STRING_VALUE_URL = "type.googleapis.com/google.protobuf.StringValue"
@@ -85,20 +85,42 @@ def dumps(value: Any, what: str) -> bytes:
         ) from None
 
 
-def dumps_result(value: Any, tool_name: str, did: str = "returned a value") -> bytes:
-    """A tool's return value (or what it yielded, says ``did``) as JSON; raises
-    ResultNotEncodable naming the tool and the type that is not JSON (the value's own, or one
-    inside it)."""
+def dumps_result(value: Any, tool_name: str, did: str = "returned a value",
+                 policy: graceful.ResultPolicy = graceful.STRICT) -> bytes:
+    """A tool's return value (or what it yielded, says ``did``) as JSON, converting or
+    marking what JSON cannot hold as ``policy`` says (`runtime.protocol.graceful`; the
+    default is strict). Raises ResultNotEncodable naming the tool, the type that is not JSON
+    and where it sits in the value."""
+    option = orjson.OPT_SERIALIZE_NUMPY if "numpy" in sys.modules else 0
+    enc = policy.encoder()
     try:
-        return _dumps(value)
+        data = orjson.dumps(value, option=option, default=enc.default)
     except TypeError as exc:
-        outer = type(value).__name__
-        inner = str(exc).removeprefix("Type is not JSON serializable: ")
-        why = (f"{outer} is not JSON" if inner == outer else
-               f"{outer} holding a {inner}, which is not JSON" if inner != str(exc) else
-               f"{outer}: {exc}")  # not a type: "Dict key must be str", a too-large int
-        raise ResultNotEncodable(f"tool {tool_name!r} {did} that cannot be encoded: {why}; "
-                                 f"{RESULT_TYPES}") from None
+        if policy.strict or "Dict key must be str" not in str(exc):
+            raise ResultNotEncodable(f"tool {tool_name!r} {did} that cannot be encoded: "
+                                     f"{_why(value, exc, enc.failed)}; {RESULT_TYPES}") from None
+        # Graceful: keys that are not strings (a pandas Series' index) become strings.
+        enc = policy.encoder()
+        try:
+            data = orjson.dumps(value, option=option | orjson.OPT_NON_STR_KEYS,
+                                default=enc.default)
+        except TypeError as again:
+            raise ResultNotEncodable(f"tool {tool_name!r} {did} that cannot be encoded: "
+                                     f"{_why(value, again, None)}; {RESULT_TYPES}") from None
+    if enc.markers and policy.report is not None:
+        policy.report(tool_name, enc.markers)
+    return data
+
+
+def _why(value: Any, exc: TypeError, failed: Any) -> str:
+    outer = type(value).__name__
+    inner = str(exc).removeprefix("Type is not JSON serializable: ")
+    if inner == str(exc):  # not a type: "Dict key must be str", a too-large int
+        return f"{outer}: {exc}"
+    if failed is value or (failed is None and inner == outer):
+        return f"{outer} is not JSON"
+    where = graceful.locate(value, failed) if failed is not None else None
+    return f"{outer} holding a {inner}{' at ' + where if where else ''}, which is not JSON"
 
 
 def loads(data: bytes | str, what: str) -> Any:
@@ -240,10 +262,11 @@ def _kind(value: Any) -> str:
 
 def encode_result(resp: Any, value: Any, *, allow_pickle: bool = False,
                   shm_out: str | None = None, raw_arrays_from: int = 0,
-                  tool_name: str = "") -> None:
+                  tool_name: str = "", policy: graceful.ResultPolicy = graceful.STRICT) -> None:
     """Put a tool's return value into an ExecuteToolResponse-shaped message; bytes go into the
     shared-memory arena ``shm_out`` (offered by the host) when they fit. NumPy arrays of
     ``raw_arrays_from`` bytes or more (0: never) go raw (`runtime.protocol.arrays`).
+    ``policy``: what becomes of values JSON cannot hold (`dumps_result`).
     Raises ResultNotEncodable for a value that cannot be sent."""
     try:  # a torch/JAX/CuPy array (via DLPack), an Arrow table or DataFrame: raw, any size
         special = arrays.framed(value) or arrow.encoded(value)
@@ -279,7 +302,7 @@ def encode_result(resp: Any, value: Any, *, allow_pickle: bool = False,
         resp.metadata[RESULT_FORMAT] = "pickle"
     else:
         resp.result.type_url = RESULT_URL + _kind(value)
-        resp.result.value = dumps_result(value, tool_name)
+        resp.result.value = dumps_result(value, tool_name, policy=policy)
     resp.success = True
 
 
@@ -341,11 +364,12 @@ def decode_error(text: str) -> dict[str, Any]:
 
 # --- streaming chunks -------------------------------------------------------------------------
 
-def encode_chunk(value: Any, tool_name: str, n: int, *, final: bool = False) -> Any:
+def encode_chunk(value: Any, tool_name: str, n: int, *, final: bool = False,
+                 policy: graceful.ResultPolicy = graceful.STRICT) -> Any:
     if isinstance(value, _BYTES_LIKE):
         data, fmt = bytes(value), "bytes"
     else:
-        data, fmt = dumps_result(value, tool_name, f"yielded a value (chunk {n})"), None
+        data, fmt = dumps_result(value, tool_name, f"yielded a value (chunk {n})", policy), None
     chunk = pb.ToolChunk(chunk_id=f"{tool_name}-{n}", data=data, is_final=final)
     if fmt:
         chunk.metadata[RESULT_FORMAT] = fmt

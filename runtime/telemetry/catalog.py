@@ -55,6 +55,11 @@ CATALOG: dict[str, EventSpec] = {
                                 ("pool", "session_id")),
     "session.expired": EventSpec("a session passed its ttl unused and was dropped", ("age_s",),
                                  ("pool", "session_id")),
+    "worker.result.unserializable": EventSpec(
+        "results of a tool held values of this type that JSON cannot hold and no hook could "
+        "convert: sent as markers (runtime.is_unserializable); counted in the worker and "
+        "sent within 0.5 s, count since the last event", ("count",),
+        ("pool", "worker", "tool", "type")),
     "telemetry.dropped": EventSpec(
         "a worker's telemetry buffer was full and dropped events", ("dropped",),
         ("pool", "worker")),

@@ -26,6 +26,7 @@ import traceback
 from concurrent import futures
 from typing import Any
 
+from ..protocol import graceful
 from . import snakepit_launch
 from .snakepit_launch import SnakepitLaunch
 
@@ -56,6 +57,20 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter-args", type=_json_table, default={},
                    help="a JSON object: the adapter's initialize(**args) (adapter_args)")
     p.add_argument("--allow-pickle", action="store_true", help="accept pickled parameters")
+    p.add_argument("--strict-results", action="store_true",
+                   help="a result JSON cannot hold fails the call (default: converted, or a "
+                        "marker; see runtime/protocol/graceful.py)")
+    p.add_argument("--unserializable-detail", choices=graceful.DETAILS, default=None,
+                   help="what a marker says of the value (default: $"
+                        f"{graceful.ENV_DETAIL}, else none)")
+    p.add_argument("--unserializable-repr-maxlen", type=int, default=None,
+                   help="longest repr a marker carries, at most "
+                        f"{graceful.REPR_MAXLEN_MAX} (default: ${graceful.ENV_REPR_MAXLEN}, "
+                        f"else {graceful.REPR_MAXLEN_DEFAULT})")
+    p.add_argument("--tolist-max-elements", type=int, default=None,
+                   help="an array or sparse matrix larger than this is not expanded by "
+                        f"tolist() (default: ${graceful.ENV_TOLIST_MAX}, else "
+                        f"{graceful.TOLIST_MAX_ELEMENTS_DEFAULT:_})")
     p.add_argument("--max-message-mb", type=int, default=512)
     p.add_argument("--max-sessions", type=int, default=10_000,
                    help="sessions opened with InitializeSession this worker keeps at most")
@@ -112,6 +127,15 @@ def load_adapter_class(spec: str) -> type:
         else cls
 
 
+def result_policy(ns: argparse.Namespace,
+                  report: graceful.Reporter | None = None) -> graceful.ResultPolicy:
+    """The worker's `graceful.ResultPolicy`: its flags (the pool's config), else Snakepit's
+    environment variables, else the defaults."""
+    return graceful.resolve(strict=ns.strict_results, detail=ns.unserializable_detail,
+                            repr_maxlen=ns.unserializable_repr_maxlen,
+                            tolist_max_elements=ns.tolist_max_elements, report=report)
+
+
 def _json_table(text: str) -> dict[str, Any]:
     value = json.loads(text)
     if not isinstance(value, dict):
@@ -154,6 +178,7 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
     from .servicer import WorkerServicer
     from .sessions import SessionTable
     from .specs import tool_spec
+    from .telemetry import unserializable_results
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
     stop = StopSignal()
@@ -201,7 +226,8 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
 
     runner = ToolRunner(adapter, tools, host=HostClient(ns.host_address),
                         allow_pickle=ns.allow_pickle, threads=ns.threads,
-                        session_table=SessionTable(ns.max_sessions, ns.session_ttl))
+                        session_table=SessionTable(ns.max_sessions, ns.session_ttl),
+                        result_policy=result_policy(ns, unserializable_results))
     # Shared-memory paths in a call's metadata are followed only from the host's own unix
     # socket in the 0700 run dir: on TCP (a Snakepit launch, --listen host:port) any local
     # user could name another process's arena and have this worker read or write it.

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from ..protocol import arrays, codec, pb, shm
+from ..protocol import arrays, codec, graceful, pb, shm
 from .adapter import ArgumentError, ToolInfo
 from .context import HostClient, SessionContext, current_call
 from .sessions import SessionTable
@@ -48,7 +48,8 @@ class _Running:
 class ToolRunner:
     def __init__(self, adapter: Any, tools: dict[str, ToolInfo], *, host: HostClient,
                  allow_pickle: bool = False, threads: int = 1,
-                 session_table: SessionTable | None = None) -> None:
+                 session_table: SessionTable | None = None,
+                 result_policy: graceful.ResultPolicy | None = None) -> None:
         self.adapter = adapter
         self.threads = threads
         # Every call and stream holds one of these while it runs: at most `threads` at once,
@@ -58,6 +59,8 @@ class ToolRunner:
         self.tools = tools
         self.host = host
         self.allow_pickle = allow_pickle
+        # what becomes of results JSON cannot hold (graceful by default; main.py decides)
+        self.result_policy = graceful.resolve() if result_policy is None else result_policy
         self.shm_paths = True  # follow shared-memory paths a call names (main.py decides)
         self.sessions: dict[str, dict[str, Any]] = {}  # tool-visible state per session
         # sessions opened with InitializeSession (bounded: max_sessions, session_ttl_s)
@@ -129,7 +132,7 @@ class ToolRunner:
             codec.encode_result(resp, value, allow_pickle=self.allow_pickle,
                                 shm_out=req.metadata.get(shm.OUT),
                                 raw_arrays_from=int(req.metadata.get(arrays.WANTED, 0)),
-                                tool_name=info.name)
+                                tool_name=info.name, policy=self.result_policy)
         except BaseException as exc:  # noqa: BLE001 - a call must never take the worker down
             resp = error_response(exc, req)
         took_ms = (time.perf_counter() - started) * 1000
@@ -174,7 +177,8 @@ class ToolRunner:
                 if info.wants_ctx:
                     args["ctx"] = ctx
                 value = self._invoke(info, args, ctx, call_id)
-                out.append(["ok", orjson.Fragment(codec.dumps_result(value, info.name))])
+                out.append(["ok", orjson.Fragment(codec.dumps_result(
+                    value, info.name, policy=self.result_policy))])
             except CallCancelled as exc:
                 stopped = exc
                 out.append(["err", self._payload(exc, req)])
@@ -291,7 +295,7 @@ class ToolRunner:
             if not resp.success:
                 raise StreamError(resp.error_message)
             value = codec.decode_result(resp, allow_pickle=self.allow_pickle)
-            yield codec.encode_chunk(value, info.name, 1, final=True)
+            yield codec.encode_chunk(value, info.name, 1, final=True, policy=self.result_policy)
             return
         n = 0
         token = current_call.set(ctx)
@@ -308,7 +312,7 @@ class ToolRunner:
                         ctx.cancelled.set()
                         return
                     n += 1
-                    yield codec.encode_chunk(item, info.name, n)
+                    yield codec.encode_chunk(item, info.name, n, policy=self.result_policy)
             finally:
                 items.close()  # GeneratorExit inside the tool: its finally blocks run now
         except BaseException as exc:  # noqa: BLE001

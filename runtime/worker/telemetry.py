@@ -11,6 +11,9 @@ Events wait in a bounded buffer (BUFFER_EVENTS, $PIT_TELEMETRY_BUFFER) until the
 buffer is full new events are dropped and counted (the host sees a ``telemetry.dropped``
 event). The host adds the worker id, the pool and the correlation id of the call the event
 was emitted in.
+
+The worker itself reports through the same buffer with `emit_runtime`: those events
+(`RUNTIME_EVENTS`, listed in the host's catalog) keep their names on the host.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class _Buffer:
         self.enabled = True
         self.wake = threading.Event()
         self._lock = threading.Lock()
+        # (event name, tool, type) -> count since the last take: counted, not queued per call
+        self.counts: dict[tuple[str, str, str], int] = {}
 
     def put(self, record: Record) -> bool:
         with self._lock:
@@ -51,16 +56,33 @@ class _Buffer:
         self.wake.set()
         return True
 
+    def count(self, name: str, tool: str, kind: str, n: int) -> None:
+        """Add ``n`` to a counter sent as one event at the next take (the stream takes at
+        least every 0.5 s): no wake-up, no event per call, so a tool that returns a marker
+        every call costs next to nothing more than one that does not."""
+        key = (name, tool, kind)
+        with self._lock:
+            if self.enabled:
+                self.counts[key] = self.counts.get(key, 0) + n
+
     def take(self) -> tuple[list[Record], int]:
-        """Everything buffered, and the drops since the last take."""
+        """Everything buffered (counters as events), and the drops since the last take."""
         with self._lock:
             items, self.items = list(self.items), collections.deque()
             dropped, self.dropped = self.dropped, 0
+            counts, self.counts = self.counts, {}
             self.wake.clear()
+        now = time.time_ns()
+        items += [(name, {"count": n}, {"tool": tool, "type": kind}, now, "")
+                  for (name, tool, kind), n in counts.items()]
         return items, dropped
 
 
 buffer = _Buffer(BUFFER_EVENTS)
+# Events of the worker runtime, not of adapter code: the host relays them under these names
+# (the others become adapter.<name>), so adapter code may not emit them.
+RESULT_UNSERIALIZABLE = "worker.result.unserializable"
+RUNTIME_EVENTS = frozenset({"telemetry.dropped", RESULT_UNSERIALIZABLE})
 
 
 def _clean_measurements(measurements: Mapping[str, Any] | None) -> dict[str, float | int | str]:
@@ -82,6 +104,28 @@ def emit(name: str, measurements: Mapping[str, Any] | None = None,
     if not isinstance(name, str) or not name or name.startswith(".") or name.endswith("."):
         raise ValueError(f"telemetry event name must be a dotted name such as 'model.loaded', "
                          f"got {name!r}")
+    if name in RUNTIME_EVENTS:
+        raise ValueError(f"telemetry event name {name!r} is the worker runtime's own; "
+                         "choose another")
+    return _put(name, measurements, metadata)
+
+
+def emit_runtime(name: str, measurements: Mapping[str, Any] | None = None,
+                 metadata: Mapping[str, Any] | None = None) -> bool:
+    """Queue one of the worker runtime's own events (`RUNTIME_EVENTS`)."""
+    return _put(name, measurements, metadata)
+
+
+def unserializable_results(tool_name: str, counts: dict[str, int]) -> None:
+    """A result held values that became markers (`runtime.protocol.graceful`): counted per
+    tool and type (never a repr: no secrets), sent as one event per pair and ``count``
+    within 0.5 s (`_Buffer.count`)."""
+    for type_name, count in counts.items():
+        buffer.count(RESULT_UNSERIALIZABLE, tool_name, type_name, count)
+
+
+def _put(name: str, measurements: Mapping[str, Any] | None,
+         metadata: Mapping[str, Any] | None) -> bool:
     ctx = current_call.get()
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     if ctx is not None:

@@ -195,6 +195,7 @@ class SampleAdapter(Adapter):
 
     @tool
     def unserializable(self) -> object:
+        """A set: an error on a pool with strict_results, else a list."""
         return {1, 2, 3}
 
     @tool

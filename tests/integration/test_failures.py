@@ -45,7 +45,7 @@ def test_unencodable_argument_fails_before_dispatch() -> None:
 
 
 def test_unserializable_result_and_sys_exit_do_not_kill_the_worker() -> None:
-    with Pool(adapter=SAMPLE, size=1) as pool:
+    with Pool(adapter=SAMPLE, size=1, strict_results=True) as pool:
         pid = pool.pids()[0]
         with pytest.raises(runtime.ResultError, match="cannot be encoded"):
             pool.execute("unserializable")
@@ -237,7 +237,8 @@ CALL_PATHS = {
 
 @pytest.mark.parametrize("path", list(CALL_PATHS))
 def test_a_result_that_cannot_come_back_is_named_as_the_result(path: str) -> None:
-    with Pool(adapter=SAMPLE, size=1, max_message_mb=2, **CALL_PATHS[path]) as pool:
+    with Pool(adapter=SAMPLE, size=1, max_message_mb=2, strict_results=True,
+              **CALL_PATHS[path]) as pool:
         pid = pool.pids()[0]
 
         def on_this_path() -> bool:

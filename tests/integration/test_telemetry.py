@@ -80,7 +80,7 @@ def test_a_full_worker_buffer_drops_and_counts_never_blocks(recorder: Recorder) 
 
 def test_pool_events_follow_calls_workers_and_sessions(recorder: Recorder,
                                                         tmp_path: Path) -> None:
-    with Pool(adapter=SAMPLE, size=1, max_requests=0) as pool:
+    with Pool(adapter=SAMPLE, size=1, max_requests=0, strict_results=True) as pool:
         pool.execute("renamed", {"x": 2})
         with pytest.raises(Exception):  # noqa: B017 - the tool's own error
             pool.execute("unserializable")

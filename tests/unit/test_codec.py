@@ -132,7 +132,7 @@ def test_a_non_json_value_does_not_import_numpy_and_arrays_still_encode() -> Non
 
 @pytest.mark.parametrize("value, why", [
     ({1, 2}, "set is not JSON"),
-    ({"a": [1, {2}]}, "dict holding a set, which is not JSON"),
+    ({"a": [1, {2}]}, "dict holding a set at result[\"a\"][1], which is not JSON"),
     ({1: "a", (2,): "b"}, "dict: Dict key must be str"),
 ])
 def test_a_result_that_cannot_be_encoded_names_the_tool_and_the_type(value: object,

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 
 from ... import telemetry
+from ...worker.telemetry import RUNTIME_EVENTS
 
 
 def _value(v: Any) -> float | int | str:
@@ -23,7 +24,7 @@ async def relay(stub: Any, pool: str, worker: str) -> None:
         async for ev in call:
             parts = list(ev.event_parts)
             name = ".".join(parts)
-            if name != "telemetry.dropped":
+            if name not in RUNTIME_EVENTS:  # the worker runtime's own keep their names
                 name = f"adapter.{name}"
             metadata = {**ev.metadata, "pool": pool, "worker": worker}
             if ev.correlation_id:
