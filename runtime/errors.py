@@ -12,10 +12,11 @@ what `ml_errors.parse` read from the message (shape, dtype, device, out of memor
 from __future__ import annotations
 
 import builtins
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .ml_errors import MLError
-from .ml_errors import parse as parse_ml
+if TYPE_CHECKING:
+    from .ml_errors import MLError
+
 
 
 class PitError(Exception):
@@ -273,7 +274,9 @@ def from_payload(payload: dict[str, Any], tool: str, details: dict[str, Any]) ->
         return cls(message, remote_type=rtype, remote_traceback=tb, details=details)
     err = remote_class(rtype)(f"tool {tool!r} raised {rtype}: {message}", remote_type=rtype,
                               remote_traceback=tb, details=details)
-    err.ml = parse_ml(rtype, message)
+    from .ml_errors import parse  # its 29 patterns compile on the first tool error, not at import
+
+    err.ml = parse(rtype, message)
     if tb:
         err.__cause__ = RemoteTraceback(tb)
     return err
