@@ -257,6 +257,21 @@ def _round_trips(d: Driver, value: Any, n: int) -> float:
     return 2 * n * value.nbytes / (time.perf_counter() - t) / 1e6
 
 
+def _marker_ratio(d: Driver, n: int) -> float:
+    """p50 of a call whose result holds one value JSON cannot (it comes back as a marker)
+    over p50 of a plain one, alternating blocks of 100 calls."""
+    plain: list[float] = []
+    marked: list[float] = []
+    for i in range(2 * n // 100):
+        tool, args, into = (("ping", {}, plain) if i % 2 == 0 else
+                            ("with_opaque", {}, marked))
+        for _ in range(100):
+            t = time.perf_counter()
+            d.pool.execute(tool, args)
+            into.append(time.perf_counter() - t)
+    return statistics.median(marked) / statistics.median(plain)
+
+
 def _inflight(d: Driver, n: int, depth: int = 64) -> float:
     import collections
 
@@ -311,6 +326,7 @@ def measure(system: str, size: int, quick: bool) -> dict[str, float]:
             out["arrow_mb_s"] = _round_trips(d, table, 2 if quick else 6)
         if system == "pit":
             out["watched_ratio"] = _watched_ratio(d, seconds=0.5 if quick else 1.5)
+            out["marker_ratio"] = _marker_ratio(d, 300 if quick else 2000)
     return out
 
 
@@ -474,6 +490,10 @@ def print_table(data: dict[str, Any], systems: list[str]) -> None:
         if ratio:
             print(f"size {size}: 64 in flight with `pit status --watch` attached at 4 Hz: "
                   f"{ratio:.2f}x the throughput without it")
+        marker = by_system.get("pit", {}).get("marker_ratio")
+        if marker:
+            print(f"size {size}: a result with one field JSON cannot hold (a marker comes "
+                  f"back) costs {marker:.2f}x a plain one (serial p50)")
 
 
 def main() -> int:

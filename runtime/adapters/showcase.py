@@ -91,6 +91,12 @@ class ShowcaseAdapter(Adapter):
         return value
 
     @tool
+    def with_opaque(self) -> dict[str, Any]:
+        """A result with one value JSON cannot hold: it comes back as a marker
+        (`runtime.is_unserializable`), the rest as it is."""
+        return {"ok": 1, "items": [1, 2, 3], "handle": object()}
+
+    @tool
     def session_counter(self, ctx: SessionContext) -> dict[str, Any]:
         """Count calls per session, in this worker's memory."""
         state = ctx.session

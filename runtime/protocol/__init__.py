@@ -4,5 +4,9 @@ from . import snakepit_bridge_pb2 as pb
 from . import snakepit_bridge_pb2_grpc as pb_grpc
 
 PROTOCOL_VERSION = "snakepit.bridge/0.13+pit.1"
+# Telemetry events of the worker runtime, not of adapter code: the host relays them under these
+# names (the others become adapter.<name>), so adapter code may not emit them.
+RESULT_UNSERIALIZABLE = "worker.result.unserializable"
+RUNTIME_EVENTS = frozenset({"telemetry.dropped", RESULT_UNSERIALIZABLE})
 
-__all__ = ["pb", "pb_grpc", "PROTOCOL_VERSION"]
+__all__ = ["pb", "pb_grpc", "PROTOCOL_VERSION", "RESULT_UNSERIALIZABLE", "RUNTIME_EVENTS"]

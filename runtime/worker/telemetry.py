@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ..protocol import RESULT_UNSERIALIZABLE, RUNTIME_EVENTS
 from .context import current_call
 
 BUFFER_EVENTS = int(os.environ.get("PIT_TELEMETRY_BUFFER", "4096"))  # events held at most
@@ -79,10 +80,6 @@ class _Buffer:
 
 
 buffer = _Buffer(BUFFER_EVENTS)
-# Events of the worker runtime, not of adapter code: the host relays them under these names
-# (the others become adapter.<name>), so adapter code may not emit them.
-RESULT_UNSERIALIZABLE = "worker.result.unserializable"
-RUNTIME_EVENTS = frozenset({"telemetry.dropped", RESULT_UNSERIALIZABLE})
 
 
 def _clean_measurements(measurements: Mapping[str, Any] | None) -> dict[str, float | int | str]:

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from ... import telemetry
-from ...worker.telemetry import RUNTIME_EVENTS
+from ...protocol import RUNTIME_EVENTS
 
 
 def _value(v: Any) -> float | int | str:
