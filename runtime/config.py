@@ -137,6 +137,10 @@ class PoolConfig:
                 queue / 1000)
 
     @property
+    def max_message_bytes(self) -> int:
+        return self.max_message_mb * 1024 * 1024
+
+    @property
     def capacity(self) -> int:
         """Calls one worker runs at once."""
         if self.profile == "thread":
@@ -328,6 +332,25 @@ def make_pool_config(name: str = DEFAULT_POOL, where: str | None = None,
     return PoolConfig(name=name, **values)
 
 
+PLACEHOLDER_HINT = ("placeholders: " + ", ".join("{" + p + "}" for p in COMMAND_PLACEHOLDERS)
+                    + "; write a literal brace twice: {{ }}")
+
+
+def command_problem(command: Any) -> str | None:
+    """What is wrong with a ``command``'s placeholders (None: nothing): an unknown name or a
+    stray brace. `transport.command_argv` fills them."""
+    for part in command:
+        try:
+            names = {f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(part)
+                     if f is not None}
+        except ValueError as exc:
+            return f"command part {part!r}: {exc}"
+        unknown = sorted(names - set(COMMAND_PLACEHOLDERS))
+        if unknown:
+            return f"command part {part!r}: {{{unknown[0]}}} is not a placeholder"
+    return None
+
+
 def _worker_kind(values: dict[str, Any], where: str) -> None:
     """Check ``worker`` against ``command`` (in place); ``worker_command`` is the older
     spelling of worker = "command"."""
@@ -351,19 +374,9 @@ def _worker_kind(values: dict[str, Any], where: str) -> None:
                           hint='e.g. command = ["python3", "/path/to/priv/python/grpc_server.py"]'
                           if kind == "snakepit" else
                           'e.g. command = ["my-worker", "--port", "{port}"]')
-    for part in command:
-        try:
-            names = {f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(part)
-                     if f is not None}
-        except ValueError as exc:
-            raise ConfigError(f"{where}: command part {part!r}: {exc}",
-                              hint="write a literal brace twice: {{ }}") from None
-        unknown = sorted(names - set(COMMAND_PLACEHOLDERS))
-        if unknown:
-            raise ConfigError(f"{where}: command part {part!r}: {{{unknown[0]}}} is not a "
-                              "placeholder", hint="placeholders: " + ", ".join(
-                                  "{" + p + "}" for p in COMMAND_PLACEHOLDERS)
-                              + "; write a literal brace twice: {{ }}")
+    problem = command_problem(command)
+    if problem:
+        raise ConfigError(f"{where}: {problem}", hint=PLACEHOLDER_HINT)
     if kind == "command" and "{port}" not in " ".join(command):
         raise ConfigError(f"{where}: command = {list(command)!r} has no {{port}} placeholder: "
                           "a command-started worker must be told where to listen",
@@ -451,25 +464,29 @@ def _table(table: Any, name: str, keys: tuple[str, ...], where: str) -> None:
 
 def _telemetry(table: Any, where: str) -> TelemetryConfig:
     _table(table, "telemetry", TELEMETRY_KEYS, where)
-    port = table.get("prometheus_port", 0)
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ConfigError(f"{where}: [telemetry] prometheus_port must be a TCP port "
-                          f"(1-65535, 0 for none), got {port!r}")
+    port = _port(table, "telemetry", "prometheus_port", "none", where)
     return TelemetryConfig(prometheus_port=port)
+
+
+def _port(table: Mapping[str, Any], name: str, key: str, zero: str, where: str) -> int:
+    """A TCP port setting of a top-level table (0 means ``zero``)."""
+    port = table.get(key, 0)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"{where}: [{name}] {key} must be a TCP port (1-65535, 0 for "
+                          f"{zero}), got {port!r}")
+    return port
 
 
 def _tool_bridge(table: Any, where: str) -> ToolBridgeConfig:
     _table(table, "tool_bridge", TOOL_BRIDGE_KEYS, where)
-    token, port = table.get("token", ""), table.get("tcp_port", 0)
+    token = table.get("token", "")
     if not isinstance(token, str) or (token and (len(token) < MIN_TOKEN_CHARS
                                                  or token != token.strip())):
         raise ConfigError(f"{where}: [tool_bridge] token must be a string of at least "
                           f"{MIN_TOKEN_CHARS} characters without surrounding spaces",
                           hint='make one with: python -c "import secrets; '
                                'print(secrets.token_urlsafe(32))"')
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ConfigError(f"{where}: [tool_bridge] tcp_port must be a TCP port "
-                          f"(1-65535, 0 for any free one), got {port!r}")
+    port = _port(table, "tool_bridge", "tcp_port", "any free one", where)
     if port and not token:
         raise ConfigError(f"{where}: [tool_bridge] tcp_port = {port} needs a token: without "
                           "one, ExecuteTool is not served over TCP",

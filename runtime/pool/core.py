@@ -73,7 +73,6 @@ from .sessions import Session, SessionStore
 from .stats import PoolStats, WorkerStats
 from .worker_handle import WorkerHandle
 
-MIB = 1024 * 1024
 ENVELOPE_BYTES = 64 * 1024  # room left in a message for everything around the payload
 Deliver = Callable[[Any, "BaseException | None"], None]
 
@@ -95,8 +94,9 @@ class PoolCore:
         self._tools: Mapping[str, dict[str, Any]] = {}  # replaced whole, never changed
         self.state = "new"  # new | starting | running | closing | closed (the loop writes it)
         self._ready_event: asyncio.Event | None = None
+        self._closed = asyncio.Event()  # set once close() has finished
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.max_call_bytes = self.config.max_message_mb * MIB - ENVELOPE_BYTES
+        self.max_call_bytes = self.config.max_message_bytes - ENVELOPE_BYTES
         self.lifecycle = Lifecycle(self)
         self.failure: PitError | None = None  # why start() failed
         self.launch = WorkerLaunch(sys.executable)
@@ -274,9 +274,13 @@ class PoolCore:
         """One load sample for the metrics history (the lifecycle calls this)."""
         workers = self.live_workers()
         self.metrics.sample(self._sched.depth,
-                            sum(w.in_flight - self.lending.idle_slots(w) for w in workers),
+                            sum(self._busy(w) for w in workers),
                             sum(w.capacity for w in workers),
                             {w.id: round(w.samples.rss_mb, 1) for w in workers})
+
+    def _busy(self, w: WorkerHandle) -> int:
+        """Calls running on ``w`` (a lent worker's held, idle slot is not one)."""
+        return w.in_flight - self.lending.idle_slots(w)
 
     def ready_count(self) -> int:
         return sum(1 for w in self._workers.values() if w.accepting)
@@ -301,9 +305,8 @@ class PoolCore:
 
         Idempotent. Queued calls fail with ShutdownError; nothing is left running.
         """
-        if self.state in ("closing", "closed"):
-            while self.state == "closing":
-                await asyncio.sleep(0.01)
+        if self.closing:  # another close runs (or ran): wait for it to end
+            await self._closed.wait()
             return
         self.state = "closing"
         self.lending.unpark_all()  # idle lent workers come back now, busy ones after their call
@@ -330,6 +333,7 @@ class PoolCore:
         if self in self._instance.cores:
             self._instance.cores.remove(self)  # status and the tool router list running pools
         self.state = "closed"
+        self._closed.set()
         pool_event("pool.stopped", self.name, uptime_s=round(self.metrics.uptime(), 3))
 
     # --- calls ------------------------------------------------------------------------------
@@ -544,7 +548,7 @@ class PoolCore:
         self.lending.settle()  # direct calls that ended count
         workers = tuple(
             WorkerStats(id=w.id, pid=w.pid, state=w.state,
-                        in_flight=w.in_flight - self.lending.idle_slots(w),
+                        in_flight=self._busy(w),
                         capacity=w.capacity, requests=w.served, errors=w.errors,
                         uptime_s=round(w.uptime(), 3),
                         python=str(w.process.ready_info.get("python", "")),

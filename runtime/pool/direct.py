@@ -275,7 +275,7 @@ class Lending:
         if link is None:
             try:
                 link = DirectLink.connect(worker, str(worker.process.lane_socket),
-                                          pool.config.max_message_mb * 1024 * 1024)
+                                          pool.config.max_message_bytes)
             except BlockingIOError:
                 return  # its backlog is full for now: not lent this time
             except OSError as exc:

@@ -122,11 +122,10 @@ class Lifecycle:
     # --- start ------------------------------------------------------------------------------
     async def start_all(self) -> None:
         """Start every worker, `start_batch` at a time; raise the first start error."""
-        batch = max(1, self.config.start_batch)
-        for first in range(0, self.config.size, batch):
-            n = min(batch, self.config.size - first)
-            results = await asyncio.gather(*(self.start_worker() for _ in range(n)),
-                                           return_exceptions=True)
+        left = self.config.size
+        while left > 0:
+            results = await self._start_batch(left)
+            left -= len(results)
             errors = [r for r in results if isinstance(r, BaseException)]
             if errors:
                 raise errors[0]
@@ -180,6 +179,13 @@ class Lifecycle:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _start_batch(self, wanted: int) -> list[Any]:
+        """Start up to ``start_batch`` of ``wanted`` workers at once: each one's handle, or the
+        exception its start raised."""
+        n = min(wanted, max(1, self.config.start_batch))
+        return await asyncio.gather(*(self.start_worker() for _ in range(n)),
+                                    return_exceptions=True)
 
     async def start_worker(self) -> WorkerHandle:
         pool = self.pool
@@ -243,10 +249,7 @@ class Lifecycle:
             self._wake.clear()
             while self._missing() > 0 and not self.pool.closing:
                 await asyncio.sleep(self._backoff())
-                n = min(self._missing(), max(1, self.config.start_batch))
-                results = await asyncio.gather(*(self.start_worker() for _ in range(n)),
-                                               return_exceptions=True)
-                for r in results:
+                for r in await self._start_batch(self._missing()):
                     if isinstance(r, WorkerStartError):
                         self._start_failed(r)
                     elif isinstance(r, BaseException):

@@ -43,12 +43,11 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..config import COMMAND_PLACEHOLDERS
+from ..config import PLACEHOLDER_HINT, command_problem
 
 if TYPE_CHECKING:
     from ..config import PoolConfig
 
-PLACEHOLDERS = COMMAND_PLACEHOLDERS
 
 
 class WorkerTransport(Protocol):
@@ -75,17 +74,11 @@ class WorkerTransport(Protocol):
 
 
 def command_argv(template: Sequence[str], **values: Any) -> list[str]:
-    """A pool's ``command`` with its placeholders filled (`PLACEHOLDERS`)."""
-    try:
-        return [part.format(**values) for part in template]
-    except KeyError as exc:
-        raise ValueError(f"command {list(template)!r}: {{{exc.args[0]}}} is not a "
-                         f"placeholder (use {', '.join('{' + p + '}' for p in PLACEHOLDERS)}; "
-                         "write a literal brace twice: {{ }})") from None
-    except (IndexError, ValueError) as exc:
-        raise ValueError(f"command {list(template)!r}: {exc} (placeholders: "
-                         f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)}; write a literal "
-                         "brace twice: {{ }})") from None
+    """A pool's ``command`` with its placeholders filled (checked by `config.command_problem`)."""
+    problem = command_problem(template)
+    if problem:
+        raise ValueError(f"{problem} ({PLACEHOLDER_HINT})")
+    return [part.format(**values) for part in template]
 
 
 def adapter_flags(args: Mapping[str, Any] | Sequence[str]) -> list[str]:

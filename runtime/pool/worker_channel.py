@@ -90,7 +90,7 @@ class WorkerChannel:
     # --- opening ----------------------------------------------------------------------------
     def connect(self, address: str) -> None:
         """The gRPC channel to ``address`` (it connects on first use)."""
-        limit = self.config.max_message_mb * 1024 * 1024
+        limit = self.config.max_message_bytes
         self._channel = grpc.aio.insecure_channel(
             address,
             options=[("grpc.max_send_message_length", limit),
@@ -109,7 +109,7 @@ class WorkerChannel:
         if self.config.call_lane and "call_lane" in features:
             path = str(lane_socket) if ready_info.get("lane_socket") else None
             self.lane = await Lane.open(self.worker, self._stub,
-                                        self.config.max_message_mb * 1024 * 1024, path)
+                                        self.config.max_message_bytes, path)
         self._relay = self._loop.create_task(relay(self._stub, self.config.name,
                                                    self.worker.id))
         threshold = self.config.shm_threshold_kb * 1024
@@ -162,14 +162,6 @@ class WorkerChannel:
 
         task.add_done_callback(done)
         return cid
-
-    def decode_result(self, resp: Any, tool: str) -> Any:
-        """A successful answer's value, out of its shared-memory arena or the message; a large
-        bytes or array result gets the tool's next call an arena for its result.
-        Raises CodecError / ValueError for a value that cannot be read."""
-        value, size = self.read_result(resp)
-        self.note_result(tool, size)
-        return value
 
     def read_result(self, resp: Any) -> tuple[Any, int | None]:
         """(value, its size for `note_result`) of a successful answer; writes no state, so a

@@ -130,7 +130,7 @@ def from_raw(buffer: Any, offset: int, layout: str, copy: bool = True) -> Any:
                          "install it in this environment") from None
     meta = json.loads(layout)
     if "arrow" in meta:  # an Arrow IPC stream (`arrow`), read in place
-        return arrow.from_ipc(buffer, offset, meta["arrow"], copy)
+        return arrow.from_ipc(buffer, offset, meta["arrow"], int(meta["size"]), copy)
     shape = [int(n) for n in meta["shape"]]
     dtype = np.dtype(meta["dtype"])
     flat = np.frombuffer(buffer, dtype, math.prod(shape), offset)

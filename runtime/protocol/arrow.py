@@ -33,7 +33,7 @@ class Encoded:
 
     def raw(self) -> tuple[memoryview, str]:
         """(the stream's bytes, the layout that names it Arrow)."""
-        return memoryview(self.data), json.dumps({"arrow": self.kind})
+        return memoryview(self.data), json.dumps({"arrow": self.kind, "size": self.nbytes})
 
 
 def encoded(value: Any) -> Encoded | None:
@@ -75,8 +75,9 @@ def to_ipc(value: Any, kind: str) -> Any:
     return sink.getvalue()
 
 
-def from_ipc(buffer: Any, offset: int, kind: str, copy: bool = True) -> Any:
-    """The table (batch, DataFrame) whose IPC stream starts at ``offset`` of ``buffer``.
+def from_ipc(buffer: Any, offset: int, kind: str, size: int, copy: bool = True) -> Any:
+    """The table (batch, DataFrame) whose IPC stream (``size`` bytes) starts at ``offset`` of
+    ``buffer``.
     Without ``copy`` (or when ``buffer`` is immutable bytes) its columns are views over
     ``buffer``, which they keep alive; with it, over a copy of just the stream (an arena the
     sender reuses after the call must not change a table the receiver kept)."""
@@ -85,11 +86,10 @@ def from_ipc(buffer: Any, offset: int, kind: str, copy: bool = True) -> Any:
     except ImportError:
         raise ValueError("an Arrow table was sent, but pyarrow is not installed on this side; "
                          "install it in this environment") from None
-    source = pa.BufferReader(pa.py_buffer(memoryview(buffer)[offset:]))
-    table = pa.ipc.open_stream(source).read_all()
+    stream = memoryview(buffer)[offset:offset + size]
     if copy and not isinstance(buffer, bytes):
-        own = bytes(memoryview(buffer)[offset:offset + source.tell()])
-        table = pa.ipc.open_stream(pa.py_buffer(own)).read_all()
+        stream = memoryview(bytes(stream))  # the stream's ``size`` bytes: one copy, one read
+    table = pa.ipc.open_stream(pa.py_buffer(stream)).read_all()
     if kind == "batch":
         batches = table.to_batches()
         return batches[0] if len(batches) == 1 else table.combine_chunks().to_batches()[0]

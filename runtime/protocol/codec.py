@@ -92,21 +92,14 @@ def dumps_result(value: Any, tool_name: str, did: str = "returned a value",
     default is strict). Raises ResultNotEncodable naming the tool, the type that is not JSON
     and where it sits in the value."""
     option = orjson.OPT_SERIALIZE_NUMPY if "numpy" in sys.modules else 0
+    if not policy.strict:  # graceful: keys that are not strings (a Series' index) become str
+        option |= orjson.OPT_NON_STR_KEYS
     enc = policy.encoder()
     try:
         data = orjson.dumps(value, option=option, default=enc.default)
     except TypeError as exc:
-        if policy.strict or "Dict key must be str" not in str(exc):
-            raise ResultNotEncodable(f"tool {tool_name!r} {did} that cannot be encoded: "
-                                     f"{_why(value, exc, enc.failed)}; {RESULT_TYPES}") from None
-        # Graceful: keys that are not strings (a pandas Series' index) become strings.
-        enc = policy.encoder()
-        try:
-            data = orjson.dumps(value, option=option | orjson.OPT_NON_STR_KEYS,
-                                default=enc.default)
-        except TypeError as again:
-            raise ResultNotEncodable(f"tool {tool_name!r} {did} that cannot be encoded: "
-                                     f"{_why(value, again, None)}; {RESULT_TYPES}") from None
+        raise ResultNotEncodable(f"tool {tool_name!r} {did} that cannot be encoded: "
+                                 f"{_why(value, exc, enc.failed)}; {RESULT_TYPES}") from None
     if enc.markers and policy.report is not None:
         policy.report(tool_name, enc.markers)
     return data

@@ -12,8 +12,8 @@ buffer is full new events are dropped and counted (the host sees a ``telemetry.d
 event). The host adds the worker id, the pool and the correlation id of the call the event
 was emitted in.
 
-The worker itself reports through the same buffer with `emit_runtime`: those events
-(`RUNTIME_EVENTS`, listed in the host's catalog) keep their names on the host.
+The worker itself reports through the same buffer (`unserializable_results`): those events
+(`protocol.RUNTIME_EVENTS`, listed in the host's catalog) keep their names on the host.
 """
 
 from __future__ import annotations
@@ -104,12 +104,6 @@ def emit(name: str, measurements: Mapping[str, Any] | None = None,
     if name in RUNTIME_EVENTS:
         raise ValueError(f"telemetry event name {name!r} is the worker runtime's own; "
                          "choose another")
-    return _put(name, measurements, metadata)
-
-
-def emit_runtime(name: str, measurements: Mapping[str, Any] | None = None,
-                 metadata: Mapping[str, Any] | None = None) -> bool:
-    """Queue one of the worker runtime's own events (`RUNTIME_EVENTS`)."""
     return _put(name, measurements, metadata)
 
 
