@@ -32,11 +32,11 @@ def test_builtin_exceptions_are_caught_by_their_type(pool: Pool) -> None:
         pool.execute("raise_as", {"kind": "ValueError", "message": "bad value"})
     assert isinstance(info.value, runtime.RemoteError)
     assert info.value.remote_type == "ValueError" and info.value.category == "remote_error"
-    try:
+    with pytest.raises(KeyError) as caught:  # the point: `except KeyError` catches it
         pool.execute("raise_as", {"kind": "KeyError", "message": "missing"})
-    except KeyError as exc:  # the point: a plain except clause works
-        assert str(exc) == "tool 'raise_as' raised KeyError: 'missing'"
-        assert isinstance(exc, runtime.RemoteError) and exc.remote_type == "KeyError"
+    assert str(caught.value) == "tool 'raise_as' raised KeyError: 'missing'"
+    assert isinstance(caught.value, runtime.RemoteError)
+    assert caught.value.remote_type == "KeyError"
     with pytest.raises(TimeoutError):
         pool.submit("raise_as", {"kind": "TimeoutError"}).result()
     with pytest.raises(FileNotFoundError):  # an OSError subclass

@@ -15,11 +15,11 @@ import pytest
 
 import runtime
 from runtime import Pool, telemetry
-from tests.conftest import ROOT, wait_until
+from tests.bridge import BRIDGE
+from tests.conftest import wait_until
 
 RESULTS = "tests.adapters.results:ResultsAdapter"
 OPAQUE = "tests.adapters.results.Opaque"
-BRIDGE = ROOT.parent / "shared" / "snakepit-bridge" / "python"
 
 
 def has(module: str) -> bool:

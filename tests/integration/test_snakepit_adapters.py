@@ -16,10 +16,9 @@ import pytest
 
 import runtime
 from runtime import Pool, telemetry
-from tests.conftest import ROOT, wait_until
+from tests.bridge import BRIDGE, SHOWCASE
+from tests.conftest import wait_until
 
-BRIDGE = ROOT.parent / "shared" / "snakepit-bridge" / "python"
-SHOWCASE = "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
 MODERN = "tests.adapters.snakepit_style.ModernAdapter"
 
 pytestmark = pytest.mark.skipif(

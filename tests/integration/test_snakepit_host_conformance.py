@@ -14,7 +14,6 @@ import ipaddress
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from runtime import Pool, RemoteError
+from runtime.pool.transport import free_port
 from runtime.protocol import pb, pb_grpc
 from tests.conftest import ROOT, wait_until
 
@@ -119,12 +119,6 @@ class FakeSnakepitHost(pb_grpc.BridgeServiceServicer):
         resp.result.type_url = STRING_VALUE
         resp.result.value = json.dumps(x * 2).encode()
         return resp
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_host(host: FakeSnakepitHost, port: int) -> grpc.Server:

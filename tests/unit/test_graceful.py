@@ -167,7 +167,7 @@ def test_markers_are_reported_per_type_and_plain_results_never_reach_the_hook(
 
     monkeypatch.setattr(graceful.Encoder, "default", boom)
     plain = {"a": [1, 2.5, "s", None, True], "b": {"c": datetime.datetime(2024, 1, 1)},
-             "d": Row(1, set()) and {"n": 1}, "u": uuid.UUID(int=1), "e": Color.RED}
+             "d": {"n": 1}, "u": uuid.UUID(int=1), "e": Color.RED}
     assert codec.dumps_result(plain, "t", policy=policy)
     assert seen == [("t", {f"{__name__}.Opaque": 2, f"{__name__}.Itself": 1})]
 
