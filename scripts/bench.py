@@ -12,7 +12,7 @@ size: a no-op call one at a time with each API's blocking call (p50/p99), no-op 
 flight, a map over 20,000 tiny items (each API's own map), 1 MiB and 16 MiB bytes round trips,
 400 x 10 ms CPU-bound tasks (efficiency = ideal time / elapsed), a 100k-element float64
 array and a 1M-row, 4-column Arrow table sent to an identity function and back (pit: raw
-arrays and Arrow IPC; the others: pickling), time until 2, 8 and 32 workers
+arrays and Arrow IPC; the others: their own serialization), time until 2, 8 and 32 workers
 answer (from creating the pool; the library's import is a row of its own) and the USS of an idle
 worker. Every measurement runs in a fresh subprocess (a fork-based pool must not fork a process
 that already runs gRPC threads); each row is the median of --reps runs, the systems taking turns
@@ -250,7 +250,8 @@ def _table() -> Any:
 def _round_trips(d: Driver, value: Any, n: int) -> float:
     """MB/s of ``value`` sent to the identity function and back (each API's own way: pit's
     raw arrays / Arrow IPC, the others' pickling)."""
-    d.call("ident", value)
+    back = d.call("ident", value)
+    assert type(back) is type(value) and back.shape == value.shape, type(back)  # not a list
     t = time.perf_counter()
     for _ in range(n):
         d.call("ident", value)
@@ -259,15 +260,14 @@ def _round_trips(d: Driver, value: Any, n: int) -> float:
 
 def _marker_ratio(d: Driver, n: int) -> float:
     """p50 of a call whose result holds one value JSON cannot (it comes back as a marker)
-    over p50 of a plain one, alternating blocks of 100 calls."""
+    over p50 of the same result with a JSON value in its place, alternating blocks of 100."""
     plain: list[float] = []
     marked: list[float] = []
     for i in range(2 * n // 100):
-        tool, args, into = (("ping", {}, plain) if i % 2 == 0 else
-                            ("with_opaque", {}, marked))
+        opaque, into = (False, plain) if i % 2 == 0 else (True, marked)
         for _ in range(100):
             t = time.perf_counter()
-            d.pool.execute(tool, args)
+            d.pool.execute("with_opaque", {"opaque": opaque})
             into.append(time.perf_counter() - t)
     return statistics.median(marked) / statistics.median(plain)
 
@@ -444,7 +444,7 @@ def run(sizes: list[int], systems: list[str], reps: int, quick: bool) -> dict[st
     startup: dict[str, dict[str, float]] = {}
     for system in systems:
         if system in ("pit-unary", "pit-loop", "pit-snakepit"):
-            continue  # same startup as pit (the bridge's: see tests/integration)
+            continue  # pit's own process, measured as pit; the bridge's is not measured
         row: dict[str, float] = {}
         for n in ((2, 8) if quick else (2, 8, 32)):
             r = _median([_inner(["startup", system, str(n)], quick) for _ in range(reps)])

@@ -91,10 +91,10 @@ class ShowcaseAdapter(Adapter):
         return value
 
     @tool
-    def with_opaque(self) -> dict[str, Any]:
-        """A result with one value JSON cannot hold: it comes back as a marker
-        (`runtime.is_unserializable`), the rest as it is."""
-        return {"ok": 1, "items": [1, 2, 3], "handle": object()}
+    def with_opaque(self, opaque: bool = True) -> dict[str, Any]:
+        """A result with one value JSON cannot hold (``opaque``; else None in its place): it
+        comes back as a marker (`runtime.is_unserializable`), the rest as it is."""
+        return {"ok": 1, "items": [1, 2, 3], "handle": object() if opaque else None}
 
     @tool
     def session_counter(self, ctx: SessionContext) -> dict[str, Any]:
