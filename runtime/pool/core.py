@@ -221,13 +221,9 @@ class PoolCore:
         if worker is None:
             raise PitError(f"pool {self.name!r} has no worker {worker_id!r}; workers: "
                            f"{', '.join(self._workers)}")
-        if not wait:
-            self.lifecycle.start_recycle(worker, reason)
-            return
-        if worker.recycle_reason or worker.state != "ready":
-            return
-        self.record_event(worker, reason)
-        await self.lifecycle.recycle(worker)
+        task = self.lifecycle.start_recycle(worker, reason)
+        if wait and task is not None:
+            await asyncio.wait({task})  # until it ended (or the pool's close stopped it)
 
     def live_workers(self) -> list[WorkerHandle]:
         return list(self._workers.values())

@@ -273,14 +273,17 @@ class Lifecycle:
         return RESTART_BACKOFF_S[min(self.crash_streak - 2, len(RESTART_BACKOFF_S) - 1)]
 
     # --- recycling --------------------------------------------------------------------------
-    def start_recycle(self, worker: WorkerHandle, reason: str) -> None:
-        """Replace ``worker`` without downtime, in the background."""
+    def start_recycle(self, worker: WorkerHandle,
+                      reason: str) -> asyncio.Task[None] | None:
+        """Replace ``worker`` without downtime, in the background; the recycle's task, or
+        None when the worker is already being replaced, not ready, or the pool closes."""
         if worker.recycle_reason or worker.state != "ready" or self.pool.closing:
-            return
+            return None
         self.pool.record_event(worker, reason)
         task = asyncio.get_running_loop().create_task(self.recycle(worker))
         self._recycling.add(task)
         task.add_done_callback(self._recycling.discard)
+        return task
 
     async def recycle(self, old: WorkerHandle) -> None:
         try:

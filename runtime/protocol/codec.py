@@ -42,6 +42,15 @@ class Pickled:
         return f"Pickled({self.value!r})"
 
 
+
+def timestamp_now() -> Any:
+    """A protobuf Timestamp of now (Ping and Heartbeat answers)."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
 class CodecError(ValueError):
     """A value that cannot be put on (or taken off) the wire; the message names it."""
 

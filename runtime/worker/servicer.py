@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from ..protocol import pb, pb_grpc
+from ..protocol import codec, pb, pb_grpc
 from ..protocol.frames import FrameError
 from . import telemetry
 from .runner import CallCancelled, StreamError, ToolRunner
@@ -32,10 +32,6 @@ RESERVED_THREADS = 2  # server threads no long RPC may take: Ping, CancelCalls, 
 _EOF = object()
 
 
-def _now() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
 
 
 def _payload(resp: Any) -> int:
@@ -83,7 +79,8 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
 
     def Ping(self, request: Any, context: Any) -> Any:
         self.last_host_contact = time.monotonic()
-        return pb.PingResponse(message=f"pong: {request.message}", server_time=_now())
+        return pb.PingResponse(message=f"pong: {request.message}",
+                               server_time=codec.timestamp_now())
 
     def Heartbeat(self, request: Any, context: Any) -> Any:
         self.last_host_contact = time.monotonic()
@@ -91,7 +88,7 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
         valid = not request.session_id or request.session_id in table
         if request.session_id:
             table.touch(request.session_id)
-        return pb.HeartbeatResponse(server_time=_now(), session_valid=valid)
+        return pb.HeartbeatResponse(server_time=codec.timestamp_now(), session_valid=valid)
 
     def InitializeSession(self, request: Any, context: Any) -> Any:
         table = self.runner.session_table

@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from ...logs import logger
 from ...protocol import codec, pb, pb_grpc
@@ -41,10 +40,6 @@ NO_DEADLINE_S = 1e8  # grpc reports "no deadline" as a huge time remaining
 MAX_REGISTERED = 64  # RegisterTools catalogues kept (newest), by the id the worker sent
 MAX_TOOLS_KEPT = 1000  # tools kept of one catalogue
 
-def _now() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
 
 
 def _timeout(context: Any) -> float | None:
@@ -103,10 +98,11 @@ class HostBridgeServicer(pb_grpc.BridgeServiceServicer):
         self.tools_from = tools_from
 
     async def Ping(self, request: Any, context: Any) -> Any:
-        return pb.PingResponse(message=f"pong: {request.message}", server_time=_now())
+        return pb.PingResponse(message=f"pong: {request.message}",
+                               server_time=codec.timestamp_now())
 
     async def Heartbeat(self, request: Any, context: Any) -> Any:
-        return pb.HeartbeatResponse(server_time=_now(), session_valid=True)
+        return pb.HeartbeatResponse(server_time=codec.timestamp_now(), session_valid=True)
 
     async def InitializeSession(self, request: Any, context: Any) -> Any:
         return pb.InitializeSessionResponse(success=True)
