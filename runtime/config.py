@@ -88,6 +88,7 @@ class PoolConfig:
     startup_timeout_ms: int = 30_000
     shutdown_grace_ms: int = 5_000
     allow_pickle: bool = False
+    allow_device_copy: bool = False  # GPU arrays are copied to the CPU, not refused (DLPack)
     # Results JSON cannot hold (runtime/protocol/graceful.py): converted, else a marker; with
     # strict_results the call fails as it used to. None: the worker's SNAKEPIT_* environment
     # variable, else the default (none, 500, 1_000_000).
@@ -240,6 +241,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "startup_timeout_ms": _int(1),
     "shutdown_grace_ms": _int(0),
     "allow_pickle": (lambda v: isinstance(v, bool), "true or false"),
+    "allow_device_copy": (lambda v: isinstance(v, bool), "true or false"),
     "strict_results": (lambda v: isinstance(v, bool), "true or false"),
     "unserializable_detail": (lambda v: v is None or v in UNSERIALIZABLE_DETAILS,
                               "one of " + ", ".join(UNSERIALIZABLE_DETAILS)),

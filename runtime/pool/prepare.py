@@ -69,7 +69,8 @@ def prepare_call(pool: PreparingPool, tool: str, args: Mapping[str, Any] | None,
                   f" session {session_id}" if session_id else "")
     req = pb.ExecuteToolRequest(tool_name=tool, session_id=session_id or "")
     try:
-        codec.encode_params(req, args, big=big, threshold=pool.config.shm_threshold_kb * 1024)
+        codec.encode_params(req, args, big=big, threshold=pool.config.shm_threshold_kb * 1024,
+                            device_copy=pool.config.allow_device_copy)
     except codec.CodecError as exc:
         raise InvalidArgument(f"tool {tool!r}: {exc}") from None
     if metadata:

@@ -58,6 +58,8 @@ def result_flags(config: PoolConfig) -> list[str]:
     """How the worker encodes results JSON cannot hold: only the keys the pool sets, so that
     the worker's SNAKEPIT_* environment variables apply to the others."""
     flags = ["--strict-results"] if config.strict_results else []
+    if config.allow_device_copy:
+        flags.append("--allow-device-copy")
     for flag, value in (("--unserializable-detail", config.unserializable_detail),
                         ("--unserializable-repr-maxlen", config.unserializable_repr_maxlen),
                         ("--tolist-max-elements", config.tolist_max_elements)):

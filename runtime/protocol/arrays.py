@@ -15,8 +15,9 @@ Any other array with ``__dlpack__`` (torch, JAX, CuPy tensors on the CPU) travel
 (`Framed`: viewed as a NumPy array without a copy, its framework named in the layout) and is
 rebuilt on the other side with that framework's ``from_dlpack`` when that framework is already
 loaded there (nothing is imported because a peer named it), else handed over as the NumPy
-array. An array on another device (a GPU) is refused with an
-error naming the device: move it to the CPU first.
+array. An array on another device (a GPU) is refused with an error naming the device, unless
+the pool says ``allow_device_copy = true``: then it is copied to the CPU first (`to_cpu`), and
+arrives as a CPU array of its framework.
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ class Framed:
         return int(self.array.nbytes)
 
 
-def framed(value: Any) -> Framed | None:
+def framed(value: Any, device_copy: bool = False) -> Framed | None:
     """``value`` as a `Framed` NumPy view when it is a non-NumPy array with ``__dlpack__``
-    (None otherwise). Raises ValueError for one on another device than the CPU."""
+    (None otherwise). One on another device than the CPU is copied to the CPU with
+    ``device_copy``, else refused with a ValueError naming the device."""
     if not hasattr(value, "__dlpack__") or isinstance(value, (bytes, bytearray, memoryview)):
         return None
     loaded = sys.modules.get("numpy")
@@ -71,9 +73,12 @@ def framed(value: Any) -> Framed | None:
     name = f"{kind.__module__}.{kind.__qualname__}"
     device = value.__dlpack_device__() if hasattr(value, "__dlpack_device__") else (1, 0)
     if int(device[0]) != DLPACK_CPU:
-        raise ValueError(f"a {name} on {DEVICES.get(int(device[0]), device[0])}:{device[1]} "
-                         "cannot be sent: only CPU memory travels; move it to the CPU first "
-                         "(e.g. tensor.cpu())")
+        where = f"{DEVICES.get(int(device[0]), device[0])}:{device[1]}"
+        if not device_copy:
+            raise ValueError(f"a {name} on {where} cannot be sent: only CPU memory travels; "
+                             "move it to the CPU first (e.g. tensor.cpu()), or let the pool "
+                             "copy it with allow_device_copy = true")
+        value = to_cpu(value, f"a {name} on {where}")
     try:
         import numpy as np
     except ImportError:
@@ -81,6 +86,31 @@ def framed(value: Any) -> Framed | None:
                          "not installed on this side; install it") from None
     numpy: Any = np
     return Framed(numpy.from_dlpack(value), kind.__module__)
+
+
+def to_cpu(value: Any, what: str) -> Any:
+    """A CPU copy of a device array, by the first way its framework offers: the array API's
+    ``to_device("cpu")``, torch's ``.cpu()``, CuPy's ``.get()``, JAX's ``device_get``."""
+    ways = (("to_device", ("cpu",)), ("cpu", ()), ("get", ()))
+    for method, args in ways:
+        move = getattr(value, method, None)
+        if callable(move):
+            try:
+                moved = move(*args)
+            except Exception:  # noqa: BLE001 - not this framework's way: try the next
+                continue
+            if _on_cpu(moved):
+                return moved
+    jax = sys.modules.get("jax")
+    if jax is not None and type(value).__module__.startswith(("jax", "jaxlib")):
+        return jax.device_get(value)
+    raise ValueError(f"{what} cannot be copied to the CPU: it has none of to_device('cpu'), "
+                     ".cpu() or .get(); move it to the CPU before sending it")
+
+
+def _on_cpu(value: Any) -> bool:
+    device = getattr(value, "__dlpack_device__", None)
+    return device is None or int(device()[0]) == DLPACK_CPU
 
 
 def rebuild(arr: Any, framework: str | None) -> Any:

@@ -135,10 +135,12 @@ def loads(data: bytes | str, what: str) -> Any:
 # --- parameters -------------------------------------------------------------------------------
 
 def encode_params(req: Any, args: Mapping[str, Any] | None, *,
-                  big: dict[str, Any] | None = None, threshold: int = 0) -> None:
+                  big: dict[str, Any] | None = None, threshold: int = 0,
+                  device_copy: bool = False) -> None:
     """Fill ``req.parameters`` / ``binary_parameters`` / ``metadata`` from ``args``. With a
     ``big`` dict, bytes-like values of ``threshold`` bytes or more go there instead (the
-    caller sends them through shared memory, `runtime.pool.shm`)."""
+    caller sends them through shared memory, `runtime.pool.shm`). ``device_copy``: a GPU
+    array is copied to the CPU instead of refused (`arrays.framed`)."""
     if not args:
         return
     params = req.parameters
@@ -150,7 +152,7 @@ def encode_params(req: Any, args: Mapping[str, Any] | None, *,
             raise CodecError(f"parameter {name!r}: {req.DESCRIPTOR.name} carries JSON only; "
                              "send bytes as a list of ints or a str")
         try:  # a torch/JAX/CuPy array (via DLPack), an Arrow table or DataFrame (IPC)
-            value = arrays.framed(value) or arrow.encoded(value) or value
+            value = arrays.framed(value, device_copy) or arrow.encoded(value) or value
         except ValueError as exc:
             raise CodecError(f"parameter {name!r}: {exc}") from None
         raw = arrays.is_array(value) or isinstance(value, (arrays.Framed, arrow.Encoded))
@@ -271,7 +273,7 @@ def encode_result(resp: Any, value: Any, *, allow_pickle: bool = False,
     ``policy``: what becomes of values JSON cannot hold (`dumps_result`).
     Raises ResultNotEncodable for a value that cannot be sent."""
     try:  # a torch/JAX/CuPy array (via DLPack), an Arrow table or DataFrame: raw, any size
-        special = arrays.framed(value) or arrow.encoded(value)
+        special = arrays.framed(value, policy.device_copy) or arrow.encoded(value)
     except ValueError as exc:
         raise ResultNotEncodable(f"tool {tool_name!r} returned {exc}") from None
     if special is not None or (raw_arrays_from and arrays.is_array(value)

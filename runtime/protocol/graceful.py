@@ -75,6 +75,7 @@ class ResultPolicy:
     detail: str = "none"
     repr_maxlen: int = REPR_MAXLEN_DEFAULT
     tolist_max_elements: int = TOLIST_MAX_ELEMENTS_DEFAULT
+    device_copy: bool = False  # a GPU array result is copied to the CPU (allow_device_copy)
     report: Reporter | None = dataclasses.field(default=None, compare=False)
 
     def encoder(self) -> Encoder:
@@ -105,7 +106,7 @@ STRICT = ResultPolicy(strict=True)
 
 def resolve(*, strict: bool = False, detail: str | None = None, repr_maxlen: int | None = None,
             tolist_max_elements: int | None = None, environ: Mapping[str, str] | None = None,
-            report: Reporter | None = None) -> ResultPolicy:
+            report: Reporter | None = None, device_copy: bool = False) -> ResultPolicy:
     """The policy from explicit settings (the pool's config), else Snakepit's environment
     variables, else the defaults. A bad environment value falls back to the default, as in
     Snakepit: it must not keep a worker from starting."""
@@ -120,7 +121,8 @@ def resolve(*, strict: bool = False, detail: str | None = None, repr_maxlen: int
         tolist_max_elements = _env_int(env, ENV_TOLIST_MAX, TOLIST_MAX_ELEMENTS_DEFAULT)
     return ResultPolicy(strict=strict, detail=detail,
                         repr_maxlen=max(0, min(repr_maxlen, REPR_MAXLEN_MAX)),
-                        tolist_max_elements=max(0, tolist_max_elements), report=report)
+                        tolist_max_elements=max(0, tolist_max_elements),
+                        device_copy=device_copy, report=report)
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:

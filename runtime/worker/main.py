@@ -71,6 +71,9 @@ def argument_parser() -> argparse.ArgumentParser:
                    help="an array or sparse matrix larger than this is not expanded by "
                         f"tolist() (default: ${graceful.ENV_TOLIST_MAX}, else "
                         f"{graceful.TOLIST_MAX_ELEMENTS_DEFAULT:_})")
+    p.add_argument("--allow-device-copy", action="store_true",
+                   help="a GPU array result is copied to the CPU (default: the call fails, "
+                        "naming the device)")
     p.add_argument("--max-message-mb", type=int, default=512)
     p.add_argument("--max-sessions", type=int, default=10_000,
                    help="sessions opened with InitializeSession this worker keeps at most")
@@ -133,7 +136,8 @@ def result_policy(ns: argparse.Namespace,
     environment variables, else the defaults."""
     return graceful.resolve(strict=ns.strict_results, detail=ns.unserializable_detail,
                             repr_maxlen=ns.unserializable_repr_maxlen,
-                            tolist_max_elements=ns.tolist_max_elements, report=report)
+                            tolist_max_elements=ns.tolist_max_elements, report=report,
+                            device_copy=ns.allow_device_copy)
 
 
 def _json_table(text: str) -> dict[str, Any]:

@@ -21,6 +21,10 @@ class Tensor:
     def __dlpack_device__(self) -> tuple[int, int]:
         return self.device
 
+    def cpu(self) -> Tensor:
+        """A copy in CPU memory, as torch's ``Tensor.cpu()``."""
+        return Tensor(self.data.copy())
+
 
 def from_dlpack(x: Any) -> Tensor:
     return Tensor(np.from_dlpack(x))

@@ -207,6 +207,20 @@ def test_dlpack_arrays_of_another_framework_travel_raw_and_come_back_as_themselv
             pool.execute("on_gpu")
 
 
+def test_allow_device_copy_moves_gpu_arrays_to_the_cpu_both_ways() -> None:
+    """A stand-in GPU tensor (DLPack device cuda:0, torch's ``.cpu()``): copied, not refused."""
+    np = pytest.importorskip("numpy")
+    from tests.adapters import fakeframe
+
+    with Pool(adapter="tests.adapters.fakeframe:TensorTools", size=1,
+              allow_device_copy=True) as pool:
+        out = pool.execute("double", {"t": fakeframe.Tensor(np.ones(4), device=(2, 0))})
+        assert isinstance(out, fakeframe.Tensor) and out.device == (1, 0)
+        assert out.data.tolist() == [2.0] * 4
+        back = pool.execute("on_gpu")  # the worker copies its result to the CPU
+        assert isinstance(back, fakeframe.Tensor) and back.data.tolist() == [0.0] * 3
+
+
 @pytest.mark.parametrize("rows", [10, 200_000])  # inline, and through shared memory (4.8 MB)
 def test_arrow_tables_travel_as_ipc_and_come_back_as_tables(rows: int) -> None:
     pa = pytest.importorskip("pyarrow")

@@ -52,3 +52,23 @@ def test_numpy_bytes_and_gpu_arrays() -> None:
     assert arrays.framed({"a": 1}) is None
     with pytest.raises(ValueError, match="fakefw.core.Foreign on rocm:1 cannot be sent"):
         arrays.framed(Foreign([1.0], device=(10, 1)))
+
+
+class OnDevice(Foreign):
+    """A device array whose framework moves it by the array API's ``to_device``."""
+
+    __module__ = "fakefw.core"
+
+    def to_device(self, device: str) -> Foreign:
+        assert device == "cpu"
+        return Foreign(self.data.copy())
+
+
+def test_device_copy_moves_a_gpu_array_to_the_cpu_by_its_frameworks_way() -> None:
+    f = arrays.framed(OnDevice([1.0, 2.0], device=(2, 0)), device_copy=True)
+    assert f is not None and f.framework == "fakefw.core" and f.array.tolist() == [1.0, 2.0]
+
+
+def test_device_copy_names_the_array_it_cannot_move() -> None:
+    with pytest.raises(ValueError, match=r"Foreign on cuda:1 cannot be copied to the CPU"):
+        arrays.framed(Foreign([1.0], device=(2, 1)), device_copy=True)
