@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from ..protocol import arrays, codec, shm
+from ..protocol import arrays, arrow, codec, shm
 
 MIN_ARENA = 1 << 20
 
@@ -130,7 +130,7 @@ class WorkerShm:
             offset = 0
             for name, (data, layout) in parts.items():
                 n = codec.raw_size(data)
-                arena.mm[offset:offset + n] = data
+                arrow.copy_into(arena.mm, offset, data)
                 req.metadata[shm.ARG + name] = f"{arena.path}:{offset}:{n}"
                 if layout is not None:
                     req.metadata[arrays.PARAM + name] = layout

@@ -22,24 +22,58 @@ KINDS = ("table", "batch", "pandas")
 
 @dataclass(frozen=True, slots=True)
 class Encoded:
-    """An Arrow value as its IPC stream, ready to travel like raw bytes."""
+    """An Arrow value ready to travel as its IPC stream. The stream is not built up front: it
+    is written straight into where it goes (`write_into`: an arena, or a buffer its exact
+    size), so the table's buffers are copied once on the way out."""
 
-    data: Any  # a pyarrow Buffer
+    table: Any  # a pyarrow Table or RecordBatch (a DataFrame is converted when encoded)
     kind: str
+    nbytes: int  # the stream's size, measured without writing it
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.data.size)
+    def raw(self) -> tuple[Encoded, str]:
+        """(this value, which `copy_into` / `to_bytes` write, and the layout that names it
+        Arrow)."""
+        return self, json.dumps({"arrow": self.kind, "size": self.nbytes})
 
-    def raw(self) -> tuple[memoryview, str]:
-        """(the stream's bytes, the layout that names it Arrow)."""
-        return memoryview(self.data), json.dumps({"arrow": self.kind, "size": self.nbytes})
+    def write_into(self, dest: Any) -> None:
+        """Write the stream into ``dest``, a writable buffer of exactly ``nbytes``."""
+        import pyarrow as pa
+
+        sink = pa.FixedSizeBufferWriter(pa.py_buffer(dest))
+        _write(sink, self.table)
+
+    def to_bytes(self) -> bytes:
+        out = bytearray(self.nbytes)
+        self.write_into(out)
+        return bytes(out)
 
 
 def encoded(value: Any) -> Encoded | None:
     """``value`` as an `Encoded` IPC stream when it travels as Arrow; None otherwise."""
     kind = kind_of(value)
-    return None if kind is None else Encoded(to_ipc(value, kind), kind)
+    if kind is None:
+        return None
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(value, preserve_index=True) if kind == "pandas" else value
+    mock = pa.MockOutputStream()
+    _write(mock, table)
+    return Encoded(table, kind, int(mock.size()))
+
+
+def copy_into(dest: Any, offset: int, data: Any) -> None:
+    """Put raw ``data`` (bytes-like, or an `Encoded` stream) at ``offset`` of the writable
+    buffer ``dest``."""
+    if isinstance(data, Encoded):
+        data.write_into(memoryview(dest)[offset:offset + data.nbytes])
+    else:
+        n = data.nbytes if isinstance(data, memoryview) else len(data)
+        dest[offset:offset + n] = data
+
+
+def to_bytes(data: Any) -> bytes:
+    """Raw ``data`` (bytes-like, or an `Encoded` stream) as bytes, for inside a message."""
+    return data.to_bytes() if isinstance(data, Encoded) else bytes(data)
 
 
 def kind_of(value: Any) -> str | None:
@@ -64,15 +98,11 @@ def _has_pyarrow() -> bool:
     return True
 
 
-def to_ipc(value: Any, kind: str) -> Any:
-    """The IPC stream of ``value`` (a pyarrow Buffer: bytes-like, no copy to read it)."""
+def _write(sink: Any, table: Any) -> None:
     import pyarrow as pa
 
-    table = pa.Table.from_pandas(value, preserve_index=True) if kind == "pandas" else value
-    sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write(table)
-    return sink.getvalue()
 
 
 def from_ipc(buffer: Any, offset: int, kind: str, size: int, copy: bool = True) -> Any:

@@ -228,7 +228,8 @@ def raw_size(value: Any) -> int:
 
 
 def raw_parts(value: Any) -> tuple[Any, str | None]:
-    """(bytes-like data, array layout or None) of a value `encode_params` put in ``big``."""
+    """(raw data: bytes-like or an `arrow.Encoded` stream, array layout or None) of a value
+    `encode_params` put in ``big``."""
     if arrays.is_array(value) or isinstance(value, arrays.Framed):
         return arrays.to_raw(value)
     if isinstance(value, arrow.Encoded):
@@ -241,7 +242,7 @@ def raw_parts(value: Any) -> tuple[Any, str | None]:
 def put_inline(req: Any, name: str, value: Any) -> None:
     """Send a ``big`` value inside the request (the worker cannot map shared memory)."""
     data, layout = raw_parts(value)
-    req.binary_parameters[name] = bytes(data)
+    req.binary_parameters[name] = arrow.to_bytes(data)
     if layout is not None:
         req.metadata[arrays.PARAM + name] = layout
 
@@ -284,7 +285,7 @@ def encode_result(resp: Any, value: Any, *, allow_pickle: bool = False,
         if ref is not None:
             resp.metadata[shm.RESULT] = ref
         else:
-            resp.binary_result = bytes(data)
+            resp.binary_result = arrow.to_bytes(data)
             resp.metadata[RESULT_FORMAT] = "ndarray"
         resp.success = True
         return

@@ -18,6 +18,9 @@ from __future__ import annotations
 import collections
 import mmap
 import os
+from typing import Any
+
+from . import arrow
 
 SHM_DIR = "/dev/shm"
 PREFIX = f"{SHM_DIR}/pit-"
@@ -69,14 +72,14 @@ class Mappings:
             raise ValueError(f"shared-memory reference {spec!r} is past the arena's end")
         return mm[off:off + size]
 
-    def write(self, spec: str, data: bytes | bytearray | memoryview) -> str | None:
-        """Put ``data`` into the arena ``spec`` (``path:capacity``) offers; its result
-        reference, or None when it does not fit (the caller sends it inline)."""
+    def write(self, spec: str, data: Any) -> str | None:
+        """Put raw ``data`` (bytes-like, or an `arrow.Encoded` stream) into the arena ``spec``
+        (``path:capacity``) offers; its result reference, or None when it does not fit (the
+        caller sends it inline)."""
         path, cap = spec.rsplit(":", 1)
         parse(f"{path}:0:0")
-        n = len(data) if not isinstance(data, memoryview) else data.nbytes
+        n = data.nbytes if hasattr(data, "nbytes") else len(data)
         if n > int(cap):
             return None
-        mm = self.get(path)
-        mm[0:n] = data
+        arrow.copy_into(self.get(path), 0, data)
         return f"{path}:0:{n}"
