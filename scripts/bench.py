@@ -10,7 +10,9 @@ pool's workers, worker = "snakepit": serial and 64-in-flight rows only; needs
 loky, pebble, and Ray actors when `ray` is importable (skipped otherwise). Rows, for each pool
 size: a no-op call one at a time with each API's blocking call (p50/p99), no-op calls with 64 in
 flight, a map over 20,000 tiny items (each API's own map), 1 MiB and 16 MiB bytes round trips,
-400 x 10 ms CPU-bound tasks (efficiency = ideal time / elapsed), a 100k-element float64
+400 x 10 ms CPU-bound tasks (efficiency = ideal time / elapsed), a stream of 50,000 small
+dicts taken as they come (pit's `stream`, Ray's streaming generator; the others have no
+streams), a 100k-element float64
 array and a 1M-row, 4-column Arrow table sent to an identity function and back (pit: raw
 arrays and Arrow IPC; the others: their own serialization), time until 2, 8 and 32 workers
 answer (from creating the pool; the library's import is a row of its own) and the USS of an idle
@@ -51,6 +53,7 @@ ROWS = [  # key, label, unit, higher is better
     ("mb1_per_s", "1 MiB round trip", "MB/s", True),
     ("mb16_per_s", "16 MiB round trip", "MB/s", True),
     ("cpu_efficiency", "400 x 10 ms CPU tasks", "eff", True),
+    ("stream_per_s", "stream 50k small items", "/s", True),
     ("array_mb_s", "100k float64 array", "MB/s", True),
     ("arrow_mb_s", "1M x 4 Arrow table", "MB/s", True),
     ("ready2_ms", "2 workers answer", "ms", False),
@@ -148,6 +151,10 @@ class Driver:
                 def run(self, fn: str, *args: Any) -> Any:
                     return funcs[fn](*args)
 
+                def count(self, n: int) -> Any:  # a streaming generator, as stream_count
+                    for i in range(1, n + 1):
+                        yield {"i": i}
+
             self.actors = [Actor.remote() for _ in range(n)]  # type: ignore[attr-defined]
             self._next = 0
         return self
@@ -210,6 +217,19 @@ class Driver:
         if s == "ray":
             return [f.result() for f in [self.submit("add", i, 1) for i in range(n)]]
         return list(self.pool.map(add_args, items))
+
+
+    def stream_count(self, n: int) -> int:
+        """Items of a generator yielding n small dicts, as they arrive (pit's stream, Ray's
+        streaming generator); -1 where the API has no streams."""
+        if self.system.startswith("pit"):
+            return sum(1 for _ in self.pool.stream("stream_count", {"n": n}))
+        if self.system == "ray":
+            import ray
+
+            gen = self.actors[0].count.options(num_returns="streaming").remote(n)
+            return sum(1 for ref in gen if ray.get(ref))
+        return -1
 
 
 class _MpFuture:
@@ -320,6 +340,11 @@ def measure(system: str, size: int, quick: bool) -> dict[str, float]:
         for f in [d.submit("burn", 10.0) for _ in range(n_cpu)]:
             f.result()
         out["cpu_efficiency"] = (n_cpu * 0.010 / size) / (time.perf_counter() - t)
+        n_items = 10_000 if quick else 50_000
+        if d.stream_count(100) == 100:  # a system with streams
+            t = time.perf_counter()
+            assert d.stream_count(n_items) == n_items
+            out["stream_per_s"] = n_items / (time.perf_counter() - t)
         out["array_mb_s"] = _round_trips(d, _array(), 20 if quick else 60)
         table = _table()
         if table is not None:
@@ -482,7 +507,7 @@ def print_table(data: dict[str, Any], systems: list[str]) -> None:
                 continue
             cells = "".join(f"{_fmt(vals[s], unit):>12}" for s in systems)
             pit = vals.get("pit")
-            ratios = "".join(f"{pit / vals[p] if pit and vals[p] else float('nan'):>15.2f}x"
+            ratios = "".join(f"{pit / vals[p]:>15.2f}x" if pit and vals[p] else f"{'-':>16}"
                              for p in peers)
             print(f"{size:>4}  {label:<22} {unit:>5}{cells}{ratios}")
     for size, by_system in data["results"].items():

@@ -466,6 +466,7 @@ class PoolCore:
     async def stream(self, req: Any, timeout: float | None) -> AsyncGenerator[Any, None]:
         """The decoded items of a prepared streaming call; the worker is granted to it alone."""
         req.stream = True
+        req.metadata[codec.STREAM_BATCH] = "1"
         refusal = self.barrier.refusal(req)  # poisoned, or the circuit is open
         if refusal is not None:
             raise refusal
@@ -480,7 +481,11 @@ class PoolCore:
                 # the end marker: pit's worker says "empty"; Snakepit's bridge sends no data
                 if chunk.is_final and (not chunk.data or chunk.metadata.get("empty") == "true"):
                     break
-                yield codec.decode_chunk(chunk)
+                if chunk.metadata.get(codec.STREAM_ITEMS):  # several items, one JSON array
+                    for item in codec.loads(chunk.data, "a stream chunk"):
+                        yield item
+                else:
+                    yield codec.decode_chunk(chunk)
                 if chunk.is_final:
                     break
         except WorkerExit as err:  # as for any other call that kills its worker

@@ -26,6 +26,9 @@ STRING_VALUE_URL = "type.googleapis.com/google.protobuf.StringValue"
 RESULT_URL = "type.googleapis.com/snakepit."
 BINARY_FORMAT = "binary_format:"
 MAP_FLAG = "pit_map"  # request metadata (pit extension): the call is a chunk of pool.map
+# request metadata (pit extension): several items may share a chunk (runtime.worker.stream_batch)
+STREAM_BATCH = "pit_stream_batch"
+STREAM_ITEMS = "pit_items"  # chunk metadata: the data is a JSON array of this many items
 RESULT_FORMAT = "result_format"  # pit extension in response metadata: "bytes" | "pickle"
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 

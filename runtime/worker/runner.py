@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from ..protocol import arrays, codec, graceful, pb, shm
+from . import stream_batch
 from .adapter import ArgumentError, ToolInfo
 from .context import HostClient, SessionContext, current_call
 from .sessions import SessionTable
@@ -297,10 +298,13 @@ class ToolRunner:
             value = codec.decode_result(resp, allow_pickle=self.allow_pickle)
             yield codec.encode_chunk(value, info.name, 1, final=True, policy=self.result_policy)
             return
-        n = 0
-        token = current_call.set(ctx)
         if on_start is not None:
             on_start(ctx)
+        if req.metadata.get(codec.STREAM_BATCH):
+            yield from self._stream_batched(req, info, args, ctx, is_active)
+            return
+        n = 0
+        token = current_call.set(ctx)
         self.slots.acquire()  # a stream occupies a slot for as long as it runs
         try:
             items: Generator[Any, None, None] = (
@@ -324,6 +328,47 @@ class ToolRunner:
             self.slots.release()
             current_call.reset(token)
         yield codec.final_chunk(info.name, n + 1)
+
+    def _stream_batched(self, req: Any, info: ToolInfo, args: dict[str, Any],
+                        ctx: SessionContext, is_active: Any) -> Iterator[Any]:
+        """`stream` for a host that takes several items per chunk (`stream_batch`)."""
+        policy = self.result_policy
+
+        def encode(item: Any, n: int) -> tuple[bytes, bool]:
+            if isinstance(item, (bytes, bytearray, memoryview)):
+                return bytes(item), True
+            return codec.dumps_result(item, info.name, f"yielded a value (chunk {n})",
+                                      policy), False
+
+        self.slots.acquire()  # held until the generator has stopped, on the producer's thread
+        try:
+            items: Iterator[Any] = (
+                _iter_agen(self.loop(), ctx, info.fn(self.adapter, **args))
+                if info.kind == "agen" else info.fn(self.adapter, **args))
+        except BaseException as exc:  # noqa: BLE001
+            self.slots.release()
+            raise StreamError(error_response(exc, req).error_message) from None
+        def setup() -> None:  # on the producer's thread: current_context() works in the tool
+            current_call.set(ctx)
+
+        producer = stream_batch.Producer(items, encode, ctx.cancelled, self.slots.release,
+                                         setup)
+        producer.start()
+        n = 1
+        try:
+            for ready in producer.batches(is_active):
+                failed = ready[-1] if isinstance(ready[-1], stream_batch.Failed) else None
+                if failed is not None:
+                    ready.pop()
+                yield from stream_batch.chunks(ready, info.name, n)
+                n += len(ready)
+                if failed is not None:
+                    raise StreamError(error_response(failed.error, req).error_message)
+            if ctx.cancelled.is_set():
+                return
+        finally:
+            producer.stop()
+        yield codec.final_chunk(info.name, n)
 
 
 class StreamError(Exception):

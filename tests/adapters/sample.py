@@ -150,17 +150,35 @@ class SampleAdapter(Adapter):
         os.abort()
 
     @tool
-    def watched_stream(self, n: int, size: int, progress: str) -> Iterator[bytes]:
-        """Yield n chunks of size bytes; record how far it got, and that finally ran."""
+    def watched_stream(self, n: int, size: int, progress: str,
+                       as_json: bool = False) -> Iterator[Any]:
+        """Yield n chunks of size bytes (as_json: n small ints, which share chunks); record
+        how far it got, and that finally ran."""
         try:
             for i in range(n):
                 if i % 500 == 0:
                     with open(progress, "w") as fh:
                         fh.write(str(i))
-                yield b"x" * size
+                yield i if as_json else b"x" * size
         finally:
             with open(progress + ".finally", "w") as fh:
                 fh.write("ran")
+
+    @tool
+    def gated_stream(self, gate: str) -> Iterator[Any]:
+        """Yield "first", then wait (10 s at most) for the caller to create ``gate``."""
+        yield "first"
+        for _ in range(1000):
+            if os.path.exists(gate):
+                yield "released"
+                return
+            time.sleep(0.01)
+        yield "the first item was held back until the generator went on"
+
+    @tool
+    def mixed_stream(self) -> Iterator[Any]:
+        yield from (1, {"two": 2}, b"three", "four", b"five", [6])
+        raise ValueError("after six")
 
     @tool
     def make_bytes(self, n: int) -> bytes:

@@ -33,6 +33,37 @@ def test_a_slow_consumer_slows_the_producer_and_memory_stays_flat(tmp_path: Path
         assert grown < 50, f"host RSS grew {grown:.0f} MiB while streaming"
 
 
+def test_small_items_share_chunks_and_a_slow_consumer_still_holds_the_producer(
+        tmp_path: Path) -> None:
+    progress = tmp_path / "progress"
+    with Pool(adapter=SAMPLE, size=1) as pool:
+        stream = pool.stream("watched_stream", {"n": 500_000, "size": 0,
+                                                "progress": str(progress), "as_json": True})
+        assert [next(stream) for _ in range(10)] == list(range(10))
+        time.sleep(1.0)  # the consumer sleeps: the worker's buffer and the windows fill up
+        ahead = int(progress.read_text())
+        assert ahead < 100_000, f"producer ran {ahead} items ahead of a sleeping consumer"
+        assert sum(1 for _ in stream) == 500_000 - 10
+
+
+def test_an_item_is_sent_as_soon_as_it_exists_not_when_a_chunk_fills(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    with Pool(adapter=SAMPLE, size=1) as pool:
+        stream = pool.stream("gated_stream", {"gate": str(gate)})
+        assert next(stream) == "first"  # while the generator still waits for the gate
+        gate.touch()
+        assert list(stream) == ["released"]
+
+
+def test_bytes_and_json_items_keep_their_order_and_an_error_comes_after_them() -> None:
+    with Pool(adapter=SAMPLE, size=1) as pool:
+        got: list[object] = []
+        with pytest.raises(ValueError, match="after six"):
+            for item in pool.stream("mixed_stream"):
+                got.append(item)
+        assert got == [1, {"two": 2}, b"three", "four", b"five", [6]]
+
+
 def test_closing_a_stream_stops_the_generator_and_frees_the_worker(tmp_path: Path) -> None:
     progress = tmp_path / "progress"
     with Pool(adapter=SAMPLE, size=1) as pool:
@@ -43,6 +74,17 @@ def test_closing_a_stream_stops_the_generator_and_frees_the_worker(tmp_path: Pat
         started = time.monotonic()
         assert pool.execute("record", {"tag": "next"}) == 1
         assert time.monotonic() - started < 1.0
+        assert wait_until(lambda: Path(str(progress) + ".finally").exists(), timeout=2)
+
+
+def test_closing_a_stream_of_small_items_stops_the_generator(tmp_path: Path) -> None:
+    progress = tmp_path / "progress"
+    with Pool(adapter=SAMPLE, size=1) as pool:
+        stream = pool.stream("watched_stream", {"n": 10**9, "size": 0,
+                                                "progress": str(progress), "as_json": True})
+        assert [next(stream) for _ in range(3)] == [0, 1, 2]
+        stream.close()
+        assert pool.execute("record", {"tag": "next"}, timeout=5) == 1
         assert wait_until(lambda: Path(str(progress) + ".finally").exists(), timeout=2)
 
 
