@@ -20,6 +20,7 @@ from typing import Any
 
 from ..config import PitConfig, PoolConfig, load_config, make_pool_config
 from ..errors import PoolNotFound
+from ..telemetry.control import TelemetryControl
 from . import direct
 from .core import Facade, PoolCore, affinity_mode
 from .host.host_tools import ParamSpecs
@@ -28,6 +29,7 @@ from .host.loop_thread import LoopThread
 from .mapping import map_sync
 from .session_handle import SessionHandle
 from .stats import PoolStats
+from .stream_run import Stream
 
 _live: weakref.WeakSet[Any] = weakref.WeakSet()  # closed at interpreter exit
 _live_lock = threading.Lock()
@@ -195,14 +197,20 @@ class Pool(Facade):
 
     def stream(self, tool: str, args: Mapping[str, Any] | None = None, *,
                session_id: str | None = None, timeout: float | None = None,
-               metadata: Mapping[str, str] | None = None) -> Iterator[Any]:
+               metadata: Mapping[str, str] | None = None) -> Stream:
         """Call a generator tool; iterate over what it yields (closing early cancels it).
+        Once it ended, the stream's ``summary`` says how it went (chunks, bytes, duration,
+        outcome, and what the worker's closing chunk reported: `stream_run.StreamSummary`).
 
         A task on the loop pumps chunks into a bounded buffer (STREAM_BUFFER items) that this
         iterator drains a batch at a time: one thread hand-off per batch, not per chunk, and a
         slow consumer still slows the worker down (backpressure)."""
         req = self._core.prepare(tool, args, session_id, metadata)
-        agen = self._core.stream(req, timeout)
+        stream = Stream()
+        stream.items = self._drain(self._core.stream(req, timeout, stream.ended))
+        return stream
+
+    def _drain(self, agen: AsyncGenerator[Any, None]) -> Iterator[Any]:
         buffer: asyncio.Queue[Any] = self._loop.run(_make_queue())
         task = asyncio.run_coroutine_threadsafe(_pump(agen, buffer), self._loop.loop)
         try:
@@ -236,6 +244,28 @@ class Pool(Facade):
         `AsyncPool.recycle`."""
         self._loop.run(self._core.recycle(worker_id, "manual", wait))
 
+    def telemetry_control(self, *, enabled: bool | None = None, sample: float | None = None,
+                          allow: Iterable[str] | None = None,
+                          deny: Iterable[str] | None = None) -> TelemetryControl:
+        """Which of its events the pool's workers send, from now on (and every worker started
+        later): ``enabled`` turns them all on or off, ``sample`` (0..1) keeps that fraction,
+        ``allow`` / ``deny`` are globs on event names as subscribers see them
+        (``"adapter.cache.*"``; deny wins; an empty allow allows all). A value left None is
+        kept; with none given nothing is sent. Returns the control in force, once every ready
+        worker applies it (Snakepit's bridge workers are not waited for). Muted events are
+        never sent. Covers ``adapter.*`` and the worker runtime's events, not the host's.
+
+            pool.telemetry_control(sample=0.1, deny=["adapter.cache.*"])
+            pool.telemetry_control(enabled=True, sample=1.0, allow=[], deny=[])  # all again
+        """
+        return self._loop.run(self._core.control_telemetry(enabled, sample, allow, deny))
+
+    def reset_circuit(self) -> bool:
+        """Close the crash barrier's circuit by hand (``pool.circuit.closed``, reason manual):
+        calls go through again at once. False if it was closed. Poisoned calls stay
+        refused."""
+        return self._loop.run(_reset_circuit(self._core))
+
     def tools(self) -> list[dict[str, Any]]:
         return self._core.tools()
 
@@ -260,6 +290,10 @@ class _Failed:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+async def _reset_circuit(core: PoolCore) -> bool:
+    return core.reset_circuit()
 
 
 async def _stats(core: PoolCore) -> PoolStats:

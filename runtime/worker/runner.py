@@ -298,6 +298,7 @@ class ToolRunner:
             yield codec.encode_chunk(value, info.name, 1, final=True, policy=self.result_policy)
             return
         n = 0
+        started = time.perf_counter()
         token = current_call.set(ctx)
         if on_start is not None:
             on_start(ctx)
@@ -323,7 +324,7 @@ class ToolRunner:
         finally:
             self.slots.release()
             current_call.reset(token)
-        yield codec.final_chunk(info.name, n + 1)
+        yield codec.final_chunk(info.name, n + 1, (time.perf_counter() - started) * 1000)
 
 
 class StreamError(Exception):
