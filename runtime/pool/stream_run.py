@@ -100,16 +100,33 @@ class StreamRun:
         return summary
 
 
+class Ending:
+    """Where the core leaves a stream's summary (its ``on_end``). A box of its own, not a
+    method of the stream object: the core's generator would then hold the object that holds
+    it, and a stream its caller drops without closing would wait for the cycle collector to
+    be closed (its worker held meanwhile) instead of at once."""
+
+    __slots__ = ("summary",)
+
+    def __init__(self) -> None:
+        self.summary: StreamSummary | None = None
+
+    def __call__(self, summary: StreamSummary) -> None:
+        self.summary = summary
+
+
 class Stream(Iterator[Any]):
     """What `Pool.stream` returns: iterate it for the items; ``summary`` once it ended;
     ``close()`` stops it early (cancelling the tool)."""
 
     def __init__(self) -> None:
-        self.summary: StreamSummary | None = None
+        self.ended = Ending()  # the core's on_end
         self.items: Iterator[Any] = iter(())
 
-    def ended(self, summary: StreamSummary) -> None:
-        self.summary = summary
+    @property
+    def summary(self) -> StreamSummary | None:
+        """How the stream went; None until it ended."""
+        return self.ended.summary
 
     def __iter__(self) -> Stream:
         return self
@@ -128,11 +145,13 @@ class AsyncStream(AsyncIterator[Any]):
     ended; ``aclose()`` stops it early (cancelling the tool)."""
 
     def __init__(self) -> None:
-        self.summary: StreamSummary | None = None
+        self.ended = Ending()  # the core's on_end
         self.items: Any = None  # the core's async generator
 
-    def ended(self, summary: StreamSummary) -> None:
-        self.summary = summary
+    @property
+    def summary(self) -> StreamSummary | None:
+        """How the stream went; None until it ended."""
+        return self.ended.summary
 
     def __aiter__(self) -> AsyncStream:
         return self

@@ -212,7 +212,8 @@ class Pool(Facade):
 
     def _drain(self, agen: AsyncGenerator[Any, None]) -> Iterator[Any]:
         buffer: asyncio.Queue[Any] = self._loop.run(_make_queue())
-        task = asyncio.run_coroutine_threadsafe(_pump(agen, buffer), self._loop.loop)
+        closed = threading.Event()  # the core's stream has ended: its worker is free
+        task = asyncio.run_coroutine_threadsafe(_pump(agen, buffer, closed), self._loop.loop)
         try:
             while True:
                 for item in self._loop.run(_take(buffer)):
@@ -228,6 +229,10 @@ class Pool(Facade):
                     task.result(STOP_STREAM_S)
                 except BaseException:  # noqa: BLE001 - cancelled, or the error already raised
                     pass
+                # a cancelled future is done at once, its task not: wait for the stream's end
+                # (so that `summary` is set and the worker free once close() returns)
+                if not self._loop.in_loop():
+                    closed.wait(STOP_STREAM_S)
 
     def session(self, session_id: str | None = None, ttl_s: float | None = None,
                 affinity: str | None = None) -> SessionHandle:
@@ -304,7 +309,8 @@ async def _make_queue() -> asyncio.Queue[Any]:
     return asyncio.Queue(maxsize=STREAM_BUFFER)
 
 
-async def _pump(agen: AsyncGenerator[Any, None], buffer: asyncio.Queue[Any]) -> None:
+async def _pump(agen: AsyncGenerator[Any, None], buffer: asyncio.Queue[Any],
+                closed: threading.Event) -> None:
     try:
         async for item in agen:
             await buffer.put(item)
@@ -314,7 +320,10 @@ async def _pump(agen: AsyncGenerator[Any, None], buffer: asyncio.Queue[Any]) -> 
     except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
         await buffer.put(_Failed(exc))
     finally:
-        await agen.aclose()
+        try:
+            await agen.aclose()
+        finally:
+            closed.set()
 
 
 async def _take(buffer: asyncio.Queue[Any]) -> list[Any]:

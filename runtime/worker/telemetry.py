@@ -68,7 +68,7 @@ def host_name(name: str) -> str:
     return name if name in RUNTIME_EVENTS else f"adapter.{name}"
 
 
-class _Buffer:
+class Buffer:
     def __init__(self, size: int) -> None:
         self.size = size
         self.items: collections.deque[Record] = collections.deque()
@@ -140,7 +140,7 @@ class _Buffer:
         return items, dropped
 
 
-buffer = _Buffer(BUFFER_EVENTS)
+buffer = Buffer(BUFFER_EVENTS)
 
 
 def _clean_measurements(measurements: Mapping[str, Any] | None) -> dict[str, float | int | str]:
@@ -171,7 +171,7 @@ def emit(name: str, measurements: Mapping[str, Any] | None = None,
 def unserializable_results(tool_name: str, counts: dict[str, int]) -> None:
     """A result held values that became markers (`runtime.protocol.graceful`): counted per
     tool and type (never a repr: no secrets), sent as one event per pair and ``count``
-    within 0.5 s (`_Buffer.count`)."""
+    within 0.5 s (`Buffer.count`)."""
     for type_name, count in counts.items():
         buffer.count(RESULT_UNSERIALIZABLE, tool_name, type_name, count)
 
