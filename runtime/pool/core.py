@@ -14,6 +14,11 @@
       deliver(value, err)          <----    -> metrics, breaker, pool.call.* telemetry
     direct.call on a lent worker   --report->  Lending.settle: counters, breaker, telemetry
     Pool.stats()                   --hop--->  PoolCore.stats(): a frozen snapshot
+    Pool.stream() -> Stream        --pump-->  PoolCore.stream: StreamRun counts it, its
+      .summary once it ended                  pool.stream.* events (stream_run.py)
+    Pool.telemetry_control()       --hop--->  PoolCore.control_telemetry -> every worker's
+                                              telemetry relay (acknowledged); new workers get
+                                              PoolCore.telemetry before their first call
 
     worker events ----> PoolCore.worker_ready / slot_freed / worker_leaving / worker_gone
     Lifecycle (size, replacement, recycling, heartbeats, sampling, session expiry) and
