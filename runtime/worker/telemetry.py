@@ -81,6 +81,9 @@ class Buffer:
         self.filter: Filter | None = None  # the host's sampling and globs; None: send all
         self.applied = 0  # TelemetryControl messages applied (the stream acknowledges them)
         self._acked = 0  # ... of which the stream has acknowledged
+        # A Snakepit host drives this worker: its globs name events as emitted (no adapter.
+        # prefix: it adds none) and it knows no acknowledgement event (`snakepit_servicer`).
+        self.snakepit_host = False
 
     def put(self, record: Record) -> bool:
         with self._lock:
@@ -135,7 +138,8 @@ class Buffer:
         now = time.time_ns()
         items += [(name, {"count": n}, {"tool": tool, "type": kind}, now, "")
                   for (name, tool, kind), n in counts.items()]
-        if applied:  # after the events taken with it: those came before the change
+        if applied and not self.snakepit_host:  # after the events taken with it: those
+            # came before the change
             items.append((CONTROL_APPLIED, {"count": applied}, {}, now, ""))
         return items, dropped
 
@@ -180,7 +184,8 @@ def _put(name: str, measurements: Mapping[str, Any] | None,
          metadata: Mapping[str, Any] | None) -> bool:
     clean = _clean_measurements(measurements)  # a bad value raises, sampled out or not
     rules = buffer.filter
-    if rules is not None and not rules.admits(host_name(name)):
+    if rules is not None and not rules.admits(
+            name if buffer.snakepit_host else host_name(name)):
         return False  # muted by the host: never buffered, never sent
     ctx = current_call.get()
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}

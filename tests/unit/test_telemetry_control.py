@@ -110,3 +110,22 @@ def test_the_circuit_reports_each_change_and_reset_closes_it() -> None:
     assert cb.reset() and cb.state == "closed" and cb.allow()
     assert changes[-1] == ("closed", {"open_s": 0.0}, {"reason": "manual"})
     assert not cb.reset()
+
+
+@pytest.mark.parametrize("snakepit_host", [False, True])
+def test_emit_is_muted_by_globs_on_the_names_its_host_sees(
+        monkeypatch: pytest.MonkeyPatch, snakepit_host: bool) -> None:
+    # pit's host sees adapter.<name>; a Snakepit host sees the name as emitted, and knows no
+    # acknowledgement event
+    buf = worker_telemetry.Buffer(100)
+    monkeypatch.setattr(worker_telemetry, "buffer", buf)
+    buf.snakepit_host = snakepit_host
+    deny = "cache.*" if snakepit_host else "adapter.cache.*"
+    for message in control_messages(TelemetryControl(deny=(deny,)), host_names=True):
+        buf.control(message.WhichOneof("control"), message)
+    assert worker_telemetry.emit("cache.miss", {"keys": 1}) is False
+    assert worker_telemetry.emit("model.loaded") is True
+    with pytest.raises(TypeError, match="must be a number or a string"):
+        worker_telemetry.emit("cache.miss", {"keys": object()})  # checked, muted or not
+    sent = [item[0] for item in buf.take()[0]]
+    assert sent == ["model.loaded"] + ([] if snakepit_host else [CONTROL_APPLIED])
