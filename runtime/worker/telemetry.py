@@ -37,6 +37,8 @@ from .context import current_call
 
 BUFFER_EVENTS = int(os.environ.get("PIT_TELEMETRY_BUFFER", "4096"))  # events held at most
 
+VERDICTS_KEPT = 4096  # event names whose filter verdict is remembered
+
 # (name, measurements, metadata, timestamp_ns, correlation_id)
 Record = tuple[str, dict[str, float | int | str], dict[str, str], int, str]
 
@@ -55,7 +57,8 @@ class Filter:
         if verdict is None:
             verdict = not any(fnmatch.fnmatchcase(host_name, g) for g in self.deny) and (
                 not self.allow or any(fnmatch.fnmatchcase(host_name, g) for g in self.allow))
-            self._verdicts[host_name] = verdict
+            if len(self._verdicts) < VERDICTS_KEPT:  # names built from data: not all kept
+                self._verdicts[host_name] = verdict
         return verdict
 
     def admits(self, host_name: str) -> bool:
