@@ -140,6 +140,11 @@ def test_an_async_stream_has_its_summary_too() -> None:
             assert [c async for c in stream] == [b"xxx"] * 2
             assert stream.summary is not None
             assert (stream.summary.outcome, stream.summary.chunks) == ("ok", 2)
-            assert pool.stats().streams["completed"] == 1
+            early = pool.stream("make_chunks", {"count": 1000, "n": 1})
+            assert await early.__anext__() == b"x"
+            await early.aclose()
+            assert early.summary is not None and early.summary.outcome == "cancelled"
+            assert await pool.execute("record", {"tag": "x"}, timeout=10) == 1  # worker free
+            assert pool.stats().streams["completed"] == 2
 
     asyncio.run(main())
