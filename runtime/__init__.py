@@ -28,6 +28,8 @@ _EXPORTS = {
     "SessionHandle": "runtime.pool.session_handle",
     "PoolStats": "runtime.pool.stats",
     "WorkerStats": "runtime.pool.stats",
+    "StreamSummary": "runtime.pool.stream_run",
+    "TelemetryControl": "runtime.telemetry.control",
     "current_pools": "runtime.pool.current",
     "execute": "runtime.pool.current",
     "stream": "runtime.pool.current",

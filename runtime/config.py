@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .telemetry.control import TelemetryControl
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -127,6 +128,9 @@ class PoolConfig:
     circuit_window_s: float = 30.0
     circuit_reset_s: float = 10.0
     start_batch: int = 8
+    # Which worker events the workers send (`runtime.telemetry.control`); at run time too:
+    # `pool.telemetry_control(...)`. In pit.toml: [pools.<name>.telemetry] sample = 0.1 ...
+    telemetry: TelemetryControl = TelemetryControl()
 
     def timeouts(self) -> tuple[float | None, float | None, float]:
         """(call, stream, queue) timeouts in seconds; None means no deadline."""
@@ -280,6 +284,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                          "a number of seconds > 0"),
     "circuit_reset_s": (_positive, "a number of seconds > 0"),
     "start_batch": _int(1, 1024),
+    # checked in full (and converted) by TelemetryControl.from_table: see make_pool_config
+    "telemetry": (lambda v: isinstance(v, (Mapping, TelemetryControl)),
+                  "a table with keys enabled, sample, allow, deny"),
 }
 POOL_KEYS = tuple(_RULES)
 TOP_KEYS = ("pools", "state_dir", "telemetry", "tool_bridge")
@@ -312,6 +319,13 @@ def make_pool_config(name: str = DEFAULT_POOL, where: str | None = None,
                               hint=f"set {key} to {accepted}")
     if values.get("env") is not None:
         values["env"] = dict(values["env"])
+    if "telemetry" in values:
+        try:
+            values["telemetry"] = TelemetryControl.from_table(values["telemetry"])
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}", details={"key": "telemetry"},
+                              hint="e.g. telemetry = { sample = 0.1, deny = [\"adapter.cache.*\"] }"
+                              ) from None
     _worker_kind(values, where)
     if isinstance(values.get("adapter_args"), (list, tuple)):
         values["adapter_args"] = tuple(values["adapter_args"])

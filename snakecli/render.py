@@ -188,6 +188,11 @@ def status_renderable(snap: dict[str, Any]) -> Any:
                 f"{p['calls_per_s']:.0f} calls/s  p50 {p['p50_ms'] or 0:.2f} ms  "
                 f"p99 {p['p99_ms'] or 0:.2f} ms  calls {p['calls']} failed {p['failed']}  "
                 f"sessions {p['sessions']}")
+        streams = p.get("streams") or {}
+        head += (f"  streams {streams.get('completed', 0)} failed {streams.get('failed', 0)} "
+                 f"chunks {streams.get('chunks', 0)}")
+        if p.get("circuit", "closed") != "closed":
+            head += f"  [bold red]circuit {escape(p['circuit'])}[/]"
         if p["recycles"]:
             head += "  recycles " + escape(", ".join(f"{k} {v}" for k, v in
                                                      p["recycles"].items()))

@@ -7,15 +7,17 @@ flow and the thread rules). Every method runs on the loop the pool was started o
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from ..config import PoolConfig, make_pool_config
+from ..telemetry.control import TelemetryControl
 from .core import Facade, PoolCore, affinity_mode
 from .host.instance import HostInstance
 from .mapping import map_async
 from .session_handle import AsyncSession
 from .stats import PoolStats
+from .stream_run import AsyncStream
 
 
 class AsyncPool(Facade):
@@ -87,13 +89,15 @@ class AsyncPool(Facade):
         return await self._core.call(req, timeout, idempotent=idempotent, affinity=affinity,
                                     big=big)
 
-    async def stream(self, tool: str, args: Mapping[str, Any] | None = None, *,
-                     session_id: str | None = None, timeout: float | None = None,
-                     metadata: Mapping[str, str] | None = None) -> AsyncGenerator[Any, None]:
-        """Call a generator tool and iterate over the items it yields."""
+    def stream(self, tool: str, args: Mapping[str, Any] | None = None, *,
+               session_id: str | None = None, timeout: float | None = None,
+               metadata: Mapping[str, str] | None = None) -> AsyncStream:
+        """Call a generator tool: ``async for`` the items it yields; once it ended, the
+        stream's ``summary`` says how it went (`stream_run.StreamSummary`)."""
         req = self._core.prepare(tool, args, session_id, metadata)
-        async for item in self._core.stream(req, timeout):
-            yield item
+        stream = AsyncStream()
+        stream.items = self._core.stream(req, timeout, stream.ended)
+        return stream
 
     def map(self, tool: str, items: Iterable[Mapping[str, Any]], *,
             chunksize: int | None = None, ordered: bool = True,
@@ -117,6 +121,30 @@ class AsyncPool(Facade):
     async def close_session(self, session_id: str) -> bool:
         """End a session: the worker holding it drops its state (on_session_end runs)."""
         return await self._core.close_session(session_id)
+
+    # --- telemetry control, the circuit ---------------------------------------------------
+    async def telemetry_control(self, *, enabled: bool | None = None,
+                                sample: float | None = None,
+                                allow: Iterable[str] | None = None,
+                                deny: Iterable[str] | None = None) -> TelemetryControl:
+        """Which of its events the pool's workers send, from now on (and every worker started
+        later): ``enabled`` turns them all on or off, ``sample`` (0..1) keeps that fraction,
+        ``allow`` / ``deny`` are globs on event names as subscribers see them
+        (``"adapter.cache.*"``; deny wins; an empty allow allows all). A value left None is
+        kept; with none given nothing is sent. Returns the control in force, once every ready
+        worker applies it (Snakepit's bridge workers are not waited for). Muted events are
+        never sent. Covers ``adapter.*`` and the worker runtime's events, not the host's.
+
+            await pool.telemetry_control(sample=0.1, deny=["adapter.cache.*"])
+            await pool.telemetry_control(enabled=True, sample=1.0, allow=[], deny=[])  # all again
+        """
+        return await self._core.control_telemetry(enabled, sample, allow, deny)
+
+    def reset_circuit(self) -> bool:
+        """Close the crash barrier's circuit by hand (``pool.circuit.closed``, reason manual):
+        calls go through again at once. False if it was closed. Poisoned calls stay
+        refused."""
+        return self._core.reset_circuit()
 
     # --- introspection ----------------------------------------------------------------------
     def tools(self) -> list[dict[str, Any]]:

@@ -14,6 +14,11 @@
       deliver(value, err)          <----    -> metrics, breaker, pool.call.* telemetry
     direct.call on a lent worker   --report->  Lending.settle: counters, breaker, telemetry
     Pool.stats()                   --hop--->  PoolCore.stats(): a frozen snapshot
+    Pool.stream() -> Stream        --pump-->  PoolCore.stream: StreamRun counts it, its
+      .summary once it ended                  pool.stream.* events (stream_run.py)
+    Pool.telemetry_control()       --hop--->  PoolCore.control_telemetry -> every worker's
+                                              telemetry relay (acknowledged); new workers get
+                                              PoolCore.telemetry before their first call
 
     worker events ----> PoolCore.worker_ready / slot_freed / worker_leaving / worker_gone
     Lifecycle (size, replacement, recycling, heartbeats, sampling, session expiry) and
@@ -38,7 +43,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +63,7 @@ from ..errors import (
 from ..hardware import DeviceChoice, device_env, resolve_device
 from ..logs import configure_from_env
 from ..protocol import codec
+from ..telemetry.control import TelemetryControl
 from .affinity import session_slot
 from .call import CallRun
 from .direct import Lending
@@ -71,6 +77,7 @@ from .resilience import CrashBarrier
 from .scheduler import Saturated, Scheduler
 from .sessions import Session, SessionStore
 from .stats import PoolStats, WorkerStats
+from .stream_run import OnEnd, StreamRun
 from .worker_handle import WorkerHandle
 
 ENVELOPE_BYTES = 64 * 1024  # room left in a message for everything around the payload
@@ -108,6 +115,8 @@ class PoolCore:
         self._events: collections.Counter[str] = collections.Counter()
         self.metrics = PoolMetrics()
         self.lending = Lending(self)  # idle workers lent to blocking callers (see `direct`)
+        # what the workers send of their events (replaced whole; new workers get it)
+        self.telemetry: TelemetryControl = config.telemetry
 
     @property
     def device(self) -> DeviceChoice | None:
@@ -463,8 +472,10 @@ class PoolCore:
             cancel()
             raise
 
-    async def stream(self, req: Any, timeout: float | None) -> AsyncGenerator[Any, None]:
-        """The decoded items of a prepared streaming call; the worker is granted to it alone."""
+    async def stream(self, req: Any, timeout: float | None,
+                     on_end: OnEnd | None = None) -> AsyncGenerator[Any, None]:
+        """The decoded items of a prepared streaming call; the worker is granted to it alone.
+        Once it ended (any way) after getting its worker, ``on_end(summary)``."""
         req.stream = True
         req.metadata[codec.STREAM_BATCH] = "1"
         refusal = self.barrier.refusal(req)  # poisoned, or the circuit is open
@@ -472,27 +483,44 @@ class PoolCore:
             raise refusal
         budget = self.budget(timeout, stream=True)
         loop = asyncio.get_running_loop()
-        deadline = None if budget is None else loop.time() + budget
+        called_at = loop.time()
+        deadline = None if budget is None else called_at + budget
         session = self.sessions.open(req.session_id) if req.session_id else None
         worker = await self._acquire(req.tool_name, deadline, session)
         left = None if deadline is None else max(deadline - loop.time(), 0.001)
+        run = StreamRun(self.name, req, worker.id, self.metrics.streams, called_at, loop)
+        error: BaseException | None = None
         try:
             async for chunk in worker.stream(req, left):
+                if chunk.is_final:
+                    run.final = chunk
                 # the end marker: pit's worker says "empty"; Snakepit's bridge sends no data
                 if chunk.is_final and (not chunk.data or chunk.metadata.get("empty") == "true"):
                     break
                 if chunk.metadata.get(codec.STREAM_ITEMS):  # several items, one JSON array
-                    for item in codec.loads(chunk.data, "a stream chunk"):
+                    items = codec.loads(chunk.data, "a stream chunk")
+                    run.item(chunk, len(items))
+                    for item in items:
                         yield item
                 else:
+                    run.item(chunk)
                     yield codec.decode_chunk(chunk)
                 if chunk.is_final:
                     break
         except WorkerExit as err:  # as for any other call that kills its worker
+            error = err
             refusal = self.barrier.after_death(req, err)
             if refusal is not None:
+                error = refusal
                 raise refusal from err
             raise
+        except BaseException as exc:  # noqa: BLE001 - counted, then raised on
+            error = exc
+            raise
+        finally:
+            summary = run.end(error)
+            if on_end is not None:
+                on_end(summary)
 
     async def _acquire(self, tool: str, deadline: float | None,
                        session: Session | None = None) -> WorkerHandle:
@@ -539,6 +567,25 @@ class PoolCore:
             return False
         return await worker.cleanup_session(session.id)
 
+    # --- telemetry control, the circuit ---------------------------------------------------
+    async def control_telemetry(self, enabled: bool | None = None, sample: float | None = None,
+                                allow: Iterable[str] | None = None,
+                                deny: Iterable[str] | None = None) -> TelemetryControl:
+        """Change what the workers send (`Pool.telemetry_control`; None: keep); returns once
+        every ready worker applies it. New workers get it before their first call."""
+        if enabled is None and sample is None and allow is None and deny is None:
+            return self.telemetry
+        # ValueError names a bad value
+        control = self.telemetry.updated(enabled=enabled, sample=sample, allow=allow, deny=deny)
+        self.telemetry = control
+        await asyncio.gather(*(w.channel.control_telemetry(control)
+                               for w in self.live_workers()))
+        return control
+
+    def reset_circuit(self) -> bool:
+        """Close the crash barrier's circuit by hand; False if it was closed."""
+        return self.barrier.breaker.reset()
+
     # --- introspection ----------------------------------------------------------------------
     def tools(self) -> list[dict[str, Any]]:
         """The adapter's tools as the workers announced them (name, parameters, streaming)."""
@@ -569,6 +616,8 @@ class PoolCore:
                          workers=workers, recycles=dict(self._events),
                          profile=self.config.profile, sessions=len(self.sessions),
                          calls=self.metrics.completed, failed=self.metrics.failed,
+                         streams=self.metrics.streams.as_dict(),
+                         circuit=self.barrier.breaker.state,
                          forkserver_pid=zygote.pid if zygote is not None else None,
                          events=tuple(dict(e) for e in self.metrics.events))
 

@@ -34,9 +34,10 @@ REASON_EVENT = {"ttl": "worker.recycled", "requests": "worker.recycled",
                 "cancel_timeout": "worker.crashed"}
 
 
-def pool_event(name: str, pool: str, **measurements: Any) -> None:
+def pool_event(name: str, pool: str, metadata: dict[str, Any] | None = None,
+               **measurements: Any) -> None:
     if telemetry.enabled(name):
-        telemetry.emit(name, measurements, {"pool": pool})
+        telemetry.emit(name, measurements, {**(metadata or {}), "pool": pool})
 
 
 def worker_event(name: str, worker: EventWorker, measurements: dict[str, Any] | None = None,

@@ -48,6 +48,7 @@ log = logger("lifecycle")
 
 if TYPE_CHECKING:
     from ..config import PoolConfig
+    from ..telemetry.control import TelemetryControl
     from .host.instance import HostInstance
     from .resilience import CrashBarrier
 
@@ -72,6 +73,7 @@ class LifecycleHost(Protocol):
 
     barrier: CrashBarrier
     launch: WorkerLaunch
+    telemetry: TelemetryControl  # what new workers send of their events
 
     @property
     def config(self) -> PoolConfig: ...
@@ -207,6 +209,7 @@ class Lifecycle:
         if self.config.ttl_s:
             worker.ttl_s = self.config.ttl_s * random.uniform(1 - JITTER, 1 + JITTER)
         pool.add_worker(worker)
+        worker.channel.telemetry_control = pool.telemetry  # later changes reach it as a member
         try:
             await worker.start()
         except BaseException:

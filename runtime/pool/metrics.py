@@ -44,11 +44,28 @@ class _Second:
         self.bins: dict[int, int] = {}
 
 
+class StreamCounts:
+    """Streams since the pool started (`stream_run.StreamRun` counts them)."""
+
+    __slots__ = ("started", "completed", "failed", "chunks", "bytes")
+
+    def __init__(self) -> None:
+        self.started = 0  # got a worker
+        self.completed = 0  # ended, whatever the outcome
+        self.failed = 0  # ... of which failed (a caller closing one early is no failure)
+        self.chunks = 0  # items delivered to callers
+        self.bytes = 0  # ... their encoded size
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
 class PoolMetrics:
     def __init__(self) -> None:
         self.started = time.monotonic()
         self.completed = 0
         self.failed = 0
+        self.streams = StreamCounts()
         self.errors: collections.Counter[str] = collections.Counter()
         self._seconds = [_Second() for _ in range(WINDOW_S)]  # a ring, by second
         # one sample a second: (monotonic time, queued, busy slots, capacity, {worker: rss MiB})

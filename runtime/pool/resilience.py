@@ -2,7 +2,9 @@
 
 The pool uses them like this: a call that fails because its worker died is retried on another
 worker when it is idempotent (`RetryPolicy`); crashes a call can be blamed for feed the pool's
-`CircuitBreaker`, which fails new calls fast while a crash storm lasts.
+`CircuitBreaker`, which fails new calls fast while a crash storm lasts. Its changes of state
+are events (``pool.circuit.opened`` / ``half_open`` / ``closed``), as is a call's quarantine
+(``pool.call.poisoned``); `CircuitBreaker.reset` closes it by hand (``pool.reset_circuit()``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from typing import Any
 from ..config import PoolConfig
 from ..errors import CircuitOpen, PitError, PoisonCall
 from .crash import ATTRIBUTABLE
+from .events import pool_event
+
+# (new state, measurements, metadata) of a circuit breaker's change of state
+OnChange = Callable[[str, dict[str, Any], dict[str, str]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +47,11 @@ class CircuitBreaker:
     half_open -> success: closed | failure: open again."""
 
     def __init__(self, threshold: int = 5, window_s: float = 30.0, reset_s: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_change: OnChange | None = None) -> None:
         self.threshold, self.window_s, self.reset_s = threshold, window_s, reset_s
         self._clock = clock
+        self._on_change = on_change
         self._failures: deque[tuple[float, str]] = deque()
         self._opened_at: float | None = None
         self._trial_out = False
@@ -59,15 +67,39 @@ class CircuitBreaker:
         self._failures.append((now, cause))
         while self._failures and now - self._failures[0][0] > self.window_s:
             self._failures.popleft()
-        if self.state == "half_open" or len(self._failures) > self.threshold:
+        before = self.state
+        if before == "half_open" or len(self._failures) > self.threshold:
             self._opened_at = now
             self._trial_out = False
+            if before != "open":
+                self._changed("open", {"failures": len(self._failures)},
+                              {"causes": ",".join(self.recent_causes()[-5:]),
+                               "from": before})
 
     def record_success(self) -> None:
         if self._opened_at is not None and self.state == "half_open":
-            self._opened_at = None
+            self._close("trial_succeeded")
+
+    def reset(self) -> bool:
+        """Close the circuit by hand (and forget the failures counted); False if it was
+        closed already."""
+        if self._opened_at is None:
             self._failures.clear()
-            self._trial_out = False
+            return False
+        self._close("manual")
+        return True
+
+    def _close(self, reason: str) -> None:
+        open_s = self._clock() - self._opened_at if self._opened_at is not None else 0.0
+        self._opened_at = None
+        self._failures.clear()
+        self._trial_out = False
+        self._changed("closed", {"open_s": round(open_s, 3)}, {"reason": reason})
+
+    def _changed(self, state: str, measurements: dict[str, Any],
+                 metadata: dict[str, str]) -> None:
+        if self._on_change is not None:
+            self._on_change(state, measurements, metadata)
 
     def allow(self) -> bool:
         """May a call go ahead? In half-open state only one trial at a time."""
@@ -76,6 +108,8 @@ class CircuitBreaker:
             return True
         if state == "half_open" and not self._trial_out:
             self._trial_out = True
+            open_s = self._clock() - self._opened_at if self._opened_at is not None else 0.0
+            self._changed("half_open", {"open_s": round(open_s, 3)}, {})
             return True
         return False
 
@@ -106,7 +140,7 @@ class CrashBarrier:
         self.poison_after = config.poison_after
         self.retry_policy = RetryPolicy(max_retries=config.max_retries)
         self.breaker = CircuitBreaker(config.circuit_threshold, config.circuit_window_s,
-                                      config.circuit_reset_s)
+                                      config.circuit_reset_s, on_change=self._circuit_changed)
         self._poison: dict[str, int] = {}  # call key -> workers it crashed
 
     def refusal(self, req: Any) -> PitError | None:
@@ -150,4 +184,15 @@ class CrashBarrier:
         """Count a worker this call is known to have cost (it crashed it, or would not stop
         when cancelled) towards its poison_after."""
         key = call_key(req)
-        self._poison[key] = self._poison.get(key, 0) + 1
+        self._poison[key] = crashes = self._poison.get(key, 0) + 1
+        if crashes == self.poison_after:  # refused from now on
+            pool_event("pool.call.poisoned", self.name, {"tool": req.tool_name},
+                       crashes=crashes)
+
+    def _circuit_changed(self, state: str, measurements: dict[str, Any],
+                         metadata: dict[str, str]) -> None:
+        pool_event(CIRCUIT_EVENTS[state], self.name, metadata, **measurements)
+
+
+CIRCUIT_EVENTS = {"open": "pool.circuit.opened", "half_open": "pool.circuit.half_open",
+                  "closed": "pool.circuit.closed"}

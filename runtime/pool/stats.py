@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -46,3 +46,6 @@ class PoolStats:
     failed: int = 0  # ... of which failed
     forkserver_pid: int | None = None  # the zygote workers are forked from; None: spawned
     events: tuple[Mapping[str, Any], ...] = ()  # the latest recycles and crashes, oldest first
+    # streams since the start: started, completed (any outcome), failed, chunks, bytes
+    streams: Mapping[str, int] = field(default_factory=dict)
+    circuit: str = "closed"  # the crash barrier's circuit: closed | open | half_open

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..config import PitConfig, PoolConfig, load_config, make_pool_config
 from ..errors import PoolNotFound
+from ..telemetry.control import TelemetryControl
 from . import direct
 from .core import Facade, PoolCore, affinity_mode
 from .host.host_tools import ParamSpecs
@@ -28,6 +29,7 @@ from .host.loop_thread import LoopThread
 from .mapping import map_sync
 from .session_handle import SessionHandle
 from .stats import PoolStats
+from .stream_run import Stream
 
 _live: weakref.WeakSet[Any] = weakref.WeakSet()  # closed at interpreter exit
 _live_lock = threading.Lock()
@@ -195,16 +197,23 @@ class Pool(Facade):
 
     def stream(self, tool: str, args: Mapping[str, Any] | None = None, *,
                session_id: str | None = None, timeout: float | None = None,
-               metadata: Mapping[str, str] | None = None) -> Iterator[Any]:
+               metadata: Mapping[str, str] | None = None) -> Stream:
         """Call a generator tool; iterate over what it yields (closing early cancels it).
+        Once it ended, the stream's ``summary`` says how it went (chunks, bytes, duration,
+        outcome, and what the worker's closing chunk reported: `stream_run.StreamSummary`).
 
         A task on the loop pumps chunks into a bounded buffer (STREAM_BUFFER items) that this
         iterator drains a batch at a time: one thread hand-off per batch, not per chunk, and a
         slow consumer still slows the worker down (backpressure)."""
         req = self._core.prepare(tool, args, session_id, metadata)
-        agen = self._core.stream(req, timeout)
+        stream = Stream()
+        stream.items = self._drain(self._core.stream(req, timeout, stream.ended))
+        return stream
+
+    def _drain(self, agen: AsyncGenerator[Any, None]) -> Iterator[Any]:
         buffer: asyncio.Queue[Any] = self._loop.run(_make_queue())
-        task = asyncio.run_coroutine_threadsafe(_pump(agen, buffer), self._loop.loop)
+        closed = threading.Event()  # the core's stream has ended: its worker is free
+        task = asyncio.run_coroutine_threadsafe(_pump(agen, buffer, closed), self._loop.loop)
         try:
             while True:
                 for item in self._loop.run(_take(buffer)):
@@ -220,6 +229,10 @@ class Pool(Facade):
                     task.result(STOP_STREAM_S)
                 except BaseException:  # noqa: BLE001 - cancelled, or the error already raised
                     pass
+                # a cancelled future is done at once, its task not: wait for the stream's end
+                # (so that `summary` is set and the worker free once close() returns)
+                if not self._loop.in_loop():
+                    closed.wait(STOP_STREAM_S)
 
     def session(self, session_id: str | None = None, ttl_s: float | None = None,
                 affinity: str | None = None) -> SessionHandle:
@@ -235,6 +248,28 @@ class Pool(Facade):
         """Replace one worker with a fresh process, without downtime (reason "manual"); see
         `AsyncPool.recycle`."""
         self._loop.run(self._core.recycle(worker_id, "manual", wait))
+
+    def telemetry_control(self, *, enabled: bool | None = None, sample: float | None = None,
+                          allow: Iterable[str] | None = None,
+                          deny: Iterable[str] | None = None) -> TelemetryControl:
+        """Which of its events the pool's workers send, from now on (and every worker started
+        later): ``enabled`` turns them all on or off, ``sample`` (0..1) keeps that fraction,
+        ``allow`` / ``deny`` are globs on event names as subscribers see them
+        (``"adapter.cache.*"``; deny wins; an empty allow allows all). A value left None is
+        kept; with none given nothing is sent. Returns the control in force, once every ready
+        worker applies it (Snakepit's bridge workers are not waited for). Muted events are
+        never sent. Covers ``adapter.*`` and the worker runtime's events, not the host's.
+
+            pool.telemetry_control(sample=0.1, deny=["adapter.cache.*"])
+            pool.telemetry_control(enabled=True, sample=1.0, allow=[], deny=[])  # all again
+        """
+        return self._loop.run(self._core.control_telemetry(enabled, sample, allow, deny))
+
+    def reset_circuit(self) -> bool:
+        """Close the crash barrier's circuit by hand (``pool.circuit.closed``, reason manual):
+        calls go through again at once. False if it was closed. Poisoned calls stay
+        refused."""
+        return self._loop.run(_reset_circuit(self._core))
 
     def tools(self) -> list[dict[str, Any]]:
         return self._core.tools()
@@ -262,6 +297,10 @@ class _Failed:
         self.error = error
 
 
+async def _reset_circuit(core: PoolCore) -> bool:
+    return core.reset_circuit()
+
+
 async def _stats(core: PoolCore) -> PoolStats:
     return core.stats()
 
@@ -270,7 +309,8 @@ async def _make_queue() -> asyncio.Queue[Any]:
     return asyncio.Queue(maxsize=STREAM_BUFFER)
 
 
-async def _pump(agen: AsyncGenerator[Any, None], buffer: asyncio.Queue[Any]) -> None:
+async def _pump(agen: AsyncGenerator[Any, None], buffer: asyncio.Queue[Any],
+                closed: threading.Event) -> None:
     try:
         async for item in agen:
             await buffer.put(item)
@@ -280,7 +320,10 @@ async def _pump(agen: AsyncGenerator[Any, None], buffer: asyncio.Queue[Any]) -> 
     except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
         await buffer.put(_Failed(exc))
     finally:
-        await agen.aclose()
+        try:
+            await agen.aclose()
+        finally:
+            closed.set()
 
 
 async def _take(buffer: asyncio.Queue[Any]) -> list[Any]:

@@ -30,7 +30,9 @@ import grpc
 from ..errors import CallTimeout, WorkerExit, from_payload
 from ..logs import logger
 from ..protocol import arrays, codec, pb, pb_grpc, shm
-from .host.telemetry_relay import relay
+from ..telemetry.control import DEFAULT as ALL_EVENTS
+from ..telemetry.control import TelemetryControl
+from .host.telemetry_relay import TelemetryRelay
 from .lane import Lane, LaneWorker, OnDone, deliver, worker_timeout
 from .shm import Grant, WorkerShm
 
@@ -84,6 +86,9 @@ class WorkerChannel:
         self._channel: Any = None
         self._stub: Any = None
         self._relay: asyncio.Task[Any] | None = None
+        self._telemetry: TelemetryRelay | None = None
+        # the pool's telemetry control: sent when the relay opens, and on every change
+        self.telemetry_control: TelemetryControl = ALL_EVENTS
         self._unary: dict[int, asyncio.Task[Any]] = {}  # unary calls out, by call id
         self._unary_ids = itertools.count(1)
 
@@ -110,13 +115,24 @@ class WorkerChannel:
             path = str(lane_socket) if ready_info.get("lane_socket") else None
             self.lane = await Lane.open(self.worker, self._stub,
                                         self.config.max_message_bytes, path)
-        self._relay = self._loop.create_task(relay(self._stub, self.config.name,
-                                                   self.worker.id))
+        self._telemetry = TelemetryRelay(self._stub, self.config.name, self.worker.id,
+                                         acks="telemetry_control" in features)
+        self._relay = self._loop.create_task(self._telemetry.run())
+        if not self.telemetry_control.is_default:  # in force before its first call
+            await self._telemetry.apply(self.telemetry_control)
         threshold = self.config.shm_threshold_kb * 1024
         self.lendable = self.lane is not None and self.lane.kind == "socket" and \
             "lane_connections" in features
         if threshold and "shm" in features and shm.available():
             self.shm = WorkerShm(self._shm_name, threshold, views=self.config.shm_views)
+
+    async def control_telemetry(self, control: TelemetryControl) -> bool:
+        """The pool's telemetry control changed: send it (once open; until then it is kept for
+        `open`). True once the worker acknowledged it."""
+        self.telemetry_control = control
+        if self._telemetry is None:
+            return False
+        return await self._telemetry.apply(control)
 
     @property
     def lane_kind(self) -> str:

@@ -8,5 +8,9 @@ PROTOCOL_VERSION = "snakepit.bridge/0.13+pit.1"
 # names (the others become adapter.<name>), so adapter code may not emit them.
 RESULT_UNSERIALIZABLE = "worker.result.unserializable"
 RUNTIME_EVENTS = frozenset({"telemetry.dropped", RESULT_UNSERIALIZABLE})
+# pit's worker answers the TelemetryControl messages it applied with this event (measurement
+# ``count``: controls applied so far); the host's relay consumes it and never re-emits it.
+CONTROL_APPLIED = "telemetry.control_applied"
 
-__all__ = ["pb", "pb_grpc", "PROTOCOL_VERSION", "RESULT_UNSERIALIZABLE", "RUNTIME_EVENTS"]
+__all__ = ["pb", "pb_grpc", "PROTOCOL_VERSION", "RESULT_UNSERIALIZABLE", "RUNTIME_EVENTS",
+           "CONTROL_APPLIED"]

@@ -384,10 +384,15 @@ def encode_chunk(value: Any, tool_name: str, n: int, *, final: bool = False,
     return chunk
 
 
-def final_chunk(tool_name: str, n: int) -> Any:
-    """The empty closing chunk appended when a tool did not mark one final."""
+def final_chunk(tool_name: str, n: int, elapsed_ms: float | None = None) -> Any:
+    """The empty closing chunk appended when a tool did not mark one final: its metadata says
+    how many chunks came before (``chunks``) and, given ``elapsed_ms``, how long the tool ran
+    (the host hands both to the caller as the stream's ``summary``)."""
     chunk = pb.ToolChunk(chunk_id=f"{tool_name}-{n}", is_final=True)
     chunk.metadata["empty"] = "true"
+    chunk.metadata["chunks"] = str(n - 1)
+    if elapsed_ms is not None:
+        chunk.metadata["elapsed_ms"] = f"{elapsed_ms:.3f}"
     return chunk
 
 

@@ -31,6 +31,27 @@ CATALOG: dict[str, EventSpec] = {
         "map items); ml_category is the ML failure its message names (shape_mismatch, "
         "dtype_mismatch, device_mismatch, out_of_memory; '' and mapped 0 when none)",
         ("mapped",), ("pool", "tool", "remote_type", "ml_category")),
+    "pool.call.poisoned": EventSpec(
+        "a call (tool and arguments) has now cost poison_after workers: it is refused from "
+        "now on (PoisonCall) until the pool restarts", ("crashes",), ("pool", "tool")),
+    "pool.circuit.opened": EventSpec(
+        "the crash barrier's circuit opened: more than circuit_threshold crashes within "
+        "circuit_window_s (from closed), or its half-open trial failed (from half_open); new "
+        "calls fail fast with CircuitOpen", ("failures",), ("pool", "causes", "from")),
+    "pool.circuit.half_open": EventSpec(
+        "circuit_reset_s after it opened, the circuit lets one trial call through",
+        ("open_s",), ("pool",)),
+    "pool.circuit.closed": EventSpec(
+        "the circuit closed: its trial call succeeded (reason trial_succeeded) or "
+        "pool.reset_circuit() closed it (reason manual)", ("open_s",), ("pool", "reason")),
+    "pool.stream.started": EventSpec(
+        "a stream got its worker and started", ("queue_ms",),
+        ("pool", "worker", "tool", "correlation_id")),
+    "pool.stream.completed": EventSpec(
+        "a stream ended: outcome ok (every chunk read), error (it failed) or cancelled (the "
+        "caller stopped reading); chunks and bytes are what the caller received",
+        ("chunks", "bytes", "duration_ms"),
+        ("pool", "worker", "tool", "correlation_id", "outcome", "error_category")),
     "pool.saturated": EventSpec(
         "the queue started to hold calls: every worker was busy", ("queued", "capacity"),
         ("pool",)),

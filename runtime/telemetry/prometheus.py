@@ -30,6 +30,14 @@ def families(snapshot: dict[str, Any]) -> Iterator[Any]:
     calls = c("pool_calls", "Calls finished (ok or failed)", ["pool"])
     failed = c("pool_calls_failed", "Calls that failed", ["pool"])
     errors = c("pool_errors", "Failed calls by error category", ["pool", "category"])
+    streams = c("pool_streams", "Streams ended (ok, failed or closed early)", ["pool"])
+    streams_started = c("pool_streams_started", "Streams that got a worker", ["pool"])
+    streams_failed = c("pool_streams_failed", "Streams that failed", ["pool"])
+    stream_chunks = c("pool_stream_chunks", "Stream items delivered to callers", ["pool"])
+    stream_bytes = c("pool_stream_bytes", "Encoded size of the stream items delivered",
+                     ["pool"])
+    circuit_open = g("pool_circuit_open", "1 while the crash barrier's circuit is open or "
+                     "half-open, else 0", ["pool"])
     recycles = c("pool_recycles", "Workers replaced, by reason", ["pool", "reason"])
     queued = g("pool_queue_depth", "Calls waiting for a worker", ["pool"])
     max_queue = g("pool_queue_max", "Queue limit (max_queue)", ["pool"])
@@ -53,6 +61,12 @@ def families(snapshot: dict[str, Any]) -> Iterator[Any]:
         name = p["name"]
         calls.add_metric([name], p["calls"])
         failed.add_metric([name], p["failed"])
+        counts = p.get("streams") or {}
+        for family, key in ((streams, "completed"), (streams_started, "started"),
+                            (streams_failed, "failed"), (stream_chunks, "chunks"),
+                            (stream_bytes, "bytes")):
+            family.add_metric([name], counts.get(key, 0))
+        circuit_open.add_metric([name], int(p.get("circuit", "closed") != "closed"))
         for category, n in p["errors"].items():
             errors.add_metric([name, category], n)
         for reason, n in p["recycles"].items():
@@ -78,8 +92,10 @@ def families(snapshot: dict[str, Any]) -> Iterator[Any]:
             uptime.add_metric(labels, w["uptime_s"])
         for state, n in states.items():
             workers.add_metric([name, state], n)
-    yield from (calls, failed, errors, recycles, queued, max_queue, in_flight, capacity,
-                workers, sessions, rate, latency, rss, uss, cpu, served, werrors, uptime)
+    yield from (calls, failed, errors, streams, streams_started, streams_failed,
+                stream_chunks, stream_bytes, circuit_open, recycles, queued, max_queue,
+                in_flight, capacity, workers, sessions, rate, latency, rss, uss, cpu, served,
+                werrors, uptime)
 
 
 class _Collector:

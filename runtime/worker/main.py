@@ -297,7 +297,9 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
             "features": ([] if ns.no_call_lane else ["call_lane"])
             + (["shm"] if shm.available() and runner.shm_paths else [])
             # its lane socket serves several connections: it can be lent to a blocking caller
-            + (["lane_connections"] if lane is not None else []), "worker_id": ns.worker_id,
+            + (["lane_connections"] if lane is not None else [])
+            + ["telemetry_control"],  # acknowledges TelemetryControl messages
+            "worker_id": ns.worker_id,
             "lane_socket": ns.lane_socket if lane is not None else None,
             "python": sys.version.split()[0], "executable": sys.executable,
             "threads": ns.threads, "host_watch": host_watch,

@@ -298,10 +298,11 @@ class ToolRunner:
             value = codec.decode_result(resp, allow_pickle=self.allow_pickle)
             yield codec.encode_chunk(value, info.name, 1, final=True, policy=self.result_policy)
             return
+        started = time.perf_counter()
         if on_start is not None:
             on_start(ctx)
         if req.metadata.get(codec.STREAM_BATCH):
-            yield from self._stream_batched(req, info, args, ctx, is_active)
+            yield from self._stream_batched(req, info, args, ctx, is_active, started)
             return
         n = 0
         token = current_call.set(ctx)
@@ -327,10 +328,10 @@ class ToolRunner:
         finally:
             self.slots.release()
             current_call.reset(token)
-        yield codec.final_chunk(info.name, n + 1)
+        yield codec.final_chunk(info.name, n + 1, (time.perf_counter() - started) * 1000)
 
     def _stream_batched(self, req: Any, info: ToolInfo, args: dict[str, Any],
-                        ctx: SessionContext, is_active: Any) -> Iterator[Any]:
+                        ctx: SessionContext, is_active: Any, started: float) -> Iterator[Any]:
         """`stream` for a host that takes several items per chunk (`stream_batch`)."""
         policy = self.result_policy
 
@@ -348,6 +349,7 @@ class ToolRunner:
         except BaseException as exc:  # noqa: BLE001
             self.slots.release()
             raise StreamError(error_response(exc, req).error_message) from None
+
         def setup() -> None:  # on the producer's thread: current_context() works in the tool
             current_call.set(ctx)
 
@@ -368,7 +370,7 @@ class ToolRunner:
                 return
         finally:
             producer.stop()
-        yield codec.final_chunk(info.name, n)
+        yield codec.final_chunk(info.name, n, (time.perf_counter() - started) * 1000)
 
 
 class StreamError(Exception):

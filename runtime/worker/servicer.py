@@ -275,7 +275,9 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
 
     def StreamTelemetry(self, request_iterator: Any, context: Any) -> Iterator[Any]:
         """Adapter telemetry (`runtime.worker.telemetry`) to the host, as it is emitted.
-        The host may send a toggle to pause buffering (events emitted meanwhile are lost)."""
+        The host may send TelemetryControl messages: a toggle pauses buffering (events emitted
+        meanwhile are lost), sampling and filter mute events before they are buffered; each
+        applied message is acknowledged (`telemetry.buffer.control`)."""
         with self._long_rpc(context, "StreamTelemetry"):
             yield from self._telemetry(request_iterator, context)
 
@@ -285,8 +287,9 @@ class WorkerServicer(pb_grpc.BridgeServiceServicer):
         def read_controls() -> None:
             with contextlib.suppress(grpc.RpcError, ValueError):
                 for control in request_iterator:
-                    if control.WhichOneof("control") == "toggle":
-                        buf.enabled = control.toggle.enabled
+                    which = control.WhichOneof("control")
+                    if which:
+                        buf.control(which, control)
 
         threading.Thread(target=read_controls, name="pit-telemetry-ctl", daemon=True).start()
         while context.is_active():

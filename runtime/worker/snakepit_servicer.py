@@ -24,6 +24,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..protocol import codec, pb
+from . import telemetry
 from .runner import ToolRunner
 from .servicer import WorkerServicer
 from .snakepit_launch import HeartbeatConfig
@@ -54,6 +55,7 @@ class SnakepitServicer(WorkerServicer):
                  heartbeat: HeartbeatConfig, on_host_lost: Callable[[], None],
                  adapter_cls: type, worker_id: str) -> None:
         super().__init__(runner, tool_specs, max_message_bytes, server_threads)
+        telemetry.buffer.snakepit_host = True  # its TelemetryControl globs, no acknowledgements
         self.host = host  # BridgeServiceStub on the host's channel
         self.heartbeat = HostHeartbeat(host, host_address, heartbeat, on_host_lost)
         self.catalogue = catalogue(tool_specs, adapter_cls)

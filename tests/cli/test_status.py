@@ -78,3 +78,22 @@ def test_status_rate_and_percentiles_match_what_the_caller_measured() -> None:
         for key, q in (("p50_ms", 0.5), ("p99_ms", 0.99)):
             caller_ms = latencies[int(q * len(latencies))] * 1000
             assert caller_ms / 2 <= p[key] <= caller_ms * 2, (key, p[key], caller_ms)
+
+
+def test_status_counts_the_streams_run() -> None:
+    with Pool(adapter="tests.adapters.sample:SampleAdapter", size=1) as pool:
+        for count in (1, 2, 3):
+            assert len(list(pool.stream("make_chunks", {"count": count, "n": 4}))) == count
+        with pytest.raises(Exception, match="stream broke"):
+            list(pool.stream("broken_stream", {"n": 2}))
+        result = CliRunner().invoke(app, ["status", "--json"], env=ENV)
+        assert result.exit_code == 0, result.output
+        [snap] = json.loads(result.output)
+        [p] = snap["pools"]
+        assert p["streams"] == {"started": 4, "completed": 4, "failed": 1, "chunks": 8,
+                                "bytes": 24 + 2}
+        assert p["circuit"] == "closed"
+        assert p["calls"] == 0  # streams are counted apart from calls
+        table = CliRunner().invoke(app, ["status"], env=ENV)
+        assert table.exit_code == 0
+        assert "streams 4 failed 1 chunks 8" in " ".join(table.output.split())

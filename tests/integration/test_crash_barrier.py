@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import runtime
-from runtime import Pool
+from runtime import Pool, telemetry
 from tests.conftest import pid_alive, wait_until
 
 SAMPLE = "tests.adapters.sample:SampleAdapter"
@@ -85,7 +85,9 @@ def test_streams_and_unary_calls_that_kill_workers_are_quarantined_too(how: str)
     # They got a bare WorkerExit (no cause, no output tail, no blame): poison_after never
     # counted them.
     options = {"call_lane": False} if how == "unary" else {}
-    with Pool(size=2, poison_after=2, circuit_threshold=100, **options) as pool:
+    events: list[telemetry.Event] = []
+    with telemetry.subscribe("pool.call.poisoned", events.append), \
+            Pool(size=2, poison_after=2, circuit_threshold=100, **options) as pool:
         def call() -> None:
             if how == "stream":
                 list(pool.stream("crash", {"code": 7}))
@@ -103,6 +105,9 @@ def test_streams_and_unary_calls_that_kill_workers_are_quarantined_too(how: str)
         with pytest.raises(runtime.PoisonCall):  # refused without running
             call()
         assert pool.pids() == pids
+    [poisoned] = [e for e in events if e.name == "pool.call.poisoned"]  # once, not per refusal
+    assert poisoned.metadata == {"pool": "default", "tool": "crash"}
+    assert poisoned.measurements == {"crashes": 2}
 
 
 def test_a_call_stuck_in_c_past_its_timeout_is_quarantined() -> None:
@@ -134,16 +139,44 @@ def test_calls_stuck_in_c_count_towards_the_circuit() -> None:
 
 
 def test_crash_storm_opens_the_circuit_then_it_closes() -> None:
-    with Pool(size=2, circuit_threshold=2, circuit_reset_s=1.0, poison_after=100) as pool:
+    events: list[telemetry.Event] = []
+    with telemetry.subscribe("pool.circuit.*", events.append), \
+            Pool(size=2, circuit_threshold=2, circuit_reset_s=1.0, poison_after=100) as pool:
         for code in (11, 12, 13):
             with pytest.raises(runtime.WorkerExit):
                 pool.execute("crash", {"code": code}, timeout=30)
         with pytest.raises(runtime.CircuitOpen, match="recent causes: exit, exit, exit"):
             pool.execute("ping")
+        assert pool.stats().circuit == "open"
         time.sleep(1.1)
         assert wait_until(lambda: pool.stats().ready == 2, timeout=15)
         assert pool.execute("ping", timeout=10)["pong"] is True  # half-open trial succeeds
         assert pool.execute("ping")["pong"] is True  # closed again
+    assert [e.name for e in events] == ["pool.circuit.opened", "pool.circuit.half_open",
+                                        "pool.circuit.closed"]
+    opened, half_open, closed = events
+    assert opened.metadata == {"pool": "default", "causes": "exit,exit,exit", "from": "closed"}
+    assert opened.measurements["failures"] == 3
+    assert half_open.measurements["open_s"] >= 1.0
+    assert closed.metadata["reason"] == "trial_succeeded"
+
+
+def test_reset_circuit_closes_it_by_hand() -> None:
+    events: list[telemetry.Event] = []
+    with telemetry.subscribe("pool.circuit.*", events.append), \
+            Pool(size=2, circuit_threshold=1, circuit_reset_s=3600, poison_after=100) as pool:
+        for code in (21, 22):
+            with pytest.raises(runtime.WorkerExit):
+                pool.execute("crash", {"code": code}, timeout=30)
+        with pytest.raises(runtime.CircuitOpen):
+            pool.execute("ping")
+        assert pool.reset_circuit() is True
+        assert pool.stats().circuit == "closed"
+        assert wait_until(lambda: pool.stats().ready == 2, timeout=15)
+        assert pool.execute("ping")["pong"] is True  # at once, not after circuit_reset_s
+        assert pool.reset_circuit() is False
+    assert [(e.name, e.metadata.get("reason")) for e in events] == [
+        ("pool.circuit.opened", None), ("pool.circuit.closed", "manual")]
 
 
 def test_chaos_random_sigkills_under_load() -> None:

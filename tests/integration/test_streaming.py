@@ -138,3 +138,55 @@ def test_worker_dying_mid_stream_names_the_exit(tmp_path: Path) -> None:
         with pytest.raises(runtime.WorkerExit, match="killed by SIGKILL"):
             for _ in stream:
                 pass
+
+
+def test_streams_are_counted_evented_and_summarised_for_the_caller() -> None:
+    events: list[runtime.telemetry.Event] = []
+    with runtime.telemetry.subscribe("pool.stream.*", events.append), \
+            Pool(adapter=SAMPLE, size=1) as pool:
+        ok = pool.stream("make_chunks", {"count": 3, "n": 5},
+                         metadata={"correlation_id": "s-1"})
+        assert ok.summary is None  # not before it ended
+        assert list(ok) == [b"xxxxx"] * 3
+        summary = ok.summary
+        assert summary is not None and summary.outcome == "ok"
+        assert (summary.chunks, summary.bytes, summary.worker_chunks) == (3, 15, 3)
+        assert summary.worker == "worker-1" and summary.duration_ms > 0
+        assert summary.worker_elapsed_ms is not None and summary.worker_elapsed_ms >= 0
+        broken = pool.stream("broken_stream", {"n": 2})
+        with pytest.raises(runtime.RemoteError, match="stream broke"):
+            list(broken)
+        assert broken.summary is not None and broken.summary.outcome == "error"
+        assert broken.summary.chunks == 2 and broken.summary.error_category == "remote_error"
+        early = pool.stream("make_chunks", {"count": 1000, "n": 1})
+        next(early)
+        early.close()
+        assert early.summary is not None and early.summary.outcome == "cancelled"
+        stats = pool.stats().streams
+    assert stats == {"started": 3, "completed": 3, "failed": 1,
+                     "chunks": 3 + 2 + early.summary.chunks,
+                     "bytes": 15 + broken.summary.bytes + early.summary.chunks}
+    assert [e.name for e in events] == ["pool.stream.started", "pool.stream.completed"] * 3
+    done = [e for e in events if e.name == "pool.stream.completed"]
+    assert [e.metadata["outcome"] for e in done] == ["ok", "error", "cancelled"]
+    assert done[0].measurements == {"chunks": 3, "bytes": 15,
+                                    "duration_ms": summary.duration_ms}
+    assert done[0].metadata["correlation_id"] == "s-1"
+    assert done[0].metadata["tool"] == "make_chunks"
+
+
+def test_an_async_stream_has_its_summary_too() -> None:
+    async def main() -> None:
+        async with AsyncPool(adapter=SAMPLE, size=1) as pool:
+            stream = pool.stream("make_chunks", {"count": 2, "n": 3})
+            assert [c async for c in stream] == [b"xxx"] * 2
+            assert stream.summary is not None
+            assert (stream.summary.outcome, stream.summary.chunks) == ("ok", 2)
+            early = pool.stream("make_chunks", {"count": 1000, "n": 1})
+            assert await early.__anext__() == b"x"
+            await early.aclose()
+            assert early.summary is not None and early.summary.outcome == "cancelled"
+            assert await pool.execute("record", {"tag": "x"}, timeout=10) == 1  # worker free
+            assert pool.stats().streams["completed"] == 2
+
+    asyncio.run(main())

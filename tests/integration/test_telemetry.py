@@ -143,6 +143,26 @@ def test_prometheus_exporter_serves_pool_metrics_on_loopback(tmp_path: Path) -> 
     time.sleep(0)
 
 
+def test_prometheus_counts_the_streams_run(tmp_path: Path) -> None:
+    port = _free_port()
+    (tmp_path / "pit.toml").write_text(
+        f'[telemetry]\nprometheus_port = {port}\n[pools.p]\nadapter = "{SAMPLE}"\n'
+        "size = 1\n")
+    with Pools(load_config(tmp_path / "pit.toml")) as pools:
+        for _ in range(5):
+            assert list(pools["p"].stream("make_chunks", {"count": 2, "n": 3})) == [b"xxx"] * 2
+        with pytest.raises(runtime.RemoteError):
+            list(pools["p"].stream("broken_stream", {"n": 1}))
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                      timeout=5).read().decode()
+    for line in ('pit_pool_streams_total{pool="p"} 6.0',
+                 'pit_pool_streams_started_total{pool="p"} 6.0',
+                 'pit_pool_streams_failed_total{pool="p"} 1.0',
+                 'pit_pool_stream_chunks_total{pool="p"} 11.0',
+                 'pit_pool_circuit_open{pool="p"} 0.0'):
+        assert line in text, line
+
+
 def test_every_handler_runs_on_the_pools_loop_thread() -> None:
     # Direct calls (a blocking execute on a lent worker) used to emit their pool.call.* events
     # on the caller's thread, and write the pool's counters from there.

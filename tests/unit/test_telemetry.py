@@ -54,7 +54,7 @@ def test_catalog_documents_every_event_with_pool_metadata() -> None:
 
 
 def test_worker_buffer_is_bounded_and_counts_drops() -> None:
-    buf = wt._Buffer(3)
+    buf = wt.Buffer(3)
     taken = [buf.put(("e", {}, {}, 0, "")) for _ in range(5)]
     assert taken == [True, True, True, False, False]
     items, dropped = buf.take()
