@@ -12,7 +12,7 @@ import typer
 from runtime import logs
 from runtime.errors import PitError
 
-from . import render
+from . import export_cmd, logs_cmd, render
 from .exit_codes import EXIT_CODES
 from .run_cmd import run_script
 
@@ -68,6 +68,9 @@ def run(
                                      "pyproject.toml with [tool.pit])."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Run the script without waiting "
                                                           "for every worker to be ready."),
+    quiet_workers: bool = typer.Option(False, "--quiet-workers", help="Do not copy the "
+                                       "workers' stdout/stderr to stderr ([pool/worker-N] "
+                                       "lines); `pit logs` still has it."),
 ) -> None:
     """Start the configured pools, run SCRIPT with them, stop them.
 
@@ -80,7 +83,8 @@ def run(
     (Ctrl-C); 143 terminated (SIGTERM).
     """
     code = run_script(script, list(args or []), pools=list(pool or []), config=config,
-                      wait=not no_wait, debug=ctx.obj.debug)
+                      wait=not no_wait, debug=ctx.obj.debug,
+                      forward_workers=not quiet_workers)
     raise typer.Exit(code)
 
 
@@ -281,6 +285,10 @@ def status_cmd(
 
         for inst in found:
             render.print_status(get_status(inst, pool))
+
+
+app.command("logs")(logs_cmd.logs)
+app.add_typer(export_cmd.export_app, name="export")
 
 
 @app.command("profile-inspector")
