@@ -11,6 +11,7 @@ import orjson
 from ..errors import PitError
 from ..protocol import pit_control_pb2 as cpb
 from ..protocol import pit_control_pb2_grpc as cpb_grpc
+from ..registry import process_alive
 from .index import LiveInstance, live_instances
 
 STATUS_TIMEOUT_S = 5.0
@@ -38,9 +39,19 @@ def get_status(inst: LiveInstance, pool: str = "") -> dict[str, Any]:
             snap = cpb_grpc.ControlStub(channel).GetStatus(cpb.StatusRequest(pool=pool),
                                                           timeout=STATUS_TIMEOUT_S)
     except grpc.RpcError as exc:
-        return {"instance": inst.instance_id, "pid": inst.pid, "error":
-                f"{exc.code().name}: {exc.details()}", "pools": []}
+        return unanswered(inst, exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED)
     return dict(orjson.loads(snap.json))
+
+
+def unanswered(inst: LiveInstance, timed_out: bool) -> dict[str, Any]:
+    """The stand-in snapshot of a host that did not answer: ``state`` "exited" when its
+    process is gone, else "unresponsive" with an ``error`` in words (never gRPC's)."""
+    base = {"instance": inst.instance_id, "pid": inst.pid, "pools": []}
+    if not process_alive(inst.pid, inst.create_time):
+        return base | {"state": "exited", "error": "exited"}
+    why = (f"did not answer within {STATUS_TIMEOUT_S:g} s (busy, paused or stopping?)"
+           if timed_out else "is alive but its control socket refused the call (stopping?)")
+    return base | {"state": "unresponsive", "error": why}
 
 
 def watch(inst: LiveInstance, pool: str = "", interval_ms: int = 250) -> Iterator[dict[str, Any]]:
