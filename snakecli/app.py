@@ -262,29 +262,18 @@ def status_cmd(
                                                         "with --watch, one object per line."),
     interval: float = typer.Option(0.5, "--interval", help="Seconds between redraws "
                                                           "(>= 0.25)."),
+    wait: bool = typer.Option(False, "--wait", help="When no host runs, wait for one "
+                                                    "instead of exiting 3."),
 ) -> None:
     """Show every running pit host on this machine, its pools and workers.
 
-    Exit code 3 when no host is running.
+    Piped, every column in fixed-width lines; --watch without a terminal prints one frame per
+    interval. Exit code 3 when no host is running (unless --wait).
     """
-    from runtime.control.client import find_instances
+    from .status_cmd import show_status
 
-    try:
-        found = find_instances(instance)
-    except PitError as exc:
-        render.print_error(exc)
-        raise typer.Exit(3) from None
-    if watch:
-        render.watch_status(found, pool, max(interval, 0.25), json_out)
-    elif json_out:
-        from runtime.control.client import get_status
-
-        render.print_json([get_status(i, pool) for i in found])
-    else:
-        from runtime.control.client import get_status
-
-        for inst in found:
-            render.print_status(get_status(inst, pool))
+    raise typer.Exit(show_status(instance=instance, pool=pool, watch=watch, json_out=json_out,
+                                 interval=max(interval, 0.25), wait=wait))
 
 
 app.command("logs")(logs_cmd.logs)
