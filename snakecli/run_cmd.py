@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import runpy
 import signal
 import sys
@@ -52,7 +53,9 @@ def run_script(script: Path, args: list[str], *, pools: list[str], config: Path 
             cfg = load_config(config)
             log.info("config %s; pools %s", cfg.path or "(defaults)", ", ".join(cfg.pools))
             running = Pools(cfg, only=pools or None, python_path=[str(script.parent)])
-            if forward_workers:  # before start: a worker's start-up output shows too
+            # Before start: a worker's start-up output shows too. Not when pit.worker's debug
+            # log already prints every line (--log-level worker=debug).
+            if forward_workers and not logger("worker").isEnabledFor(logging.DEBUG):
                 running.instance.output.subscribe(_forward)
             started = time.monotonic()
             running.start(wait=wait)

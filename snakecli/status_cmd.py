@@ -34,10 +34,10 @@ def show_status(*, instance: str | None, pool: str, watch: bool, json_out: bool,
                 markup=False, highlight=False, soft_wrap=True)
             return EXIT_NO_HOST
         if not watch:
-            if not frame.snapshots:
+            if not _started(frame):
                 render.err_console.print("waiting for a pit host (Ctrl-C to stop)",
                                          markup=False)
-            while not frame.snapshots:
+            while not _started(frame):  # a host just up lists its pools a moment later
                 time.sleep(interval)
                 frame = watcher.frame()
             _print_once(frame, json_out)
@@ -46,6 +46,10 @@ def show_status(*, instance: str | None, pool: str, watch: bool, json_out: bool,
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _started(frame: Any) -> bool:
+    return any(s.get("pools") for s in frame.snapshots)
 
 
 def _print_once(frame: Any, json_out: bool) -> None:
