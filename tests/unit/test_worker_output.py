@@ -21,6 +21,16 @@ def test_ring_keeps_the_newest_lines_within_its_byte_budget() -> None:
     assert kept == [f"line {i:02d}" for i in range(38, 50)]  # 12 lines: 96 bytes
 
 
+def test_all_rings_together_stay_within_their_budget_dropping_the_quietest_ring() -> None:
+    out = WorkerOutput(None, ring_bytes=100, total_bytes=150)
+    out.add("p", "worker-1", "a" * 59)  # 60 bytes
+    out.add("p", "worker-2", "b" * 59)
+    out.add("p", "worker-2", "c" * 29)  # worker-2: 90 bytes; total 150
+    assert {line.worker for line in out.lines()} == {"worker-1", "worker-2"}
+    out.add("p", "worker-3", "d" * 9)  # 160: worker-1 wrote least recently
+    assert {line.worker for line in out.lines()} == {"worker-2", "worker-3"}
+
+
 def test_lines_filter_by_pool_worker_and_time_in_arrival_order() -> None:
     out = WorkerOutput(None)
     out.add("a", "worker-1", "a1")

@@ -1,7 +1,8 @@
 """Every worker's recent output, kept by its host: what `pit logs` and `pit run` show.
 
     worker stdout+stderr --> WorkerProcess's pump --> lines_of(reader) --> WorkerOutput.add
-        --> a ring per worker (RING_BYTES; the oldest lines go first)
+        --> a ring per worker (RING_BYTES; the oldest lines go first; TOTAL_BYTES for all,
+            kept by dropping whole rings, of ended workers first as they stopped writing)
         --> the host's output file (state_dir/logs/<instance>.log, rotated at FILE_BYTES)
         --> subscribers (the control service's followers, `pit run`'s forwarder)
 
@@ -28,7 +29,7 @@ from typing import IO
 from ...logs import logger
 
 RING_BYTES = 1 << 20  # per worker
-MAX_RINGS = 256  # rings of ended workers beyond this are dropped, oldest first
+TOTAL_BYTES = 64 << 20  # all rings together: past it, the least recently written ring goes
 FILE_BYTES = 8 << 20  # the output file is rotated (one backup, .1) past this
 KEEP_FILES_S = 7 * 24 * 3600.0
 
@@ -68,10 +69,12 @@ class _Ring:
 
 class WorkerOutput:
     def __init__(self, path: Path | None, *, ring_bytes: int = RING_BYTES,
-                 file_bytes: int = FILE_BYTES) -> None:
+                 total_bytes: int = TOTAL_BYTES, file_bytes: int = FILE_BYTES) -> None:
         """``path``: the output file (None: rings only)."""
         self.path = path
         self._ring_bytes = ring_bytes
+        self._total_bytes = total_bytes
+        self._size = 0  # of all rings
         self._file_bytes = file_bytes
         self._rings: collections.OrderedDict[tuple[str, str], _Ring] = (
             collections.OrderedDict())
@@ -88,11 +91,13 @@ class WorkerOutput:
         ring = self._rings.get(key)
         if ring is None:
             ring = self._rings[key] = _Ring()
-            while len(self._rings) > MAX_RINGS:
-                self._rings.popitem(last=False)
         else:
             self._rings.move_to_end(key)
+        before = ring.size
         ring.append(line, self._ring_bytes)
+        self._size += ring.size - before
+        while self._size > self._total_bytes and len(self._rings) > 1:
+            self._size -= self._rings.popitem(last=False)[1].size
         self._write(line)
         for subscriber in tuple(self._subscribers):
             try:
