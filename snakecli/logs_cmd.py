@@ -32,12 +32,14 @@ def logs(
     """Print what the workers of running hosts wrote to stdout/stderr, prefixed
     [pool/worker-N].
 
-    Each host keeps about 1 MiB per worker in memory (and all of it in
-    <state dir>/logs/<instance>.log). Exit code 3 when no host is running.
+    Each host keeps about 1 MiB per worker in memory, and writes every line to
+    <state dir>/logs/<instance>.log (rotated). Exit code 3 when no host is running, 2 for a
+    bad --since or a pool no running host has.
     """
     from runtime.control.client import find_instances
     from runtime.control.worker_logs import (
         LogLine,
+        check_pool,
         follow,
         parse_since,
         read_lines,
@@ -47,6 +49,7 @@ def logs(
     try:
         start = since_time(parse_since(since) if since else None)
         found = find_instances(instance)
+        check_pool(found, pool)
     except PitError as exc:
         render.print_error(exc)
         raise typer.Exit(EXIT_NO_HOST if exc.category == "no_instance" else 2) from None

@@ -54,7 +54,10 @@ def test_logs_prints_each_workers_output_with_its_prefix() -> None:
         rows = [json.loads(ln) for ln in only.output.splitlines()]
         assert rows and {r["worker"] for r in rows} == {worker}
         assert {"instance", "pool", "worker", "at", "text"} <= set(rows[0])
-        assert CliRunner().invoke(app, ["logs", "--pool", "nope"], env=ENV).output == ""
+        unknown = CliRunner().invoke(app, ["logs", "--pool", "nope"], env=ENV)
+        assert unknown.exit_code == 2, unknown.output
+        assert "no running host has a pool named 'nope'" in unknown.output
+        assert "pools of the running hosts: default" in unknown.output
         assert "to stdout" in CliRunner().invoke(app, ["logs", "--since", "1h"],
                                                  env=ENV).output
 
