@@ -8,6 +8,10 @@ from runtime import Adapter, tool
 
 
 class Printer(Adapter):
+    @classmethod
+    def preload(cls) -> None:
+        print("preloaded in the fork server")
+
     @tool
     def say(self, text: str, err: bool = False, times: int = 1) -> int:
         """Print ``text`` (to stderr with ``err``) ``times`` times, without flushing: the

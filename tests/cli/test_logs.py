@@ -49,6 +49,8 @@ def test_logs_prints_each_workers_output_with_its_prefix() -> None:
         assert any(ln.startswith("[default/worker-") and ln.endswith("] to stdout")
                    for ln in lines), lines
         assert any(ln.endswith("] to stderr") for ln in lines), lines
+        if sys.platform == "linux":  # where pools fork workers from a fork server: its output
+            assert "[default/fork-server] preloaded in the fork server" in lines, lines
         worker = next(ln for ln in lines if ln.endswith("to stdout")).split("/")[1].split("]")[0]
         only = CliRunner().invoke(app, ["logs", "--worker", worker, "--json"], env=ENV)
         rows = [json.loads(ln) for ln in only.output.splitlines()]
