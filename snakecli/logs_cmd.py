@@ -36,10 +36,9 @@ def logs(
     <state dir>/logs/<instance>.log (rotated). Exit code 3 when no host is running, 2 for a
     bad --since or a pool no running host has.
     """
-    from runtime.control.client import find_instances
+    from runtime.control.client import check_pool, find_instances
     from runtime.control.worker_logs import (
         LogLine,
-        check_pool,
         follow,
         parse_since,
         read_lines,

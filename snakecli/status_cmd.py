@@ -11,7 +11,10 @@ from typing import Any
 
 from rich.console import Console, Group
 
+from runtime.errors import PitError
+
 from . import render, status_view
+from .exit_codes import EXIT_CODES
 
 EXIT_NO_HOST = 3
 EXIT_SHOWN_S = 5.0  # how long a live screen says "exited" of a host that went away
@@ -33,6 +36,11 @@ def show_status(*, instance: str | None, pool: str, watch: bool, json_out: bool,
                 + (f"; {status_view.orphan_note(frame.orphans)}" if frame.orphans else ""),
                 markup=False, highlight=False, soft_wrap=True)
             return EXIT_NO_HOST
+        if pool and frame.snapshots and not wait:
+            from runtime.control.client import check_pool
+            from runtime.control.status_watch import matching_instances
+
+            check_pool(matching_instances(instance), pool)
         if not watch:
             if not _started(frame):
                 render.err_console.print("waiting for a pit host (Ctrl-C to stop)",
@@ -43,6 +51,9 @@ def show_status(*, instance: str | None, pool: str, watch: bool, json_out: bool,
             _print_once(frame, json_out)
             return 0
         _watch(watcher, frame, interval, json_out)
+    except PitError as exc:  # a pool no running host has
+        render.print_error(exc)
+        return EXIT_CODES.get(exc.category, 2)
     except KeyboardInterrupt:
         pass
     return 0

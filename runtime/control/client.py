@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 import orjson
 
-from ..errors import PitError
+from ..errors import PitError, PoolNotFound
 from ..protocol import pit_control_pb2 as cpb
 from ..protocol import pit_control_pb2_grpc as cpb_grpc
 from ..registry import process_alive
@@ -31,6 +31,15 @@ def find_instances(instance_id: str | None = None) -> list[LiveInstance]:
                          hint="start one with `pit run script.py` (or a program using "
                               "runtime.Pool), then run this again")
     return found
+
+
+def check_pool(instances: list[LiveInstance], pool: str) -> None:
+    """Raise PoolNotFound when no host of ``instances`` has a pool named ``pool`` ('': any)."""
+    names = sorted({name for inst in instances for name in inst.pools})
+    if pool and pool not in names:
+        raise PoolNotFound(f"no running host has a pool named {pool!r}",
+                           details={"pool": pool, "pools": names},
+                           hint=f"pools of the running hosts: {', '.join(names) or 'none'}")
 
 
 def get_status(inst: LiveInstance, pool: str = "") -> dict[str, Any]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from ..errors import InvalidArgument, PoolNotFound
+from ..errors import InvalidArgument
 from ..protocol import pit_control_pb2 as cpb
 from ..protocol import pit_control_pb2_grpc as cpb_grpc
 from .index import LiveInstance
@@ -57,15 +57,6 @@ def parse_since(text: str) -> float:
         raise InvalidArgument(f"--since {text!r} is not a duration",
                               hint="give a number and a unit: 30s, 5m, 2h or 1d")
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-
-
-def check_pool(instances: list[LiveInstance], pool: str) -> None:
-    """Raise PoolNotFound when no host of ``instances`` has a pool named ``pool`` ('': any)."""
-    names = sorted({name for inst in instances for name in inst.pools})
-    if pool and pool not in names:
-        raise PoolNotFound(f"no running host has a pool named {pool!r}",
-                           details={"pool": pool, "pools": names},
-                           hint=f"pools of the running hosts: {', '.join(names) or 'none'}")
 
 
 def _request(pool: str, worker: str, since: float, follow: bool) -> cpb.OutputRequest:

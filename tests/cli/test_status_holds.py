@@ -67,6 +67,8 @@ def test_piped_status_prints_every_column_untruncated() -> None:
         rows = [ln for ln in lines if ln.startswith("worker-")]
         assert len(rows) == 2 and all(str(p) in result.output for p in pool.pids())
         assert "…" not in result.output and "calls 1 failed 0" in result.output
+        unknown = CliRunner().invoke(app, ["status", "--pool", "nope"], env=ENV)
+        assert unknown.exit_code == 2 and "pools of the running hosts: default" in unknown.output
 
 
 def test_watch_without_a_terminal_prints_frames_and_survives_its_host_exiting(
