@@ -4,7 +4,6 @@ terminal printing frames and surviving its host's exit, --wait, orphans mentione
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -18,6 +17,8 @@ from typer.testing import CliRunner
 
 from runtime import Pool
 from runtime.cleanup import cleanup
+from runtime.control.client import get_status
+from runtime.control.index import live_instances
 from snakecli.app import app
 from snakecli.status_view import WORKER_COLUMNS
 from tests.cli.test_logs import collect, pit_env
@@ -51,9 +52,9 @@ def start_host(tmp_path: Path, toml: str = "[pools.p]\nsize = 1\n") -> tuple[
 
 
 def status_json() -> list[dict]:
-    out = subprocess.run([*PIT, "status", "--json"], capture_output=True, text=True,
-                         env=pit_env(), timeout=30)
-    return json.loads(out.stdout) if out.returncode == 0 else []
+    """The snapshots of the running hosts that list their pools (read in this process)."""
+    snaps = [get_status(inst) for inst in live_instances()]
+    return [s for s in snaps if s.get("pools")]
 
 
 def test_piped_status_prints_every_column_untruncated() -> None:
