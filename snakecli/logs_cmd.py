@@ -87,5 +87,5 @@ def _emit(line: LogLine, several: bool, json_out: bool) -> None:
 
 
 def _ended(host: HostEnded) -> None:
-    render.err_console.print(f"host {host.instance} (pid {host.pid}) exited or stopped "
-                             "answering", markup=False)
+    render.err_console.print(f"host {host.instance} (pid {host.pid}) {host.why}",
+                             markup=False)

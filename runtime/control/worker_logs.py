@@ -44,9 +44,17 @@ class LogLine:
 
 @dataclass(frozen=True, slots=True)
 class HostEnded:
-    """A followed host went away (it exited, or stopped answering)."""
+    """A host that could not be read (any more): it exited, or stopped answering."""
     instance: str
     pid: int
+    why: str = "exited or stopped answering"
+
+
+def _ended(inst: LiveInstance, exc: grpc.RpcError | None) -> HostEnded:
+    if exc is not None and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+        return HostEnded(inst.instance_id, inst.pid, "runs an older pit that does not serve "
+                                                     "its workers' output: restart it")
+    return HostEnded(inst.instance_id, inst.pid)
 
 
 def parse_since(text: str) -> float:
@@ -81,8 +89,8 @@ def read_lines(instances: list[LiveInstance], *, pool: str = "", worker: str = "
                 stream = cpb_grpc.ControlStub(channel).ReadOutput(
                     _request(pool, worker, since, False), timeout=READ_TIMEOUT_S)
                 lines += [_line(inst, msg) for msg in stream]
-        except grpc.RpcError:
-            gone.append(HostEnded(inst.instance_id, inst.pid))
+        except grpc.RpcError as exc:
+            gone.append(_ended(inst, exc))
     return sorted(lines, key=lambda line: line.at), gone
 
 
@@ -117,12 +125,13 @@ def follow(instances: list[LiveInstance], *, pool: str = "", worker: str = "",
 
 def _pump(inst: LiveInstance, stream: Iterator[cpb.OutputLine],
           inbox: queue.Queue[LogLine | HostEnded]) -> None:
+    error = None
     try:
         for msg in stream:
             inbox.put(_line(inst, msg))
-    except grpc.RpcError:
-        pass  # the host went away, or our caller cancelled: either way this host is done
-    inbox.put(HostEnded(inst.instance_id, inst.pid))
+    except grpc.RpcError as exc:  # the host went away, or our caller cancelled: it is done
+        error = exc
+    inbox.put(_ended(inst, error))
 
 
 def since_time(seconds: float | None) -> float:

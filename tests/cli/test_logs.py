@@ -126,3 +126,27 @@ def test_pit_run_forwards_worker_output_to_stderr_unless_quiet(tmp_path: Path) -
     quiet = run("--quiet-workers")
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
     assert quiet.stdout == "the script's own output\n"
+
+
+def test_logs_follow_ends_when_its_host_exits_and_says_so() -> None:
+    pool = Pool(adapter=PRINTER, size=1)
+    proc = None
+    try:
+        pool.start()
+        pool.execute("say", {"text": "last words"})
+        proc = subprocess.Popen([*PIT, "logs", "-f"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=pit_env(),
+                                stdin=subprocess.DEVNULL)
+        lines = collect(proc.stdout)
+        assert wait_until(lambda: "[default/worker-1] last words" in lines, timeout=20), lines
+        instance = pool.instance.id
+        pool.close()
+        proc.wait(timeout=20)  # on its own: no Ctrl-C
+    finally:
+        pool.close()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    err = proc.stderr.read() if proc.stderr else ""
+    assert f"host {instance} (pid {os.getpid()}) exited or stopped answering" in err
+    assert "UNAVAILABLE" not in err
