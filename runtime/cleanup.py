@@ -186,6 +186,14 @@ def cleanup(state_dir: Path, *, dry_run: bool = False, force: bool = False,
     return CleanupReport(str(state_dir), dry_run, tuple(items))
 
 
+def orphaned_workers(state_dir: Path) -> list[WorkerRow]:
+    """Worker processes still alive whose host is gone (what `pit cleanup` would stop), read
+    without changing anything."""
+    registry = Registry(state_dir)
+    return [w for inst in registry.instances() if _dead_reason(inst, False) is not None
+            for w in registry.workers(inst.instance_id) if is_our_worker(w)]
+
+
 def leftover_arenas(instance_id: str) -> list[str]:
     """Shared-memory arenas of an instance (`runtime.pool.shm`) still in /dev/shm."""
     from .protocol.shm import PREFIX

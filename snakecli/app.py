@@ -12,7 +12,7 @@ import typer
 from runtime import logs
 from runtime.errors import PitError
 
-from . import render
+from . import export_cmd, logs_cmd, render
 from .exit_codes import EXIT_CODES
 from .run_cmd import run_script
 
@@ -68,6 +68,9 @@ def run(
                                      "pyproject.toml with [tool.pit])."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Run the script without waiting "
                                                           "for every worker to be ready."),
+    quiet_workers: bool = typer.Option(False, "--quiet-workers", help="Do not copy the "
+                                       "workers' stdout/stderr to stderr ([pool/worker-N] "
+                                       "lines); `pit logs` still has it."),
 ) -> None:
     """Start the configured pools, run SCRIPT with them, stop them.
 
@@ -80,7 +83,8 @@ def run(
     (Ctrl-C); 143 terminated (SIGTERM).
     """
     code = run_script(script, list(args or []), pools=list(pool or []), config=config,
-                      wait=not no_wait, debug=ctx.obj.debug)
+                      wait=not no_wait, debug=ctx.obj.debug,
+                      forward_workers=not quiet_workers)
     raise typer.Exit(code)
 
 
@@ -258,29 +262,22 @@ def status_cmd(
                                                         "with --watch, one object per line."),
     interval: float = typer.Option(0.5, "--interval", help="Seconds between redraws "
                                                           "(>= 0.25)."),
+    wait: bool = typer.Option(False, "--wait", help="When no host runs, wait for one "
+                                                    "instead of exiting 3."),
 ) -> None:
     """Show every running pit host on this machine, its pools and workers.
 
-    Exit code 3 when no host is running.
+    Piped, every column in fixed-width lines; --watch without a terminal prints one frame per
+    interval. Exit code 3 when no host is running (unless --wait).
     """
-    from runtime.control.client import find_instances
+    from .status_cmd import show_status
 
-    try:
-        found = find_instances(instance)
-    except PitError as exc:
-        render.print_error(exc)
-        raise typer.Exit(3) from None
-    if watch:
-        render.watch_status(found, pool, max(interval, 0.25), json_out)
-    elif json_out:
-        from runtime.control.client import get_status
+    raise typer.Exit(show_status(instance=instance, pool=pool, watch=watch, json_out=json_out,
+                                 interval=max(interval, 0.25), wait=wait))
 
-        render.print_json([get_status(i, pool) for i in found])
-    else:
-        from runtime.control.client import get_status
 
-        for inst in found:
-            render.print_status(get_status(inst, pool))
+app.command("logs")(logs_cmd.logs)
+app.add_typer(export_cmd.export_app, name="export")
 
 
 @app.command("profile-inspector")

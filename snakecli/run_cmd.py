@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import runpy
 import signal
 import sys
@@ -9,6 +10,7 @@ import time
 import traceback
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from runtime.errors import PitError
 from runtime.logs import logger
@@ -16,6 +18,9 @@ from runtime.logs import logger
 from . import render
 from .exit_codes import EXIT_CODES
 from .render import print_error
+
+if TYPE_CHECKING:
+    from runtime.pool.host.worker_output import OutputLine
 
 log = logger("cli")
 
@@ -32,7 +37,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run_script(script: Path, args: list[str], *, pools: list[str], config: Path | None,
-               wait: bool, debug: bool) -> int:
+               wait: bool, debug: bool, forward_workers: bool = True) -> int:
     from runtime.config import load_config
     from runtime.pool.current import set_current_pools
     from runtime.pool.sync_pool import Pools
@@ -48,6 +53,10 @@ def run_script(script: Path, args: list[str], *, pools: list[str], config: Path 
             cfg = load_config(config)
             log.info("config %s; pools %s", cfg.path or "(defaults)", ", ".join(cfg.pools))
             running = Pools(cfg, only=pools or None, python_path=[str(script.parent)])
+            # Before start: a worker's start-up output shows too. Not when pit.worker's debug
+            # log already prints every line (--log-level worker=debug).
+            if forward_workers and not logger("worker").isEnabledFor(logging.DEBUG):
+                running.instance.output.subscribe(_forward)
             started = time.monotonic()
             running.start(wait=wait)
             log.info("pools started in %.2f s; running %s", time.monotonic() - started, script)
@@ -73,6 +82,16 @@ def run_script(script: Path, args: list[str], *, pools: list[str], config: Path 
             except KeyboardInterrupt:
                 running.close(grace=0)
         signal.signal(signal.SIGTERM, previous)
+
+
+def _forward(line: OutputLine) -> None:
+    """A worker's output line to our stderr, as Ray prints its actors' (on the pools' loop
+    thread, the moment the host reads it)."""
+    try:
+        sys.stderr.write(f"{line.prefix} {line.text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # stderr closed: the script's business, not the pool's
+        pass
 
 
 def _run_main(script: Path, args: list[str]) -> int:

@@ -8,9 +8,10 @@ from typing import Any
 import grpc
 import orjson
 
-from ..errors import PitError
+from ..errors import PitError, PoolNotFound
 from ..protocol import pit_control_pb2 as cpb
 from ..protocol import pit_control_pb2_grpc as cpb_grpc
+from ..registry import process_alive
 from .index import LiveInstance, live_instances
 
 STATUS_TIMEOUT_S = 5.0
@@ -32,15 +33,34 @@ def find_instances(instance_id: str | None = None) -> list[LiveInstance]:
     return found
 
 
+def check_pool(instances: list[LiveInstance], pool: str) -> None:
+    """Raise PoolNotFound when no host of ``instances`` has a pool named ``pool`` ('': any)."""
+    names = sorted({name for inst in instances for name in inst.pools})
+    if pool and pool not in names:
+        raise PoolNotFound(f"no running host has a pool named {pool!r}",
+                           details={"pool": pool, "pools": names},
+                           hint=f"pools of the running hosts: {', '.join(names) or 'none'}")
+
+
 def get_status(inst: LiveInstance, pool: str = "") -> dict[str, Any]:
     try:
         with grpc.insecure_channel(inst.control_address) as channel:
             snap = cpb_grpc.ControlStub(channel).GetStatus(cpb.StatusRequest(pool=pool),
                                                           timeout=STATUS_TIMEOUT_S)
     except grpc.RpcError as exc:
-        return {"instance": inst.instance_id, "pid": inst.pid, "error":
-                f"{exc.code().name}: {exc.details()}", "pools": []}
+        return unanswered(inst, exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED)
     return dict(orjson.loads(snap.json))
+
+
+def unanswered(inst: LiveInstance, timed_out: bool) -> dict[str, Any]:
+    """The stand-in snapshot of a host that did not answer: ``state`` "exited" when its
+    process is gone, else "unresponsive" with an ``error`` in words (never gRPC's)."""
+    base = {"instance": inst.instance_id, "pid": inst.pid, "pools": []}
+    if not process_alive(inst.pid, inst.create_time):
+        return base | {"state": "exited", "error": "exited"}
+    why = (f"did not answer within {STATUS_TIMEOUT_S:g} s (busy, paused or stopping?)"
+           if timed_out else "is alive but its control socket refused the call (stopping?)")
+    return base | {"state": "unresponsive", "error": why}
 
 
 def watch(inst: LiveInstance, pool: str = "", interval_ms: int = 250) -> Iterator[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""The host's Control service (pit.control): snapshots on request, or streamed."""
+"""The host's Control service (pit.control): snapshots on request, or streamed; the workers'
+output (`runtime.pool.host.worker_output`), read back or followed."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..protocol import pit_control_pb2_grpc as cpb_grpc
 from .snapshot import instance_snapshot
 
 MIN_INTERVAL_MS = 250  # 4 Hz at most
+FOLLOW_BUFFER_LINES = 10_000  # per follower; past it, lines are dropped and counted
 
 
 class ControlServicer(cpb_grpc.ControlServicer):
@@ -31,6 +33,47 @@ class ControlServicer(cpb_grpc.ControlServicer):
         while True:
             yield self._snapshot(request.pool)
             await asyncio.sleep(interval)
+
+    async def ReadOutput(self, request: Any, context: Any) -> Any:
+        output = self.instance.output
+        since = request.since_ns / 1e9
+
+        def wanted(line: Any) -> bool:
+            return ((not request.pool or line.pool == request.pool)
+                    and (not request.worker or line.worker == request.worker))
+
+        queue: asyncio.Queue[Any] = asyncio.Queue(FOLLOW_BUFFER_LINES)
+        dropped = 0
+
+        def take(line: Any) -> None:
+            nonlocal dropped
+            if not wanted(line):
+                return
+            try:
+                queue.put_nowait(line)
+            except asyncio.QueueFull:
+                dropped += 1
+
+        if request.follow:  # before the backlog is read: no line falls between the two
+            output.subscribe(take)
+        try:
+            sent = 0
+            for line in output.lines(pool=request.pool, worker=request.worker, since=since):
+                sent = line.seq
+                yield _line(line, 0)
+            while request.follow:
+                line = await queue.get()
+                if line.seq <= sent:
+                    continue
+                lost, dropped = dropped, 0
+                yield _line(line, lost)
+        finally:
+            output.unsubscribe(take)
+
+
+def _line(line: Any, dropped: int) -> Any:
+    return cpb.OutputLine(pool=line.pool, worker=line.worker, text=line.text,
+                          at_ns=int(line.at * 1e9), dropped=dropped)
 
 
 def add_control_service(instance: Any, server: Any) -> None:

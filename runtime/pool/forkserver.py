@@ -29,6 +29,7 @@ import psutil
 from ..errors import WorkerStartError
 from ..logs import logger
 from ..registry import flag
+from .host.worker_output import lines_of
 
 log = logger("lifecycle")
 OUTPUT_TAIL_LINES = 40
@@ -271,9 +272,10 @@ class ForkServer:
     async def _pump_output(self, proc: asyncio.subprocess.Process,
                            output: collections.deque[str]) -> None:
         assert proc.stdout is not None
-        async for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
+        async for line in lines_of(proc.stdout):
             output.append(line)
+            if self.instance is not None:  # `pit logs` shows the zygote's output too
+                self.instance.output.add(self.pool, "fork-server", line)
             log.debug("[%s/fork-server] %s", self.pool, line)
 
     async def _watch_exit(self, proc: asyncio.subprocess.Process, row_id: str) -> None:

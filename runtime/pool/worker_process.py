@@ -2,7 +2,8 @@
 
     argv() / env() --> spawn: `python -m runtime.worker` in its own session (asyncio subprocess)
                    \\-> fork: the pool's ForkServer forks it from its zygote (argv less 3)
-    pid --> output pump: stdout + stderr lines, the last OUTPUT_TAIL_LINES kept
+    pid --> output pump: stdout + stderr lines, the last OUTPUT_TAIL_LINES kept, every line
+                         to the instance's `WorkerOutput` (`pit logs`)
         --> exit watch: wait() -> exit_code, leftovers in its process group SIGKILLed,
                         then its owner's ``on_exit(code)`` (`WorkerHandle` records the death)
     ready: the ready file it writes (read once, refused unless it is its own) or, for a
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import PitError, WorkerStartError
 from ..logs import logger
 from . import crash
+from .host.worker_output import lines_of
 from .transport import (
     adapter_flags,
     command_argv,
@@ -293,9 +295,9 @@ class WorkerProcess:
     async def _pump_output(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         prefix = f"[{self.config.name}/{self.id}]"
-        async for raw in self._proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
+        async for line in lines_of(self._proc.stdout):
             self.output.append(line)
+            self._instance.output.add(self.config.name, self.id, line)
             log.debug("%s %s", prefix, line)
 
     async def _watch_exit(self, on_exit: Callable[[int | None], Awaitable[None]]) -> None:

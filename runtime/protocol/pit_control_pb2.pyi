@@ -25,3 +25,29 @@ class Snapshot(_message.Message):
     json: bytes
     taken_at_ns: int
     def __init__(self, json: _Optional[bytes] = ..., taken_at_ns: _Optional[int] = ...) -> None: ...
+
+class OutputRequest(_message.Message):
+    __slots__ = ("pool", "worker", "since_ns", "follow")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    SINCE_NS_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    worker: str
+    since_ns: int
+    follow: bool
+    def __init__(self, pool: _Optional[str] = ..., worker: _Optional[str] = ..., since_ns: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
+
+class OutputLine(_message.Message):
+    __slots__ = ("pool", "worker", "text", "at_ns", "dropped")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    AT_NS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    worker: str
+    text: str
+    at_ns: int
+    dropped: int
+    def __init__(self, pool: _Optional[str] = ..., worker: _Optional[str] = ..., text: _Optional[str] = ..., at_ns: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...

@@ -44,6 +44,11 @@ class ControlStub:
                 request_serializer=pit__control__pb2.WatchRequest.SerializeToString,
                 response_deserializer=pit__control__pb2.Snapshot.FromString,
                 _registered_method=True)
+        self.ReadOutput = channel.unary_stream(
+                '/pit.control.Control/ReadOutput',
+                request_serializer=pit__control__pb2.OutputRequest.SerializeToString,
+                response_deserializer=pit__control__pb2.OutputLine.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -63,6 +68,14 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadOutput(self, request, context):
+        """The workers' recent output (what the host's rings hold), oldest first; with follow, then
+        every new line until the caller goes away. Used by `pit logs`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +88,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.WatchStatus,
                     request_deserializer=pit__control__pb2.WatchRequest.FromString,
                     response_serializer=pit__control__pb2.Snapshot.SerializeToString,
+            ),
+            'ReadOutput': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadOutput,
+                    request_deserializer=pit__control__pb2.OutputRequest.FromString,
+                    response_serializer=pit__control__pb2.OutputLine.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +149,33 @@ class Control:
             '/pit.control.Control/WatchStatus',
             pit__control__pb2.WatchRequest.SerializeToString,
             pit__control__pb2.Snapshot.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadOutput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pit.control.Control/ReadOutput',
+            pit__control__pb2.OutputRequest.SerializeToString,
+            pit__control__pb2.OutputLine.FromString,
             options,
             channel_credentials,
             insecure,

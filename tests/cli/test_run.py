@@ -221,11 +221,15 @@ def test_log_levels_show_worker_output_and_redact_arguments(tmp_path: Path) -> N
         import runtime
         print(runtime.execute("login", {"user": "bob", "password": "hunter2"}))
     """)
-    quiet = pit("run", "main.py", cwd=tmp_path)
+    default = pit("run", "main.py", cwd=tmp_path)  # worker output copied, nothing else
+    assert default.returncode == 0 and default.stdout == "ok\n"
+    assert default.stderr == "[default/worker-1] logging in bob\n"
+    quiet = pit("run", "--quiet-workers", "main.py", cwd=tmp_path)
     assert quiet.returncode == 0 and quiet.stdout == "ok\n" and quiet.stderr == ""
     loud = pit("--log-level", "error,worker=debug,pool=debug", "run", "main.py", cwd=tmp_path)
     assert loud.returncode == 0, loud.stderr
     assert "pit DEBUG pit.worker: [default/worker-1] logging in bob" in loud.stderr
+    assert loud.stderr.count("logging in bob") == 1  # the debug log shows it: not copied too
     assert "call login({'user': 'bob', 'password': ***})" in loud.stderr
     assert "hunter2" not in loud.stderr
     bad = pit("--log-level", "pool=loud", "run", "main.py", cwd=tmp_path)

@@ -34,6 +34,7 @@ from ..transport import peer_pid
 from .host_bridge import HostBridgeServicer, TokenGate
 from .host_tools import HostToolRegistry, ParamSpecs, make_host_tool
 from .tool_router import ToolRouter
+from .worker_output import WorkerOutput, output_path, prune_output_files
 
 log = logger("lifecycle")
 
@@ -126,6 +127,7 @@ class HostInstance:
         self._files = itertools.count(1)
         self.prometheus_port = prometheus_port
         self._exporter: Any = None
+        self.output = WorkerOutput(output_path(state_dir, self.id))  # workers' recent output
 
     def worker_files(self) -> tuple[Path, Path]:
         """A fresh (socket, ready file) pair in the run dir, unique across the instance."""
@@ -148,6 +150,7 @@ class HostInstance:
         self.registry = RegistryWriter(self.state_dir)
         self._register()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        await _off_loop(lambda: prune_output_files(self.state_dir))
         await self._serve()
         if self._tool_token:
             await self._serve_tools()
@@ -228,6 +231,7 @@ class HostInstance:
             await self._tool_server.stop(SERVER_STOP_GRACE_S)
             self._tool_server = None
             self.tool_address = ""
+        self.output.close()
         with contextlib.suppress(OSError):
             shutil.rmtree(self.run_dir)
         for arena in leftover_arenas(self.id):  # workers unlink theirs; this is the net

@@ -1,0 +1,110 @@
+"""`pit status`: once, or watched (live at a terminal, one plain frame per interval elsewhere,
+like ``top -b``), over `runtime.control.status_watch`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from typing import Any
+
+from rich.console import Console, Group
+
+from runtime.errors import PitError
+
+from . import render, status_view
+from .exit_codes import EXIT_CODES
+
+EXIT_NO_HOST = 3
+EXIT_SHOWN_S = 5.0  # how long a live screen says "exited" of a host that went away
+
+
+def show_status(*, instance: str | None, pool: str, watch: bool, json_out: bool,
+                interval: float, wait: bool) -> int:
+    """Print the status; the exit code (3: no host and not ``wait``)."""
+    from runtime.control.status_watch import StatusWatcher
+
+    watcher = StatusWatcher(instance, pool)
+    try:
+        frame = watcher.frame()
+        if not frame.snapshots and not wait:
+            what = f"instance {instance!r}" if instance else "pit host"
+            render.err_console.print(
+                f"no running {what} on this machine (start one with `pit run script.py`, or "
+                "add --wait to wait for one)"
+                + (f"; {status_view.orphan_note(frame.orphans)}" if frame.orphans else ""),
+                markup=False, highlight=False, soft_wrap=True)
+            return EXIT_NO_HOST
+        if pool and frame.snapshots and not wait:
+            from runtime.control.client import check_pool
+            from runtime.control.status_watch import matching_instances
+
+            check_pool(matching_instances(instance), pool)
+        if not watch:
+            if not _started(frame):
+                render.err_console.print("waiting for a pit host (Ctrl-C to stop)",
+                                         markup=False)
+            while not _started(frame):  # a host just up lists its pools a moment later
+                time.sleep(interval)
+                frame = watcher.frame()
+            _print_once(frame, json_out)
+            return 0
+        _watch(watcher, frame, interval, json_out)
+    except PitError as exc:  # a pool no running host has
+        render.print_error(exc)
+        return EXIT_CODES.get(exc.category, 2)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _started(frame: Any) -> bool:
+    return any(s.get("pools") for s in frame.snapshots)
+
+
+def _print_once(frame: Any, json_out: bool) -> None:
+    if json_out:
+        render.print_json(frame.snapshots)
+        if frame.orphans:
+            render.err_console.print(status_view.orphan_note(frame.orphans), markup=False)
+        return
+    out = Console(highlight=False)
+    for line in status_view.frame_lines(frame, out.width if out.is_terminal else None):
+        out.print(line, soft_wrap=not out.is_terminal)
+
+
+def _watch(watcher: Any, frame: Any, interval: float, json_out: bool) -> None:
+    out = Console(highlight=False)
+    if json_out:
+        while True:
+            for snap in frame.snapshots:
+                print(json.dumps(snap), flush=True)
+            for gone in frame.exited:
+                print(json.dumps({"instance": gone.instance, "pid": gone.pid,
+                                  "state": "exited"}), flush=True)
+            time.sleep(interval)
+            frame = watcher.frame()
+    if not out.is_terminal:  # one plain frame per interval, as `top -b` prints
+        while True:
+            out.print(status_view.frame_header(frame, interval), soft_wrap=True)
+            for line in status_view.frame_lines(frame, None, waiting=True):
+                out.print(line, soft_wrap=True)
+            out.print()
+            sys.stdout.flush()
+            time.sleep(interval)
+            frame = watcher.frame()
+    from rich.live import Live
+
+    shown: dict[Any, float] = {}  # a redrawn screen keeps an exit in view EXIT_SHOWN_S
+    with Live(console=out, auto_refresh=False, vertical_overflow="crop") as live:
+        while True:
+            now = time.monotonic()
+            shown = {g: t for g, t in shown.items() if now - t < EXIT_SHOWN_S}
+            shown.update((g, now) for g in frame.exited)
+            frame = dataclasses.replace(frame, exited=list(shown))
+            lines = status_view.frame_lines(frame, out.width, waiting=True)
+            live.update(Group(status_view.frame_header(frame, interval), *lines),
+                        refresh=True)
+            time.sleep(interval)
+            frame = watcher.frame()
