@@ -58,6 +58,7 @@ from ..errors import (
 from ..hardware import DeviceChoice, device_env, resolve_device
 from ..logs import configure_from_env
 from ..protocol import codec
+from ..telemetry import tracing
 from .affinity import session_slot
 from .call import CallRun
 from .direct import Lending
@@ -426,10 +427,15 @@ class PoolCore:
         (default: the tool is in idempotent_tools) lets a call whose worker died run again on
         another worker. Returns a function that cancels the call.
         """
-        budget = self.budget(timeout)
+        try:
+            budget = self.budget(timeout)
+        except ValueError as exc:
+            tracing.finish(req, exc)
+            raise
         deadline = None if budget is None else self.loop.time() + budget
         refusal = self.barrier.refusal(req)
         if refusal is not None:
+            tracing.finish(req, refusal)
             deliver(None, refusal)
             return lambda: None
         if idempotent is None:
@@ -439,6 +445,7 @@ class PoolCore:
             try:
                 session = self.sessions.open(req.session_id)
             except PitError as exc:
+                tracing.finish(req, exc)
                 deliver(None, exc)
                 return lambda: None
         run = CallRun(self, req, deadline, deliver, idempotent, session,
@@ -465,15 +472,35 @@ class PoolCore:
 
     async def stream(self, req: Any, timeout: float | None) -> AsyncGenerator[Any, None]:
         """The decoded items of a prepared streaming call; the worker is granted to it alone."""
+        tracing.streaming(req)
+        chunks = 0
+        closed = False
+        failure: BaseException | None = None
+        try:
+            async for item in self._stream(req, timeout):
+                chunks += 1
+                yield item
+        except GeneratorExit:  # the caller stopped reading: not the stream's failure
+            closed = True
+            raise
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            tracing.finish(req, failure, **{"pit.chunks": chunks, "pit.closed_early": closed})
+
+    async def _stream(self, req: Any, timeout: float | None) -> AsyncGenerator[Any, None]:
         req.stream = True
         refusal = self.barrier.refusal(req)  # poisoned, or the circuit is open
         if refusal is not None:
             raise refusal
         budget = self.budget(timeout, stream=True)
         loop = asyncio.get_running_loop()
-        deadline = None if budget is None else loop.time() + budget
+        started = loop.time()
+        deadline = None if budget is None else started + budget
         session = self.sessions.open(req.session_id) if req.session_id else None
         worker = await self._acquire(req.tool_name, deadline, session)
+        tracing.dispatched(req, worker.id, (loop.time() - started) * 1000)
         left = None if deadline is None else max(deadline - loop.time(), 0.001)
         try:
             async for chunk in worker.stream(req, left):

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from ..protocol import arrays, codec, graceful, pb, shm
+from . import tracing
 from .adapter import ArgumentError, ToolInfo
 from .context import HostClient, SessionContext, current_call
 from .sessions import SessionTable
@@ -117,6 +118,16 @@ class ToolRunner:
     # --- unary --------------------------------------------------------------------------------
     def run(self, req: Any, *, call_id: int = 0, timeout_ms: float = 0.0) -> Any:
         """Execute one call and return its ExecuteToolResponse (never raises)."""
+        if tracing.TRACEPARENT in req.metadata:  # the host traces this call
+            span = tracing.begin(req, **({"pit.map": True} if req.metadata.get(MAP_FLAG)
+                                         else {}))
+            resp = self._run(req, call_id, timeout_ms)
+            if span is not None:
+                span.end(None if resp.success else resp.error_message)
+            return resp
+        return self._run(req, call_id, timeout_ms)
+
+    def _run(self, req: Any, call_id: int, timeout_ms: float) -> Any:
         if not self.shm_paths:
             _drop_shm_paths(req)
         if req.metadata.get(MAP_FLAG):
@@ -298,6 +309,8 @@ class ToolRunner:
             yield codec.encode_chunk(value, info.name, 1, final=True, policy=self.result_policy)
             return
         n = 0
+        span = tracing.begin(req, **{"pit.stream": True})
+        error: str | None = None
         token = current_call.set(ctx)
         if on_start is not None:
             on_start(ctx)
@@ -319,9 +332,13 @@ class ToolRunner:
             if isinstance(exc, GeneratorExit):
                 ctx.cancelled.set()
                 raise
-            raise StreamError(error_response(exc, req).error_message) from None
+            error = error_response(exc, req).error_message
+            raise StreamError(error) from None
         finally:
             self.slots.release()
+            if span is not None:
+                span.span.set_attribute("pit.chunks", n)
+                span.end(error)
             current_call.reset(token)
         yield codec.final_chunk(info.name, n + 1)
 

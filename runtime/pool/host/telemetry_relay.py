@@ -1,5 +1,6 @@
 """Host side of worker telemetry: one ``StreamTelemetry`` stream per ready worker, whose events
-are re-emitted on the host bus as ``adapter.<name>`` with pool, worker and correlation id."""
+are re-emitted on the host bus as ``adapter.<name>`` with pool, worker and correlation id.
+Spans the worker finished (`SPAN_EVENT`) go to the host's tracer provider instead."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 import grpc
 
 from ... import telemetry
-from ...protocol import RUNTIME_EVENTS
+from ...protocol import RUNTIME_EVENTS, SPAN_EVENT
+from ...telemetry import tracing
 
 
 def _value(v: Any) -> float | int | str:
@@ -24,6 +26,9 @@ async def relay(stub: Any, pool: str, worker: str) -> None:
         async for ev in call:
             parts = list(ev.event_parts)
             name = ".".join(parts)
+            if name == SPAN_EVENT:  # a worker's span, for the host's tracer provider
+                tracing.received(ev.metadata, pool, worker)
+                continue
             if name not in RUNTIME_EVENTS:  # the worker runtime's own keep their names
                 name = f"adapter.{name}"
             metadata = {**ev.metadata, "pool": pool, "worker": worker}
