@@ -200,10 +200,14 @@ def _attributes(values: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def setup_from_env() -> bool:
     """``[telemetry] otel = true``: set a tracer provider that exports with OTLP as the
-    ``OTEL_*`` environment says (endpoint, headers, service name...), unless the application
-    has set one already. False (and a warning) when the packages are missing."""
+    ``OTEL_*`` environment says (endpoint, headers, protocol, service name...), unless the
+    application has set one already (then it is used as it is). False, with a warning that
+    says what to install, when the packages are missing."""
     try:
         from opentelemetry import trace
+
+        if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+            return True  # the application's own provider wins
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
@@ -217,13 +221,10 @@ def setup_from_env() -> bool:
         log.warning("[telemetry] otel = true, but OpenTelemetry is not installed (%s): "
                     "pip install 'pit[otel]'; calls are not traced", exc)
         return False
-    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        return True  # the application's own provider wins
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     return True
-
 
 
 def _otlp_protocol() -> str:

@@ -18,23 +18,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E4
     InMemorySpanExporter,
 )
 from opentelemetry.trace import StatusCode  # noqa: E402
-from opentelemetry.util._once import Once  # noqa: E402
 
 from runtime import AsyncPool, Pool  # noqa: E402
 from tests.conftest import wait_until  # noqa: E402
+from tests.otel_support import set_global_provider  # noqa: E402
 
 TRACED = "tests.adapters.traced:TracedAdapter"
 # the call paths: a lent worker's socket (direct), the call lane, unary gRPC ExecuteTool
 PATHS = {"direct": {}, "lane": {"direct_calls": False},
          "grpc": {"call_lane": False, "direct_calls": False}}
-
-
-def set_global_provider(provider: TracerProvider | None) -> None:
-    """The API sets a global provider once per process; tests set and clear it each time."""
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
-    trace._TRACER_PROVIDER = None
-    if provider is not None:
-        trace.set_tracer_provider(provider)
 
 
 @pytest.fixture
