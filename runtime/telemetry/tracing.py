@@ -43,6 +43,9 @@ TRACEPARENT = "traceparent"  # W3C trace context, in a call's request metadata
 TRACE_MODULE = "opentelemetry.trace"
 MAX_OPEN_SPANS = 100_000  # calls whose span is open; past it the oldest are forgotten
 SCOPE = "pit"
+UNKNOWN = object()
+# OTel makes the provider this names on the first get_tracer_provider() (an API rule)
+ENV_PROVIDER = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 # Per-process cache: the provider last seen and its tracer (a provider changes only in tests).
 _cache: list[Any] = [None, None]
@@ -55,7 +58,13 @@ def tracer() -> Any | None:
     trace = sys.modules.get(TRACE_MODULE)
     if trace is None:
         return None
-    provider = trace.get_tracer_provider()
+    # The global provider as set_tracer_provider left it (None until then): reading it costs
+    # a tenth of get_tracer_provider(), which looks the environment up while none is set.
+    provider = getattr(trace, "_TRACER_PROVIDER", UNKNOWN)
+    if provider is None and not ENV_PROVIDER:
+        return None
+    if provider is None or provider is UNKNOWN:
+        provider = trace.get_tracer_provider()
     if provider is _cache[0]:
         return _cache[1]
     found = None

@@ -46,7 +46,9 @@ class _Buffer:
         # (event name, tool, type) -> count since the last take: counted, not queued per call
         self.counts: dict[tuple[str, str, str], int] = {}
 
-    def put(self, record: Record) -> bool:
+    def put(self, record: Record, wake: bool = True) -> bool:
+        """Queue ``record``; without ``wake`` it waits for the stream's next take (within
+        0.5 s), sharing one wake-up with what comes meanwhile."""
         with self._lock:
             if not self.enabled:
                 return False
@@ -54,7 +56,8 @@ class _Buffer:
                 self.dropped += 1
                 return False
             self.items.append(record)
-        self.wake.set()
+        if wake:
+            self.wake.set()
         return True
 
     def count(self, name: str, tool: str, kind: str, n: int) -> None:

@@ -38,8 +38,9 @@ def forward(span: Any) -> None:
     if not span.context.trace_flags.sampled:
         return
     ctx = current_call.get()
+    # no wake-up per span: spans ride along with the next take (within 0.5 s)
     buffer.put((SPAN_EVENT, {}, {"span": orjson.dumps(encode(span)).decode()},
-                time.time_ns(), ctx.correlation_id if ctx is not None else ""))
+                time.time_ns(), ctx.correlation_id if ctx is not None else ""), wake=False)
 
 
 def encode(span: Any) -> dict[str, Any]:
