@@ -60,7 +60,7 @@ def tracer() -> Any | None:
         return None
     # The global provider as set_tracer_provider left it (None until then): reading it costs
     # a tenth of get_tracer_provider(), which looks the environment up while none is set.
-    provider = getattr(trace, "_TRACER_PROVIDER", UNKNOWN)
+    provider: Any = getattr(trace, "_TRACER_PROVIDER", UNKNOWN)
     if provider is None and not ENV_PROVIDER:
         return None
     if provider is None or provider is UNKNOWN:
