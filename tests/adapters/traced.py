@@ -38,3 +38,14 @@ class TracedAdapter(Adapter):
         """The traceparent the call carried, as the tool's own OTel context sees it."""
         span = trace.get_current_span().get_span_context()
         return f"{span.trace_id:032x}" if span.is_valid else ""
+
+    @tool
+    def traced_relay(self, ctx: SessionContext, x: int) -> int:
+        """Call traced_work through the host, inside a span of its own."""
+        with tracer.start_as_current_span("relaying"):
+            return ctx.call_tool("traced_work", {"x": x}, pool="default")
+
+    @tool
+    async def traced_async(self, x: int) -> int:
+        with tracer.start_as_current_span("inner async"):
+            return x + 1

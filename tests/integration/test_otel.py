@@ -170,3 +170,29 @@ def test_without_a_provider_no_trace_context_travels() -> None:
     assert set(traced) - set(untraced) == {"traceparent"}
     assert len(named(exporter, "pit.call metadata_keys")) == 1
 
+
+
+def test_an_async_tools_spans_nest_under_its_worker_span(
+        exported: InMemorySpanExporter) -> None:
+    with Pool(adapter=TRACED, size=1) as pool:
+        assert pool.execute("traced_async", {"x": 1}) == 2
+        worker = one(exported, "pit.tool traced_async")
+        inner = one(exported, "inner async")
+    assert_child(inner, worker)
+    assert_child(worker, one(exported, "pit.call traced_async"))
+
+
+def test_a_tool_calling_another_tool_through_the_host_continues_the_trace(
+        exported: InMemorySpanExporter) -> None:
+    with Pool(adapter=TRACED, size=2) as pool:
+        assert pool.execute("traced_relay", {"x": 5}) == 10
+        outer_worker = one(exported, "pit.tool traced_relay")
+        inner_host = one(exported, "pit.call traced_work")
+        inner_worker = one(exported, "pit.tool traced_work")
+        one(exported, "inner work")
+    assert_child(outer_worker, one(exported, "pit.call traced_relay"))
+    relaying = one(exported, "relaying")
+    assert_child(relaying, outer_worker)
+    assert_child(inner_host, relaying)
+    assert_child(inner_worker, inner_host)
+    assert_child(one(exported, "inner work"), inner_worker)
