@@ -145,6 +145,7 @@ class CallRun:
         if self._done:
             return
         self._done = True
+        tracing.finish(self.req, None, cancelled=True)
         if self._slot is not None and not self._slot.done():
             self._slot.cancel()
             self.pool.discard(self._slot)

@@ -487,7 +487,7 @@ class PoolCore:
             failure = exc
             raise
         finally:
-            tracing.finish(req, failure, **{"pit.chunks": chunks, "pit.closed_early": closed})
+            tracing.finish(req, failure, {"pit.chunks": chunks, "pit.closed_early": closed})
 
     async def _stream(self, req: Any, timeout: float | None) -> AsyncGenerator[Any, None]:
         req.stream = True

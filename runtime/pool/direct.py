@@ -470,7 +470,7 @@ def call(pool: DirectHost, loop: LoopThread, req: Any, budget: float | None,
         resp = result.response
         value, err, size = read_answer(pool.name, w, req, resp)
         # here, not when the loop settles the call (up to REPORT_FLUSH_S later)
-        tracing.finish(req, err, **{"pit.worker": w.id, "pit.queue_ms": 0.0})
+        tracing.finish(req, err, {"pit.worker": w.id, "pit.queue_ms": 0.0})
         link.calls += 1
         # before the link can be handed back: the loop settles it first
         if lending.report(w, req, resp, size, time.monotonic() - started, err):

@@ -24,6 +24,7 @@ in the host (any provider built on it); spans of another kind of provider are dr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Mapping
@@ -104,7 +105,8 @@ def start_call(req: Any, pool: str) -> None:
         span.end()
         return
     if len(_open) >= MAX_OPEN_SPANS:  # a path that never answered: do not grow forever
-        _open.pop(next(iter(_open)))
+        with contextlib.suppress(RuntimeError, StopIteration):  # another thread's change
+            _open.pop(next(iter(_open)), None)
     _open[key] = span
 
 
@@ -122,8 +124,10 @@ def dispatched(req: Any, worker: str, queue_ms: float) -> None:
         span.set_attributes({"pit.worker": worker, "pit.queue_ms": queue_ms})
 
 
-def finish(req: Any, err: BaseException | None, **attributes: Any) -> None:
-    """End the host span of ``req`` (once: later calls for the same call do nothing)."""
+def finish(req: Any, err: BaseException | None, attributes: Mapping[str, Any] | None = None,
+           cancelled: bool = False) -> None:
+    """End the host span of ``req`` (once: later calls for the same call do nothing):
+    outcome ok, error (``err``) or cancelled (by its caller)."""
     span = _open.pop(req.metadata.get(TRACEPARENT, ""), None) if _open else None
     if span is None:
         return
@@ -131,7 +135,9 @@ def finish(req: Any, err: BaseException | None, **attributes: Any) -> None:
 
     if attributes:
         span.set_attributes(attributes)
-    if err is None:
+    if cancelled:
+        span.set_attribute("pit.outcome", "cancelled")
+    elif err is None:
         span.set_attribute("pit.outcome", "ok")
     else:
         category = getattr(err, "category", None) or type(err).__name__

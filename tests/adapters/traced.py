@@ -49,3 +49,11 @@ class TracedAdapter(Adapter):
     async def traced_async(self, x: int) -> int:
         with tracer.start_as_current_span("inner async"):
             return x + 1
+
+    @tool
+    def traced_sleep(self, seconds: float) -> None:
+        import time
+
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:  # short sleeps: a cancel lands between them
+            time.sleep(0.01)

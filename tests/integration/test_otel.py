@@ -196,3 +196,19 @@ def test_a_tool_calling_another_tool_through_the_host_continues_the_trace(
     assert_child(inner_host, relaying)
     assert_child(inner_worker, inner_host)
     assert_child(one(exported, "inner work"), inner_worker)
+
+
+def test_a_call_its_caller_gives_up_on_ends_its_span_as_cancelled(
+        exported: InMemorySpanExporter) -> None:
+    async def main() -> None:
+        async with AsyncPool(adapter=TRACED, size=1) as pool:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(pool.execute("traced_sleep", {"seconds": 30}), 0.3)
+            await asyncio.to_thread(one, exported, "pit.tool traced_sleep")
+
+    asyncio.run(main())
+    host = one(exported, "pit.call traced_sleep")
+    assert host.attributes["pit.outcome"] == "cancelled"
+    worker = one(exported, "pit.tool traced_sleep")
+    assert_child(worker, host)
+    assert worker.attributes["pit.error_category"] == "timeout"  # cancelled in the worker

@@ -149,3 +149,23 @@ def test_setup_from_env_without_the_exporter_says_what_to_install(
         assert tracing.setup_from_env() is False
     assert "pip install 'pit[otel]'" in caplog.text
     assert tracing.tracer() is None
+
+
+def test_without_opentelemetry_imported_nothing_is_traced(
+        exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As when it is not installed: pit never imports it itself to find out."""
+    monkeypatch.delitem(sys.modules, "opentelemetry.trace")
+    assert tracing.tracer() is None
+    req = request()
+    tracing.start_call(req, "p")
+    assert "traceparent" not in req.metadata
+
+
+def test_a_call_its_caller_cancels_ends_its_span_as_cancelled(
+        exporter: InMemorySpanExporter) -> None:
+    req = request()
+    tracing.start_call(req, "p")
+    tracing.finish(req, None, cancelled=True)
+    [span] = exporter.get_finished_spans()
+    assert span.attributes["pit.outcome"] == "cancelled"
+    assert span.status.status_code is StatusCode.UNSET
