@@ -480,14 +480,14 @@ class PoolCore:
             async for item in self._stream(req, timeout):
                 chunks += 1
                 yield item
-        except GeneratorExit:  # the caller stopped reading: not the stream's failure
+        except (GeneratorExit, asyncio.CancelledError):  # the caller stopped reading
             closed = True
             raise
         except BaseException as exc:
             failure = exc
             raise
         finally:
-            tracing.finish(req, failure, {"pit.chunks": chunks, "pit.closed_early": closed})
+            tracing.finish(req, failure, {"pit.chunks": chunks}, cancelled=closed)
 
     async def _stream(self, req: Any, timeout: float | None) -> AsyncGenerator[Any, None]:
         req.stream = True

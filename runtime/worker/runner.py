@@ -337,8 +337,7 @@ class ToolRunner:
         finally:
             self.slots.release()
             if span is not None:
-                span.span.set_attribute("pit.chunks", n)
-                span.end(error)
+                span.end(error, {"pit.chunks": n})
             current_call.reset(token)
         yield codec.final_chunk(info.name, n + 1)
 

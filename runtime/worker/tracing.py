@@ -113,17 +113,21 @@ class ToolSpan:
         self.span = span
         self._token = token
 
-    def end(self, error_message: str | None = None, detach: bool = True) -> None:
-        """End the span: ok, or failed with the call's error payload (JSON text)."""
+    def end(self, error_message: str | None = None,
+            attributes: dict[str, Any] | None = None) -> None:
+        """End the span (and make the caller's context current again): ok, or failed with
+        the call's error payload (JSON text)."""
         try:
-            self._end(error_message, detach)
+            self._end(error_message, attributes)
         except Exception as exc:  # noqa: BLE001 - tracing never fails a call
             _broken(exc)
 
-    def _end(self, error_message: str | None, detach: bool) -> None:
+    def _end(self, error_message: str | None, attributes: dict[str, Any] | None) -> None:
         from opentelemetry import context
         from opentelemetry.trace import Status, StatusCode
 
+        if attributes:
+            self.span.set_attributes(attributes)
         if error_message is None:
             self.span.set_attribute("pit.outcome", "ok")
         else:
@@ -134,8 +138,7 @@ class ToolSpan:
             self.span.set_status(Status(StatusCode.ERROR,
                                         f"{category}: {payload.get('message', '')}"[:500]))
         self.span.end()
-        if detach:
-            context.detach(self._token)
+        context.detach(self._token)
 
 
 def begin(req: Any, **attributes: Any) -> ToolSpan | None:
