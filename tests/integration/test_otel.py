@@ -212,3 +212,38 @@ def test_a_call_its_caller_gives_up_on_ends_its_span_as_cancelled(
     worker = one(exported, "pit.tool traced_sleep")
     assert_child(worker, host)
     assert worker.attributes["pit.error_category"] == "timeout"  # cancelled in the worker
+
+
+def test_snakepit_bridge_calls_get_host_spans(exported: InMemorySpanExporter) -> None:
+    """The bridge gets the traceparent as gRPC headers; its own spans are its to export
+    (README: Snakepit's own bridge as workers)."""
+    from tests import bridge
+
+    python, why = bridge.bridge_python()
+    if python is None:
+        pytest.skip(why)
+    with Pool(worker="snakepit", command=bridge.command(python), adapter=bridge.SHOWCASE,
+              size=1) as pool:
+        with trace.get_tracer("app").start_as_current_span("job"):
+            assert pool.execute("add", {"a": 1, "b": 2}) == 3
+            assert [c["index"] for c in pool.stream("stream_data", {"count": 2})] == [1, 2]
+        worker_id = pool.stats().workers[0].id
+    job = one(exported, "job")
+    for name in ("pit.call add", "pit.call stream_data"):
+        host = one(exported, name)
+        assert_child(host, job)
+        assert host.attributes["pit.worker"] == worker_id
+        assert host.attributes["pit.outcome"] == "ok"
+
+
+def test_a_stream_closed_early_ends_its_span_as_cancelled(
+        exported: InMemorySpanExporter) -> None:
+    with Pool(adapter=TRACED, size=1) as pool:
+        stream = pool.stream("traced_stream", {"n": 100_000})
+        assert next(stream) == 0
+        stream.close()
+        host = one(exported, "pit.call traced_stream")
+        worker = one(exported, "pit.tool traced_stream")
+    assert host.attributes["pit.outcome"] == "cancelled"
+    assert host.status.status_code is StatusCode.UNSET
+    assert_child(worker, host)
