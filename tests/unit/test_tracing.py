@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,3 +170,36 @@ def test_a_call_its_caller_cancels_ends_its_span_as_cancelled(
     [span] = exporter.get_finished_spans()
     assert span.attributes["pit.outcome"] == "cancelled"
     assert span.status.status_code is StatusCode.UNSET
+
+
+@pytest.mark.parametrize(("protocol", "module"), [
+    (None, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"),
+    ("grpc", "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"),
+    ("http/protobuf", "opentelemetry.exporter.otlp.proto.http.trace_exporter"),
+])
+def test_setup_from_env_exports_with_the_otlp_exporter_the_env_names(
+        monkeypatch: pytest.MonkeyPatch, protocol: str | None, module: str) -> None:
+    """The OTLP exporter (not a test dependency) stood in for by an in-memory one."""
+    set_global_provider(None)
+    exported = InMemorySpanExporter()
+    fake = types.ModuleType(module)
+    fake.OTLPSpanExporter = lambda: exported  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module, fake)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", raising=False)
+    if protocol is None:
+        monkeypatch.delenv("OTEL_EXPORTER_OTLP_PROTOCOL", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    try:
+        assert tracing.setup_from_env() is True
+        provider = trace.get_tracer_provider()
+        assert isinstance(provider, TracerProvider)
+        shutdown = provider.shutdown
+        req = request()
+        tracing.start_call(req, "p")
+        tracing.finish(req, None)
+        provider.force_flush()
+        assert [s.name for s in exported.get_finished_spans()] == ["pit.call ping"]
+        shutdown()
+    finally:
+        set_global_provider(None)
