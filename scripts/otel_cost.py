@@ -3,7 +3,7 @@ with OTel absent (not importable), present but off (imported, no tracer provider
 (an SDK provider exporting to memory in batches), each run in a fresh process, the modes
 taking turns ROUNDS times so that a busy machine slows them alike.
 
-    .venv/bin/python scripts/otel_cost.py [--calls 5000] [--rounds 3]
+    .venv/bin/python scripts/otel_cost.py [--calls 5000] [--rounds 3] [--modes absent,off]
 
 Prints one line per mode (median of the rounds' p50s, in µs) and the ratio to "absent".
 """
@@ -66,13 +66,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="which of absent,off,on to run (absent always runs: the base)")
     args = parser.parse_args()
-    p50s: dict[str, list[float]] = {m: [] for m in MODES}
+    modes = ["absent", *(m for m in MODES[1:] if m in args.modes.split(","))]
+    p50s: dict[str, list[float]] = {m: [] for m in modes}
     for _ in range(args.rounds):
-        for mode in MODES:
+        for mode in modes:
             p50s[mode].append(run(mode, args.calls))
     base = statistics.median(p50s["absent"])
-    for mode in MODES:
+    for mode in modes:
         mid = statistics.median(p50s[mode])
         rounds = ", ".join(f"{v:.1f}" for v in p50s[mode])
         print(f"{mode:>6}: p50 {mid:7.1f} µs  ({mid / base:.3f}x absent; rounds: {rounds})")
