@@ -11,7 +11,9 @@
                                             <- on_done(answer | error), from the lane reader
                                             -> call.outcome: rerun / retry / the result or
                                                the PitError (the one outcome function)
-      deliver(value, err)          <----    -> metrics, breaker, pool.call.* telemetry
+      deliver(value, err)          <----    -> metrics, breaker, pool.call.* telemetry, the
+                                               call's OTel span (opened in prepare_call, on
+                                               the caller's thread: telemetry.tracing)
     direct.call on a lent worker   --report->  Lending.settle: counters, breaker, telemetry
     Pool.stats()                   --hop--->  PoolCore.stats(): a frozen snapshot
 
