@@ -53,6 +53,7 @@ ENV_PROVIDER = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 _cache: list[Any] = [None, None]
 # The open host spans of calls under way, by the traceparent each call carries.
 _open: dict[str, Any] = {}
+_failures: set[str] = set()  # kinds of tracing failure already logged (once each)
 
 
 def tracer() -> Any | None:
@@ -85,6 +86,13 @@ def start_call(req: Any, pool: str) -> None:
     t = tracer()
     if t is None:
         return
+    try:
+        _open_span(t, req, pool)
+    except Exception as exc:  # noqa: BLE001 - tracing never fails a call
+        _failed("opening a call's span", exc)
+
+
+def _open_span(t: Any, req: Any, pool: str) -> None:
     from opentelemetry import trace
     from opentelemetry.propagate import extract, inject
 
@@ -132,6 +140,14 @@ def finish(req: Any, err: BaseException | None, attributes: Mapping[str, Any] | 
     span = _open.pop(req.metadata.get(TRACEPARENT, ""), None) if _open else None
     if span is None:
         return
+    try:
+        _end_span(span, err, attributes, cancelled)
+    except Exception as exc:  # noqa: BLE001 - tracing never fails a call
+        _failed("ending a call's span", exc)
+
+
+def _end_span(span: Any, err: BaseException | None, attributes: Mapping[str, Any] | None,
+              cancelled: bool) -> None:
     from opentelemetry.trace import Status, StatusCode
 
     if attributes:
@@ -162,10 +178,21 @@ def received(metadata: Mapping[str, str], pool: str, worker: str) -> None:
         return
     try:
         span = rebuild(orjson.loads(metadata["span"]), provider.resource, pool, worker)
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
         log.debug("worker span dropped: %s", exc)
         return
-    processor.on_end(span)
+    try:
+        processor.on_end(span)
+    except Exception as exc:  # noqa: BLE001 - the relay goes on with the next event
+        _failed("exporting a worker's span", exc)
+
+
+def _failed(what: str, exc: Exception) -> None:
+    """OpenTelemetry failed pit: the call goes on untraced; said once per kind of failure."""
+    key = f"{what}: {type(exc).__name__}"
+    if key not in _failures:
+        _failures.add(key)
+        log.warning("tracing: %s failed (%r); the call goes on, untraced", what, exc)
 
 
 def rebuild(data: Mapping[str, Any], resource: Any, pool: str, worker: str) -> Any:

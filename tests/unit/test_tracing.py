@@ -203,3 +203,18 @@ def test_setup_from_env_exports_with_the_otlp_exporter_the_env_names(
         shutdown()
     finally:
         set_global_provider(None)
+
+
+def test_a_tracing_failure_never_fails_the_call(exporter: InMemorySpanExporter,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a broken propagator")
+
+    monkeypatch.setattr("opentelemetry.propagate.inject", broken)
+    req = request()
+    with caplog.at_level(logging.WARNING, logger="pit.telemetry"):
+        tracing.start_call(req, "p")
+        tracing.start_call(request(), "p")
+    assert "traceparent" not in req.metadata
+    assert caplog.text.count("opening a call's span failed") == 1  # said once
