@@ -163,6 +163,9 @@ class PoolConfig:
 @dataclass(frozen=True, slots=True)
 class TelemetryConfig:
     prometheus_port: int = 0  # 0: no exporter; else serve /metrics on 127.0.0.1:<port>
+    # true: trace calls with OpenTelemetry, exported with OTLP as the OTEL_* environment
+    # says, unless the application set a tracer provider (`runtime.telemetry.tracing`)
+    otel: bool = False
 
 
 MIN_TOKEN_CHARS = 16
@@ -290,7 +293,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 POOL_KEYS = tuple(_RULES)
 TOP_KEYS = ("pools", "state_dir", "telemetry", "tool_bridge")
-TELEMETRY_KEYS = ("prometheus_port",)
+TELEMETRY_KEYS = ("prometheus_port", "otel")
 TOOL_BRIDGE_KEYS = ("token", "tcp_port")
 
 
@@ -481,7 +484,10 @@ def _table(table: Any, name: str, keys: tuple[str, ...], where: str) -> None:
 def _telemetry(table: Any, where: str) -> TelemetryConfig:
     _table(table, "telemetry", TELEMETRY_KEYS, where)
     port = _port(table, "telemetry", "prometheus_port", "none", where)
-    return TelemetryConfig(prometheus_port=port)
+    otel = table.get("otel", False)
+    if not isinstance(otel, bool):
+        raise ConfigError(f"{where}: [telemetry] otel must be true or false, got {otel!r}")
+    return TelemetryConfig(prometheus_port=port, otel=otel)
 
 
 def _port(table: Mapping[str, Any], name: str, key: str, zero: str, where: str) -> int:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .. import telemetry
 from ..errors import CallTimeout, RemoteError, ResultError, WorkerExit, from_payload
 from ..protocol import codec
+from ..telemetry import tracing
 from .affinity import SlotSource, session_slot
 from .lane import NotStarted
 from .sessions import Session
@@ -144,6 +145,7 @@ class CallRun:
         if self._done:
             return
         self._done = True
+        tracing.finish(self.req, None, cancelled=True)
         if self._slot is not None and not self._slot.done():
             self._slot.cancel()
             self.pool.discard(self._slot)
@@ -197,6 +199,7 @@ def timed_out(tool: str, worker: WorkerHandle) -> CallTimeout:
 
 def dispatched(pool_name: str, worker_id: str, req: Any, queue_ms: float) -> None:
     """The pool.call.dispatched event of a call that got its worker (on the loop)."""
+    tracing.dispatched(req, worker_id, queue_ms)
     if telemetry.enabled(DISPATCHED):
         telemetry.emit(DISPATCHED, {"queue_ms": queue_ms}, {
             "pool": pool_name, "worker": worker_id, "tool": req.tool_name,
@@ -206,6 +209,7 @@ def dispatched(pool_name: str, worker_id: str, req: Any, queue_ms: float) -> Non
 def record(pool: CallHost, req: Any, took: float, err: BaseException | None) -> None:
     """A finished call in the pool's metrics and the completed event (on the loop)."""
     category = getattr(err, "category", "error") if err else None
+    tracing.finish(req, err)
     pool.metrics.record(took, category)
     if telemetry.enabled(COMPLETED):
         telemetry.emit(COMPLETED, {"duration_ms": took * 1000}, {

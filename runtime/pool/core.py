@@ -11,7 +11,9 @@
                                             <- on_done(answer | error), from the lane reader
                                             -> call.outcome: rerun / retry / the result or
                                                the PitError (the one outcome function)
-      deliver(value, err)          <----    -> metrics, breaker, pool.call.* telemetry
+      deliver(value, err)          <----    -> metrics, breaker, pool.call.* telemetry, the
+                                               call's OTel span (opened in prepare_call, on
+                                               the caller's thread: telemetry.tracing)
     direct.call on a lent worker   --report->  Lending.settle: counters, breaker, telemetry
     Pool.stats()                   --hop--->  PoolCore.stats(): a frozen snapshot
     Pool.stream() -> Stream        --pump-->  PoolCore.stream: StreamRun counts it, its
@@ -63,6 +65,7 @@ from ..errors import (
 from ..hardware import DeviceChoice, device_env, resolve_device
 from ..logs import configure_from_env
 from ..protocol import codec
+from ..telemetry import tracing
 from ..telemetry.control import TelemetryControl
 from .affinity import session_slot
 from .call import CallRun
@@ -435,10 +438,15 @@ class PoolCore:
         (default: the tool is in idempotent_tools) lets a call whose worker died run again on
         another worker. Returns a function that cancels the call.
         """
-        budget = self.budget(timeout)
+        try:
+            budget = self.budget(timeout)
+        except ValueError as exc:
+            tracing.finish(req, exc)
+            raise
         deadline = None if budget is None else self.loop.time() + budget
         refusal = self.barrier.refusal(req)
         if refusal is not None:
+            tracing.finish(req, refusal)
             deliver(None, refusal)
             return lambda: None
         if idempotent is None:
@@ -448,6 +456,7 @@ class PoolCore:
             try:
                 session = self.sessions.open(req.session_id)
             except PitError as exc:
+                tracing.finish(req, exc)
                 deliver(None, exc)
                 return lambda: None
         run = CallRun(self, req, deadline, deliver, idempotent, session,
@@ -476,6 +485,27 @@ class PoolCore:
                      on_end: OnEnd | None = None) -> AsyncGenerator[Any, None]:
         """The decoded items of a prepared streaming call; the worker is granted to it alone.
         Once it ended (any way) after getting its worker, ``on_end(summary)``."""
+        tracing.streaming(req)
+        chunks = 0
+        closed = False
+        failure: BaseException | None = None
+        inner = self._stream(req, timeout, on_end)
+        try:
+            async for item in inner:
+                chunks += 1
+                yield item
+        except (GeneratorExit, asyncio.CancelledError):  # the caller stopped reading
+            closed = True
+            raise
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            await inner.aclose()  # now, not when collected: its end is counted and summarised
+            tracing.finish(req, failure, {"pit.chunks": chunks}, cancelled=closed)
+
+    async def _stream(self, req: Any, timeout: float | None,
+                      on_end: OnEnd | None) -> AsyncGenerator[Any, None]:
         req.stream = True
         req.metadata[codec.STREAM_BATCH] = "1"
         refusal = self.barrier.refusal(req)  # poisoned, or the circuit is open
@@ -487,6 +517,7 @@ class PoolCore:
         deadline = None if budget is None else called_at + budget
         session = self.sessions.open(req.session_id) if req.session_id else None
         worker = await self._acquire(req.tool_name, deadline, session)
+        tracing.dispatched(req, worker.id, (loop.time() - called_at) * 1000)
         left = None if deadline is None else max(deadline - loop.time(), 0.001)
         run = StreamRun(self.name, req, worker.id, self.metrics.streams, called_at, loop)
         error: BaseException | None = None

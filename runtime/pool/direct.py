@@ -46,6 +46,7 @@ from ..errors import ShutdownError
 from ..logs import logger
 from ..protocol import pb
 from ..protocol.frames import FrameBuffer, FrameError, encode
+from ..telemetry import tracing
 from .call import CallHost, CallRun, dispatched, note_answer, read_answer, record, timed_out
 from .lane import CANCEL_GRACE_S, lane_call
 
@@ -468,6 +469,8 @@ def call(pool: DirectHost, loop: LoopThread, req: Any, budget: float | None,
         answered = True
         resp = result.response
         value, err, size = read_answer(pool.name, w, req, resp)
+        # here, not when the loop settles the call (up to REPORT_FLUSH_S later)
+        tracing.finish(req, err, {"pit.worker": w.id, "pit.queue_ms": 0.0})
         link.calls += 1
         # before the link can be handed back: the loop settles it first
         if lending.report(w, req, resp, size, time.monotonic() - started, err):

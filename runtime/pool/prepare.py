@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..errors import InvalidArgument, PoolNotReady, ShutdownError, ToolNotFound
 from ..logs import logger, redact
 from ..protocol import arrays, codec, pb
+from ..telemetry import tracing
 
 if TYPE_CHECKING:
     from ..config import PoolConfig
@@ -86,4 +87,5 @@ def prepare_call(pool: PreparingPool, tool: str, args: Mapping[str, Any] | None,
             f"{pool.config.max_message_mb} MiB (max_message_mb)",
             details={"tool": tool, "bytes": size},
             hint="raise max_message_mb, or pass a path or a handle instead of the data")
+    tracing.start_call(req, pool.name)  # last: a call refused above has no span
     return req

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..config import PitConfig, PoolConfig, load_config, make_pool_config
 from ..errors import PoolNotFound
+from ..telemetry import tracing
 from ..telemetry.control import TelemetryControl
 from . import direct
 from .core import Facade, PoolCore, affinity_mode
@@ -357,6 +358,8 @@ class Pools(Mapping[str, Pool]):
                 raise PoolNotFound(f"no pool named {name!r} in {config.path or 'the defaults'}",
                                    hint=f"pools defined: {', '.join(config.pools)}")
         self.config = config
+        if config.telemetry.otel:
+            tracing.setup_from_env()
         self._loop = LoopThread()
         paths = [*(python_path or []), str(config.path.parent if config.path else Path.cwd())]
         self.instance = HostInstance(config.state_dir, python_path=paths,

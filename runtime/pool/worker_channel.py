@@ -216,7 +216,7 @@ class WorkerChannel:
         try:
             call = self._stub.ExecuteTool(
                 req, timeout=None if timeout is None else worker_timeout(timeout),
-                metadata=_correlation(req))
+                metadata=call_headers(req))
             waiter = asyncio.ensure_future(call)
             try:
                 done, _ = await asyncio.wait({waiter, self._exited},
@@ -260,7 +260,7 @@ class WorkerChannel:
         """Yield ToolChunks of a streaming call granted as exclusive; frees the slot at the end."""
         call = self._stub.ExecuteStreamingTool(
             req, timeout=None if timeout is None else worker_timeout(timeout),
-            metadata=_correlation(req))
+            metadata=call_headers(req))
         try:
             # A dying worker ends the RPC with an error; _rpc_failure names the exit.
             while (chunk := await call.read()) is not grpc.aio.EOF:
@@ -344,10 +344,18 @@ def _releasing(grant: Grant, on_done: OnDone) -> OnDone:
 
 
 CORRELATION_HEADER = "x-snakepit-correlation-id"  # what Snakepit's bridge reads
+TRACE_HEADERS = ("traceparent", "tracestate")  # W3C trace context, when the call is traced
 
 
-def _correlation(req: Any) -> tuple[tuple[str, str], ...]:
+def call_headers(req: Any) -> tuple[tuple[str, str], ...]:
     """The call's correlation id as the gRPC header Snakepit's bridge takes for its logs and
-    spans (pit's own worker reads it from the request's metadata)."""
-    cid = req.metadata.get("correlation_id", "")
-    return ((CORRELATION_HEADER, cid),) if cid else ()
+    spans (pit's own worker reads it from the request's metadata), and its W3C trace
+    context (``traceparent``, only on a traced call: `runtime.telemetry.tracing`) as headers,
+    as Snakepit sends them, for a bridge whose gRPC server is instrumented with
+    OpenTelemetry."""
+    md = req.metadata
+    cid = md.get("correlation_id", "")
+    headers: tuple[tuple[str, str], ...] = ((CORRELATION_HEADER, cid),) if cid else ()
+    if TRACE_HEADERS[0] in md:
+        headers += tuple((k, md[k]) for k in TRACE_HEADERS if md.get(k))
+    return headers

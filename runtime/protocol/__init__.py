@@ -7,10 +7,13 @@ PROTOCOL_VERSION = "snakepit.bridge/0.13+pit.1"
 # Telemetry events of the worker runtime, not of adapter code: the host relays them under these
 # names (the others become adapter.<name>), so adapter code may not emit them.
 RESULT_UNSERIALIZABLE = "worker.result.unserializable"
-RUNTIME_EVENTS = frozenset({"telemetry.dropped", RESULT_UNSERIALIZABLE})
+# A span the worker finished, for the host's tracer provider (runtime.telemetry.tracing):
+# metadata "span" holds it as JSON. Never on the host's event bus.
+SPAN_EVENT = "otel.span"
+RUNTIME_EVENTS = frozenset({"telemetry.dropped", RESULT_UNSERIALIZABLE, SPAN_EVENT})
 # pit's worker answers the TelemetryControl messages it applied with this event (measurement
 # ``count``: controls applied so far); the host's relay consumes it and never re-emits it.
 CONTROL_APPLIED = "telemetry.control_applied"
 
 __all__ = ["pb", "pb_grpc", "PROTOCOL_VERSION", "RESULT_UNSERIALIZABLE", "RUNTIME_EVENTS",
-           "CONTROL_APPLIED"]
+           "CONTROL_APPLIED", "SPAN_EVENT"]

@@ -6,6 +6,7 @@ A tool receives it through a parameter named ``ctx`` or by calling `current_cont
 from __future__ import annotations
 
 import contextvars
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -84,6 +85,10 @@ class HostClient:
             req.metadata["pool"] = pool
         if correlation_id:
             req.metadata["correlation_id"] = correlation_id
+        if "opentelemetry.trace" in sys.modules:  # a traced call: the nested one is its child
+            from opentelemetry.propagate import inject
+
+            inject(req.metadata)  # the current span's traceparent (none: nothing)
         where = f"tool {name!r} of pool {pool!r}" if pool else f"tool {name!r}"
         try:
             resp = self.stub().ExecuteTool(req, timeout=timeout or HOST_CALL_DEFAULT_TIMEOUT_S)

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from ..protocol import arrays, codec, graceful, pb, shm
-from . import stream_batch
+from . import stream_batch, tracing
 from .adapter import ArgumentError, ToolInfo
 from .context import HostClient, SessionContext, current_call
 from .sessions import SessionTable
@@ -118,6 +118,16 @@ class ToolRunner:
     # --- unary --------------------------------------------------------------------------------
     def run(self, req: Any, *, call_id: int = 0, timeout_ms: float = 0.0) -> Any:
         """Execute one call and return its ExecuteToolResponse (never raises)."""
+        if tracing.TRACEPARENT in req.metadata:  # the host traces this call
+            span = tracing.begin(req, **({"pit.map": True} if req.metadata.get(MAP_FLAG)
+                                         else {}))
+            resp = self._run(req, call_id, timeout_ms)
+            if span is not None:
+                span.end(None if resp.success else resp.error_message)
+            return resp
+        return self._run(req, call_id, timeout_ms)
+
+    def _run(self, req: Any, call_id: int, timeout_ms: float) -> Any:
         if not self.shm_paths:
             _drop_shm_paths(req)
         if req.metadata.get(MAP_FLAG):
@@ -305,6 +315,8 @@ class ToolRunner:
             yield from self._stream_batched(req, info, args, ctx, is_active, started)
             return
         n = 0
+        span = tracing.begin(req, **{"pit.stream": True})
+        error: str | None = None
         token = current_call.set(ctx)
         self.slots.acquire()  # a stream occupies a slot for as long as it runs
         try:
@@ -324,9 +336,12 @@ class ToolRunner:
             if isinstance(exc, GeneratorExit):
                 ctx.cancelled.set()
                 raise
-            raise StreamError(error_response(exc, req).error_message) from None
+            error = error_response(exc, req).error_message
+            raise StreamError(error) from None
         finally:
             self.slots.release()
+            if span is not None:
+                span.end(error, {"pit.chunks": n})
             current_call.reset(token)
         yield codec.final_chunk(info.name, n + 1, (time.perf_counter() - started) * 1000)
 
@@ -350,11 +365,23 @@ class ToolRunner:
             self.slots.release()
             raise StreamError(error_response(exc, req).error_message) from None
 
-        def setup() -> None:  # on the producer's thread: current_context() works in the tool
-            current_call.set(ctx)
+        spans: list[tracing.ToolSpan | None] = []
 
-        producer = stream_batch.Producer(items, encode, ctx.cancelled, self.slots.release,
-                                         setup)
+        def setup() -> None:  # on the producer's thread: current_context() and the call's
+            current_call.set(ctx)  # span (the tool's own spans nest under it) work in the tool
+            spans.append(tracing.begin(req, **{"pit.stream": True}))
+
+        def done() -> None:  # on the producer's thread, once the generator has stopped
+            try:
+                if spans and spans[0] is not None:
+                    failed = producer.error
+                    spans[0].end(None if failed is None else
+                                 error_response(failed, req).error_message,
+                                 {"pit.chunks": producer.count})
+            finally:
+                self.slots.release()
+
+        producer = stream_batch.Producer(items, encode, ctx.cancelled, done, setup)
         producer.start()
         n = 1
         try:

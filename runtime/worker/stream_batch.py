@@ -52,6 +52,8 @@ class Producer:
         self._buf: collections.deque[Any] = collections.deque()
         self._bytes = 0
         self._finished = False
+        self.count = 0  # items the generator yielded
+        self.error: BaseException | None = None  # what it (or encoding an item) raised
         self._sender_waits = False
         self._cond = threading.Condition(threading.Lock())
         self._thread = threading.Thread(target=self._run, name="pit-stream", daemon=True)
@@ -61,14 +63,14 @@ class Producer:
 
     def _run(self) -> None:
         self._setup()
-        n = 0
         try:
             for item in self._items:
                 if self.cancelled.is_set():
                     return
-                n += 1
-                self._put(self._encode(item, n))
+                self.count += 1
+                self._put(self._encode(item, self.count))
         except BaseException as exc:  # noqa: BLE001 - handed to the sender, which ends the RPC
+            self.error = exc
             self._put(Failed(exc))
         finally:
             with contextlib.suppress(BaseException):

@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ..protocol import CONTROL_APPLIED, RESULT_UNSERIALIZABLE, RUNTIME_EVENTS
+from ..protocol import CONTROL_APPLIED, RESULT_UNSERIALIZABLE, RUNTIME_EVENTS, SPAN_EVENT
 from .context import current_call
 
 BUFFER_EVENTS = int(os.environ.get("PIT_TELEMETRY_BUFFER", "4096"))  # events held at most
@@ -88,15 +88,18 @@ class Buffer:
         # prefix: it adds none) and it knows no acknowledgement event (`snakepit_servicer`).
         self.snakepit_host = False
 
-    def put(self, record: Record) -> bool:
+    def put(self, record: Record, wake: bool = True) -> bool:
+        """Queue ``record``; without ``wake`` it waits for the stream's next take (within
+        0.5 s), sharing one wake-up with what comes meanwhile."""
         with self._lock:
-            if not self.enabled:
+            if not self.enabled and record[0] != SPAN_EVENT:  # spans are not events to mute
                 return False
             if len(self.items) >= self.size:
                 self.dropped += 1
                 return False
             self.items.append(record)
-        self.wake.set()
+        if wake:
+            self.wake.set()
         return True
 
     def count(self, name: str, tool: str, kind: str, n: int) -> None:

@@ -5,6 +5,7 @@ The same stream carries the pool's `TelemetryControl` to the worker (Snakepit's 
 sampling and filter messages, all three each time). pit's worker acknowledges what it applied
 (`protocol.CONTROL_APPLIED`, after the events it sent before), so `TelemetryRelay.apply`
 returns once the worker filters with it; other workers (Snakepit's bridge) are not waited for.
+Spans the worker finished (`SPAN_EVENT`) go to the host's tracer provider instead.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import grpc
 
 from ... import telemetry
 from ...logs import logger
-from ...protocol import CONTROL_APPLIED, RUNTIME_EVENTS, pb
+from ...protocol import CONTROL_APPLIED, RUNTIME_EVENTS, SPAN_EVENT, pb
+from ...telemetry import tracing
 from ...telemetry.control import TelemetryControl
 
 CONTROL_ACK_S = 5.0  # how long `apply` waits for the worker to acknowledge a control
@@ -103,6 +105,9 @@ class TelemetryRelay:
                 name = ".".join(parts)
                 if name == CONTROL_APPLIED and self.acks:
                     self._acknowledged(int(_value(ev.measurements["count"])))
+                    continue
+                if name == SPAN_EVENT:  # a worker's span, for the host's tracer provider
+                    tracing.received(ev.metadata, self.pool, self.worker)
                     continue
                 if name not in RUNTIME_EVENTS:  # the worker runtime's own keep their names
                     name = ADAPTER_PREFIX + name
