@@ -35,34 +35,40 @@ Failure semantics, where they differ from `ProcessPoolExecutor`:
   the executor is broken: every submit raises `InitializerFailed` (a `BrokenProcessPool`)
   naming the error. If it raises later, in a replacement worker, the pool keeps retrying the
   start with backoff, as for any worker that fails to start.
-- ``max_tasks_per_child`` is the pool's ``max_requests``, jittered by +-10 % past 1 so that
-  workers do not all recycle at once; a map chunk counts as one task.
+- ``max_tasks_per_child`` is the pool's ``max_requests`` with ``recycle_overlap = false``: a
+  worker takes no task past its limit, and tasks wait for its replacement. From 5 up the
+  limit is jittered by +-10 % so that workers do not all recycle at once; a map chunk counts
+  as one task.
+- the pool does not pipeline (``pipeline_depth = 0``): a task never waits inside a busy
+  worker while another is idle, and a crash fails only the task that was running;
+- a lambda, closure or ``__main__`` function travels by value (cloudpickle), which loads
+  only on the host's Python version: with ``python`` of another version, submit raises a
+  PicklingError (in the future) that says to define the function in an importable module.
 """
 
 from __future__ import annotations
 
 import atexit
-import collections
 import contextlib
-import functools
 import hashlib
 import os
 import pickle
-import queue
+import sys
 import tempfile
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..adapters.executor import CHUNK, OK, RAISE
-from ..errors import PitError, RemoteTraceback, WorkerExit, WorkerStartError
+from ..envs import resolve
+from ..errors import WorkerStartError
+from .executor_dispatch import Dispatch, InitializerFailed, Item, WorkerCrashed, remove_dir
 from .sync_pool import Pool
+
+__all__ = ["InitializerFailed", "PoolExecutor", "WorkerCrashed"]
 
 ADAPTER = "runtime.adapters.executor:ExecutorAdapter"
 QUEUED_PER_WORKER = 2  # calls handed to the pool per worker: one running, one ready to go
@@ -71,156 +77,26 @@ DAY_MS = 86_400_000  # how long a call may wait in the pool's queue (the executo
 _live: weakref.WeakSet[PoolExecutor] = weakref.WeakSet()  # shut down at interpreter exit
 
 
-class WorkerCrashed(WorkerExit, BrokenProcessPool):
-    """The worker running this future's call died (crashed, was killed, exited). Only this
-    future fails: the executor replaces the worker and goes on."""
-
-
-class InitializerFailed(WorkerStartError, BrokenProcessPool):
-    """The executor's ``initializer`` raised while its workers started: it runs nothing."""
-
-
-@dataclass(slots=True)
-class _Item:
-    future: Future[Any]
-    tool: str  # "call" or "call_chunk"
-    task: bytes | None  # dropped once handed to the pool
-
-
-def _dumps(obj: Any, fn: Any) -> bytes:
+def _dumps(obj: Any, fn: Any, worker_python: str | None = None) -> bytes:
     """Pickle a task: by reference with `pickle`, by value with `cloudpickle` for what
-    pickle cannot name in a worker (lambdas, closures, ``__main__``'s functions)."""
+    pickle cannot name in a worker (lambdas, closures, ``__main__``'s functions). By-value
+    code loads only on the host's Python version: ``worker_python`` names the workers' when
+    it is another, and such a task is refused with an error that says what to do."""
     if getattr(fn, "__module__", None) != "__main__":
         try:
             return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, AttributeError, TypeError):
             pass
+    if worker_python is not None:
+        host = ".".join(map(str, sys.version_info[:2]))
+        raise pickle.PicklingError(
+            f"{fn!r} cannot be pickled by reference (a lambda, a closure or a function of "
+            f"__main__) and, pickled by value, its code loads only on the host's Python "
+            f"{host}, while this executor's workers run Python {worker_python}: define it at "
+            "module level in a module the workers can import")
     import cloudpickle
 
     return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
-
-
-def _answered(answers: queue.SimpleQueue[Any], item: _Item, call: Future[Any]) -> None:
-    answers.put((item, call))  # on the pool's loop: the executor's thread does the rest
-
-
-def _with_cause(exc: BaseException, text: str) -> BaseException:
-    exc.__cause__ = RemoteTraceback(text)
-    return exc
-
-
-def _outcome(call: Future[Any]) -> tuple[bool, Any]:
-    """(ok, value or exception) of a finished pool call."""
-    try:
-        raw = call.result()
-    except WorkerExit as exc:
-        crashed = WorkerCrashed(exc.message, details=exc.details, hint=(
-            "the function crashed its worker (os._exit, a signal, out of memory?); the "
-            "executor replaced it and runs the other futures"))
-        crashed.__cause__ = exc
-        return False, crashed
-    except BaseException as exc:  # noqa: BLE001 - a pit error of this call
-        return False, exc
-    try:
-        answer = pickle.loads(raw)
-    except BaseException as exc:  # noqa: BLE001 - the answer cannot be read here
-        return False, exc
-    kind = answer[0]
-    if kind == OK:
-        return True, answer[1]
-    if kind == RAISE:
-        return False, _with_cause(answer[1], answer[2])
-    if kind == CHUNK:
-        error = answer[2]
-        return True, (answer[1], None if error is None else _with_cause(*error))
-    return False, PitError(f"unknown executor answer {kind!r}")
-
-
-class _Dispatch:
-    """The executor's queue and in-flight count, shared with its result thread (which does
-    not hold the executor itself, so an executor dropped without shutdown is collected)."""
-
-    def __init__(self, pool: Pool, limit: int, workdir: Path) -> None:
-        self.pool = pool
-        self.workdir = workdir  # the initializer's file: replacement workers read it too
-        self.limit = limit
-        self.lock = threading.Lock()
-        self.pending: collections.deque[_Item] = collections.deque()
-        self.in_flight = 0
-        self.shutdown = False
-        self.answers: queue.SimpleQueue[tuple[_Item, Future[Any]] | None] = queue.SimpleQueue()
-        self.closed = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="pit-executor", daemon=True)
-
-    def add(self, item: _Item) -> None:
-        with self.lock:
-            self.pending.append(item)
-            ready = self._take()
-        self._send(ready)
-
-    def _take(self) -> list[_Item]:
-        """Items to hand to the pool now (under the lock): PENDING becomes RUNNING."""
-        ready = []
-        while self.pending and self.in_flight < self.limit:
-            item = self.pending.popleft()
-            if item.future.set_running_or_notify_cancel():
-                self.in_flight += 1
-                ready.append(item)
-        return ready
-
-    def _send(self, items: list[_Item]) -> None:
-        answers = self.answers
-        for item in items:
-            task, item.task = item.task, None
-            try:
-                call = self.pool.submit(item.tool, {"task": task}, idempotent=False)
-            except BaseException as exc:  # noqa: BLE001 - e.g. the pool closed under us
-                failed: Future[Any] = Future()
-                failed.set_exception(exc)
-                answers.put((item, failed))
-                continue
-            call.add_done_callback(functools.partial(_answered, answers, item))
-
-    def cancel_pending(self) -> None:
-        with self.lock:
-            items, self.pending = list(self.pending), collections.deque()
-        for item in items:
-            item.future.cancel()
-
-    def stop(self) -> None:
-        """No new work: close the pool once what is pending and running has finished."""
-        with self.lock:
-            self.shutdown = True
-        self.answers.put(None)  # wake the thread: it may already be idle
-
-    def _run(self) -> None:
-        while True:
-            if not self._settle_next():
-                break
-        try:
-            self.pool.close()
-        finally:
-            remove_dir(self.workdir)
-            self.closed.set()
-
-    def _settle_next(self) -> bool:
-        """Settle one answer; False once shut down and idle. (A function of its own, so the
-        last answer's future and value are not kept alive while waiting for the next.)"""
-        got = self.answers.get()
-        if got is not None:
-            item, call = got
-            ok, value = _outcome(call)
-            future, item.future = item.future, None  # type: ignore[assignment]
-            if ok:
-                future.set_result(value)  # runs its done callbacks on this thread
-            else:
-                future.set_exception(value)
-            with self.lock:
-                self.in_flight -= 1
-                ready = self._take()
-            self._send(ready)
-        with self.lock:
-            return not (self.shutdown and not self.pending and not self.in_flight)
 
 
 class PoolExecutor(Executor):
@@ -249,27 +125,25 @@ class PoolExecutor(Executor):
                 raise TypeError("max_tasks_per_child must be an integer")
             if max_tasks_per_child <= 0:
                 raise ValueError("max_tasks_per_child must be >= 1")
-        self._workdir = Path(tempfile.mkdtemp(prefix="pit-executor-"))  # 0700
-        options: dict[str, Any] = {
-            "call_timeout_ms": 0, "queue_timeout_ms": DAY_MS, "max_retries": 0,
-            "circuit_threshold": NO_LIMIT, "poison_after": NO_LIMIT, **pool_options}
-        if initializer is not None:
-            init = self._workdir / "initializer.pickle"
-            init.write_bytes(_dumps((initializer, tuple(initargs)), initializer))
-            options["adapter_args"] = {"initializer": str(init)}
-        if python is not None or requirements:
-            options["python"] = python
-            options["requirements"] = _with_cloudpickle(requirements)
-        name = name or _pool_name(python, requirements)
+        self._worker_python: str | None = None  # set when by-value code cannot load there
+        if python is not None:
+            found = resolve(python, sys.executable)
+            if found.version[:2] != sys.version_info[:2]:
+                self._worker_python = found.version_text
         self._broken: BaseException | None = None
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
-        pool = Pool(name=name, adapter=ADAPTER, size=max_workers,
-                    max_requests=max_tasks_per_child or 0, **options)
-        self._dispatch = _Dispatch(pool, max_workers * QUEUED_PER_WORKER, self._workdir)
+        self._workdir = Path(tempfile.mkdtemp(prefix="pit-executor-"))  # 0700
+        try:
+            pool = self._pool(max_workers, initializer, initargs, max_tasks_per_child, python,
+                              requirements, name, pool_options)
+        except BaseException:
+            remove_dir(self._workdir)
+            raise
+        self._dispatch = Dispatch(pool, max_workers * QUEUED_PER_WORKER, self._workdir)
         try:
             pool.start()
-        except PitError as exc:
+        except BaseException as exc:
             pool.close()
             remove_dir(self._workdir)
             if initializer is None or not isinstance(exc, WorkerStartError):
@@ -280,6 +154,28 @@ class PoolExecutor(Executor):
             self._dispatch.thread.start()
         weakref.finalize(self, self._dispatch.stop)
         _live.add(self)
+
+    def _pool(self, max_workers: int, initializer: Callable[..., object] | None,
+              initargs: tuple[Any, ...], max_tasks_per_child: int | None, python: str | None,
+              requirements: Sequence[str] | str | None, name: str | None,
+              pool_options: dict[str, Any]) -> Pool:
+        options: dict[str, Any] = {
+            "call_timeout_ms": 0, "queue_timeout_ms": DAY_MS, "max_retries": 0,
+            "circuit_threshold": NO_LIMIT, "poison_after": NO_LIMIT,
+            # no call queued inside a busy worker: an idle one takes it, and a crash fails
+            # only the call that was running
+            "pipeline_depth": 0,
+            "recycle_overlap": max_tasks_per_child is None, **pool_options}
+        if initializer is not None:
+            init = self._workdir / "initializer.pickle"
+            init.write_bytes(_dumps((initializer, tuple(initargs)), initializer,
+                                    self._worker_python))
+            options["adapter_args"] = {"initializer": str(init)}
+        if python is not None or requirements:
+            options["python"] = python
+            options["requirements"] = _with_cloudpickle(requirements)
+        return Pool(name=name or _pool_name(python, requirements), adapter=ADAPTER,
+                    size=max_workers, max_requests=max_tasks_per_child or 0, **options)
 
     @property
     def pool(self) -> Pool:
@@ -300,12 +196,12 @@ class PoolExecutor(Executor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
         future: Future[Any] = Future()
         try:
-            data = _dumps(task, fn)
+            data = _dumps(task, fn, self._worker_python)
         except BaseException as exc:  # noqa: BLE001 - as the stdlib: the future gets it
             future.set_exception(exc)
             return future
         del task
-        self._dispatch.add(_Item(future, tool, data))
+        self._dispatch.add(Item(future, tool, data))
         return future
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
@@ -341,13 +237,6 @@ class PoolExecutor(Executor):
 
     def __enter__(self) -> PoolExecutor:
         return self
-
-
-def remove_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        for f in path.iterdir():
-            f.unlink()
-        path.rmdir()
 
 
 def _take(items: Iterator[Any], n: int) -> Iterator[Any]:
