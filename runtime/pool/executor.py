@@ -232,8 +232,9 @@ class PoolExecutor(Executor):
         if cancel_futures:
             self._dispatch.cancel_pending()
         self._dispatch.stop()
-        if wait:
-            self._dispatch.closed.wait()
+        if wait and threading.current_thread() is not self._dispatch.thread:
+            self._dispatch.closed.wait()  # (from a done callback it cannot: that thread
+            # closes the pool, once this callback has returned)
 
     def __enter__(self) -> PoolExecutor:
         return self

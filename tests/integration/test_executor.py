@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import pickle
+import subprocess
 import sys
 import threading
 import weakref
@@ -28,7 +29,7 @@ from runtime import InitializerFailed, PoolExecutor, WorkerCrashed
 from runtime.errors import RemoteTraceback
 from snakecli.app import app
 from tests.adapters import executor_tasks as tasks
-from tests.conftest import pid_alive, wait_until
+from tests.conftest import ROOT, pid_alive, wait_until
 
 
 @pytest.fixture
@@ -262,6 +263,50 @@ def test_shutdown_without_wait_returns_and_running_futures_still_finish(gate: Pa
     gate.touch()
     assert fut.result(timeout=30) == "finished"
     assert wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=30)
+
+
+def test_an_executor_dropped_without_shutdown_stops_its_workers() -> None:
+    ex = PoolExecutor(max_workers=1)
+    fut = ex.submit(pow, 2, 3)
+    pids = ex.pool.pids()
+    del ex
+    gc.collect()
+    assert fut.result(timeout=30) == 8
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=30)
+
+
+def test_shutdown_from_a_done_callback_does_not_deadlock() -> None:
+    ex = PoolExecutor(max_workers=1)
+    called = threading.Event()
+
+    def stop(_: cf.Future) -> None:
+        ex.shutdown(wait=True)
+        called.set()
+
+    ex.submit(pow, 2, 2).add_done_callback(stop)
+    assert called.wait(30)
+    ex.shutdown(wait=True)
+
+
+EXITS_WITHOUT_SHUTDOWN = """
+import sys
+from runtime import PoolExecutor
+from tests.adapters import executor_tasks as tasks
+ex = PoolExecutor(max_workers=1)
+ex.submit(tasks.wait_for, sys.argv[1])
+ex.submit(tasks.touch, sys.argv[2])
+"""
+
+
+def test_work_submitted_before_the_interpreter_exits_still_runs(tmp_path: Path) -> None:
+    done = tmp_path / "done"
+    script = tmp_path / "script.py"
+    script.write_text(EXITS_WITHOUT_SHUTDOWN)
+    out = subprocess.run([sys.executable, str(script), str(tmp_path), str(done)],
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert done.exists()  # as the stdlib's executors: pending work ran before the exit
 
 
 # --- failures that must not deadlock ----------------------------------------------------------
