@@ -186,14 +186,7 @@ class PoolExecutor(Executor):
         return self._submit("call", fn, (fn, args, kwargs))
 
     def _submit(self, tool: str, fn: Any, task: Any) -> Future[Any]:
-        with self._shutdown_lock:
-            if self._broken is not None:
-                raise InitializerFailed(
-                    f"the executor's initializer failed, so it runs nothing: {self._broken}",
-                    hint="fix the initializer (its traceback is in the cause), then build a "
-                         "new PoolExecutor") from self._broken
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+        self._refuse_if_closed()  # before pickling: a closed executor fails fast
         future: Future[Any] = Future()
         try:
             data = _dumps(task, fn, self._worker_python)
@@ -201,8 +194,19 @@ class PoolExecutor(Executor):
             future.set_exception(exc)
             return future
         del task
-        self._dispatch.add(Item(future, tool, data))
+        with self._shutdown_lock:  # so a shutdown cannot close the pool under this item
+            self._refuse_if_closed()
+            self._dispatch.add(Item(future, tool, data))
         return future
+
+    def _refuse_if_closed(self) -> None:
+        if self._broken is not None:
+            raise InitializerFailed(
+                f"the executor's initializer failed, so it runs nothing: {self._broken}",
+                hint="fix the initializer (its traceback is in the cause), then build a "
+                     "new PoolExecutor") from self._broken
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int = 1) -> Iterator[Any]:

@@ -23,7 +23,10 @@ from typing import Any
 
 from ..adapters.executor import CHUNK, OK, RAISE
 from ..errors import PitError, RemoteTraceback, WorkerExit, WorkerStartError
+from ..logs import logger
 from .sync_pool import Pool
+
+log = logger("pool")
 
 
 class WorkerCrashed(WorkerExit, BrokenProcessPool):
@@ -150,15 +153,19 @@ class Dispatch:
         got = self.answers.get()
         if got is not None:
             item, call = got
-            ok, value = _outcome(call)
-            future, item.future = item.future, None  # type: ignore[assignment]
-            if ok:
-                future.set_result(value)  # runs its done callbacks on this thread
-            else:
-                future.set_exception(value)
-            with self.lock:
-                self.in_flight -= 1
-                ready = self._take()
+            try:
+                ok, value = _outcome(call)
+                future, item.future = item.future, None  # type: ignore[assignment]
+                if ok:
+                    future.set_result(value)  # runs its done callbacks on this thread
+                else:
+                    future.set_exception(value)
+            except BaseException:  # noqa: BLE001 - this thread must live on, or all wait
+                log.exception("PoolExecutor: settling a future failed")
+            finally:
+                with self.lock:
+                    self.in_flight -= 1
+                    ready = self._take()
             self._send(ready)
         with self.lock:
             return not (self.shutdown and not self.pending and not self.in_flight)

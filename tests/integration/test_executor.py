@@ -170,6 +170,31 @@ def test_map_keeps_no_reference_to_yielded_results(ex: PoolExecutor) -> None:
         assert ref() is None
 
 
+def test_submit_from_many_threads_while_it_shuts_down() -> None:
+    # Every future submit returned completes; every submit after shutdown raises.
+    ex = PoolExecutor(max_workers=2)
+    futures: list[cf.Future] = []
+    refused = []
+
+    def submitter(k: int) -> None:
+        for i in range(40):
+            try:
+                futures.append(ex.submit(tasks.mul, k, i))
+            except RuntimeError:
+                refused.append(k)
+                return
+
+    threads = [threading.Thread(target=submitter, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    ex.shutdown(wait=False)
+    for t in threads:
+        t.join()
+    ex.shutdown(wait=True)
+    assert all(f.done() and f.exception() is None for f in futures)  # none left hanging
+    assert {f.result() for f in futures} <= {k * i for k in range(6) for i in range(40)}
+
+
 # --- futures: callbacks, as_completed, wait, references -------------------------------------
 
 def test_done_callbacks_run_once_with_the_future_and_may_submit_more(ex: PoolExecutor) -> None:
