@@ -524,7 +524,7 @@ def print_table(data: dict[str, Any], systems: list[str]) -> None:
         ("pit-executor", p) for p in EXECUTOR_PEERS if p in systems and "pit-executor" in systems]
     head = f"{'size':>4}  {'metric':<22} {'unit':>5}" + "".join(
         f"{LABELS[s]:>12}" for s in systems) + "".join(
-        f"{LABELS[a] + '/' + LABELS[b]:>20}" for a, b in pairs)
+        f"{LABELS[a] + '/' + LABELS[b]:>22}" for a, b in pairs)
     print(head)
     sizes = list(data["results"])
     for size in sizes + ["any"]:

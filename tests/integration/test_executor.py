@@ -49,6 +49,7 @@ def gate(tmp_path: Path) -> Path:
 def test_submit_runs_in_another_process_with_args_and_kwargs(ex: PoolExecutor) -> None:
     assert ex.submit(pow, 2, 8).result() == 256
     assert ex.submit(tasks.mul, 3, y=4).result() == 12
+    assert ex.submit(dict, self=2, fn=3).result() == {"self": 2, "fn": 3}  # any keyword
     assert ex.submit(tasks.pid).result() != os.getpid()
     assert ex.submit(tasks.pid).result() in ex.pool.pids()
 
