@@ -40,7 +40,13 @@ Failure semantics, where they differ from `ProcessPoolExecutor`:
   limit is jittered by +-10 % so that workers do not all recycle at once; a map chunk counts
   as one task.
 - the pool does not pipeline (``pipeline_depth = 0``): a task never waits inside a busy
-  worker while another is idle, and a crash fails only the task that was running;
+  worker while another is idle, and a crash fails only the task that was running. For many
+  tiny tasks, ``pipeline_depth=16`` is faster, and a crash then fails the tasks queued in
+  that worker too;
+- a worker is pinged as any pit worker: a task that holds the GIL for longer than
+  ``heartbeat_timeout_ms`` x ``heartbeat_max_missed`` (30 s by default; pure Python code
+  does not, C code may) is taken for a hung worker and killed (`WorkerCrashed`); pass
+  ``heartbeat_interval_ms=0`` to turn the pings off;
 - a lambda, closure or ``__main__`` function travels by value (cloudpickle), which loads
   only on the host's Python version: with ``python`` of another version, submit raises a
   PicklingError (in the future) that says to define the function in an importable module.

@@ -403,10 +403,13 @@ def test_a_failing_initializer_leaves_the_executor_refusing_work() -> None:
     ex.shutdown()
 
 
-def test_max_tasks_per_child_replaces_workers() -> None:
-    with PoolExecutor(max_workers=1, max_tasks_per_child=1) as ex:
-        pids = [ex.submit(tasks.pid).result() for _ in range(3)]
-    assert len(set(pids)) == 3
+def test_max_tasks_per_child_replaces_a_worker_after_exactly_that_many() -> None:
+    with PoolExecutor(max_workers=1, max_tasks_per_child=3, initializer=tasks.init,
+                      initargs=("initialized",)) as ex:
+        runs = [ex.submit(tasks.pid_and_status).result() for _ in range(4)]
+    pids = [pid for pid, _ in runs]
+    assert pids[0] == pids[1] == pids[2] != pids[3]  # as the stdlib's own test pins
+    assert {status for _, status in runs} == {"initialized"}  # the replacement ran it too
 
 
 def test_pit_status_sees_the_executor_pool() -> None:
