@@ -74,7 +74,7 @@ from ..errors import WorkerStartError
 from .executor_dispatch import Dispatch, InitializerFailed, Item, WorkerCrashed, remove_dir
 from .sync_pool import Pool
 
-__all__ = ["InitializerFailed", "PoolExecutor", "WorkerCrashed"]
+__all__ = ["InitializerFailed", "PoolExecutor", "WorkerCrashed", "dumps_task"]
 
 ADAPTER = "runtime.adapters.executor:ExecutorAdapter"
 QUEUED_PER_WORKER = 2  # calls handed to the pool per worker: one running, one ready to go
@@ -83,23 +83,26 @@ DAY_MS = 86_400_000  # how long a call may wait in the pool's queue (the executo
 _live: weakref.WeakSet[PoolExecutor] = weakref.WeakSet()  # shut down at interpreter exit
 
 
-def _dumps(obj: Any, fn: Any, worker_python: str | None = None) -> bytes:
+def dumps_task(obj: Any, fn: Any, worker_python: str | None = None) -> bytes:
     """Pickle a task: by reference with `pickle`, by value with `cloudpickle` for what
     pickle cannot name in a worker (lambdas, closures, ``__main__``'s functions). By-value
     code loads only on the host's Python version: ``worker_python`` names the workers' when
     it is another, and such a task is refused with an error that says what to do."""
+    refused: Exception | None = None
     if getattr(fn, "__module__", None) != "__main__":
         try:
             return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        except (pickle.PicklingError, AttributeError, TypeError):
-            pass
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            refused = exc
     if worker_python is not None:
         host = ".".join(map(str, sys.version_info[:2]))
+        why = f" (pickle: {refused})" if refused else " (it is defined in __main__)"
         raise pickle.PicklingError(
-            f"{fn!r} cannot be pickled by reference (a lambda, a closure or a function of "
-            f"__main__) and, pickled by value, its code loads only on the host's Python "
-            f"{host}, while this executor's workers run Python {worker_python}: define it at "
-            "module level in a module the workers can import")
+            f"{fn!r} and its arguments cannot be pickled by reference{why}, and pickled by "
+            f"value (a lambda, a closure, __main__'s code) they load only on the host's "
+            f"Python {host}, while this executor's workers run Python {worker_python}: "
+            "define the function at module level in a module the workers can import") \
+            from refused
     import cloudpickle
 
     return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
@@ -174,7 +177,7 @@ class PoolExecutor(Executor):
             "recycle_overlap": max_tasks_per_child is None, **pool_options}
         if initializer is not None:
             init = self._workdir / "initializer.pickle"
-            init.write_bytes(_dumps((initializer, tuple(initargs)), initializer,
+            init.write_bytes(dumps_task((initializer, tuple(initargs)), initializer,
                                     self._worker_python))
             options["adapter_args"] = {"initializer": str(init)}
         if python is not None or requirements:
@@ -195,7 +198,7 @@ class PoolExecutor(Executor):
         self._refuse_if_closed()  # before pickling: a closed executor fails fast
         future: Future[Any] = Future()
         try:
-            data = _dumps(task, fn, self._worker_python)
+            data = dumps_task(task, fn, self._worker_python)
         except BaseException as exc:  # noqa: BLE001 - as the stdlib: the future gets it
             future.set_exception(exc)
             return future

@@ -440,6 +440,6 @@ def test_python_version_and_requirements_of_its_own() -> None:
         assert ex.submit(tasks.python_version).result() == other
         assert ex.submit(tasks.module_version, "six").result() == "1.16.0"
         # code pickled by value loads only on the host's version: refused, saying what to do
-        with pytest.raises(pickle.PicklingError, match="define it at module level"):
+        with pytest.raises(pickle.PicklingError, match="define the function at module level"):
             ex.submit(lambda: 1).result()
     assert importlib.util.find_spec("six") is None  # not in the host
