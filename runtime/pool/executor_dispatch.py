@@ -160,6 +160,7 @@ class Dispatch:
                     future.set_result(value)  # runs its done callbacks on this thread
                 else:
                     future.set_exception(value)
+                del future, value  # the caller alone holds them now
             except BaseException:  # noqa: BLE001 - this thread must live on, or all wait
                 log.exception("PoolExecutor: settling a future failed")
             finally:
