@@ -96,6 +96,21 @@ def test_bad_arguments_raise_before_any_worker_starts(kwargs: dict, error: type,
         PoolExecutor(**kwargs)
 
 
+def test_a_pending_future_can_be_cancelled_and_never_runs(tmp_path: Path, gate: Path) -> None:
+    with PoolExecutor(max_workers=1) as ex:
+        running = ex.submit(tasks.wait_for, str(gate), "ran")
+        assert wait_until(running.running, timeout=30)
+        assert not running.cancel()  # a running future cannot be cancelled
+        queued = [ex.submit(tasks.touch, str(tmp_path / f"m{i}")) for i in range(8)]
+        pending = [f for f in queued if not f.running()]
+        assert pending and all(f.cancel() for f in pending)  # pending ones can
+        gate.touch()
+        assert running.result() == "ran"
+    assert all(f.cancelled() for f in pending)
+    ran = {p.name for p in tmp_path.iterdir() if p.name.startswith("m")}
+    assert len(ran) == len(queued) - len(pending)  # the cancelled ones never ran
+
+
 def test_future_result_timeout_raises_timeout_error(ex: PoolExecutor, gate: Path) -> None:
     fut = ex.submit(tasks.wait_for, str(gate), "late")
     with pytest.raises(TimeoutError):
