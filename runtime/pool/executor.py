@@ -40,9 +40,11 @@ Failure semantics, where they differ from `ProcessPoolExecutor`:
   limit is jittered by +-10 % so that workers do not all recycle at once; a map chunk counts
   as one task.
 - the pool does not pipeline (``pipeline_depth = 0``): a task never waits inside a busy
-  worker while another is idle, and a crash fails only the task that was running. For many
-  tiny tasks, ``pipeline_depth=16`` is faster, and a crash then fails the tasks queued in
-  that worker too;
+  worker while another is idle. With pipelining, a task queued behind one that waits for it
+  (a consumer waiting on its producer) would wait for ever; tests/integration/
+  test_executor.py::test_as_completed_and_wait hangs that way. For many tiny independent
+  tasks, ``pipeline_depth=16`` is faster (a crash still fails only the running task: the
+  pool reruns those the worker had not started);
 - a worker is pinged as any pit worker: a task that holds the GIL for longer than
   ``heartbeat_timeout_ms`` x ``heartbeat_max_missed`` (30 s by default; pure Python code
   does not, C code may) is taken for a hung worker and killed (`WorkerCrashed`); pass
