@@ -43,8 +43,8 @@ Failure semantics, where they differ from `ProcessPoolExecutor`:
   worker while another is idle. With pipelining, a task queued behind one that waits for it
   (a consumer waiting on its producer) would wait for ever; tests/integration/
   test_executor.py::test_as_completed_and_wait hangs that way. For many tiny independent
-  tasks, ``pipeline_depth=16`` is faster (a crash still fails only the running task: the
-  pool reruns those the worker had not started);
+  tasks, ``pipeline_depth=16`` is faster (on a crash, the pool reruns the queued tasks the
+  worker had not started; one it had finished but not yet answered fails too);
 - a worker is pinged as any pit worker: a task that holds the GIL for longer than
   ``heartbeat_timeout_ms`` x ``heartbeat_max_missed`` (30 s by default; pure Python code
   does not, C code may) is taken for a hung worker and killed (`WorkerCrashed`); pass
