@@ -42,7 +42,7 @@ Failure semantics, where they differ from `ProcessPoolExecutor`:
 - the pool does not pipeline (``pipeline_depth = 0``): a task never waits inside a busy
   worker while another is idle. With pipelining, a task queued behind one that waits for it
   (a consumer waiting on its producer) would wait for ever; tests/integration/
-  test_executor.py::test_as_completed_and_wait hangs that way. For many tiny independent
+  test_executor.py::test_as_completed_and_wait times out that way. For many tiny independent
   tasks, ``pipeline_depth=16`` is faster (on a crash, the pool reruns the queued tasks the
   worker had not started; one it had finished but not yet answered fails too);
 - a worker is pinged as any pit worker: a task that holds the GIL for longer than
