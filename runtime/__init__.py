@@ -1,6 +1,6 @@
 """pit: pools of isolated, long-lived Python worker processes over gRPC.
 
-Host side:   Pool, AsyncPool, Pools, current_pools(), execute(), errors (PitError ...)
+Host side:   Pool, AsyncPool, Pools, PoolExecutor, current_pools(), execute(), errors (PitError ...)
 Worker side: Adapter, tool, SessionContext, current_context, Pickled
 Results:     is_unserializable(value) tells a marker of a value the worker could not encode
 
@@ -23,6 +23,9 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 _EXPORTS = {
     "Pool": "runtime.pool.sync_pool",
     "Pools": "runtime.pool.sync_pool",
+    "PoolExecutor": "runtime.pool.executor",
+    "WorkerCrashed": "runtime.pool.executor",
+    "InitializerFailed": "runtime.pool.executor",
     "AsyncPool": "runtime.pool.async_pool",
     "AsyncSession": "runtime.pool.session_handle",
     "SessionHandle": "runtime.pool.session_handle",

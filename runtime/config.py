@@ -119,6 +119,10 @@ class PoolConfig:
     heartbeat_timeout_ms: int = 10_000
     heartbeat_max_missed: int = 3
     max_requests: int = 0
+    # true: a worker being recycled serves on until its replacement is ready (no downtime);
+    # false: it takes no call past the one that triggered it, so max_requests is exact
+    # (PoolExecutor's max_tasks_per_child) and calls wait for the replacement.
+    recycle_overlap: bool = True
     ttl_s: float = 0.0
     max_memory_mb: int = 0
     max_retries: int = 2
@@ -274,6 +278,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "heartbeat_timeout_ms": _int(10),
     "heartbeat_max_missed": _int(1),
     "max_requests": _int(0),
+    "recycle_overlap": (lambda v: isinstance(v, bool), "true or false"),
     "ttl_s": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
               "a number of seconds >= 0 (0: never)"),
     "max_memory_mb": _int(0),

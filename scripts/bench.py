@@ -6,7 +6,9 @@ Systems: pit (blocking `Pool` API), pit-loop (the same with `direct_calls = fals
 through the pool's loop thread), pit-unary (`call_lane = false`: one unary RPC per call, as
 Snakepit does), pit-snakepit (Snakepit 0.13's own Python bridge and showcase adapter as the
 pool's workers, worker = "snakepit": serial and 64-in-flight rows only; needs
-../shared/snakepit-bridge, its env is built with uv), ProcessPoolExecutor, multiprocessing.Pool,
+../shared/snakepit-bridge, its env is built with uv), pit-executor (`runtime.PoolExecutor`, the
+same functions as the stdlib peers, pickled; its ratios to ProcessPoolExecutor and loky are
+columns of their own), ProcessPoolExecutor, multiprocessing.Pool,
 loky, pebble, and Ray actors when `ray` is importable (skipped otherwise). Rows, for each pool
 size: a no-op call one at a time with each API's blocking call (p50/p99), no-op calls with 64 in
 flight, a map over 20,000 tiny items (each API's own map), 1 MiB and 16 MiB bytes round trips,
@@ -40,11 +42,26 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MIB = 1024 * 1024
-SYSTEMS = ["pit", "pit-loop", "pit-unary", "pit-snakepit", "ppe", "mp", "loky", "pebble", "ray"]
+SYSTEMS = ["pit", "pit-loop", "pit-unary", "pit-snakepit", "pit-executor", "ppe", "mp", "loky",
+           "pebble", "ray"]
 LABELS = {"pit": "pit", "pit-loop": "pit loop", "pit-unary": "pit unary",
-          "pit-snakepit": "Snakepit br", "ppe": "ProcessPool",
+          "pit-snakepit": "Snakepit br", "pit-executor": "pit exec", "ppe": "ProcessPool",
           "mp": "mp.Pool", "loky": "loky", "pebble": "pebble", "ray": "Ray actors"}
 PEER_MODULE = {"loky": "loky", "pebble": "pebble", "ray": "ray"}
+EXECUTOR_PEERS = ("ppe", "loky")  # pit-executor's own ratio columns
+
+
+def pit_pool(system: str) -> bool:
+    """A system driven through pit's tool API (pit-executor is driven as the stdlib's)."""
+    return system.startswith("pit") and system != "pit-executor"
+
+
+def _named(fn: str) -> Any:
+    """A work function by name; for pit-executor from this module imported by name, so it
+    pickles by reference as a user's module function does (this file runs as __main__)."""
+    if __name__ == "__main__" and importlib.util.find_spec("scripts.bench") is not None:
+        return getattr(importlib.import_module("scripts.bench"), fn)
+    return globals()[fn]
 ROWS = [  # key, label, unit, higher is better
     ("p50_us", "no-op serial p50", "µs", False),
     ("p99_us", "no-op serial p99", "µs", False),
@@ -117,6 +134,13 @@ class Driver:
                 raise SystemExit(why)
             self.pool = Pool(size=n, call_timeout_ms=120_000, worker="snakepit",
                              command=bridge.command(python), adapter=bridge.SHOWCASE).start()
+        elif s == "pit-executor":
+            from runtime import PoolExecutor
+
+            self.pool = PoolExecutor(n, max_message_mb=64)
+            self.fns = {name: _named(name) for name in ("noop", "add", "add_args",
+                                                        "echo_bytes", "burn", "pid_after",
+                                                        "ident")}
         elif s.startswith("pit"):
             from runtime import Pool
 
@@ -161,7 +185,7 @@ class Driver:
 
     def __exit__(self, *exc: object) -> None:
         s = self.system
-        if s.startswith("pit"):
+        if pit_pool(s):
             self.pool.close()
         elif s == "mp":
             self.pool.terminate()
@@ -183,9 +207,11 @@ class Driver:
 
     def submit(self, fn: str, *args: Any) -> Any:
         s = self.system
-        if s.startswith("pit"):
+        if pit_pool(s):
             tool, make = self.TOOLS[fn]
             return self.pool.submit(tool, make(*args))
+        if s == "pit-executor":
+            return self.pool.submit(self.fns[fn], *args)
         if s == "mp":
             return _MpFuture(self.pool.apply_async(globals()[fn], args))
         if s == "pebble":
@@ -198,7 +224,7 @@ class Driver:
 
     def call(self, fn: str, *args: Any) -> Any:
         """One call with the API's own blocking call."""
-        if self.system.startswith("pit"):
+        if pit_pool(self.system):
             tool, make = self.TOOLS[fn]
             return self.pool.execute(tool, make(*args))
         if self.system == "mp":
@@ -208,8 +234,10 @@ class Driver:
     def map_add(self, n: int) -> list[Any]:
         s = self.system
         items = [{"a": i, "b": 1} for i in range(n)]
-        if s.startswith("pit"):
+        if pit_pool(s):
             return list(self.pool.map("add", items))
+        if s == "pit-executor":
+            return list(self.pool.map(self.fns["add_args"], items))
         if s == "mp":
             return list(self.pool.imap(add_args, items))
         if s == "pebble":
@@ -222,7 +250,7 @@ class Driver:
     def stream_count(self, n: int) -> int:
         """Items of a generator yielding n small dicts, as they arrive (pit's stream, Ray's
         streaming generator); -1 where the API has no streams."""
-        if self.system.startswith("pit"):
+        if pit_pool(self.system):
             return sum(1 for _ in self.pool.stream("stream_count", {"n": n}))
         if self.system == "ray":
             import ray
@@ -355,7 +383,8 @@ def measure(system: str, size: int, quick: bool) -> dict[str, float]:
     return out
 
 
-MODULES = {"pit": "runtime.pool.sync_pool", "ppe": "concurrent.futures", "mp": "multiprocessing",
+MODULES = {"pit": "runtime.pool.sync_pool", "pit-executor": "runtime.pool.executor",
+           "ppe": "concurrent.futures", "mp": "multiprocessing",
            "loky": "loky", "pebble": "pebble", "ray": "ray"}
 
 
@@ -371,7 +400,7 @@ def measure_startup(system: str, workers: int) -> dict[str, float]:
     with Driver(system, workers) as d:
         if system.startswith("pit"):
             ms = (time.perf_counter() - t) * 1000  # Pool.start returns once all are ready
-            pids = d.pool.pids()
+            pids = (d.pool.pool if system == "pit-executor" else d.pool).pids()
         else:
             # every worker must be up: `workers` overlapping calls that each wait 50 ms
             pids = [f.result() for f in [d.submit("pid_after", 0.05)
@@ -468,7 +497,7 @@ def run(sizes: list[int], systems: list[str], reps: int, quick: bool) -> dict[st
             results.setdefault(str(size), {})[system] = _median(runs[system])
     startup: dict[str, dict[str, float]] = {}
     for system in systems:
-        if system in ("pit-unary", "pit-loop", "pit-snakepit"):
+        if system in ("pit-unary", "pit-loop", "pit-snakepit", "pit-executor"):
             continue  # pit's own process, measured as pit; the bridge's is not measured
         row: dict[str, float] = {}
         for n in ((2, 8) if quick else (2, 8, 32)):
@@ -491,9 +520,11 @@ def _fmt(value: float | None, unit: str) -> str:
 
 def print_table(data: dict[str, Any], systems: list[str]) -> None:
     peers = [s for s in systems if not s.startswith("pit")]
+    pairs = [("pit", p) for p in peers] + [
+        ("pit-executor", p) for p in EXECUTOR_PEERS if p in systems and "pit-executor" in systems]
     head = f"{'size':>4}  {'metric':<22} {'unit':>5}" + "".join(
-        f"{LABELS[s]:>12}" for s in systems) + "".join(f"{'pit/' + LABELS[p]:>16}"
-                                                       for p in peers)
+        f"{LABELS[s]:>12}" for s in systems) + "".join(
+        f"{LABELS[a] + '/' + LABELS[b]:>22}" for a, b in pairs)
     print(head)
     sizes = list(data["results"])
     for size in sizes + ["any"]:
@@ -506,9 +537,9 @@ def print_table(data: dict[str, Any], systems: list[str]) -> None:
             if all(v is None for v in vals.values()):
                 continue
             cells = "".join(f"{_fmt(vals[s], unit):>12}" for s in systems)
-            pit = vals.get("pit")
-            ratios = "".join(f"{pit / vals[p]:>15.2f}x" if pit and vals[p] else f"{'-':>16}"
-                             for p in peers)
+            ratios = "".join(
+                f"{vals[a] / vals[b]:>21.2f}x" if vals.get(a) and vals.get(b) else f"{'-':>22}"
+                for a, b in pairs)
             print(f"{size:>4}  {label:<22} {unit:>5}{cells}{ratios}")
     for size, by_system in data["results"].items():
         ratio = by_system.get("pit", {}).get("watched_ratio")

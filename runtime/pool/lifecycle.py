@@ -283,6 +283,8 @@ class Lifecycle:
         if worker.recycle_reason or worker.state != "ready" or self.pool.closing:
             return None
         self.pool.record_event(worker, reason)
+        if not self.config.recycle_overlap:
+            worker.accepting = False  # no call past this one: its limit is exact
         task = asyncio.get_running_loop().create_task(self.recycle(worker))
         self._recycling.add(task)
         task.add_done_callback(self._recycling.discard)
@@ -293,6 +295,7 @@ class Lifecycle:
             await self.start_worker()
         except WorkerStartError as exc:
             old.recycle_reason = ""  # keep serving with the old one; try again later
+            old.accepting = old.state == "ready"
             log.error("pool %r: could not recycle %s: the replacement failed to start: %s",
                       self.config.name, old.id, exc.message.splitlines()[0])
             return
