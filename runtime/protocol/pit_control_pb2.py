@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11pit_control.proto\x12\x0bpit.control\"\x1d\n\rStatusRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\"1\n\x0cWatchRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x13\n\x0binterval_ms\x18\x02 \x01(\x05\"-\n\x08Snapshot\x12\x0c\n\x04json\x18\x01 \x01(\x0c\x12\x13\n\x0btaken_at_ns\x18\x02 \x01(\x03\x32\x8c\x01\n\x07\x43ontrol\x12>\n\tGetStatus\x12\x1a.pit.control.StatusRequest\x1a\x15.pit.control.Snapshot\x12\x41\n\x0bWatchStatus\x12\x19.pit.control.WatchRequest\x1a\x15.pit.control.Snapshot0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11pit_control.proto\x12\x0bpit.control\"\x1d\n\rStatusRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\"1\n\x0cWatchRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x13\n\x0binterval_ms\x18\x02 \x01(\x05\"-\n\x08Snapshot\x12\x0c\n\x04json\x18\x01 \x01(\x0c\x12\x13\n\x0btaken_at_ns\x18\x02 \x01(\x03\"\r\n\x0bStopRequest\")\n\tStopReply\x12\x0f\n\x07outcome\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x32\xc6\x01\n\x07\x43ontrol\x12>\n\tGetStatus\x12\x1a.pit.control.StatusRequest\x1a\x15.pit.control.Snapshot\x12\x41\n\x0bWatchStatus\x12\x19.pit.control.WatchRequest\x1a\x15.pit.control.Snapshot0\x01\x12\x38\n\x04Stop\x12\x18.pit.control.StopRequest\x1a\x16.pit.control.StopReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHREQUEST']._serialized_end=114
   _globals['_SNAPSHOT']._serialized_start=116
   _globals['_SNAPSHOT']._serialized_end=161
-  _globals['_CONTROL']._serialized_start=164
-  _globals['_CONTROL']._serialized_end=304
+  _globals['_STOPREQUEST']._serialized_start=163
+  _globals['_STOPREQUEST']._serialized_end=176
+  _globals['_STOPREPLY']._serialized_start=178
+  _globals['_STOPREPLY']._serialized_end=219
+  _globals['_CONTROL']._serialized_start=222
+  _globals['_CONTROL']._serialized_end=420
 # @@protoc_insertion_point(module_scope)

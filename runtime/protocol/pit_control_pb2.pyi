@@ -25,3 +25,15 @@ class Snapshot(_message.Message):
     json: bytes
     taken_at_ns: int
     def __init__(self, json: _Optional[bytes] = ..., taken_at_ns: _Optional[int] = ...) -> None: ...
+
+class StopRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StopReply(_message.Message):
+    __slots__ = ("outcome", "pid")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    outcome: str
+    pid: int
+    def __init__(self, outcome: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...

@@ -44,6 +44,11 @@ class ControlStub:
                 request_serializer=pit__control__pb2.WatchRequest.SerializeToString,
                 response_deserializer=pit__control__pb2.Snapshot.FromString,
                 _registered_method=True)
+        self.Stop = channel.unary_unary(
+                '/pit.control.Control/Stop',
+                request_serializer=pit__control__pb2.StopRequest.SerializeToString,
+                response_deserializer=pit__control__pb2.StopReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -63,6 +68,15 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stop(self, request, context):
+        """`pit stop`: close this host's pools gracefully. A host whose program handles SIGTERM
+        (`pit run` does: it closes its pools and exits) gets SIGTERM in its main thread; any
+        other host closes its pools here and its program keeps running.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +89,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.WatchStatus,
                     request_deserializer=pit__control__pb2.WatchRequest.FromString,
                     response_serializer=pit__control__pb2.Snapshot.SerializeToString,
+            ),
+            'Stop': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stop,
+                    request_deserializer=pit__control__pb2.StopRequest.FromString,
+                    response_serializer=pit__control__pb2.StopReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +150,33 @@ class Control:
             '/pit.control.Control/WatchStatus',
             pit__control__pb2.WatchRequest.SerializeToString,
             pit__control__pb2.Snapshot.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pit.control.Control/Stop',
+            pit__control__pb2.StopRequest.SerializeToString,
+            pit__control__pb2.StopReply.FromString,
             options,
             channel_credentials,
             insecure,
