@@ -137,3 +137,17 @@ def test_stop_closes_the_pools_of_a_program_that_does_not_handle_sigterm() -> No
         assert not any(pid_alive(p) for p in pids)
         with pytest.raises(runtime.PitError, match="(?i)clos|shut"):
             pool.execute("ping")
+
+
+def test_stop_needs_an_instance_when_several_run_or_all(tmp_path: Path) -> None:
+    if handles_sigterm():
+        pytest.skip("this test process handles SIGTERM: Stop would signal it")
+    with runtime.Pool(size=1) as first, runtime.Pool(size=1) as second:
+        pids = first.pids() + second.pids()
+        several = pit("stop", cwd=tmp_path)
+        assert several.exit_code == 3 and "several running hosts" in several.output
+        assert "--instance ID" in several.output and all(pid_alive(p) for p in pids)
+        every = pit("stop", "--all", cwd=tmp_path)
+        assert every.exit_code == 0, every.output
+        assert every.output.count("closed its pools; its program keeps running") == 2
+        assert not any(pid_alive(p) for p in pids)
