@@ -40,8 +40,9 @@ lint: setup
 	$(PY) -m mypy runtime snakecli
 	$(PY) scripts/check_structure.py
 
+# ARGS: passed to scripts/bench.py, e.g. make bench ARGS=--quick (a smoke run) or ARGS=--json
 bench: setup
-	$(PY) scripts/bench.py
+	$(PY) scripts/bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pit .pytest_cache .ruff_cache .mypy_cache

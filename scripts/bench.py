@@ -62,17 +62,24 @@ def _named(fn: str) -> Any:
     if __name__ == "__main__" and importlib.util.find_spec("scripts.bench") is not None:
         return getattr(importlib.import_module("scripts.bench"), fn)
     return globals()[fn]
-ROWS = [  # key, label, unit, higher is better
-    ("p50_us", "no-op serial p50", "µs", False),
-    ("p99_us", "no-op serial p99", "µs", False),
-    ("calls_per_s", "no-op, 64 in flight", "/s", True),
-    ("map_per_s", "map, 20k tiny items", "/s", True),
-    ("mb1_per_s", "1 MiB round trip", "MB/s", True),
-    ("mb16_per_s", "16 MiB round trip", "MB/s", True),
-    ("cpu_efficiency", "400 x 10 ms CPU tasks", "eff", True),
-    ("stream_per_s", "stream 50k small items", "/s", True),
-    ("array_mb_s", "100k float64 array", "MB/s", True),
-    ("arrow_mb_s", "1M x 4 Arrow table", "MB/s", True),
+
+
+# How much each row runs: a full run, and --quick (a smoke run). The labels say which.
+COUNTS = {"serial": 2000, "inflight": 10_000, "map": 20_000, "mb1": 60, "mb16": 12, "cpu": 400,
+          "stream": 50_000, "array": 60, "arrow": 6, "watched_s": 1.5, "marker": 2000}
+QUICK_COUNTS = {"serial": 300, "inflight": 2000, "map": 5000, "mb1": 20, "mb16": 4, "cpu": 100,
+                "stream": 10_000, "array": 20, "arrow": 2, "watched_s": 0.5, "marker": 300}
+ROWS = [  # key, label (formatted with the run's counts), unit, higher is better
+    ("p50_us", "no-op serial p50 of {serial}", "µs", False),
+    ("p99_us", "no-op serial p99 of {serial}", "µs", False),
+    ("calls_per_s", "{inflight} no-ops, 64 in flight", "/s", True),
+    ("map_per_s", "map, {map} tiny items", "/s", True),
+    ("mb1_per_s", "1 MiB round trip x{mb1}", "MB/s", True),
+    ("mb16_per_s", "16 MiB round trip x{mb16}", "MB/s", True),
+    ("cpu_efficiency", "{cpu} x 10 ms CPU tasks", "eff", True),
+    ("stream_per_s", "stream of {stream} small items", "/s", True),
+    ("array_mb_s", "100k float64 array x{array}", "MB/s", True),
+    ("arrow_mb_s", "1M x 4 Arrow table x{arrow}", "MB/s", True),
     ("ready2_ms", "2 workers answer", "ms", False),
     ("ready8_ms", "8 workers answer", "ms", False),
     ("ready32_ms", "32 workers answer", "ms", False),
@@ -335,9 +342,10 @@ def _inflight(d: Driver, n: int, depth: int = 64) -> float:
 
 
 def measure(system: str, size: int, quick: bool) -> dict[str, float]:
-    n_serial, n_tp, n_map, n_1, n_16 = (300, 2000, 5000, 20, 4) if quick else \
-        (2000, 10_000, 20_000, 60, 12)
-    n_cpu = 100 if quick else 400
+    c = QUICK_COUNTS if quick else COUNTS
+    n_serial, n_tp, n_map, n_1, n_16 = (int(c[k]) for k in ("serial", "inflight", "map",
+                                                             "mb1", "mb16"))
+    n_cpu = int(c["cpu"])
     out: dict[str, float] = {}
     with Driver(system, size) as d:
         for _ in range(200):
@@ -368,18 +376,18 @@ def measure(system: str, size: int, quick: bool) -> dict[str, float]:
         for f in [d.submit("burn", 10.0) for _ in range(n_cpu)]:
             f.result()
         out["cpu_efficiency"] = (n_cpu * 0.010 / size) / (time.perf_counter() - t)
-        n_items = 10_000 if quick else 50_000
+        n_items = int(c["stream"])
         if d.stream_count(100) == 100:  # a system with streams
             t = time.perf_counter()
             assert d.stream_count(n_items) == n_items
             out["stream_per_s"] = n_items / (time.perf_counter() - t)
-        out["array_mb_s"] = _round_trips(d, _array(), 20 if quick else 60)
+        out["array_mb_s"] = _round_trips(d, _array(), int(c["array"]))
         table = _table()
         if table is not None:
-            out["arrow_mb_s"] = _round_trips(d, table, 2 if quick else 6)
+            out["arrow_mb_s"] = _round_trips(d, table, int(c["arrow"]))
         if system == "pit":
-            out["watched_ratio"] = _watched_ratio(d, seconds=0.5 if quick else 1.5)
-            out["marker_ratio"] = _marker_ratio(d, 300 if quick else 2000)
+            out["watched_ratio"] = _watched_ratio(d, seconds=c["watched_s"])
+            out["marker_ratio"] = _marker_ratio(d, int(c["marker"]))
     return out
 
 
@@ -518,11 +526,19 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
+def row_label(label: str, quick: bool) -> str:
+    """A row's label with the counts of the run it shows: 5k, not the full run's 20k."""
+    counts = QUICK_COUNTS if quick else COUNTS
+    return label.format(**{k: f"{v // 1000}k" if isinstance(v, int) and v >= 1000 and
+                           v % 1000 == 0 else f"{v:g}" for k, v in counts.items()})
+
+
 def print_table(data: dict[str, Any], systems: list[str]) -> None:
+    quick = bool(data["machine"].get("quick"))
     peers = [s for s in systems if not s.startswith("pit")]
     pairs = [("pit", p) for p in peers] + [
         ("pit-executor", p) for p in EXECUTOR_PEERS if p in systems and "pit-executor" in systems]
-    head = f"{'size':>4}  {'metric':<22} {'unit':>5}" + "".join(
+    head = f"{'size':>4}  {'metric':<28} {'unit':>5}" + "".join(
         f"{LABELS[s]:>12}" for s in systems) + "".join(
         f"{LABELS[a] + '/' + LABELS[b]:>22}" for a, b in pairs)
     print(head)
@@ -540,7 +556,7 @@ def print_table(data: dict[str, Any], systems: list[str]) -> None:
             ratios = "".join(
                 f"{vals[a] / vals[b]:>21.2f}x" if vals.get(a) and vals.get(b) else f"{'-':>22}"
                 for a, b in pairs)
-            print(f"{size:>4}  {label:<22} {unit:>5}{cells}{ratios}")
+            print(f"{size:>4}  {row_label(label, quick):<28} {unit:>5}{cells}{ratios}")
     for size, by_system in data["results"].items():
         ratio = by_system.get("pit", {}).get("watched_ratio")
         if ratio:
@@ -549,7 +565,8 @@ def print_table(data: dict[str, Any], systems: list[str]) -> None:
         marker = by_system.get("pit", {}).get("marker_ratio")
         if marker:
             print(f"size {size}: a result with one field JSON cannot hold (a marker comes "
-                  f"back) costs {marker:.2f}x a plain one (serial p50)")
+                  f"back) costs {marker:.2f}x a plain one (serial p50 of "
+                  f"{row_label('{marker}', quick)} calls)")
 
 
 def main() -> int:
@@ -573,13 +590,17 @@ def main() -> int:
     reps = 1 if ns.quick else ns.reps
     data = run(ns.sizes, systems, reps, ns.quick)
     data["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                       "platform": platform.platform(), "reps": reps, "skipped": skipped}
+                       "platform": platform.platform(), "reps": reps, "skipped": skipped,
+                       "quick": ns.quick, "counts": QUICK_COUNTS if ns.quick else COUNTS}
     if ns.json:
         print(json.dumps(data, indent=2))
         return 0
     m = data["machine"]
     print(f"pit vs peers — Python {m['python']}, {m['cpus']} CPUs, {m['platform']}; median of "
-          f"{reps} run(s) per row" + (f"; not installed, skipped: {', '.join(skipped)}"
+          f"{reps} run(s) per row" + ("; QUICK smoke run: fewer items per row (the labels "
+                                      "say how many), not comparable with a full run"
+                                      if ns.quick else "")
+          + (f"; not installed, skipped: {', '.join(skipped)}"
                                       if skipped else ""))
     print("ratios are pit/peer: for µs and ms lower is better, for the rest higher is better")
     print_table(data, systems)

@@ -13,8 +13,12 @@ from runtime import logs
 from runtime.errors import PitError
 
 from . import export_cmd, logs_cmd, render
+from .call_cmd import call_cmd
+from .examples import epilog
 from .exit_codes import EXIT_CODES
 from .run_cmd import run_script
+from .setup_cmd import setup_cmd
+from .stop_cmd import stop_cmd
 
 app = typer.Typer(
     name="pit",
@@ -22,8 +26,9 @@ app = typer.Typer(
          "Environment: PIT_CONFIG (config file to use), PIT_STATE_DIR (state directory, "
          "default .pit/ beside the config), PIT_UV (the uv binary to use), PIT_LOG_LEVEL "
          "(same as --log-level).",
+    epilog=epilog("pit"),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -32,80 +37,125 @@ app = typer.Typer(
 @dataclass
 class Globals:
     debug: bool = False
+    verbose: int = 0  # -v: 1, -vv: 2
+    quiet: bool = False
+
+
+def _show_versions(value: bool) -> None:
+    if value:
+        from runtime.versions import versions
+
+        render.print_versions(versions())
+        raise typer.Exit(0)
 
 
 @app.callback()
 def _globals(
     ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", "-V", callback=_show_versions,
+                                 is_eager=True, help="Show the versions of pit, Python, "
+                                                     "grpcio and uv, then exit."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, show_default=False,
+                                help="More output: pit's logs at info (-vv: debug, workers' "
+                                     "output included) and uv's own progress in `pit setup`."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Less output on stderr: no "
+                                                            "progress lines, errors only."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of pit's own errors."),
     log_level: str | None = typer.Option(
-        None, "--log-level", envvar="PIT_LOG_LEVEL",
+        None, "--log-level", envvar="PIT_LOG_LEVEL", metavar="LEVEL",
         help="Log level of pit's own logs on stderr (default: error), one for all or per "
              "category: 'debug', 'error,pool=debug,worker=debug'. Categories: pool, worker "
-             "(workers' stdout/stderr at debug), grpc, lifecycle, env, cli, telemetry."),
+             "(workers' stdout/stderr at debug), grpc, lifecycle, env, cli, telemetry. "
+             "Wins over -v."),
 ) -> None:
+    if verbose and quiet:
+        raise typer.BadParameter("-v and -q contradict each other: give one",
+                                 param_hint="-v / -q")
+    if verbose and not log_level:
+        log_level = "info" if verbose == 1 else "debug"
     try:
         logs.configure(log_level)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--log-level") from None
     if log_level:
         os.environ[logs.ENV_VAR] = log_level  # the worker pools of `pit run` follow it
-    ctx.obj = Globals(debug=debug)
+    ctx.obj = Globals(debug=debug, verbose=verbose, quiet=quiet)
 
 
 @app.command(
     "run",
     context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+    epilog=epilog("run"),
 )
 def run(
     ctx: typer.Context,
-    script: Path = typer.Argument(..., help="Python script to run as __main__.", exists=False),
-    args: list[str] | None = typer.Argument(None, help="Arguments passed to the script."),
+    script: str | None = typer.Argument(None, metavar="SCRIPT",
+                                        help="Python script to run as __main__."),
+    args: list[str] | None = typer.Argument(None, metavar="ARGS",
+                                            help="Arguments passed to the script."),
+    module: str | None = typer.Option(None, "-m", "--module", metavar="MODULE",
+                                      help="Run MODULE as __main__ instead of a script, "
+                                           "like python -m (SCRIPT and ARGS are then its "
+                                           "arguments)."),
     pool: list[str] | None = typer.Option(
-        None, "--pool", "-p", help="Start only this pool (repeatable); default: all pools."),
+        None, "--pool", "-p", metavar="POOL",
+        help="Start only this pool (repeatable); default: all pools."),
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="Config file (default: nearest pit.toml or "
-                                     "pyproject.toml with [tool.pit])."),
+        None, "--config", "-c", metavar="FILE",
+        help="Config file (default: nearest pit.toml or pyproject.toml with [tool.pit])."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Run the script without waiting "
                                                           "for every worker to be ready."),
     quiet_workers: bool = typer.Option(False, "--quiet-workers", help="Do not copy the "
                                        "workers' stdout/stderr to stderr ([pool/worker-N] "
                                        "lines); `pit logs` still has it."),
 ) -> None:
-    """Start the configured pools, run SCRIPT with them, stop them.
+    """Run a script (or -m module) with the pools up.
 
-    The script reaches the pools through runtime.execute(...) or runtime.current_pools().
-    With no config at all, one pool runs the built-in showcase adapter.
+    Starts the configured pools, runs SCRIPT (or MODULE) in this process as __main__, stops
+    the pools. The script reaches the pools through runtime.execute(...) or
+    runtime.current_pools(). With no config at all, one pool runs the built-in showcase
+    adapter. `pit stop` stops it as SIGTERM does.
 
     Exit codes: the script's own; 1 on an uncaught exception (or another pit error); 2 bad
-    config, pool name or script path; 4 a pool's environment could not be built (its python
-    not found, uv or its requirements failed); 5 workers failed to start; 130 interrupted
-    (Ctrl-C); 143 terminated (SIGTERM).
+    config, pool name, script path or module; 4 a pool's environment could not be built (its
+    python not found, uv or its requirements failed); 5 workers failed to start; 130
+    interrupted (Ctrl-C); 143 terminated (SIGTERM, `pit stop`).
     """
-    code = run_script(script, list(args or []), pools=list(pool or []), config=config,
+    rest = list(args or [])
+    if module is not None:
+        rest = [script, *rest] if script is not None else rest
+    elif script is None:
+        raise typer.BadParameter("give a SCRIPT to run, or -m MODULE", param_hint="SCRIPT")
+    code = run_script(Path(script) if module is None and script else None, rest,
+                      module=module, pools=list(pool or []), config=config,
                       wait=not no_wait, debug=ctx.obj.debug,
                       forward_workers=not quiet_workers)
     raise typer.Exit(code)
 
 
-@app.command("cleanup")
+app.command("call", epilog=epilog("call"))(call_cmd)
+app.command("stop", epilog=epilog("stop"))(stop_cmd)
+
+
+@app.command("cleanup", epilog=epilog("cleanup"))
 def cleanup_cmd(
     ctx: typer.Context,
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be removed."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     state_dir: Path | None = typer.Option(
-        None, "--state-dir", help="State directory (default: PIT_STATE_DIR, else .pit/ "
-                                  "beside the config)."),
+        None, "--state-dir", metavar="DIR",
+        help="State directory (default: PIT_STATE_DIR, else .pit/ beside the config)."),
     force: bool = typer.Option(False, "--force", help="Also stop workers of hosts that are "
                                                      "alive but do not respond."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --force."),
 ) -> None:
-    """Remove what dead pit hosts left behind: worker processes, run dirs, registry rows.
+    """Remove what dead pit hosts left behind.
 
-    Only processes proven to be pit's (pid, start time and the markers on their command
-    line match the registry) are signalled. A broken config does not stop it: it then uses
-    PIT_STATE_DIR or the default state dir, and says so. Exit code 0 when nothing is left
-    behind, 1 when something could not be removed (or, with --dry-run, when something would
+    Worker processes, run dirs, registry rows. Only processes proven to be pit's (pid,
+    start time and the markers on their command line match the registry) are signalled. A
+    broken config does not stop it: it then uses PIT_STATE_DIR or the default state dir,
+    and says so. Exit code 0 when nothing is left behind, 1 when something could not be
+    removed (or, with --dry-run, when something would
     be), 2 when the config is broken and no state dir could be found without it.
     """
     from runtime.cleanup import cleanup
@@ -137,56 +187,18 @@ def cleanup_cmd(
     raise typer.Exit(0 if report.left_behind == 0 else 1)
 
 
-@app.command("setup")
-def setup_cmd(
-    ctx: typer.Context,
-    pool: list[str] | None = typer.Option(None, "--pool", "-p",
-                                          help="Only this pool (repeatable)."),
-    check: bool = typer.Option(False, "--check", help="Build nothing; exit 1 if any env is "
-                                                      "missing or stale (for CI)."),
-    init: bool = typer.Option(False, "--init", help="Write a starter pit.toml when there is "
-                                                    "none."),
-    force: bool = typer.Option(False, "--force", help="Rebuild envs even when current."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-) -> None:
-    """Build every pool's environment (uv venv + requirements) and health-check its adapter.
-
-    Pools without `python` or `requirements` run on the host's interpreter and are only
-    health-checked. A second run with nothing changed rebuilds nothing. Exit code 1 when a
-    pool's env or adapter is not OK.
-    """
-    from runtime.config import find_config, load_config
-    from runtime.envs.setup import setup, write_starter_config
-
-    try:
-        if init:
-            written = write_starter_config(Path.cwd())
-            render.err_console.print(f"wrote {written}" if written else
-                                     "pit.toml exists: nothing written", markup=False)
-            if find_config() is None:
-                raise typer.Exit(0)
-        cfg = load_config()
-        with render.progress("building environments") as report:
-            rows = setup(cfg, pools=list(pool or []) or None, check=check, force=force,
-                         on_progress=report)
-    except PitError as exc:
-        render.print_error(exc, debug=ctx.obj.debug)
-        raise typer.Exit(EXIT_CODES.get(exc.category, 1)) from None
-    if json_out:
-        render.print_json([render.asdict(r) | {"ok": r.ok} for r in rows])
-    else:
-        render.print_setup(rows, check)
-    raise typer.Exit(0 if all(r.ok for r in rows) else 1)
+app.command("setup", epilog=epilog("setup"))(setup_cmd)
 
 
-@app.command("doctor")
+@app.command("doctor", epilog=epilog("doctor"))
 def doctor_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
 ) -> None:
-    """Check the setup: config, state dir, uv, each pool's interpreter, env, gRPC packages,
-    adapter and device, thread limits, orphaned workers, hardware.
+    """Check the setup and say what to fix.
 
-    Every check prints pass / warn / fail with a remediation line. Exit code 1 if any fails.
+    Checks the config, state dir, uv, each pool's interpreter, env, gRPC packages, adapter
+    and device, thread limits, orphaned workers, hardware. Every check prints pass / warn /
+    fail with a remediation line. Exit code 1 if any fails.
     """
     from runtime.doctor import run_checks
 
@@ -198,12 +210,14 @@ def doctor_cmd(
     raise typer.Exit(1 if any(c.status == "fail" for c in checks) else 0)
 
 
-@app.command("hardware")
+@app.command("hardware", epilog=epilog("hardware"))
 def hardware_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
-    """Show the CPU, GPUs (NVIDIA via NVML, AMD via rocm-smi, Apple MPS) and the device
-    `device = "auto"` would pick."""
+    """Show the CPU, GPUs and the device picked.
+
+    GPUs: NVIDIA via NVML, AMD via rocm-smi, Apple MPS; and the device `device = "auto"`
+    would pick."""
     from runtime.hardware import detect, select_device
 
     hw, choice = detect(), select_device()
@@ -213,11 +227,12 @@ def hardware_cmd(
         render.print_hardware(hw, choice)
 
 
-gen_app = typer.Typer(help="Generate project files.", no_args_is_help=True)
+gen_app = typer.Typer(help="Generate project files.", epilog=epilog("gen"),
+                      no_args_is_help=True)
 app.add_typer(gen_app, name="gen")
 
 
-def _gen_adapter(name: str, force: bool, debug: bool) -> None:
+def _gen_adapter(name: str, force: bool, debug: bool, quiet: bool) -> None:
     from runtime.scaffold import generate_adapter
 
     try:
@@ -225,21 +240,25 @@ def _gen_adapter(name: str, force: bool, debug: bool) -> None:
     except PitError as exc:
         render.print_error(exc, debug=debug)
         raise typer.Exit(2) from None
-    render.err_console.print(f"created {made.module.name} and tests/{made.test.name}; "
-                             f"[pools.{name}] -> {made.adapter} in {made.config.name}\n"
-                             f"next: pit setup && pytest tests/{made.test.name}",
-                             markup=False)
+    if not quiet:
+        render.err_console.print(f"created {made.module.name} and tests/{made.test.name}; "
+                                 f"[pools.{name}] -> {made.adapter} in {made.config.name}\n"
+                                 f"next: pit setup && pytest tests/{made.test.name}",
+                                 markup=False)
 
 
-@gen_app.command("adapter")
+@gen_app.command("adapter", epilog=epilog("gen adapter"))
 def gen_adapter(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Adapter/pool name (a Python identifier)."),
+    name: str = typer.Argument(..., metavar="NAME",
+                               help="Adapter/pool name (a Python identifier)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
 ) -> None:
-    """Create NAME.py (an adapter with two tools, one streaming), tests/test_NAME.py (drives
-    it through a real pool) and a [pools.NAME] entry in pit.toml."""
-    _gen_adapter(name, force, ctx.obj.debug)
+    """Create an adapter, its test and its pool.
+
+    Writes NAME.py (an adapter with two tools, one streaming), tests/test_NAME.py (drives it
+    through a real pool) and a [pools.NAME] entry in pit.toml."""
+    _gen_adapter(name, force, ctx.obj.debug, ctx.obj.quiet)
 
 
 @app.command("gen-adapter", hidden=True)
@@ -249,10 +268,10 @@ def gen_adapter_alias(
     force: bool = typer.Option(False, "--force"),
 ) -> None:
     """Same as `pit gen adapter`."""
-    _gen_adapter(name, force, ctx.obj.debug)
+    _gen_adapter(name, force, ctx.obj.debug, ctx.obj.quiet)
 
 
-@app.command("status")
+@app.command("status", epilog=epilog("status"))
 def status_cmd(
     ctx: typer.Context,
     watch: bool = typer.Option(False, "--watch", "-w", help="Redraw live (Ctrl-C to stop)."),
@@ -276,21 +295,24 @@ def status_cmd(
                                  interval=max(interval, 0.25), wait=wait))
 
 
-app.command("logs")(logs_cmd.logs)
-app.add_typer(export_cmd.export_app, name="export")
+app.command("logs", epilog=epilog("logs"))(logs_cmd.logs)
+app.add_typer(export_cmd.export_app, name="export", epilog=epilog("export"))
 
 
-@app.command("profile-inspector")
+@app.command("profile-inspector", epilog=epilog("profile-inspector"))
 def profile_inspector_cmd(
-    instance: str | None = typer.Option(None, "--instance", help="Only this host (id prefix)."),
-    pool: str = typer.Option("", "--pool", help="Only this pool."),
+    instance: str | None = typer.Option(None, "--instance", metavar="ID",
+                                        help="Only this host (id prefix)."),
+    pool: str = typer.Option("", "--pool", metavar="POOL", help="Only this pool."),
     detailed: bool = typer.Option(False, "--detailed", help="Add per-worker rows."),
     recommendations: bool = typer.Option(False, "--recommendations",
                                          help="Print advice derived from the numbers."),
     json_out: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
 ) -> None:
-    """Profile each pool of the running hosts: utilization, queue saturation, memory per
-    worker and its growth, recycles, errors, latency. Exit code 3 when no host is running."""
+    """Profile the pools of the running hosts.
+
+    Per pool: utilization, queue saturation, memory per worker and its growth, recycles,
+    errors, latency. Exit code 3 when no host is running."""
     from runtime.control.client import find_instances, get_status
     from runtime.control.inspector import analyse
     from runtime.hardware import cpu_info
@@ -308,12 +330,14 @@ def profile_inspector_cmd(
         render.print_profiles(reports, detailed, recommendations)
 
 
-@app.command("version")
+@app.command("version", epilog=epilog("version"))
 def version() -> None:
-    """Print pit's version."""
-    from runtime import __version__
+    """Show the versions of pit and what it runs on.
 
-    print(__version__)
+    pit, Python (and its path), grpcio and uv (and its path), as `pit --version` does."""
+    from runtime.versions import versions
+
+    render.print_versions(versions())
 
 
 def main() -> None:

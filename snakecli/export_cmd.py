@@ -6,14 +6,18 @@ import sys
 
 import typer
 
+from .examples import epilog
+
 export_app = typer.Typer(help="Print files for other tools (redirect them to a file).",
                          no_args_is_help=True)
 
 
-@export_app.command("grafana")
+@export_app.command("grafana", epilog=epilog("export grafana"))
 def grafana() -> None:
-    """A Grafana dashboard for pit's Prometheus metrics ([telemetry] prometheus_port):
-    pit export grafana > pit.json, then Dashboards > Import in Grafana."""
+    """A Grafana dashboard for pit's Prometheus metrics.
+
+    The metrics are served with [telemetry] prometheus_port. Import the file in Grafana
+    (Dashboards > Import)."""
     from runtime.telemetry.grafana import dashboard_text
 
     sys.stdout.write(dashboard_text())

@@ -19,18 +19,21 @@ EXIT_NO_HOST = 3
 
 
 def logs(
-    instance: str | None = typer.Option(None, "--instance", help="Only this host (id prefix)."),
-    pool: str = typer.Option("", "--pool", help="Only this pool."),
-    worker: str = typer.Option("", "--worker", help="Only this worker (its id: worker-3)."),
+    instance: str | None = typer.Option(None, "--instance", metavar="ID",
+                                        help="Only this host (id prefix)."),
+    pool: str = typer.Option("", "--pool", metavar="POOL", help="Only this pool."),
+    worker: str = typer.Option("", "--worker", metavar="WORKER",
+                               help="Only this worker (its id: worker-3)."),
     follow_: bool = typer.Option(False, "--follow", "-f", help="Keep printing new output "
                                                                "until Ctrl-C."),
-    since: str | None = typer.Option(None, "--since", help="Only output of the last 30s, "
-                                                           "5m, 2h, 1d."),
+    since: str | None = typer.Option(None, "--since", metavar="AGE",
+                                     help="Only output of the last 30s, 5m, 2h, 1d."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per line: instance, "
                                                         "pool, worker, at, text."),
 ) -> None:
-    """Print what the workers of running hosts wrote to stdout/stderr, prefixed
-    [pool/worker-N].
+    """Print the workers' output of running hosts.
+
+    Each line is prefixed [pool/worker-N].
 
     Each host keeps about 1 MiB per worker in memory, and writes every line to
     <state dir>/logs/<instance>.log (rotated). Exit code 3 when no host is running, 2 for a

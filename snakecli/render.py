@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import traceback
-from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
@@ -51,6 +49,21 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
+def print_versions(v: Any) -> None:
+    """`pit --version`: one line per thing, plain text on stdout (scripts read it)."""
+    print(f"pit {v.pit}\nPython {v.python} {v.python_path}\ngrpcio {v.grpcio}\n"
+          + (f"{v.uv} {v.uv_path}" if v.uv_path else f"uv {v.uv}"))
+
+
+def print_stops(results: list[Any]) -> None:
+    """`pit stop`: what became of each host, on stdout."""
+    for r in results:
+        what = ("closed its pools and exited" if r.exited else
+                "was told to exit but is still running" if r.outcome == "exiting" else
+                "closed its pools; its program keeps running")
+        print(f"instance {r.instance} (pid {r.pid}) {what}")
+
+
 def cleanup_dict(report: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
@@ -83,20 +96,6 @@ def print_cleanup(report: Any) -> None:
 
 def asdict(obj: Any) -> Any:
     return dataclasses.asdict(obj)
-
-
-@contextlib.contextmanager
-def progress(what: str) -> Iterator[Callable[[Any], None]]:
-    """A status line on stderr while ``what`` runs; the callback prints one line per pool
-    from its final `SetupRow` (env and adapter health both)."""
-    with err_console.status(what + "..."):
-        def report(row: Any) -> None:
-            mark = "[green]ok[/]" if row.ok else "[red]failed[/]"
-            adapter = {None: "", True: ", adapter ok", False: ", adapter broken"}[row.healthy]
-            err_console.print(f"  {escape(row.pool)}: {mark} (env {escape(str(row.env))}"
-                              f"{adapter}) {escape(str(row.detail))}",
-                              markup=True, highlight=False)
-        yield report
 
 
 STATUS_STYLE = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[red]fail[/]"}

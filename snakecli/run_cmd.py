@@ -1,8 +1,11 @@
-"""`pit run`: start pools, run a script as __main__ in this process, stop the pools."""
+"""`pit run`: start pools, run a script (or, with -m, a module) as __main__ in this process,
+stop the pools."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
 import runpy
 import signal
 import sys
@@ -36,30 +39,43 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise _Terminated()
 
 
-def run_script(script: Path, args: list[str], *, pools: list[str], config: Path | None,
-               wait: bool, debug: bool, forward_workers: bool = True) -> int:
+def run_script(script: Path | None, args: list[str], *, pools: list[str],
+               config: Path | None, wait: bool, debug: bool, module: str | None = None,
+               forward_workers: bool = True) -> int:
+    """Run ``script``, or with ``module`` that module (as python -m: found from the current
+    directory), with the pools up; the exit code `pit run` ends with. ``forward_workers``:
+    the workers' output goes to our stderr, prefixed."""
     from runtime.config import load_config
     from runtime.pool.current import set_current_pools
     from runtime.pool.sync_pool import Pools
 
-    if not script.is_file():
+    if module is not None:
+        problem = _missing_module(module)
+        if problem:
+            print_error(ModuleNotFoundError(problem))
+            return 2
+        home = Path.cwd()
+    elif script is None or not script.is_file():
         print_error(FileNotFoundError(f"script {str(script)!r} does not exist"))
         return 2
-    script = script.resolve()
+    else:
+        script = script.resolve()
+        home = script.parent
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     running = None
     try:
         try:
             cfg = load_config(config)
             log.info("config %s; pools %s", cfg.path or "(defaults)", ", ".join(cfg.pools))
-            running = Pools(cfg, only=pools or None, python_path=[str(script.parent)])
+            running = Pools(cfg, only=pools or None, python_path=[str(home)])
             # Before start: a worker's start-up output shows too. Not when pit.worker's debug
             # log already prints every line (--log-level worker=debug).
             if forward_workers and not logger("worker").isEnabledFor(logging.DEBUG):
                 running.instance.output.subscribe(_forward)
             started = time.monotonic()
             running.start(wait=wait)
-            log.info("pools started in %.2f s; running %s", time.monotonic() - started, script)
+            log.info("pools started in %.2f s; running %s", time.monotonic() - started,
+                     module or script)
         except PitError as exc:
             print_error(exc, debug=debug)
             return EXIT_CODES.get(exc.category, 1)
@@ -69,7 +85,7 @@ def run_script(script: Path, args: list[str], *, pools: list[str], config: Path 
                                      "not start; calls to it raise pool_not_ready. The other "
                                      "pools run.")
         set_current_pools(running)
-        return _run_main(script, args)
+        return _run_main(script, args, module=module, home=home)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except _Terminated:
@@ -94,12 +110,31 @@ def _forward(line: OutputLine) -> None:
         pass
 
 
-def _run_main(script: Path, args: list[str]) -> int:
-    saved_argv, saved_path = sys.argv[:], sys.path[:]
-    sys.argv = [str(script), *args]
-    sys.path.insert(0, str(script.parent))
+def _missing_module(module: str) -> str:
+    """Why python -m ``module`` could not run it ("" when it can), found as python -m finds
+    it: from the current directory first."""
+    sys.path.insert(0, os.getcwd())
     try:
-        runpy.run_path(str(script), run_name="__main__")
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as exc:
+        return f"module {module!r} cannot be found: {exc}"
+    finally:
+        sys.path.pop(0)
+    if spec is None:
+        return (f"no module named {module!r} (looked in the current directory and on "
+                "sys.path)")
+    return ""
+
+
+def _run_main(script: Path | None, args: list[str], *, module: str | None, home: Path) -> int:
+    saved_argv, saved_path = sys.argv[:], sys.path[:]
+    sys.argv = [str(script or module), *args]
+    sys.path.insert(0, str(home))
+    try:
+        if module is not None:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(str(script), run_name="__main__")
         return 0
     except SystemExit as exc:
         return _exit_code(exc.code)
@@ -107,14 +142,17 @@ def _run_main(script: Path, args: list[str]) -> int:
         raise
     except BaseException:  # noqa: BLE001 - the script's error, reported like python would
         etype, value, tb = sys.exc_info()
-        # Drop pit's own frames so the traceback starts in the user's script.
+        # Drop pit's and runpy's frames so the traceback starts in the user's code.
         start = tb
-        while start is not None and start.tb_frame.f_code.co_filename != str(script):
+        while start is not None and start.tb_frame.f_code.co_filename in _OWN_FILES:
             start = start.tb_next
         traceback.print_exception(etype, value, start or tb)
         return 1
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
+
+
+_OWN_FILES = frozenset({__file__, runpy.run_path.__code__.co_filename})
 
 
 def _exit_code(code: object) -> int:

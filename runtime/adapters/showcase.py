@@ -1,4 +1,10 @@
-"""The built-in demo adapter: one tool per thing pit can do. The default pool runs it."""
+"""The built-in demo adapter: one tool per thing pit can do. The default pool runs it.
+
+It runs in every profile: its tools keep no state between calls, or state that concurrent
+calls cannot corrupt (``allocate`` appends to a list), except ``session_counter``, whose
+read-then-write of the session's count is marked thread-sensitive (in the thread profile its
+calls run one at a time).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ from runtime.worker import Adapter, SessionContext, tool
 
 
 class ShowcaseAdapter(Adapter):
+    thread_safe = True  # profile = "thread" may run its calls at once (see the docstring)
+
     def initialize(self) -> None:
         self.started_at = time.time()
         self.held: list[bytearray] = []
@@ -96,7 +104,7 @@ class ShowcaseAdapter(Adapter):
         comes back as a marker (`runtime.is_unserializable`), the rest as it is."""
         return {"ok": 1, "items": [1, 2, 3], "handle": object() if opaque else None}
 
-    @tool
+    @tool(thread_sensitive=True)
     def session_counter(self, ctx: SessionContext) -> dict[str, Any]:
         """Count calls per session, in this worker's memory."""
         state = ctx.session

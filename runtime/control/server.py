@@ -1,9 +1,19 @@
 """The host's Control service (pit.control): snapshots on request, or streamed; the workers'
-output (`runtime.pool.host.worker_output`), read back or followed."""
+output (`runtime.pool.host.worker_output`), read back or followed; and `pit stop`.
+
+Stop closes the host's pools gracefully. A program that handles SIGTERM (`pit run` does, by
+closing its pools and exiting) gets SIGTERM in its main thread, the one thread a signal can
+wake from a blocking wait: its own shutdown then runs as it would for `kill`. A program that
+does not (SIGTERM would kill it on the spot, skipping every close) has its pools closed here
+and keeps running; its calls then fail as on any closed pool.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -15,11 +25,20 @@ from .snapshot import instance_snapshot
 
 MIN_INTERVAL_MS = 250  # 4 Hz at most
 FOLLOW_BUFFER_LINES = 10_000  # per follower; past it, lines are dropped and counted
+EXITING = "exiting"  # StopReply.outcome: the program got SIGTERM and exits
+POOLS_CLOSED = "pools_closed"  # the pools close, the program keeps running
+
+
+def handles_sigterm() -> bool:
+    """Whether this program set a SIGTERM handler of its own (SIGTERM then stops it
+    gracefully rather than killing it)."""
+    return signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None)
 
 
 class ControlServicer(cpb_grpc.ControlServicer):
     def __init__(self, instance: Any) -> None:
         self.instance = instance
+        self._closing: asyncio.Future[Any] | None = None  # Stop's close of the pools
 
     def _snapshot(self, pool: str) -> Any:
         data = instance_snapshot(self.instance, pool)
@@ -33,6 +52,21 @@ class ControlServicer(cpb_grpc.ControlServicer):
         while True:
             yield self._snapshot(request.pool)
             await asyncio.sleep(interval)
+
+    async def Stop(self, request: Any, context: Any) -> Any:
+        if handles_sigterm():
+            main = threading.main_thread().ident
+            assert main is not None  # the main thread has started: we run inside it
+            signal.pthread_kill(main, signal.SIGTERM)
+            return cpb.StopReply(outcome=EXITING, pid=os.getpid())
+        if self._closing is None:
+            # Not awaited here: a standalone pool's close stops this very server, which
+            # would cancel this call, and the close with it, half done. The reply goes out
+            # first; the caller watches the pools close (`client.stop`).
+            self._closing = asyncio.gather(
+                *(core.close() for core in tuple(self.instance.cores)),
+                return_exceptions=True)
+        return cpb.StopReply(outcome=POOLS_CLOSED, pid=os.getpid())
 
     async def ReadOutput(self, request: Any, context: Any) -> Any:
         output = self.instance.output

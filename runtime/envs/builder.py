@@ -38,6 +38,9 @@ BRIDGE_PARTS = ("__init__.py", "errors.py", "worker", "protocol", "adapters")
 FINGERPRINT = "fingerprint"
 MAX_PARALLEL_BUILDS = 2
 
+Phase = Callable[[str, str], None]  # (pool, what it is doing now), e.g. "installing 4 packages"
+Output = Callable[[str, str], None]  # (pool, one line uv wrote about its progress)
+
 
 @dataclass(frozen=True, slots=True)
 class EnvStatus:
@@ -141,10 +144,23 @@ def status(config: PoolConfig, state_dir: Path, base: Path) -> EnvStatus:
     return EnvStatus(config.name, "ready", str(path), interp.version_text)
 
 
-def build(config: PoolConfig, state_dir: Path, base: Path, *, force: bool = False) -> EnvStatus:
-    """Build (or keep) one pool's env; returns its status. Raises EnvironmentProblem."""
+def build(config: PoolConfig, state_dir: Path, base: Path, *, force: bool = False,
+          on_phase: Phase | None = None, on_output: Output | None = None) -> EnvStatus:
+    """Build (or keep) one pool's env; returns its status. Raises EnvironmentProblem.
+    ``on_phase`` hears each step as it starts; ``on_output`` gets uv's own progress lines
+    (uv runs without --quiet then)."""
     if not needs_env(config):
         return EnvStatus(config.name, "host", None, sys.executable)
+
+    def phase(text: str) -> None:
+        if on_phase is not None:
+            on_phase(config.name, text)
+
+    def output(line: str) -> None:
+        if on_output is not None:
+            on_output(config.name, line)
+
+    phase(f"finding Python {config.python}" if config.python else "finding Python")
     interp = resolve(config.python, sys.executable)
     strings, files = split_requirements(config, base)
     path = env_dir(state_dir, config.name)
@@ -156,9 +172,15 @@ def build(config: PoolConfig, state_dir: Path, base: Path, *, force: bool = Fals
     if stored.exists():
         stored.unlink()  # from here on the env is not ready until the new fingerprint lands
     path.parent.mkdir(parents=True, exist_ok=True)
-    uvtool.run(uvtool.venv_argv(uv, path, interp.path))
+    quiet, lines = on_output is None, (None if on_output is None else output)
+    phase(f"creating venv with Python {interp.version_text}")
+    uvtool.run(uvtool.venv_argv(uv, path, interp.path, quiet=quiet), on_line=lines)
     python = env_python(path)
-    uvtool.run(uvtool.install_argv(uv, python, [*bridge_pins(), *strings], files))
+    packages = [*bridge_pins(), *strings]
+    phase(f"installing {len(packages)} packages" + (
+        f" and {', '.join(f.name for f in files)}" if files else ""))
+    uvtool.run(uvtool.install_argv(uv, python, packages, files, quiet=quiet), on_line=lines)
+    phase("recording the installed versions (lock.txt)")
     (path / "lock.txt").write_text(uvtool.run(uvtool.freeze_argv(uv, python)))
     (path / "identity.json").write_text(json.dumps(identity(interp), indent=2))
     stored.write_text(wanted)  # last: the env is ready
@@ -174,11 +196,15 @@ def identity(interp: Interpreter) -> dict[str, str]:
 
 
 def build_all(configs: list[PoolConfig], state_dir: Path, base: Path, *, force: bool = False,
-              on_done: Callable[[EnvStatus], None] | None = None) -> list[EnvStatus]:
-    """Build every env, MAX_PARALLEL_BUILDS at a time; a failure is an "error" status."""
+              on_done: Callable[[EnvStatus], None] | None = None,
+              on_phase: Phase | None = None, on_output: Output | None = None,
+              ) -> list[EnvStatus]:
+    """Build every env, MAX_PARALLEL_BUILDS at a time; a failure is an "error" status.
+    ``on_phase`` / ``on_output``: see `build`."""
     def one(config: PoolConfig) -> EnvStatus:
         try:
-            result = build(config, state_dir, base, force=force)
+            result = build(config, state_dir, base, force=force, on_phase=on_phase,
+                           on_output=on_output)
         except Exception as exc:  # noqa: BLE001 - one pool's failure is its row, not a crash
             exc = exc if isinstance(exc, PitError) else EnvironmentProblem(
                 f"{type(exc).__name__}: {exc}")

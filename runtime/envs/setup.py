@@ -11,7 +11,7 @@ import tomli_w
 
 from ..config import PitConfig
 from ..errors import ConfigError
-from .builder import EnvStatus, build_all, status
+from .builder import EnvStatus, Output, Phase, build_all, status
 from .health import health_check
 
 
@@ -31,10 +31,13 @@ class SetupRow:
 
 def setup(cfg: PitConfig, *, pools: list[str] | None = None, check: bool = False,
           force: bool = False,
-          on_progress: Callable[[SetupRow], None] | None = None) -> list[SetupRow]:
+          on_progress: Callable[[SetupRow], None] | None = None,
+          on_phase: Phase | None = None, on_output: Output | None = None) -> list[SetupRow]:
     """Build or check the envs of ``pools`` (default: all). Never raises for one pool.
     ``on_progress`` gets each pool's row as soon as it is final: its env built and its
-    adapter health-checked (not called with ``check``)."""
+    adapter health-checked (not called with ``check``); ``on_phase`` hears each pool's steps
+    as they start (pool, "installing 4 packages"), ``on_output`` gets uv's own progress
+    lines (pool, line)."""
     unknown = [p for p in pools or [] if p not in cfg.pools]
     if unknown:
         raise ConfigError(f"no pool named {unknown[0]!r} in {cfg.path or 'the defaults'}",
@@ -52,6 +55,8 @@ def setup(cfg: PitConfig, *, pools: list[str] | None = None, check: bool = False
         if st.state not in ("host", "ready"):
             row = SetupRow(st.pool, st.python, st.state, None, 0, st.detail)
         else:
+            if on_phase is not None:
+                on_phase(st.pool, "health check")
             h = health_check(cfg.pools[st.pool], cfg.state_dir, base)
             row = SetupRow(st.pool, st.python, st.state, h.ok, len(h.tools),
                            st.detail if h.ok else h.error)
@@ -59,7 +64,8 @@ def setup(cfg: PitConfig, *, pools: list[str] | None = None, check: bool = False
         if on_progress is not None:
             on_progress(row)
 
-    build_all(chosen, cfg.state_dir, base, force=force, on_done=finish)
+    build_all(chosen, cfg.state_dir, base, force=force, on_done=finish, on_phase=on_phase,
+              on_output=on_output)
     return [rows[pool.name] for pool in chosen]
 
 

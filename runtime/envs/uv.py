@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import EnvironmentProblem
@@ -52,13 +53,15 @@ def _find_uv() -> str:
                              hint="python3 -m pip install uv")
 
 
-def venv_argv(uv: str, path: Path, python: str) -> list[str]:
-    return [uv, "venv", "--quiet", "--clear", "--python", python, str(path)]
+def venv_argv(uv: str, path: Path, python: str, *, quiet: bool = True) -> list[str]:
+    return [uv, "venv", *(["--quiet"] if quiet else []), "--clear", "--python", python,
+            str(path)]
 
 
 def install_argv(uv: str, venv_python: Path, requirements: list[str],
-                 requirement_files: list[Path]) -> list[str]:
-    argv = [uv, "pip", "install", "--quiet", "--python", str(venv_python), *requirements]
+                 requirement_files: list[Path], *, quiet: bool = True) -> list[str]:
+    argv = [uv, "pip", "install", *(["--quiet"] if quiet else []), "--python",
+            str(venv_python), *requirements]
     for f in requirement_files:
         argv += ["-r", str(f)]
     return argv
@@ -76,13 +79,16 @@ def version_argv(uv: str) -> list[str]:
     return [uv, "--version"]
 
 
-def run(argv: list[str], *, timeout: float = UV_TIMEOUT_S) -> str:
-    """Run a uv command; its stdout, or EnvironmentProblem with its output."""
+def run(argv: list[str], *, timeout: float = UV_TIMEOUT_S,
+        on_line: Callable[[str], None] | None = None) -> str:
+    """Run a uv command; its stdout, or EnvironmentProblem with its output. ``on_line``
+    gets each line uv writes to stderr (its own progress) as it comes."""
     env = {**os.environ, "UV_NO_PROGRESS": "1"}
     log.info("running %s", " ".join(argv))
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
-                             stdin=subprocess.DEVNULL)
+        out = (subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
+                              stdin=subprocess.DEVNULL) if on_line is None else
+               _streamed(argv, timeout, env, on_line))
     except subprocess.TimeoutExpired:
         raise EnvironmentProblem(f"`{' '.join(argv)}` did not finish within {timeout:g} s",
                                  hint="check the network to the package index") from None
@@ -94,3 +100,36 @@ def run(argv: list[str], *, timeout: float = UV_TIMEOUT_S) -> str:
                                  + "\n".join(tail),
                                  hint="fix the requirement or interpreter named above")
     return out.stdout
+
+
+def _streamed(argv: list[str], timeout: float, env: dict[str, str],
+              on_line: Callable[[str], None]) -> subprocess.CompletedProcess[str]:
+    """`subprocess.run` with stderr handed to ``on_line`` line by line as uv writes it;
+    raises TimeoutExpired after ``timeout`` s (uv killed)."""
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        proc.kill()
+
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=env, stdin=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = proc.stdout, proc.stderr
+        stdout: list[str] = []
+        reader = threading.Thread(target=lambda: stdout.append(out.read()), daemon=True)
+        reader.start()
+        timer = threading.Timer(timeout, expire)
+        timer.start()
+        stderr: list[str] = []
+        try:
+            for line in err:
+                stderr.append(line)
+                on_line(line.rstrip("\n"))
+            proc.wait()
+        finally:
+            timer.cancel()
+        reader.join()
+    if expired.is_set():
+        raise subprocess.TimeoutExpired(argv, timeout)
+    return subprocess.CompletedProcess(argv, proc.returncode, "".join(stdout), "".join(stderr))

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11pit_control.proto\x12\x0bpit.control\"\x1d\n\rStatusRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\"1\n\x0cWatchRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x13\n\x0binterval_ms\x18\x02 \x01(\x05\"-\n\x08Snapshot\x12\x0c\n\x04json\x18\x01 \x01(\x0c\x12\x13\n\x0btaken_at_ns\x18\x02 \x01(\x03\"O\n\rOutputRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x10\n\x08since_ns\x18\x03 \x01(\x03\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\"X\n\nOutputLine\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05\x61t_ns\x18\x04 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x05 \x01(\x03\x32\xd1\x01\n\x07\x43ontrol\x12>\n\tGetStatus\x12\x1a.pit.control.StatusRequest\x1a\x15.pit.control.Snapshot\x12\x41\n\x0bWatchStatus\x12\x19.pit.control.WatchRequest\x1a\x15.pit.control.Snapshot0\x01\x12\x43\n\nReadOutput\x12\x1a.pit.control.OutputRequest\x1a\x17.pit.control.OutputLine0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11pit_control.proto\x12\x0bpit.control\"\x1d\n\rStatusRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\"1\n\x0cWatchRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x13\n\x0binterval_ms\x18\x02 \x01(\x05\"-\n\x08Snapshot\x12\x0c\n\x04json\x18\x01 \x01(\x0c\x12\x13\n\x0btaken_at_ns\x18\x02 \x01(\x03\"O\n\rOutputRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x10\n\x08since_ns\x18\x03 \x01(\x03\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\"X\n\nOutputLine\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05\x61t_ns\x18\x04 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x05 \x01(\x03\"\r\n\x0bStopRequest\")\n\tStopReply\x12\x0f\n\x07outcome\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x32\x8b\x02\n\x07\x43ontrol\x12>\n\tGetStatus\x12\x1a.pit.control.StatusRequest\x1a\x15.pit.control.Snapshot\x12\x41\n\x0bWatchStatus\x12\x19.pit.control.WatchRequest\x1a\x15.pit.control.Snapshot0\x01\x12\x43\n\nReadOutput\x12\x1a.pit.control.OutputRequest\x1a\x17.pit.control.OutputLine0\x01\x12\x38\n\x04Stop\x12\x18.pit.control.StopRequest\x1a\x16.pit.control.StopReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OUTPUTREQUEST']._serialized_end=242
   _globals['_OUTPUTLINE']._serialized_start=244
   _globals['_OUTPUTLINE']._serialized_end=332
-  _globals['_CONTROL']._serialized_start=335
-  _globals['_CONTROL']._serialized_end=544
+  _globals['_STOPREQUEST']._serialized_start=334
+  _globals['_STOPREQUEST']._serialized_end=347
+  _globals['_STOPREPLY']._serialized_start=349
+  _globals['_STOPREPLY']._serialized_end=390
+  _globals['_CONTROL']._serialized_start=393
+  _globals['_CONTROL']._serialized_end=660
 # @@protoc_insertion_point(module_scope)

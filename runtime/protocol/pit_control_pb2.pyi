@@ -51,3 +51,15 @@ class OutputLine(_message.Message):
     at_ns: int
     dropped: int
     def __init__(self, pool: _Optional[str] = ..., worker: _Optional[str] = ..., text: _Optional[str] = ..., at_ns: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
+
+class StopRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StopReply(_message.Message):
+    __slots__ = ("outcome", "pid")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    outcome: str
+    pid: int
+    def __init__(self, outcome: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...

@@ -49,6 +49,11 @@ class ControlStub:
                 request_serializer=pit__control__pb2.OutputRequest.SerializeToString,
                 response_deserializer=pit__control__pb2.OutputLine.FromString,
                 _registered_method=True)
+        self.Stop = channel.unary_unary(
+                '/pit.control.Control/Stop',
+                request_serializer=pit__control__pb2.StopRequest.SerializeToString,
+                response_deserializer=pit__control__pb2.StopReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -76,6 +81,15 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stop(self, request, context):
+        """`pit stop`: close this host's pools gracefully. A host whose program handles SIGTERM
+        (`pit run` does: it closes its pools and exits) gets SIGTERM in its main thread; any
+        other host closes its pools here and its program keeps running.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +107,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.ReadOutput,
                     request_deserializer=pit__control__pb2.OutputRequest.FromString,
                     response_serializer=pit__control__pb2.OutputLine.SerializeToString,
+            ),
+            'Stop': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stop,
+                    request_deserializer=pit__control__pb2.StopRequest.FromString,
+                    response_serializer=pit__control__pb2.StopReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +195,33 @@ class Control:
             '/pit.control.Control/ReadOutput',
             pit__control__pb2.OutputRequest.SerializeToString,
             pit__control__pb2.OutputLine.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pit.control.Control/Stop',
+            pit__control__pb2.StopRequest.SerializeToString,
+            pit__control__pb2.StopReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,3 +57,17 @@ def test_the_renderers_escape_every_data_string() -> None:
     text = console.export_text()
     assert "pool [pools.a]: env" in text and "bad [/x] path" in text
     assert "edit [pools.a] in [b]pit.toml[/b]" in text
+
+
+def test_call_stop_and_setup_progress_print_bracketed_text_as_it_is(tmp_path: Path) -> None:
+    raised = pit("call", "default", "fail", '{"message": "[/x] in [pools.a]"}', cwd=tmp_path)
+    assert raised.returncode == 1 and "ValueError: [/x] in [pools.a]" in raised.stderr
+    no_pool = pit("call", "[pools.a]", "ping", cwd=tmp_path)
+    assert no_pool.returncode == 2 and "no pool named '[pools.a]'" in no_pool.stderr
+    no_host = pit("stop", "--instance", "[/x]", cwd=tmp_path)
+    assert no_host.returncode == 3 and "no running instance '[/x]'" in no_host.stderr
+    (tmp_path / "pit.toml").write_text('[pools.a]\nsize = 1\npython = "[/x]"\n')
+    setup = pit("setup", cwd=tmp_path)
+    assert setup.returncode == 1 and "[/x] (at " in setup.stderr  # a path, resolved
+    for out in (raised, no_pool, no_host, setup):
+        assert "MarkupError" not in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -19,6 +19,23 @@ def test_uv_argv_is_explicit() -> None:
         "uv", "pip", "install", "--quiet", "--python", "/e/bin/python", "six", "-r", "/r.txt"]
     assert uv.find_python_argv("uv", "3.12") == ["uv", "python", "find",
                                                  "--no-python-downloads", "3.12"]
+    # -v in `pit setup`: uv speaks (its progress goes to the progress lines)
+    assert "--quiet" not in uv.venv_argv("uv", Path("/e"), "/p", quiet=False)
+    assert "--quiet" not in uv.install_argv("uv", Path("/p"), ["six"], [], quiet=False)
+
+
+def test_run_streams_stderr_lines_and_keeps_stdout() -> None:
+    script = "import sys; print('a', file=sys.stderr, flush=True); print('out'); " \
+             "print('b', file=sys.stderr)"
+    lines: list[str] = []
+    assert uv.run([sys.executable, "-c", script], on_line=lines.append) == "out\n"
+    assert lines == ["a", "b"]
+    failing = "import sys; print('no such package [x]', file=sys.stderr); sys.exit(2)"
+    with pytest.raises(EnvironmentProblem, match=r"exit 2\):\nno such package \[x\]"):
+        uv.run([sys.executable, "-c", failing], on_line=lines.append)
+    with pytest.raises(EnvironmentProblem, match="did not finish within 0.5 s"):
+        uv.run([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5,
+               on_line=lines.append)
 
 
 def test_version_matching() -> None:
