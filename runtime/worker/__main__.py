@@ -1,7 +1,19 @@
 import os
+import signal
 import sys
 
-from .main import main, parse_args
+
+def _stop_early(signum: int, frame: object) -> None:
+    os._exit(0)  # told to stop before serving: nothing to finish, nothing to flush
+
+
+# Until `main` installs the real handlers: a stop while the worker still imports ends it
+# cleanly (exit 0), as it would once serving, instead of a KeyboardInterrupt traceback.
+signal.signal(signal.SIGTERM, _stop_early)
+if "--elixir-address" in sys.argv[1:]:  # a Snakepit host stops its workers with SIGINT too
+    signal.signal(signal.SIGINT, _stop_early)
+
+from .main import main, parse_args  # noqa: E402 - after the signals, on purpose
 
 code = 1
 try:
