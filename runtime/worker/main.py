@@ -19,6 +19,7 @@ import faulthandler
 import functools
 import importlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -196,6 +197,11 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
     # host keeps the last 40 lines (worker_handle.OUTPUT_TAIL_LINES), and the stacks of a
     # worker's ~6 idle threads would push the error and the crashing line out of them.
     faulthandler.enable(file=sys.stderr, all_threads=False)
+    # Log records of adapter code that configured no logging go to stderr (what the host keeps,
+    # and `pit run` forwards) with their level and logger: "WARNING mymodule: disk full".
+    # Python's last-resort handler, so an adapter's own logging.basicConfig still applies.
+    if logging.lastResort is not None:
+        logging.lastResort.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     if ns.stack_file:
         # Dumped from the C signal handler: works even while a tool holds the GIL.
         stacks = open(ns.stack_file, "w")  # noqa: SIM115 - open for the process's lifetime

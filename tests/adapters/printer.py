@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from runtime import Adapter, tool
@@ -19,6 +20,11 @@ class Printer(Adapter):
         for _ in range(times):
             print(text, file=sys.stderr if err else sys.stdout)
         return times
+
+    @tool
+    def log(self, text: str) -> None:
+        """Log ``text`` at WARNING through a logger nobody configured."""
+        logging.getLogger("printer.tool").warning(text)
 
     @tool
     def say_long(self, size: int) -> int:

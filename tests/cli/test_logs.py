@@ -105,6 +105,7 @@ SCRIPT = """
 import runtime
 runtime.execute("say", {"text": "hello from a tool"})
 runtime.execute("say", {"text": "a warning from a tool", "err": True})
+runtime.execute("log", {"text": "disk almost full"})
 print("the script's own output")
 """
 
@@ -122,6 +123,8 @@ def test_pit_run_forwards_worker_output_to_stderr_unless_quiet(tmp_path: Path) -
     assert loud.returncode == 0, loud.stderr
     assert "[p/worker-1] hello from a tool" in loud.stderr.splitlines()
     assert "[p/worker-1] a warning from a tool" in loud.stderr.splitlines()
+    # a log record keeps its level and logger (the worker's fallback handler names them)
+    assert "[p/worker-1] WARNING printer.tool: disk almost full" in loud.stderr.splitlines()
     assert loud.stdout == "the script's own output\n"
     quiet = run("--quiet-workers")
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
