@@ -1,25 +1,29 @@
 """One exception hierarchy for everything pit raises.
 
 Every error is a `PitError` with a `.category` (a stable string scripts can match on), a
-`.details` dict, and a `.hint` (what to do about it). A tool's exception inside a worker arrives
-as a `RemoteError` with `.remote_type` and `.remote_traceback` holding the worker's text, of a
-class named after the remote one (`remote_class`): a builtin type's class is also that builtin,
-so ``except KeyError:`` catches a tool's KeyError. The worker's traceback is the error's
-``__cause__`` (a `RemoteTraceback`), as concurrent.futures shows a process's, and `.ml` holds
-what `ml_errors.parse` read from the message (shape, dtype, device, out of memory) or None.
+`.details` dict, and a `.hint` (what to do about it; a traceback shows it as a note). A tool's
+exception inside a worker arrives as a `RemoteError` with `.remote_type` and
+`.remote_traceback` holding the worker's text, of a class named after the remote one
+(`remote_class`): a builtin type's class is also that builtin, so ``except KeyError:`` catches
+a tool's KeyError. The worker's traceback is the error's ``__cause__`` (a `RemoteTraceback`),
+as concurrent.futures shows a process's, and `.ml` holds what `ml_errors.parse` read from the
+message (shape, dtype, device, out of memory) or None.
 """
 
 from __future__ import annotations
 
 import builtins
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .ml_errors import MLError
 
 
-
 class PitError(Exception):
+    """Base of every error pit raises: ``.category``, ``.details``, ``.hint`` (what to do;
+    shown under a traceback as an exception note, or in ``str()`` on Python 3.10)."""
+
     category = "error"
 
     def __init__(
@@ -37,8 +41,13 @@ class PitError(Exception):
         self.hint = hint
         self.remote_type = remote_type
         self.remote_traceback = remote_traceback
+        # A traceback then says what to do, not only what failed.
+        if hint and sys.version_info >= (3, 11):
+            self.add_note(f"hint: {hint}")
 
     def __str__(self) -> str:
+        if self.hint and sys.version_info < (3, 11):  # no notes: the hint joins the text
+            return f"{self.message}\nhint: {self.hint}"
         return self.message
 
     def to_dict(self) -> dict[str, Any]:
