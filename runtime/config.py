@@ -10,6 +10,7 @@ Unknown keys and bad values raise `ConfigError` naming the file, the key and wha
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
@@ -193,6 +194,20 @@ class PitConfig:
     pools: Mapping[str, PoolConfig]
     telemetry: TelemetryConfig = TelemetryConfig()
     tool_bridge: ToolBridgeConfig = ToolBridgeConfig()
+    default_pool: str | None = None  # the top-level key: the pool runtime.execute() calls
+
+    def default_pool_name(self) -> str:
+        """``default_pool``, else the pool named "default", else the only pool; with several
+        pools and neither, a ConfigError naming them and how to pick one."""
+        if self.default_pool is not None:
+            return self.default_pool
+        if DEFAULT_POOL in self.pools or len(self.pools) == 1:
+            return DEFAULT_POOL if DEFAULT_POOL in self.pools else next(iter(self.pools))
+        raise ConfigError(f"{self.path or 'the config'} has several pools "
+                          f"({', '.join(self.pools)}) and no default_pool",
+                          hint=f'add default_pool = "{next(iter(self.pools))}" at the top of '
+                               f"{self.path.name if self.path else 'pit.toml'}, or name the "
+                               "pool you mean")
 
 
 def _json_able(value: Any) -> bool:
@@ -297,7 +312,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                   "a table with keys enabled, sample, allow, deny"),
 }
 POOL_KEYS = tuple(_RULES)
-TOP_KEYS = ("pools", "state_dir", "telemetry", "tool_bridge")
+TOP_KEYS = ("default_pool", "pools", "state_dir", "telemetry", "tool_bridge")
 TELEMETRY_KEYS = ("prometheus_port", "otel")
 TOOL_BRIDGE_KEYS = ("token", "tcp_port")
 
@@ -472,9 +487,15 @@ def load_config(path: str | Path | None = None, *, cwd: Path | None = None) -> P
         pools[name] = make_pool_config(name, where=f"{where}: [pools.{name}]", **values)
     if not pools:
         pools[DEFAULT_POOL] = PoolConfig()
+    default = data.get("default_pool")
+    if default is not None and default not in pools:
+        raise ConfigError(f"{where}: default_pool = {default!r} names no pool; pools: "
+                          f"{', '.join(pools)}", details={"key": "default_pool"},
+                          hint="set default_pool to one of those pools' names, or remove it")
     return PitConfig(path=found, state_dir=state_dir(found, data.get("state_dir")),
                      pools=pools, telemetry=_telemetry(data.get("telemetry", {}), where),
-                     tool_bridge=_tool_bridge(data.get("tool_bridge", {}), where))
+                     tool_bridge=_tool_bridge(data.get("tool_bridge", {}), where),
+                     default_pool=default)
 
 
 def _table(table: Any, name: str, keys: tuple[str, ...], where: str) -> None:
@@ -564,6 +585,16 @@ def state_dir_despite(error: ConfigError, cwd: Path | None = None) -> StateDirGu
             error.hint or f"fix the config, or name the state dir: --state-dir DIR or "
                           f"{PIT_STATE_DIR}=DIR")) from error
     return guess
+
+
+def ensure_state_dir(path: Path) -> Path:
+    """Create the state dir when missing. One pit creates gets a ``.gitignore`` of ``*``: its
+    venvs, sockets and registry never belong in the project's repository."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError), (path / ".gitignore").open("x") as fh:
+            fh.write("# made by pit: nothing in its state dir belongs in version control\n*\n")
+    return path
 
 
 def state_dir(config_path: Path | None = None, configured: Any = None) -> Path:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import PitConfig, PoolConfig, load_config
+from .config import PitConfig, PoolConfig, ensure_state_dir, load_config
 from .errors import PitError
 
 SOCKET_LIMIT = 100
@@ -64,7 +64,7 @@ def run_checks(config_path: str | Path | None = None) -> list[Check]:
 
 def _state_dir(cfg: PitConfig) -> Check:
     try:
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        ensure_state_dir(cfg.state_dir)
         with tempfile.NamedTemporaryFile(dir=cfg.state_dir):
             pass
     except OSError as exc:

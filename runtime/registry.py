@@ -23,6 +23,8 @@ from typing import Any
 
 import psutil
 
+from .config import ensure_state_dir
+
 DB_NAME = "registry.db"
 BUSY_TIMEOUT_MS = 5000
 CREATE_TIME_TOLERANCE_S = 0.05
@@ -74,7 +76,7 @@ class WorkerRow:
 
 
 def connect(state_dir: Path) -> sqlite3.Connection:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_state_dir(state_dir)
     conn = sqlite3.connect(state_dir / DB_NAME, timeout=BUSY_TIMEOUT_MS / 1000,
                            isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

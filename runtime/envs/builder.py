@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from ..config import PoolConfig
+from ..config import PoolConfig, ensure_state_dir
 from ..errors import EnvironmentProblem, PitError
 from . import uv as uvtool
 from .interpreters import Interpreter, resolve
@@ -99,6 +99,7 @@ def fingerprint(interp: Interpreter, strings: list[str], files: list[Path]) -> s
 def bridge_dir(state_dir: Path) -> Path:
     """The worker bridge for this pit version, copied once into the state dir."""
     src = Path(__file__).resolve().parent.parent  # the runtime package
+    ensure_state_dir(state_dir)
     digest = hashlib.sha256()
     files = []
     for part in BRIDGE_PARTS:
@@ -163,7 +164,7 @@ def build(config: PoolConfig, state_dir: Path, base: Path, *, force: bool = Fals
     phase(f"finding Python {config.python}" if config.python else "finding Python")
     interp = resolve(config.python, sys.executable)
     strings, files = split_requirements(config, base)
-    path = env_dir(state_dir, config.name)
+    path = env_dir(ensure_state_dir(state_dir), config.name)
     wanted = fingerprint(interp, strings, files)
     stored = path / FINGERPRINT
     if not force and stored.exists() and stored.read_text().strip() == wanted:

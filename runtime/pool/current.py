@@ -32,15 +32,17 @@ def current_pools() -> Pools:
 
 def execute(tool: str, args: Mapping[str, Any] | None = None, *, pool: str | None = None,
             **options: Any) -> Any:
-    """Call ``tool`` on the current default pool (or the pool named ``pool``)."""
+    """Call ``tool`` on the pool named ``pool``, else the current default pool (see
+    `Pools.default`: ``default_pool`` in the config, or the only pool that has ``tool``)."""
     pools = current_pools()
-    target = pools[pool] if pool else pools.default()
+    target = pools[pool] if pool else pools.default(tool)
     return target.execute(tool, args, **options)
 
 
 def stream(tool: str, args: Mapping[str, Any] | None = None, *, pool: str | None = None,
            **options: Any) -> Iterator[Any]:
-    """Stream ``tool``'s items from the current default pool (or the pool named ``pool``)."""
+    """Stream ``tool``'s items from the pool named ``pool``, else the current default pool
+    (chosen as for `execute`)."""
     pools = current_pools()
-    target = pools[pool] if pool else pools.default()
+    target = pools[pool] if pool else pools.default(tool)
     return target.stream(tool, args, **options)

@@ -14,12 +14,12 @@ import atexit
 import concurrent.futures
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import PitConfig, PoolConfig, load_config, make_pool_config
-from ..errors import PoolNotFound
+from ..config import DEFAULT_POOL, PitConfig, PoolConfig, load_config, make_pool_config
+from ..errors import PoolNotFound, ToolNotFound
 from ..telemetry import tracing
 from ..telemetry.control import TelemetryControl
 from . import direct
@@ -45,6 +45,17 @@ def _close_all() -> None:
             owner.close()
         except Exception:  # noqa: BLE001, S110 - best effort at exit
             pass
+
+
+def close_open_pools(instance_ids: Collection[str]) -> int:
+    """Close every open `Pool` / `Pools` of these host instances; returns how many. The pytest
+    plugin's leak check calls it: a pool a test forgot to close would otherwise replace the
+    workers the check stops."""
+    with _live_lock:
+        owners = [o for o in _live if o.instance.id in instance_ids]
+    for owner in owners:
+        owner.close()
+    return len(owners)
 
 
 class CallFuture(concurrent.futures.Future):  # type: ignore[type-arg]
@@ -395,14 +406,29 @@ class Pools(Mapping[str, Pool]):
     def __len__(self) -> int:
         return len(self._pools)
 
-    def default(self) -> Pool:
-        """The pool named "default", or the only pool."""
-        if "default" in self._pools:
-            return self._pools["default"]
-        if len(self._pools) == 1:
-            return next(iter(self._pools.values()))
-        raise PoolNotFound(f"several pools ({', '.join(self._pools)}) and none named "
-                           "'default'", hint="name the pool: pools['name'].execute(...)")
+    def default(self, tool: str | None = None) -> Pool:
+        """The pool a call names none for: the config's ``default_pool``, else the pool
+        named "default" or the only pool, else (given ``tool``) the only pool whose workers
+        have that tool. Otherwise PoolNotFound, naming the pools that have the tool."""
+        if self.config.default_pool in self._pools:
+            return self._pools[self.config.default_pool]
+        if DEFAULT_POOL in self._pools or len(self._pools) == 1:
+            return self._pools.get(DEFAULT_POOL) or next(iter(self._pools.values()))
+        pick = ('add default_pool = "NAME" at the top of the config, or name the pool: '
+                "runtime.execute(tool, args, pool=NAME) / pools[NAME].execute(...)")
+        if tool is None:
+            raise PoolNotFound(f"several pools ({', '.join(self._pools)}), no default_pool and "
+                               "none named 'default'", hint=pick)
+        having = [name for name, pool in self._pools.items()
+                  if any(t.get("name") == tool for t in pool.tools())]
+        if len(having) == 1:
+            return self._pools[having[0]]
+        if having:
+            raise PoolNotFound(f"tool {tool!r} is in several pools ({', '.join(having)}) and "
+                               "the config has no default_pool", hint=pick)
+        raise ToolNotFound(f"no pool has a tool {tool!r}; pools: {', '.join(self._pools)}",
+                           hint="check the tool's name (`pit status` lists each pool's "
+                                "tools), or name the pool")
 
     def register_host_tool(self, name: str, fn: Callable[..., Any], *,
                            description: str | None = None,

@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 
 from ...cleanup import cleanup, leftover_arenas
+from ...config import ensure_state_dir
 from ...control import index
 from ...errors import EnvironmentProblem
 from ...logs import logger
@@ -139,7 +140,7 @@ class HostInstance:
         raises EnvironmentProblem. Before every worker start: `pit cleanup --force` on a
         paused host removes it, and the host must keep going once it resumes."""
         if self.run_dir.parent == self.state_dir / "run":
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+            ensure_state_dir(self.state_dir)
             private_dir(self.run_dir.parent, readable=True)
         else:  # the short fallback under the shared temp dir
             private_dir(self.run_dir.parent)
