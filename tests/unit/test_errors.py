@@ -126,3 +126,17 @@ def test_a_payload_without_a_traceback_has_no_cause() -> None:
     err = from_payload({"type": "ValueError", "message": "m"}, "t", {})
     assert err.__cause__ is None and err.remote_traceback is None
     assert type(pickle.loads(pickle.dumps(err))) is type(err)
+
+
+def test_a_hint_shows_under_the_traceback_and_survives_a_copy() -> None:
+    err = errors.ConfigError("pit.toml: [pools.a] size must be >= 1", hint="set size = 1")
+    text = "".join(traceback.format_exception(err))
+    assert text.rstrip().endswith("hint: set size = 1")
+    copied = pickle.loads(pickle.dumps(err))
+    assert "".join(traceback.format_exception(copied)).count("hint: set size = 1") == 1
+    # the message itself stays the message (the CLI prints the hint on a line of its own)
+    assert err.message == "pit.toml: [pools.a] size must be >= 1"
+
+
+def test_no_hint_adds_no_note() -> None:
+    assert not getattr(errors.PitError("plain"), "__notes__", None)
