@@ -11,14 +11,140 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # gRPC's C core writes INFO lines to stderr (a GOAWAY seen as a worker shuts down, fork
 # notices) unless told otherwise before it loads; pit reports what matters through its own
 # loggers. An explicit GRPC_VERBOSITY wins.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+if TYPE_CHECKING:  # what type checkers see (`X as X`: re-exported); at run time the names
+    # resolve lazily, below
+    from .config import (
+        PoolConfig as PoolConfig,
+    )
+    from .config import (
+        load_config as load_config,
+    )
+    from .errors import (
+        CallTimeout as CallTimeout,
+    )
+    from .errors import (
+        CircuitOpen as CircuitOpen,
+    )
+    from .errors import (
+        ConfigError as ConfigError,
+    )
+    from .errors import (
+        EnvironmentProblem as EnvironmentProblem,
+    )
+    from .errors import (
+        InvalidArgument as InvalidArgument,
+    )
+    from .errors import (
+        PitError as PitError,
+    )
+    from .errors import (
+        PoisonCall as PoisonCall,
+    )
+    from .errors import (
+        PoolNotFound as PoolNotFound,
+    )
+    from .errors import (
+        PoolNotReady as PoolNotReady,
+    )
+    from .errors import (
+        PoolSaturated as PoolSaturated,
+    )
+    from .errors import (
+        QueueTimeout as QueueTimeout,
+    )
+    from .errors import (
+        RemoteError as RemoteError,
+    )
+    from .errors import (
+        ResultError as ResultError,
+    )
+    from .errors import (
+        ResultTooLarge as ResultTooLarge,
+    )
+    from .errors import (
+        SessionQuota as SessionQuota,
+    )
+    from .errors import (
+        SessionUnavailable as SessionUnavailable,
+    )
+    from .errors import (
+        SessionWorkerUnavailable as SessionWorkerUnavailable,
+    )
+    from .errors import (
+        ShutdownError as ShutdownError,
+    )
+    from .errors import (
+        ToolNotFound as ToolNotFound,
+    )
+    from .errors import (
+        WorkerBusy as WorkerBusy,
+    )
+    from .errors import (
+        WorkerExit as WorkerExit,
+    )
+    from .errors import (
+        WorkerHung as WorkerHung,
+    )
+    from .errors import (
+        WorkerStartError as WorkerStartError,
+    )
+    from .pool.async_pool import (
+        AsyncPool as AsyncPool,
+    )
+    from .pool.current import (
+        current_pools as current_pools,
+    )
+    from .pool.current import (
+        execute as execute,
+    )
+    from .pool.current import (
+        stream as stream,
+    )
+    from .pool.session_handle import (
+        AsyncSession as AsyncSession,
+    )
+    from .pool.session_handle import (
+        SessionHandle as SessionHandle,
+    )
+    from .pool.stats import (
+        PoolStats as PoolStats,
+    )
+    from .pool.stats import (
+        WorkerStats as WorkerStats,
+    )
+    from .pool.sync_pool import (
+        Pool as Pool,
+    )
+    from .pool.sync_pool import (
+        Pools as Pools,
+    )
+    from .protocol.codec import (
+        Pickled as Pickled,
+    )
+    from .protocol.graceful import (
+        is_unserializable as is_unserializable,
+    )
+    from .worker.adapter import (
+        Adapter as Adapter,
+    )
+    from .worker.adapter import (
+        tool as tool,
+    )
+    from .worker.context import (
+        SessionContext as SessionContext,
+    )
+    from .worker.context import (
+        current_context as current_context,
+    )
 
 _EXPORTS = {
     "Pool": "runtime.pool.sync_pool",
@@ -69,7 +195,7 @@ _EXPORTS = {
     "PoolNotReady": "runtime.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["__version__", *sorted(_EXPORTS)]
 
 
 def __getattr__(name: str) -> Any:

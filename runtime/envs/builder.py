@@ -86,7 +86,7 @@ def split_requirements(config: PoolConfig, base: Path) -> tuple[list[str], list[
 
 
 def fingerprint(interp: Interpreter, strings: list[str], files: list[Path]) -> str:
-    from .. import __version__
+    from ..version import __version__
 
     h = hashlib.sha256()
     h.update(json.dumps([interp.version_text, interp.path, sorted(strings), bridge_pins(),

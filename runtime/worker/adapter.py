@@ -20,7 +20,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, overload
 
 _MARK = "__pit_tool__"
 _SIMPLE = {int: "integer", float: "float", str: "string", bool: "boolean", bytes: "bytes",
@@ -61,15 +61,25 @@ class _ToolMark:
     thread_sensitive: bool = False
 
 
-def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None,
-         description: str | None = None, thread_sensitive: bool = False) -> Any:
+ToolFn = TypeVar("ToolFn", bound=Callable[..., Any])
+
+
+@overload
+def tool(fn: ToolFn, *, name: str | None = None, description: str | None = None,
+         thread_sensitive: bool = False) -> ToolFn: ...
+@overload
+def tool(fn: None = None, *, name: str | None = None, description: str | None = None,
+         thread_sensitive: bool = False) -> Callable[[ToolFn], ToolFn]: ...
+def tool(fn: ToolFn | None = None, *, name: str | None = None,
+         description: str | None = None,
+         thread_sensitive: bool = False) -> ToolFn | Callable[[ToolFn], ToolFn]:
     """Mark an adapter method as callable from the host: ``@tool`` or ``@tool(name=...)``.
 
     ``thread_sensitive=True``: in the thread profile, calls to this tool never overlap (they
     run one at a time, in order of arrival), while other tools run concurrently.
     """
 
-    def mark(f: Callable[..., Any]) -> Callable[..., Any]:
+    def mark(f: ToolFn) -> ToolFn:  # the method's own signature stays for type checkers
         setattr(f, _MARK, _ToolMark(name, description, thread_sensitive))
         return f
 
