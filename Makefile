@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml
 	fi
 	@UV_BIN="$$(command -v uv || echo '$(PYTHON) -m uv')"; \
 	$$UV_BIN venv --quiet --allow-existing --python $(PYTHON) $(VENV) && \
-	$$UV_BIN pip install --quiet --python $(PY) -e '.[dev]'
+	{ $$UV_BIN pip uninstall --quiet --python $(PY) pit 2>/dev/null || true; } && \
+	$$UV_BIN pip install --quiet --reinstall-package pit-pools --python $(PY) -e '.[dev]'
 	@touch $@
 
 demo: setup

@@ -1,2 +1,6 @@
-"""Files that `pit gen adapter` renders into a user's project (the command arrives with the
-environments/scaffold issue; this package only reserves its place in the layout)."""
+"""Templates that `pit gen adapter` renders into a user's project (runtime/scaffold.py).
+
+This folder is their source in the repo; the wheel ships the ``*.tmpl`` files inside the CLI
+package as ``snakecli/templates/`` (see pyproject.toml), so nothing named
+``adapters_template`` lands at the top of site-packages.
+"""
