@@ -1,8 +1,10 @@
 """Shared fixtures: an isolated state dir per test, and a check that the test left nothing
 behind: no worker process, shared-memory arena or run dir of the hosts it started.
 
-The check looks only at what the test itself started (the hosts registered in its own state
-dir, and the workers of this pytest process): another pit process on the machine (a second
+The process and registry probes are those of pit's own pytest plugin (`runtime.testing`),
+which users' projects get; this suite's check goes further (arenas, run dirs, a state dir
+per test). It looks only at what the test itself started (the hosts registered in its own
+state dir, and the workers of this pytest process): another pit process on the machine (a second
 checkout's tests, a demo) has arenas and workers of its own that are none of its business.
 """
 
@@ -18,7 +20,11 @@ import psutil
 import pytest
 
 from runtime.cleanup import leftover_arenas
-from runtime.registry import DB_NAME, InstanceRow, connect, flag
+from runtime.registry import InstanceRow
+from runtime.testing.leaks import pid_alive, pit_processes, registered_instances, survivors
+
+__all__ = ["ROOT", "left_behind", "pid_alive", "pit_processes", "registered_instances",
+           "wait_until", "worker_processes"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,40 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def worker_processes(host_pid: int) -> list[psutil.Process]:
     """Live worker processes whose host is ``host_pid`` (from their --host-pid marker)."""
     return pit_processes(host_pid=host_pid)
-
-
-def pit_processes(*, host_pid: int | None = None,
-                  instance_ids: frozenset[str] = frozenset()) -> list[psutil.Process]:
-    """Live pit worker and fork-server processes whose host is ``host_pid`` (--host-pid) or
-    whose instance is one of ``instance_ids`` (--run-id), and Snakepit bridge workers of
-    those instances (--snakepit-run-id)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            cmd = proc.info["cmdline"] or []
-            ours = "runtime.worker" in cmd and (
-                (host_pid is not None and flag(cmd, "--host-pid") == str(host_pid))
-                or flag(cmd, "--run-id") in instance_ids)
-            bridge = flag(cmd, "--snakepit-run-id") in instance_ids  # Snakepit's bridge
-            if (ours or bridge) and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.NoSuchProcess:
-            continue
-    return found
-
-
-def registered_instances(state: Path) -> list[InstanceRow]:
-    """Every host registered in ``state``, running or ended: the hosts a test started (in
-    this process or in a subprocess it gave the same PIT_STATE_DIR)."""
-    if not (state / DB_NAME).exists():
-        return []
-    conn = connect(state)
-    try:
-        return [InstanceRow(*r) for r in conn.execute(
-            "SELECT instance_id, token, pid, create_time, control_address, config_path, "
-            "run_dir, pools, started_at, ended_at FROM instances")]
-    finally:
-        conn.close()
 
 
 def left_behind(instances: list[InstanceRow]) -> tuple[list[str], list[str]]:
@@ -87,28 +59,14 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     yield state
     instances = registered_instances(state)
     ids = frozenset(i.instance_id for i in instances)
-    deadline = time.monotonic() + 5
-    left = pit_processes(host_pid=os.getpid(), instance_ids=ids)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = [p for p in left if pid_alive(p.pid)]
-    for proc in left:
-        proc.kill()
-    assert not left, f"worker processes left alive: {[p.pid for p in left]}"
+    left = survivors(ids, host_pid=os.getpid())  # killed once found
+    assert not left, f"worker processes left alive: {left}"
     arenas, run_dirs = left_behind(instances)
     for arena in arenas:  # reported below; not left to fill /dev/shm
         with contextlib.suppress(OSError):
             os.unlink(arena)
     assert not arenas, f"shared-memory arenas left behind: {arenas}"
     assert not run_dirs, f"run dirs left behind: {run_dirs}"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        proc = psutil.Process(pid)
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02) -> bool:  # noqa: ANN001

@@ -13,7 +13,6 @@ import asyncio
 import atexit
 import concurrent.futures
 import threading
-import weakref
 from collections.abc import AsyncGenerator, Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,9 @@ from .session_handle import SessionHandle
 from .stats import PoolStats
 from .stream_run import Stream
 
-_live: weakref.WeakSet[Any] = weakref.WeakSet()  # closed at interpreter exit
+# Every open Pool / Pools, closed at interpreter exit. Held strongly: a pool whose last
+# reference is dropped still has its loop thread and workers, and must still be closed.
+_live: set[Any] = set()
 _live_lock = threading.Lock()
 
 
