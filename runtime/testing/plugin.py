@@ -29,15 +29,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from ..config import PIT_STATE_DIR
-from ..control.index import PIT_INDEX_DIR
-from ..pool.sync_pool import close_open_pools
-from .leaks import Leak, alive_after, instance_ids, kill
-from .pool_fixture import PoolFixture
 
+if TYPE_CHECKING:
+    from .pool_fixture import PoolFixture
+
+# pytest imports this module at every start, pools or not: what the fixtures need (psutil,
+# the registry, the pool and gRPC) is imported when a fixture first runs.
 MARKER = "pit_pool"
 
 
@@ -50,6 +52,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def pit_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The session's own PIT_STATE_DIR (and PIT_INDEX_DIR beside it)."""
+    from ..control.index import PIT_INDEX_DIR
+
     root = tmp_path_factory.mktemp("pit")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(PIT_STATE_DIR, str(root / "state"))
@@ -59,6 +63,8 @@ def pit_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(autouse=True)
 def _pit_leak_check(pit_state_dir: Path) -> Iterator[None]:
+    from .leaks import Leak, alive_after, instance_ids, kill
+
     # The state dir as the test's hosts see it: a test (or a conftest) may point
     # PIT_STATE_DIR elsewhere for itself; it is read again after the teardown.
     before = instance_ids(_state_dir(pit_state_dir))
@@ -69,6 +75,8 @@ def _pit_leak_check(pit_state_dir: Path) -> Iterator[None]:
     left = alive_after(started)
     if not left:
         return
+    from ..pool.sync_pool import close_open_pools
+
     close_open_pools(started)  # else a forgotten pool would replace the workers killed here
     kill(left + alive_after(started, grace=0))
     pytest.fail(Leak(started, tuple(p.pid for p in left)).message(), pytrace=False)
@@ -81,6 +89,8 @@ def _state_dir(default: Path) -> Path:
 @pytest.fixture
 def pit_pool(request: pytest.FixtureRequest) -> Iterator[PoolFixture]:
     """A pool of the project's config (see the module's docstring), or ``.factory()``."""
+    from .pool_fixture import PoolFixture
+
     name = getattr(request, "param", None)
     marker = request.node.get_closest_marker(MARKER)
     if name is None and marker is not None:
