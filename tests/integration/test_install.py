@@ -57,4 +57,5 @@ def test_a_fresh_venv_installs_the_wheel_and_the_generated_test_passes(
     assert not (project / ".pit").exists()
 
     shutil.copy(SCRIPT, project / "user.py")
-    run([str(python), "-m", "mypy", "--strict", "user.py"], project)
+    run([str(python), "-m", "mypy", "--strict", "user.py", "weather.py",
+         "tests/test_weather.py"], project)  # the generated files type-check too
