@@ -121,6 +121,9 @@ if TYPE_CHECKING:  # what type checkers see (`X as X`: re-exported); at run time
     from .pool.stats import (
         WorkerStats as WorkerStats,
     )
+    from .pool.stream_run import (
+        StreamSummary as StreamSummary,
+    )
     from .pool.sync_pool import (
         Pool as Pool,
     )
@@ -132,6 +135,9 @@ if TYPE_CHECKING:  # what type checkers see (`X as X`: re-exported); at run time
     )
     from .protocol.graceful import (
         is_unserializable as is_unserializable,
+    )
+    from .telemetry.control import (
+        TelemetryControl as TelemetryControl,
     )
     from .worker.adapter import (
         Adapter as Adapter,

@@ -5,6 +5,7 @@ so the names are really typed, not Any."""
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -38,3 +39,17 @@ def test_mypy_strict_passes_a_user_script_and_fails_a_misuse(tmp_path: Path) -> 
            '"str")' in run.stdout
     assert 'Argument 1 to "execute" of "Pool" has incompatible type "int"' in run.stdout
     assert len(errors) == 2, run.stdout
+
+
+def test_every_lazy_export_is_seen_by_type_checkers() -> None:
+    """runtime/__init__ resolves its names lazily; a name missing from its TYPE_CHECKING
+    imports is Any to mypy (and an error under --strict where a class is subclassed)."""
+    import runtime
+
+    tree = ast.parse(Path(runtime.__file__).read_text())
+    typed = {alias.asname or alias.name
+             for node in tree.body
+             if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+             for imp in node.body if isinstance(imp, ast.ImportFrom)
+             for alias in imp.names}
+    assert typed == set(runtime._EXPORTS)
