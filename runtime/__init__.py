@@ -109,6 +109,15 @@ if TYPE_CHECKING:  # what type checkers see (`X as X`: re-exported); at run time
     from .pool.current import (
         stream as stream,
     )
+    from .pool.executor import (
+        InitializerFailed as InitializerFailed,
+    )
+    from .pool.executor import (
+        PoolExecutor as PoolExecutor,
+    )
+    from .pool.executor import (
+        WorkerCrashed as WorkerCrashed,
+    )
     from .pool.session_handle import (
         AsyncSession as AsyncSession,
     )

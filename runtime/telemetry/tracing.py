@@ -72,7 +72,7 @@ def tracer() -> Any | None:
         return _cache[1]
     found = None
     if not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
-        from .. import __version__
+        from ..version import __version__
 
         found = provider.get_tracer(SCOPE, __version__)
     _cache[:] = [provider, found]

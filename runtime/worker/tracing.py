@@ -99,7 +99,7 @@ def _setup() -> Any | None:
         if not isinstance(provider, TracerProvider):
             return None
     provider.add_span_processor(Forwarder())
-    from .. import __version__
+    from ..version import __version__
 
     return provider.get_tracer(SCOPE, __version__)
 
