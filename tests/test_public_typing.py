@@ -1,7 +1,7 @@
 """The public API type-checks in a user's code: `mypy --strict` passes on a script using
-Pool, AsyncPool, Pools, execute, stream, Adapter, tool, the errors and the pytest plugin's
-PoolFixture (tests/fixtures/typed_user_script.py), and fails on a script that misuses them,
-so the names are really typed, not Any."""
+Pool, AsyncPool, Pools, PoolExecutor, execute, stream, Adapter, tool, the errors and the
+pytest plugin's PoolFixture (tests/fixtures/typed_user_script.py), and fails on a script that
+misuses them, so the names are really typed, not Any."""
 
 from __future__ import annotations
 
