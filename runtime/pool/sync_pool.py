@@ -17,8 +17,8 @@ from collections.abc import AsyncGenerator, Callable, Collection, Iterable, Iter
 from pathlib import Path
 from typing import Any
 
-from ..config import DEFAULT_POOL, PitConfig, PoolConfig, load_config, make_pool_config
-from ..errors import PoolNotFound, ToolNotFound
+from ..config import PitConfig, PoolConfig, load_config, make_pool_config
+from ..errors import PoolNotFound
 from ..telemetry import tracing
 from ..telemetry.control import TelemetryControl
 from . import direct
@@ -27,6 +27,7 @@ from .host.host_tools import ParamSpecs
 from .host.instance import HostInstance
 from .host.loop_thread import LoopThread
 from .mapping import map_sync
+from .pool_choice import choose_default
 from .session_handle import SessionHandle
 from .stats import PoolStats
 from .stream_run import Stream
@@ -380,6 +381,7 @@ class Pools(Mapping[str, Pool]):
                                      tool_token=config.tool_bridge.token,
                                      tool_port=config.tool_bridge.tcp_port)
         self.instance.pool_names = list(selected)
+        self.instance.default_pool = config.default_pool  # for ExecuteTool, as for execute()
         self._pools: dict[str, Pool] = {}
         for name in selected:
             core = self._loop.run(_attach(config.pools[name], self.instance))
@@ -408,28 +410,15 @@ class Pools(Mapping[str, Pool]):
         return len(self._pools)
 
     def default(self, tool: str | None = None) -> Pool:
-        """The pool a call names none for: the config's ``default_pool``, else the pool
-        named "default" or the only pool, else (given ``tool``) the only pool whose workers
-        have that tool. Otherwise PoolNotFound, naming the pools that have the tool."""
-        if self.config.default_pool in self._pools:
-            return self._pools[self.config.default_pool]
-        if DEFAULT_POOL in self._pools or len(self._pools) == 1:
-            return self._pools.get(DEFAULT_POOL) or next(iter(self._pools.values()))
-        pick = ('add default_pool = "NAME" at the top of the config, or name the pool: '
-                "runtime.execute(tool, args, pool=NAME) / pools[NAME].execute(...)")
-        if tool is None:
-            raise PoolNotFound(f"several pools ({', '.join(self._pools)}), no default_pool and "
-                               "none named 'default'", hint=pick)
-        having = [name for name, pool in self._pools.items()
-                  if any(t.get("name") == tool for t in pool.tools())]
-        if len(having) == 1:
-            return self._pools[having[0]]
-        if having:
-            raise PoolNotFound(f"tool {tool!r} is in several pools ({', '.join(having)}) and "
-                               "the config has no default_pool", hint=pick)
-        raise ToolNotFound(f"no pool has a tool {tool!r}; pools: {', '.join(self._pools)}",
-                           hint="check the tool's name (`pit status` lists each pool's "
-                                "tools), or name the pool")
+        """The pool a call names none for (`pool_choice.choose_default`): the config's
+        ``default_pool``, else the pool named "default" or the only pool, else (given ``tool``)
+        the only pool whose workers have that tool; otherwise PoolNotFound naming them."""
+        def has_tool(name: str) -> bool:
+            return any(t.get("name") == tool for t in self._pools[name].tools())
+
+        return self._pools[choose_default(
+            tool, list(self._pools), has_tool, preferred=self.config.default_pool,
+            how_to_name="runtime.execute(tool, args, pool=NAME) / pools[NAME].execute(...)")]
 
     def register_host_tool(self, name: str, fn: Callable[..., Any], *,
                            description: str | None = None,

@@ -1,6 +1,6 @@
-"""`runtime.execute()` / `runtime.stream()` with several pools (as under `pit run`): the
-config's default_pool, else the only pool whose workers have the tool; otherwise an error
-naming the pools that have it."""
+"""`runtime.execute()` / `runtime.stream()` with several pools (as under `pit run`), and the
+host's ExecuteTool for a client that names no pool: the config's default_pool, else the only
+pool whose workers have the tool; otherwise an error naming the pools that have it."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 import runtime
 from runtime.config import load_config
 from runtime.pool.current import set_current_pools
 from runtime.pool.sync_pool import Pools
+from runtime.protocol import codec, pb, pb_grpc
 
 SHOWCASE_AND_SAMPLE = """
 [pools.show]
@@ -66,3 +68,13 @@ def test_a_tool_of_several_pools_names_them_and_default_pool_picks(tmp_path: Pat
         assert pools.default("add") is pools["show2"]
         assert pools.default("record") is pools["show2"]  # default_pool wins, tool or not
         assert runtime.execute("add", {"a": 1, "b": 2}) == 3
+
+
+def test_the_hosts_execute_tool_chooses_as_execute_does(tmp_path: Path) -> None:
+    both = 'default_pool = "show2"\n' + SHOWCASE_AND_SAMPLE + "[pools.show2]\nsize = 1\n"
+    with current(tmp_path, both) as pools, grpc.insecure_channel(
+            pools.instance.host_address) as channel:
+        stub = pb_grpc.BridgeServiceStub(channel)
+        resp = stub.ExecuteTool(pb.ExecuteToolRequest(tool_name="ping"), timeout=30)
+        assert resp.success, resp.error_message
+        assert codec.decode_result(resp)["pid"] in pools["show2"].pids()

@@ -77,10 +77,21 @@ def test_a_named_pool_wins_then_a_host_tool_then_the_default_pool() -> None:
     assert choose("sub", {}, "", reg, [other]) is other  # the only pool
     with pytest.raises(PoolNotFound, match="no pool named 'x' on this host; pools: default"):
         choose("add", {"pool": "x"}, "", reg, pools)
-    with pytest.raises(PoolNotFound, match="several pools .a, b., none named 'default'"):
+    with pytest.raises(ToolNotFound, match="no pool has a tool 'sub'; pools: a, b"):
         choose("sub", {}, "", reg, [FakePool("a"), FakePool("b")])
     with pytest.raises(PoolNotFound, match="no pool is running"):
         choose("sub", {}, "", reg, [FakePool("default", state="closed")])
+
+
+def test_without_a_default_the_only_pool_with_the_tool_runs_it() -> None:
+    reg = HostToolRegistry()
+    a, b, c = FakePool("a", tools=("add", "mul")), FakePool("b", tools=("add",)), FakePool("c")
+    assert choose("mul", {}, "", reg, [a, b, c]) is a
+    with pytest.raises(PoolNotFound, match=r"tool 'add' is in several pools \(a, b, c\)") as err:
+        choose("add", {}, "", reg, [a, b, c])
+    assert err.value.hint and "metadata pool = <name>" in err.value.hint
+    assert choose("add", {}, "", reg, [a, b, c], preferred="b") is b  # the config's default_pool
+    assert choose("mul", {}, "", reg, [a, b, c], preferred="b") is b  # wins, tool or not
 
 
 def test_a_session_scoped_host_tool_routes_only_for_its_session() -> None:

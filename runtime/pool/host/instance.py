@@ -110,7 +110,9 @@ class HostInstance:
         self.host_tools = HostToolRegistry()
         self.host_address = f"unix:{self.run_dir / 'host.sock'}"
         self.cores: list[Any] = []  # the PoolCores started in this instance (status, routing)
-        self._router = ToolRouter(self.host_tools, lambda: self.cores)
+        self.default_pool: str | None = None  # the config's, for calls that name no pool
+        self._router = ToolRouter(self.host_tools, lambda: self.cores,
+                                  lambda: self.default_pool)
         self._registered: dict[str, list[Any]] = {}  # worker id -> RegisterTools' catalogue
         self._server: Any = None
         self._bridge = HostBridgeServicer(self.host_tools, self._router, self._registered)

@@ -4,7 +4,8 @@
       ExecuteTool / ExecuteStreamingTool(tool_name, parameters, session_id, metadata)
         -> `choose`: metadata "pool" names a pool  -> that pool's tool
                      else a host tool of that name visible to the session -> the host tool
-                     else the default pool (the only one, or the one named "default")
+                     else the default pool (`pool_choice`: default_pool, the only
+                     one or the one named "default", the only one with the tool)
         -> host tool: `HostTool.run` / `items`
            pool: PoolCore.prepare -> call / stream (queue, sessions, deadlines, retries as
            for any call of the pool)
@@ -29,10 +30,10 @@ import orjson
 
 from ...errors import InvalidArgument, PitError, PoolNotFound, ToolNotFound
 from ...protocol import arrays, codec, pb
+from ..pool_choice import choose_default
 from .host_tools import HostTool, HostToolRegistry
 
 POOL_KEY = "pool"  # request metadata naming the pool a call is for
-DEFAULT_POOL = "default"
 # Metadata a client may not pass on to a worker: pit's own keys (all "pit_..."), the codec's
 # format markers, and the routing key itself.
 PRIVATE_KEYS = ("pit_", codec.BINARY_FORMAT, codec.RESULT_FORMAT, POOL_KEY)
@@ -57,7 +58,8 @@ class RoutablePool(Protocol):
 
 
 def choose(tool: str, metadata: Mapping[str, str], session_id: str,
-           host_tools: HostToolRegistry, pools: Sequence[RoutablePool]) -> HostTool | RoutablePool:
+           host_tools: HostToolRegistry, pools: Sequence[RoutablePool],
+           preferred: str | None = None) -> HostTool | RoutablePool:
     """Where a call of ``tool`` goes (see the module docstring). Raises PoolNotFound."""
     wanted = metadata.get(POOL_KEY, "")
     if wanted:
@@ -69,24 +71,23 @@ def choose(tool: str, metadata: Mapping[str, str], session_id: str,
     found = host_tools.lookup(tool, session_id)
     if found is not None:
         return found
-    return default_pool(tool, pools)
+    return default_pool(tool, pools, preferred)
 
 
-def default_pool(tool: str, pools: Sequence[RoutablePool]) -> RoutablePool:
-    """The pool a call that names none goes to: the only pool, or the one named "default"."""
+def default_pool(tool: str, pools: Sequence[RoutablePool],
+                 preferred: str | None = None) -> RoutablePool:
+    """The pool a call that names none goes to (`pool_choice.choose_default`, as for
+    `runtime.execute()`): ``preferred`` (the config's default_pool), the only pool or the one
+    named "default", else the only pool whose workers have ``tool``."""
     live = [p for p in pools if p.state not in _CLOSED]
-    if len(live) == 1:
-        return live[0]
-    for p in live:
-        if p.name == DEFAULT_POOL:
-            return p
     if not live:
         raise PoolNotFound(f"{tool!r} is no host tool, and no pool is running on this host "
                            "to run it", details={"tool": tool})
-    raise PoolNotFound(f"{tool!r} is no host tool, and this host runs several pools "
-                       f"({_names(live)}), none named {DEFAULT_POOL!r}",
-                       details={"tool": tool},
-                       hint=f"name the pool in the request's metadata: {POOL_KEY} = <name>")
+    by_name = {p.name: p for p in live}
+    return by_name[choose_default(tool, list(by_name),
+                                  lambda name: by_name[name].tool_spec(tool) is not None,
+                                  preferred=preferred,
+                                  how_to_name=f"metadata {POOL_KEY} = <name>")]
 
 
 def _names(pools: Sequence[RoutablePool]) -> str:
@@ -137,13 +138,15 @@ class ToolRouter:
     """Runs calls that arrive on the host's ExecuteTool / ExecuteStreamingTool."""
 
     def __init__(self, host_tools: HostToolRegistry,
-                 pools: Callable[[], Sequence[RoutablePool]]) -> None:
+                 pools: Callable[[], Sequence[RoutablePool]],
+                 preferred: Callable[[], str | None] = lambda: None) -> None:
         self.host_tools = host_tools
         self.pools = pools  # the instance's pools, read at each call (they come and go)
+        self.preferred = preferred  # the config's default_pool, read at each call
 
     def _target(self, req: Any) -> HostTool | RoutablePool:
         target = choose(req.tool_name, req.metadata, req.session_id, self.host_tools,
-                        self.pools())
+                        self.pools(), self.preferred())
         if not isinstance(target, HostTool) and target.loop is not asyncio.get_running_loop():
             raise PitError(f"pool {target.name!r} runs on another event loop than its host's "
                            "server; calls through the host cannot reach it")
