@@ -196,19 +196,6 @@ class PitConfig:
     tool_bridge: ToolBridgeConfig = ToolBridgeConfig()
     default_pool: str | None = None  # the top-level key: the pool runtime.execute() calls
 
-    def default_pool_name(self) -> str:
-        """``default_pool``, else the pool named "default", else the only pool; with several
-        pools and neither, a ConfigError naming them and how to pick one."""
-        if self.default_pool is not None:
-            return self.default_pool
-        if DEFAULT_POOL in self.pools or len(self.pools) == 1:
-            return DEFAULT_POOL if DEFAULT_POOL in self.pools else next(iter(self.pools))
-        raise ConfigError(f"{self.path or 'the config'} has several pools "
-                          f"({', '.join(self.pools)}) and no default_pool",
-                          hint=f'add default_pool = "{next(iter(self.pools))}" at the top of '
-                               f"{self.path.name if self.path else 'pit.toml'}, or name the "
-                               "pool you mean")
-
 
 def _json_able(value: Any) -> bool:
     try:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import PitConfig, load_config, make_pool_config
+from ..pool.pool_choice import choose_default
 from ..pool.sync_pool import Pool, Pools
 
 
@@ -44,9 +45,12 @@ class PoolFixture:
     @property
     def pool(self) -> Pool:
         """The pool named by ``@pytest.mark.pit_pool(NAME)`` or an indirect parameter, else
-        the config's default pool (`PitConfig.default_pool_name`); started on first use."""
+        the config's default pool (`pool_choice.choose_default`); started on first use."""
         if self._pool is None:
-            name = self.name or self.config.default_pool_name()
+            pools = list(self.config.pools)
+            name = self.name or choose_default(None, pools, lambda _: False,
+                                               preferred=self.config.default_pool,
+                                               how_to_name="@pytest.mark.pit_pool(NAME)")
             self._pool = self._start(self.config, name)
         return self._pool
 

@@ -122,20 +122,13 @@ def test_tool_bridge_refuses_what_would_leave_tcp_open(tmp_path: Path, table: st
 def test_default_pool_names_the_pool_runtime_execute_calls(tmp_path: Path) -> None:
     (tmp_path / "pit.toml").write_text(
         'default_pool = "b"\n[pools.a]\nsize = 1\n[pools.b]\nsize = 1\n')
-    assert load_config(cwd=tmp_path).default_pool_name() == "b"
+    assert load_config(cwd=tmp_path).default_pool == "b"
 
 
 def test_a_default_pool_that_names_no_pool_lists_the_pools(tmp_path: Path) -> None:
     (tmp_path / "pit.toml").write_text('default_pool = "c"\n[pools.a]\n[pools.b]\n')
     with pytest.raises(ConfigError, match=r"default_pool = 'c' names no pool; pools: a, b"):
         load_config(cwd=tmp_path)
-
-
-def test_several_pools_and_no_default_pool_say_how_to_pick_one(tmp_path: Path) -> None:
-    (tmp_path / "pit.toml").write_text("[pools.a]\n[pools.b]\n")
-    with pytest.raises(ConfigError, match=r"several pools \(a, b\)") as caught:
-        load_config(cwd=tmp_path).default_pool_name()
-    assert caught.value.hint and 'default_pool = "a"' in caught.value.hint
 
 
 def test_a_state_dir_pit_creates_is_ignored_by_git(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ def test_the_first_adapter_becomes_the_default_pool(tmp_path: Path) -> None:
     data = tomllib.loads((tmp_path / "pit.toml").read_text())
     assert data["default_pool"] == "weather"
     assert list(data["pools"]) == ["weather", "other"]
-    assert load_config(cwd=tmp_path).default_pool_name() == "weather"
+    assert load_config(cwd=tmp_path).default_pool == "weather"
 
 
 def test_default_pool_opens_a_config_that_had_no_pool(tmp_path: Path) -> None:
