@@ -3,6 +3,8 @@ runtime.execute(), the host's ExecuteTool and the pit_pool fixture."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from runtime.errors import PoolNotFound, ToolNotFound
@@ -11,7 +13,7 @@ from runtime.pool.pool_choice import choose_default
 TOOLS = {"a": {"add", "mul"}, "b": {"add"}, "c": {"add"}}
 
 
-def has(tool: str):  # noqa: ANN201
+def has(tool: str) -> Callable[[str], bool]:
     return lambda name: tool in TOOLS.get(name, set())
 
 
