@@ -508,20 +508,21 @@ class PoolCore:
                       on_end: OnEnd | None) -> AsyncGenerator[Any, None]:
         req.stream = True
         req.metadata[codec.STREAM_BATCH] = "1"
-        refusal = self.barrier.refusal(req)  # poisoned, or the circuit is open
-        if refusal is not None:
-            raise refusal
-        budget = self.budget(timeout, stream=True)
         loop = asyncio.get_running_loop()
         called_at = loop.time()
-        deadline = None if budget is None else called_at + budget
-        session = self.sessions.open(req.session_id) if req.session_id else None
-        worker = await self._acquire(req.tool_name, deadline, session)
-        tracing.dispatched(req, worker.id, (loop.time() - called_at) * 1000)
-        left = None if deadline is None else max(deadline - loop.time(), 0.001)
-        run = StreamRun(self.name, req, worker.id, self.metrics.streams, called_at, loop)
+        run = StreamRun(self.name, req, self.metrics.streams, called_at, loop)
         error: BaseException | None = None
         try:
+            refusal = self.barrier.refusal(req)  # poisoned, or the circuit is open
+            if refusal is not None:
+                raise refusal
+            budget = self.budget(timeout, stream=True)
+            deadline = None if budget is None else called_at + budget
+            session = self.sessions.open(req.session_id) if req.session_id else None
+            worker = await self._acquire(req.tool_name, deadline, session)
+            tracing.dispatched(req, worker.id, (loop.time() - called_at) * 1000)
+            run.dispatched(worker.id)
+            left = None if deadline is None else max(deadline - loop.time(), 0.001)
             async for chunk in worker.stream(req, left):
                 if chunk.is_final:
                     run.final = chunk

@@ -49,18 +49,30 @@ OnEnd = Callable[[StreamSummary], None]
 
 
 class StreamRun:
-    """One stream with its worker granted: count it, time it, tell subscribers."""
+    """One stream, from the call on: count it, time it, tell subscribers. ``started`` counts
+    it at once; ``pool.stream.started`` goes out when a worker is granted (`dispatched`), or
+    at its end when it never got one (refused by the circuit, out of time in the queue):
+    such a stream is counted as failed, as a call would be."""
 
-    def __init__(self, pool: str, req: Any, worker: str, counts: StreamCounts,
-                 called_at: float, loop: asyncio.AbstractEventLoop) -> None:
-        self.pool, self.req, self.worker, self.counts = pool, req, worker, counts
+    def __init__(self, pool: str, req: Any, counts: StreamCounts, called_at: float,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.pool, self.req, self.worker, self.counts = pool, req, "", counts
         self.called_at, self.loop = called_at, loop
         self.chunks = self.bytes = 0
         self.final: Any = None  # the worker's closing chunk, once read
+        self._announced = False
         counts.started += 1
+
+    def dispatched(self, worker: str) -> None:
+        """A worker was granted to the stream."""
+        self.worker = worker
+        self._announce()
+
+    def _announce(self) -> None:
+        self._announced = True
         if telemetry.enabled(STARTED):
-            telemetry.emit(STARTED, {"queue_ms": round((loop.time() - called_at) * 1000, 3)},
-                           self._meta())
+            telemetry.emit(STARTED, {"queue_ms": round((self.loop.time() - self.called_at)
+                                                       * 1000, 3)}, self._meta())
 
     def _meta(self) -> dict[str, Any]:
         return {"pool": self.pool, "worker": self.worker, "tool": self.req.tool_name,
@@ -86,6 +98,8 @@ class StreamRun:
         else:
             outcome = "error"
             category = error.category if isinstance(error, PitError) else "internal"
+        if not self._announced:
+            self._announce()
         counts = self.counts
         counts.completed += 1
         counts.failed += outcome == "error"

@@ -175,6 +175,21 @@ def test_streams_are_counted_evented_and_summarised_for_the_caller() -> None:
     assert done[0].metadata["tool"] == "make_chunks"
 
 
+def test_a_stream_that_never_gets_a_worker_is_counted_as_failed() -> None:
+    events: list[runtime.telemetry.Event] = []
+    with runtime.telemetry.subscribe("pool.stream.*", events.append), \
+            Pool(adapter=SAMPLE, size=1, queue_timeout_ms=200) as pool:
+        busy = pool.submit("block", {"seconds": 2})
+        late = pool.stream("make_chunks", {"count": 1, "n": 1})
+        with pytest.raises(runtime.QueueTimeout):
+            list(late)
+        assert late.summary is not None and late.summary.outcome == "error"
+        assert late.summary.worker == "" and late.summary.error_category == "queue_timeout"
+        assert pool.stats().streams["failed"] == 1
+        busy.result()
+    assert [e.name for e in events] == ["pool.stream.started", "pool.stream.completed"]
+
+
 def test_an_async_stream_has_its_summary_too() -> None:
     async def main() -> None:
         async with AsyncPool(adapter=SAMPLE, size=1) as pool:
