@@ -14,12 +14,14 @@ pool's loop, except reading ``summary`` and iterating a `Stream`.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from .. import telemetry
 from ..errors import PitError
+from ..telemetry import tracing
 from .metrics import StreamCounts
 
 STARTED = "pool.stream.started"
@@ -122,13 +124,27 @@ class Ending:
         self.summary = summary
 
 
+def _nothing() -> None:
+    return None
+
+
+def span_closer(owner: object, req: Any) -> Callable[[], Any]:
+    """Ends the host span of ``req`` as cancelled once ``owner`` (a stream) is closed or
+    dropped: the core's generator ends it in its finally, which never runs for a stream
+    closed or dropped before it was iterated. Once the core ended it, this does nothing."""
+    if req is None or tracing.TRACEPARENT not in req.metadata:
+        return _nothing
+    return weakref.finalize(owner, tracing.finish, req, None, None, True)
+
+
 class Stream(Iterator[Any]):
     """What `Pool.stream` returns: iterate it for the items; ``summary`` once it ended;
     ``close()`` stops it early (cancelling the tool)."""
 
-    def __init__(self) -> None:
+    def __init__(self, req: Any = None) -> None:
         self.ended = Ending()  # the core's on_end
         self.items: Iterator[Any] = iter(())
+        self._end_span = span_closer(self, req)
 
     @property
     def summary(self) -> StreamSummary | None:
@@ -145,15 +161,17 @@ class Stream(Iterator[Any]):
         close = getattr(self.items, "close", None)
         if close is not None:
             close()
+        self._end_span()
 
 
 class AsyncStream(AsyncIterator[Any]):
     """What `AsyncPool.stream` returns: ``async for`` it for the items; ``summary`` once it
     ended; ``aclose()`` stops it early (cancelling the tool)."""
 
-    def __init__(self) -> None:
+    def __init__(self, req: Any = None) -> None:
         self.ended = Ending()  # the core's on_end
         self.items: Any = None  # the core's async generator
+        self._end_span = span_closer(self, req)
 
     @property
     def summary(self) -> StreamSummary | None:
@@ -168,3 +186,4 @@ class AsyncStream(AsyncIterator[Any]):
 
     async def aclose(self) -> None:
         await self.items.aclose()
+        self._end_span()
