@@ -116,6 +116,11 @@ def _missing_module(module: str) -> str:
     sys.path.insert(0, os.getcwd())
     try:
         spec = importlib.util.find_spec(module)
+        if spec is not None and spec.submodule_search_locations is not None and \
+                importlib.util.find_spec(f"{module}.__main__") is None:
+            return (f"{module!r} is a package with no __main__ module, so it cannot be run: "
+                    f"name a module in it (pit run -m {module}.main) or add a __main__.py "
+                    "to it")
     except (ImportError, ValueError) as exc:
         return f"module {module!r} cannot be found: {exc}"
     finally:
