@@ -350,6 +350,31 @@ def test_work_submitted_before_the_interpreter_exits_still_runs(tmp_path: Path) 
     assert done.exists()  # as the stdlib's executors: pending work ran before the exit
 
 
+DRAINS_AT_EXIT = """
+import sys, time
+from runtime import PoolExecutor
+from tests.adapters import executor_tasks as tasks
+ex = PoolExecutor(max_workers=1)
+ex.submit(time.sleep, 1.5)  # the pool samples its workers every 0.5 s meanwhile
+ex.submit(tasks.touch, sys.argv[1])
+"""
+
+
+def test_a_pool_draining_at_exit_keeps_working_quietly(tmp_path: Path) -> None:
+    """At exit, asyncio's thread executor refuses work before atexit hooks run: the pool's
+    sampling task died with 'Task exception was never retrieved' on stderr while the executor
+    drained its work."""
+    done = tmp_path / "done"
+    script = tmp_path / "script.py"
+    script.write_text(DRAINS_AT_EXIT)
+    out = subprocess.run([sys.executable, str(script), str(done)],
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert done.exists()
+    assert "Traceback" not in out.stderr and "never retrieved" not in out.stderr, out.stderr
+
+
 # --- failures that must not deadlock ----------------------------------------------------------
 
 @pytest.mark.parametrize("fn, fragment", [
