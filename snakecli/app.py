@@ -285,7 +285,7 @@ def status_cmd(
     wait: bool = typer.Option(False, "--wait", help="When no host runs, wait for one "
                                                     "instead of exiting 3."),
 ) -> None:
-    """Show every running pit host on this machine, its pools and workers.
+    """Show the running pit hosts, their pools and workers.
 
     Piped, every column in fixed-width lines; --watch without a terminal prints one frame per
     interval. Exit code 3 when no host is running (unless --wait).
