@@ -452,6 +452,16 @@ def test_max_tasks_per_child_replaces_a_worker_after_exactly_that_many() -> None
     assert {status for _, status in runs} == {"initialized"}  # the replacement ran it too
 
 
+
+def test_max_tasks_per_child_is_exact_for_tasks_queued_together() -> None:
+    """Tasks submitted together queue in the pool: the slot a worker freed at its limit went
+    to the next queued task before the recycle closed it to new work, so each ran one more."""
+    with PoolExecutor(max_workers=1, max_tasks_per_child=2) as ex:
+        futures = [ex.submit(tasks.pid_and_status) for _ in range(6)]
+        runs = [f.result()[0] for f in futures]
+    assert runs[0::2] == runs[1::2] and len(set(runs)) == 3, runs
+
+
 def test_pit_status_sees_the_executor_pool() -> None:
     with PoolExecutor(max_workers=2, name="crunch") as ex:
         assert ex.submit(pow, 2, 2).result() == 4
