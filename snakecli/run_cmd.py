@@ -91,6 +91,9 @@ def run_script(script: Path | None, args: list[str], *, pools: list[str],
     except _Terminated:
         return EXIT_TERMINATED
     finally:
+        # The close is under way (or about to be): a second SIGTERM (`pit stop` twice, a kill
+        # during the drain) must not raise in it and leave the pools half closed.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         set_current_pools(None)
         if running is not None:
             try:
