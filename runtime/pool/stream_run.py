@@ -32,9 +32,11 @@ FINAL_CHUNKS, FINAL_ELAPSED_MS = "chunks", "elapsed_ms"
 
 @dataclass(frozen=True, slots=True)
 class StreamSummary:
-    """How a stream went. ``chunks`` and ``bytes`` (their encoded size) are what reached the
-    caller; ``worker_chunks`` and ``worker_elapsed_ms`` come from the worker's closing chunk
-    (None when it sent none: it failed, was cancelled, or is not pit's worker)."""
+    """How a stream went. ``chunks`` (items) and ``bytes`` (their encoded size) are what the
+    host received for the caller: a stream closed early counts every item of the last chunk
+    pit's worker packed, and of the buffer `Pool.stream` fills ahead, read or not;
+    ``worker_chunks`` and ``worker_elapsed_ms`` come from the worker's closing chunk (None
+    when it sent none: it failed, was cancelled, or is not pit's worker)."""
 
     tool: str
     worker: str
@@ -69,7 +71,7 @@ class StreamRun:
                 "correlation_id": self.req.metadata.get("correlation_id", "")}
 
     def item(self, chunk: Any, items: int | None = None) -> None:
-        """``chunk`` reached the caller: one item, or (``items``) a JSON array of that many
+        """``chunk`` arrived for the caller: one item, or (``items``) a JSON array of that many
         that pit's worker packed together. Each item counts as a chunk, as the tool yielded
         it, and ``bytes`` counts the items' own encodings, not the array's "[", "," and "]"."""
         if items is None:
