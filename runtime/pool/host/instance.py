@@ -190,7 +190,7 @@ class HostInstance:
         while True:
             try:
                 await self.ready_for_workers()
-                await off_loop(lambda: cleanup(self.state_dir, exclude_instance=self.id))
+                await asyncio.to_thread(cleanup, self.state_dir, exclude_instance=self.id)
             except Exception as exc:  # noqa: BLE001 - a failed sweep must not stop the host
                 log.error("orphan sweep failed: %s", exc)
             await asyncio.sleep(SWEEP_INTERVAL_S)
