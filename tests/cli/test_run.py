@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from runtime.control.client import find_instance, get_status
 from snakecli.app import app
 from snakecli.exit_codes import EXIT_CODES
 from snakecli.run_cmd import EXIT_INTERRUPTED, EXIT_TERMINATED
@@ -149,6 +150,8 @@ def test_a_second_sigterm_while_closing_does_not_break_the_close(tmp_path: Path)
         finally:
             print("closing", flush=True)
     """)
+    # the drain outlasts a status poll (the call in flight outlives it), and no more
+    (tmp_path / "pit.toml").write_text("[pools.default]\nshutdown_grace_ms = 3000\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([*PIT, "run", "busy.py"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -156,9 +159,12 @@ def test_a_second_sigterm_while_closing_does_not_break_the_close(tmp_path: Path)
         assert proc.stdout is not None
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert pids
+        host = find_instance(None)
         proc.send_signal(signal.SIGTERM)
         assert proc.stdout.readline() == "closing\n"
-        proc.send_signal(signal.SIGTERM)  # while the pools drain the call in flight
+        assert wait_until(lambda: any(  # pit's close has begun: it drains the call
+            w["state"] == "draining" for p in get_status(host)["pools"] for w in p["workers"]))
+        proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == EXIT_TERMINATED, err
         assert "Traceback" not in err, err
