@@ -415,6 +415,10 @@ def test_values_that_cannot_be_pickled_fail_their_future_only(ex: PoolExecutor) 
         ex.submit(tasks.return_error_at_unpickle).result(timeout=60)  # the answer, here
     with pytest.raises(RuntimeError, match="error at unpickle"):
         ex.submit(tasks.echo, tasks.ErrorAtUnpickle()).result(timeout=60)  # the task, there
+    # an exception that unpickles as a str: its future was left pending for ever
+    with pytest.raises(TypeError, match="unpickled here as a str") as raised:
+        ex.submit(tasks.raise_not_an_error_when_unpickled).result(timeout=60)
+    assert "NotAnErrorWhenUnpickled: x" in str(raised.value)  # the worker's traceback
     assert ex.submit(pow, 3, 3).result(timeout=60) == 27
 
 
