@@ -58,6 +58,8 @@ def test_call_says_what_was_wrong(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "Traceback" not in text  # only with --debug
     code, text = call("nope", "add")
     assert code == 2 and "no pool named 'nope'" in text
+    code, text = call("default", "add", '{"a": 1, "c": 2}')  # valid JSON, wrong arguments
+    assert code == 2 and "unknown parameter 'c'" in text, text
     code, text = call("--instance", "ffffffff", "default", "ping")
     assert code == 3 and "no running instance 'ffffffff'" in text
 
