@@ -275,16 +275,17 @@ def gen_adapter_alias(
 def status_cmd(
     ctx: typer.Context,
     watch: bool = typer.Option(False, "--watch", "-w", help="Redraw live (Ctrl-C to stop)."),
-    instance: str | None = typer.Option(None, "--instance", help="Only this host (id prefix)."),
-    pool: str = typer.Option("", "--pool", help="Only this pool."),
+    instance: str | None = typer.Option(None, "--instance", metavar="ID",
+                                        help="Only this host (id prefix)."),
+    pool: str = typer.Option("", "--pool", metavar="NAME", help="Only this pool."),
     json_out: bool = typer.Option(False, "--json", help="JSON: one snapshot per instance; "
                                                         "with --watch, one object per line."),
-    interval: float = typer.Option(0.5, "--interval", help="Seconds between redraws "
-                                                          "(>= 0.25)."),
+    interval: float = typer.Option(0.5, "--interval", metavar="SECONDS",
+                                   help="Seconds between redraws (>= 0.25)."),
     wait: bool = typer.Option(False, "--wait", help="When no host runs, wait for one "
                                                     "instead of exiting 3."),
 ) -> None:
-    """Show every running pit host on this machine, its pools and workers.
+    """Show the running pit hosts, their pools and workers.
 
     Piped, every column in fixed-width lines; --watch without a terminal prints one frame per
     interval. Exit code 3 when no host is running (unless --wait).

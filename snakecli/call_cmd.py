@@ -67,6 +67,8 @@ def call_cmd(
                                python_path=[str(Path.cwd())])
     except PitError as exc:
         render.print_error(exc, debug=ctx.obj.debug)
-        code = 3 if exc.category == "no_instance" else EXIT_CODES.get(exc.category, 1)
+        code = (3 if exc.category == "no_instance" else
+                2 if exc.category == "invalid_argument" else  # ARGS the tool does not take
+                EXIT_CODES.get(exc.category, 1))
         raise typer.Exit(code) from None
     render.print_json(result)

@@ -91,6 +91,9 @@ def run_script(script: Path | None, args: list[str], *, pools: list[str],
     except _Terminated:
         return EXIT_TERMINATED
     finally:
+        # The close is under way (or about to be): a second SIGTERM (`pit stop` twice, a kill
+        # during the drain) must not raise in it and leave the pools half closed.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         set_current_pools(None)
         if running is not None:
             try:
@@ -116,6 +119,11 @@ def _missing_module(module: str) -> str:
     sys.path.insert(0, os.getcwd())
     try:
         spec = importlib.util.find_spec(module)
+        if spec is not None and spec.submodule_search_locations is not None and \
+                importlib.util.find_spec(f"{module}.__main__") is None:
+            return (f"{module!r} is a package with no __main__ module, so it cannot be run: "
+                    f"name a module in it (pit run -m {module}.main) or add a __main__.py "
+                    "to it")
     except (ImportError, ValueError) as exc:
         return f"module {module!r} cannot be found: {exc}"
     finally:

@@ -115,8 +115,10 @@ def stop(inst: LiveInstance, *, wait: float = STOP_WAIT_S) -> StopResult:
             reply = cpb_grpc.ControlStub(channel).Stop(cpb.StopRequest(),
                                                        timeout=STOP_TIMEOUT_S)
     except grpc.RpcError as exc:
-        raise HostUnreachable(f"host {inst.instance_id} (pid {inst.pid}) did not take the "
-                              f"stop request: {exc.code().name}: {exc.details()}",
+        why = ("runs an older pit that cannot be asked to stop"
+               if exc.code() == grpc.StatusCode.UNIMPLEMENTED else
+               f"did not take the stop request: {exc.code().name}: {exc.details()}")
+        raise HostUnreachable(f"host {inst.instance_id} (pid {inst.pid}) {why}",
                               hint=f"`kill {inst.pid}` stops it the hard way; then `pit "
                                    "cleanup` removes what it leaves") from None
     deadline = time.monotonic() + wait

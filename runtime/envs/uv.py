@@ -127,6 +127,9 @@ def _streamed(argv: list[str], timeout: float, env: dict[str, str],
                 stderr.append(line)
                 on_line(line.rstrip("\n"))
             proc.wait()
+        except BaseException:  # Ctrl-C, or on_line failed: uv must not run on (nor be
+            proc.kill()  # waited for), as subprocess.run kills it
+            raise
         finally:
             timer.cancel()
         reader.join()

@@ -95,7 +95,7 @@ class AsyncPool(Facade):
         """Call a generator tool: ``async for`` the items it yields; once it ended, the
         stream's ``summary`` says how it went (`stream_run.StreamSummary`)."""
         req = self._core.prepare(tool, args, session_id, metadata)
-        stream = AsyncStream()
+        stream = AsyncStream(req)
         stream.items = self._core.stream(req, timeout, stream.ended)
         return stream
 

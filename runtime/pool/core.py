@@ -217,14 +217,15 @@ class PoolCore:
             self._ready_event.clear()
 
     def slot_freed(self, worker: WorkerHandle) -> None:
+        spent = bool(worker.max_requests and worker.served >= worker.max_requests)
+        if spent:  # before its slot goes to a queued call: without recycle_overlap, the
+            self.lifecycle.start_recycle(worker, "requests")  # worker takes none past it
         self._sched.release(worker)
         if self._saturated_at is not None and not self._sched.queue:  # O(1): hot path
             pool_event("pool.drained", self.name,
                        saturated_ms=round((self.loop.time() - self._saturated_at) * 1000, 3))
             self._saturated_at = None
-        if worker.max_requests and worker.served >= worker.max_requests:
-            self.lifecycle.start_recycle(worker, "requests")
-        elif self.lending.demand:
+        if not spent and self.lending.demand:
             self.lending.park(worker)
 
     async def recycle(self, worker_id: str, reason: str = "manual", wait: bool = True) -> None:

@@ -48,7 +48,11 @@ def _answered(answers: queue.SimpleQueue[Any], item: Item, call: Future[Any]) ->
     answers.put((item, call))  # on the pool's loop: the executor's thread does the rest
 
 
-def _with_cause(exc: BaseException, text: str) -> BaseException:
+def _with_cause(exc: Any, text: str) -> BaseException:
+    if not isinstance(exc, BaseException):  # its class pickles it as something else
+        return TypeError(f"the function raised an exception that unpickled here as a "
+                         f"{type(exc).__name__} ({exc!r:.200}), not an exception; in the "
+                         f"worker:\n{text}")
     exc.__cause__ = RemoteTraceback(text)
     return exc
 
@@ -153,17 +157,20 @@ class Dispatch:
         got = self.answers.get()
         if got is not None:
             item, call = got
+            future, item.future = item.future, None  # type: ignore[assignment]
             try:
                 ok, value = _outcome(call)
-                future, item.future = item.future, None  # type: ignore[assignment]
                 if ok:
                     future.set_result(value)  # runs its done callbacks on this thread
                 else:
                     future.set_exception(value)
-                del future, value  # the caller alone holds them now
-            except BaseException:  # noqa: BLE001 - this thread must live on, or all wait
+                del value  # the caller alone holds it now
+            except BaseException as exc:  # noqa: BLE001 - this thread must live on, or all wait
                 log.exception("PoolExecutor: settling a future failed")
+                if not future.done():  # never left pending
+                    future.set_exception(exc)
             finally:
+                del future
                 with self.lock:
                     self.in_flight -= 1
                     ready = self._take()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import random
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from ..logs import logger
 from .crash import ATTRIBUTABLE
 from .forkserver import ForkServer
 from .forkserver import supported as forkserver_supported
+from .host.loop_thread import off_loop
 from .worker_handle import WorkerHandle
 
 log = logger("lifecycle")
@@ -335,7 +337,8 @@ class Lifecycle:
             workers = [w for w in self.pool.live_workers() if w.pid]
             uss = rounds % USS_EVERY == 0  # USS reads smaps: ~0.5 ms a worker, so less often
             rounds += 1
-            samples = await asyncio.to_thread(_usage, procs, [w.pid for w in workers], uss)
+            samples = await off_loop(
+                functools.partial(_usage, procs, [w.pid for w in workers], uss))
             for worker, (rss, cpu, uss_mb) in zip(workers, samples, strict=True):
                 worker.samples.rss_mb, worker.samples.cpu_pct = rss, cpu
                 if uss_mb is not None:

@@ -14,12 +14,14 @@ pool's loop, except reading ``summary`` and iterating a `Stream`.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from .. import telemetry
 from ..errors import PitError
+from ..telemetry import tracing
 from .metrics import StreamCounts
 
 STARTED = "pool.stream.started"
@@ -30,9 +32,11 @@ FINAL_CHUNKS, FINAL_ELAPSED_MS = "chunks", "elapsed_ms"
 
 @dataclass(frozen=True, slots=True)
 class StreamSummary:
-    """How a stream went. ``chunks`` and ``bytes`` (their encoded size) are what reached the
-    caller; ``worker_chunks`` and ``worker_elapsed_ms`` come from the worker's closing chunk
-    (None when it sent none: it failed, was cancelled, or is not pit's worker)."""
+    """How a stream went. ``chunks`` (items) and ``bytes`` (their encoded size) are what the
+    host received for the caller: a stream closed early counts every item of the last chunk
+    pit's worker packed, and of the buffer `Pool.stream` fills ahead, read or not;
+    ``worker_chunks`` and ``worker_elapsed_ms`` come from the worker's closing chunk (None
+    when it sent none: it failed, was cancelled, or is not pit's worker)."""
 
     tool: str
     worker: str
@@ -79,7 +83,7 @@ class StreamRun:
                 "correlation_id": self.req.metadata.get("correlation_id", "")}
 
     def item(self, chunk: Any, items: int | None = None) -> None:
-        """``chunk`` reached the caller: one item, or (``items``) a JSON array of that many
+        """``chunk`` arrived for the caller: one item, or (``items``) a JSON array of that many
         that pit's worker packed together. Each item counts as a chunk, as the tool yielded
         it, and ``bytes`` counts the items' own encodings, not the array's "[", "," and "]"."""
         if items is None:
@@ -136,13 +140,27 @@ class Ending:
         self.summary = summary
 
 
+def _nothing() -> None:
+    return None
+
+
+def span_closer(owner: object, req: Any) -> Callable[[], Any]:
+    """Ends the host span of ``req`` as cancelled once ``owner`` (a stream) is closed or
+    dropped: the core's generator ends it in its finally, which never runs for a stream
+    closed or dropped before it was iterated. Once the core ended it, this does nothing."""
+    if req is None or tracing.TRACEPARENT not in req.metadata:
+        return _nothing
+    return weakref.finalize(owner, tracing.finish, req, None, None, True)
+
+
 class Stream(Iterator[Any]):
     """What `Pool.stream` returns: iterate it for the items; ``summary`` once it ended;
     ``close()`` stops it early (cancelling the tool)."""
 
-    def __init__(self) -> None:
+    def __init__(self, req: Any = None) -> None:
         self.ended = Ending()  # the core's on_end
         self.items: Iterator[Any] = iter(())
+        self._end_span = span_closer(self, req)
 
     @property
     def summary(self) -> StreamSummary | None:
@@ -159,15 +177,17 @@ class Stream(Iterator[Any]):
         close = getattr(self.items, "close", None)
         if close is not None:
             close()
+        self._end_span()
 
 
 class AsyncStream(AsyncIterator[Any]):
     """What `AsyncPool.stream` returns: ``async for`` it for the items; ``summary`` once it
     ended; ``aclose()`` stops it early (cancelling the tool)."""
 
-    def __init__(self) -> None:
+    def __init__(self, req: Any = None) -> None:
         self.ended = Ending()  # the core's on_end
         self.items: Any = None  # the core's async generator
+        self._end_span = span_closer(self, req)
 
     @property
     def summary(self) -> StreamSummary | None:
@@ -182,3 +202,4 @@ class AsyncStream(AsyncIterator[Any]):
 
     async def aclose(self) -> None:
         await self.items.aclose()
+        self._end_span()

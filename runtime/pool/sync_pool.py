@@ -187,6 +187,8 @@ class Pool(Facade):
                   result: CallFuture, idempotent: bool | None,
                   affinity: str | None, big: dict[str, Any], lend: bool) -> None:
         if not result.set_running_or_notify_cancel():
+            # cancelled before the loop took it: no CallRun will end its span
+            tracing.finish(req, None, cancelled=True)
             return
         if lend:  # the caller found no lent worker free: lend one once the pool is idle
             self._core.lending.want()
@@ -220,7 +222,7 @@ class Pool(Facade):
         iterator drains a batch at a time: one thread hand-off per batch, not per chunk, and a
         slow consumer still slows the worker down (backpressure)."""
         req = self._core.prepare(tool, args, session_id, metadata)
-        stream = Stream()
+        stream = Stream(req)
         stream.items = self._drain(self._core.stream(req, timeout, stream.ended))
         return stream
 

@@ -98,6 +98,17 @@ def raise_unpicklable() -> None:
     raise UnpicklableError(threading.Lock())
 
 
+
+class NotAnErrorWhenUnpickled(Exception):
+    """Pickles as something that is not an exception."""
+
+    def __reduce__(self) -> Any:
+        return str, ("a plain string",)
+
+
+def raise_not_an_error_when_unpickled() -> None:
+    raise NotAnErrorWhenUnpickled("x")
+
 def _fail_loading(message: str) -> Any:
     raise RuntimeError(message)
 

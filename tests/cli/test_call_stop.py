@@ -58,6 +58,8 @@ def test_call_says_what_was_wrong(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "Traceback" not in text  # only with --debug
     code, text = call("nope", "add")
     assert code == 2 and "no pool named 'nope'" in text
+    code, text = call("default", "add", '{"a": 1, "c": 2}')  # valid JSON, wrong arguments
+    assert code == 2 and "unknown parameter 'c'" in text, text
     code, text = call("--instance", "ffffffff", "default", "ping")
     assert code == 3 and "no running instance 'ffffffff'" in text
 
@@ -151,3 +153,34 @@ def test_stop_needs_an_instance_when_several_run_or_all(tmp_path: Path) -> None:
         assert every.exit_code == 0, every.output
         assert every.output.count("closed its pools; its program keeps running") == 2
         assert not any(pid_alive(p) for p in pids)
+
+
+def test_stop_says_when_a_host_runs_an_older_pit_without_stop(tmp_path: Path) -> None:
+    """A host of a pit from before `pit stop` answers UNIMPLEMENTED: say that in words (as
+    `pit logs` does), not gRPC's "UNIMPLEMENTED: Method not found!"."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    from runtime.control.index import index_dir
+    from runtime.registry import process_create_time
+
+    old_host = grpc.server(ThreadPoolExecutor(1))  # serves nothing: no Control.Stop
+    address = f"unix:{tmp_path / 'old.sock'}"
+    old_host.add_insecure_port(address)
+    old_host.start()
+    entry = {"instance_id": "0ld0ld00", "pid": os.getpid(),
+             "create_time": process_create_time(os.getpid()), "control_address": address,
+             "state_dir": str(tmp_path), "config_path": None, "pools": ["default"],
+             "started_at": 0.0}
+    index_dir().mkdir(parents=True, exist_ok=True)
+    listed = index_dir() / "0ld0ld00.json"
+    listed.write_text(json.dumps(entry))
+    try:
+        out = pit("stop", "--instance", "0ld0ld00", cwd=tmp_path)
+    finally:
+        listed.unlink()
+        old_host.stop(None)
+    assert out.exit_code == 1, out.output
+    assert "runs an older pit" in out.output and "UNIMPLEMENTED" not in out.output
+    assert f"kill {os.getpid()}" in out.output

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from runtime.control.client import find_instance, get_status
 from snakecli.app import app
 from snakecli.exit_codes import EXIT_CODES
 from snakecli.run_cmd import EXIT_INTERRUPTED, EXIT_TERMINATED
@@ -128,6 +129,45 @@ def test_signals_shut_down_gracefully(tmp_path: Path, sig: int, code: int) -> No
         proc.send_signal(sig)
         assert proc.wait(timeout=20) == code
         assert time.monotonic() - started < 10
+        assert wait_until(lambda: not any(pid_alive(p) for p in pids))
+    finally:
+        proc.kill()
+
+
+
+def test_a_second_sigterm_while_closing_does_not_break_the_close(tmp_path: Path) -> None:
+    """`pit stop` twice, or a kill during the drain: the second SIGTERM raised in pit's own
+    close, which ended with a traceback and exit 1 instead of 143, its workers not stopped."""
+    write(tmp_path / "busy.py", """
+        import time, runtime
+        pool = runtime.current_pools().default()
+        pool.submit("sleep", {"ms": 30_000})  # the close drains it (shutdown grace)
+        while not any(w.in_flight for w in pool.stats().workers):
+            time.sleep(0.01)
+        try:
+            print(*pool.pids(), flush=True)
+            time.sleep(60)
+        finally:
+            print("closing", flush=True)
+    """)
+    # the drain outlasts a status poll (the call in flight outlives it), and no more
+    (tmp_path / "pit.toml").write_text("[pools.default]\nshutdown_grace_ms = 3000\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([*PIT, "run", "busy.py"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert pids
+        host = find_instance(None)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stdout.readline() == "closing\n"
+        assert wait_until(lambda: any(  # pit's close has begun: it drains the call
+            w["state"] == "draining" for p in get_status(host)["pools"] for w in p["workers"]))
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == EXIT_TERMINATED, err
+        assert "Traceback" not in err, err
         assert wait_until(lambda: not any(pid_alive(p) for p in pids))
     finally:
         proc.kill()

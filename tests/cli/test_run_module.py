@@ -51,3 +51,16 @@ def test_run_m_names_a_missing_module(tmp_path: Path) -> None:
     assert "no module named 'no_such_module'" in out.stderr
     nothing = pit("run", cwd=tmp_path)
     assert nothing.returncode == 2 and "give a SCRIPT to run, or -m MODULE" in nothing.stderr
+
+
+def test_run_m_names_a_package_without_main(tmp_path: Path) -> None:
+    """As python -m says it, not as a traceback of runpy's ImportError."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "__init__.py").write_text("")
+    out = pit("run", "-m", "app", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "'app' is a package with no __main__ module" in out.stderr
+    assert "Traceback" not in out.stderr
+    (tmp_path / "app" / "__main__.py").write_text("print('main of app')\n")
+    ran = pit("run", "-m", "app", cwd=tmp_path)
+    assert ran.returncode == 0 and ran.stdout == "main of app\n", ran.stderr

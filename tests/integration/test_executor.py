@@ -350,6 +350,31 @@ def test_work_submitted_before_the_interpreter_exits_still_runs(tmp_path: Path) 
     assert done.exists()  # as the stdlib's executors: pending work ran before the exit
 
 
+DRAINS_AT_EXIT = """
+import sys, time
+from runtime import PoolExecutor
+from tests.adapters import executor_tasks as tasks
+ex = PoolExecutor(max_workers=1)
+ex.submit(time.sleep, 1.5)  # the pool samples its workers every 0.5 s meanwhile
+ex.submit(tasks.touch, sys.argv[1])
+"""
+
+
+def test_a_pool_draining_at_exit_keeps_working_quietly(tmp_path: Path) -> None:
+    """At exit, asyncio's thread executor refuses work before atexit hooks run: the pool's
+    sampling task died with 'Task exception was never retrieved' on stderr while the executor
+    drained its work."""
+    done = tmp_path / "done"
+    script = tmp_path / "script.py"
+    script.write_text(DRAINS_AT_EXIT)
+    out = subprocess.run([sys.executable, str(script), str(done)],
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert done.exists()
+    assert "Traceback" not in out.stderr and "never retrieved" not in out.stderr, out.stderr
+
+
 # --- failures that must not deadlock ----------------------------------------------------------
 
 @pytest.mark.parametrize("fn, fragment", [
@@ -390,6 +415,10 @@ def test_values_that_cannot_be_pickled_fail_their_future_only(ex: PoolExecutor) 
         ex.submit(tasks.return_error_at_unpickle).result(timeout=60)  # the answer, here
     with pytest.raises(RuntimeError, match="error at unpickle"):
         ex.submit(tasks.echo, tasks.ErrorAtUnpickle()).result(timeout=60)  # the task, there
+    # an exception that unpickles as a str: its future was left pending for ever
+    with pytest.raises(TypeError, match="unpickled here as a str") as raised:
+        ex.submit(tasks.raise_not_an_error_when_unpickled).result(timeout=60)
+    assert "NotAnErrorWhenUnpickled: x" in str(raised.value)  # the worker's traceback
     assert ex.submit(pow, 3, 3).result(timeout=60) == 27
 
 
@@ -425,6 +454,16 @@ def test_max_tasks_per_child_replaces_a_worker_after_exactly_that_many() -> None
     pids = [pid for pid, _ in runs]
     assert pids[0] == pids[1] == pids[2] != pids[3]  # as the stdlib's own test pins
     assert {status for _, status in runs} == {"initialized"}  # the replacement ran it too
+
+
+
+def test_max_tasks_per_child_is_exact_for_tasks_queued_together() -> None:
+    """Tasks submitted together queue in the pool: the slot a worker freed at its limit went
+    to the next queued task before the recycle closed it to new work, so each ran one more."""
+    with PoolExecutor(max_workers=1, max_tasks_per_child=2) as ex:
+        futures = [ex.submit(tasks.pid_and_status) for _ in range(6)]
+        runs = [f.result()[0] for f in futures]
+    assert runs[0::2] == runs[1::2] and len(set(runs)) == 3, runs
 
 
 def test_pit_status_sees_the_executor_pool() -> None:

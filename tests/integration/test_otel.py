@@ -247,3 +247,42 @@ def test_a_stream_closed_early_ends_its_span_as_cancelled(
     assert host.attributes["pit.outcome"] == "cancelled"
     assert host.status.status_code is StatusCode.UNSET
     assert_child(worker, host)
+
+
+def test_a_stream_closed_or_dropped_before_it_ran_ends_its_span(
+        exported: InMemorySpanExporter) -> None:
+    """Its generator never started, so the end that runs in its finally never ran: the span
+    stayed among the open ones for ever, never exported."""
+    async def dropped_async(pool: AsyncPool) -> None:
+        stream = pool.stream("traced_stream", {"n": 3})
+        await stream.aclose()
+
+    with Pool(adapter=TRACED, size=1) as pool:
+        pool.stream("traced_stream", {"n": 3}).close()
+        pool.stream("traced_stream", {"n": 3})  # dropped at once
+        assert wait_until(lambda: len(named(exported, "pit.call traced_stream")) == 2)
+    asyncio.run(_with_async_pool(dropped_async))
+    spans = named(exported, "pit.call traced_stream")
+    assert [s.attributes["pit.outcome"] for s in spans] == ["cancelled"] * 3
+
+
+async def _with_async_pool(body):  # noqa: ANN001, ANN202
+    async with AsyncPool(adapter=TRACED, size=1) as pool:
+        await body(pool)
+
+
+def test_calls_cancelled_before_they_reached_the_pool_end_their_spans(
+        exported: InMemorySpanExporter) -> None:
+    """A future cancelled before the pool's loop took it (as map does with chunks it no
+    longer wants) used to leave its span open, never exported."""
+    with Pool(adapter=TRACED, size=1) as pool:
+        futures = [pool.submit("traced_work", {"x": i}) for i in range(200)]
+        cancelled = sum(f.cancel() for f in futures)
+        for f in futures:
+            if not f.cancelled():
+                f.result(30)
+        assert wait_until(lambda: len(named(exported, "pit.call traced_work")) == 200), \
+            f"{len(named(exported, 'pit.call traced_work'))} of 200 spans ended"
+    outcomes = [s.attributes["pit.outcome"] for s in named(exported, "pit.call traced_work")]
+    assert outcomes.count("cancelled") == cancelled
+    assert outcomes.count("ok") == 200 - cancelled

@@ -135,3 +135,18 @@ def test_the_bridge_is_copied_once_by_threads_racing_for_it(tmp_path: Path) -> N
         assert len(set(got)) == 1
         assert [p.name for p in (state / "bridge").iterdir()] == [got[0].name]
         assert (got[0] / "runtime" / "worker" / "__init__.py").exists()
+
+
+def test_run_streamed_kills_uv_when_interrupted(tmp_path: Path) -> None:
+    """Ctrl-C while uv's lines are streamed (or an on_line that raises) kills uv, as
+    subprocess.run does: it was left to run to its end, and pit waited for it."""
+    finished = tmp_path / "finished"
+    script = ("import pathlib, sys, time; print('resolving', file=sys.stderr, flush=True); "
+              f"time.sleep(5); pathlib.Path({str(finished)!r}).touch()")
+
+    def interrupted(line: str) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        uv.run([sys.executable, "-c", script], on_line=interrupted)
+    assert not finished.exists(), "uv's stand-in ran to its end after the interrupt"

@@ -34,6 +34,7 @@ from ...registry import RegistryWriter
 from ..transport import peer_pid
 from .host_bridge import HostBridgeServicer, TokenGate
 from .host_tools import HostToolRegistry, ParamSpecs, make_host_tool
+from .loop_thread import off_loop
 from .tool_router import ToolRouter
 from .worker_output import WorkerOutput, output_path, prune_output_files
 
@@ -81,18 +82,6 @@ def private_dir(path: Path, *, readable: bool = False) -> None:
         hint=f"remove {path} if it is not yours to keep (ask its owner or an admin), or set "
              "PIT_STATE_DIR (or state_dir in pit.toml) to a shorter path of your own, so run "
              "directories live under it")
-
-
-async def _off_loop(fn: Callable[[], Any]) -> None:
-    """Run a blocking ``fn`` on a thread, or here when threads are no longer handed work:
-    at interpreter exit (the atexit close of a forgotten pool) the loop's executor refuses
-    it, and the rest of the close (server stop, run dir removal) must still happen."""
-    try:
-        fut = asyncio.get_running_loop().run_in_executor(None, fn)
-    except RuntimeError:  # refused (only that: an error of fn itself must not run it twice)
-        fn()
-        return
-    await fut
 
 
 class HostInstance:
@@ -153,7 +142,7 @@ class HostInstance:
         self.registry = RegistryWriter(self.state_dir)
         self._register()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
-        await _off_loop(lambda: prune_output_files(self.state_dir))
+        await off_loop(lambda: prune_output_files(self.state_dir))
         await self._serve()
         if self._tool_token:
             await self._serve_tools()
@@ -212,7 +201,7 @@ class HostInstance:
     async def close(self) -> None:
         index.withdraw(self.id)
         if self._exporter is not None:
-            await _off_loop(self._exporter.shutdown)
+            await off_loop(self._exporter.shutdown)
             self._exporter.server_close()
             self._exporter = None
         if self._sweeper is not None:
@@ -222,7 +211,7 @@ class HostInstance:
             self._sweeper = None
         if self.registry is not None:
             self.registry.instance_ended(self.id)
-            await _off_loop(self.registry.close)
+            await off_loop(self.registry.close)
             self.registry = None
         if self._server is not None:
             await self._server.stop(SERVER_STOP_GRACE_S)

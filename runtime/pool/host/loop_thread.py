@@ -18,6 +18,18 @@ log = logger("pool")
 STOP_TIMEOUT_S = 5.0
 
 
+async def off_loop(fn: Callable[[], T]) -> T:
+    """``fn()`` (blocking) on a thread, or here when threads are no longer handed work: at
+    interpreter exit asyncio's executor refuses it before atexit hooks run, and what a pool
+    does then (the atexit close of a forgotten pool, a `PoolExecutor` draining its work) must
+    still happen."""
+    try:
+        fut = asyncio.get_running_loop().run_in_executor(None, fn)
+    except RuntimeError:  # refused (only that: an error of fn itself must not run it twice)
+        return fn()
+    return await fut
+
+
 class LoopThread:
     def __init__(self, name: str = "pit-loop") -> None:
         self.loop = asyncio.new_event_loop()
