@@ -3,8 +3,10 @@ like ``top -b``), over `runtime.control.status_watch`."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -56,7 +58,24 @@ def show_status(*, instance: str | None, pool: str, watch: bool, json_out: bool,
         return EXIT_CODES.get(exc.category, 2)
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:  # `pit status --watch | head`: the reader has what it wanted
+        _quiet_stdout()
     return 0
+
+
+def _quiet_stdout() -> None:
+    """stdout's reader is gone: point it at /dev/null, so that the exit's flush is quiet."""
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+class _PipeConsole(Console):
+    """Rich's Console exits 1 when stdout's reader goes away; a watch whose reader had
+    enough (`| head`) has done its job: end it as Ctrl-C does, with 0."""
+
+    def on_broken_pipe(self) -> None:
+        _quiet_stdout()
+        raise BrokenPipeError
 
 
 def _started(frame: Any) -> bool:
@@ -75,7 +94,7 @@ def _print_once(frame: Any, json_out: bool) -> None:
 
 
 def _watch(watcher: Any, frame: Any, interval: float, json_out: bool) -> None:
-    out = Console(highlight=False)
+    out = _PipeConsole(highlight=False)
     if json_out:
         while True:
             for snap in frame.snapshots:
