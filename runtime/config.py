@@ -127,6 +127,13 @@ class PoolConfig:
     circuit_window_s: float = 30.0
     circuit_reset_s: float = 10.0
     start_batch: int = 8
+    # Where workers run: "local" (processes of this host) or "ray" (Ray actors placed on a
+    # cluster, see runtime/pool/ray_process.py). ray_address: "auto" (a running cluster),
+    # "ray://host:port" (Ray Client) or "local" (a private Ray instance for the host's
+    # lifetime, loopback only). resources: what each worker's actor asks of Ray.
+    backend: str = "local"
+    ray_address: str = "local"
+    resources: Mapping[str, Any] = field(default_factory=dict)
 
     def timeouts(self) -> tuple[float | None, float | None, float]:
         """(call, stream, queue) timeouts in seconds; None means no deadline."""
@@ -207,6 +214,8 @@ def _adapter_ok(v: Any) -> bool:
     return "." in v and all(part.isidentifier() for part in v.split("."))  # Snakepit's
 
 
+BACKENDS = ("local", "ray")
+RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory_mb", "custom")
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "adapter": (_adapter_ok, "a string 'package.module:ClassName' (or Snakepit's "
                              "'package.module.ClassName')"),
@@ -280,6 +289,12 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                          "a number of seconds > 0"),
     "circuit_reset_s": (_positive, "a number of seconds > 0"),
     "start_batch": _int(1, 1024),
+    "backend": (lambda v: v in BACKENDS, "one of " + ", ".join(BACKENDS)),
+    "ray_address": (lambda v: isinstance(v, str) and (v in ("auto", "local") or (
+        v.startswith("ray://") and len(v) > 6)), '"auto", "local" or "ray://host:port"'),
+    "resources": (lambda v: resources_problem(v) is None,
+                  "a table with num_cpus, num_gpus (numbers >= 0), memory_mb (an integer "
+                  ">= 0) and custom (a table of name = number >= 0)"),
 }
 POOL_KEYS = tuple(_RULES)
 TOP_KEYS = ("pools", "state_dir", "telemetry", "tool_bridge")
@@ -327,6 +342,7 @@ def make_pool_config(name: str = DEFAULT_POOL, where: str | None = None,
         raise ConfigError(f"{where}: threads_per_worker = {values['threads_per_worker']} "
                           "needs profile = \"thread\"",
                           hint='set profile = "thread" (the adapter must be thread_safe)')
+    _backend(values, where)
     if isinstance(values.get("requirements"), list):
         values["requirements"] = tuple(values["requirements"])
     if values.get("idempotent_tools") is not None:
@@ -351,6 +367,50 @@ def command_problem(command: Any) -> str | None:
         if unknown:
             return f"command part {part!r}: {{{unknown[0]}}} is not a placeholder"
     return None
+
+
+def resources_problem(value: Any) -> str | None:
+    """What is wrong with a pool's ``resources`` table, or None."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+
+    if not isinstance(value, Mapping):
+        return "not a table"
+    for key, v in value.items():
+        if key not in RESOURCE_KEYS:
+            return f"unknown key {key!r}"
+        if key == "custom":
+            if not isinstance(v, Mapping) or not all(
+                    isinstance(k, str) and number(x) for k, x in v.items()):
+                return "custom must be a table of name = number"
+        elif not number(v) or (key == "memory_mb" and not isinstance(v, int)):
+            return f"{key} = {v!r}"
+    return None
+
+
+def _backend(values: dict[str, Any], where: str) -> None:
+    """Check ``backend`` against the keys that go with it (in place)."""
+    values["resources"] = dict(values.get("resources") or {})
+    if values.get("backend", "local") == "local":
+        for key in ("ray_address", "resources"):
+            if values.get(key):
+                raise ConfigError(f"{where}: {key} applies to backend = \"ray\" only",
+                                  hint=f'set backend = "ray", or remove {key}')
+        return
+    kind = values.get("worker", "pit")
+    if kind != "pit":
+        raise ConfigError(f"{where}: backend = \"ray\" runs pit's own worker in each Ray "
+                          f"actor, not worker = {kind!r}",
+                          hint='remove worker (and command), or use backend = "local"')
+    for key in ("python", "requirements"):
+        if values.get(key):
+            raise ConfigError(f"{where}: {key} is not supported with backend = \"ray\" yet "
+                              "(the actor runs the cluster's Python)",
+                              hint=f"remove {key}; install what the adapter needs on the "
+                                   "cluster's nodes")
+    if values.get("allow_pickle"):
+        raise ConfigError(f"{where}: allow_pickle cannot be used with backend = \"ray\"",
+                          hint="Ray workers listen on TCP: pickled values are refused there")
 
 
 def _worker_kind(values: dict[str, Any], where: str) -> None:

@@ -133,6 +133,7 @@ class Lifecycle:
     async def _forkserver(self, worker: WorkerHandle) -> ForkServer | None:
         """The pool's fork server (started with the first worker), or None: spawn."""
         if self.config.start_method != "forkserver" or self.config.worker != "pit" or \
+                self.config.backend != "local" or \
                 not forkserver_supported() or \
                 self.spawn_only:
             return None

@@ -30,6 +30,7 @@ import grpc
 from ..errors import CallTimeout, WorkerExit, from_payload
 from ..logs import logger
 from ..protocol import arrays, codec, pb, pb_grpc, shm
+from ..protocol.secret import SecretStub
 from .host.telemetry_relay import relay
 from .lane import Lane, LaneWorker, OnDone, deliver, worker_timeout
 from .shm import Grant, WorkerShm
@@ -88,8 +89,9 @@ class WorkerChannel:
         self._unary_ids = itertools.count(1)
 
     # --- opening ----------------------------------------------------------------------------
-    def connect(self, address: str) -> None:
-        """The gRPC channel to ``address`` (it connects on first use)."""
+    def connect(self, address: str, secret: str = "") -> None:
+        """The gRPC channel to ``address`` (it connects on first use); every RPC carries
+        ``secret`` when one is given (a worker on TCP: `protocol.secret`)."""
         limit = self.config.max_message_bytes
         self._channel = grpc.aio.insecure_channel(
             address,
@@ -101,6 +103,8 @@ class WorkerChannel:
                      ("grpc.http2.bdp_probe", 0),
                      *(COMMAND_CHANNEL_OPTIONS if self.config.worker != "pit" else ())])
         self._stub = pb_grpc.BridgeServiceStub(self._channel)
+        if secret:
+            self._stub = SecretStub(self._stub, secret)
 
     async def open(self, ready_info: dict[str, Any], lane_socket: Path) -> None:
         """The worker is ready: its call lane (over ``lane_socket`` when it serves one), its

@@ -43,6 +43,7 @@ from . import crash
 from .events import worker_event
 from .host.instance import HostInstance
 from .lane import CANCEL_GRACE_S, OnDone, exit_error
+from .ray_process import RayWorkerProcess
 from .transport import WorkerTransport, wait_answering
 from .worker_channel import EXIT_WAIT_S, WorkerChannel
 from .worker_process import TERM_GRACE_S, WorkerProcess
@@ -99,7 +100,8 @@ class WorkerHandle:
         self.on_retire: Callable[[WorkerHandle], None] | None = None
         self._on_free, self._on_exit = on_free, on_exit
         self._exited = asyncio.get_running_loop().create_future()  # its exit is recorded
-        self.process = WorkerProcess(worker_id, config, instance)
+        self.process = (RayWorkerProcess if config.backend == "ray" else WorkerProcess)(
+            worker_id, config, instance)
         self.channel = WorkerChannel(self, config, self._exited, pipeline=pipeline,
                                      shm_name=f"{shm.PREFIX}{instance.id}-{worker_id}")
 
@@ -138,7 +140,7 @@ class WorkerHandle:
             if not await process.wait_ready_file(deadline, self._exited.done):
                 await self._not_ready(timeout)
             process.read_ready() if kind == "pit" else process.read_port()
-        channel.connect(process.address)
+        channel.connect(process.address, process.secret)
         if kind != "pit":  # ready once it answers, and only if it is the process we started
             if not await wait_answering(channel.ping, self._exited.done, deadline):
                 await self._not_ready(timeout)

@@ -26,7 +26,7 @@ import traceback
 from concurrent import futures
 from typing import Any
 
-from ..protocol import graceful
+from ..protocol import graceful, secret
 from . import snakepit_launch
 from .snakepit_launch import SnakepitLaunch
 
@@ -93,6 +93,9 @@ def argument_parser() -> argparse.ArgumentParser:
                                            "running now and the last one finished")
     p.add_argument("--lane-socket", help="also serve the call lane on this unix socket path "
                                          "(framed protobuf, no gRPC: much faster)")
+    p.add_argument("--require-secret", action="store_true",
+                   help=f"refuse to start without ${secret.ENV}: every RPC must then carry "
+                        "it (a worker listening on TCP, e.g. one placed by Ray)")
     p.add_argument("--no-call-lane", action="store_true",
                    help="serve only Snakepit's RPCs (tests the host's unary fallback)")
     p.add_argument("--health-check", action="store_true",
@@ -184,6 +187,11 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
     from .specs import tool_spec
     from .telemetry import unserializable_results
 
+    pool_secret = secret.take_from_env()  # first, so no tool ever sees it
+    if ns.require_secret and not pool_secret:
+        sys.stderr.write(f"pit worker: --require-secret but ${secret.ENV} is not set: "
+                         "refusing to serve a TCP port without it\n")
+        return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
     stop = StopSignal()
     if launch is not None:
@@ -263,11 +271,14 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
         options=[("grpc.max_send_message_length", limit),
                  ("grpc.max_receive_message_length", limit)],
         # RPCs past this are refused (RESOURCE_EXHAUSTED) instead of queueing without bound
-        maximum_concurrent_rpcs=MAX_QUEUED_RPCS_PER_THREAD * server_threads)
+        maximum_concurrent_rpcs=MAX_QUEUED_RPCS_PER_THREAD * server_threads,
+        interceptors=[secret.SecretCheck(pool_secret)] if pool_secret else None)
     pb_grpc.add_BridgeServiceServicer_to_server(servicer, server)
     port = 0  # the TCP port a Snakepit launch bound
     if launch is None:
-        server.add_insecure_port(ns.listen)
+        bound = server.add_insecure_port(ns.listen)
+        if not ns.listen.startswith("unix:") and ns.listen.endswith(":0"):
+            ns.listen = f"{ns.listen[:-2]}:{bound}"  # the port it was given: in the ready file
     else:
         port = snakepit_launch.bind(server, launch)
         if not port:

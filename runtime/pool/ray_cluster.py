@@ -1,0 +1,97 @@
+"""This host's connection to Ray, the pools' secrets, and what Ray says when an actor dies.
+
+One Ray connection per host process (Ray's rule): the first Ray pool connects to its
+``ray_address`` (or finds Ray already initialized by the program, and uses that), later pools
+must name the same address. ``local`` starts a private Ray instance for the host's lifetime:
+loopback only, no dashboard, LOCAL_CPUS CPUs; Ray shuts it down when the host exits. Actors
+are created in the NAMESPACE namespace and named ``pit-<run id>-<pool>-<worker>``, so that
+`pit cleanup` can find those of a host that is gone. Ray is imported only here and in
+`ray_process`, and only when a Ray pool starts: without Ray installed everything else works.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from typing import Any
+
+from ..errors import ConfigError, EnvironmentProblem
+
+NAMESPACE = "pit"
+LOCAL_CPUS = 2  # a private instance ("local") is for development: keep it small
+RAY_HINT = "install pit's ray extra: pip install 'pit[ray]' (or: uv pip install 'pit[ray]')"
+
+# The per-process registry (CONVENTIONS #16): the address this host connected to, and each
+# pool's secret by (run id, pool name).
+_lock = threading.Lock()
+_connected: dict[str, str] = {}
+_secrets: dict[tuple[str, str], str] = {}
+
+
+def import_ray() -> Any:
+    """The ``ray`` module; EnvironmentProblem naming the extra when it is not importable."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise EnvironmentProblem(f"backend = \"ray\" needs Ray, which cannot be imported "
+                                 f"here: {exc}", hint=RAY_HINT) from None
+    return ray
+
+
+def connect(address: str) -> Any:
+    """Connect this process to Ray at ``address`` once (blocking: seconds; run it off the
+    loop); returns the ``ray`` module."""
+    ray = import_ray()
+    with _lock:
+        if ray.is_initialized():
+            first = _connected.get("address")
+            if first is not None and first != address:
+                raise ConfigError(
+                    f"ray_address = {address!r}: this host is already connected to Ray at "
+                    f"{first!r}, and a process can be connected to one Ray cluster only",
+                    hint="give every Ray pool of this host the same ray_address")
+            return ray
+        if address == "local":
+            ray.init(address="local", num_cpus=LOCAL_CPUS, include_dashboard=False,
+                     _node_ip_address="127.0.0.1", namespace=NAMESPACE, log_to_driver=False)
+        else:
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        _connected["address"] = address
+    return ray
+
+
+def pool_secret(run_id: str, pool: str) -> str:
+    """The secret every connection to this pool's workers carries (made on first use)."""
+    with _lock:
+        return _secrets.setdefault((run_id, pool), secrets.token_urlsafe(32))
+
+
+def actor_name(run_id: str, pool: str, worker_id: str) -> str:
+    return f"pit-{run_id}-{pool}-{worker_id}"
+
+
+def actor_options(resources: dict[str, Any]) -> dict[str, Any]:
+    """Ray's ``.options()`` for a worker's actor from a pool's ``resources`` table."""
+    opts: dict[str, Any] = {"num_cpus": resources.get("num_cpus", 1),
+                            "num_gpus": resources.get("num_gpus", 0)}
+    if resources.get("memory_mb"):
+        opts["memory"] = int(resources["memory_mb"]) * 1024 * 1024
+    if resources.get("custom"):
+        opts["resources"] = dict(resources["custom"])
+    return opts
+
+
+def death_cause(error: BaseException) -> tuple[str, str]:
+    """(cause, what happened) from the exception Ray raised for a dead actor: ``node_lost``
+    (its node died), ``oom`` (Ray's memory monitor killed it), ``killed`` (ray.kill), else
+    ``actor_died`` (its process died: killed from outside, or crashed)."""
+    text = str(error)
+    name = type(error).__name__
+    if name == "NodeDiedError" or "node" in text.lower() and (
+            "has died" in text or "node failure" in text or "was marked as dead" in text):
+        return "node_lost", "its Ray node was lost"
+    if name == "OutOfMemoryError" or "running low on memory" in text:
+        return "oom", "was killed by Ray's memory monitor: out of memory"
+    if "ray.kill" in text or "killed by `ray.kill" in text:
+        return "killed", "its actor was killed with ray.kill"
+    return "actor_died", "its Ray actor's process died"
