@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import string
 import sys
 from collections.abc import Callable, Mapping
@@ -290,8 +291,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "circuit_reset_s": (_positive, "a number of seconds > 0"),
     "start_batch": _int(1, 1024),
     "backend": (lambda v: v in BACKENDS, "one of " + ", ".join(BACKENDS)),
-    "ray_address": (lambda v: isinstance(v, str) and (v in ("auto", "local") or (
-        v.startswith("ray://") and len(v) > 6)), '"auto", "local" or "ray://host:port"'),
+    "ray_address": (lambda v: isinstance(v, str) and (v in ("auto", "local") or bool(
+        re.fullmatch(r"(ray://)?[\w.\-]+:\d{1,5}", v))),
+        '"auto", "local", "ray://host:port" (Ray Client) or "host:port" (a head node\'s GCS)'),
     "resources": (lambda v: resources_problem(v) is None,
                   "a table with num_cpus, num_gpus (numbers >= 0), memory_mb (an integer "
                   ">= 0) and custom (a table of name = number >= 0)"),
