@@ -85,13 +85,13 @@ def death_cause(error: BaseException) -> tuple[str, str]:
     """(cause, what happened) from the exception Ray raised for a dead actor: ``node_lost``
     (its node died), ``oom`` (Ray's memory monitor killed it), ``killed`` (ray.kill), else
     ``actor_died`` (its process died: killed from outside, or crashed)."""
+    # Ray says why only in words (its GCS's messages); its generic text lists OOM and node
+    # loss as possibilities, so only these exact phrases count.
     text = str(error)
-    name = type(error).__name__
-    if name == "NodeDiedError" or "node" in text.lower() and (
-            "has died" in text or "node failure" in text or "was marked as dead" in text):
+    if type(error).__name__ == "NodeDiedError" or "its node has died" in text:
         return "node_lost", "its Ray node was lost"
-    if name == "OutOfMemoryError" or "running low on memory" in text:
+    if type(error).__name__ == "OutOfMemoryError" or "running low on memory" in text:
         return "oom", "was killed by Ray's memory monitor: out of memory"
-    if "ray.kill" in text or "killed by `ray.kill" in text:
+    if "killed by `ray.kill`" in text:
         return "killed", "its actor was killed with ray.kill"
     return "actor_died", "its Ray actor's process died"

@@ -131,6 +131,8 @@ class RayWorkerProcess(WorkerProcess):
         loop = asyncio.get_running_loop()
         timeout = max(deadline - loop.time(), 0.01)
         ready = asyncio.wrap_future(self._actor.ready.remote(timeout).future())
+        # its answer may come after the start was given up (pool closed): not an error then
+        ready.add_done_callback(lambda f: f.cancelled() or f.exception())
         done, _ = await asyncio.wait({ready}, timeout=timeout + 1.0)
         if ready in done and ready.exception() is None:
             self.ready_info = dict(ready.result())

@@ -51,11 +51,12 @@ def test_the_worker_flags_that_name_host_files_stay_on_the_host() -> None:
 
 
 @pytest.mark.parametrize(("text", "cause"), [
-    ("The actor died because its node has died. Node Id: 3f", "node_lost"),
+    ("The actor is dead because its node has died. Node Id: 3f", "node_lost"),
     ("Task was killed due to the node running low on memory.", "oom"),
-    ("The actor died unexpectedly before finishing this task. ... its worker process has "
-     "died ... (1) the process was killed by the OOM killer due to high memory", "actor_died"),
-    ("The actor was killed by `ray.kill`", "killed"),
+    ("The actor died unexpectedly before finishing this task. The actor is dead because its "
+     "worker process has died. ... (1) the process was killed by the OOM killer due to high "
+     "memory usage ... consider ... to prevent node deaths", "actor_died"),
+    ("The actor is dead because it was killed by `ray.kill`.", "killed"),
 ])
 def test_an_actors_death_is_named_from_what_ray_says(text: str, cause: str) -> None:
     assert ray_cluster.death_cause(RuntimeError(text))[0] == cause

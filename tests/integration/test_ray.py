@@ -1,0 +1,169 @@
+"""Pools whose workers Ray places (backend = "ray"): each worker is a Ray actor running pit's
+worker on TCP, called over gRPC with the pool's secret. The tests start a private Ray instance
+(loopback only, no dashboard, 2 CPUs) once for the module and always stop it; without Ray
+installed (the default dev install: it is the ``ray`` extra) they are skipped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import psutil
+import pytest
+
+import runtime
+from runtime import Pool
+from runtime.protocol import pb, pb_grpc, secret
+from tests.conftest import ROOT, pid_alive, wait_until
+
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'pit[ray]' "
+                                        "(the ray extra) to run the Ray backend's tests")
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+
+SAMPLE = "tests.adapters.sample:SampleAdapter"
+# Placing an actor and starting its worker takes seconds on a loaded machine: a call retried
+# after a crash waits in the queue for the replacement.
+RAY_POOL: dict[str, Any] = {"adapter": SAMPLE, "backend": "ray", "ray_address": "local",
+                            "resources": {"num_cpus": 0.5}, "startup_timeout_ms": 120_000,
+                            "queue_timeout_ms": 120_000}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster() -> Iterator[str]:
+    """A private Ray instance for this module; its GCS address. Stopped at the end, and its
+    processes (raylet, GCS: children of this process) must be gone then."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False,
+             _node_ip_address="127.0.0.1", namespace="pit", log_to_driver=False)
+    ours = [p for p in psutil.Process().children(recursive=True)
+            if any(n in " ".join(p.cmdline()) for n in ("raylet", "gcs_server"))]
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+        assert ours and wait_until(lambda: not any(pid_alive(p.pid) for p in ours),
+                                   timeout=30), "Ray's processes outlived ray.shutdown()"
+
+
+def pit_actors(prefix: str = "pit-") -> list[str]:
+    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a["namespace"] == "pit" and a["name"].startswith(prefix))
+
+
+def actor_info(name: str) -> dict[str, Any]:
+    """What the actor says of its worker (its ready JSON, node, the actor's pid)."""
+    return dict(ray.get(ray.get_actor(name, namespace="pit").ready.remote(5), timeout=30))
+
+
+def test_calls_streams_and_sessions_through_ray_placed_workers() -> None:
+    with Pool(size=2, **RAY_POOL) as pool:
+        stats = pool.stats()
+        assert stats.ready == 2 and {w.lane for w in stats.workers} == {"grpc"}
+        assert pool.execute("record", {"tag": "a"}) >= 1
+        assert list(pool.stream("async_stream", {"n": 4})) == [0, 1, 2, 3]
+        with pool.session() as s:
+            s.execute("remember", {"item": "x"})
+            assert s.execute("remember", {"item": "y"})["items"] == ["x", "y"]
+        with pytest.raises(runtime.CallTimeout):
+            pool.execute("spin", {"seconds": 30}, timeout=0.5)
+        assert pool.execute("record", {"tag": "after"}, timeout=30) >= 1
+        names = pit_actors()
+        assert len(names) == 2
+        infos = [actor_info(n) for n in names]
+        assert {i["pid"] for i in infos} == set(pool.pids())
+        assert all(i["address"].startswith("127.0.0.1:") for i in infos)
+        pids = pool.pids()
+    # closing the pool ends its actors and their workers
+    assert wait_until(lambda: not pit_actors(), timeout=30), pit_actors()
+    assert not any(pid_alive(p) for p in pids)
+
+
+def test_a_ray_worker_refuses_rpcs_without_the_pools_secret() -> None:
+    with Pool(size=1, **RAY_POOL) as pool:
+        address = actor_info(pit_actors()[0])["address"]
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.BridgeServiceStub(channel)
+            for metadata in ((), ((secret.HEADER, "not-the-secret"),)):
+                with pytest.raises(grpc.RpcError) as info:
+                    stub.Ping(pb.PingRequest(message="x"), timeout=10, metadata=metadata)
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert pool.execute("record", {"tag": "still served"}) >= 1
+
+
+def _kill_actor_while(pool: Pool, tool: str, args: dict[str, Any]) -> tuple[Any, Any]:
+    """Run ``tool`` on the pool's one worker, SIGKILL its actor's process while the call is
+    out; (result, error) of the call."""
+    (name,) = pit_actors()
+    actor_pid = actor_info(name)["actor_pid"]
+    out: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            out["result"] = pool.execute(tool, args, timeout=60)
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            out["error"] = exc
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    assert wait_until(lambda: pool.stats().workers[0].in_flight == 1, timeout=30)
+    os.kill(actor_pid, signal.SIGKILL)
+    thread.join(120)
+    assert not thread.is_alive()
+    return out.get("result"), out.get("error")
+
+
+def test_sigkill_of_an_actor_fails_its_call_retries_an_idempotent_one_and_replaces_it(
+        ) -> None:
+    with Pool(size=1, idempotent_tools=["slow_echo"], **RAY_POOL) as pool:
+        first = pool.pids()
+        result, error = _kill_actor_while(pool, "block", {"seconds": 60})
+        assert result is None and isinstance(error, runtime.WorkerExit), error
+        assert error.details["cause"] == "actor_died", error.details
+        assert "Ray actor" in str(error)
+        assert wait_until(lambda: pool.stats().ready == 1, timeout=120)
+        second = pool.pids()
+        assert second != first and not any(pid_alive(p) for p in first)
+        result, error = _kill_actor_while(pool, "slow_echo", {"data": b"x", "seconds": 2})
+        assert error is None and result == b"x"  # retried on the replacement
+        assert wait_until(lambda: pool.stats().ready == 1, timeout=120)
+        assert pool.stats().restarts >= 2
+        assert not set(pool.pids()) & set(second)
+
+
+HOST = """
+import sys, time
+from runtime import Pool
+pool = Pool(adapter="tests.adapters.sample:SampleAdapter", size=1, backend="ray",
+            ray_address=sys.argv[1], resources={"num_cpus": 0.5}, startup_timeout_ms=120000)
+pool.start()
+print("ready", pool.pids()[0], flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_host_killed_with_sigkill_leaves_no_actor_or_worker_behind(cluster: str) -> None:
+    before = set(pit_actors())
+    host = subprocess.Popen([sys.executable, "-c", HOST, cluster], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert host.stdout is not None
+        line = b""
+        while not line.startswith(b"ready"):
+            line = host.stdout.readline()
+            assert line, "the host exited before its pool was ready"
+        worker_pid = int(line.split()[1])
+        assert len(set(pit_actors()) - before) == 1
+        host.kill()
+        host.wait()
+        assert wait_until(lambda: not set(pit_actors()) - before, timeout=60)
+        assert wait_until(lambda: not pid_alive(worker_pid), timeout=30)
+    finally:
+        host.kill()
+        host.wait()
+        if host.stdout is not None:
+            host.stdout.close()
