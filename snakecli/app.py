@@ -95,6 +95,9 @@ def cleanup_cmd(
     force: bool = typer.Option(False, "--force", help="Also stop workers of hosts that are "
                                                      "alive but do not respond."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --force."),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Also kill dead hosts' worker actors on this Ray "
+                                    "cluster (auto, host:port or ray://host:port)."),
 ) -> None:
     """Remove what dead pit hosts left behind: worker processes, run dirs, registry rows.
 
@@ -125,7 +128,7 @@ def cleanup_cmd(
             raise typer.Exit(2)
         typer.confirm("Stop the workers of hosts that are alive but do not respond?",
                       abort=True)
-    report = cleanup(directory, dry_run=dry_run, force=force)
+    report = cleanup(directory, dry_run=dry_run, force=force, ray_address=ray_address)
     if json_out:
         render.print_json(render.cleanup_dict(report))
     else:

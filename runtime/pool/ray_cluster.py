@@ -70,6 +70,47 @@ def actor_name(run_id: str, pool: str, worker_id: str) -> str:
     return f"pit-{run_id}-{pool}-{worker_id}"
 
 
+def run_id_of(name: str) -> str | None:
+    """The host run id in a worker actor's name (`actor_name`), or None if not one."""
+    prefix, _, rest = name.partition("-")
+    run_id = rest.partition("-")[0]
+    return run_id if prefix == "pit" and run_id else None
+
+
+def remove_actors(address: str, run_ids: set[str], *,
+                  dry_run: bool = False) -> list[tuple[str, str, str]]:
+    """Kill the worker actors of the hosts ``run_ids`` (dead ones: `pit cleanup`) on the
+    cluster at ``address``: (actor name, run id, error or "") for each found. A cluster that
+    cannot be reached is one entry with an empty name and the error (never raised)."""
+    if address == "local":
+        return [("", "", "ray_address \"local\" is a host's private instance, which ended "
+                         "with it: give the address of a running cluster")]
+    try:
+        ray = import_ray()
+        started = not ray.is_initialized()
+        if started:
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+    except Exception as exc:  # noqa: BLE001 - reported, cleanup goes on
+        return [("", "", f"Ray at {address!r} cannot be reached: {exc}")]
+    out: list[tuple[str, str, str]] = []
+    try:
+        for entry in ray.util.list_named_actors(all_namespaces=True):
+            name, run_id = entry["name"], run_id_of(entry["name"])
+            if entry["namespace"] != NAMESPACE or run_id not in run_ids:
+                continue
+            error = ""
+            if not dry_run:
+                try:
+                    ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+                except Exception as exc:  # noqa: BLE001 - gone meanwhile, or refused
+                    error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            out.append((name, str(run_id), error))
+    finally:
+        if started:
+            ray.shutdown()
+    return out
+
+
 def actor_options(resources: dict[str, Any]) -> dict[str, Any]:
     """Ray's ``.options()`` for a worker's actor from a pool's ``resources`` table."""
     opts: dict[str, Any] = {"num_cpus": resources.get("num_cpus", 1),

@@ -167,3 +167,37 @@ def test_a_host_killed_with_sigkill_leaves_no_actor_or_worker_behind(cluster: st
         host.wait()
         if host.stdout is not None:
             host.stdout.close()
+
+
+class _Stray:
+    def ping(self) -> str:
+        return "here"
+
+
+def test_pit_cleanup_kills_the_actors_of_a_dead_host_by_its_run_id(
+        cluster: str, state_dir: Any) -> None:
+    from runtime.cleanup import cleanup
+    from runtime.registry import connect
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    conn = connect(state_dir)  # a host that is gone, as its registry row says
+    with conn:
+        conn.execute("INSERT INTO instances VALUES (?,?,?,?,?,?,?,?,?,NULL)",
+                     ("deadbeef", "t", int(dead.stdout), 1.0, "", None, "", "default", 1.0))
+    conn.close()
+    stray_cls = ray.remote(_Stray)
+    strays = [stray_cls.options(name=n, namespace="pit", num_cpus=0).remote() for n in
+              ("pit-deadbeef-default-worker-1", "pit-cafe0001-default-worker-1")]
+    try:
+        assert ray.get([s.ping.remote() for s in strays]) == ["here", "here"]
+        report = cleanup(state_dir, ray_address=cluster)
+        killed = [i for i in report.items if i.kind == "ray_actor"]
+        assert [(i.target, i.done) for i in killed] == [("pit-deadbeef-default-worker-1",
+                                                          True)]
+        # the dead host's actor is gone; another run's (a live host's) is left alone
+        assert wait_until(lambda: pit_actors() == ["pit-cafe0001-default-worker-1"],
+                          timeout=30), pit_actors()
+    finally:
+        for s in strays:
+            ray.kill(s)
