@@ -22,6 +22,10 @@ from runtime import Pool
 from runtime.protocol import pb, pb_grpc, secret
 from tests.conftest import ROOT, pid_alive, wait_until
 
+# Ray picks its nodes' address (and so where GCS, raylets and workers listen) from this machine's
+# network interfaces unless told it is a single-machine setup: this, read when ray is first
+# imported, makes it 127.0.0.1 for the whole test cluster (children inherit it).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'pit[ray]' "
                                         "(the ray extra) to run the Ray backend's tests")
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
@@ -29,25 +33,34 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 SAMPLE = "tests.adapters.sample:SampleAdapter"
 # Placing an actor and starting its worker takes seconds on a loaded machine: a call retried
 # after a crash waits in the queue for the replacement.
-RAY_POOL: dict[str, Any] = {"adapter": SAMPLE, "backend": "ray", "ray_address": "local",
+RAY_POOL: dict[str, Any] = {"adapter": SAMPLE, "backend": "ray", "ray_address": "auto",
                             "resources": {"num_cpus": 0.5}, "startup_timeout_ms": 120_000,
                             "queue_timeout_ms": 120_000}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster() -> Iterator[str]:
-    """A private Ray instance for this module; its GCS address. Stopped at the end, and its
-    processes (raylet, GCS: children of this process) must be gone then."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False,
-             _node_ip_address="127.0.0.1", namespace="pit", log_to_driver=False)
-    ours = [p for p in psutil.Process().children(recursive=True)
-            if any(n in " ".join(p.cmdline()) for n in ("raylet", "gcs_server"))]
+    """A private two-node Ray cluster for this module (loopback, no dashboard, 1 CPU per node,
+    resource side_a on the head and side_b on the other); its GCS address. Stopped at the
+    end, and its processes (raylets, GCS: children of this process) must be gone then."""
+    from ray.cluster_utils import Cluster
+
+    local = {"num_cpus": 1}
+    two = Cluster(initialize_head=True, head_node_args={
+        **local, "include_dashboard": False, "resources": {"side_a": 1}})
     try:
-        yield ray.get_runtime_context().gcs_address
+        assert two.address.startswith("127.0.0.1:")  # loopback only
+        two.add_node(**local, resources={"side_b": 1})
+        two.wait_for_nodes()
+        ray.init(address=two.address, namespace="pit", log_to_driver=False)
+        ours = [p for p in psutil.Process().children(recursive=True)
+                if any(n in " ".join(p.cmdline()) for n in ("raylet", "gcs_server"))]
+        yield two.address
     finally:
         ray.shutdown()
-        assert ours and wait_until(lambda: not any(pid_alive(p.pid) for p in ours),
-                                   timeout=30), "Ray's processes outlived ray.shutdown()"
+        two.shutdown()
+    assert ours and wait_until(lambda: not any(pid_alive(p.pid) for p in ours),
+                               timeout=30), "Ray's processes outlived the cluster's shutdown"
 
 
 def pit_actors(prefix: str = "pit-") -> list[str]:
@@ -81,6 +94,23 @@ def test_calls_streams_and_sessions_through_ray_placed_workers() -> None:
     # closing the pool ends its actors and their workers
     assert wait_until(lambda: not pit_actors(), timeout=30), pit_actors()
     assert not any(pid_alive(p) for p in pids)
+
+
+def test_custom_resources_place_a_pools_workers_on_the_node_that_has_them() -> None:
+    nodes = {}
+    for side in ("side_a", "side_b"):
+        with Pool(name=side.replace("_", "-"), size=1,
+                  **{**RAY_POOL, "resources": {"num_cpus": 0.5, "custom": {side: 1}}}) as pool:
+            assert pool.execute("record", {"tag": side}) == 1
+            assert list(pool.stream("async_stream", {"n": 3})) == [0, 1, 2]
+            with pool.session() as s:
+                s.execute("remember", {"item": side})
+                assert s.execute("remember", {"item": "2"})["items"] == [side, "2"]
+            (name,) = pit_actors()
+            nodes[side] = actor_info(name)["node_id"]
+        assert wait_until(lambda: not pit_actors(), timeout=30)
+    head = ray.get_runtime_context().get_node_id()  # the driver runs on the head node
+    assert nodes["side_a"] == head and nodes["side_b"] != head
 
 
 def test_a_ray_worker_refuses_rpcs_without_the_pools_secret() -> None:
