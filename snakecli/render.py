@@ -191,9 +191,12 @@ def status_renderable(snap: dict[str, Any]) -> Any:
         if p["recycles"]:
             head += "  recycles " + escape(", ".join(f"{k} {v}" for k, v in
                                                      p["recycles"].items()))
+        placed = p.get("backend", "local") != "local"  # workers on other nodes: say which
+        if placed:
+            head += f"  backend {escape(p['backend'])}"
         table = Table(title=None, show_edge=False, pad_edge=False)
-        for col in ("worker", "pid", "state", "python", "load", "requests", "errors", "RSS MiB",
-                    "USS MiB", "memory", "CPU %", "uptime"):
+        for col in ("worker", "pid", *(("node",) if placed else ()), "state", "python", "load",
+                    "requests", "errors", "RSS MiB", "USS MiB", "memory", "CPU %", "uptime"):
             table.add_column(col)
         hist = p.get("history", [])[-30:]
         for w in p["workers"]:
@@ -204,7 +207,9 @@ def status_renderable(snap: dict[str, Any]) -> Any:
                 " (lent)" if w.get("lent") else "")
             if w.get("missed_heartbeats"):
                 state = f"[bold red]unresponsive ({w['missed_heartbeats']} missed)[/]"
-            table.add_row(plain(w["id"]), str(w["pid"]), state, plain(w["python"]),
+            table.add_row(plain(w["id"]), str(w["pid"]),
+                          *((plain(w.get("node") or "this host"),) if placed else ()),
+                          state, plain(w["python"]),
                           f"{_bar(w['in_flight'], w['capacity'], 6)} {w['in_flight']}/"
                           f"{w['capacity']}", str(w["requests"]), str(w["errors"]),
                           f"{w['rss_mb']:.0f}", f"{w.get('uss_mb') or 0:.0f}",

@@ -560,7 +560,8 @@ class PoolCore:
                         missed_heartbeats=w.samples.missed_heartbeats,
                         last_recycle_reason=w.recycle_reason or w.replaced_reason,
                         lane=w.channel.lane_kind, lent=self.lending.lent(w),
-                        host_watch=str(w.process.ready_info.get("host_watch", "")))
+                        host_watch=str(w.process.ready_info.get("host_watch", "")),
+                        node=w.process.node)
             for w in self._workers.values())
         zygote = self.lifecycle.forkserver
         return PoolStats(name=self.name, adapter=self.config.adapter, size=self.config.size,
@@ -570,7 +571,8 @@ class PoolCore:
                          profile=self.config.profile, sessions=len(self.sessions),
                          calls=self.metrics.completed, failed=self.metrics.failed,
                          forkserver_pid=zygote.pid if zygote is not None else None,
-                         events=tuple(dict(e) for e in self.metrics.events))
+                         events=tuple(dict(e) for e in self.metrics.events),
+                         backend=self.config.backend)
 
     def pids(self) -> list[int]:
         """Pids of the pool's worker processes (any thread: reads the roster)."""

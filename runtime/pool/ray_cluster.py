@@ -3,7 +3,8 @@
 One Ray connection per host process (Ray's rule): the first Ray pool connects to its
 ``ray_address`` (or finds Ray already initialized by the program, and uses that), later pools
 must name the same address. ``local`` starts a private Ray instance for the host's lifetime:
-loopback only, no dashboard, LOCAL_CPUS CPUs; Ray shuts it down when the host exits. Actors
+loopback only (`_single_machine`), no dashboard, LOCAL_CPUS CPUs; Ray shuts it down when the
+host exits. Actors
 are created in the NAMESPACE namespace and named ``pit-<run id>-<pool>-<worker>``, so that
 `pit cleanup` can find those of a host that is gone. Ray is imported only here and in
 `ray_process`, and only when a Ray pool starts: without Ray installed everything else works.
@@ -11,6 +12,7 @@ are created in the NAMESPACE namespace and named ``pit-<run id>-<pool>-<worker>`
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 from ..errors import ConfigError, EnvironmentProblem
 
 NAMESPACE = "pit"
+RAY_SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's own variable
 LOCAL_CPUS = 2  # a private instance ("local") is for development: keep it small
 RAY_HINT = "install pit's ray extra: pip install 'pit[ray]' (or: uv pip install 'pit[ray]')"
 
@@ -52,12 +55,25 @@ def connect(address: str) -> Any:
                     hint="give every Ray pool of this host the same ray_address")
             return ray
         if address == "local":
+            _single_machine(ray)
             ray.init(address="local", num_cpus=LOCAL_CPUS, include_dashboard=False,
-                     _node_ip_address="127.0.0.1", namespace=NAMESPACE, log_to_driver=False)
+                     namespace=NAMESPACE, log_to_driver=False)
         else:
             ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
         _connected["address"] = address
     return ray
+
+
+def _single_machine(ray: Any) -> None:
+    """Make a private instance listen on 127.0.0.1 only. Ray takes a node's address from the
+    machine's network interfaces (and then also binds 0.0.0.0) unless it is told it is not a
+    cluster: its RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (read at import, so the constant is set
+    too; the variable is for the processes it starts). Measured here (Ray 2.60): without
+    it GCS and raylet listened on 0.0.0.0 and the eth0 address; with it, 127.0.0.1 only."""
+    os.environ[RAY_SINGLE_MACHINE_ENV] = "0"
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
 
 
 def pool_secret(run_id: str, pool: str) -> str:

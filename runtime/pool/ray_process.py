@@ -70,7 +70,6 @@ class RayWorkerProcess(WorkerProcess):
     def __init__(self, worker_id: str, config: PoolConfig, instance: HostInstance) -> None:
         super().__init__(worker_id, config, instance)
         self.secret = ray_cluster.pool_secret(instance.id, config.name)
-        self.node = ""  # "<ip> <node id>" once ready
         self._actor: Any = None
         self._tcp = ""
         self._death: tuple[str, str] | None = None  # (cause, what) when the actor died

@@ -27,6 +27,7 @@ class WorkerStats:
     lane: str = ""  # how calls travel: "socket" | "grpc" (the CallLane stream) | "unary"
     lent: bool = False  # lent to blocking callers, who call it directly (see pool/direct.py)
     host_watch: str = ""  # how it notices a wedged host: "pings" | "heartbeat" | "none"
+    node: str = ""  # a Ray-placed worker's node: "<ip> <node id prefix>" ("": this host)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,3 +47,4 @@ class PoolStats:
     failed: int = 0  # ... of which failed
     forkserver_pid: int | None = None  # the zygote workers are forked from; None: spawned
     events: tuple[Mapping[str, Any], ...] = ()  # the latest recycles and crashes, oldest first
+    backend: str = "local"  # where its workers run: "local" | "ray"

@@ -5,6 +5,7 @@ installed (the default dev install: it is the ``ray`` extra) they are skipped.""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,10 +17,12 @@ from typing import Any
 import grpc
 import psutil
 import pytest
+from typer.testing import CliRunner
 
 import runtime
 from runtime import Pool
 from runtime.protocol import pb, pb_grpc, secret
+from snakecli.app import app
 from tests.conftest import ROOT, pid_alive, wait_until
 
 # Ray picks its nodes' address (and so where GCS, raylets and workers listen) from this machine's
@@ -31,6 +34,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'pit[
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
 SAMPLE = "tests.adapters.sample:SampleAdapter"
+STATUS_ENV = {"NO_COLOR": "1", "COLUMNS": "200"}
 # Placing an actor and starting its worker takes seconds on a loaded machine: a call retried
 # after a crash waits in the queue for the replacement.
 RAY_POOL: dict[str, Any] = {"adapter": SAMPLE, "backend": "ray", "ray_address": "auto",
@@ -90,6 +94,16 @@ def test_calls_streams_and_sessions_through_ray_placed_workers() -> None:
         infos = [actor_info(n) for n in names]
         assert {i["pid"] for i in infos} == set(pool.pids())
         assert all(i["address"].startswith("127.0.0.1:") for i in infos)
+        stats = pool.stats()
+        assert stats.backend == "ray"
+        assert {w.node for w in stats.workers} == {f"127.0.0.1 {i['node_id'][:12]}"
+                                                   for i in infos}
+        status = CliRunner().invoke(app, ["status", "--json"], env=STATUS_ENV)
+        [p] = json.loads(status.output)[0]["pools"]
+        assert p["backend"] == "ray" and {w["node"] for w in p["workers"]} == {
+            w.node for w in stats.workers}
+        table = " ".join(CliRunner().invoke(app, ["status"], env=STATUS_ENV).output.split())
+        assert "backend ray" in table and "127.0.0.1" in table
         pids = pool.pids()
     # closing the pool ends its actors and their workers
     assert wait_until(lambda: not pit_actors(), timeout=30), pit_actors()
