@@ -327,7 +327,8 @@ class Lifecycle:
         rounds = 0
         while True:
             await asyncio.sleep(SAMPLE_EVERY_S)
-            workers = [w for w in self.pool.live_workers() if w.pid]
+            workers = [w for w in self.pool.live_workers()
+                       if w.pid and w.process.on_this_machine]
             uss = rounds % USS_EVERY == 0  # USS reads smaps: ~0.5 ms a worker, so less often
             rounds += 1
             samples = await asyncio.to_thread(_usage, procs, [w.pid for w in workers], uss)

@@ -14,8 +14,8 @@ The pool drives it like any worker (`worker_handle.WorkerHandle` over this and a
 port with the pool's secret in every RPC (`protocol.secret`), never through Ray. What such a
 worker does not get (yet): the unix-socket lane (its lane is the CallLane gRPC stream), shared
 memory, direct calls, the fork server, host tools (the host's bridge is a local socket), stack
-dumps and the progress file. Its pid is the worker's pid on its node: sampling memory and CPU
-by pid is right only for workers on the host's own machine.
+dumps and the progress file. Its pid is the worker's pid on its node: memory and CPU are
+sampled (and ``max_memory_mb`` applied) only for workers on the host's own machine.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import contextlib
 import functools
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,18 @@ def worker_flags(argv: list[str]) -> list[str]:
         else:
             out.append(arg)
     return out
+
+
+@functools.cache
+def local_addresses() -> frozenset[str]:
+    """This machine's IP addresses: a worker on a node with one of them has a pid the host
+    can sample (psutil)."""
+    import psutil
+
+    found = {"127.0.0.1", "::1"}
+    for addrs in psutil.net_if_addrs().values():
+        found.update(a.address for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6))
+    return frozenset(found)
 
 
 @functools.cache
@@ -152,6 +165,7 @@ class RayWorkerProcess(WorkerProcess):
         self._tcp = address
         self.pid = info.get("pid")
         self.node = f"{info.get('node_ip', '?')} {str(info.get('node_id', ''))[:12]}"
+        self.on_this_machine = info.get("node_ip") in local_addresses()
 
     def classify(self, *, hung: bool, forced: str) -> str:
         if forced or hung or self._death is None:
