@@ -138,6 +138,57 @@ def actor_options(resources: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
+# What `probe` runs in a fresh interpreter (so that an unreachable cluster, or Ray's own
+# start-up, never hangs or changes the calling process): connect, then one task on the cluster
+# that reports its Python and whether pit's worker imports there.
+PROBE = """
+import json, sys
+import ray
+ray.init(address=sys.argv[1], log_to_driver=False)
+
+@ray.remote(num_cpus=0)
+def there():
+    import importlib.util, sys
+    return {"python": "%d.%d" % sys.version_info[:2],
+            "pit": importlib.util.find_spec("runtime.worker") is not None}
+
+out = {"ray": ray.__version__, "nodes": sum(1 for n in ray.nodes() if n["Alive"]),
+       "resources": ray.cluster_resources(), "available": ray.available_resources(),
+       **ray.get(there.remote(), timeout=60)}
+ray.shutdown()
+print("PIT_PROBE " + json.dumps(out))
+"""
+PROBE_TIMEOUT_S = 90.0
+
+
+def probe_argv(python: str, address: str) -> list[str]:
+    return [python, "-c", PROBE, address]
+
+
+def probe(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
+    """What the cluster at ``address`` says of itself (`PROBE`): Ray's version, live nodes,
+    resources (total, available), its Python and whether pit imports there. Raises
+    EnvironmentProblem when it cannot be reached in ``timeout_s``."""
+    import json
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run(probe_argv(sys.executable, address), capture_output=True,
+                              text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise EnvironmentProblem(f"Ray at {address!r} did not answer within {timeout_s:g} s",
+                                 hint="check ray_address and that the cluster runs "
+                                      "(ray status on its head node)") from None
+    for line in done.stdout.splitlines():
+        if line.startswith("PIT_PROBE "):
+            return dict(json.loads(line[len("PIT_PROBE "):]))
+    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    raise EnvironmentProblem(f"Ray at {address!r} cannot be reached: {tail}",
+                             hint="check ray_address and that the cluster runs "
+                                  "(ray status on its head node)")
+
+
 def death_cause(error: BaseException) -> tuple[str, str]:
     """(cause, what happened) from the exception Ray raised for a dead actor: ``node_lost``
     (its node died), ``oom`` (Ray's memory monitor killed it), ``killed`` (ray.kill), else

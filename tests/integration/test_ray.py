@@ -245,3 +245,20 @@ def test_pit_cleanup_kills_the_actors_of_a_dead_host_by_its_run_id(
     finally:
         for s in strays:
             ray.kill(s)
+
+
+def test_doctor_probes_the_cluster_a_ray_pool_names(cluster: str) -> None:
+    from runtime import doctor
+    from runtime.config import make_pool_config
+    from runtime.pool import ray_cluster
+
+    info = ray_cluster.probe(cluster)
+    assert info["nodes"] == 2 and info["pit"] and info["ray"] == ray.__version__
+    assert info["resources"]["side_a"] == 1 and info["resources"]["side_b"] == 1
+    fits = make_pool_config("p", backend="ray", ray_address=cluster,
+                            resources={"custom": {"side_b": 1}})
+    assert doctor._ray(fits).status == "pass"
+    too_big = make_pool_config("p", backend="ray", ray_address=cluster,
+                               resources={"num_gpus": 1})
+    check = doctor._ray(too_big)
+    assert check.status == "fail" and "GPU 1 (the cluster has 0)" in check.message

@@ -85,3 +85,19 @@ def test_without_ray_a_ray_pool_fails_to_start_naming_the_extra(
         Pool(adapter="tests.adapters.sample:SampleAdapter", size=1, backend="ray").start()
     assert info.value.category == "environment"  # type: ignore[attr-defined]
     assert "pit[ray]" in (info.value.hint or "")  # type: ignore[attr-defined]
+
+
+def test_doctor_says_a_ray_pool_needs_the_extra_when_ray_is_missing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime import doctor
+
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)
+    pool = make_pool_config("big", backend="ray", ray_address="auto")
+    check = doctor._guard("pool big: ray", lambda: doctor._ray(pool))
+    assert check.status == "fail" and "pit[ray]" in check.remediation
+
+
+def test_the_cluster_probe_is_run_in_its_own_interpreter() -> None:
+    argv = ray_cluster.probe_argv("/usr/bin/python3", "head:6379")
+    assert argv[0] == "/usr/bin/python3" and argv[1] == "-c" and argv[-1] == "head:6379"
+    assert "ray.init(address=sys.argv[1]" in argv[2]
