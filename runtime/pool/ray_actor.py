@@ -40,7 +40,7 @@ class WorkerActor:
     actor's node, listening on ``listen_host`` (the node's address when None)."""
 
     def __init__(self, argv: list[str], env: dict[str, str], secret: str,
-                 listen_host: str | None = None) -> None:
+                 listen_host: str | None = None, lane_socket: bool = True) -> None:
         from ..protocol import secret as secret_mod
 
         host = listen_host or _node_ip()
@@ -49,7 +49,8 @@ class WorkerActor:
         full_env = {**os.environ, **env, secret_mod.ENV: secret, "PYTHONUNBUFFERED": "1"}
         self.argv = [sys.executable, "-m", "runtime.worker", *argv, "--listen", f"{host}:0",
                      "--ready-file", self._ready_file, "--host-pid", str(os.getpid()),
-                     "--require-secret"]
+                     "--require-secret",
+                     *(["--lane-socket", f"tcp:{host}:0"] if lane_socket else [])]
         self._output: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         self._proc = subprocess.Popen(self.argv, env=full_env, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

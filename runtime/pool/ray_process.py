@@ -85,6 +85,7 @@ class RayWorkerProcess(WorkerProcess):
         self.secret = ray_cluster.pool_secret(instance.id, config.name)
         self._actor: Any = None
         self._tcp = ""
+        self._lane = ""  # "tcp:HOST:PORT" of its call lane socket, once ready
         self._death: tuple[str, str] | None = None  # (cause, what) when the actor died
         self._watch: asyncio.Task[Any] | None = None
         self._ended = False
@@ -92,6 +93,10 @@ class RayWorkerProcess(WorkerProcess):
     @property
     def address(self) -> str:
         return self._tcp
+
+    @property
+    def lane_endpoint(self) -> str:
+        return self._lane
 
     def actor_env(self) -> dict[str, str]:
         env = dict(self.extra_env)
@@ -113,7 +118,8 @@ class RayWorkerProcess(WorkerProcess):
         def create() -> Any:
             cls = _actor_class(ray).options(name=name, namespace=ray_cluster.NAMESPACE,
                                             max_restarts=0, max_concurrency=4, **options)
-            return cls.remote(flags, self.actor_env(), self.secret, listen_host)
+            return cls.remote(flags, self.actor_env(), self.secret, listen_host,
+                              config.call_lane and config.lane_socket)
 
         try:
             self._actor = await asyncio.to_thread(create)
@@ -163,6 +169,10 @@ class RayWorkerProcess(WorkerProcess):
             self.kill()
             raise self.start_error(f"announced no TCP address (ready JSON: {info!r})")
         self._tcp = address
+        lane = info.get("lane_socket")
+        self._lane = lane if isinstance(lane, str) and lane.startswith("tcp:") else ""
+        # direct calls (a lent worker) connect to a unix socket: not a Ray worker's, yet
+        info["features"] = [f for f in info.get("features", ()) if f != "lane_connections"]
         self.pid = info.get("pid")
         self.node = f"{info.get('node_ip', '?')} {str(info.get('node_id', ''))[:12]}"
         self.on_this_machine = info.get("node_ip") in local_addresses()

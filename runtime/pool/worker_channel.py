@@ -106,14 +106,15 @@ class WorkerChannel:
         if secret:
             self._stub = SecretStub(self._stub, secret)
 
-    async def open(self, ready_info: dict[str, Any], lane_socket: Path) -> None:
+    async def open(self, ready_info: dict[str, Any], lane_socket: Path | str,
+                   secret: str = "") -> None:
         """The worker is ready: its call lane (over ``lane_socket`` when it serves one), its
         telemetry relay and shared memory, as its ``ready_info`` features allow."""
         features = ready_info.get("features", ())
         if self.config.call_lane and "call_lane" in features:
             path = str(lane_socket) if ready_info.get("lane_socket") else None
             self.lane = await Lane.open(self.worker, self._stub,
-                                        self.config.max_message_bytes, path)
+                                        self.config.max_message_bytes, path, secret)
         self._relay = self._loop.create_task(relay(self._stub, self.config.name,
                                                    self.worker.id))
         threshold = self.config.shm_threshold_kb * 1024

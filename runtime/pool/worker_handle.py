@@ -145,7 +145,7 @@ class WorkerHandle:
             if not await wait_answering(channel.ping, self._exited.done, deadline):
                 await self._not_ready(timeout)
             await process.check_listener()
-        await channel.open(process.ready_info, process.lane_socket)
+        await channel.open(process.ready_info, process.lane_endpoint, process.secret)
         if self._exited.done():  # it died during the last steps: not ready after all
             await self._not_ready(timeout)
         self.state, self.accepting = "ready", True

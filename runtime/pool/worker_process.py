@@ -108,6 +108,11 @@ class WorkerProcess:
             return f"unix:{self._socket}"
         return f"127.0.0.1:{self._port}"
 
+    @property
+    def lane_endpoint(self) -> Path | str:
+        """Where the host opens its call lane: the socket path it chose in the run dir."""
+        return self.lane_socket
+
     def argv(self) -> list[str]:
         if self.config.worker != "pit":
             argv = command_argv(self.config.command, python=self.python, port=self._port,

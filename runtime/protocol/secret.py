@@ -5,7 +5,9 @@
             gRPC server's first interceptor: a missing or wrong secret is refused with
             UNAUTHENTICATED before any servicer code runs
 
-A unix socket in a 0700 run dir needs none of this; a TCP port on a cluster node can be
+The call lane over TCP (frames on a plain socket, beside gRPC) opens with `lane_hello`; the
+worker reads it (`check_lane_hello`) before it reads a frame. A unix socket in a 0700 run dir
+needs none of this; a TCP port on a cluster node can be
 reached by anyone who can reach the node, so the host generates a secret per pool and hands it
 to each worker when it creates it (through Ray, never on a command line). Compared in constant
 time.
@@ -31,6 +33,43 @@ def take_from_env(environ: dict[str, str] | None = None) -> str:
     inherit it ("" when it was given none)."""
     env = os.environ if environ is None else environ
     return env.pop(ENV, "")
+
+
+HELLO = b"PITSECRET1"  # a lane connection over TCP starts with HELLO, 2-byte length, secret
+HELLO_TIMEOUT_S = 5.0
+
+
+def lane_hello(secret: str) -> bytes:
+    """What the host writes first on a lane connection over TCP."""
+    data = secret.encode()
+    return HELLO + len(data).to_bytes(2, "big") + data
+
+
+def check_lane_hello(conn: Any, secret: str) -> bool:
+    """Read a lane connection's hello (blocking socket ``conn``, up to HELLO_TIMEOUT_S) and
+    say whether it carries ``secret``."""
+    want = lane_hello(secret)
+    got = b""
+    conn.settimeout(HELLO_TIMEOUT_S)
+    try:
+        while len(got) < len(HELLO) + 2:
+            chunk = conn.recv(len(HELLO) + 2 - len(got))
+            if not chunk:
+                return False
+            got += chunk
+        if not got.startswith(HELLO):
+            return False
+        size = int.from_bytes(got[len(HELLO):], "big")
+        while len(got) < len(HELLO) + 2 + size:
+            chunk = conn.recv(len(HELLO) + 2 + size - len(got))
+            if not chunk:
+                return False
+            got += chunk
+    except OSError:
+        return False
+    finally:
+        conn.settimeout(None)
+    return hmac.compare_digest(got, want)
 
 
 class SecretCheck(grpc.ServerInterceptor):  # type: ignore[misc]

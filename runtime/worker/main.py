@@ -289,7 +289,7 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
     if ns.lane_socket and not ns.no_call_lane:
         from .lane_socket import LaneSocket
 
-        lane = LaneSocket(ns.lane_socket, servicer, limit)
+        lane = LaneSocket(ns.lane_socket, servicer, limit, pool_secret)
     host_watch = "none"  # how a wedged host is noticed (a dead one: see die_with_parent)
     if launch is not None:
         cfg = launch.heartbeat
@@ -309,7 +309,7 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
             + (["shm"] if shm.available() and runner.shm_paths else [])
             # its lane socket serves several connections: it can be lent to a blocking caller
             + (["lane_connections"] if lane is not None else []), "worker_id": ns.worker_id,
-            "lane_socket": ns.lane_socket if lane is not None else None,
+            "lane_socket": lane.address if lane is not None else None,
             "python": sys.version.split()[0], "executable": sys.executable,
             "threads": ns.threads, "host_watch": host_watch,
             "gil_enabled": getattr(sys, "_is_gil_enabled", lambda: True)(),

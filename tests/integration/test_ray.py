@@ -80,7 +80,8 @@ def actor_info(name: str) -> dict[str, Any]:
 def test_calls_streams_and_sessions_through_ray_placed_workers() -> None:
     with Pool(size=2, **RAY_POOL) as pool:
         stats = pool.stats()
-        assert stats.ready == 2 and {w.lane for w in stats.workers} == {"grpc"}
+        # the call lane: frames on TCP, opened with the pool's secret
+        assert stats.ready == 2 and {w.lane for w in stats.workers} == {"socket"}
         assert pool.execute("record", {"tag": "a"}) >= 1
         assert list(pool.stream("async_stream", {"n": 4})) == [0, 1, 2, 3]
         with pool.session() as s:

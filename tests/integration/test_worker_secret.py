@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -20,7 +22,8 @@ from tests.conftest import wait_until
 SAMPLE = "tests.adapters.sample:SampleAdapter"
 
 
-def _worker(tmp_path: Path, env_secret: str | None) -> subprocess.Popen[bytes]:
+def _worker(tmp_path: Path, env_secret: str | None,
+            lane: tuple[str, ...] = ("--no-call-lane",)) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.pop(secret.ENV, None)
     if env_secret is not None:
@@ -28,23 +31,28 @@ def _worker(tmp_path: Path, env_secret: str | None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "runtime.worker", "--adapter", SAMPLE,
          "--listen", "127.0.0.1:0", "--ready-file", str(tmp_path / "ready.json"),
-         "--host-pid", str(os.getpid()), "--require-secret", "--no-call-lane"],
+         "--host-pid", str(os.getpid()), "--require-secret", *lane],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 @pytest.fixture
-def guarded(tmp_path: Path) -> Iterator[str]:
-    """The address of a worker guarded by the secret "s3cret"."""
-    proc = _worker(tmp_path, "s3cret")
+def guarded_worker(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The ready JSON of a worker guarded by the secret "s3cret" (its lane on TCP too)."""
+    proc = _worker(tmp_path, "s3cret", ("--lane-socket", "tcp:127.0.0.1:0"))
     try:
         ready = tmp_path / "ready.json"
         assert wait_until(lambda: ready.exists() or proc.poll() is not None, timeout=60)
-        address = json.loads(ready.read_text())["address"]
-        assert address.startswith("127.0.0.1:") and not address.endswith(":0")
-        yield address
+        info = json.loads(ready.read_text())
+        assert info["address"].startswith("127.0.0.1:") and not info["address"].endswith(":0")
+        yield info
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def guarded(guarded_worker: dict[str, Any]) -> str:
+    return str(guarded_worker["address"])
 
 
 def _ping(address: str, metadata: tuple[tuple[str, str], ...]) -> grpc.StatusCode:
@@ -81,3 +89,28 @@ def test_a_worker_told_to_require_a_secret_does_not_start_without_one(
     assert proc.returncode == 2
     assert secret.ENV.encode() in out
     assert not (tmp_path / "ready.json").exists()
+
+
+def _lane_call(address: str, hello: bytes) -> bytes:
+    """Open the worker's TCP lane, send ``hello`` and one ping call; what comes back."""
+    from runtime.pool.lane import lane_call
+    from runtime.protocol import frames
+
+    host, _, port = address[4:].rpartition(":")
+    req = pb.ExecuteToolRequest(tool_name="record")
+    req.parameters["tag"].value = b'"x"'
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(hello + frames.encode(pb.LaneRequest(calls=[lane_call(1, req, 10.0)])))
+        try:
+            return conn.recv(65536)
+        except OSError:
+            return b""
+
+
+def test_the_lane_on_tcp_serves_only_connections_that_open_with_the_secret(
+        guarded_worker: dict[str, Any]) -> None:
+    lane = guarded_worker["lane_socket"]
+    assert lane.startswith("tcp:127.0.0.1:") and not lane.endswith(":0")
+    assert _lane_call(lane, b"") == b""  # closed unanswered
+    assert _lane_call(lane, secret.lane_hello("wrong")) == b""
+    assert _lane_call(lane, secret.lane_hello("s3cret")) != b""  # the call's answer
