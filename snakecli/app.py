@@ -199,11 +199,29 @@ def doctor_cmd(
 
 @app.command("hardware")
 def hardware_cmd(
+    ctx: typer.Context,
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
+    ray_address: str | None = typer.Option(
+        None, "--ray", help="List a Ray cluster's nodes and resources instead (auto, "
+                            "host:port or ray://host:port; needs the ray extra)."),
 ) -> None:
     """Show the CPU, GPUs (NVIDIA via NVML, AMD via rocm-smi, Apple MPS) and the device
-    `device = "auto"` would pick."""
+    `device = "auto"` would pick; with --ray, a Ray cluster's nodes and resources."""
     from runtime.hardware import detect, select_device
+
+    if ray_address is not None:
+        from runtime.pool.ray_cluster import cluster_info
+
+        try:
+            cluster = cluster_info(ray_address)
+        except PitError as exc:
+            render.print_error(exc, debug=ctx.obj.debug)
+            raise typer.Exit(EXIT_CODES.get(exc.category, 1)) from None
+        if json_out:
+            render.print_json(render.asdict(cluster))
+        else:
+            render.print_ray_cluster(cluster)
+        return
 
     hw, choice = detect(), select_device()
     if json_out:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError, EnvironmentProblem
@@ -152,13 +154,45 @@ def there():
     return {"python": "%d.%d" % sys.version_info[:2],
             "pit": importlib.util.find_spec("runtime.worker") is not None}
 
-out = {"ray": ray.__version__, "nodes": sum(1 for n in ray.nodes() if n["Alive"]),
+nodes = [{"id": n["NodeID"], "ip": n["NodeManagerAddress"], "alive": n["Alive"],
+          "resources": n.get("Resources", {})} for n in ray.nodes()]
+out = {"ray": ray.__version__, "nodes": sum(1 for n in nodes if n["alive"]), "node_list": nodes,
        "resources": ray.cluster_resources(), "available": ray.available_resources(),
        **ray.get(there.remote(), timeout=60)}
 ray.shutdown()
 print("PIT_PROBE " + json.dumps(out))
 """
 PROBE_TIMEOUT_S = 90.0
+
+
+@dataclass(frozen=True, slots=True)
+class RayNode:
+    node_id: str
+    ip: str
+    alive: bool
+    resources: Mapping[str, float]  # totals: CPU, GPU, memory (bytes), custom ones
+
+
+@dataclass(frozen=True, slots=True)
+class RayClusterInfo:
+    """What `pit hardware --ray` shows of a cluster (from `probe`)."""
+    address: str
+    ray_version: str
+    python: str  # the cluster's, "3.11"
+    pit_importable: bool  # pit's worker imports on the cluster
+    nodes: tuple[RayNode, ...]
+    resources: Mapping[str, float]
+    available: Mapping[str, float]
+
+
+def cluster_info(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> RayClusterInfo:
+    """The cluster at ``address``, its nodes and resources (EnvironmentProblem when it
+    cannot be reached)."""
+    info = probe(address, timeout_s)
+    nodes = tuple(RayNode(str(n["id"]), str(n["ip"]), bool(n["alive"]), dict(n["resources"]))
+                  for n in info.get("node_list", ()))
+    return RayClusterInfo(address, str(info["ray"]), str(info["python"]), bool(info["pit"]),
+                          nodes, dict(info["resources"]), dict(info["available"]))
 
 
 def probe_argv(python: str, address: str) -> list[str]:
@@ -173,6 +207,7 @@ def probe(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
     import subprocess
     import sys
 
+    import_ray()  # the probe needs it too: say which extra is missing, not a traceback
     try:
         done = subprocess.run(probe_argv(sys.executable, address), capture_output=True,
                               text=True, timeout=timeout_s)

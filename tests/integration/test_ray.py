@@ -263,3 +263,15 @@ def test_doctor_probes_the_cluster_a_ray_pool_names(cluster: str) -> None:
                                resources={"num_gpus": 1})
     check = doctor._ray(too_big)
     assert check.status == "fail" and "GPU 1 (the cluster has 0)" in check.message
+
+
+def test_pit_hardware_lists_the_clusters_nodes_and_resources(cluster: str) -> None:
+    result = CliRunner().invoke(app, ["hardware", "--ray", cluster, "--json"], env=STATUS_ENV)
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["address"] == cluster and info["pit_importable"]
+    custom = sorted(k for n in info["nodes"] for k in n["resources"] if k.startswith("side_"))
+    assert custom == ["side_a", "side_b"]
+    assert {n["ip"] for n in info["nodes"]} == {"127.0.0.1"}
+    table = CliRunner().invoke(app, ["hardware", "--ray", cluster], env=STATUS_ENV)
+    assert table.exit_code == 0 and "side_b 1" in table.output and "2 node(s)" in table.output

@@ -101,3 +101,14 @@ def test_the_cluster_probe_is_run_in_its_own_interpreter() -> None:
     argv = ray_cluster.probe_argv("/usr/bin/python3", "head:6379")
     assert argv[0] == "/usr/bin/python3" and argv[1] == "-c" and argv[-1] == "head:6379"
     assert "ray.init(address=sys.argv[1]" in argv[2]
+
+
+def test_pit_hardware_ray_without_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from snakecli.app import app
+
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)
+    result = CliRunner().invoke(app, ["hardware", "--ray", "head:6379"],
+                                env={"NO_COLOR": "1", "COLUMNS": "160"})
+    assert result.exit_code != 0 and "pit[ray]" in result.output
