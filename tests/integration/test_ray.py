@@ -162,6 +162,25 @@ def _kill_actor_while(pool: Pool, tool: str, args: dict[str, Any]) -> tuple[Any,
     return out.get("result"), out.get("error")
 
 
+def test_a_ray_worker_that_exits_is_named_and_replaced_and_recycling_ends_its_actor(
+        tmp_path: Any) -> None:
+    with Pool(size=1, max_requests=3, **RAY_POOL) as pool:
+        first = pool.pids()
+        with pytest.raises(runtime.WorkerExit) as info:
+            pool.execute("crash_once", {"marker": str(tmp_path / "m")})
+        assert info.value.details["cause"] == "exit"  # os._exit(3) in the worker itself
+        assert pool.execute("crash_once", {"marker": str(tmp_path / "m")}) == "survived"
+        assert pool.pids() != first
+        second = pool.pids()
+        for i in range(6):  # max_requests: the worker is stopped (SIGTERM) and replaced
+            pool.execute("record", {"tag": str(i)})
+        assert wait_until(lambda: pool.stats().recycles.get("requests", 0) >= 1, timeout=60)
+        assert wait_until(lambda: pool.stats().ready == 1 and pool.pids() != second,
+                          timeout=120)
+        assert wait_until(lambda: len(pit_actors()) == 1, timeout=30), pit_actors()
+        assert not any(pid_alive(p) for p in first + second)
+
+
 def test_sigkill_of_an_actor_fails_its_call_retries_an_idempotent_one_and_replaces_it(
         ) -> None:
     with Pool(size=1, idempotent_tools=["slow_echo"], **RAY_POOL) as pool:
