@@ -5,6 +5,10 @@ unix socket, then write the ready file atomically (JSON: address, pid, protocol,
 host reads that file to know the worker can serve. The worker dies with its host: Linux
 parent-death signal, plus a watchdog on the parent pid everywhere.
 
+On TCP (a Ray-placed worker: ``--listen HOST:0 --require-secret``, the port it bound goes in
+the ready file) every RPC and every lane connection must carry the pool's secret, which it takes
+from $PIT_WORKER_SECRET at start (`protocol.secret`).
+
 A Snakepit host launches it as it launches Snakepit's ``grpc_server.py`` (``--port``,
 ``--elixir-address``, ...): see `snakepit_launch` for what that changes.
 
