@@ -135,6 +135,9 @@ class PoolConfig:
     backend: str = "local"
     ray_address: str = "local"
     resources: Mapping[str, Any] = field(default_factory=dict)
+    # "spread" / "pack": the pool's workers in one Ray placement group of `size` bundles (one
+    # worker's resources each), spread across nodes or packed on few; "": Ray places each.
+    placement: str = ""
 
     def timeouts(self) -> tuple[float | None, float | None, float]:
         """(call, stream, queue) timeouts in seconds; None means no deadline."""
@@ -294,6 +297,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ray_address": (lambda v: isinstance(v, str) and (v in ("auto", "local") or bool(
         re.fullmatch(r"(ray://)?[\w.\-]+:\d{1,5}", v))),
         '"auto", "local", "ray://host:port" (Ray Client) or "host:port" (a head node\'s GCS)'),
+    "placement": (lambda v: v in ("", "spread", "pack"), '"spread" or "pack"'),
     "resources": (lambda v: resources_problem(v) is None,
                   "a table with num_cpus, num_gpus (numbers >= 0), memory_mb (an integer "
                   ">= 0) and custom (a table of name = number >= 0)"),
@@ -394,7 +398,7 @@ def _backend(values: dict[str, Any], where: str) -> None:
     """Check ``backend`` against the keys that go with it (in place)."""
     values["resources"] = dict(values.get("resources") or {})
     if values.get("backend", "local") == "local":
-        for key in ("ray_address", "resources"):
+        for key in ("ray_address", "resources", "placement"):
             if values.get(key):
                 raise ConfigError(f"{where}: {key} applies to backend = \"ray\" only",
                                   hint=f'set backend = "ray", or remove {key}')

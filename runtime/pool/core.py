@@ -58,6 +58,7 @@ from ..errors import (
 from ..hardware import DeviceChoice, device_env, resolve_device
 from ..logs import configure_from_env
 from ..protocol import codec
+from . import ray_cluster
 from .affinity import session_slot
 from .call import CallRun
 from .direct import Lending
@@ -324,6 +325,9 @@ class PoolCore:
         self.roster = ()
         await self.lending.close()
         await self.lifecycle.close_forkserver()
+        if self.config.placement:  # a Ray pool's reserved bundles go back to the cluster
+            await asyncio.to_thread(ray_cluster.release_placement, self._instance.id,
+                                    self.name)
         if self._owns_instance:
             await self._instance.close()
         if self in self._instance.cores:

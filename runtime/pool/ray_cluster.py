@@ -12,6 +12,7 @@ are created in the NAMESPACE namespace and named ``pit-<run id>-<pool>-<worker>`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import threading
@@ -86,6 +87,57 @@ def pool_secret(run_id: str, pool: str) -> str:
 
 def actor_name(run_id: str, pool: str, worker_id: str) -> str:
     return f"pit-{run_id}-{pool}-{worker_id}"
+
+
+PLACEMENT_READY_S = 120.0  # a placement group whose bundles cannot be reserved by then fails
+_groups: dict[tuple[str, str], Any] = {}  # (run id, pool) -> its placement group
+
+
+def placement_group(run_id: str, pool: str, size: int, resources: dict[str, Any],
+                    placement: str) -> Any:
+    """The pool's placement group (made on first use: ``size`` bundles of one worker's
+    resources, Ray's SPREAD or PACK strategy), once Ray reserved it (blocking). Raises
+    EnvironmentProblem when it cannot be reserved in PLACEMENT_READY_S."""
+    ray = import_ray()
+    from ray.util.placement_group import placement_group as make
+
+    with _lock:
+        group = _groups.get((run_id, pool))
+        if group is None:
+            opts = actor_options(resources)
+            bundle = {"CPU": opts["num_cpus"], "GPU": opts["num_gpus"],
+                      **({"memory": opts["memory"]} if "memory" in opts else {}),
+                      **opts.get("resources", {})}
+            bundle = {k: v for k, v in bundle.items() if v}
+            group = _groups[(run_id, pool)] = make(
+                [bundle] * size, strategy=placement.upper(), name=f"pit-{run_id}-{pool}")
+    try:
+        ray.get(group.ready(), timeout=PLACEMENT_READY_S)
+    except Exception as exc:  # noqa: BLE001 - GetTimeoutError and kin
+        raise EnvironmentProblem(
+            f"pool {pool!r}: Ray could not reserve its placement group ({size} x one "
+            f"worker's resources, {placement}) within {PLACEMENT_READY_S:g} s: {exc}",
+            hint="check the pool's size and resources against the cluster's (pit hardware "
+                 "--ray ADDRESS)") from None
+    return group
+
+
+def scheduling(group: Any) -> Any:
+    """Actor option: any free bundle of ``group`` (a replacement takes its predecessor's)."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=-1)
+
+
+def release_placement(run_id: str, pool: str) -> None:
+    """Give the pool's placement group back to Ray (its pool closed); blocking."""
+    with _lock:
+        group = _groups.pop((run_id, pool), None)
+    if group is not None:
+        from ray.util.placement_group import remove_placement_group
+
+        with contextlib.suppress(Exception):
+            remove_placement_group(group)
 
 
 def run_id_of(name: str) -> str | None:

@@ -113,6 +113,11 @@ class RayWorkerProcess(WorkerProcess):
         listen_host = "127.0.0.1" if config.ray_address == "local" else None
         name = ray_cluster.actor_name(self._instance.id, config.name, self.id)
         options = ray_cluster.actor_options(dict(config.resources))
+        if config.placement:
+            group = await asyncio.to_thread(
+                ray_cluster.placement_group, self._instance.id, config.name, config.size,
+                dict(config.resources), config.placement)
+            options["scheduling_strategy"] = ray_cluster.scheduling(group)
         flags = worker_flags(self.argv()[3:])
 
         def create() -> Any:

@@ -294,3 +294,20 @@ def test_pit_hardware_lists_the_clusters_nodes_and_resources(cluster: str) -> No
     assert {n["ip"] for n in info["nodes"]} == {"127.0.0.1"}
     table = CliRunner().invoke(app, ["hardware", "--ray", cluster], env=STATUS_ENV)
     assert table.exit_code == 0 and "side_b 1" in table.output and "2 node(s)" in table.output
+
+
+@pytest.mark.parametrize(("placement", "distinct_nodes"), [("spread", 2), ("pack", 1)])
+def test_a_placement_group_spreads_or_packs_a_pools_workers(placement: str,
+                                                           distinct_nodes: int) -> None:
+    with Pool(size=2, placement=placement, **RAY_POOL) as pool:
+        assert pool.execute("record", {"tag": "x"}) == 1
+        nodes = {actor_info(n)["node_id"] for n in pit_actors()}
+        assert len(nodes) == distinct_nodes
+        groups = [g for g in ray.util.placement_group_table().values()
+                  if g["name"].startswith("pit-")]
+        assert [g["strategy"] for g in groups if g["state"] == "CREATED"] == [
+            placement.upper()]
+    # closed: its bundles are given back
+    assert wait_until(lambda: all(g["state"] == "REMOVED" for g in
+                                  ray.util.placement_group_table().values()
+                                  if g["name"].startswith("pit-")), timeout=30)

@@ -31,6 +31,8 @@ def test_a_ray_pool_takes_its_address_and_resources() -> None:
     ({"backend": "ray", "resources": {"custom": {"x": -1}}}, "resources"),
     ({"resources": {"num_cpus": 1}}, "resources applies to backend = \"ray\" only"),
     ({"ray_address": "auto"}, "ray_address applies to backend = \"ray\" only"),
+    ({"placement": "spread"}, "placement applies to backend = \"ray\" only"),
+    ({"backend": "ray", "placement": "strict"}, "placement = 'strict' is invalid"),
     ({"backend": "ray", "worker": "snakepit", "command": ["python3", "grpc_server.py"]},
      "not worker = 'snakepit'"),
     ({"backend": "ray", "requirements": ["numpy"]}, "requirements is not supported"),
