@@ -43,6 +43,11 @@ if TYPE_CHECKING:
 HOST_LOCAL_FLAGS = frozenset({"--listen", "--ready-file", "--host-pid", "--stack-file",
                               "--progress-file", "--lane-socket", "--host-address"})
 READY_EXIT_WAIT_S = 2.0  # a worker whose start failed: wait this long for its exit code
+# A broken connection to a Ray worker waits this long for Ray's word on its actor before the
+# host gives up on it: a killed process is reported in milliseconds, a lost node only once
+# Ray's health checks fail (about 15 s with Ray's defaults).
+RAY_EXIT_WAIT_S = 30.0
+UNAVAILABLE_RETRY_S = 0.5  # asking again about an actor Ray calls temporarily unavailable
 
 
 def worker_flags(argv: list[str]) -> list[str]:
@@ -89,6 +94,7 @@ class RayWorkerProcess(WorkerProcess):
         self._death: tuple[str, str] | None = None  # (cause, what) when the actor died
         self._watch: asyncio.Task[Any] | None = None
         self._ended = False
+        self.exit_wait_s = RAY_EXIT_WAIT_S
 
     @property
     def address(self) -> str:
@@ -140,12 +146,23 @@ class RayWorkerProcess(WorkerProcess):
 
     async def _watch_actor(self, on_exit: Callable[[int | None], Awaitable[None]]) -> None:
         try:
-            code, tail = await asyncio.wrap_future(self._actor.wait.remote().future())
+            while True:
+                try:
+                    code, tail = await asyncio.wrap_future(self._actor.wait.remote().future())
+                    break
+                except Exception as exc:  # noqa: BLE001 - Ray's errors, sorted below
+                    # "temporarily unavailable" (its connection broke: a lost node, a
+                    # network blip) is not Ray's verdict yet: ask again until it gives one
+                    if type(exc).__name__ != "ActorUnavailableError":
+                        raise
+                    await asyncio.sleep(UNAVAILABLE_RETRY_S)
             self.exit_code = code
             self.output.extend(tail.splitlines())
         except Exception as exc:  # noqa: BLE001 - the actor died (RayActorError and kin)
             self._death = ray_cluster.death_cause(exc)
-            self.output.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            # Ray's words (less its indented actor id, pid, name ... lines): in the crash tail
+            said = [line for line in str(exc).splitlines() if line and not line[0].isspace()]
+            self.output.extend(said[:4] or [type(exc).__name__])
         self._ended = True
         self._kill_actor()
         await on_exit(self.exit_code)

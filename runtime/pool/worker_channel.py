@@ -79,6 +79,7 @@ class WorkerChannel:
         self.lane: Lane | None = None
         self.shm: WorkerShm | None = None  # shared-memory arenas, once ready (Linux)
         self.lendable = False  # set once ready, when its lane socket takes more connections
+        self.exit_wait_s = EXIT_WAIT_S  # how long a failed RPC waits for the exit's record
         self._exited = exited  # done once the owner has recorded the worker's exit
         self._shm_name = shm_name
         self._loop = asyncio.get_running_loop()
@@ -239,7 +240,7 @@ class WorkerChannel:
             return from_payload(codec.decode_error(exc.details()), tool,
                                 {"tool": tool, "worker": w.id})
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._exited), EXIT_WAIT_S)
+            await asyncio.wait_for(asyncio.shield(self._exited), self.exit_wait_s)
         if w.state == "dead" or self._exited.done():
             return w.death_error(lone)
         return WorkerExit(f"worker {w.id} (pid {w.pid}) failed the call: "

@@ -104,6 +104,8 @@ class WorkerHandle:
             worker_id, config, instance)
         self.channel = WorkerChannel(self, config, self._exited, pipeline=pipeline,
                                      shm_name=f"{shm.PREFIX}{instance.id}-{worker_id}")
+        self.exit_wait_s = self.process.exit_wait_s or EXIT_WAIT_S
+        self.channel.exit_wait_s = self.exit_wait_s
 
     # --- what the pool's protocols read of its parts --------------------------------------
     @property
@@ -238,10 +240,11 @@ class WorkerHandle:
 
     async def wait_exit(self) -> None:
         """A connection to the worker (its lane, a direct link) broke: usually the process
-        died. Wait up to EXIT_WAIT_S for the exit to name the cause; a worker that lives on
+        died. Wait up to EXIT_WAIT_S (a Ray worker: longer, `ray_process`) for the exit to
+        name the cause; a worker that lives on
         without the connection is killed."""
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._exited), EXIT_WAIT_S)
+            await asyncio.wait_for(asyncio.shield(self._exited), self.exit_wait_s)
         if not self._exited.done() and not self.ending.stopping:
             self.ending.reason = "closed its call lane"
             self.kill()

@@ -86,6 +86,7 @@ class WorkerProcess:
         self.lane_socket = self._socket.with_suffix(".lane")
         self.node = ""  # where it runs, when not on this host (a Ray-placed worker)
         self.on_this_machine = True  # its pid is one of this machine's (psutil sampling)
+        self.exit_wait_s = 0.0  # > 0: how long a broken connection waits for its exit
         self.secret = ""  # what every RPC to it must carry ("" for a worker on a unix socket)
         self._port = 0  # a command-started or Snakepit worker's loopback port
         self._host_tcp = ""  # where a Snakepit bridge worker dials the host

@@ -42,6 +42,9 @@ RAY_POOL: dict[str, Any] = {"adapter": SAMPLE, "backend": "ray", "ray_address": 
                             "queue_timeout_ms": 120_000}
 
 
+NODES: dict[str, Any] = {}  # the module's cluster and its second node (the node-loss test)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def cluster() -> Iterator[str]:
     """A private two-node Ray cluster for this module (loopback, no dashboard, 1 CPU per node,
@@ -51,10 +54,14 @@ def cluster() -> Iterator[str]:
 
     local = {"num_cpus": 1}
     two = Cluster(initialize_head=True, head_node_args={
-        **local, "include_dashboard": False, "resources": {"side_a": 1}})
+        **local, "include_dashboard": False, "resources": {"side_a": 1},
+        # a lost node is declared dead in seconds, not Ray's default ~15 s (node-loss test)
+        "_system_config": {"health_check_period_ms": 1000,
+                           "health_check_failure_threshold": 3}})
     try:
         assert two.address.startswith("127.0.0.1:")  # loopback only
-        two.add_node(**local, resources={"side_b": 1})
+        NODES["side_b"] = two.add_node(**local, resources={"side_b": 1})
+        NODES["cluster"] = two
         two.wait_for_nodes()
         ray.init(address=two.address, namespace="pit", log_to_driver=False)
         ours = [p for p in psutil.Process().children(recursive=True)
@@ -191,7 +198,9 @@ def test_sigkill_of_an_actor_fails_its_call_retries_an_idempotent_one_and_replac
         assert "Ray actor" in str(error)
         assert wait_until(lambda: pool.stats().ready == 1, timeout=120)
         second = pool.pids()
-        assert second != first and not any(pid_alive(p) for p in first)
+        assert second != first
+        # the old worker follows its actor (parent-death signal, then its stop grace)
+        assert wait_until(lambda: not any(pid_alive(p) for p in first), timeout=30)
         result, error = _kill_actor_while(pool, "slow_echo", {"data": b"x", "seconds": 2})
         assert error is None and result == b"x"  # retried on the replacement
         assert wait_until(lambda: pool.stats().ready == 1, timeout=120)
@@ -299,6 +308,8 @@ def test_pit_hardware_lists_the_clusters_nodes_and_resources(cluster: str) -> No
 @pytest.mark.parametrize(("placement", "distinct_nodes"), [("spread", 2), ("pack", 1)])
 def test_a_placement_group_spreads_or_packs_a_pools_workers(placement: str,
                                                            distinct_nodes: int) -> None:
+    # SPREAD and PACK are Ray's best effort: with both nodes free they are deterministic
+    assert wait_until(lambda: ray.available_resources().get("CPU", 0) >= 2, timeout=60)
     with Pool(size=2, placement=placement, **RAY_POOL) as pool:
         assert pool.execute("record", {"tag": "x"}) == 1
         nodes = {actor_info(n)["node_id"] for n in pit_actors()}
@@ -311,3 +322,29 @@ def test_a_placement_group_spreads_or_packs_a_pools_workers(placement: str,
     assert wait_until(lambda: all(g["state"] == "REMOVED" for g in
                                   ray.util.placement_group_table().values()
                                   if g["name"].startswith("pit-")), timeout=30)
+
+
+def test_losing_a_node_fails_its_workers_call_as_node_lost(cluster: str) -> None:
+    # last in the module: the cluster has one node afterwards
+    config = {**RAY_POOL, "resources": {"num_cpus": 0.5, "custom": {"side_b": 1}},
+              "startup_timeout_ms": 15_000,
+              # Ray's verdict, not pit's heartbeat (which would call the worker hung first)
+              "heartbeat_interval_ms": 0}
+    with Pool(name="lost", size=1, **config) as pool:
+        out: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                out["result"] = pool.execute("block", {"seconds": 60}, timeout=90)
+            except Exception as exc:  # noqa: BLE001 - the test looks at it
+                out["error"] = exc
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        assert wait_until(lambda: pool.stats().workers[0].in_flight == 1, timeout=30)
+        NODES["cluster"].remove_node(NODES.pop("side_b"), allow_graceful=False)
+        thread.join(120)
+        error = out.get("error")
+        assert isinstance(error, runtime.WorkerExit), out
+        assert error.details["cause"] == "node_lost", error.details["output_tail"]
+        assert "node was lost" in str(error)
