@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config_backend import BACKENDS, check_backend, resources_problem
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -218,8 +219,6 @@ def _adapter_ok(v: Any) -> bool:
     return "." in v and all(part.isidentifier() for part in v.split("."))  # Snakepit's
 
 
-BACKENDS = ("local", "ray")
-RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory_mb", "custom")
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "adapter": (_adapter_ok, "a string 'package.module:ClassName' (or Snakepit's "
                              "'package.module.ClassName')"),
@@ -348,7 +347,7 @@ def make_pool_config(name: str = DEFAULT_POOL, where: str | None = None,
         raise ConfigError(f"{where}: threads_per_worker = {values['threads_per_worker']} "
                           "needs profile = \"thread\"",
                           hint='set profile = "thread" (the adapter must be thread_safe)')
-    _backend(values, where)
+    check_backend(values, where)
     if isinstance(values.get("requirements"), list):
         values["requirements"] = tuple(values["requirements"])
     if values.get("idempotent_tools") is not None:
@@ -373,50 +372,6 @@ def command_problem(command: Any) -> str | None:
         if unknown:
             return f"command part {part!r}: {{{unknown[0]}}} is not a placeholder"
     return None
-
-
-def resources_problem(value: Any) -> str | None:
-    """What is wrong with a pool's ``resources`` table, or None."""
-    def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-
-    if not isinstance(value, Mapping):
-        return "not a table"
-    for key, v in value.items():
-        if key not in RESOURCE_KEYS:
-            return f"unknown key {key!r}"
-        if key == "custom":
-            if not isinstance(v, Mapping) or not all(
-                    isinstance(k, str) and number(x) for k, x in v.items()):
-                return "custom must be a table of name = number"
-        elif not number(v) or (key == "memory_mb" and not isinstance(v, int)):
-            return f"{key} = {v!r}"
-    return None
-
-
-def _backend(values: dict[str, Any], where: str) -> None:
-    """Check ``backend`` against the keys that go with it (in place)."""
-    values["resources"] = dict(values.get("resources") or {})
-    if values.get("backend", "local") == "local":
-        for key in ("ray_address", "resources", "placement"):
-            if values.get(key):
-                raise ConfigError(f"{where}: {key} applies to backend = \"ray\" only",
-                                  hint=f'set backend = "ray", or remove {key}')
-        return
-    kind = values.get("worker", "pit")
-    if kind != "pit":
-        raise ConfigError(f"{where}: backend = \"ray\" runs pit's own worker in each Ray "
-                          f"actor, not worker = {kind!r}",
-                          hint='remove worker (and command), or use backend = "local"')
-    for key in ("python", "requirements"):
-        if values.get(key):
-            raise ConfigError(f"{where}: {key} is not supported with backend = \"ray\" yet "
-                              "(the actor runs the cluster's Python)",
-                              hint=f"remove {key}; install what the adapter needs on the "
-                                   "cluster's nodes")
-    if values.get("allow_pickle"):
-        raise ConfigError(f"{where}: allow_pickle cannot be used with backend = \"ray\"",
-                          hint="Ray workers listen on TCP: pickled values are refused there")
 
 
 def _worker_kind(values: dict[str, Any], where: str) -> None:
