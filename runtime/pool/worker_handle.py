@@ -3,7 +3,8 @@
     WorkerHandle: state, accepting, in_flight / capacity / limit, served, errors, recycling,
     |             samples, how it ended (`Ending`); start / stop / kill, the pool's callbacks
     +-- process: WorkerProcess   spawn or fork (own process group) --> ready file --> pid,
-    |                            output tail, progress file, exit watch (awaited)
+    |                            output tail, progress file, exit watch (awaited); with
+    |                            backend = "ray", a RayWorkerProcess (a Ray actor's worker)
     +-- channel: WorkerChannel   aio channel --> Lane: send(): outbox -> writer -> worker
                                  (+ shared memory)    reader: results -> on_done callbacks,
                                                       slot_freed -> the pool's on_free
