@@ -25,7 +25,7 @@ NEW_RUN_DIR_S = 60.0  # an unregistered run dir younger than this may be a host 
 
 @dataclass(frozen=True, slots=True)
 class CleanupItem:
-    kind: str  # "worker" | "shm" | "run_dir" | "instance"
+    kind: str  # "worker" | "shm" | "run_dir" | "instance" | "ray_actor"
     target: str  # pid, path or instance id
     instance_id: str
     reason: str
@@ -125,9 +125,13 @@ def _signal(row: WorkerRow, sig: int) -> str:
 
 
 def cleanup(state_dir: Path, *, dry_run: bool = False, force: bool = False,
-            exclude_instance: str | None = None) -> CleanupReport:
+            exclude_instance: str | None = None, ray_address: str | None = None
+            ) -> CleanupReport:
     """Remove what dead hosts left in ``state_dir``; ``force`` also treats unresponsive
-    live hosts as dead. ``exclude_instance`` is never touched (the calling host)."""
+    live hosts as dead. ``exclude_instance`` is never touched (the calling host).
+    ``ray_address``: also kill the Ray worker actors of those dead hosts on that cluster
+    (found by the run id in their names; Ray ends a host's actors with it, this is for
+    what it could not)."""
     registry = Registry(state_dir)
     items: list[CleanupItem] = []
     known_run_dirs: set[str] = set()
@@ -168,6 +172,9 @@ def cleanup(state_dir: Path, *, dry_run: bool = False, force: bool = False,
             registry.forget_instance(inst.instance_id)
         items.append(CleanupItem("instance", inst.instance_id, inst.instance_id, reason,
                                  "forget", done=not dry_run))
+    if ray_address and dead:
+        items += _ray_actors(ray_address, {inst.instance_id: reason for inst, reason, _ in dead},
+                             dry_run)
     # Run directories that no registered live instance owns (a host killed before it wrote
     # its row, or a registry that was deleted).
     run_root = state_dir / "run"
@@ -192,6 +199,15 @@ def orphaned_workers(state_dir: Path) -> list[WorkerRow]:
     registry = Registry(state_dir)
     return [w for inst in registry.instances() if _dead_reason(inst, False) is not None
             for w in registry.workers(inst.instance_id) if is_our_worker(w)]
+
+
+def _ray_actors(address: str, reasons: dict[str, str], dry_run: bool) -> list[CleanupItem]:
+    from .pool.ray_cluster import remove_actors
+
+    return [CleanupItem("ray_actor", name or address, run_id,
+                        f"orphan of {reasons[run_id]}" if run_id else "cluster unreachable",
+                        "kill", done=bool(name) and not dry_run and not error, error=error)
+            for name, run_id, error in remove_actors(address, set(reasons), dry_run=dry_run)]
 
 
 def leftover_arenas(instance_id: str) -> list[str]:

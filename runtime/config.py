@@ -14,6 +14,7 @@ import contextlib
 import difflib
 import json
 import os
+import re
 import string
 import sys
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config_backend import BACKENDS, check_backend, resources_problem
 from .errors import ConfigError
 from .telemetry.control import TelemetryControl
 
@@ -136,6 +138,16 @@ class PoolConfig:
     # Which worker events the workers send (`runtime.telemetry.control`); at run time too:
     # `pool.telemetry_control(...)`. In pit.toml: [pools.<name>.telemetry] sample = 0.1 ...
     telemetry: TelemetryControl = TelemetryControl()
+    # Where workers run: "local" (processes of this host) or "ray" (Ray actors placed on a
+    # cluster, see runtime/pool/ray_process.py). ray_address: "auto" (a running cluster),
+    # "ray://host:port" (Ray Client) or "local" (a private Ray instance for the host's
+    # lifetime, loopback only). resources: what each worker's actor asks of Ray.
+    backend: str = "local"
+    ray_address: str = "local"
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    # "spread" / "pack": the pool's workers in one Ray placement group of `size` bundles (one
+    # worker's resources each), spread across nodes or packed on few; "": Ray places each.
+    placement: str = ""
 
     def timeouts(self) -> tuple[float | None, float | None, float]:
         """(call, stream, queue) timeouts in seconds; None means no deadline."""
@@ -297,6 +309,14 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     # checked in full (and converted) by TelemetryControl.from_table: see make_pool_config
     "telemetry": (lambda v: isinstance(v, (Mapping, TelemetryControl)),
                   "a table with keys enabled, sample, allow, deny"),
+    "backend": (lambda v: v in BACKENDS, "one of " + ", ".join(BACKENDS)),
+    "ray_address": (lambda v: isinstance(v, str) and (v in ("auto", "local") or bool(
+        re.fullmatch(r"(ray://)?[\w.\-]+:\d{1,5}", v))),
+        '"auto", "local", "ray://host:port" (Ray Client) or "host:port" (a head node\'s GCS)'),
+    "placement": (lambda v: v in ("", "spread", "pack"), '"spread" or "pack"'),
+    "resources": (lambda v: resources_problem(v) is None,
+                  "a table with num_cpus, num_gpus (numbers >= 0), memory_mb (an integer "
+                  ">= 0) and custom (a table of name = number >= 0)"),
 }
 POOL_KEYS = tuple(_RULES)
 TOP_KEYS = ("default_pool", "pools", "state_dir", "telemetry", "tool_bridge")
@@ -351,6 +371,7 @@ def make_pool_config(name: str = DEFAULT_POOL, where: str | None = None,
         raise ConfigError(f"{where}: threads_per_worker = {values['threads_per_worker']} "
                           "needs profile = \"thread\"",
                           hint='set profile = "thread" (the adapter must be thread_safe)')
+    check_backend(values, where)
     if isinstance(values.get("requirements"), list):
         values["requirements"] = tuple(values["requirements"])
     if values.get("idempotent_tools") is not None:

@@ -209,6 +209,10 @@ def _pool_checks(pool: PoolConfig, cfg: PitConfig, base: Path) -> list[Check]:
         return Check(f"{prefix}: device", "pass", f"{pool.device} -> {choice.name} "
                                                   f"({choice.reason})")
 
+    if pool.backend == "ray":  # the cluster's interpreter and packages, not this host's
+        out.append(_guard(f"{prefix}: ray", lambda: _ray(pool)))
+        out.append(_guard(f"{prefix}: adapter", adapter))
+        return out
     if pool.worker != "pit":  # its own interpreter and packages: what its command says
         out.append(_guard(f"{prefix}: worker", worker))
         out.append(_guard(f"{prefix}: device", device))
@@ -227,6 +231,46 @@ def _pool_checks(pool: PoolConfig, cfg: PitConfig, base: Path) -> list[Check]:
         out.append(_guard(f"{prefix}: adapter", adapter))
     out.append(_guard(f"{prefix}: device", device))
     return out
+
+
+def _ray(pool: PoolConfig) -> Check:
+    """A Ray pool: Ray importable here, and (unless "local") the cluster reachable, its Ray
+    and Python the same as this host's, pit importable there, its resources enough for one
+    worker."""
+    import sys
+
+    from .pool import ray_cluster
+
+    ray = ray_cluster.import_ray()
+    name = f"pool {pool.name}: ray"
+    if pool.ray_address == "local":
+        return Check(name, "pass", f"Ray {ray.__version__}; a private loopback instance starts "
+                                   "with the host")
+    info = ray_cluster.probe(pool.ray_address)
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    problems = []
+    if info["ray"] != ray.__version__:
+        problems.append(f"Ray {info['ray']} on the cluster, {ray.__version__} here")
+    if info["python"] != here:
+        problems.append(f"Python {info['python']} on the cluster, {here} here (Ray needs "
+                        "the same)")
+    if not info["pit"]:
+        problems.append("pit's worker (runtime.worker) does not import on the cluster")
+    options = ray_cluster.actor_options(dict(pool.resources))
+    wanted = {"CPU": options["num_cpus"], "GPU": options["num_gpus"],
+              **options.get("resources", {})}
+    short = [f"{k} {v} (the cluster has {info['resources'].get(k, 0)})"
+             for k, v in wanted.items() if v and info["resources"].get(k, 0) < v]
+    if short:
+        problems.append("one worker needs " + ", ".join(short))
+    summary = (f"Ray {info['ray']}, {info['nodes']} node(s), Python {info['python']}, "
+               f"CPU {info['available'].get('CPU', 0):g}/{info['resources'].get('CPU', 0):g} "
+               "free")
+    if problems:
+        return Check(name, "fail", f"{summary}: " + "; ".join(problems),
+                     "install the same Ray, Python and pit on the cluster's nodes, or change "
+                     "the pool's resources")
+    return Check(name, "pass", summary)
 
 
 def _fast_paths(cfg: PitConfig) -> Check:

@@ -4,7 +4,9 @@ Usage: python scripts/bench.py [--sizes 2 4] [--reps 3] [--systems ...] [--json]
 
 Systems: pit (blocking `Pool` API), pit-loop (the same with `direct_calls = false`: every call
 through the pool's loop thread), pit-unary (`call_lane = false`: one unary RPC per call, as
-Snakepit does), pit-snakepit (Snakepit 0.13's own Python bridge and showcase adapter as the
+Snakepit does), pit-ray (a pool with backend = "ray": pit's workers in Ray actors on a local
+Ray instance, called over TCP; beside "ray", Ray's own actors), pit-snakepit (Snakepit 0.13's
+own Python bridge and showcase adapter as the
 pool's workers, worker = "snakepit": serial and 64-in-flight rows only; needs
 ../shared/snakepit-bridge, its env is built with uv), pit-executor (`runtime.PoolExecutor`, the
 same functions as the stdlib peers, pickled; its ratios to ProcessPoolExecutor and loky are
@@ -42,12 +44,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MIB = 1024 * 1024
-SYSTEMS = ["pit", "pit-loop", "pit-unary", "pit-snakepit", "pit-executor", "ppe", "mp", "loky",
-           "pebble", "ray"]
+SYSTEMS = ["pit", "pit-loop", "pit-unary", "pit-snakepit", "pit-executor", "pit-ray", "ppe", "mp",
+           "loky", "pebble", "ray"]
 LABELS = {"pit": "pit", "pit-loop": "pit loop", "pit-unary": "pit unary",
-          "pit-snakepit": "Snakepit br", "pit-executor": "pit exec", "ppe": "ProcessPool",
+          "pit-snakepit": "Snakepit br", "pit-executor": "pit exec", "pit-ray": "pit on Ray",
+          "ppe": "ProcessPool",
           "mp": "mp.Pool", "loky": "loky", "pebble": "pebble", "ray": "Ray actors"}
-PEER_MODULE = {"loky": "loky", "pebble": "pebble", "ray": "ray"}
+PEER_MODULE = {"loky": "loky", "pebble": "pebble", "ray": "ray", "pit-ray": "ray"}
+# pit on Ray against Ray's own actors (issue 19's targets): row, what pit-on-Ray / Ray must be
+RAY_TARGETS = (("p50_us", "<= 0.5"), ("calls_per_s", ">= 2"), ("mb16_per_s", ">= 1"),
+               ("ready8_ms", "<= 1.5"))
 EXECUTOR_PEERS = ("ppe", "loky")  # pit-executor's own ratio columns
 
 
@@ -132,7 +138,19 @@ class Driver:
 
     def __enter__(self) -> Driver:
         s, n = self.system, self.size
-        if s == "pit-snakepit":
+        if s in ("ray", "pit-ray"):
+            # one machine: Ray on 127.0.0.1 only (read when ray is imported; this process's)
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        if s == "pit-ray":
+            import ray  # type: ignore[import-not-found]
+
+            from runtime import Pool
+
+            ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False)
+            self.pool = Pool(size=n, call_timeout_ms=120_000, max_message_mb=64,
+                             backend="ray", ray_address="auto", resources={"num_cpus": 1},
+                             startup_timeout_ms=300_000).start()
+        elif s == "pit-snakepit":
             from runtime import Pool
             from tests import bridge
 
@@ -194,6 +212,10 @@ class Driver:
         s = self.system
         if pit_pool(s):
             self.pool.close()
+            if s == "pit-ray":
+                import ray
+
+                ray.shutdown()
         elif s == "mp":
             self.pool.terminate()
         elif s == "pebble":
@@ -393,7 +415,7 @@ def measure(system: str, size: int, quick: bool) -> dict[str, float]:
 
 MODULES = {"pit": "runtime.pool.sync_pool", "pit-executor": "runtime.pool.executor",
            "ppe": "concurrent.futures", "mp": "multiprocessing",
-           "loky": "loky", "pebble": "pebble", "ray": "ray"}
+           "loky": "loky", "pebble": "pebble", "ray": "ray", "pit-ray": "runtime.pool.sync_pool"}
 
 
 def measure_startup(system: str, workers: int) -> dict[str, float]:
@@ -557,6 +579,17 @@ def print_table(data: dict[str, Any], systems: list[str]) -> None:
                 f"{vals[a] / vals[b]:>21.2f}x" if vals.get(a) and vals.get(b) else f"{'-':>22}"
                 for a, b in pairs)
             print(f"{size:>4}  {row_label(label, quick):<28} {unit:>5}{cells}{ratios}")
+    if "pit-ray" in systems and "ray" in systems:
+        print("pit on Ray / Ray actors (target):")
+        for key, target in RAY_TARGETS:
+            for size in [*sizes, "any"]:
+                src = data["startup"] if key.startswith("ready") else data["results"].get(
+                    size, {})
+                if (size == "any") != key.startswith("ready"):
+                    continue
+                ours, theirs = src.get("pit-ray", {}).get(key), src.get("ray", {}).get(key)
+                if ours and theirs:
+                    print(f"  size {size}: {key} {ours / theirs:.2f}x ({target})")
     for size, by_system in data["results"].items():
         ratio = by_system.get("pit", {}).get("watched_ratio")
         if ratio:

@@ -148,6 +148,9 @@ def cleanup_cmd(
     force: bool = typer.Option(False, "--force", help="Also stop workers of hosts that are "
                                                      "alive but do not respond."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --force."),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Also kill dead hosts' worker actors on this Ray "
+                                    "cluster (auto, host:port or ray://host:port)."),
 ) -> None:
     """Remove what dead pit hosts left behind.
 
@@ -179,7 +182,7 @@ def cleanup_cmd(
             raise typer.Exit(2)
         typer.confirm("Stop the workers of hosts that are alive but do not respond?",
                       abort=True)
-    report = cleanup(directory, dry_run=dry_run, force=force)
+    report = cleanup(directory, dry_run=dry_run, force=force, ray_address=ray_address)
     if json_out:
         render.print_json(render.cleanup_dict(report))
     else:
@@ -212,13 +215,31 @@ def doctor_cmd(
 
 @app.command("hardware", epilog=epilog("hardware"))
 def hardware_cmd(
+    ctx: typer.Context,
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
+    ray_address: str | None = typer.Option(
+        None, "--ray", help="List a Ray cluster's nodes and resources instead (auto, "
+                            "host:port or ray://host:port; needs the ray extra)."),
 ) -> None:
-    """Show the CPU, GPUs and the device picked.
+    """Show the CPU, GPUs and the device picked (or, with --ray, a Ray cluster).
 
     GPUs: NVIDIA via NVML, AMD via rocm-smi, Apple MPS; and the device `device = "auto"`
-    would pick."""
+    would pick. With --ray, the cluster's nodes and their resources instead."""
     from runtime.hardware import detect, select_device
+
+    if ray_address is not None:
+        from runtime.pool.ray_cluster import cluster_info
+
+        try:
+            cluster = cluster_info(ray_address)
+        except PitError as exc:
+            render.print_error(exc, debug=ctx.obj.debug)
+            raise typer.Exit(EXIT_CODES.get(exc.category, 1)) from None
+        if json_out:
+            render.print_json(render.asdict(cluster))
+        else:
+            render.print_ray_cluster(cluster)
+        return
 
     hw, choice = detect(), select_device()
     if json_out:

@@ -131,6 +131,28 @@ def print_setup(rows: list[Any], check: bool) -> None:
     Console(highlight=False).print(table)
 
 
+def print_ray_cluster(info: Any) -> None:
+    """`pit hardware --ray`: a Ray cluster's nodes and their resources."""
+    from rich.table import Table
+
+    out = Console(highlight=False)
+    out.print(plain(f"Ray {info.ray_version} at {info.address}: {len(info.nodes)} node(s), "
+                    f"Python {info.python}, pit "
+                    f"{'importable' if info.pit_importable else 'NOT importable'} there"))
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("node", "ip", "alive", "CPU", "GPU", "memory GiB", "custom"):
+        table.add_column(col)
+    standard = {"CPU", "GPU", "memory", "object_store_memory"}
+    for n in info.nodes:
+        res = n.resources
+        custom = ", ".join(f"{k} {v:g}" for k, v in sorted(res.items())
+                           if k not in standard and not k.startswith("node:"))
+        table.add_row(plain(n.node_id[:12]), plain(n.ip), "yes" if n.alive else "no",
+                      f"{res.get('CPU', 0):g}", f"{res.get('GPU', 0):g}",
+                      f"{res.get('memory', 0) / 2**30:.1f}", plain(custom))
+    out.print(table)
+
+
 def print_hardware(hw: Any, choice: Any) -> None:
     out = Console(highlight=False)
     c = hw.cpu

@@ -56,6 +56,7 @@ def _spark(values: list[float]) -> str:
 WORKER_COLUMNS: list[Column] = [
     Column("worker", lambda w: str(w["id"]), 100, right=False),
     Column("pid", lambda w: str(w["pid"]), 60),
+    Column("node", lambda w: str(w.get("node") or "this host"), 85, right=False),  # Ray pools
     Column("state", _state, 95, right=False, style=_state_style),
     Column("python", lambda w: str(w["python"]), 15, right=False),
     Column("load", lambda w: f"{w['in_flight']}/{w['capacity']}", 90),
@@ -84,12 +85,16 @@ POOL_FIELDS: list[tuple[Callable[[Row], str], int]] = [
     (lambda p: f"p99 {_ms(p['p99_ms'])}", 50),
     (lambda p: f"calls {p['calls']} failed {p['failed']}", 80),
     (lambda p: f"sessions {p['sessions']}", 30),
+    (lambda p: f"backend {p['backend']}" if p.get("backend", "local") != "local" else "", 92),
     (lambda p: "streams {completed} failed {failed} chunks {chunks}".format(
         **{"completed": 0, "failed": 0, "chunks": 0, **(p.get("streams") or {})}), 45),
     (lambda p: f"circuit {p['circuit']}" if p.get("circuit", "closed") != "closed" else "", 98),
     (lambda p: "recycles " + ", ".join(f"{k} {v}" for k, v in p["recycles"].items())
      if p["recycles"] else "", 40),
 ]
+
+
+LOCAL_COLUMNS = [c for c in WORKER_COLUMNS if c.title != "node"]
 
 
 def fit(parts: list[tuple[str, int]], width: int | None, gap: str = GAP) -> list[int]:
@@ -138,12 +143,13 @@ def snapshot_lines(snap: Row, width: int | None) -> list[Text]:
                 f"{snap.get('config_path') or 'no config'}", style="bold", no_wrap=True,
                 overflow="crop")]
     for p in snap["pools"]:
-        fields = [(get(p), keep) for get, keep in POOL_FIELDS]
+        fields = [(text, keep) for get, keep in POOL_FIELDS if (text := get(p))]
         out.append(Text(GAP.join(fields[i][0] for i in fit(fields, width)), no_wrap=True,
                         overflow="crop"))
         hist = p.get("history", [])[-SPARK_POINTS:]
         rows = [w | {"_memory": [h[4].get(w["id"], 0.0) for h in hist]} for w in p["workers"]]
-        out += table(rows, WORKER_COLUMNS, width)
+        placed = p.get("backend", "local") != "local"  # workers on other nodes: say which
+        out += table(rows, WORKER_COLUMNS if placed else LOCAL_COLUMNS, width)
         if p["events"]:
             recent = "recent: " + "; ".join(f"{e['worker']} {e['kind']}"
                                             for e in p["events"][-5:])

@@ -30,11 +30,12 @@ def pool_snapshot(pool: Any, *, history: bool = True) -> dict[str, Any]:
         "errors": w.errors, "rss_mb": w.rss_mb, "uss_mb": w.uss_mb, "cpu_pct": w.cpu_pct,
         "uptime_s": w.uptime_s, "free_threaded": w.free_threaded,
         "last_recycle_reason": w.last_recycle_reason, "missed_heartbeats": w.missed_heartbeats,
-        "lent": w.lent,
+        "lent": w.lent, "node": w.node,
         "device": pool.device.name if pool.device else None,
     } for w in stats.workers]
     snap = {
         "name": stats.name, "adapter": stats.adapter, "profile": stats.profile,
+        "backend": stats.backend,
         "size": stats.size, "ready": stats.ready,
         "capacity": sum(w["capacity"] for w in workers),
         "in_flight": sum(w["in_flight"] for w in workers),

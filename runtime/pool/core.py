@@ -67,6 +67,7 @@ from ..logs import configure_from_env
 from ..protocol import codec
 from ..telemetry import tracing
 from ..telemetry.control import TelemetryControl
+from . import ray_cluster
 from .affinity import session_slot
 from .call import CallRun
 from .direct import Lending
@@ -337,6 +338,9 @@ class PoolCore:
         self.roster = ()
         await self.lending.close()
         await self.lifecycle.close_forkserver()
+        if self.config.placement:  # a Ray pool's reserved bundles go back to the cluster
+            await asyncio.to_thread(ray_cluster.release_placement, self._instance.id,
+                                    self.name)
         if self._owns_instance:
             await self._instance.close()
         if self in self._instance.cores:
@@ -640,7 +644,8 @@ class PoolCore:
                         missed_heartbeats=w.samples.missed_heartbeats,
                         last_recycle_reason=w.recycle_reason or w.replaced_reason,
                         lane=w.channel.lane_kind, lent=self.lending.lent(w),
-                        host_watch=str(w.process.ready_info.get("host_watch", "")))
+                        host_watch=str(w.process.ready_info.get("host_watch", "")),
+                        node=w.process.node)
             for w in self._workers.values())
         zygote = self.lifecycle.forkserver
         return PoolStats(name=self.name, adapter=self.config.adapter, size=self.config.size,
@@ -652,7 +657,8 @@ class PoolCore:
                          streams=self.metrics.streams.as_dict(),
                          circuit=self.barrier.breaker.state,
                          forkserver_pid=zygote.pid if zygote is not None else None,
-                         events=tuple(dict(e) for e in self.metrics.events))
+                         events=tuple(dict(e) for e in self.metrics.events),
+                         backend=self.config.backend)
 
     def pids(self) -> list[int]:
         """Pids of the pool's worker processes (any thread: reads the roster)."""

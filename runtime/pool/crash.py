@@ -10,6 +10,8 @@ Pure functions (tests feed them recorded outputs). Causes:
     exit       it exited with a code (os._exit, sys.exit in a thread, ...)
     hung       the host killed it after missed heartbeats
     cancel_timeout  the host killed it: a cancelled (timed-out) call did not stop in time
+    node_lost, actor_died  a Ray-placed worker's node, or its actor's process, died (Ray's
+               word: `ray_cluster.death_cause`); oom too when Ray's memory monitor killed it
 
 Only causes a call can plausibly have provoked count towards poison calls and the circuit
 breaker (`ATTRIBUTABLE`): a worker killed from outside is nobody's call's fault.
@@ -68,8 +70,10 @@ def classify(code: int | None, tail: str, *, oom_before: int | None = None,
 
 def describe(code: int | None, cause: str) -> str:
     """``exited with code 3`` / ``was killed by SIGSEGV (-11): segfault``."""
-    if code is None:
-        return "is gone"
+    if code is None:  # a Ray actor that died: Ray's word for why
+        ray_notes = {"node_lost": "its Ray node was lost", "oom": "out of memory (Ray)",
+                     "actor_died": "its Ray actor's process died"}
+        return f"is gone: {ray_notes[cause]}" if cause in ray_notes else "is gone"
     if code >= 0:
         text = f"exited with code {code}"
     else:

@@ -32,6 +32,7 @@ from ..errors import CallTimeout, WorkerExit
 from ..logs import logger
 from ..protocol import pb
 from ..protocol.frames import FrameBuffer, FrameError, encode
+from ..protocol.secret import lane_hello
 
 log = logger("grpc")
 
@@ -148,14 +149,21 @@ class Lane:
 
     @classmethod
     async def open(cls, worker: LaneWorker, stub: Any, max_message_bytes: int,
-                   socket_path: str | None = None) -> Lane:
-        """A lane over ``socket_path`` when given (falling back to gRPC if it cannot be
-        reached), else over the gRPC stream."""
+                   socket_path: str | None = None, secret: str = "") -> Lane:
+        """A lane over ``socket_path`` when given (a unix socket path, or "tcp:HOST:PORT",
+        opened with ``secret``'s hello), falling back to gRPC if it cannot be reached; else
+        over the gRPC stream."""
         lane = cls(worker, stub, max_message_bytes)
         if socket_path:
             try:
-                _, lane._link = await lane._loop.create_unix_connection(
-                    lambda: SocketLink(lane, max_message_bytes), socket_path)
+                if socket_path.startswith("tcp:"):
+                    host, _, port = socket_path[4:].rpartition(":")
+                    transport, lane._link = await lane._loop.create_connection(
+                        lambda: SocketLink(lane, max_message_bytes), host, int(port))
+                    transport.write(lane_hello(secret))  # before any frame
+                else:
+                    _, lane._link = await lane._loop.create_unix_connection(
+                        lambda: SocketLink(lane, max_message_bytes), socket_path)
                 return lane
             except OSError as exc:
                 log.warning("worker %s: lane socket %s: %s; using the gRPC stream",

@@ -137,6 +137,7 @@ class Lifecycle:
     async def _forkserver(self, worker: WorkerHandle) -> ForkServer | None:
         """The pool's fork server (started with the first worker), or None: spawn."""
         if self.config.start_method != "forkserver" or self.config.worker != "pit" or \
+                self.config.backend != "local" or \
                 not forkserver_supported() or \
                 self.spawn_only:
             return None
@@ -334,7 +335,8 @@ class Lifecycle:
         rounds = 0
         while True:
             await asyncio.sleep(SAMPLE_EVERY_S)
-            workers = [w for w in self.pool.live_workers() if w.pid]
+            workers = [w for w in self.pool.live_workers()
+                       if w.pid and w.process.on_this_machine]
             uss = rounds % USS_EVERY == 0  # USS reads smaps: ~0.5 ms a worker, so less often
             rounds += 1
             samples = await off_loop(

@@ -27,6 +27,7 @@ class WorkerStats:
     lane: str = ""  # how calls travel: "socket" | "grpc" (the CallLane stream) | "unary"
     lent: bool = False  # lent to blocking callers, who call it directly (see pool/direct.py)
     host_watch: str = ""  # how it notices a wedged host: "pings" | "heartbeat" | "none"
+    node: str = ""  # a Ray-placed worker's node: "<ip> <node id prefix>" ("": this host)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +50,4 @@ class PoolStats:
     # streams since the start: started, completed (any outcome), failed, chunks, bytes
     streams: Mapping[str, int] = field(default_factory=dict)
     circuit: str = "closed"  # the crash barrier's circuit: closed | open | half_open
+    backend: str = "local"  # where its workers run: "local" | "ray"

@@ -16,6 +16,11 @@
                              BridgeService (`HostInstance.bridge_address`), binds a port of
                              its choosing and writes it to SNAKEPIT_READY_FILE
 
+A pool with backend = "ray" runs pit's own worker in a Ray actor on a cluster node
+(`ray_process.RayWorkerProcess` in place of `worker_process.WorkerProcess`): it listens on
+TCP, every RPC carries the pool's secret (`protocol.secret`), and its lane is the CallLane gRPC
+stream.
+
 Another kind plugs in by how it is launched and found, not by a second pool: `WorkerProcess`
 starts ``command`` (placeholders filled by `command_argv`) in its own process group, learns
 its port (told, or read from the ready file), and the worker counts as ready once that port

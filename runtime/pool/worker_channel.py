@@ -30,6 +30,7 @@ import grpc
 from ..errors import CallTimeout, WorkerExit, from_payload
 from ..logs import logger
 from ..protocol import arrays, codec, pb, pb_grpc, shm
+from ..protocol.secret import SecretStub
 from ..telemetry.control import DEFAULT as ALL_EVENTS
 from ..telemetry.control import TelemetryControl
 from .host.telemetry_relay import TelemetryRelay
@@ -80,6 +81,7 @@ class WorkerChannel:
         self.lane: Lane | None = None
         self.shm: WorkerShm | None = None  # shared-memory arenas, once ready (Linux)
         self.lendable = False  # set once ready, when its lane socket takes more connections
+        self.exit_wait_s = EXIT_WAIT_S  # how long a failed RPC waits for the exit's record
         self._exited = exited  # done once the owner has recorded the worker's exit
         self._shm_name = shm_name
         self._loop = asyncio.get_running_loop()
@@ -93,8 +95,9 @@ class WorkerChannel:
         self._unary_ids = itertools.count(1)
 
     # --- opening ----------------------------------------------------------------------------
-    def connect(self, address: str) -> None:
-        """The gRPC channel to ``address`` (it connects on first use)."""
+    def connect(self, address: str, secret: str = "") -> None:
+        """The gRPC channel to ``address`` (it connects on first use); every RPC carries
+        ``secret`` when one is given (a worker on TCP: `protocol.secret`)."""
         limit = self.config.max_message_bytes
         self._channel = grpc.aio.insecure_channel(
             address,
@@ -106,15 +109,18 @@ class WorkerChannel:
                      ("grpc.http2.bdp_probe", 0),
                      *(COMMAND_CHANNEL_OPTIONS if self.config.worker != "pit" else ())])
         self._stub = pb_grpc.BridgeServiceStub(self._channel)
+        if secret:
+            self._stub = SecretStub(self._stub, secret)
 
-    async def open(self, ready_info: dict[str, Any], lane_socket: Path) -> None:
+    async def open(self, ready_info: dict[str, Any], lane_socket: Path | str,
+                   secret: str = "") -> None:
         """The worker is ready: its call lane (over ``lane_socket`` when it serves one), its
         telemetry relay and shared memory, as its ``ready_info`` features allow."""
         features = ready_info.get("features", ())
         if self.config.call_lane and "call_lane" in features:
             path = str(lane_socket) if ready_info.get("lane_socket") else None
             self.lane = await Lane.open(self.worker, self._stub,
-                                        self.config.max_message_bytes, path)
+                                        self.config.max_message_bytes, path, secret)
         self._telemetry = TelemetryRelay(self._stub, self.config.name, self.worker.id,
                                          acks="telemetry_control" in features)
         self._relay = self._loop.create_task(self._telemetry.run())
@@ -250,7 +256,7 @@ class WorkerChannel:
             return from_payload(codec.decode_error(exc.details()), tool,
                                 {"tool": tool, "worker": w.id})
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._exited), EXIT_WAIT_S)
+            await asyncio.wait_for(asyncio.shield(self._exited), self.exit_wait_s)
         if w.state == "dead" or self._exited.done():
             return w.death_error(lone)
         return WorkerExit(f"worker {w.id} (pid {w.pid}) failed the call: "

@@ -3,7 +3,8 @@
     WorkerHandle: state, accepting, in_flight / capacity / limit, served, errors, recycling,
     |             samples, how it ended (`Ending`); start / stop / kill, the pool's callbacks
     +-- process: WorkerProcess   spawn or fork (own process group) --> ready file --> pid,
-    |                            output tail, progress file, exit watch (awaited)
+    |                            output tail, progress file, exit watch (awaited); with
+    |                            backend = "ray", a RayWorkerProcess (a Ray actor's worker)
     +-- channel: WorkerChannel   aio channel --> Lane: send(): outbox -> writer -> worker
                                  (+ shared memory)    reader: results -> on_done callbacks,
                                                       slot_freed -> the pool's on_free
@@ -43,6 +44,7 @@ from . import crash
 from .events import worker_event
 from .host.instance import HostInstance
 from .lane import CANCEL_GRACE_S, OnDone, exit_error
+from .ray_process import RayWorkerProcess
 from .transport import WorkerTransport, wait_answering
 from .worker_channel import EXIT_WAIT_S, WorkerChannel
 from .worker_process import TERM_GRACE_S, WorkerProcess
@@ -99,9 +101,12 @@ class WorkerHandle:
         self.on_retire: Callable[[WorkerHandle], None] | None = None
         self._on_free, self._on_exit = on_free, on_exit
         self._exited = asyncio.get_running_loop().create_future()  # its exit is recorded
-        self.process = WorkerProcess(worker_id, config, instance)
+        self.process = (RayWorkerProcess if config.backend == "ray" else WorkerProcess)(
+            worker_id, config, instance)
         self.channel = WorkerChannel(self, config, self._exited, pipeline=pipeline,
                                      shm_name=f"{shm.PREFIX}{instance.id}-{worker_id}")
+        self.exit_wait_s = self.process.exit_wait_s or EXIT_WAIT_S
+        self.channel.exit_wait_s = self.exit_wait_s
 
     # --- what the pool's protocols read of its parts --------------------------------------
     @property
@@ -138,12 +143,12 @@ class WorkerHandle:
             if not await process.wait_ready_file(deadline, self._exited.done):
                 await self._not_ready(timeout)
             process.read_ready() if kind == "pit" else process.read_port()
-        channel.connect(process.address)
+        channel.connect(process.address, process.secret)
         if kind != "pit":  # ready once it answers, and only if it is the process we started
             if not await wait_answering(channel.ping, self._exited.done, deadline):
                 await self._not_ready(timeout)
             await process.check_listener()
-        await channel.open(process.ready_info, process.lane_socket)
+        await channel.open(process.ready_info, process.lane_endpoint, process.secret)
         if self._exited.done():  # it died during the last steps: not ready after all
             await self._not_ready(timeout)
         self.state, self.accepting = "ready", True
@@ -236,10 +241,11 @@ class WorkerHandle:
 
     async def wait_exit(self) -> None:
         """A connection to the worker (its lane, a direct link) broke: usually the process
-        died. Wait up to EXIT_WAIT_S for the exit to name the cause; a worker that lives on
+        died. Wait up to EXIT_WAIT_S (a Ray worker: longer, `ray_process`) for the exit to
+        name the cause; a worker that lives on
         without the connection is killed."""
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._exited), EXIT_WAIT_S)
+            await asyncio.wait_for(asyncio.shield(self._exited), self.exit_wait_s)
         if not self._exited.done() and not self.ending.stopping:
             self.ending.reason = "closed its call lane"
             self.kill()

@@ -86,6 +86,10 @@ class WorkerProcess:
         self.stack_file = self._socket.with_suffix(".stacks")
         self.progress_file = self._socket.with_suffix(".progress")
         self.lane_socket = self._socket.with_suffix(".lane")
+        self.node = ""  # where it runs, when not on this host (a Ray-placed worker)
+        self.on_this_machine = True  # its pid is one of this machine's (psutil sampling)
+        self.exit_wait_s = 0.0  # > 0: how long a broken connection waits for its exit
+        self.secret = ""  # what every RPC to it must carry ("" for a worker on a unix socket)
         self._port = 0  # a command-started or Snakepit worker's loopback port
         self._host_tcp = ""  # where a Snakepit bridge worker dials the host
         self.pid: int | None = None
@@ -106,6 +110,11 @@ class WorkerProcess:
         if self.config.worker == "pit":
             return f"unix:{self._socket}"
         return f"127.0.0.1:{self._port}"
+
+    @property
+    def lane_endpoint(self) -> Path | str:
+        """Where the host opens its call lane: the socket path it chose in the run dir."""
+        return self.lane_socket
 
     def argv(self) -> list[str]:
         if self.config.worker != "pit":

@@ -18,17 +18,30 @@ import threading
 import time
 from typing import Any
 
-from ..protocol import pb
+from ..protocol import pb, secret
 from ..protocol.frames import FrameError, encode, read_messages
 
 MAX_CONNECTIONS = 4  # the loop's, a lent one, and room for one being replaced
 
 
 class LaneSocket:
-    def __init__(self, path: str, servicer: Any, limit: int) -> None:
-        self._servicer, self._limit = servicer, limit
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(path)
+    """Serves the lane on a unix socket ``address`` (a path), or on TCP ("tcp:HOST:PORT",
+    port 0: any free one; `address` then names the port bound), where every connection must
+    open with the pool's ``secret`` (`protocol.secret.lane_hello`)."""
+
+    def __init__(self, address: str, servicer: Any, limit: int, secret: str = "") -> None:
+        self._servicer, self._limit, self._secret = servicer, limit, secret
+        self.address = address
+        if address.startswith("tcp:"):
+            if not secret:
+                raise ValueError("the call lane on TCP needs the pool's secret")
+            host, _, port = address[4:].rpartition(":")
+            self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._listener.bind((host, int(port)))
+            self.address = f"tcp:{host}:{self._listener.getsockname()[1]}"
+        else:
+            self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._listener.bind(address)
         self._listener.listen(MAX_CONNECTIONS)
         self._threads: list[threading.Thread] = []
         self._thread = threading.Thread(target=self._accept, name="pit-lane", daemon=True)
@@ -51,6 +64,12 @@ class LaneSocket:
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
+            if conn.family == socket.AF_INET:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if not secret.check_lane_hello(conn, self._secret):
+                    sys.stderr.write("pit worker: refused a call lane connection without "
+                                     "the pool's secret\n")
+                    return
             requests = read_messages(conn, pb.LaneRequest.FromString, self._limit)
             try:
                 for resp in self._servicer.lane(requests):

@@ -5,6 +5,10 @@ unix socket, then write the ready file atomically (JSON: address, pid, protocol,
 host reads that file to know the worker can serve. The worker dies with its host: Linux
 parent-death signal, plus a watchdog on the parent pid everywhere.
 
+On TCP (a Ray-placed worker: ``--listen HOST:0 --require-secret``, the port it bound goes in
+the ready file) every RPC and every lane connection must carry the pool's secret, which it takes
+from $PIT_WORKER_SECRET at start (`protocol.secret`).
+
 A Snakepit host launches it as it launches Snakepit's ``grpc_server.py`` (``--port``,
 ``--elixir-address``, ...): see `snakepit_launch` for what that changes.
 
@@ -27,7 +31,7 @@ import traceback
 from concurrent import futures
 from typing import Any
 
-from ..protocol import graceful
+from ..protocol import graceful, secret
 from . import snakepit_launch
 from .snakepit_launch import SnakepitLaunch
 
@@ -94,6 +98,9 @@ def argument_parser() -> argparse.ArgumentParser:
                                            "running now and the last one finished")
     p.add_argument("--lane-socket", help="also serve the call lane on this unix socket path "
                                          "(framed protobuf, no gRPC: much faster)")
+    p.add_argument("--require-secret", action="store_true",
+                   help=f"refuse to start without ${secret.ENV}: every RPC must then carry "
+                        "it (a worker listening on TCP, e.g. one placed by Ray)")
     p.add_argument("--no-call-lane", action="store_true",
                    help="serve only Snakepit's RPCs (tests the host's unary fallback)")
     p.add_argument("--health-check", action="store_true",
@@ -185,6 +192,11 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
     from .specs import tool_spec
     from .telemetry import unserializable_results
 
+    pool_secret = secret.take_from_env()  # first, so no tool ever sees it
+    if ns.require_secret and not pool_secret:
+        sys.stderr.write(f"pit worker: --require-secret but ${secret.ENV} is not set: "
+                         "refusing to serve a TCP port without it\n")
+        return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
     stop = StopSignal()
     if launch is not None:
@@ -269,11 +281,14 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
         options=[("grpc.max_send_message_length", limit),
                  ("grpc.max_receive_message_length", limit)],
         # RPCs past this are refused (RESOURCE_EXHAUSTED) instead of queueing without bound
-        maximum_concurrent_rpcs=MAX_QUEUED_RPCS_PER_THREAD * server_threads)
+        maximum_concurrent_rpcs=MAX_QUEUED_RPCS_PER_THREAD * server_threads,
+        interceptors=[secret.SecretCheck(pool_secret)] if pool_secret else None)
     pb_grpc.add_BridgeServiceServicer_to_server(servicer, server)
     port = 0  # the TCP port a Snakepit launch bound
     if launch is None:
-        server.add_insecure_port(ns.listen)
+        bound = server.add_insecure_port(ns.listen)
+        if not ns.listen.startswith("unix:") and ns.listen.endswith(":0"):
+            ns.listen = f"{ns.listen[:-2]}:{bound}"  # the port it was given: in the ready file
     else:
         port = snakepit_launch.bind(server, launch)
         if not port:
@@ -284,7 +299,7 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
     if ns.lane_socket and not ns.no_call_lane:
         from .lane_socket import LaneSocket
 
-        lane = LaneSocket(ns.lane_socket, servicer, limit)
+        lane = LaneSocket(ns.lane_socket, servicer, limit, pool_secret)
     host_watch = "none"  # how a wedged host is noticed (a dead one: see die_with_parent)
     if launch is not None:
         cfg = launch.heartbeat
@@ -306,7 +321,7 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
             + (["lane_connections"] if lane is not None else [])
             + ["telemetry_control"],  # acknowledges TelemetryControl messages
             "worker_id": ns.worker_id,
-            "lane_socket": ns.lane_socket if lane is not None else None,
+            "lane_socket": lane.address if lane is not None else None,
             "python": sys.version.split()[0], "executable": sys.executable,
             "threads": ns.threads, "host_watch": host_watch,
             "gil_enabled": getattr(sys, "_is_gil_enabled", lambda: True)(),

@@ -20,7 +20,7 @@ from runtime.cleanup import cleanup
 from runtime.control.client import get_status
 from runtime.control.index import live_instances
 from snakecli.app import app
-from snakecli.status_view import WORKER_COLUMNS
+from snakecli.status_view import LOCAL_COLUMNS
 from tests.cli.test_logs import collect, pit_env
 from tests.conftest import ROOT, pid_alive, wait_until
 
@@ -64,7 +64,7 @@ def test_piped_status_prints_every_column_untruncated() -> None:
         assert result.exit_code == 0, result.output
         lines = result.output.splitlines()
         header = next(ln for ln in lines if ln.startswith("worker "))
-        assert header.split() == " ".join(c.title for c in WORKER_COLUMNS).split()
+        assert header.split() == " ".join(c.title for c in LOCAL_COLUMNS).split()
         rows = [ln for ln in lines if ln.startswith("worker-")]
         assert len(rows) == 2 and all(str(p) in result.output for p in pool.pids())
         assert "…" not in result.output and "calls 1 failed 0" in result.output

@@ -8,7 +8,14 @@ from pathlib import Path
 from rich.cells import cell_len
 
 from runtime.control.status_watch import ExitedHost, StatusFrame
-from snakecli.status_view import POOL_FIELDS, WORKER_COLUMNS, Column, frame_lines, table
+from snakecli.status_view import (
+    LOCAL_COLUMNS,
+    POOL_FIELDS,
+    WORKER_COLUMNS,
+    Column,
+    frame_lines,
+    table,
+)
 
 SNAP = json.loads((Path(__file__).parents[1] / "fixtures" / "status_snapshot.json").read_text())
 
@@ -21,18 +28,29 @@ def lines(width: int | None, snap: dict | None = None) -> list[str]:
 def test_without_a_width_every_column_and_field_is_printed_in_full() -> None:
     out = lines(None)
     header = next(ln for ln in out if ln.startswith("worker "))
-    assert header.split() == " ".join(c.title for c in WORKER_COLUMNS).split()
+    assert header.split() == " ".join(c.title for c in LOCAL_COLUMNS).split()
     rows = [ln for ln in out if ln.startswith("worker-")]
     assert len(rows) == len(SNAP["pools"][0]["workers"])
     assert all("…" not in ln for ln in out)
     pool = next(ln for ln in out if ln.startswith("pool "))
     assert all(get(SNAP["pools"][0]) in pool for get, _ in POOL_FIELDS)
+    assert "node" not in header.split()  # a local pool's workers are all on this host
     # fixed width: the last column (uptime) is right-aligned, so every line ends together,
     # and a right-aligned number ends under the end of its title
     assert len({len(ln) for ln in [header, *rows]}) == 1
     end = header.index("requests") + len("requests")
     assert [row[:end].split()[-1] for row in rows] == [
         str(w["requests"]) for w in SNAP["pools"][0]["workers"]]
+
+
+def test_a_ray_pool_shows_its_backend_and_each_workers_node() -> None:
+    pool = dict(SNAP["pools"][0], backend="ray")
+    pool["workers"] = [dict(w, node="10.0.0.7 node-a") for w in pool["workers"]]
+    out = lines(None, dict(SNAP, pools=[pool]))
+    header = next(ln for ln in out if ln.startswith("worker "))
+    assert header.split() == " ".join(c.title for c in WORKER_COLUMNS).split()
+    assert "backend ray" in next(ln for ln in out if ln.startswith("pool "))
+    assert all("10.0.0.7 node-a" in ln for ln in out if ln.startswith("worker-"))
 
 
 def test_a_narrow_width_drops_the_least_useful_columns_instead_of_wrapping() -> None:

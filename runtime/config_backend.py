@@ -1,0 +1,57 @@
+"""Where a pool's workers run (``backend``) and the keys that go with a Ray backend, checked
+for `config.make_pool_config`: ``ray_address``, ``resources``, ``placement`` (see
+runtime/pool/ray_process.py for what a Ray-placed worker is)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ConfigError
+
+BACKENDS = ("local", "ray")
+RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory_mb", "custom")
+
+
+def resources_problem(value: Any) -> str | None:
+    """What is wrong with a pool's ``resources`` table, or None."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+
+    if not isinstance(value, Mapping):
+        return "not a table"
+    for key, v in value.items():
+        if key not in RESOURCE_KEYS:
+            return f"unknown key {key!r}"
+        if key == "custom":
+            if not isinstance(v, Mapping) or not all(
+                    isinstance(k, str) and number(x) for k, x in v.items()):
+                return "custom must be a table of name = number"
+        elif not number(v) or (key == "memory_mb" and not isinstance(v, int)):
+            return f"{key} = {v!r}"
+    return None
+
+
+def check_backend(values: dict[str, Any], where: str) -> None:
+    """Check ``backend`` against the keys that go with it (in place)."""
+    values["resources"] = dict(values.get("resources") or {})
+    if values.get("backend", "local") == "local":
+        for key in ("ray_address", "resources", "placement"):
+            if values.get(key):
+                raise ConfigError(f"{where}: {key} applies to backend = \"ray\" only",
+                                  hint=f'set backend = "ray", or remove {key}')
+        return
+    kind = values.get("worker", "pit")
+    if kind != "pit":
+        raise ConfigError(f"{where}: backend = \"ray\" runs pit's own worker in each Ray "
+                          f"actor, not worker = {kind!r}",
+                          hint='remove worker (and command), or use backend = "local"')
+    for key in ("python", "requirements"):
+        if values.get(key):
+            raise ConfigError(f"{where}: {key} is not supported with backend = \"ray\" yet "
+                              "(the actor runs the cluster's Python)",
+                              hint=f"remove {key}; install what the adapter needs on the "
+                                   "cluster's nodes")
+    if values.get("allow_pickle"):
+        raise ConfigError(f"{where}: allow_pickle cannot be used with backend = \"ray\"",
+                          hint="Ray workers listen on TCP: pickled values are refused there")

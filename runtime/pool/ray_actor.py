@@ -1,0 +1,108 @@
+"""The Ray actor behind one Ray-placed worker: it starts pit's worker server on its node.
+
+    host (ray_process)  --Ray: create actor (argv, env, secret)--> WorkerActor.__init__
+                                                                 |  Popen python -m runtime.worker
+                                                                 |  --listen <node ip>:0
+                                                                 |  --require-secret
+                                                                 v
+    host  --Ray: ready()--> the worker's ready JSON + node ip / node id / actor pid
+    host  --Ray: wait()---> returns once the worker exited: (exit code, output tail)
+    host  ==gRPC over TCP, secret in every RPC's metadata==> the worker (calls never go
+            through Ray)
+
+The worker is a child of the actor's process: it exits with it (parent-death signal and a
+watchdog on its parent pid, `--host-pid` is the actor's pid), so an actor that dies (killed,
+its node lost, Ray's OOM killer) takes its worker along, and the host learns of it from
+`wait()` failing with Ray's ActorDiedError. Ray never restarts the actor (max_restarts=0):
+the pool decides replacements. This module imports no Ray: `ray_process` wraps the class with
+``ray.remote`` on the host, and Ray imports it by name in the actor's process.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+OUTPUT_TAIL_LINES = 40
+READY_POLL_S = 0.01
+
+
+class WorkerActor:
+    """Runs ``python -m runtime.worker *argv`` (with the secret in its environment) on the
+    actor's node, listening on ``listen_host`` (the node's address when None)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], secret: str,
+                 listen_host: str | None = None, lane_socket: bool = True) -> None:
+        from ..protocol import secret as secret_mod
+
+        host = listen_host or _node_ip()
+        self._dir = tempfile.mkdtemp(prefix="pit-ray-")
+        self._ready_file = os.path.join(self._dir, "ready.json")
+        full_env = {**os.environ, **env, secret_mod.ENV: secret, "PYTHONUNBUFFERED": "1"}
+        self.argv = [sys.executable, "-m", "runtime.worker", *argv, "--listen", f"{host}:0",
+                     "--ready-file", self._ready_file, "--host-pid", str(os.getpid()),
+                     "--require-secret",
+                     *(["--lane-socket", f"tcp:{host}:0"] if lane_socket else [])]
+        self._output: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+        self._proc = subprocess.Popen(self.argv, env=full_env, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        threading.Thread(target=self._pump, name="pit-worker-output", daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self._proc.stdout is not None
+        for raw in self._proc.stdout:
+            self._output.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def ready(self, timeout_s: float) -> dict[str, Any]:
+        """The worker's ready JSON once it serves, with where it runs; raises RuntimeError
+        (with its last output) when it exits first or takes longer than ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not os.path.exists(self._ready_file):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                time.sleep(0.05)  # the last lines
+                what = (f"exited with code {self._proc.returncode}"
+                        if self._proc.returncode is not None
+                        else f"was not ready within {timeout_s:g} s")
+                raise RuntimeError(f"pit worker {what}; its last output:\n{self.tail()}")
+            time.sleep(READY_POLL_S)
+        with open(self._ready_file) as fh:
+            info: dict[str, Any] = json.load(fh)
+        import ray
+
+        info["node_ip"] = _node_ip()
+        info["node_id"] = ray.get_runtime_context().get_node_id()
+        info["actor_pid"] = os.getpid()
+        return info
+
+    def wait(self) -> tuple[int, str]:
+        """Block until the worker exits: (its exit code, its last output)."""
+        code = self._proc.wait()
+        time.sleep(0.05)  # the output pump takes the last lines
+        with contextlib.suppress(OSError):
+            os.unlink(self._ready_file)
+            os.rmdir(self._dir)
+        return code, self.tail()
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the worker's process group."""
+        if self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signum)
+
+    def tail(self) -> str:
+        return "\n".join(self._output)
+
+
+def _node_ip() -> str:
+    import ray
+
+    return str(ray.util.get_node_ip_address())

@@ -1,0 +1,247 @@
+"""A worker placed by Ray: the `WorkerProcess` of a pool with backend = "ray".
+
+    launch  --> connect to Ray (`ray_cluster.connect`, off the loop) --> create the actor
+                (`ray_actor.WorkerActor`, max_restarts=0, named pit-<run>-<pool>-<worker>,
+                the pool's resources) with pit's worker flags and the pool's secret
+    ready   --> actor.ready(): the worker's ready JSON (TCP address, pid, tools, node)
+    watch   --> actor.wait(): (exit code, output tail) once the worker exited, or Ray's
+                ActorDiedError when the actor died (`ray_cluster.death_cause`: node_lost,
+                oom, killed); the actor is killed then, and the owner's ``on_exit`` runs
+    kill / terminate --> ray.kill(actor) / SIGTERM to the worker through the actor
+
+The pool drives it like any worker (`worker_handle.WorkerHandle` over this and a
+`WorkerChannel`): calls, streams, sessions, pings go over gRPC straight to the worker's TCP
+port with the pool's secret in every RPC (`protocol.secret`), never through Ray. What such a
+worker does not get (yet): the unix-socket lane (its lane is the CallLane gRPC stream), shared
+memory, direct calls, the fork server, host tools (the host's bridge is a local socket), stack
+dumps and the progress file. Its pid is the worker's pid on its node: memory and CPU are
+sampled (and ``max_memory_mb`` applied) only for workers on the host's own machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import WorkerStartError
+from . import crash, ray_cluster
+from .ray_actor import WorkerActor
+from .worker_process import WorkerProcess
+
+if TYPE_CHECKING:
+    from ..config import PoolConfig
+    from .host.instance import HostInstance
+
+# pit's worker flags that name host-local files or the host itself: the actor sets its own
+HOST_LOCAL_FLAGS = frozenset({"--listen", "--ready-file", "--host-pid", "--stack-file",
+                              "--progress-file", "--lane-socket", "--host-address"})
+READY_EXIT_WAIT_S = 2.0  # a worker whose start failed: wait this long for its exit code
+# A broken connection to a Ray worker waits this long for Ray's word on its actor before the
+# host gives up on it: a killed process is reported in milliseconds, a lost node only once
+# Ray's health checks fail (about 15 s with Ray's defaults).
+RAY_EXIT_WAIT_S = 30.0
+UNAVAILABLE_RETRY_S = 0.5  # asking again about an actor Ray calls temporarily unavailable
+
+
+def worker_flags(argv: list[str]) -> list[str]:
+    """pit's worker command line (after ``python -m runtime.worker``) less HOST_LOCAL_FLAGS
+    and their values."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in HOST_LOCAL_FLAGS:
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
+@functools.cache
+def local_addresses() -> frozenset[str]:
+    """This machine's IP addresses: a worker on a node with one of them has a pid the host
+    can sample (psutil)."""
+    import psutil
+
+    found = {"127.0.0.1", "::1"}
+    for addrs in psutil.net_if_addrs().values():
+        found.update(a.address for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6))
+    return frozenset(found)
+
+
+@functools.cache
+def _actor_class(ray: Any) -> Any:
+    return ray.remote(WorkerActor)
+
+
+class RayWorkerProcess(WorkerProcess):
+    """The worker behind a Ray actor (see the module docstring)."""
+
+    def __init__(self, worker_id: str, config: PoolConfig, instance: HostInstance) -> None:
+        super().__init__(worker_id, config, instance)
+        self.secret = ray_cluster.pool_secret(instance.id, config.name)
+        self._actor: Any = None
+        self._tcp = ""
+        self._lane = ""  # "tcp:HOST:PORT" of its call lane socket, once ready
+        self._death: tuple[str, str] | None = None  # (cause, what) when the actor died
+        self._watch: asyncio.Task[Any] | None = None
+        self._ended = False
+        self.exit_wait_s = RAY_EXIT_WAIT_S
+
+    @property
+    def address(self) -> str:
+        return self._tcp
+
+    @property
+    def lane_endpoint(self) -> str:
+        return self._lane
+
+    def actor_env(self) -> dict[str, str]:
+        env = dict(self.extra_env)
+        env.update(self.config.worker_env())
+        paths = [*self._instance.python_path, os.environ.get("PYTHONPATH", "")]
+        if self.config.ray_address == "local":  # this machine: the host's own directory too
+            paths.append(os.getcwd())
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        return env
+
+    async def launch(self) -> None:
+        config = self.config
+        ray = await asyncio.to_thread(ray_cluster.connect, config.ray_address)
+        listen_host = "127.0.0.1" if config.ray_address == "local" else None
+        name = ray_cluster.actor_name(self._instance.id, config.name, self.id)
+        options = ray_cluster.actor_options(dict(config.resources))
+        if config.placement:
+            group = await asyncio.to_thread(
+                ray_cluster.placement_group, self._instance.id, config.name, config.size,
+                dict(config.resources), config.placement)
+            options["scheduling_strategy"] = ray_cluster.scheduling(group)
+        flags = worker_flags(self.argv()[3:])
+
+        def create() -> Any:
+            cls = _actor_class(ray).options(name=name, namespace=ray_cluster.NAMESPACE,
+                                            max_restarts=0, max_concurrency=4, **options)
+            return cls.remote(flags, self.actor_env(), self.secret, listen_host,
+                              config.call_lane and config.lane_socket)
+
+        try:
+            self._actor = await asyncio.to_thread(create)
+        except Exception as exc:  # noqa: BLE001 - Ray refused the actor (bad resources...)
+            raise WorkerStartError(
+                f"pool {config.name!r}: Ray could not create worker {self.id}'s actor: {exc}",
+                details={"pool": config.name, "worker": self.id},
+                hint="check the pool's resources against the cluster's (ray status)") from None
+
+    def watch(self, on_exit: Callable[[int | None], Awaitable[None]]) -> None:
+        self._watch = asyncio.get_running_loop().create_task(self._watch_actor(on_exit))
+        self._tasks.append(self._watch)
+
+    async def _watch_actor(self, on_exit: Callable[[int | None], Awaitable[None]]) -> None:
+        try:
+            while True:
+                try:
+                    code, tail = await asyncio.wrap_future(self._actor.wait.remote().future())
+                    break
+                except Exception as exc:  # noqa: BLE001 - Ray's errors, sorted below
+                    # "temporarily unavailable" (its connection broke: a lost node, a
+                    # network blip) is not Ray's verdict yet: ask again until it gives one
+                    if type(exc).__name__ != "ActorUnavailableError":
+                        raise
+                    await asyncio.sleep(UNAVAILABLE_RETRY_S)
+            self.exit_code = code
+            self.output.extend(tail.splitlines())
+        except Exception as exc:  # noqa: BLE001 - the actor died (RayActorError and kin)
+            self._death = ray_cluster.death_cause(exc)
+            # Ray's words (less its indented actor id, pid, name ... lines): in the crash tail
+            said = [line for line in str(exc).splitlines() if line and not line[0].isspace()]
+            self.output.extend(said[:4] or [type(exc).__name__])
+        self._ended = True
+        self._kill_actor()
+        await on_exit(self.exit_code)
+
+    async def wait_ready_file(self, deadline: float, exited: Callable[[], bool]) -> bool:
+        loop = asyncio.get_running_loop()
+        timeout = max(deadline - loop.time(), 0.01)
+        ready = asyncio.wrap_future(self._actor.ready.remote(timeout).future())
+        # its answer may come after the start was given up (pool closed): not an error then
+        ready.add_done_callback(lambda f: f.cancelled() or f.exception())
+        done, _ = await asyncio.wait({ready}, timeout=timeout + 1.0)
+        if ready in done and ready.exception() is None:
+            self.ready_info = dict(ready.result())
+            return True
+        if ready in done:  # it exited before it was ready: its exit names why
+            assert self._watch is not None
+            await asyncio.wait({self._watch}, timeout=READY_EXIT_WAIT_S)
+        else:
+            ready.cancel()
+        return False
+
+    def read_ready(self) -> None:
+        info = self.ready_info
+        address = info.get("address")
+        if not isinstance(address, str) or address.startswith("unix:"):
+            self.kill()
+            raise self.start_error(f"announced no TCP address (ready JSON: {info!r})")
+        self._tcp = address
+        lane = info.get("lane_socket")
+        self._lane = lane if isinstance(lane, str) and lane.startswith("tcp:") else ""
+        # direct calls (a lent worker) connect to a unix socket: not a Ray worker's, yet
+        info["features"] = [f for f in info.get("features", ()) if f != "lane_connections"]
+        self.pid = info.get("pid")
+        self.node = f"{info.get('node_ip', '?')} {str(info.get('node_id', ''))[:12]}"
+        self.on_this_machine = info.get("node_ip") in local_addresses()
+
+    def classify(self, *, hung: bool, forced: str) -> str:
+        if forced or hung or self._death is None:
+            self.cause = crash.classify(self.exit_code, self.output_tail(), hung=hung,
+                                        forced=forced)
+        else:
+            self.cause = self._death[0]
+        return self.cause
+
+    @property
+    def death_note(self) -> str:
+        """What Ray said happened to the actor ("" unless it died)."""
+        return self._death[1] if self._death else ""
+
+    def start_error(self, what: str) -> WorkerStartError:
+        err = super().start_error(what)
+        err.hint = ("check that the adapter imports on the cluster's nodes and that the "
+                    "pool's resources can be met (ray status)")
+        return err
+
+    def progress(self) -> tuple[int, int] | None:
+        return None
+
+    async def dump_stacks(self, dest_dir: Path) -> Path | None:
+        return None
+
+    @property
+    def running(self) -> bool:
+        return self._actor is not None and not self._ended
+
+    def terminate(self) -> None:
+        if self.running:
+            self._actor.signal.remote(int(signal.SIGTERM))
+
+    def kill(self) -> None:
+        if self.running:
+            self._kill_actor()
+
+    def _kill_actor(self) -> None:
+        if self._actor is not None:
+            import ray
+
+            with contextlib.suppress(Exception):
+                ray.kill(self._actor, no_restart=True)
+
+    def remove_files(self) -> None:
+        pass  # it made none on this host

@@ -1,0 +1,116 @@
+"""The Ray backend's pure parts, without Ray: its config keys, actor options, how an actor's
+death is named, the worker flags that stay on the host."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.config import make_pool_config
+from runtime.errors import ConfigError
+from runtime.pool import crash, ray_cluster
+from runtime.pool.ray_process import worker_flags
+
+
+def test_a_ray_pool_takes_its_address_and_resources() -> None:
+    cfg = make_pool_config("p", backend="ray", ray_address="ray://head:10001",
+                           resources={"num_cpus": 0.5, "memory_mb": 256,
+                                      "custom": {"side_a": 1}})
+    assert (cfg.backend, cfg.ray_address) == ("ray", "ray://head:10001")
+    assert ray_cluster.actor_options(dict(cfg.resources)) == {
+        "num_cpus": 0.5, "num_gpus": 0, "memory": 256 * 1024 * 1024,
+        "resources": {"side_a": 1}}
+    assert make_pool_config("q").backend == "local"  # the default
+
+
+@pytest.mark.parametrize(("values", "says"), [
+    ({"backend": "cluster"}, "backend = 'cluster' is invalid"),
+    ({"backend": "ray", "ray_address": "head:6379x"}, "ray_address"),
+    ({"backend": "ray", "ray_address": "http://head"}, "ray_address"),
+    ({"backend": "ray", "resources": {"cpus": 1}}, "resources"),
+    ({"backend": "ray", "resources": {"memory_mb": 1.5}}, "resources"),
+    ({"backend": "ray", "resources": {"custom": {"x": -1}}}, "resources"),
+    ({"resources": {"num_cpus": 1}}, "resources applies to backend = \"ray\" only"),
+    ({"ray_address": "auto"}, "ray_address applies to backend = \"ray\" only"),
+    ({"placement": "spread"}, "placement applies to backend = \"ray\" only"),
+    ({"backend": "ray", "placement": "strict"}, "placement = 'strict' is invalid"),
+    ({"backend": "ray", "worker": "snakepit", "command": ["python3", "grpc_server.py"]},
+     "not worker = 'snakepit'"),
+    ({"backend": "ray", "requirements": ["numpy"]}, "requirements is not supported"),
+    ({"backend": "ray", "allow_pickle": True}, "allow_pickle cannot be used"),
+])
+def test_bad_ray_settings_are_refused_by_name(values: dict, says: str) -> None:
+    with pytest.raises(ConfigError, match=None) as info:
+        make_pool_config("p", **values)
+    assert says in str(info.value)
+    assert info.value.hint
+
+
+def test_the_worker_flags_that_name_host_files_stay_on_the_host() -> None:
+    argv = ["--adapter", "a:B", "--listen", "unix:/x.sock", "--ready-file", "/r",
+            "--run-id", "abc", "--host-pid", "12", "--host-address", "unix:/h",
+            "--stack-file", "/s", "--threads", "1", "--lane-socket", "/l"]
+    assert worker_flags(argv) == ["--adapter", "a:B", "--run-id", "abc", "--threads", "1"]
+
+
+@pytest.mark.parametrize(("text", "cause"), [
+    ("The actor is dead because its node has died. Node Id: 3f", "node_lost"),
+    ("Task was killed due to the node running low on memory.", "oom"),
+    ("The actor died unexpectedly before finishing this task. The actor is dead because its "
+     "worker process has died. ... (1) the process was killed by the OOM killer due to high "
+     "memory usage ... consider ... to prevent node deaths", "actor_died"),
+    ("The actor is dead because it was killed by `ray.kill`.", "killed"),
+])
+def test_an_actors_death_is_named_from_what_ray_says(text: str, cause: str) -> None:
+    assert ray_cluster.death_cause(RuntimeError(text))[0] == cause
+
+
+def test_a_ray_workers_end_is_described_with_rays_cause() -> None:
+    assert crash.describe(None, "node_lost") == "is gone: its Ray node was lost"
+    assert crash.describe(None, "killed") == "is gone"  # a forked worker's unknown exit
+
+
+def test_without_ray_a_ray_pool_says_which_extra_to_install(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(Exception) as info:
+        ray_cluster.import_ray()
+    assert info.value.category == "environment"  # type: ignore[attr-defined]
+    assert "pit[ray]" in (info.value.hint or "")  # type: ignore[attr-defined]
+
+
+def test_without_ray_a_ray_pool_fails_to_start_naming_the_extra(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime import Pool
+
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)
+    with pytest.raises(Exception) as info:
+        Pool(adapter="tests.adapters.sample:SampleAdapter", size=1, backend="ray").start()
+    assert info.value.category == "environment"  # type: ignore[attr-defined]
+    assert "pit[ray]" in (info.value.hint or "")  # type: ignore[attr-defined]
+
+
+def test_doctor_says_a_ray_pool_needs_the_extra_when_ray_is_missing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime import doctor
+
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)
+    pool = make_pool_config("big", backend="ray", ray_address="auto")
+    check = doctor._guard("pool big: ray", lambda: doctor._ray(pool))
+    assert check.status == "fail" and "pit[ray]" in check.remediation
+
+
+def test_the_cluster_probe_is_run_in_its_own_interpreter() -> None:
+    argv = ray_cluster.probe_argv("/usr/bin/python3", "head:6379")
+    assert argv[0] == "/usr/bin/python3" and argv[1] == "-c" and argv[-1] == "head:6379"
+    assert "ray.init(address=sys.argv[1]" in argv[2]
+
+
+def test_pit_hardware_ray_without_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from snakecli.app import app
+
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)
+    result = CliRunner().invoke(app, ["hardware", "--ray", "head:6379"],
+                                env={"NO_COLOR": "1", "COLUMNS": "160"})
+    assert result.exit_code != 0 and "pit[ray]" in result.output
