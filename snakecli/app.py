@@ -149,8 +149,9 @@ def cleanup_cmd(
                                                      "alive but do not respond."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --force."),
     ray_address: str | None = typer.Option(
-        None, "--ray-address", help="Also kill dead hosts' worker actors on this Ray "
-                                    "cluster (auto, host:port or ray://host:port)."),
+        None, "--ray-address", metavar="ADDRESS",
+        help="Also kill dead hosts' worker actors on this Ray cluster (auto, host:port or "
+             "ray://host:port)."),
 ) -> None:
     """Remove what dead pit hosts left behind.
 
@@ -218,10 +219,11 @@ def hardware_cmd(
     ctx: typer.Context,
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
     ray_address: str | None = typer.Option(
-        None, "--ray", help="List a Ray cluster's nodes and resources instead (auto, "
-                            "host:port or ray://host:port; needs the ray extra)."),
+        None, "--ray", metavar="ADDRESS",
+        help="List a Ray cluster's nodes and resources instead (auto, host:port or "
+             "ray://host:port; needs the ray extra)."),
 ) -> None:
-    """Show the CPU, GPUs and the device picked (or, with --ray, a Ray cluster).
+    """Show the CPU, GPUs and the device picked.
 
     GPUs: NVIDIA via NVML, AMD via rocm-smi, Apple MPS; and the device `device = "auto"`
     would pick. With --ray, the cluster's nodes and their resources instead."""
