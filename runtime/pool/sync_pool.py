@@ -269,15 +269,9 @@ class Pool(Facade):
                           allow: Iterable[str] | None = None,
                           deny: Iterable[str] | None = None) -> TelemetryControl:
         """Which of its events the pool's workers send, from now on (and every worker started
-        later): ``enabled`` turns them all on or off, ``sample`` (0..1) keeps that fraction,
-        ``allow`` / ``deny`` are globs on event names as subscribers see them
-        (``"adapter.cache.*"``; deny wins; an empty allow allows all). A value left None is
-        kept; with none given nothing is sent. Returns the control in force, once every ready
-        worker applies it (Snakepit's bridge workers are not waited for). Muted events are
-        never sent. Covers ``adapter.*`` and the worker runtime's events, not the host's.
+        later); returns once every ready worker applies it. See `AsyncPool.telemetry_control`.
 
             pool.telemetry_control(sample=0.1, deny=["adapter.cache.*"])
-            pool.telemetry_control(enabled=True, sample=1.0, allow=[], deny=[])  # all again
         """
         return self._loop.run(self._core.control_telemetry(enabled, sample, allow, deny))
 
