@@ -25,7 +25,8 @@ from ..errors import ConfigError, EnvironmentProblem
 NAMESPACE = "pit"
 RAY_SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's own variable
 LOCAL_CPUS = 2  # a private instance ("local") is for development: keep it small
-RAY_HINT = "install pit's ray extra: pip install 'pit[ray]' (or: uv pip install 'pit[ray]')"
+RAY_HINT = ("install pit's ray extra: pip install 'pit-pools[ray]' "
+            "(or: uv pip install 'pit-pools[ray]')")
 
 # The per-process registry (CONVENTIONS #16): the address this host connected to, and each
 # pool's secret by (run id, pool name).

@@ -262,7 +262,7 @@ def setup_from_env() -> bool:
             )
     except ImportError as exc:
         log.warning("[telemetry] otel = true, but OpenTelemetry is not installed (%s): "
-                    "pip install 'pit[otel]'; calls are not traced", exc)
+                    "pip install 'pit-pools[otel]'; calls are not traced", exc)
         return False
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))

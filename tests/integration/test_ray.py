@@ -29,7 +29,7 @@ from tests.conftest import ROOT, pid_alive, wait_until
 # network interfaces unless told it is a single-machine setup: this, read when ray is first
 # imported, makes it 127.0.0.1 for the whole test cluster (children inherit it).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'pit[ray]' "
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'pit-pools[ray]' "
                                         "(the ray extra) to run the Ray backend's tests")
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 

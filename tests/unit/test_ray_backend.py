@@ -75,7 +75,7 @@ def test_without_ray_a_ray_pool_says_which_extra_to_install(
     with pytest.raises(Exception) as info:
         ray_cluster.import_ray()
     assert info.value.category == "environment"  # type: ignore[attr-defined]
-    assert "pit[ray]" in (info.value.hint or "")  # type: ignore[attr-defined]
+    assert "pit-pools[ray]" in (info.value.hint or "")  # type: ignore[attr-defined]
 
 
 def test_without_ray_a_ray_pool_fails_to_start_naming_the_extra(
@@ -86,7 +86,7 @@ def test_without_ray_a_ray_pool_fails_to_start_naming_the_extra(
     with pytest.raises(Exception) as info:
         Pool(adapter="tests.adapters.sample:SampleAdapter", size=1, backend="ray").start()
     assert info.value.category == "environment"  # type: ignore[attr-defined]
-    assert "pit[ray]" in (info.value.hint or "")  # type: ignore[attr-defined]
+    assert "pit-pools[ray]" in (info.value.hint or "")  # type: ignore[attr-defined]
 
 
 def test_doctor_says_a_ray_pool_needs_the_extra_when_ray_is_missing(
@@ -96,7 +96,7 @@ def test_doctor_says_a_ray_pool_needs_the_extra_when_ray_is_missing(
     monkeypatch.setitem(__import__("sys").modules, "ray", None)
     pool = make_pool_config("big", backend="ray", ray_address="auto")
     check = doctor._guard("pool big: ray", lambda: doctor._ray(pool))
-    assert check.status == "fail" and "pit[ray]" in check.remediation
+    assert check.status == "fail" and "pit-pools[ray]" in check.remediation
 
 
 def test_the_cluster_probe_is_run_in_its_own_interpreter() -> None:
@@ -113,4 +113,4 @@ def test_pit_hardware_ray_without_ray_names_the_extra(monkeypatch: pytest.Monkey
     monkeypatch.setitem(__import__("sys").modules, "ray", None)
     result = CliRunner().invoke(app, ["hardware", "--ray", "head:6379"],
                                 env={"NO_COLOR": "1", "COLUMNS": "160"})
-    assert result.exit_code != 0 and "pit[ray]" in result.output
+    assert result.exit_code != 0 and "pit-pools[ray]" in result.output

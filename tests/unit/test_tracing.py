@@ -148,7 +148,7 @@ def test_setup_from_env_without_the_exporter_says_what_to_install(
                         "opentelemetry.exporter.otlp.proto.grpc.trace_exporter", None)
     with caplog.at_level(logging.WARNING, logger="pit.telemetry"):
         assert tracing.setup_from_env() is False
-    assert "pip install 'pit[otel]'" in caplog.text
+    assert "pip install 'pit-pools[otel]'" in caplog.text
     assert tracing.tracer() is None
 
 
