@@ -34,7 +34,8 @@ from . import uv as uvtool
 from .interpreters import Interpreter, resolve
 
 BRIDGE_PACKAGES = ("grpcio", "protobuf", "orjson")
-BRIDGE_PARTS = ("__init__.py", "version.py", "errors.py", "worker", "protocol", "adapters")
+BRIDGE_PARTS = ("__init__.py", "version.py", "lazy.py", "errors.py", "worker", "protocol",
+                "adapters")
 FINGERPRINT = "fingerprint"
 MAX_PARALLEL_BUILDS = 2
 
