@@ -131,9 +131,7 @@ def chunks(ready: list[tuple[bytes, bool]], tool_name: str, first: int) -> Itera
             n += len(run)
             run, size = [], 0
         if is_bytes:
-            chunk = pb.ToolChunk(chunk_id=f"{tool_name}-{n}", data=data)
-            chunk.metadata[codec.RESULT_FORMAT] = "bytes"
-            yield chunk
+            yield codec.encode_chunk(data, tool_name, n)  # a bytes chunk, as an unbatched one
             n += 1
             continue
         run.append(data)
