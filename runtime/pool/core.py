@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import itertools
 import math
 import sys
@@ -74,6 +75,7 @@ from .direct import Lending
 from .events import pool_event, session_event, worker_event, worker_reason
 from .host.host_tools import ParamSpecs
 from .host.instance import HostInstance
+from .host.loop_thread import off_loop
 from .lifecycle import Lifecycle, WorkerLaunch
 from .metrics import PoolMetrics
 from .prepare import prepare_call
@@ -319,34 +321,36 @@ class PoolCore:
             await self._closed.wait()
             return
         self.state = "closing"
-        self.lending.unpark_all()  # idle lent workers come back now, busy ones after their call
-        await self.lifecycle.stop()
-        for waiter in self._sched.drain_queue():
-            waiter.set_exception(ShutdownError(f"pool {self.name!r} is shutting down"))
-        grace = self.config.shutdown_grace_ms / 1000 if grace is None else grace
-        loop = asyncio.get_running_loop()
-        end = loop.time() + grace
-        for w in self._workers.values():
-            w.accepting = False
-            if w.state == "ready":
-                w.state = "draining"
-        while self._sched.in_flight > 0 and loop.time() < end:
-            await asyncio.sleep(0.01)
-        await asyncio.gather(*(w.stop() for w in list(self._workers.values())),
-                             return_exceptions=True)
-        self._workers.clear()
-        self.roster = ()
-        await self.lending.close()
-        await self.lifecycle.close_forkserver()
-        if self.config.placement:  # a Ray pool's reserved bundles go back to the cluster
-            await asyncio.to_thread(ray_cluster.release_placement, self._instance.id,
-                                    self.name)
-        if self._owns_instance:
-            await self._instance.close()
-        if self in self._instance.cores:
-            self._instance.cores.remove(self)  # status and the tool router list running pools
-        self.state = "closed"
-        self._closed.set()
+        try:
+            self.lending.unpark_all()  # idle lent workers come back now, busy ones after their call
+            await self.lifecycle.stop()
+            for waiter in self._sched.drain_queue():
+                waiter.set_exception(ShutdownError(f"pool {self.name!r} is shutting down"))
+            grace = self.config.shutdown_grace_ms / 1000 if grace is None else grace
+            loop = asyncio.get_running_loop()
+            end = loop.time() + grace
+            for w in self._workers.values():
+                w.accepting = False
+                if w.state == "ready":
+                    w.state = "draining"
+            while self._sched.in_flight > 0 and loop.time() < end:
+                await asyncio.sleep(0.01)
+            await asyncio.gather(*(w.stop() for w in list(self._workers.values())),
+                                 return_exceptions=True)
+            self._workers.clear()
+            self.roster = ()
+            await self.lending.close()
+            await self.lifecycle.close_forkserver()
+            if self.config.placement:  # a Ray pool's reserved bundles go back to the cluster
+                await off_loop(functools.partial(ray_cluster.release_placement,
+                                                 self._instance.id, self.name))
+            if self._owns_instance:
+                await self._instance.close()
+            if self in self._instance.cores:
+                self._instance.cores.remove(self)  # status and the tool router list running pools
+        finally:  # a close that failed half-way still ends: later closes must not wait for ever
+            self.state = "closed"
+            self._closed.set()
         pool_event("pool.stopped", self.name, uptime_s=round(self.metrics.uptime(), 3))
 
     # --- calls ------------------------------------------------------------------------------
@@ -489,28 +493,8 @@ class PoolCore:
     async def stream(self, req: Any, timeout: float | None,
                      on_end: OnEnd | None = None) -> AsyncGenerator[Any, None]:
         """The decoded items of a prepared streaming call; the worker is granted to it alone.
-        Once it ended (any way) after getting its worker, ``on_end(summary)``."""
+        Once it ended (any way), ``on_end(summary)`` and its span ends."""
         tracing.streaming(req)
-        chunks = 0
-        closed = False
-        failure: BaseException | None = None
-        inner = self._stream(req, timeout, on_end)
-        try:
-            async for item in inner:
-                chunks += 1
-                yield item
-        except (GeneratorExit, asyncio.CancelledError):  # the caller stopped reading
-            closed = True
-            raise
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            await inner.aclose()  # now, not when collected: its end is counted and summarised
-            tracing.finish(req, failure, {"pit.chunks": chunks}, cancelled=closed)
-
-    async def _stream(self, req: Any, timeout: float | None,
-                      on_end: OnEnd | None) -> AsyncGenerator[Any, None]:
         req.stream = True
         req.metadata[codec.STREAM_BATCH] = "1"
         loop = asyncio.get_running_loop()
@@ -556,6 +540,9 @@ class PoolCore:
             raise
         finally:
             summary = run.end(error)
+            closed = isinstance(error, (GeneratorExit, asyncio.CancelledError))  # stopped reading
+            tracing.finish(req, None if closed else error, {"pit.chunks": run.chunks},
+                           cancelled=closed)
             if on_end is not None:
                 on_end(summary)
 
