@@ -61,6 +61,7 @@ import contextlib
 import hashlib
 import os
 import pickle
+import shutil
 import sys
 import tempfile
 import threading
@@ -73,7 +74,7 @@ from typing import Any
 
 from ..envs import resolve
 from ..errors import WorkerStartError
-from .executor_dispatch import Dispatch, InitializerFailed, Item, WorkerCrashed, remove_dir
+from .executor_dispatch import Dispatch, InitializerFailed, Item, WorkerCrashed
 from .sync_pool import Pool
 
 __all__ = ["InitializerFailed", "PoolExecutor", "WorkerCrashed", "dumps_task"]
@@ -149,14 +150,14 @@ class PoolExecutor(Executor):
             pool = self._pool(max_workers, initializer, initargs, max_tasks_per_child, python,
                               requirements, name, pool_options)
         except BaseException:
-            remove_dir(self._workdir)
+            shutil.rmtree(self._workdir, ignore_errors=True)
             raise
         self._dispatch = Dispatch(pool, max_workers * QUEUED_PER_WORKER, self._workdir)
         try:
             pool.start()
         except BaseException as exc:
             pool.close()
-            remove_dir(self._workdir)
+            shutil.rmtree(self._workdir, ignore_errors=True)
             if initializer is None or not isinstance(exc, WorkerStartError):
                 raise
             self._broken = exc  # as the stdlib's: the executor exists, and refuses work

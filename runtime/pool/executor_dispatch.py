@@ -10,10 +10,10 @@ submit more work), and hands the pool the next pending items.
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import pickle
 import queue
+import shutil
 import threading
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
@@ -148,7 +148,7 @@ class Dispatch:
         try:
             self.pool.close()
         finally:
-            remove_dir(self.workdir)
+            shutil.rmtree(self.workdir, ignore_errors=True)
             self.closed.set()
 
     def _settle_next(self) -> bool:
@@ -177,10 +177,3 @@ class Dispatch:
             self._send(ready)
         with self.lock:
             return not (self.shutdown and not self.pending and not self.in_flight)
-
-
-def remove_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        for f in path.iterdir():
-            f.unlink()
-        path.rmdir()

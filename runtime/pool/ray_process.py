@@ -207,11 +207,6 @@ class RayWorkerProcess(WorkerProcess):
             self.cause = self._death[0]
         return self.cause
 
-    @property
-    def death_note(self) -> str:
-        """What Ray said happened to the actor ("" unless it died)."""
-        return self._death[1] if self._death else ""
-
     def start_error(self, what: str) -> WorkerStartError:
         err = super().start_error(what)
         err.hint = ("check that the adapter imports on the cluster's nodes and that the "

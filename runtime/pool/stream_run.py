@@ -21,13 +21,12 @@ from typing import Any
 
 from .. import telemetry
 from ..errors import PitError
+from ..protocol import codec
 from ..telemetry import tracing
 from .metrics import StreamCounts
 
 STARTED = "pool.stream.started"
 COMPLETED = "pool.stream.completed"
-# what pit's worker puts in a stream's closing chunk (`codec.final_chunk`)
-FINAL_CHUNKS, FINAL_ELAPSED_MS = "chunks", "elapsed_ms"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +113,8 @@ class StreamRun:
             tool=self.req.tool_name, worker=self.worker, outcome=outcome, chunks=self.chunks,
             bytes=self.bytes,
             duration_ms=round((self.loop.time() - self.called_at) * 1000, 3),
-            worker_chunks=int(meta[FINAL_CHUNKS]) if FINAL_CHUNKS in meta else None,
-            worker_elapsed_ms=(float(meta[FINAL_ELAPSED_MS]) if FINAL_ELAPSED_MS in meta
+            worker_chunks=int(meta[codec.FINAL_CHUNKS]) if codec.FINAL_CHUNKS in meta else None,
+            worker_elapsed_ms=(float(meta[codec.FINAL_ELAPSED_MS]) if codec.FINAL_ELAPSED_MS in meta
                                else None),
             error_category=category)
         if telemetry.enabled(COMPLETED):

@@ -153,14 +153,14 @@ def to_raw(arr: Any, framework: str | None = None) -> tuple[memoryview, str]:
 def from_raw(buffer: Any, offset: int, layout: str, copy: bool = True) -> Any:
     """A writable copy of the array whose bytes start at ``offset`` of ``buffer`` (without
     ``copy``: an array over ``buffer`` itself, which it keeps alive)."""
+    meta = json.loads(layout)
+    if "arrow" in meta:  # an Arrow IPC stream (`arrow`), read in place: no NumPy needed
+        return arrow.from_ipc(buffer, offset, meta["arrow"], int(meta["size"]), copy)
     try:
         import numpy as np
     except ImportError:
         raise ValueError("a NumPy array was sent, but numpy is not installed on this side; "
                          "install it in this environment") from None
-    meta = json.loads(layout)
-    if "arrow" in meta:  # an Arrow IPC stream (`arrow`), read in place
-        return arrow.from_ipc(buffer, offset, meta["arrow"], int(meta["size"]), copy)
     shape = [int(n) for n in meta["shape"]]
     dtype = np.dtype(meta["dtype"])
     flat = np.frombuffer(buffer, dtype, math.prod(shape), offset)

@@ -12,6 +12,7 @@ Arrow value is actually sent or received.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ def kind_of(value: Any) -> str | None:
     return None
 
 
+@functools.cache  # a failed import is not cached by Python: asked once per process
 def _has_pyarrow() -> bool:
     try:
         import pyarrow  # noqa: F401

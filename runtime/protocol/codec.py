@@ -29,6 +29,8 @@ MAP_FLAG = "pit_map"  # request metadata (pit extension): the call is a chunk of
 # request metadata (pit extension): several items may share a chunk (runtime.worker.stream_batch)
 STREAM_BATCH = "pit_stream_batch"
 STREAM_ITEMS = "pit_items"  # chunk metadata: the data is a JSON array of this many items
+# closing-chunk metadata (`final_chunk`): items sent before it, how long the tool ran
+FINAL_CHUNKS, FINAL_ELAPSED_MS = "chunks", "elapsed_ms"
 RESULT_FORMAT = "result_format"  # pit extension in response metadata: "bytes" | "pickle"
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
@@ -390,9 +392,9 @@ def final_chunk(tool_name: str, n: int, elapsed_ms: float | None = None) -> Any:
     (the host hands both to the caller as the stream's ``summary``)."""
     chunk = pb.ToolChunk(chunk_id=f"{tool_name}-{n}", is_final=True)
     chunk.metadata["empty"] = "true"
-    chunk.metadata["chunks"] = str(n - 1)
+    chunk.metadata[FINAL_CHUNKS] = str(n - 1)
     if elapsed_ms is not None:
-        chunk.metadata["elapsed_ms"] = f"{elapsed_ms:.3f}"
+        chunk.metadata[FINAL_ELAPSED_MS] = f"{elapsed_ms:.3f}"
     return chunk
 
 

@@ -10,7 +10,9 @@ def _stop_early(signum: int, frame: object) -> None:
 # Until `main` installs the real handlers: a stop while the worker still imports ends it
 # cleanly (exit 0), as it would once serving, instead of a KeyboardInterrupt traceback.
 signal.signal(signal.SIGTERM, _stop_early)
-if "--elixir-address" in sys.argv[1:]:  # a Snakepit host stops its workers with SIGINT too
+# A Snakepit host (which passes --port: `snakepit_launch.launch`'s rule) stops its workers with
+# SIGINT too.
+if any(a == "--port" or a.startswith("--port=") for a in sys.argv[1:]):
     signal.signal(signal.SIGINT, _stop_early)
 
 from .main import main, parse_args  # noqa: E402 - after the signals, on purpose

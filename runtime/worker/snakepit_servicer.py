@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..protocol import codec, pb
 from . import telemetry
@@ -226,10 +225,8 @@ class HostHeartbeat:
         cfg = self.config
         sent = []
         for sid, beat in due:
-            ts = Timestamp()
-            ts.GetCurrentTime()
             sent.append((sid, beat, self._stub.Heartbeat.future(
-                pb.HeartbeatRequest(session_id=sid, client_time=ts),
+                pb.HeartbeatRequest(session_id=sid, client_time=codec.timestamp_now()),
                 timeout=max(cfg.timeout_ms, 0) / 1000)))
         for sid, beat, answer in sent:
             try:
