@@ -279,10 +279,11 @@ def from_payload(payload: dict[str, Any], tool: str, details: dict[str, Any]) ->
     rtype = str(payload.get("type") or "Error")
     message = str(payload.get("message", ""))
     tb = payload.get("traceback")
+    hint = str(payload["hint"]) if payload.get("hint") else None  # a host's errors carry one
     if cls.category != "remote_error":
-        return cls(message, remote_type=rtype, remote_traceback=tb, details=details)
+        return cls(message, remote_type=rtype, remote_traceback=tb, details=details, hint=hint)
     err = remote_class(rtype)(f"tool {tool!r} raised {rtype}: {message}", remote_type=rtype,
-                              remote_traceback=tb, details=details)
+                              remote_traceback=tb, details=details, hint=hint)
     from .ml_errors import parse  # its 29 patterns compile on the first tool error, not at import
 
     err.ml = parse(rtype, message)

@@ -15,7 +15,7 @@ from runtime.errors import PitError
 from . import export_cmd, logs_cmd, render
 from .call_cmd import call_cmd
 from .examples import epilog
-from .exit_codes import EXIT_CODES
+from .exit_codes import EXIT_CODES, EXIT_NO_HOST, exit_code
 from .run_cmd import run_script
 from .setup_cmd import setup_cmd
 from .stop_cmd import stop_cmd
@@ -345,7 +345,7 @@ def profile_inspector_cmd(
         found = find_instances(instance)
     except PitError as exc:
         render.print_error(exc)
-        raise typer.Exit(3) from None
+        raise typer.Exit(exit_code(exc.category, EXIT_NO_HOST)) from None
     cpus = cpu_info().usable_cpus
     reports = [analyse(p, cpus) for inst in found for p in get_status(inst, pool)["pools"]]
     if json_out:

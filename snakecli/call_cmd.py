@@ -11,7 +11,7 @@ import typer
 from runtime.errors import PitError
 
 from . import render
-from .exit_codes import EXIT_CODES
+from .exit_codes import exit_code
 
 
 def parse_args(text: str) -> dict[str, Any]:
@@ -67,8 +67,7 @@ def call_cmd(
                                python_path=[str(Path.cwd())])
     except PitError as exc:
         render.print_error(exc, debug=ctx.obj.debug)
-        code = (3 if exc.category == "no_instance" else
-                2 if exc.category == "invalid_argument" else  # ARGS the tool does not take
-                EXIT_CODES.get(exc.category, 1))
+        code = (2 if exc.category == "invalid_argument" else  # ARGS the tool does not take
+                exit_code(exc.category, 1))
         raise typer.Exit(code) from None
     render.print_json(result)

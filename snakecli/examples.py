@@ -40,7 +40,7 @@ EXAMPLES: dict[str, list[str]] = {
                 "pit --version"],
     "logs": ["pit logs",
              "pit logs -f --pool default",
-             "pit logs --worker default-1 --since 5m --json"],
+             "pit logs --worker worker-1 --since 5m --json"],
     "export": ["pit export grafana > pit.json"],
     "export grafana": ["pit export grafana > pit.json"],
 }

@@ -11,11 +11,11 @@ import typer
 from runtime.errors import PitError
 
 from . import render
+from .exit_codes import exit_code
 
 if TYPE_CHECKING:
     from runtime.control.worker_logs import HostEnded, LogLine
 
-EXIT_NO_HOST = 3
 
 
 def logs(
@@ -54,7 +54,7 @@ def logs(
         check_pool(found, pool)
     except PitError as exc:
         render.print_error(exc)
-        raise typer.Exit(EXIT_NO_HOST if exc.category == "no_instance" else 2) from None
+        raise typer.Exit(exit_code(exc.category, 2)) from None
     several = len(found) > 1
     if not follow_:
         lines, gone = read_lines(found, pool=pool, worker=worker, since=start)

@@ -16,9 +16,8 @@ from rich.console import Console, Group
 from runtime.errors import PitError
 
 from . import render, status_view
-from .exit_codes import EXIT_CODES
+from .exit_codes import EXIT_CODES, EXIT_NO_HOST
 
-EXIT_NO_HOST = 3
 EXIT_SHOWN_S = 5.0  # how long a live screen says "exited" of a host that went away
 
 

@@ -7,6 +7,7 @@ import typer
 from runtime.errors import PitError
 
 from . import render
+from .exit_codes import EXIT_NO_HOST, exit_code
 
 
 def stop_cmd(
@@ -32,7 +33,7 @@ def stop_cmd(
         found = find_instances(instance) if every else [find_instance(instance)]
     except PitError as exc:
         render.print_error(exc, debug=ctx.obj.debug)
-        raise typer.Exit(3) from None
+        raise typer.Exit(exit_code(exc.category, EXIT_NO_HOST)) from None
     results, failed = [], False
     for inst in found:
         try:

@@ -160,8 +160,5 @@ def call_tool(inst: LiveInstance, pool: str, tool: str, args: Mapping[str, Any] 
                               hint="check it with `pit status`") from None
     if not resp.success:
         payload = codec.decode_error(resp.error_message)
-        err = from_payload(payload, tool, {"pool": pool, "instance": inst.instance_id})
-        if payload.get("hint") and not err.hint:
-            err.hint = str(payload["hint"])
-        raise err
+        raise from_payload(payload, tool, {"pool": pool, "instance": inst.instance_id})
     return codec.decode_result(resp)

@@ -50,10 +50,10 @@ class StreamCounts:
     __slots__ = ("started", "completed", "failed", "chunks", "bytes")
 
     def __init__(self) -> None:
-        self.started = 0  # got a worker
+        self.started = 0  # called (refused ones too: they count as failed)
         self.completed = 0  # ended, whatever the outcome
         self.failed = 0  # ... of which failed (a caller closing one early is no failure)
-        self.chunks = 0  # items delivered to callers
+        self.chunks = 0  # items received for callers (unread ones of a closed stream too)
         self.bytes = 0  # ... their encoded size
 
     def as_dict(self) -> dict[str, int]:

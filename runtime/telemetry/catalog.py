@@ -45,11 +45,12 @@ CATALOG: dict[str, EventSpec] = {
         "the circuit closed: its trial call succeeded (reason trial_succeeded) or "
         "pool.reset_circuit() closed it (reason manual)", ("open_s",), ("pool", "reason")),
     "pool.stream.started": EventSpec(
-        "a stream got its worker and started", ("queue_ms",),
+        "a stream got its worker and started (or, refused before that, ended)", ("queue_ms",),
         ("pool", "worker", "tool", "correlation_id")),
     "pool.stream.completed": EventSpec(
         "a stream ended: outcome ok (every chunk read), error (it failed) or cancelled (the "
-        "caller stopped reading); chunks and bytes are what the caller received",
+        "caller stopped reading); chunks and bytes are what the host received for the caller, "
+        "items it never read after an early close included",
         ("chunks", "bytes", "duration_ms"),
         ("pool", "worker", "tool", "correlation_id", "outcome", "error_category")),
     "pool.saturated": EventSpec(

@@ -31,10 +31,11 @@ def families(snapshot: dict[str, Any]) -> Iterator[Any]:
     failed = c("pool_calls_failed", "Calls that failed", ["pool"])
     errors = c("pool_errors", "Failed calls by error category", ["pool", "category"])
     streams = c("pool_streams", "Streams ended (ok, failed or closed early)", ["pool"])
-    streams_started = c("pool_streams_started", "Streams that got a worker", ["pool"])
+    streams_started = c("pool_streams_started", "Streams called", ["pool"])
     streams_failed = c("pool_streams_failed", "Streams that failed", ["pool"])
-    stream_chunks = c("pool_stream_chunks", "Stream items delivered to callers", ["pool"])
-    stream_bytes = c("pool_stream_bytes", "Encoded size of the stream items delivered",
+    stream_chunks = c("pool_stream_chunks", "Stream items received for callers",
+                      ["pool"])
+    stream_bytes = c("pool_stream_bytes", "Encoded size of the stream items received",
                      ["pool"])
     circuit_open = g("pool_circuit_open", "1 while the crash barrier's circuit is open or "
                      "half-open, else 0", ["pool"])

@@ -42,8 +42,8 @@ Covered, as Snakepit's ``grpc_server.py`` does it:
   Snakepit 0.13's protocol): both register ``snakepit_bridge.proto`` and cannot be loaded
   side by side.
 
-Not covered: results are encoded as pit encodes its own (ints stay ints; a value that is not
-JSON is a ResultError, where Snakepit's serializer would send a marker or call ``to_dict``);
+Not covered: results are encoded as pit encodes its own (ints stay ints; what JSON cannot
+hold is converted or marked as Snakepit's serializer does, `runtime.protocol.graceful`);
 per-chunk metadata and ``is_final`` flags of a stream; ``register_with_session`` (the worker
 announces its tools once, not per session); ``required_variables``; the context's ``stub``
 (None: pit's host is not Snakepit's BridgeServer); Snakepit's per-session heartbeats, OTel

@@ -18,7 +18,6 @@ from tests.conftest import ROOT
 
 runner = CliRunner()
 ENV = {"NO_COLOR": "1", "COLUMNS": "100", "TERM": "dumb"}
-OWN_METAVARS_EXEMPT: set[str] = set()  # every command names its options' values
 
 
 def commands() -> list[tuple[str, ...]]:
@@ -49,9 +48,9 @@ def test_every_help_has_examples_and_named_metavars(path: tuple[str, ...]) -> No
     assert "Examples:" in text, f"`pit {key} --help` has no examples"
     for line in EXAMPLES[key]:  # each on a line of its own, not rewrapped
         assert f"\n    {line}\n" in text, (line, text)
-    if key not in OWN_METAVARS_EXEMPT:  # options name their value: --pool POOL, not <str>
-        options = [ln for ln in text.splitlines() if ln.lstrip().startswith("-")]
-        assert options and not [ln for ln in options if "<" in ln.split("  ")[1]], text
+    # options name their value: --pool POOL, not <str>
+    options = [ln for ln in text.splitlines() if ln.lstrip().startswith("-")]
+    assert options and not [ln for ln in options if "<" in ln.split("  ")[1]], text
 
 
 def test_command_summaries_fit_one_line() -> None:
@@ -60,8 +59,7 @@ def test_command_summaries_fit_one_line() -> None:
     summaries = {row.split()[0]: row for row in rows if row.strip()}
     assert {"run", "call", "stop", "setup", "doctor"} <= set(summaries)
     for name, row in summaries.items():
-        if name not in OWN_METAVARS_EXEMPT:
-            assert not row.endswith("..."), f"{name}'s summary is cut: {row!r}"
+        assert not row.endswith("..."), f"{name}'s summary is cut: {row!r}"
 
 
 def test_version_names_pit_python_grpcio_and_uv() -> None:
