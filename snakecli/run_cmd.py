@@ -6,9 +6,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import queue
 import runpy
 import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -63,6 +65,7 @@ def run_script(script: Path | None, args: list[str], *, pools: list[str],
         home = script.parent
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     running = None
+    forward: _Forwarder | None = None
     try:
         try:
             cfg = load_config(config)
@@ -71,7 +74,8 @@ def run_script(script: Path | None, args: list[str], *, pools: list[str],
             # Before start: a worker's start-up output shows too. Not when pit.worker's debug
             # log already prints every line (--log-level worker=debug).
             if forward_workers and not logger("worker").isEnabledFor(logging.DEBUG):
-                running.instance.output.subscribe(_forward)
+                forward = _Forwarder()
+                running.instance.output.subscribe(forward)
             started = time.monotonic()
             running.start(wait=wait)
             log.info("pools started in %.2f s; running %s", time.monotonic() - started,
@@ -100,17 +104,40 @@ def run_script(script: Path | None, args: list[str], *, pools: list[str],
                 running.close()
             except KeyboardInterrupt:
                 running.close(grace=0)
+        if forward is not None:
+            forward.close()  # what the workers said up to their end, before we exit
         signal.signal(signal.SIGTERM, previous)
 
 
-def _forward(line: OutputLine) -> None:
-    """A worker's output line to our stderr, as Ray prints its actors' (on the pools' loop
-    thread, the moment the host reads it)."""
-    try:
-        sys.stderr.write(f"{line.prefix} {line.text}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):  # stderr closed: the script's business, not the pool's
-        pass
+class _Forwarder:
+    """Workers' output lines to our stderr, prefixed, as Ray prints its actors'. The pools'
+    loop only queues a line (subscribers run there: a stderr nobody reads must not stall
+    every call); a thread of its own writes them, flushing when it has caught up."""
+
+    CLOSE_WAIT_S = 2.0
+
+    def __init__(self) -> None:
+        self._lines: queue.SimpleQueue[OutputLine | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write, name="pit-forward", daemon=True)
+        self._thread.start()
+
+    def __call__(self, line: OutputLine) -> None:
+        self._lines.put(line)
+
+    def _write(self) -> None:
+        while (line := self._lines.get()) is not None:
+            try:
+                sys.stderr.write(f"{line.prefix} {line.text}\n")
+                if self._lines.empty():
+                    sys.stderr.flush()
+            except (OSError, ValueError):  # stderr closed: the script's business, not ours
+                pass
+
+    def close(self) -> None:
+        """Write what is queued (at most CLOSE_WAIT_S: a stderr that blocks does not hold
+        the exit), then stop."""
+        self._lines.put(None)
+        self._thread.join(self.CLOSE_WAIT_S)
 
 
 def _missing_module(module: str) -> str:

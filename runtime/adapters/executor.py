@@ -32,11 +32,11 @@ def dumps(value: Any) -> bytes:
     """``value`` pickled: by `pickle`, else by `cloudpickle` (for what pickle refuses)."""
     try:
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
+    except Exception as refused:
         try:
             import cloudpickle
-        except ImportError:
-            raise
+        except ImportError:  # the pickling error says what could not travel, not this one
+            raise refused from None
         return bytes(cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 
 

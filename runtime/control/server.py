@@ -19,14 +19,25 @@ from typing import Any
 
 import orjson
 
+from ..logs import logger
 from ..protocol import pit_control_pb2 as cpb
 from ..protocol import pit_control_pb2_grpc as cpb_grpc
 from .snapshot import instance_snapshot
 
+log = logger("pool")
 MIN_INTERVAL_MS = 250  # 4 Hz at most
 FOLLOW_BUFFER_LINES = 10_000  # per follower; past it, lines are dropped and counted
 EXITING = "exiting"  # StopReply.outcome: the program got SIGTERM and exits
 POOLS_CLOSED = "pools_closed"  # the pools close, the program keeps running
+
+
+def _log_close_failures(done: asyncio.Future[list[Any]]) -> None:
+    """A pool whose close failed on `pit stop` is said in the host's log, not lost."""
+    if done.cancelled():
+        return
+    for result in done.result():
+        if isinstance(result, BaseException):
+            log.error("pit stop: a pool failed to close: %r", result)
 
 
 def handles_sigterm() -> bool:
@@ -66,6 +77,7 @@ class ControlServicer(cpb_grpc.ControlServicer):
             self._closing = asyncio.gather(
                 *(core.close() for core in tuple(self.instance.cores)),
                 return_exceptions=True)
+            self._closing.add_done_callback(_log_close_failures)
         return cpb.StopReply(outcome=POOLS_CLOSED, pid=os.getpid())
 
     async def ReadOutput(self, request: Any, context: Any) -> Any:

@@ -8,7 +8,7 @@ Callables and their arguments are PICKLED (with `cloudpickle` for lambdas, closu
 functions of ``__main__``) and unpickled in the workers; results and exceptions come back
 pickled. Building a PoolExecutor is the explicit opt-in to pickle that pit otherwise refuses
 (`allow_pickle`): only give it callables and values you would unpickle yourself. The pool is
-local-only like any pit pool (workers on this machine, reached over unix sockets / loopback).
+local-only (workers on this machine, reached over unix sockets); ``backend="ray"`` is refused.
 
     caller threads                 pit pool (its loop)              the executor's thread
     --------------                 -------------------              ---------------------
@@ -137,6 +137,10 @@ class PoolExecutor(Executor):
                 raise TypeError("max_tasks_per_child must be an integer")
             if max_tasks_per_child <= 0:
                 raise ValueError("max_tasks_per_child must be >= 1")
+        if pool_options.get("backend", "local") != "local":
+            # its initializer travels as a file of this machine, its tasks by shared memory
+            raise ValueError("PoolExecutor runs its workers on this machine only; "
+                             "backend = \"ray\" is for tool pools (runtime.Pool)")
         self._worker_python: str | None = None  # set when by-value code cannot load there
         if python is not None:
             found = resolve(python, sys.executable)

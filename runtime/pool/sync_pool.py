@@ -410,7 +410,7 @@ class Pools(Mapping[str, Pool]):
         ``default_pool``, else the pool named "default" or the only pool, else (given ``tool``)
         the only pool whose workers have that tool; otherwise PoolNotFound naming them."""
         def has_tool(name: str) -> bool:
-            return any(t.get("name") == tool for t in self._pools[name].tools())
+            return tool is not None and self._pools[name]._core.tool_spec(tool) is not None
 
         return self._pools[choose_default(
             tool, list(self._pools), has_tool, preferred=self.config.default_pool,

@@ -61,15 +61,26 @@ def pit_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield root / "state"
 
 
+_CALL_STATE_DIR = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """The state dir the test's own body ran with: a test (or a conftest) may point
+    PIT_STATE_DIR elsewhere with monkeypatch, which is undone before the leak check runs."""
+    yield
+    item.stash[_CALL_STATE_DIR] = os.environ.get(PIT_STATE_DIR, "")
+
+
 @pytest.fixture(autouse=True)
-def _pit_leak_check(pit_state_dir: Path) -> Iterator[None]:
+def _pit_leak_check(request: pytest.FixtureRequest, pit_state_dir: Path) -> Iterator[None]:
     from .leaks import Leak, alive_after, instance_ids, kill
 
-    # The state dir as the test's hosts see it: a test (or a conftest) may point
-    # PIT_STATE_DIR elsewhere for itself; it is read again after the teardown.
     before = instance_ids(_state_dir(pit_state_dir))
     yield
-    started = instance_ids(_state_dir(pit_state_dir)) - before
+    # where the test's hosts registered: the dir its body saw (see pytest_runtest_call)
+    called = Path(request.node.stash.get(_CALL_STATE_DIR, "") or _state_dir(pit_state_dir))
+    started = instance_ids(called) - (before if called == _state_dir(pit_state_dir) else set())
     if not started:
         return
     left = alive_after(started)

@@ -65,6 +65,20 @@ def test_a_test_that_leaves_workers_fails_and_only_that_test(tmp_path: Path) -> 
     assert pids and leaked[1] in pids[1].split(", "), run.stdout
 
 
+def test_a_leak_is_caught_in_a_state_dir_the_test_chose_with_monkeypatch(tmp_path: Path) -> None:
+    (tmp_path / "test_own_dir.py").write_text(textwrap.dedent("""
+        from runtime import Pool
+
+        def test_leaks_in_its_own_state_dir(monkeypatch, tmp_path):
+            monkeypatch.setenv("PIT_STATE_DIR", str(tmp_path / "mine"))
+            pool = Pool(size=1).start()
+            print("LEAKED", *pool.pids())
+    """))
+    run = pytest_in(tmp_path, tmp_path, "-s", "-rE")
+    assert "1 passed, 1 error" in run.stdout, run.stdout + run.stderr
+    assert "ERROR at teardown of test_leaks_in_its_own_state_dir" in run.stdout
+
+
 def test_pools_by_marker_parameter_default_and_factory(tmp_path: Path) -> None:
     project = tmp_path / "project"
     (project / "tests").mkdir(parents=True)

@@ -42,3 +42,10 @@ def test_the_adapter_answers_values_errors_and_chunks() -> None:
     assert kind == "chunk" and values == [(2, 0)] and isinstance(err, ZeroDivisionError)
     kind, exc, _ = pickle.loads(adapter.call(pickle.dumps((tasks.return_lock, (), {}))))
     assert kind == "raise" and isinstance(exc, TypeError)  # the pickling error, not a hang
+
+
+def test_a_ray_backend_is_refused_before_any_worker_starts() -> None:
+    from runtime import PoolExecutor
+
+    with pytest.raises(ValueError, match="this machine only"):
+        PoolExecutor(1, backend="ray")
