@@ -9,13 +9,17 @@
                 oom, killed); the actor is killed then, and the owner's ``on_exit`` runs
     kill / terminate --> ray.kill(actor) / SIGTERM to the worker through the actor
 
+Its call lane is on TCP (opened with the secret). Large payloads go through shared memory when
+the worker proves it sees this host's /dev/shm (a probe file, `protocol.shm.write_probe`):
+the same machine, whichever Ray node it is; inline otherwise.
+
 The pool drives it like any worker (`worker_handle.WorkerHandle` over this and a
 `WorkerChannel`): calls, streams, sessions, pings go over gRPC straight to the worker's TCP
 port with the pool's secret in every RPC (`protocol.secret`), never through Ray. What such a
-worker does not get (yet): the unix-socket lane (its lane is the CallLane gRPC stream), shared
-memory, direct calls, the fork server, host tools (the host's bridge is a local socket), stack
-dumps and the progress file. Its pid is the worker's pid on its node: memory and CPU are
-sampled (and ``max_memory_mb`` applied) only for workers on the host's own machine.
+worker does not get (yet): direct calls, the fork server, host tools (the host's bridge is a
+local socket), stack dumps and the progress file. Its pid is the worker's pid on its node:
+memory and CPU are sampled (and ``max_memory_mb`` applied) only for workers on the host's own
+machine.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import WorkerStartError
+from ..protocol import shm
 from . import crash, ray_cluster
 from .ray_actor import WorkerActor
 from .worker_process import WorkerProcess
@@ -95,6 +100,7 @@ class RayWorkerProcess(WorkerProcess):
         self._watch: asyncio.Task[Any] | None = None
         self._ended = False
         self.exit_wait_s = RAY_EXIT_WAIT_S
+        self._probe = f"{shm.PREFIX}{instance.id}-{worker_id}{shm.PROBE_SUFFIX}"
 
     @property
     def address(self) -> str:
@@ -111,6 +117,10 @@ class RayWorkerProcess(WorkerProcess):
         if self.config.ray_address == "local":  # this machine: the host's own directory too
             paths.append(os.getcwd())
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        if self.config.shm_threshold_kb and shm.available():
+            # a worker that finds this file shares our /dev/shm: large payloads go through
+            # arenas as with a local worker (its node is this machine, or shares its memory)
+            env[shm.PROBE_ENV] = shm.write_probe(self._probe)
         return env
 
     async def launch(self) -> None:
@@ -185,6 +195,7 @@ class RayWorkerProcess(WorkerProcess):
         return False
 
     def read_ready(self) -> None:
+        self.remove_files()  # the worker read its shared-memory probe before it was ready
         info = self.ready_info
         address = info.get("address")
         if not isinstance(address, str) or address.startswith("unix:"):
@@ -239,4 +250,5 @@ class RayWorkerProcess(WorkerProcess):
                 ray.kill(self._actor, no_restart=True)
 
     def remove_files(self) -> None:
-        pass  # it made none on this host
+        with contextlib.suppress(OSError):
+            os.unlink(self._probe)

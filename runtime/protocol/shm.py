@@ -8,16 +8,22 @@ Response metadata:
     ``pit_shm_result``      = ``<path>:<offset>:<size>``   the result's bytes are there
 
 A side that cannot map the file never sees these keys from pit (the host sends bytes inline to
-workers without the "shm" feature). Paths are always ``/dev/shm/pit-...``; anything else is
-refused. The receiver copies the bytes out (a tool gets ordinary ``bytes``), so an arena is
-free again as soon as the call's answer has been read.
+workers without the "shm" feature). A worker on TCP (Ray-placed) may be on another machine, or
+on this one behind another /dev/shm: it claims the feature only when it proves it sees the
+host's /dev/shm, by reading the random token the host wrote into a probe file it names in
+``PIT_SHM_PROBE`` (`write_probe` / `sees_probe`). Paths are always ``/dev/shm/pit-...``;
+anything else is refused. The receiver copies the bytes out (a tool gets ordinary ``bytes``),
+so an arena is free again as soon as the call's answer has been read.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import hmac
 import mmap
 import os
+import secrets
 from typing import Any
 
 from . import arrow
@@ -28,6 +34,8 @@ ARG = "pit_shm_arg:"
 OUT = "pit_shm_out"
 RESULT = "pit_shm_result"
 MAPS_KEPT = 8
+PROBE_ENV = "PIT_SHM_PROBE"  # "<path>:<token>": a worker on TCP checks it sees this file
+PROBE_SUFFIX = "-probe"
 
 
 def available() -> bool:
@@ -41,6 +49,37 @@ def parse(spec: str) -> tuple[str, int, int]:
     if not path.startswith(PREFIX) or "/" in path[len(PREFIX):]:
         raise ValueError(f"shared-memory reference {spec!r} is not a pit arena")
     return path, int(off), int(size)
+
+
+def write_probe(path: str) -> str:
+    """Host side: a fresh probe file at ``path`` (a pit arena name, mode 0600) holding a
+    random token; the ``PIT_SHM_PROBE`` value that names it. The host unlinks it once the
+    worker is ready."""
+    parse(f"{path}:0:0")
+    token = secrets.token_hex(16)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a stale one of an earlier start of this worker
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        os.write(fd, token.encode())
+    finally:
+        os.close(fd)
+    return f"{path}:{token}"
+
+
+def sees_probe(value: str | None) -> bool:
+    """Worker side: whether the probe ``value`` (``PIT_SHM_PROBE``) names a file here that
+    holds its token, so this process shares the host's /dev/shm."""
+    if not value or not available():
+        return False
+    path, _, token = value.rpartition(":")
+    try:
+        parse(f"{path}:0:0")
+        with open(path, "rb") as fh:
+            found = fh.read(64)
+    except (OSError, ValueError):
+        return False
+    return bool(token) and hmac.compare_digest(found, token.encode())
 
 
 class Mappings:

@@ -251,9 +251,12 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
                         session_table=SessionTable(ns.max_sessions, ns.session_ttl),
                         result_policy=result_policy(ns, unserializable_results))
     # Shared-memory paths in a call's metadata are followed only from the host's own unix
-    # socket in the 0700 run dir: on TCP (a Snakepit launch, --listen host:port) any local
-    # user could name another process's arena and have this worker read or write it.
-    runner.shm_paths = launch is None and bool(ns.listen) and ns.listen.startswith("unix:")
+    # socket in the 0700 run dir, or on TCP from callers that hold the pool's secret when this
+    # worker sees the host's /dev/shm (its probe): on TCP without a secret (a Snakepit
+    # launch) any local user could name another process's arena and have it read or written.
+    probe = os.environ.pop(shm.PROBE_ENV, None)
+    runner.shm_paths = launch is None and bool(ns.listen) and (
+        ns.listen.startswith("unix:") or bool(pool_secret) and shm.sees_probe(probe))
     if ns.progress_file:
         import mmap
 

@@ -5,6 +5,7 @@ installed (the default dev install: it is the ``ray`` extra) they are skipped.""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from typer.testing import CliRunner
 
 import runtime
 from runtime import Pool
-from runtime.protocol import pb, pb_grpc, secret
+from runtime.protocol import pb, pb_grpc, secret, shm
 from snakecli.app import app
 from tests.conftest import ROOT, pid_alive, wait_until
 
@@ -120,10 +121,16 @@ def test_calls_streams_and_sessions_through_ray_placed_workers() -> None:
 
 def test_custom_resources_place_a_pools_workers_on_the_node_that_has_them() -> None:
     nodes = {}
-    for side in ("side_a", "side_b"):
-        with Pool(name=side.replace("_", "-"), size=1,
+    # side_b's worker runs on the other node of this machine: it proves it sees this host's
+    # /dev/shm, so large payloads go through arenas; side_a's pool sends them inline
+    for side, threshold_kb in (("side_a", 0), ("side_b", 1024)):
+        with Pool(name=side.replace("_", "-"), size=1, shm_threshold_kb=threshold_kb,
                   **{**RAY_POOL, "resources": {"num_cpus": 0.5, "custom": {side: 1}}}) as pool:
             assert pool.execute("record", {"tag": side}) == 1
+            data = os.urandom(3 << 20)
+            assert pool.execute("slow_echo", {"data": data, "seconds": 0}) == data
+            arenas = glob.glob(f"{shm.PREFIX}{pool.instance.id}-*")
+            assert len(arenas) == (2 if threshold_kb else 0), arenas  # argument + result
             assert list(pool.stream("async_stream", {"n": 3})) == [0, 1, 2]
             with pool.session() as s:
                 s.execute("remember", {"item": side})

@@ -16,15 +16,16 @@ from typing import Any
 import grpc
 import pytest
 
-from runtime.protocol import pb, pb_grpc, secret
+from runtime.protocol import pb, pb_grpc, secret, shm
 from tests.conftest import wait_until
 
 SAMPLE = "tests.adapters.sample:SampleAdapter"
 
 
 def _worker(tmp_path: Path, env_secret: str | None,
-            lane: tuple[str, ...] = ("--no-call-lane",)) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
+            lane: tuple[str, ...] = ("--no-call-lane",),
+            **extra_env: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **extra_env}
     env.pop(secret.ENV, None)
     if env_secret is not None:
         env[secret.ENV] = env_secret
@@ -114,3 +115,32 @@ def test_the_lane_on_tcp_serves_only_connections_that_open_with_the_secret(
     assert _lane_call(lane, b"") == b""  # closed unanswered
     assert _lane_call(lane, secret.lane_hello("wrong")) == b""
     assert _lane_call(lane, secret.lane_hello("s3cret")) != b""  # the call's answer
+
+
+def _features(tmp_path: Path, **extra_env: str) -> list[str]:
+    proc = _worker(tmp_path, "s3cret", **extra_env)
+    try:
+        ready = tmp_path / "ready.json"
+        assert wait_until(lambda: ready.exists() or proc.poll() is not None, timeout=60)
+        return list(json.loads(ready.read_text())["features"])
+    finally:
+        proc.kill()
+        proc.wait()
+        (tmp_path / "ready.json").unlink(missing_ok=True)
+
+
+@pytest.mark.skipif(not shm.available(), reason="no writable /dev/shm")
+def test_a_worker_on_tcp_takes_shared_memory_only_when_it_sees_the_hosts_probe(
+        tmp_path: Path) -> None:
+    path = f"{shm.PREFIX}test-{os.getpid()}-w1{shm.PROBE_SUFFIX}"
+    probe = shm.write_probe(path)
+    try:
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        assert "shm" not in _features(tmp_path)  # on TCP, no probe: inline only
+        assert "shm" in _features(tmp_path, **{shm.PROBE_ENV: probe})
+        # another /dev/shm (another machine, a container) has no such file, or another token
+        wrong = probe[:-4] + ("0000" if not probe.endswith("0000") else "1111")
+        assert "shm" not in _features(tmp_path, **{shm.PROBE_ENV: wrong})
+        assert "shm" not in _features(tmp_path, **{shm.PROBE_ENV: "/tmp/elsewhere:" + probe[-32:]})
+    finally:
+        os.unlink(path)
