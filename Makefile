@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 UV     := $(shell command -v uv 2>/dev/null)
 
-.PHONY: setup demo test test-all protos check-protos lint bench clean
+.PHONY: setup demo test test-all test-ray protos check-protos lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,13 @@ demo: setup
 test: setup
 	$(PY) scripts/gen_protos.py --check
 	$(PY) -m pytest -q
+
+# The Ray backend's tests: installs the `ray` extra into the venv (not in the base install),
+# then runs the tests marked `ray` (each starts and stops a private two-node cluster).
+test-ray: setup
+	@UV_BIN="$$(command -v uv || echo '$(PYTHON) -m uv')"; \
+	$$UV_BIN pip install --quiet --python $(PY) -e '.[dev,ray]'
+	$(PY) -m pytest -q -m ray
 
 test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"
