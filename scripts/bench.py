@@ -5,25 +5,25 @@ Usage: python scripts/bench.py [--sizes 2 4] [--reps 3] [--systems ...] [--json]
 Systems: pit (blocking `Pool` API), pit-loop (the same with `direct_calls = false`: every call
 through the pool's loop thread), pit-unary (`call_lane = false`: one unary RPC per call, as
 Snakepit does), pit-ray (a pool with backend = "ray": pit's workers in Ray actors on a local
-Ray instance, called over TCP; beside "ray", Ray's own actors), pit-snakepit (Snakepit 0.13's
-own Python bridge and showcase adapter as the
-pool's workers, worker = "snakepit": serial and 64-in-flight rows only; needs
-../shared/snakepit-bridge, its env is built with uv), pit-executor (`runtime.PoolExecutor`, the
-same functions as the stdlib peers, pickled; its ratios to ProcessPoolExecutor and loky are
-columns of their own), ProcessPoolExecutor, multiprocessing.Pool,
-loky, pebble, and Ray actors when `ray` is importable (skipped otherwise). Rows, for each pool
-size: a no-op call one at a time with each API's blocking call (p50/p99), no-op calls with 64 in
-flight, a map over 20,000 tiny items (each API's own map), 1 MiB and 16 MiB bytes round trips,
-400 x 10 ms CPU-bound tasks (efficiency = ideal time / elapsed), a stream of 50,000 small
-dicts taken as they come (pit's `stream`, Ray's streaming generator; the others have no
-streams), a 100k-element float64
-array and a 1M-row, 4-column Arrow table sent to an identity function and back (pit: raw
-arrays and Arrow IPC; the others: their own serialization), time until 2, 8 and 32 workers
-answer (from creating the pool; the library's import is a row of its own) and the USS of an idle
-worker. Every measurement runs in a fresh subprocess (a fork-based pool must not fork a process
-that already runs gRPC threads); each row is the median of --reps runs, the systems taking turns
-run by run. pit is also measured with a `pit status --watch` process attached at 4 Hz
-(throughput ratio).
+two-node Ray cluster, called over TCP; beside "ray", Ray's own actors on the same cluster; both
+systems' workers on the head node, the driver's, except in the startup rows), pit-snakepit
+(Snakepit 0.13's own Python bridge and showcase adapter as the pool's workers, worker =
+"snakepit": serial and 64-in-flight rows only; needs ../shared/snakepit-bridge, its env is built
+with uv), pit-executor (`runtime.PoolExecutor`, the same functions as the stdlib peers, pickled;
+its ratios to ProcessPoolExecutor and loky are columns of their own), ProcessPoolExecutor,
+multiprocessing.Pool, loky, pebble, and Ray actors when `ray` is importable (skipped otherwise).
+Rows, for each pool size: a no-op call one at a time with each API's blocking call (p50/p99),
+no-op calls with 64 in flight, a map over 20,000 tiny items (each API's own map), 1 MiB and 16
+MiB bytes round trips, 400 x 10 ms CPU-bound tasks (efficiency = ideal time / elapsed), a stream
+of 50,000 small dicts taken as they come (pit's `stream`, Ray's streaming generator; the others
+have no streams), a 100k-element float64 array and a 1M-row, 4-column Arrow table sent to an
+identity function and back (pit: raw arrays and Arrow IPC; the others: their own serialization),
+time until 2, 8 and 32 workers answer (from creating the pool, or for the Ray systems from their
+two-node cluster being up, the workers spread by Ray's default policy; the library's import is a
+row of its own) and the USS of an idle worker. Every measurement runs in a fresh subprocess (a
+fork-based pool must not fork a process that already runs gRPC threads); each row is the median
+of --reps runs, the systems taking turns run by run. pit is also measured with a `pit status
+--watch` process attached at 4 Hz (throughput ratio).
 """
 
 from __future__ import annotations
@@ -132,9 +132,13 @@ def pid_after(seconds: float) -> int:
 class Driver:
     """call(fn_name, **kw) -> result; submit(...) -> future-like with .result(); map(...)."""
 
-    def __init__(self, system: str, size: int) -> None:
+    def __init__(self, system: str, size: int, spread: bool = False) -> None:
         self.system, self.size = system, size
         self.pool: Any = None
+        # Ray: actors on the head node (the driver's: calls and payloads are same-node for
+        # both systems), or, spread, wherever Ray's default policy puts them on either node
+        self.spread = spread
+        self.started = 0.0  # perf_counter once a Ray cluster is up (startup rows time from it)
 
     def __enter__(self) -> Driver:
         s, n = self.system, self.size
@@ -142,13 +146,14 @@ class Driver:
             # one machine: Ray on 127.0.0.1 only (read when ray is imported; this process's)
             os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         if s == "pit-ray":
-            import ray  # type: ignore[import-not-found]
-
             from runtime import Pool
 
-            ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False)
+            self.cluster = _ray_cluster(n)
+            self.started = time.perf_counter()
+            custom = {} if self.spread else {"custom": {"head_node": 1}}
             self.pool = Pool(size=n, call_timeout_ms=120_000, max_message_mb=64,
-                             backend="ray", ray_address="auto", resources={"num_cpus": 1},
+                             backend="ray", ray_address="auto",
+                             resources={"num_cpus": 1, **custom},
                              startup_timeout_ms=300_000).start()
         elif s == "pit-snakepit":
             from runtime import Pool
@@ -190,7 +195,8 @@ class Driver:
         elif s == "ray":
             import ray  # type: ignore[import-not-found]
 
-            ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False)
+            self.cluster = _ray_cluster(n)
+            self.started = time.perf_counter()
 
             funcs = {f.__name__: f for f in (noop, add, add_args, echo_bytes, burn, pid_after,
                                              ident)}
@@ -204,7 +210,9 @@ class Driver:
                     for i in range(1, n + 1):
                         yield {"i": i}
 
-            self.actors = [Actor.remote() for _ in range(n)]  # type: ignore[attr-defined]
+            head = {} if self.spread else {"resources": {"head_node": 1}}
+            self.actors = [Actor.options(num_cpus=1, **head).remote()  # type: ignore
+                           for _ in range(n)]
             self._next = 0
         return self
 
@@ -213,18 +221,14 @@ class Driver:
         if pit_pool(s):
             self.pool.close()
             if s == "pit-ray":
-                import ray
-
-                ray.shutdown()
+                _ray_stop(self.cluster)
         elif s == "mp":
             self.pool.terminate()
         elif s == "pebble":
             self.pool.stop()
             self.pool.join()
         elif s == "ray":
-            import ray
-
-            ray.shutdown()
+            _ray_stop(self.cluster)
         else:
             self.pool.shutdown()
 
@@ -287,6 +291,30 @@ class Driver:
             gen = self.actors[0].count.options(num_returns="streaming").remote(n)
             return sum(1 for ref in gen if ray.get(ref))
         return -1
+
+
+def _ray_cluster(n: int) -> Any:
+    """A local two-node Ray cluster on this machine, as `ray start --head` plus a second
+    `ray start --address` would make (loopback only, no dashboard): the head, where this driver
+    runs, and a second node, each with ``n`` CPUs and a resource of its own (``head_node``,
+    ``second_node``), so a system's actors can be kept on the head (see `Driver`)."""
+    import ray
+    from ray.cluster_utils import Cluster  # type: ignore[import-not-found]
+
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": n, "include_dashboard": False,
+                                      "resources": {"head_node": n}})
+    cluster.add_node(num_cpus=n, resources={"second_node": n})
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    return cluster
+
+
+def _ray_stop(cluster: Any) -> None:
+    import ray
+
+    ray.shutdown()
+    cluster.shutdown()
 
 
 class _MpFuture:
@@ -427,7 +455,8 @@ def measure_startup(system: str, workers: int) -> dict[str, float]:
     importlib.import_module(MODULES[system])
     import_ms = (time.perf_counter() - t) * 1000
     t = time.perf_counter()
-    with Driver(system, workers) as d:
+    with Driver(system, workers, spread=True) as d:
+        t = d.started or t  # Ray: from the cluster being up (its start is no system's)
         if system.startswith("pit"):
             ms = (time.perf_counter() - t) * 1000  # Pool.start returns once all are ready
             pids = (d.pool.pool if system == "pit-executor" else d.pool).pids()
