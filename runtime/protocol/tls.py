@@ -33,6 +33,7 @@ from ..errors import ConfigError
 ENV_CERT = "PIT_WORKER_TLS_CERT"  # the worker's PEM certificate chain (removed at start)
 ENV_KEY = "PIT_WORKER_TLS_KEY"  # its PEM private key (removed at start)
 MIN_VERSION = ssl.TLSVersion.TLSv1_2
+HANDSHAKE_STEPS = 10  # rounds of the check's in-memory handshake (TLS 1.2 needs 3, 1.3 2)
 FILE_HINTS = {
     "cert": "the worker's certificate: a PEM file (-----BEGIN CERTIFICATE-----), its chain "
             "after it",
@@ -130,8 +131,49 @@ def read_pool_tls(table: Mapping[str, str], where: str) -> tuple[WorkerTls, Host
     except ssl.SSLError as exc:
         raise _bad(where, "ca", f"holds no certificate OpenSSL can read ({exc.reason or exc})"
                    ) from None
-    return (WorkerTls(data["cert"], data["key"]),
-            HostTls(data["ca"], str(table.get("server_name", ""))))
+    worker = WorkerTls(data["cert"], data["key"])
+    host = HostTls(data["ca"], str(table.get("server_name", "")))
+    refused = handshake_refusal(worker, host)
+    if refused is not None:
+        key = "server_name" if "hostname" in refused.lower() else "ca"
+        what = (f"= {host.server_name!r} is not a name in tls.cert" if key == "server_name"
+                else "did not issue tls.cert (or its chain is incomplete)")
+        raise ConfigError(f"{where}: tls.{key} {what}: the host would refuse the workers "
+                          f"({refused})", details={"key": f"tls.{key}"},
+                          hint="set tls.server_name to a DNS name of the certificate (openssl "
+                               "x509 -noout -ext subjectAltName -in CERT)" if key ==
+                          "server_name" else "point tls.ca at the CA that issued tls.cert, "
+                                             "and put any intermediate CA after it in tls.cert")
+    return worker, host
+
+
+def handshake_refusal(worker: WorkerTls, host: HostTls) -> str | None:
+    """Why a host with ``host`` would refuse a worker serving ``worker`` (None: it would
+    not), from a TLS handshake in memory. Without a server_name the name the host checks is
+    the worker's address, unknown here: only the CA is checked then."""
+    client_ctx = host.client_context()
+    if not host.server_name:
+        client_ctx.check_hostname = False
+    bios = [ssl.MemoryBIO() for _ in range(4)]  # client in/out, server in/out
+    client = client_ctx.wrap_bio(bios[0], bios[1], server_hostname=host.server_name or None)
+    server = worker.server_context().wrap_bio(bios[2], bios[3], server_side=True)
+    ends = ((client, bios[1], bios[2]), (server, bios[3], bios[0]))
+    done: set[int] = set()
+    for _ in range(HANDSHAKE_STEPS):
+        for i, (end, out, peer_in) in enumerate(ends):
+            try:
+                end.do_handshake()
+                done.add(i)
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLCertVerificationError as exc:
+                return str(exc.verify_message or exc.reason or exc)
+            except ssl.SSLError as exc:
+                return str(exc.reason or exc)
+            peer_in.write(out.read())
+        if len(done) == 2:
+            return None
+    return "the TLS handshake did not complete"
 
 
 def _bad(where: str, key: str, what: str) -> ConfigError:

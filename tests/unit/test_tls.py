@@ -114,3 +114,28 @@ def test_a_key_of_another_certificate_or_an_encrypted_one_is_refused(
     with pytest.raises(ConfigError, match="tls.key is an encrypted key") as info:
         tls.read_pool_tls({**certs.table(), "key": str(locked)}, "pool 'p'")
     assert "openssl pkey" in str(info.value)
+
+
+def test_a_certificate_the_host_would_refuse_is_refused_before_any_worker_starts(
+        certs: Certs) -> None:
+    with pytest.raises(ConfigError, match="tls.ca did not issue tls.cert") as info:
+        tls.read_pool_tls({**certs.table(), "ca": str(certs.other_ca)}, "pool 'p'")
+    assert "certificate verify failed" in str(info.value) or "issuer" in str(info.value)
+    with pytest.raises(ConfigError, match="tls.server_name = 'other.test' is not a name in "
+                                          "tls.cert") as info:
+        tls.read_pool_tls({**certs.table(), "server_name": "other.test"}, "pool 'p'")
+    assert "subjectAltName" in (info.value.hint or "")
+    # without a server_name only the CA can be checked (the name is then the worker's address)
+    tls.read_pool_tls({k: v for k, v in certs.table().items() if k != "server_name"}, "p")
+
+
+def test_doctor_checks_a_ray_pools_tls_files(certs: Certs) -> None:
+    from runtime import doctor
+
+    good = make_pool_config("big", **RAY, tls=certs.table())
+    check = doctor._guard("pool big: tls", lambda: doctor._tls(good))
+    assert check.status == "pass" and SERVER_NAME in check.message
+    bad = make_pool_config("big", **RAY, tls={**certs.table(), "ca": str(certs.other_ca)})
+    check = doctor._guard("pool big: tls", lambda: doctor._tls(bad))
+    assert check.status == "fail" and "tls.ca did not issue tls.cert" in check.message
+    assert "point tls.ca at the CA" in check.remediation
