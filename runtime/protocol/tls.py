@@ -53,7 +53,8 @@ class WorkerTls:
 
     def env(self) -> dict[str, str]:
         """How the worker is given them (`take_from_env` takes them back out)."""
-        return {ENV_CERT: self.cert.decode("ascii"), ENV_KEY: self.key.decode("ascii")}
+        return {ENV_CERT: self.cert.decode("utf-8", "surrogateescape"),
+                ENV_KEY: self.key.decode("utf-8", "surrogateescape")}
 
     def server_credentials(self) -> Any:
         import grpc
@@ -102,7 +103,8 @@ def take_from_env(environ: dict[str, str] | None = None) -> WorkerTls | None:
     subprocesses do not inherit them (None when it was given neither)."""
     env = os.environ if environ is None else environ
     cert, key = env.pop(ENV_CERT, ""), env.pop(ENV_KEY, "")
-    return WorkerTls(cert.encode(), key.encode()) if cert and key else None
+    return WorkerTls(cert.encode("utf-8", "surrogateescape"),
+                     key.encode("utf-8", "surrogateescape")) if cert and key else None
 
 
 def read_pool_tls(table: Mapping[str, str], where: str) -> tuple[WorkerTls, HostTls]:
