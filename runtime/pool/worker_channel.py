@@ -144,6 +144,10 @@ class WorkerChannel:
         try:
             await self._stub.Ping(pb.PingRequest(message="tls"), timeout=TLS_CHECK_S)
         except grpc.aio.AioRpcError as exc:
+            # a refusal is not worth a Ray worker's long exit wait: a moment for a death
+            await asyncio.wait({self._exited}, timeout=EXIT_WAIT_S)
+            if self._exited.done():
+                return  # it died: its start fails naming its exit (WorkerHandle.start)
             raise WorkerStartError(
                 f"worker {self.worker.id}: no answer over TLS: {exc.code().name}: "
                 f"{exc.details()}", details={"worker": self.worker.id},

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -148,7 +149,7 @@ def test_a_ray_worker_refuses_rpcs_without_the_pools_secret() -> None:
         assert pool.execute("record", {"tag": "still served"}) >= 1
 
 
-def test_a_ray_pool_with_tls_serves_calls_and_streams_over_tls_only(tmp_path: Any) -> None:
+def test_a_ray_pool_with_tls_serves_calls_and_streams_over_tls_only(tmp_path: Path) -> None:
     certs = make_certs(tmp_path)
     with Pool(size=1, **RAY_POOL, tls=certs.table()) as pool:
         assert [w.lane for w in pool.stats().workers] == ["socket"]  # the lane, in TLS
@@ -162,6 +163,12 @@ def test_a_ray_pool_with_tls_serves_calls_and_streams_over_tls_only(tmp_path: An
             # not UNAUTHENTICATED (the secret's check, see above): no TLS, no connection
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         assert pool.execute("record", {"tag": "b"}) == 2
+    assert wait_until(lambda: not pit_actors(), timeout=30), pit_actors()
+    # without server_name the host checks the worker's IP, which its certificate lacks
+    unnamed = {k: v for k, v in certs.table().items() if k != "server_name"}
+    with pytest.raises(runtime.WorkerStartError, match="no answer over TLS") as info:
+        Pool(size=1, **RAY_POOL, tls=unnamed).start()
+    assert "tls.server_name" in (info.value.hint or "")
     assert wait_until(lambda: not pit_actors(), timeout=30), pit_actors()
 
 
