@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config_backend import BACKENDS, check_backend, resources_problem
+from .config_backend import BACKENDS, check_backend, resources_problem, tls_paths
 from .errors import ConfigError
 from .telemetry.control import TelemetryControl
 
@@ -148,6 +148,10 @@ class PoolConfig:
     # "spread" / "pack": the pool's workers in one Ray placement group of `size` bundles (one
     # worker's resources each), spread across nodes or packed on few; "": Ray places each.
     placement: str = ""
+    # TLS for a Ray pool's connections: {cert, key, ca} PEM files (absolute paths once
+    # checked) and server_name, the name in the workers' certificate. {}: none (the secret
+    # alone). See runtime/protocol/tls.py.
+    tls: Mapping[str, str] = field(default_factory=dict)
 
     def timeouts(self) -> tuple[float | None, float | None, float]:
         """(call, stream, queue) timeouts in seconds; None means no deadline."""
@@ -317,6 +321,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "resources": (lambda v: resources_problem(v) is None,
                   "a table with num_cpus, num_gpus (numbers >= 0), memory_mb (an integer "
                   ">= 0) and custom (a table of name = number >= 0)"),
+    "tls": (lambda v: isinstance(v, Mapping),  # its keys: config_backend.check_tls
+            "a table with cert, key, ca (PEM files) and server_name"),
 }
 POOL_KEYS = tuple(_RULES)
 TOP_KEYS = ("default_pool", "pools", "state_dir", "telemetry", "tool_bridge")
@@ -492,6 +498,8 @@ def load_config(path: str | Path | None = None, *, cwd: Path | None = None) -> P
         if isinstance(python, str) and found is not None and ("/" in python):
             values["python"] = str((found.parent / python).resolve()) if not Path(
                 python).is_absolute() else python
+        if found is not None and "tls" in values:
+            values["tls"] = tls_paths(values.get("tls"), found.parent)
         pools[name] = make_pool_config(name, where=f"{where}: [pools.{name}]", **values)
     if not pools:
         pools[DEFAULT_POOL] = PoolConfig()

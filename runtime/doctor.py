@@ -211,6 +211,8 @@ def _pool_checks(pool: PoolConfig, cfg: PitConfig, base: Path) -> list[Check]:
 
     if pool.backend == "ray":  # the cluster's interpreter and packages, not this host's
         out.append(_guard(f"{prefix}: ray", lambda: _ray(pool)))
+        if pool.tls:
+            out.append(_guard(f"{prefix}: tls", lambda: _tls(pool)))
         out.append(_guard(f"{prefix}: adapter", adapter))
         return out
     if pool.worker != "pit":  # its own interpreter and packages: what its command says
@@ -231,6 +233,18 @@ def _pool_checks(pool: PoolConfig, cfg: PitConfig, base: Path) -> list[Check]:
         out.append(_guard(f"{prefix}: adapter", adapter))
     out.append(_guard(f"{prefix}: device", device))
     return out
+
+
+def _tls(pool: PoolConfig) -> Check:
+    """A Ray pool's TLS files: readable, PEM, the key the certificate's, and a handshake in
+    memory the host would accept (`protocol.tls.read_pool_tls`, as at each worker's start)."""
+    from .protocol import tls
+
+    _, host = tls.read_pool_tls(pool.tls, f"pool {pool.name}")
+    named = (f"for {host.server_name!r}" if host.server_name
+             else "(no server_name: it must name each worker's IP address)")
+    return Check(f"pool {pool.name}: tls", "pass",
+                 f"{pool.tls['cert']}: issued by tls.ca {named}")
 
 
 def _ray(pool: PoolConfig) -> Check:

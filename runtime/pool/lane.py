@@ -19,20 +19,24 @@ import asyncio
 import contextlib
 import itertools
 import math
+import ssl
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from ..errors import CallTimeout, WorkerExit
+from ..errors import CallTimeout, WorkerExit, WorkerStartError
 from ..logs import logger
 from ..protocol import pb
-from ..protocol.frames import FrameBuffer, FrameError, encode
+from ..protocol.frames import END, FrameBuffer, FrameError, encode
 from ..protocol.secret import lane_hello
+
+if TYPE_CHECKING:
+    from ..protocol.tls import HostTls
 
 log = logger("grpc")
 
@@ -149,22 +153,32 @@ class Lane:
 
     @classmethod
     async def open(cls, worker: LaneWorker, stub: Any, max_message_bytes: int,
-                   socket_path: str | None = None, secret: str = "") -> Lane:
+                   socket_path: str | None = None, secret: str = "",
+                   tls: HostTls | None = None) -> Lane:
         """A lane over ``socket_path`` when given (a unix socket path, or "tcp:HOST:PORT",
-        opened with ``secret``'s hello), falling back to gRPC if it cannot be reached; else
-        over the gRPC stream."""
+        opened with ``secret``'s hello, inside TLS with ``tls``), falling back to gRPC if it
+        cannot be reached (not if its certificate is refused: WorkerStartError); else over
+        the gRPC stream."""
         lane = cls(worker, stub, max_message_bytes)
         if socket_path:
             try:
                 if socket_path.startswith("tcp:"):
                     host, _, port = socket_path[4:].rpartition(":")
                     transport, lane._link = await lane._loop.create_connection(
-                        lambda: SocketLink(lane, max_message_bytes), host, int(port))
+                        lambda: SocketLink(lane, max_message_bytes), host, int(port),
+                        ssl=None if tls is None else tls.client_context(),
+                        server_hostname=None if tls is None else tls.server_hostname(host))
                     transport.write(lane_hello(secret))  # before any frame
                 else:
                     _, lane._link = await lane._loop.create_unix_connection(
                         lambda: SocketLink(lane, max_message_bytes), socket_path)
                 return lane
+            except ssl.SSLError as exc:
+                raise WorkerStartError(
+                    f"worker {worker.id}: TLS on its call lane ({socket_path}) failed: {exc}",
+                    details={"worker": worker.id},
+                    hint="the pool's tls.ca must have issued the worker's certificate, and "
+                         "tls.server_name must be a name in it") from None
             except OSError as exc:
                 log.warning("worker %s: lane socket %s: %s; using the gRPC stream",
                             worker.id, socket_path, exc)
@@ -300,8 +314,9 @@ class Lane:
         self._closed = True
         await self._link.done_writing()
 
-    async def wait_reader(self, timeout: float) -> None:
-        await self._link.wait_closed(timeout)
+    async def wait_reader(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the reader to end (then end it); whether it had."""
+        return await self._link.wait_closed(timeout)
 
 
 class _GrpcLink:
@@ -355,10 +370,12 @@ class _GrpcLink:
         with contextlib.suppress(Exception):
             await self._call.done_writing()
 
-    async def wait_closed(self, timeout: float) -> None:
+    async def wait_closed(self, timeout: float) -> bool:
         if not self._reader.done():
             await asyncio.wait({self._reader}, timeout=timeout)
-            self._reader.cancel()
+        ended = self._reader.done()
+        self._reader.cancel()
+        return ended
 
 
 class SocketLink(asyncio.Protocol):
@@ -428,10 +445,17 @@ class SocketLink(asyncio.Protocol):
         t = self._transport
         if t is not None and not t.is_closing():
             with contextlib.suppress(OSError, RuntimeError):
-                t.write_eof()
+                if t.can_write_eof():
+                    t.write_eof()
+                else:  # TLS: no half-close
+                    t.write(END)
 
-    async def wait_closed(self, timeout: float) -> None:
+    async def wait_closed(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the worker to close the connection (then abort it);
+        whether it had."""
         if not self._closed.done():
             await asyncio.wait({self._closed}, timeout=timeout)
-            if self._transport is not None:
+            if not self._closed.done() and self._transport is not None:
                 self._transport.abort()
+                return False
+        return True

@@ -1,14 +1,17 @@
 """The Ray actor behind one Ray-placed worker: it starts pit's worker server on its node.
 
-    host (ray_process)  --Ray: create actor (argv, env, secret)--> WorkerActor.__init__
+    host (ray_process)  --Ray: create actor (argv, env, secret, tls)--> WorkerActor.__init__
                                                                  |  Popen python -m runtime.worker
                                                                  |  --listen <node ip>:0
-                                                                 |  --require-secret
+                                                                 |  --require-secret [--tls]
                                                                  v
     host  --Ray: ready()--> the worker's ready JSON + node ip / node id / actor pid
     host  --Ray: wait()---> returns once the worker exited: (exit code, output tail)
-    host  ==gRPC over TCP, secret in every RPC's metadata==> the worker (calls never go
-            through Ray)
+    host  ==gRPC over TCP (TLS with --tls), secret in every RPC's metadata==> the worker
+            (calls never go through Ray)
+
+The secret, and the TLS certificate and key, reach the worker in its environment (it takes
+them out at start), never on its command line.
 
 The worker is a child of the actor's process: it exits with it (parent-death signal and a
 watchdog on its parent pid, `--host-pid` is the actor's pid), so an actor that dies (killed,
@@ -37,19 +40,22 @@ READY_POLL_S = 0.01
 
 class WorkerActor:
     """Runs ``python -m runtime.worker *argv`` (with the secret in its environment) on the
-    actor's node, listening on ``listen_host`` (the node's address when None)."""
+    actor's node, listening on ``listen_host`` (the node's address when None); over TLS with
+    ``tls_env`` (`protocol.tls.WorkerTls.env`: its certificate and key)."""
 
     def __init__(self, argv: list[str], env: dict[str, str], secret: str,
-                 listen_host: str | None = None, lane_socket: bool = True) -> None:
+                 listen_host: str | None = None, lane_socket: bool = True,
+                 tls_env: dict[str, str] | None = None) -> None:
         from ..protocol import secret as secret_mod
 
         host = listen_host or _node_ip()
         self._dir = tempfile.mkdtemp(prefix="pit-ray-")
         self._ready_file = os.path.join(self._dir, "ready.json")
-        full_env = {**os.environ, **env, secret_mod.ENV: secret, "PYTHONUNBUFFERED": "1"}
+        full_env = {**os.environ, **env, secret_mod.ENV: secret, **(tls_env or {}),
+                    "PYTHONUNBUFFERED": "1"}
         self.argv = [sys.executable, "-m", "runtime.worker", *argv, "--listen", f"{host}:0",
                      "--ready-file", self._ready_file, "--host-pid", str(os.getpid()),
-                     "--require-secret",
+                     "--require-secret", *(["--tls"] if tls_env else []),
                      *(["--lane-socket", f"tcp:{host}:0"] if lane_socket else [])]
         self._output: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         self._proc = subprocess.Popen(self.argv, env=full_env, stdin=subprocess.DEVNULL,

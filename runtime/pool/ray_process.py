@@ -1,8 +1,10 @@
 """A worker placed by Ray: the `WorkerProcess` of a pool with backend = "ray".
 
-    launch  --> connect to Ray (`ray_cluster.connect`, off the loop) --> create the actor
-                (`ray_actor.WorkerActor`, max_restarts=0, named pit-<run>-<pool>-<worker>,
-                the pool's resources) with pit's worker flags and the pool's secret
+    launch  --> connect to Ray (`ray_cluster.connect`, off the loop), read the pool's tls
+                files (`protocol.tls.read_pool_tls`: a certificate renewed on disk reaches
+                the next worker started) --> create the actor (`ray_actor.WorkerActor`,
+                max_restarts=0, named pit-<run>-<pool>-<worker>, the pool's resources) with
+                pit's worker flags, the pool's secret and the worker's certificate and key
     ready   --> actor.ready(): the worker's ready JSON (TCP address, pid, tools, node)
     watch   --> actor.wait(): (exit code, output tail) once the worker exited, or Ray's
                 ActorDiedError when the actor died (`ray_cluster.death_cause`: node_lost,
@@ -15,7 +17,8 @@ the same machine, whichever Ray node it is; inline otherwise.
 
 The pool drives it like any worker (`worker_handle.WorkerHandle` over this and a
 `WorkerChannel`): calls, streams, sessions, pings go over gRPC straight to the worker's TCP
-port with the pool's secret in every RPC (`protocol.secret`), never through Ray. What such a
+port with the pool's secret in every RPC (`protocol.secret`), over TLS when the pool has
+``tls`` (`protocol.tls`), never through Ray. What such a
 worker does not get (yet): direct calls, the fork server, host tools (the host's bridge is a
 local socket), stack dumps and the progress file. Its pid is the worker's pid on its node:
 memory and CPU are sampled (and ``max_memory_mb`` applied) only for workers on the host's own
@@ -35,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import WorkerStartError
-from ..protocol import shm
+from ..protocol import shm, tls
 from . import crash, ray_cluster
 from .ray_actor import WorkerActor
 from .worker_process import WorkerProcess
@@ -126,6 +129,10 @@ class RayWorkerProcess(WorkerProcess):
     async def launch(self) -> None:
         config = self.config
         ray = await asyncio.to_thread(ray_cluster.connect, config.ray_address)
+        worker_tls = None
+        if config.tls:
+            worker_tls, self.tls = await asyncio.to_thread(
+                tls.read_pool_tls, config.tls, f"pool {config.name!r}")
         listen_host = "127.0.0.1" if config.ray_address == "local" else None
         name = ray_cluster.actor_name(self._instance.id, config.name, self.id)
         options = ray_cluster.actor_options(dict(config.resources))
@@ -140,7 +147,8 @@ class RayWorkerProcess(WorkerProcess):
             cls = _actor_class(ray).options(name=name, namespace=ray_cluster.NAMESPACE,
                                             max_restarts=0, max_concurrency=4, **options)
             return cls.remote(flags, self.actor_env(), self.secret, listen_host,
-                              config.call_lane and config.lane_socket)
+                              config.call_lane and config.lane_socket,
+                              None if worker_tls is None else worker_tls.env())
 
         try:
             self._actor = await asyncio.to_thread(create)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
-from ..errors import CallTimeout, WorkerExit, from_payload
+from ..errors import CallTimeout, WorkerExit, WorkerStartError, from_payload
 from ..logs import logger
 from ..protocol import arrays, codec, pb, pb_grpc, shm
 from ..protocol.secret import SecretStub
@@ -39,6 +39,7 @@ from .shm import Grant, WorkerShm
 
 if TYPE_CHECKING:
     from ..config import PoolConfig
+    from ..protocol.tls import HostTls
 
 # A command-started worker is pinged before it listens: without these, gRPC's reconnect
 # backoff (1 s at first) made each one take ~1 s longer to be found ready than it was.
@@ -46,6 +47,7 @@ COMMAND_CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 20),
                            ("grpc.min_reconnect_backoff_ms", 20),
                            ("grpc.max_reconnect_backoff_ms", 500))
 EXIT_WAIT_S = 1.0  # after a connection breaks, how long to wait for the exit code
+TLS_CHECK_S = 10.0  # a worker on TLS must answer a first ping within this (handshake included)
 
 grpc_log = logger("grpc")
 
@@ -95,32 +97,38 @@ class WorkerChannel:
         self._unary_ids = itertools.count(1)
 
     # --- opening ----------------------------------------------------------------------------
-    def connect(self, address: str, secret: str = "") -> None:
+    def connect(self, address: str, secret: str = "", tls: HostTls | None = None) -> None:
         """The gRPC channel to ``address`` (it connects on first use); every RPC carries
-        ``secret`` when one is given (a worker on TCP: `protocol.secret`)."""
+        ``secret`` when one is given (a worker on TCP: `protocol.secret`), over TLS with
+        ``tls`` (`protocol.tls`)."""
         limit = self.config.max_message_bytes
-        self._channel = grpc.aio.insecure_channel(
-            address,
-            options=[("grpc.max_send_message_length", limit),
-                     ("grpc.max_receive_message_length", limit),
-                     # A fixed flow-control window: with BDP probing it grew with the timing
-                     # and let a stream's producer run 12k-24k small chunks ahead of a slow
-                     # consumer (500 without; no cost measured on streams or 16 MiB calls).
-                     ("grpc.http2.bdp_probe", 0),
-                     *(COMMAND_CHANNEL_OPTIONS if self.config.worker != "pit" else ())])
+        options = [("grpc.max_send_message_length", limit),
+                   ("grpc.max_receive_message_length", limit),
+                   # A fixed flow-control window: with BDP probing it grew with the timing
+                   # and let a stream's producer run 12k-24k small chunks ahead of a slow
+                   # consumer (500 without; no cost measured on streams or 16 MiB calls).
+                   ("grpc.http2.bdp_probe", 0),
+                   *(COMMAND_CHANNEL_OPTIONS if self.config.worker != "pit" else ())]
+        self._channel = grpc.aio.insecure_channel(address, options=options) if tls is None \
+            else grpc.aio.secure_channel(address, tls.channel_credentials(),
+                                         options=[*options, *tls.channel_options()])
         self._stub = pb_grpc.BridgeServiceStub(self._channel)
         if secret:
             self._stub = SecretStub(self._stub, secret)
 
     async def open(self, ready_info: dict[str, Any], lane_socket: Path | str,
-                   secret: str = "") -> None:
+                   secret: str = "", tls: HostTls | None = None) -> None:
         """The worker is ready: its call lane (over ``lane_socket`` when it serves one), its
-        telemetry relay and shared memory, as its ``ready_info`` features allow."""
+        telemetry relay and shared memory, as its ``ready_info`` features allow. A worker on
+        TLS is pinged first: a certificate the host refuses is a WorkerStartError now, not a
+        failure of every call later."""
         features = ready_info.get("features", ())
+        if tls is not None:
+            await self._check_tls()
         if self.config.call_lane and "call_lane" in features:
             path = str(lane_socket) if ready_info.get("lane_socket") else None
             self.lane = await Lane.open(self.worker, self._stub,
-                                        self.config.max_message_bytes, path, secret)
+                                        self.config.max_message_bytes, path, secret, tls)
         self._telemetry = TelemetryRelay(self._stub, self.config.name, self.worker.id,
                                          acks="telemetry_control" in features)
         self._relay = self._loop.create_task(self._telemetry.run())
@@ -131,6 +139,21 @@ class WorkerChannel:
             "lane_connections" in features
         if threshold and "shm" in features and shm.available():
             self.shm = WorkerShm(self._shm_name, threshold, views=self.config.shm_views)
+
+    async def _check_tls(self) -> None:
+        try:
+            await self._stub.Ping(pb.PingRequest(message="tls"), timeout=TLS_CHECK_S)
+        except grpc.aio.AioRpcError as exc:
+            # a refusal is not worth a Ray worker's long exit wait: a moment for a death
+            await asyncio.wait({self._exited}, timeout=EXIT_WAIT_S)
+            if self._exited.done():
+                return  # it died: its start fails naming its exit (WorkerHandle.start)
+            raise WorkerStartError(
+                f"worker {self.worker.id}: no answer over TLS: {exc.code().name}: "
+                f"{exc.details()}", details={"worker": self.worker.id},
+                hint="the pool's tls.ca must have issued the worker's certificate (tls.cert), "
+                     "and tls.server_name must be a name in it (without one: the worker's "
+                     "IP address)") from None
 
     async def control_telemetry(self, control: TelemetryControl) -> bool:
         """The pool's telemetry control changed: send it (once open; until then it is kept for

@@ -143,12 +143,13 @@ class WorkerHandle:
             if not await process.wait_ready_file(deadline, self._exited.done):
                 await self._not_ready(timeout)
             process.read_ready() if kind == "pit" else process.read_port()
-        channel.connect(process.address, process.secret)
+        channel.connect(process.address, process.secret, process.tls)
         if kind != "pit":  # ready once it answers, and only if it is the process we started
             if not await wait_answering(channel.ping, self._exited.done, deadline):
                 await self._not_ready(timeout)
             await process.check_listener()
-        await channel.open(process.ready_info, process.lane_endpoint, process.secret)
+        await channel.open(process.ready_info, process.lane_endpoint, process.secret,
+                           process.tls)
         if self._exited.done():  # it died during the last steps: not ready after all
             await self._not_ready(timeout)
         self.state, self.accepting = "ready", True

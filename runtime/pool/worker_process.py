@@ -46,6 +46,7 @@ from .transport import (
 
 if TYPE_CHECKING:
     from ..config import PoolConfig
+    from ..protocol.tls import HostTls
     from .forkserver import ForkServer
     from .host.instance import HostInstance
 
@@ -90,6 +91,7 @@ class WorkerProcess:
         self.on_this_machine = True  # its pid is one of this machine's (psutil sampling)
         self.exit_wait_s = 0.0  # > 0: how long a broken connection waits for its exit
         self.secret = ""  # what every RPC to it must carry ("" for a worker on a unix socket)
+        self.tls: HostTls | None = None  # how the host checks a worker on TLS (Ray: `tls`)
         self._port = 0  # a command-started or Snakepit worker's loopback port
         self._host_tcp = ""  # where a Snakepit bridge worker dials the host
         self.pid: int | None = None

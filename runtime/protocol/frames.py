@@ -3,7 +3,8 @@
 A frame is a 4-byte little-endian length, then that many bytes of one serialized message
 (`LaneRequest` host -> worker, `LaneResponse` worker -> host): the same messages the gRPC
 `CallLane` stream carries, without HTTP/2 around them. The host half shuts its writing side
-when it has no more calls; the worker answers what it took, then closes.
+when it has no more calls (over TLS, which cannot half-close: it sends END, an empty frame);
+the worker answers what it took, then closes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from google.protobuf.message import DecodeError
 
 HEADER = struct.Struct("<I")
 READ_CHUNK = 1 << 20  # larger bodies are read this much at a time
+END = HEADER.pack(0)  # "no more frames" (the host never sends an empty LaneRequest)
 
 
 class FrameError(Exception):
@@ -30,7 +32,8 @@ def encode(msg: Any) -> bytes:
 
 def read_messages(sock: socket.socket, parse: Callable[[bytes], Any],
                   limit: int) -> Iterator[Any]:
-    """Messages off a blocking socket until the peer shuts its side (or the socket fails).
+    """Messages off a blocking socket until the peer shuts its side or sends END (or the
+    socket fails).
     Raises FrameError for a frame over ``limit`` (before reading its body) or one that does
     not parse. A body is read in chunks as it arrives, so a header announcing a huge frame
     costs nothing until the bytes are really there."""
@@ -41,6 +44,8 @@ def read_messages(sock: socket.socket, parse: Callable[[bytes], Any],
                 if len(head) < HEADER.size:
                     return
                 (n,) = HEADER.unpack(head)
+                if n == 0:  # END
+                    return
                 if n > limit:
                     raise FrameError(f"a {n}-byte frame is over the {limit}-byte limit")
                 body = stream.read(n) if n <= READ_CHUNK else _read_chunked(stream, n)

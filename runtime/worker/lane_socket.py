@@ -7,12 +7,15 @@ lent to a blocking caller, one that caller's thread uses directly (`runtime.pool
 the host never has calls out on both at once, and the runner's slot lock keeps a worker of
 the process profile to one call at a time whatever happens.
 A gRPC round trip costs ~300 µs on a small machine; a socket round trip ~40 µs.
+On TCP with TLS (``--tls``), each connection is wrapped (the TLS handshake) before its secret's
+hello is read; the host ends its side with `frames.END` (TLS has no half-close).
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -27,10 +30,12 @@ MAX_CONNECTIONS = 4  # the loop's, a lent one, and room for one being replaced
 class LaneSocket:
     """Serves the lane on a unix socket ``address`` (a path), or on TCP ("tcp:HOST:PORT",
     port 0: any free one; `address` then names the port bound), where every connection must
-    open with the pool's ``secret`` (`protocol.secret.lane_hello`)."""
+    open with the pool's ``secret`` (`protocol.secret.lane_hello`), inside TLS when given a
+    server context ``tls``."""
 
-    def __init__(self, address: str, servicer: Any, limit: int, secret: str = "") -> None:
-        self._servicer, self._limit, self._secret = servicer, limit, secret
+    def __init__(self, address: str, servicer: Any, limit: int, secret: str = "",
+                 tls: ssl.SSLContext | None = None) -> None:
+        self._servicer, self._limit, self._secret, self._tls = servicer, limit, secret, tls
         self.address = address
         if address.startswith("tcp:"):
             if not secret:
@@ -63,6 +68,15 @@ class LaneSocket:
             thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
+        if self._tls is not None:
+            conn.settimeout(secret.HELLO_TIMEOUT_S)  # a client that never shakes hands
+            try:
+                conn = self._tls.wrap_socket(conn, server_side=True)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                sys.stderr.write(f"pit worker: refused a call lane connection: TLS "
+                                 f"handshake failed: {exc}\n")
+                conn.close()
+                return
         with conn:
             if conn.family == socket.AF_INET:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -7,7 +7,9 @@ parent-death signal, plus a watchdog on the parent pid everywhere.
 
 On TCP (a Ray-placed worker: ``--listen HOST:0 --require-secret``, the port it bound goes in
 the ready file) every RPC and every lane connection must carry the pool's secret, which it takes
-from $PIT_WORKER_SECRET at start (`protocol.secret`).
+from $PIT_WORKER_SECRET at start (`protocol.secret`). With ``--tls`` it serves gRPC and its lane
+over TLS, with the certificate and key it takes from $PIT_WORKER_TLS_CERT / _KEY
+(`protocol.tls`).
 
 A Snakepit host launches it as it launches Snakepit's ``grpc_server.py`` (``--port``,
 ``--elixir-address``, ...): see `snakepit_launch` for what that changes.
@@ -31,7 +33,7 @@ import traceback
 from concurrent import futures
 from typing import Any
 
-from ..protocol import graceful, secret
+from ..protocol import graceful, secret, tls
 from . import snakepit_launch
 from .snakepit_launch import SnakepitLaunch
 
@@ -101,6 +103,10 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-secret", action="store_true",
                    help=f"refuse to start without ${secret.ENV}: every RPC must then carry "
                         "it (a worker listening on TCP, e.g. one placed by Ray)")
+    p.add_argument("--tls", action="store_true",
+                   help=f"serve gRPC and the lane over TLS with the PEM certificate chain in "
+                        f"${tls.ENV_CERT} and the key in ${tls.ENV_KEY} (both taken out of "
+                        "the environment); refuse to start without them")
     p.add_argument("--no-call-lane", action="store_true",
                    help="serve only Snakepit's RPCs (tests the host's unary fallback)")
     p.add_argument("--health-check", action="store_true",
@@ -197,6 +203,13 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
         sys.stderr.write(f"pit worker: --require-secret but ${secret.ENV} is not set: "
                          "refusing to serve a TCP port without it\n")
         return 2
+    worker_tls = tls.take_from_env()
+    if ns.tls and worker_tls is None:
+        sys.stderr.write(f"pit worker: --tls but ${tls.ENV_CERT} and ${tls.ENV_KEY} are not "
+                         "both set: refusing to serve without TLS\n")
+        return 2
+    if not ns.tls:
+        worker_tls = None
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
     stop = StopSignal()
     if launch is not None:
@@ -289,7 +302,8 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
     pb_grpc.add_BridgeServiceServicer_to_server(servicer, server)
     port = 0  # the TCP port a Snakepit launch bound
     if launch is None:
-        bound = server.add_insecure_port(ns.listen)
+        bound = server.add_insecure_port(ns.listen) if worker_tls is None else \
+            server.add_secure_port(ns.listen, worker_tls.server_credentials())
         if not ns.listen.startswith("unix:") and ns.listen.endswith(":0"):
             ns.listen = f"{ns.listen[:-2]}:{bound}"  # the port it was given: in the ready file
     else:
@@ -302,7 +316,8 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
     if ns.lane_socket and not ns.no_call_lane:
         from .lane_socket import LaneSocket
 
-        lane = LaneSocket(ns.lane_socket, servicer, limit, pool_secret)
+        lane = LaneSocket(ns.lane_socket, servicer, limit, pool_secret,
+                          None if worker_tls is None else worker_tls.server_context())
     host_watch = "none"  # how a wedged host is noticed (a dead one: see die_with_parent)
     if launch is not None:
         cfg = launch.heartbeat

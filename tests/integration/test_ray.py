@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,6 +26,7 @@ from runtime import Pool
 from runtime.protocol import pb, pb_grpc, secret, shm
 from snakecli.app import app
 from tests.conftest import ROOT, pid_alive, wait_until
+from tests.tls_support import make_certs
 
 # Ray picks its nodes' address (and so where GCS, raylets and workers listen) from this machine's
 # network interfaces unless told it is a single-machine setup: this, read when ray is first
@@ -152,6 +154,29 @@ def test_a_ray_worker_refuses_rpcs_without_the_pools_secret() -> None:
                     stub.Ping(pb.PingRequest(message="x"), timeout=10, metadata=metadata)
                 assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert pool.execute("record", {"tag": "still served"}) >= 1
+
+
+def test_a_ray_pool_with_tls_serves_calls_and_streams_over_tls_only(tmp_path: Path) -> None:
+    certs = make_certs(tmp_path)
+    with Pool(size=1, **RAY_POOL, tls=certs.table()) as pool:
+        assert [w.lane for w in pool.stats().workers] == ["socket"]  # the lane, in TLS
+        assert pool.execute("record", {"tag": "a"}) == 1
+        assert list(pool.stream("async_stream", {"n": 3})) == [0, 1, 2]
+        address = actor_info(pit_actors()[0])["address"]
+        with grpc.insecure_channel(address) as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                pb_grpc.BridgeServiceStub(channel).Ping(pb.PingRequest(message="x"),
+                                                        timeout=10)
+            # not UNAUTHENTICATED (the secret's check, see above): no TLS, no connection
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert pool.execute("record", {"tag": "b"}) == 2
+    assert wait_until(lambda: not pit_actors(), timeout=30), pit_actors()
+    # without server_name the host checks the worker's IP, which its certificate lacks
+    unnamed = {k: v for k, v in certs.table().items() if k != "server_name"}
+    with pytest.raises(runtime.WorkerStartError, match="no answer over TLS") as info:
+        Pool(size=1, **RAY_POOL, tls=unnamed).start()
+    assert "tls.server_name" in (info.value.hint or "")
+    assert wait_until(lambda: not pit_actors(), timeout=30), pit_actors()
 
 
 def _kill_actor_while(pool: Pool, tool: str, args: dict[str, Any]) -> tuple[Any, Any]:

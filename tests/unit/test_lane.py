@@ -102,3 +102,13 @@ def test_the_worker_is_told_a_deadline_that_leaves_snakepits_margins() -> None:
     call = lane_call(7, pb.ExecuteToolRequest(tool_name="t"), 10.0)
     assert call.call_id == 7 and call.timeout_ms == pytest.approx(8800.0)
     assert lane_call(8, pb.ExecuteToolRequest(), None).timeout_ms == 0
+
+
+def test_the_blocking_reader_ends_at_an_end_frame() -> None:
+    """Over TLS the host cannot shut one side of the connection: it sends END instead."""
+    a, b = socket.socketpair()
+    msgs = [pb.LaneRequest(calls=[call(i, 10)]) for i in range(2)]
+    a.sendall(b"".join(frames.encode(m) for m in msgs) + frames.END)
+    assert list(frames.read_messages(b, pb.LaneRequest.FromString, 1 << 20)) == msgs
+    a.close()
+    b.close()
