@@ -10,7 +10,6 @@ Names resolve lazily, so a worker importing `runtime.worker` pulls in nothing ho
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from . import lazy
 from .version import __version__
@@ -20,6 +19,7 @@ from .version import __version__
 # loggers. An explicit GRPC_VERBOSITY wins.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
+TYPE_CHECKING = False  # not typing's: importing typing would be a third of `import runtime`
 if TYPE_CHECKING:  # what type checkers see (`X as X`: re-exported); at run time the names
     # resolve lazily, below
     from .config import (
