@@ -112,9 +112,12 @@ def status_without_host() -> int | None:
         return None
     logs.configure(None)  # as the app's callback does: what pit logs while looking
     try:
+        from runtime.control.index import live_instances
         from runtime.control.status_watch import StatusWatcher
 
-        frame = StatusWatcher().frame()
+        if live_instances():  # a host to ask: the Typer command does, once
+            return None
+        frame = StatusWatcher().frame()  # the orphans of dead hosts, as the command counts
     except Exception:  # noqa: BLE001 - the full path looks again and reports it properly
         return None
     if frame.snapshots:
