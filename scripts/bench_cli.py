@@ -42,6 +42,7 @@ def commands() -> dict[str, list[str]]:
             "import runtime": [py, "-c", "import runtime"],
             "uv --help": [str(find_uv()), "--help"],
             "pit --help": [*pit_argv, "--help"],
+            "pit --version": [*pit_argv, "--version"],  # runs `uv --version` itself
             "pit status (no host)": [*pit_argv, "status"]}
 
 

@@ -1,8 +1,8 @@
 """`pit`'s entry point: the answers that need no Typer, then the Typer app for the rest.
 
-Typer (its vendored click, the pydantic it coerces options with) and Rich take ~0.2-0.6 s to
-import, far longer than `pit --help` or a `pit status` with no host running needs. Two answers
-are given before they load, each as the Typer app gives it (tests/cli/test_entry.py):
+Typer (its vendored click, the pydantic it coerces options with) and Rich take ~0.1-0.2 s to
+import, far longer than `pit --help` or a `pit status` with no host running needs. Three
+answers are given before they load, each as the Typer app gives it (tests/cli/test_entry.py):
 
 - `pit [COMMAND ...] --help`, and a bare `pit`: a page of `help_pages`, which
   scripts/gen_help.py renders from the Typer app itself. A page is used only while the sources
@@ -10,6 +10,7 @@ are given before they load, each as the Typer app gives it (tests/cli/test_entry
   (click's is 78 columns from an 80-column terminal up); otherwise Typer renders it.
 - `pit status [--json]` with no host running: the frame `pit status` reads
   (`StatusWatcher`), the same words on stderr, exit code 3. A running host goes to Typer.
+- `pit --version` / `-V`: `runtime.versions`, in the same words (`plain_text`).
 
 Anything else, or any doubt (shell completion, PIT_LOG_LEVEL set, a failure while looking),
 goes to `app.main`, the one place that parses pit's command line.
@@ -48,6 +49,13 @@ def quick_answer(args: list[str]) -> int | None:
         return 0 if show_help(" ".join(args[:-1]), sys.stdout) else None
     if args in (["status"], ["status", "--json"]):
         return status_without_host()
+    if args in (["--version"], ["-V"]):  # eager in the app: answered before its callback
+        from runtime.versions import versions
+
+        from .plain_text import versions_text
+
+        print(versions_text(versions()))
+        return 0
     return None
 
 
@@ -123,7 +131,7 @@ def status_without_host() -> int | None:
     if frame.snapshots:
         return None
     from .exit_codes import EXIT_NO_HOST
-    from .status_text import no_host_text
+    from .plain_text import no_host_text
 
     sys.stderr.write(no_host_text(None, frame.orphans) + "\n")
     return EXIT_NO_HOST

@@ -17,7 +17,7 @@ from runtime.errors import PitError
 
 from . import render, status_view
 from .exit_codes import EXIT_CODES, EXIT_NO_HOST
-from .status_text import no_host_text, orphan_note
+from .plain_text import no_host_text, orphan_note
 
 EXIT_SHOWN_S = 5.0  # how long a live screen says "exited" of a host that went away
 

@@ -17,7 +17,7 @@ from typing import Any
 from rich.cells import cell_len
 from rich.text import Text
 
-from .status_text import orphan_note
+from .plain_text import orphan_note
 
 Row = dict[str, Any]
 GAP = "  "

@@ -81,7 +81,7 @@ def test_a_narrow_terminal_and_changed_sources_get_typers_help(
 def test_what_is_not_a_page_goes_to_typer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "80")
     for args in (["-v", "--help"], ["status", "--json", "--help"], ["run", "app.py", "--help"],
-                 ["gen-adapter", "--help"], ["status", "--watch"], ["--version"]):
+                 ["gen-adapter", "--help"], ["status", "--watch"], ["version"], ["-V", "-q"]):
         assert entry.quick_answer(args) is None, args
     monkeypatch.setenv("_PIT_COMPLETE", "complete_bash")
     assert entry.quick_answer(["--help"]) is None
@@ -94,6 +94,15 @@ def test_status_without_a_host_is_the_apps_and_needs_no_typer(args: list[str]) -
     assert quick[0] == 3 and quick[1] == "" and "no running pit host" in quick[2]
     out, last = probe(*args)
     assert (out, last) == ("", "3 []")
+
+
+def test_version_is_the_apps_and_needs_no_typer() -> None:
+    full = run(FULL, "--version")
+    assert full[0] == 0 and full[1].startswith("pit ")
+    assert run(QUICK, "--version") == run(QUICK, "-V") == full
+    out, last = probe("--version")
+    assert out == full[1] and last.startswith("0 [") and "typer" not in last \
+        and "rich" not in last, last
 
 
 def test_status_with_a_bad_log_level_is_typers_error(monkeypatch: pytest.MonkeyPatch) -> None:
