@@ -19,7 +19,8 @@ from .version import __version__
 # loggers. An explicit GRPC_VERBOSITY wins.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-TYPE_CHECKING = False  # not typing's: importing typing would be a third of `import runtime`
+TYPE_CHECKING = False  # not typing's: typing (with the re and enum it imports) was ~90 % of
+# `import runtime` (~12 of 13 ms past the interpreter's start here); type checkers read this name
 if TYPE_CHECKING:  # what type checkers see (`X as X`: re-exported); at run time the names
     # resolve lazily, below
     from .config import (

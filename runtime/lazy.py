@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 
-TYPE_CHECKING = False  # typing's costs `import runtime` ~5 ms; type checkers read this one
+TYPE_CHECKING = False  # typing costs ~10 ms here (re, enum); type checkers read this name
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 
-TYPE_CHECKING = False  # typing costs ~6 ms to import; mypy reads this name as typing's does
+TYPE_CHECKING = False  # typing costs ~10 ms here (re, enum); type checkers read this name
 if TYPE_CHECKING:
     from typing import TextIO
 
