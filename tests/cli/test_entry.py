@@ -48,9 +48,8 @@ def test_the_help_pages_are_current() -> None:
     assert help_pages.SOURCE_DIGEST == entry.source_digest()
 
 
-@pytest.mark.parametrize("args", [["--help"], [], ["status", "--help"], ["gen", "adapter",
-                                                                          "--help"]],
-                         ids=["pit --help", "pit", "status --help", "gen adapter --help"])
+@pytest.mark.parametrize("args", [["--help"], [], ["gen", "adapter", "--help"]],
+                         ids=["pit --help", "pit", "gen adapter --help"])
 def test_help_is_the_apps_and_needs_no_typer(args: list[str]) -> None:
     quick, full = run(QUICK, *args), run(FULL, *args)
     assert quick == full
