@@ -80,8 +80,9 @@ def help_width() -> int:
     except (KeyError, ValueError):
         columns = 0
     if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+        try:  # sys.__stdout__ may be None: AttributeError, caught as shutil catches it
+            fd = sys.__stdout__.fileno()  # type: ignore[union-attr]
+            columns = os.get_terminal_size(fd).columns or 80
         except (AttributeError, ValueError, OSError):
             columns = 80
     return max(min(columns, 80) - 2, 50)
