@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 UV     := $(shell command -v uv 2>/dev/null)
 
-.PHONY: setup demo test test-all test-ray protos check-protos lint bench clean
+.PHONY: setup demo test test-all test-ray protos check-protos help-pages lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,7 @@ demo: setup
 
 test: setup
 	$(PY) scripts/gen_protos.py --check
+	$(PY) scripts/gen_help.py --check
 	$(PY) -m pytest -q
 
 # The Ray backend's tests: installs the `ray` extra into the venv (not in the base install),
@@ -42,6 +43,10 @@ protos: setup
 
 check-protos: setup
 	$(PY) scripts/gen_protos.py --check
+
+# the --help pages `pit` prints before Typer loads (snakecli/entry.py): after changing a command
+help-pages: setup
+	$(PY) scripts/gen_help.py
 
 lint: setup
 	$(PY) -m ruff check runtime snakecli scripts tests

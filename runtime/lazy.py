@@ -4,14 +4,17 @@
     __getattr__, __dir__ = lazy.exports(__name__, _EXPORTS, globals())
 
 The first access imports the named module and caches the value in the package's globals.
-Imports nothing but importlib.
+Imports nothing but importlib (and, for type checkers, typing).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs ~10 ms here (re, enum); type checkers read this name
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
 
 
 def exports(package: str, names: Mapping[str, str], namespace: dict[str, Any]

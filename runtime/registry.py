@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from .config import ensure_state_dir
+# psutil and .config are imported where they are used: `pit status` reads the instance index
+# through process_alive() and, with no host running, never needs either (issue 20).
 
 DB_NAME = "registry.db"
 BUSY_TIMEOUT_MS = 5000
@@ -76,6 +75,8 @@ class WorkerRow:
 
 
 def connect(state_dir: Path) -> sqlite3.Connection:
+    from .config import ensure_state_dir
+
     ensure_state_dir(state_dir)
     conn = sqlite3.connect(state_dir / DB_NAME, timeout=BUSY_TIMEOUT_MS / 1000,
                            isolation_level=None, check_same_thread=False)
@@ -87,6 +88,8 @@ def connect(state_dir: Path) -> sqlite3.Connection:
 
 
 def process_create_time(pid: int) -> float | None:
+    import psutil
+
     try:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -95,6 +98,8 @@ def process_create_time(pid: int) -> float | None:
 
 def process_alive(pid: int, create_time: float | None) -> bool:
     """The process ``pid`` exists, is no zombie and (when known) started at ``create_time``."""
+    import psutil
+
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
@@ -109,6 +114,8 @@ def is_our_worker(row: WorkerRow) -> bool:
     """Proof that ``row.pid`` is still the worker pit started: create time and markers."""
     if row.create_time is None:
         return False  # never recorded: we cannot prove it, so we never signal it
+    import psutil
+
     try:
         proc = psutil.Process(row.pid)
         if abs(proc.create_time() - row.create_time) >= CREATE_TIME_TOLERANCE_S:

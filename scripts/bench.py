@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bench_cli  # scripts/, beside this file
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MIB = 1024 * 1024
@@ -639,6 +641,11 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true",
                         help="fewer iterations, one run per row (smoke run)")
+    parser.add_argument("--cli", type=int, default=20, metavar="N",
+                        help="fresh processes per command-line row (scripts/bench_cli.py; "
+                             "median); 0: no such rows")
+    parser.add_argument("--cli-only", action="store_true",
+                        help="only the command-line rows (import runtime, pit --help, ...)")
     parser.add_argument("--inner", nargs=3, help=argparse.SUPPRESS)
     ns = parser.parse_args()
     if ns.inner:
@@ -647,6 +654,9 @@ def main() -> int:
                   else measure_startup(system, int(n)))
         print(json.dumps(result))
         return 0
+    cli_runs = 3 if ns.quick else ns.cli
+    if ns.cli_only:
+        return _cli_rows(max(cli_runs, 1), ns.json)
     systems = [s for s in ns.systems if available(s)]
     skipped = [s for s in ns.systems if s not in systems]
     reps = 1 if ns.quick else ns.reps
@@ -654,6 +664,8 @@ def main() -> int:
     data["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
                        "platform": platform.platform(), "reps": reps, "skipped": skipped,
                        "quick": ns.quick, "counts": QUICK_COUNTS if ns.quick else COUNTS}
+    if cli_runs:  # the command line's rows, in the same run: scripts/bench_cli.py
+        data["cli"] = bench_cli.run(cli_runs)
     if ns.json:
         print(json.dumps(data, indent=2))
         return 0
@@ -666,6 +678,17 @@ def main() -> int:
                                       if skipped else ""))
     print("ratios are pit/peer: for µs and ms lower is better, for the rest higher is better")
     print_table(data, systems)
+    if "cli" in data:
+        bench_cli.print_rows(data["cli"], cli_runs)
+    return 0
+
+
+def _cli_rows(n: int, as_json: bool) -> int:
+    rows = bench_cli.run(n)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        bench_cli.print_rows(rows, n)
     return 0
 
 

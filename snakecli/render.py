@@ -51,8 +51,9 @@ def print_json(data: Any) -> None:
 
 def print_versions(v: Any) -> None:
     """`pit --version`: one line per thing, plain text on stdout (scripts read it)."""
-    print(f"pit {v.pit}\nPython {v.python} {v.python_path}\ngrpcio {v.grpcio}\n"
-          + (f"{v.uv} {v.uv_path}" if v.uv_path else f"uv {v.uv}"))
+    from .plain_text import versions_text
+
+    print(versions_text(v))
 
 
 def print_stops(results: list[Any]) -> None:

@@ -17,6 +17,7 @@ from runtime.errors import PitError
 
 from . import render, status_view
 from .exit_codes import EXIT_CODES, EXIT_NO_HOST
+from .plain_text import no_host_text, orphan_note
 
 EXIT_SHOWN_S = 5.0  # how long a live screen says "exited" of a host that went away
 
@@ -30,12 +31,8 @@ def show_status(*, instance: str | None, pool: str, watch: bool, json_out: bool,
     try:
         frame = watcher.frame()
         if not frame.snapshots and not wait:
-            what = f"instance {instance!r}" if instance else "pit host"
-            render.err_console.print(
-                f"no running {what} on this machine (start one with `pit run script.py`, or "
-                "add --wait to wait for one)"
-                + (f"; {status_view.orphan_note(frame.orphans)}" if frame.orphans else ""),
-                markup=False, highlight=False, soft_wrap=True)
+            render.err_console.print(no_host_text(instance, frame.orphans), markup=False,
+                                     highlight=False, soft_wrap=True)
             return EXIT_NO_HOST
         if pool and frame.snapshots and not wait:
             from runtime.control.client import check_pool
@@ -85,7 +82,7 @@ def _print_once(frame: Any, json_out: bool) -> None:
     if json_out:
         render.print_json(frame.snapshots)
         if frame.orphans:
-            render.err_console.print(status_view.orphan_note(frame.orphans), markup=False)
+            render.err_console.print(orphan_note(frame.orphans), markup=False)
         return
     out = Console(highlight=False)
     for line in status_view.frame_lines(frame, out.width if out.is_terminal else None):

@@ -17,6 +17,8 @@ from typing import Any
 from rich.cells import cell_len
 from rich.text import Text
 
+from .plain_text import orphan_note
+
 Row = dict[str, Any]
 GAP = "  "
 STATE_STYLE = {"ready": "green", "starting": "cyan", "draining": "yellow", "stopping": "yellow",
@@ -170,10 +172,6 @@ def frame_lines(frame: Any, width: int | None, *, waiting: bool = False) -> list
     if frame.orphans:
         out.append(Text(orphan_note(frame.orphans), style="yellow"))
     return out
-
-
-def orphan_note(n: int) -> str:
-    return f"{n} orphaned worker{'s' if n != 1 else ''}: run `pit cleanup`"
 
 
 def frame_header(frame: Any, interval: float) -> Text:

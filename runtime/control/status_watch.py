@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cleanup import orphaned_workers
-from .client import get_status
 from .index import LiveInstance, live_instances
+
+# The gRPC client and the cleanup module (registry, psutil) are imported where they are used:
+# with no host running and no registry, `pit status` needs neither (issue 20).
 
 ORPHAN_CHECK_S = 5.0  # a watch re-reads the registries at most this often
 
@@ -52,6 +53,13 @@ def config_state_dir() -> Path | None:
 
 
 def count_orphans(dirs: list[Path]) -> int:
+    from ..registry import Registry
+
+    dirs = [d for d in dirs if Registry(d).exists()]  # no registry, no orphans: and no need
+    if not dirs:  # to import cleanup's modules (a hostless `pit status` stays quick)
+        return 0
+    from ..cleanup import orphaned_workers
+
     total = 0
     for d in dirs:
         with contextlib.suppress(Exception):  # unreadable registry: nothing to say about it
@@ -75,6 +83,8 @@ class StatusWatcher:
     def frame(self) -> StatusFrame:
         found = matching_instances(self.instance)
         snapshots, exited = [], []
+        if found:
+            from .client import get_status
         for inst in found:
             snap = get_status(inst, self.pool)
             if snap.get("state") == "exited":

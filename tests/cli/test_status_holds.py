@@ -25,6 +25,7 @@ from tests.cli.test_logs import collect, pit_env
 from tests.conftest import ROOT, pid_alive, wait_until
 
 PIT = [sys.executable, "-m", "snakecli"]
+FULL = [sys.executable, "-c", "from snakecli.app import main; main()"]  # Typer, always
 ENV = {"NO_COLOR": "1", "COLUMNS": "160"}
 RAW_GRPC = ("UNAVAILABLE", "FAILED_PRECONDITION", "StatusCode", "grpc")
 
@@ -140,6 +141,11 @@ def test_orphans_of_a_killed_host_are_mentioned(tmp_path: Path, state_dir: Path)
         assert result.exit_code == 3
         assert "1 orphaned worker: run `pit cleanup`" in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1
+        quick, full = (subprocess.run([*argv, "status"], capture_output=True, text=True,
+                                      timeout=60, env=pit_env(), stdin=subprocess.DEVNULL)
+                       for argv in (PIT, FULL))  # `pit` answers this one before Typer loads
+        assert (quick.returncode, quick.stdout, quick.stderr) == \
+            (full.returncode, full.stdout, full.stderr) == (3, "", result.output)
     finally:
         stop.touch()
         if host.poll() is None:

@@ -1,0 +1,137 @@
+"""`pit`'s entry point (`snakecli.entry`): the answers it gives before Typer loads are the
+Typer app's own, byte for byte and exit code included, and everything it is unsure of goes
+to the app."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from runtime import Pool
+from snakecli import entry, help_pages
+from tests.cli.test_logs import pit_env
+from tests.conftest import ROOT
+
+QUICK = [sys.executable, "-m", "snakecli"]  # the console script's main: snakecli.entry
+FULL = [sys.executable, "-c", "from snakecli.app import main; main()"]  # Typer, always
+# what a quick answer must not have imported (that is where the time went: issue 20)
+PROBE = ("import sys, snakecli.entry as e; code = e.quick_answer(sys.argv[1:]); "
+         "sys.stdout.flush(); print(code, sorted(m for m in ('typer', 'rich', 'grpc', "
+         "'pydantic', 'psutil') if m in sys.modules), file=sys.stderr)")
+
+
+def run(argv: list[str], *args: str, columns: str | None = None) -> tuple[int, str, str]:
+    env = pit_env()
+    env.pop("COLUMNS", None)  # no terminal: click's own 80 columns
+    env.pop("_PIT_COMPLETE", None)
+    env.pop("PIT_LOG_LEVEL", None)
+    if columns is not None:
+        env["COLUMNS"] = columns
+    done = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=120,
+                          env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+    return done.returncode, done.stdout, done.stderr
+
+
+def probe(*args: str) -> tuple[str, str]:
+    """(stdout, the last stderr line: exit code and the heavy modules loaded) of a quick
+    answer to ``args``."""
+    _, out, err = run([sys.executable, "-c", PROBE], *args)
+    return out, err.splitlines()[-1]
+
+
+# The pages were rendered with the installed Typer (a fresh install may have a newer one:
+# then Typer answers --help, and the tests of the quick pages have nothing to test)
+SAME_TYPER = pytest.mark.skipif(
+    help_pages.SOURCE_DIGEST.partition("+")[2] != entry.source_digest().partition("+")[2],
+    reason="the help pages were rendered with another Typer version (make help-pages)")
+
+
+def test_the_help_pages_are_current() -> None:
+    done = subprocess.run([sys.executable, "scripts/gen_help.py", "--check"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert help_pages.SOURCE_DIGEST.partition("+")[0] == entry.source_digest().partition("+")[0]
+
+
+@SAME_TYPER
+def test_the_help_pages_are_what_this_typer_renders() -> None:
+    assert help_pages.SOURCE_DIGEST == entry.source_digest()
+
+
+@pytest.mark.parametrize("args", [["--help"], [], ["gen", "adapter", "--help"]],
+                         ids=["pit --help", "pit", "gen adapter --help"])
+@SAME_TYPER
+def test_help_is_the_apps_and_needs_no_typer(args: list[str]) -> None:
+    quick, full = run(QUICK, *args), run(FULL, *args)
+    assert quick == full
+    assert quick[0] == (2 if not args else 0) and "Usage: pit" in quick[1] + quick[2]
+    out, last = probe(*args)
+    assert last == f"{2 if not args else 0} []", last  # answered here, nothing heavy loaded
+    assert out == quick[1]
+    if args == ["--help"]:
+        assert run(QUICK, *args, columns="200") == full  # click's help stops at 78 columns
+
+
+@SAME_TYPER
+def test_a_narrow_terminal_and_changed_sources_get_typers_help(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("_PIT_COMPLETE", raising=False)
+    monkeypatch.setenv("COLUMNS", "60")
+    assert entry.help_width() == 58
+    assert entry.quick_answer(["--help"]) is None
+    quick, full = run(QUICK, "--help", columns="60"), run(FULL, "--help", columns="60")
+    assert quick == full and max(len(ln) for ln in quick[1].splitlines()) <= 58
+    monkeypatch.setenv("COLUMNS", "80")
+    assert entry.quick_answer(["status", "--help"]) == 0
+    assert capsys.readouterr().out == help_pages.PAGES["status"]
+    monkeypatch.setattr(help_pages, "SOURCE_DIGEST", "edited since")
+    assert entry.quick_answer(["status", "--help"]) is None
+    assert capsys.readouterr().out == ""
+
+
+def test_what_is_not_a_page_goes_to_typer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    for args in (["-v", "--help"], ["status", "--json", "--help"], ["run", "app.py", "--help"],
+                 ["gen-adapter", "--help"], ["status", "--watch"], ["version"], ["-V", "-q"]):
+        assert entry.quick_answer(args) is None, args
+    monkeypatch.setenv("_PIT_COMPLETE", "complete_bash")
+    assert entry.quick_answer(["--help"]) is None
+
+
+@pytest.mark.parametrize("args", [["status"], ["status", "--json"]])
+def test_status_without_a_host_is_the_apps_and_needs_no_typer(args: list[str]) -> None:
+    quick, full = run(QUICK, *args), run(FULL, *args)
+    assert quick == full
+    assert quick[0] == 3 and quick[1] == "" and "no running pit host" in quick[2]
+    out, last = probe(*args)
+    assert (out, last) == ("", "3 []")
+
+
+def test_version_is_the_apps_and_needs_no_typer() -> None:
+    full = run(FULL, "--version")
+    assert full[0] == 0 and full[1].startswith("pit ")
+    assert run(QUICK, "--version") == run(QUICK, "-V") == full
+    out, last = probe("--version")
+    assert out == full[1] and last.startswith("0 [") and "typer" not in last \
+        and "rich" not in last, last
+
+
+def test_status_with_a_bad_log_level_is_typers_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIT_LOG_LEVEL", "loud")
+    assert entry.quick_answer(["status"]) is None
+    env = {**pit_env(), "PIT_LOG_LEVEL": "loud"}
+    done = subprocess.run([*QUICK, "status"], capture_output=True, text=True, timeout=120,
+                          env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and "--log-level" in done.stderr, done.stderr
+
+
+def test_status_with_a_host_running_goes_to_typer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PIT_LOG_LEVEL", raising=False)
+    with Pool(size=1) as pool:
+        pool.execute("ping")
+        assert entry.quick_answer(["status"]) is None
+        code, out, err = run(QUICK, "status", "--json")
+        assert code == 0, err
+        assert str(pool.pids()[0]) in out
