@@ -335,16 +335,25 @@ class Lifecycle:
         rounds = 0
         while True:
             await asyncio.sleep(SAMPLE_EVERY_S)
-            workers = [w for w in self.pool.live_workers()
-                       if w.pid and w.process.on_this_machine]
             uss = rounds % USS_EVERY == 0  # USS reads smaps: ~0.5 ms a worker, so less often
             rounds += 1
-            samples = await off_loop(
-                functools.partial(_usage, procs, [w.pid for w in workers], uss))
-            for worker, (rss, cpu, uss_mb) in zip(workers, samples, strict=True):
-                worker.samples.rss_mb, worker.samples.cpu_pct = rss, cpu
-                if uss_mb is not None:
-                    worker.samples.uss_mb = uss_mb
+            live = [w for w in self.pool.live_workers() if w.pid]
+            # a worker placed elsewhere (Ray) is sampled where it runs, through its actor
+            got = await asyncio.gather(*(w.process.usage(uss) for w in live),
+                                       return_exceptions=True)
+            here = iter(await off_loop(functools.partial(
+                _usage, procs, [w.pid for w, g in zip(live, got, strict=True) if g is None],
+                uss)))
+            workers = []
+            for worker, sample in zip(live, got, strict=True):
+                if sample is None:
+                    sample = next(here)
+                if isinstance(sample, BaseException):
+                    continue  # an actor that did not answer: not sampled this round
+                workers.append(worker)
+                worker.samples.rss_mb, worker.samples.cpu_pct = sample[0], sample[1]
+                if sample[2] is not None:
+                    worker.samples.uss_mb = sample[2]
             self.pool.sample_load()
             for worker in workers:
                 if worker.state != "ready":

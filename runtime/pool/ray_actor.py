@@ -58,6 +58,7 @@ class WorkerActor:
                      "--require-secret", *(["--tls"] if tls_env else []),
                      *(["--lane-socket", f"tcp:{host}:0"] if lane_socket else [])]
         self._output: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+        self._ps: Any = None  # psutil.Process of the worker, once sampled
         self._proc = subprocess.Popen(self.argv, env=full_env, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       start_new_session=True)
@@ -103,6 +104,22 @@ class WorkerActor:
         if self._proc.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._proc.pid, signum)
+
+    def usage(self, uss: bool) -> tuple[float, float, float | None]:
+        """(RSS MiB, CPU % since the last call, USS MiB when ``uss``) of the worker, read on
+        its node with psutil (0s once it exited)."""
+        import psutil
+
+        try:
+            if self._ps is None:
+                self._ps = psutil.Process(self._proc.pid)
+                self._ps.cpu_percent(None)  # the first reading primes the counter
+            with self._ps.oneshot():
+                mem = self._ps.memory_full_info() if uss else self._ps.memory_info()
+                return (mem.rss / 2**20, self._ps.cpu_percent(None),
+                        mem.uss / 2**20 if uss else None)
+        except psutil.Error:
+            return (0.0, 0.0, 0.0 if uss else None)
 
     def tail(self) -> str:
         return "\n".join(self._output)

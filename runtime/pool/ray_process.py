@@ -21,8 +21,7 @@ port with the pool's secret in every RPC (`protocol.secret`), over TLS when the 
 ``tls`` (`protocol.tls`), never through Ray. What such a
 worker does not get (yet): direct calls, the fork server, host tools (the host's bridge is a
 local socket), stack dumps and the progress file. Its pid is the worker's pid on its node:
-memory and CPU are sampled (and ``max_memory_mb`` applied) only for workers on the host's own
-machine.
+its memory and CPU are sampled there, by its actor (``max_memory_mb`` applies on every node).
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import contextlib
 import functools
 import os
 import signal
-import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +54,7 @@ READY_EXIT_WAIT_S = 2.0  # a worker whose start failed: wait this long for its e
 # Ray's health checks fail (about 15 s with Ray's defaults).
 RAY_EXIT_WAIT_S = 30.0
 UNAVAILABLE_RETRY_S = 0.5  # asking again about an actor Ray calls temporarily unavailable
+USAGE_TIMEOUT_S = 5.0  # an actor that takes longer to report its worker's memory: not sampled
 
 
 def worker_flags(argv: list[str]) -> list[str]:
@@ -71,18 +70,6 @@ def worker_flags(argv: list[str]) -> list[str]:
         else:
             out.append(arg)
     return out
-
-
-@functools.cache
-def local_addresses() -> frozenset[str]:
-    """This machine's IP addresses: a worker on a node with one of them has a pid the host
-    can sample (psutil)."""
-    import psutil
-
-    found = {"127.0.0.1", "::1"}
-    for addrs in psutil.net_if_addrs().values():
-        found.update(a.address for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6))
-    return frozenset(found)
 
 
 @functools.cache
@@ -216,7 +203,6 @@ class RayWorkerProcess(WorkerProcess):
         info["features"] = [f for f in info.get("features", ()) if f != "lane_connections"]
         self.pid = info.get("pid")
         self.node = f"{info.get('node_ip', '?')} {str(info.get('node_id', ''))[:12]}"
-        self.on_this_machine = info.get("node_ip") in local_addresses()
 
     def classify(self, *, hung: bool, forced: str) -> str:
         if forced or hung or self._death is None:
@@ -234,6 +220,16 @@ class RayWorkerProcess(WorkerProcess):
 
     def progress(self) -> tuple[int, int] | None:
         return None
+
+    async def usage(self, uss: bool) -> tuple[float, float, float | None] | None:
+        """Sampled by its actor on its node (a pid of this machine's may be another
+        process, and one in a container is not ours to read): ``max_memory_mb`` and `pit
+        status` work for workers on every node. Raises when the actor does not answer."""
+        if not self.running:
+            raise RuntimeError("its actor is gone")
+        ref = self._actor.usage.remote(uss)
+        return tuple(await asyncio.wait_for(asyncio.wrap_future(ref.future()),
+                                            USAGE_TIMEOUT_S))  # type: ignore[return-value]
 
     async def dump_stacks(self, dest_dir: Path) -> Path | None:
         return None

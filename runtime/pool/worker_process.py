@@ -88,7 +88,6 @@ class WorkerProcess:
         self.progress_file = self._socket.with_suffix(".progress")
         self.lane_socket = self._socket.with_suffix(".lane")
         self.node = ""  # where it runs, when not on this host (a Ray-placed worker)
-        self.on_this_machine = True  # its pid is one of this machine's (psutil sampling)
         self.exit_wait_s = 0.0  # > 0: how long a broken connection waits for its exit
         self.secret = ""  # what every RPC to it must carry ("" for a worker on a unix socket)
         self.tls: HostTls | None = None  # how the host checks a worker on TLS (Ray: `tls`)
@@ -329,6 +328,12 @@ class WorkerProcess:
                                     oom_before=self._oom_before,
                                     oom_after=crash.oom_kill_count(), hung=hung, forced=forced)
         return self.cause
+
+    async def usage(self, uss: bool) -> tuple[float, float, float | None] | None:
+        """(RSS MiB, CPU % since the last call, USS MiB when ``uss``) of a worker the host
+        cannot sample by pid (one placed elsewhere), sampled where it runs; None for one of
+        this machine's processes, which the host samples itself (psutil)."""
+        return None
 
     def progress(self) -> tuple[int, int] | None:
         """(call running when it died, last call it finished), from the shared file."""

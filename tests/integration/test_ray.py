@@ -201,6 +201,22 @@ def _kill_actor_while(pool: Pool, tool: str, args: dict[str, Any]) -> tuple[Any,
     return out.get("result"), out.get("error")
 
 
+def test_max_memory_mb_recycles_a_ray_worker_sampled_by_its_actor() -> None:
+    pool_args = {**RAY_POOL, "adapter": "runtime.adapters.showcase:ShowcaseAdapter"}
+    with Pool(size=1, max_memory_mb=150, **pool_args) as pool:
+        pid = pool.pids()[0]
+        assert wait_until(lambda: pool.stats().workers[0].rss_mb > 0, timeout=30)
+        # what the host reads for a Ray worker, on any node: its actor's word, not a pid here
+        (name,) = pit_actors()
+        rss, _, uss = ray.get(ray.get_actor(name, namespace="pit").usage.remote(True),
+                              timeout=30)
+        assert 0 < uss <= rss < 150
+        pool.execute("allocate", {"mb": 250})
+        assert wait_until(lambda: pool.stats().recycles.get("memory") == 1, timeout=60)
+        assert wait_until(lambda: pool.pids() and pool.pids()[0] != pid, timeout=60)
+        assert pool.execute("ping")["pid"] != pid
+
+
 def test_a_ray_worker_that_exits_is_named_and_replaced_and_recycling_ends_its_actor(
         tmp_path: Any) -> None:
     with Pool(size=1, max_requests=3, **RAY_POOL) as pool:
