@@ -1,5 +1,5 @@
 """Where a pool's workers run (``backend``) and the keys that go with a Ray backend, checked
-for `config.make_pool_config`: ``ray_address``, ``resources``, ``placement`` (see
+for `config.make_pool_config`: ``ray_address``, ``resources``, ``placement``, ``ray_calls`` (see
 runtime/pool/ray_process.py for what a Ray-placed worker is)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from .errors import ConfigError
 
 BACKENDS = ("local", "ray")
 RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory_mb", "custom")
+RAY_CALLS = ("auto", "direct", "actor")  # how the host reaches a Ray worker (ray_process)
 
 
 def resources_problem(value: Any) -> str | None:
@@ -36,8 +37,8 @@ def check_backend(values: dict[str, Any], where: str) -> None:
     """Check ``backend`` against the keys that go with it (in place)."""
     values["resources"] = dict(values.get("resources") or {})
     if values.get("backend", "local") == "local":
-        for key in ("ray_address", "resources", "placement"):
-            if values.get(key):
+        for key in ("ray_address", "resources", "placement", "ray_calls"):
+            if values.get(key) and (key != "ray_calls" or values[key] != "auto"):
                 raise ConfigError(f"{where}: {key} applies to backend = \"ray\" only",
                                   hint=f'set backend = "ray", or remove {key}')
         return

@@ -9,6 +9,9 @@
     host  --Ray: wait()---> returns once the worker exited: (exit code, output tail)
     host  ==gRPC over TCP, secret in every RPC's metadata==> the worker (calls never go
             through Ray)
+    or, for a worker the host cannot reach (``ray_calls``, `ray_process`):
+    host  --Ray: unary() / stream() / cancel()--> the actor --gRPC on its node--> the worker
+            (`ray_forward`)
 
 The worker is a child of the actor's process: it exits with it (parent-death signal and a
 watchdog on its parent pid, `--host-pid` is the actor's pid), so an actor that dies (killed,
@@ -29,10 +32,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
+
+from .ray_forward import Answer, Forwarder
 
 OUTPUT_TAIL_LINES = 40
 READY_POLL_S = 0.01
+# The worker announces this host instead of the one it listens on (its port kept), for a node
+# the host knows by another address (NAT, a proxy); the actor itself forwards to the real one.
+ANNOUNCE_HOST_ENV = "PIT_RAY_ANNOUNCE_HOST"
 
 
 class WorkerActor:
@@ -40,10 +49,14 @@ class WorkerActor:
     actor's node, listening on ``listen_host`` (the node's address when None)."""
 
     def __init__(self, argv: list[str], env: dict[str, str], secret: str,
-                 listen_host: str | None = None, lane_socket: bool = True) -> None:
+                 listen_host: str | None = None, lane_socket: bool = True,
+                 max_message_bytes: int = 64 << 20) -> None:
         from ..protocol import secret as secret_mod
 
         host = listen_host or _node_ip()
+        self._secret, self._max_message_bytes = secret, max_message_bytes
+        self._announce = env.get(ANNOUNCE_HOST_ENV, "")
+        self._forwarder: Forwarder | None = None
         self._dir = tempfile.mkdtemp(prefix="pit-ray-")
         self._ready_file = os.path.join(self._dir, "ready.json")
         full_env = {**os.environ, **env, secret_mod.ENV: secret, "PYTHONUNBUFFERED": "1"}
@@ -78,6 +91,14 @@ class WorkerActor:
             info: dict[str, Any] = json.load(fh)
         import ray
 
+        if isinstance(info.get("address"), str):
+            self._forwarder = Forwarder(info["address"], self._secret,
+                                        self._max_message_bytes)
+            if self._announce:
+                info["address"] = _announced(info["address"], self._announce)
+                if isinstance(info.get("lane_socket"), str):  # "tcp:HOST:PORT"
+                    info["lane_socket"] = "tcp:" + _announced(info["lane_socket"],
+                                                              self._announce)
         info["node_ip"] = _node_ip()
         info["node_id"] = ray.get_runtime_context().get_node_id()
         info["actor_pid"] = os.getpid()
@@ -100,6 +121,30 @@ class WorkerActor:
 
     def tail(self) -> str:
         return "\n".join(self._output)
+
+    # --- calls through the actor (`ray_forward`) -----------------------------------------
+    def unary(self, method: str, token: str, request: bytes, timeout: float | None,
+              headers: list[tuple[str, str]]) -> Answer:
+        if self._forwarder is None:
+            return ("error", "UNAVAILABLE", "the worker is not ready")
+        return self._forwarder.unary(method, token, request, timeout, headers)
+
+    def stream(self, token: str, request: bytes, timeout: float | None,
+               headers: list[tuple[str, str]]) -> Iterator[Answer]:
+        """A Ray streaming generator (`ray_process` declares it so)."""
+        if self._forwarder is None:
+            yield ("error", "UNAVAILABLE", "the worker is not ready")
+            return
+        yield from self._forwarder.stream(token, request, timeout, headers)
+
+    def cancel(self, token: str) -> None:
+        if self._forwarder is not None:
+            self._forwarder.cancel(token)
+
+
+def _announced(address: str, host: str) -> str:
+    """``address``'s port at ``host``."""
+    return f"{host}:{address.rsplit(':', 1)[1]}"
 
 
 def _node_ip() -> str:

@@ -11,7 +11,12 @@
 
 The pool drives it like any worker (`worker_handle.WorkerHandle` over this and a
 `WorkerChannel`): calls, streams, sessions, pings go over gRPC straight to the worker's TCP
-port with the pool's secret in every RPC (`protocol.secret`), never through Ray. What such a
+port with the pool's secret in every RPC (`protocol.secret`), never through Ray.
+
+    route   --> ray_calls = "direct": that TCP port; "actor": through the actor (Ray actor
+                method calls, `ray_stub` -> `ray_forward`: slower, unary calls only, no
+                telemetry relay); "auto" (the default): the port when a TCP connection to it
+                opens within REACH_TIMEOUT_S at ready, else through the actor What such a
 worker does not get (yet): the unix-socket lane (its lane is the CallLane gRPC stream), shared
 memory, direct calls, the fork server, host tools (the host's bridge is a local socket), stack
 dumps and the progress file. Its pid is the worker's pid on its node: memory and CPU are
@@ -48,6 +53,11 @@ READY_EXIT_WAIT_S = 2.0  # a worker whose start failed: wait this long for its e
 # Ray's health checks fail (about 15 s with Ray's defaults).
 RAY_EXIT_WAIT_S = 30.0
 UNAVAILABLE_RETRY_S = 0.5  # asking again about an actor Ray calls temporarily unavailable
+REACH_TIMEOUT_S = 2.0  # ray_calls = "auto": a worker's port that does not answer in this long
+# is called through its actor. The actor's threads: its own methods (wait, ready, signal,
+# cancel, ping) beside one per call it forwards (at most the worker's capacity).
+ACTOR_OWN_THREADS = 6
+STREAM_AHEAD = 16  # chunks a stream through the actor may run ahead of the host's reading
 
 
 def worker_flags(argv: list[str]) -> list[str]:
@@ -77,8 +87,25 @@ def local_addresses() -> frozenset[str]:
     return frozenset(found)
 
 
+async def reachable(address: str, timeout: float) -> bool:
+    """Does a TCP connection to ``address`` ("host:port") open within ``timeout``?"""
+    host, _, port = address.rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host.strip("[]"), int(port)), timeout)
+    except (OSError, ValueError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
 @functools.cache
 def _actor_class(ray: Any) -> Any:
+    # its stream method is a Ray streaming generator, held STREAM_AHEAD chunks ahead at most
+    ray.method(num_returns="streaming",
+               _generator_backpressure_num_objects=STREAM_AHEAD)(WorkerActor.stream)
     return ray.remote(WorkerActor)
 
 
@@ -94,6 +121,7 @@ class RayWorkerProcess(WorkerProcess):
         self._death: tuple[str, str] | None = None  # (cause, what) when the actor died
         self._watch: asyncio.Task[Any] | None = None
         self._ended = False
+        self.via_actor = False  # its calls go through its actor (`ray_stub`), once ready
         self.exit_wait_s = RAY_EXIT_WAIT_S
 
     @property
@@ -127,10 +155,12 @@ class RayWorkerProcess(WorkerProcess):
         flags = worker_flags(self.argv()[3:])
 
         def create() -> Any:
-            cls = _actor_class(ray).options(name=name, namespace=ray_cluster.NAMESPACE,
-                                            max_restarts=0, max_concurrency=4, **options)
+            cls = _actor_class(ray).options(
+                name=name, namespace=ray_cluster.NAMESPACE, max_restarts=0,
+                max_concurrency=ACTOR_OWN_THREADS + config.capacity, **options)
             return cls.remote(flags, self.actor_env(), self.secret, listen_host,
-                              config.call_lane and config.lane_socket)
+                              config.call_lane and config.lane_socket,
+                              config.max_message_bytes)
 
         try:
             self._actor = await asyncio.to_thread(create)
@@ -176,6 +206,7 @@ class RayWorkerProcess(WorkerProcess):
         done, _ = await asyncio.wait({ready}, timeout=timeout + 1.0)
         if ready in done and ready.exception() is None:
             self.ready_info = dict(ready.result())
+            await self._choose_route()
             return True
         if ready in done:  # it exited before it was ready: its exit names why
             assert self._watch is not None
@@ -183,6 +214,28 @@ class RayWorkerProcess(WorkerProcess):
         else:
             ready.cancel()
         return False
+
+    async def _choose_route(self) -> None:
+        """Direct or through the actor (``ray_calls``, the module docstring)."""
+        mode, address = self.config.ray_calls, self.ready_info.get("address")
+        if mode == "actor" or not isinstance(address, str):
+            self.via_actor = mode == "actor"
+            return
+        if await reachable(address, REACH_TIMEOUT_S):
+            return
+        if mode == "direct":
+            self.kill()
+            raise self.start_error(
+                f"is not reachable at {address} (no TCP connection within "
+                f"{REACH_TIMEOUT_S:g} s) and ray_calls = \"direct\"")
+        self.via_actor = True
+
+    def call_stub(self) -> tuple[Any, str] | None:
+        if not self.via_actor:
+            return None
+        from .ray_stub import ROUTE, RayActorStub
+
+        return RayActorStub(self._actor), ROUTE
 
     def read_ready(self) -> None:
         info = self.ready_info
@@ -192,7 +245,8 @@ class RayWorkerProcess(WorkerProcess):
             raise self.start_error(f"announced no TCP address (ready JSON: {info!r})")
         self._tcp = address
         lane = info.get("lane_socket")
-        self._lane = lane if isinstance(lane, str) and lane.startswith("tcp:") else ""
+        self._lane = lane if isinstance(lane, str) and lane.startswith("tcp:") and \
+            not self.via_actor else ""
         # direct calls (a lent worker) connect to a unix socket: not a Ray worker's, yet
         info["features"] = [f for f in info.get("features", ()) if f != "lane_connections"]
         self.pid = info.get("pid")

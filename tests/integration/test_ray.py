@@ -348,3 +348,43 @@ def test_losing_a_node_fails_its_workers_call_as_node_lost(cluster: str) -> None
         assert isinstance(error, runtime.WorkerExit), out
         assert error.details["cause"] == "node_lost", error.details["output_tail"]
         assert "node was lost" in str(error)
+
+
+def test_ray_calls_actor_sends_calls_streams_sessions_and_timeouts_through_the_actor() -> None:
+    with Pool(size=1, ray_calls="actor", **RAY_POOL) as pool:
+        assert {w.lane for w in pool.stats().workers} == {"ray-actor"}
+        assert pool.execute("record", {"tag": "a"}) == 1
+        assert list(pool.stream("async_stream", {"n": 4})) == [0, 1, 2, 3]
+        with pytest.raises(RuntimeError, match="stream broke"):
+            list(pool.stream("broken_stream", {"n": 2}))
+        with pool.session() as s:
+            s.execute("remember", {"item": "x"})
+            assert s.execute("remember", {"item": "y"})["items"] == ["x", "y"]
+        with pytest.raises(ValueError, match="boom"):
+            pool.execute("raise_as", {"kind": "ValueError"})
+        with pytest.raises(runtime.CallTimeout):
+            pool.execute("spin", {"seconds": 60}, timeout=0.5)
+        # the worker was told to stop the tool: its one slot serves the next call at once
+        # (a spin still running would keep this call waiting past its deadline)
+        assert pool.execute("record", {"tag": "after"}, timeout=20) == 2
+        status = CliRunner().invoke(app, ["status", "--json"], env=STATUS_ENV)
+        [p] = json.loads(status.output)[0]["pools"]
+        assert {w["lane"] for w in p["workers"]} == {"ray-actor"}
+        table = " ".join(CliRunner().invoke(app, ["status"], env=STATUS_ENV).output.split())
+        assert "ray-actor" in table
+        assert pool.stats().workers[0].state == "ready"
+
+
+def test_ray_calls_auto_goes_through_the_actor_when_the_workers_address_does_not_answer(
+) -> None:
+    # The worker announces an address of TEST-NET-1 (RFC 5737, never routed) for the port it
+    # listens on: the host's reachability probe fails there, as for a node behind NAT.
+    unreachable = {**RAY_POOL, "env": {"PIT_RAY_ANNOUNCE_HOST": "192.0.2.1"}}
+    with Pool(size=1, **unreachable) as pool:
+        assert {w.lane for w in pool.stats().workers} == {"ray-actor"}
+        assert pool.execute("record", {"tag": "a"}) == 1
+    with Pool(size=1, **RAY_POOL) as pool:  # and a reachable one is called directly
+        assert {w.lane for w in pool.stats().workers} == {"socket"}
+    with pytest.raises(runtime.WorkerStartError, match="not reachable at 192.0.2.1"):
+        with Pool(size=1, ray_calls="direct", **unreachable):
+            pass

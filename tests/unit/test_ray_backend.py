@@ -20,6 +20,7 @@ def test_a_ray_pool_takes_its_address_and_resources() -> None:
         "num_cpus": 0.5, "num_gpus": 0, "memory": 256 * 1024 * 1024,
         "resources": {"side_a": 1}}
     assert make_pool_config("q").backend == "local"  # the default
+    assert cfg.ray_calls == "auto"  # direct when the worker's port answers, else its actor
 
 
 @pytest.mark.parametrize(("values", "says"), [
@@ -33,6 +34,8 @@ def test_a_ray_pool_takes_its_address_and_resources() -> None:
     ({"ray_address": "auto"}, "ray_address applies to backend = \"ray\" only"),
     ({"placement": "spread"}, "placement applies to backend = \"ray\" only"),
     ({"backend": "ray", "placement": "strict"}, "placement = 'strict' is invalid"),
+    ({"backend": "ray", "ray_calls": "lane"}, "ray_calls = 'lane' is invalid"),
+    ({"ray_calls": "actor"}, "ray_calls applies to backend = \"ray\" only"),
     ({"backend": "ray", "worker": "snakepit", "command": ["python3", "grpc_server.py"]},
      "not worker = 'snakepit'"),
     ({"backend": "ray", "requirements": ["numpy"]}, "requirements is not supported"),
