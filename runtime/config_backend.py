@@ -47,12 +47,8 @@ def check_backend(values: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: backend = \"ray\" runs pit's own worker in each Ray "
                           f"actor, not worker = {kind!r}",
                           hint='remove worker (and command), or use backend = "local"')
-    for key in ("python", "requirements"):
-        if values.get(key):
-            raise ConfigError(f"{where}: {key} is not supported with backend = \"ray\" yet "
-                              "(the actor runs the cluster's Python)",
-                              hint=f"remove {key}; install what the adapter needs on the "
-                                   "cluster's nodes")
+    # python and requirements are Ray's business (`pool.ray_env`): the cluster's Python, the
+    # requirements as the actors' runtime_env
     if values.get("allow_pickle"):
         raise ConfigError(f"{where}: allow_pickle cannot be used with backend = \"ray\"",
                           hint="Ray workers listen on TCP: pickled values are refused there")

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import WorkerStartError
-from . import crash, ray_cluster
+from . import crash, ray_cluster, ray_env
 from .ray_actor import WorkerActor
 from .worker_process import WorkerProcess
 
@@ -144,9 +144,21 @@ class RayWorkerProcess(WorkerProcess):
     async def launch(self) -> None:
         config = self.config
         ray = await asyncio.to_thread(ray_cluster.connect, config.ray_address)
+        problem = await asyncio.to_thread(ray_env.python_problem, config.python,
+                                          ray_env.cluster_python())
+        if problem:
+            raise WorkerStartError(f"pool {config.name!r}: {problem}",
+                                   details={"pool": config.name, "python": config.python},
+                                   hint="remove python (the cluster's is used), or run the "
+                                        "cluster and this host on that Python")
+        base = self._instance.config_path.parent if self._instance.config_path else \
+            Path.cwd()
         listen_host = "127.0.0.1" if config.ray_address == "local" else None
         name = ray_cluster.actor_name(self._instance.id, config.name, self.id)
         options = ray_cluster.actor_options(dict(config.resources))
+        env = await asyncio.to_thread(ray_env.runtime_env, config, base)
+        if env:
+            options["runtime_env"] = env
         if config.placement:
             group = await asyncio.to_thread(
                 ray_cluster.placement_group, self._instance.id, config.name, config.size,
@@ -208,6 +220,17 @@ class RayWorkerProcess(WorkerProcess):
             self.ready_info = dict(ready.result())
             await self._choose_route()
             return True
+        failed = ready.exception() if ready in done else None
+        if failed is not None and (said := ray_env.setup_error(failed)) is not None:
+            self.kill()
+            raise WorkerStartError(
+                f"pool {self.config.name!r}: worker {self.id} could not start: Ray failed to "
+                f"build its actor's runtime_env from the pool's requirements:\n{said}",
+                details={"pool": self.config.name, "worker": self.id,
+                         "requirements": self.config.requirements},
+                hint="check the requirements (names, versions, the index); the cluster's "
+                     "Python needs " + " and ".join(ray_env.CLUSTER_PACKAGES) +
+                     ": pip install 'pit-pools[ray]'")
         if ready in done:  # it exited before it was ready: its exit names why
             assert self._watch is not None
             await asyncio.wait({self._watch}, timeout=READY_EXIT_WAIT_S)

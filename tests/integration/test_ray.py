@@ -291,6 +291,14 @@ def test_doctor_probes_the_cluster_a_ray_pool_names(cluster: str) -> None:
                                resources={"num_gpus": 1})
     check = doctor._ray(too_big)
     assert check.status == "fail" and "GPU 1 (the cluster has 0)" in check.message
+    here = "{}.{}".format(*sys.version_info[:2])
+    assert info["python"] == here and info["missing"] == []  # virtualenv and uv: the extra's
+    other = make_pool_config("p", backend="ray", ray_address=cluster, python="3.9"
+                             if here != "3.9" else "3.10")
+    check = doctor._ray(other)
+    assert check.status == "fail" and f"the cluster runs Python {here}" in check.message
+    assert doctor._ray(make_pool_config("p", backend="ray", ray_address=cluster,
+                                        python=here, requirements=["x"])).status == "pass"
 
 
 def test_pit_hardware_lists_the_clusters_nodes_and_resources(cluster: str) -> None:
@@ -388,3 +396,32 @@ def test_ray_calls_auto_goes_through_the_actor_when_the_workers_address_does_not
     with pytest.raises(runtime.WorkerStartError, match="not reachable at 192.0.2.1"):
         with Pool(size=1, ray_calls="direct", **unreachable):
             pass
+
+
+def test_a_pool_python_other_than_the_clusters_fails_its_start_naming_both() -> None:
+    here = "{}.{}".format(*sys.version_info[:2])
+    other = "3.9" if here != "3.9" else "3.10"
+    with pytest.raises(runtime.WorkerStartError,
+                       match=f"python = '{other}' is Python {other}, but the cluster runs "
+                             f"Python {here}"):
+        with Pool(size=1, python=other, **RAY_POOL):
+            pass
+    assert not pit_actors()
+
+
+@pytest.mark.slow  # installs a package from PyPI into a Ray runtime_env (seconds to minutes)
+def test_a_ray_pools_requirements_become_its_actors_runtime_env(tmp_path: Any) -> None:
+    import importlib.util
+
+    assert importlib.util.find_spec("inflection") is None  # not in the host's env
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("# a file's lines join the strings\ninflection==0.5.1\n")
+    with Pool(size=1, requirements=[str(reqs)], python="{}.{}".format(*sys.version_info[:2]),
+              **RAY_POOL) as pool:
+        where = pool.execute("module_file", {"name": "inflection"})
+        assert "runtime_resources/uv" in where, where  # Ray's env, built with uv
+    with pytest.raises(runtime.WorkerStartError, match="runtime_env") as info:
+        with Pool(size=1, requirements=["pit-no-such-package-0a9f3==0.0.1"], **RAY_POOL):
+            pass
+    assert "pit-no-such-package-0a9f3" in str(info.value) and "uv" in (info.value.hint or "")
+    assert wait_until(lambda: not pit_actors(), timeout=30), pit_actors()
