@@ -19,7 +19,7 @@
 A pool with backend = "ray" runs pit's own worker in a Ray actor on a cluster node
 (`ray_process.RayWorkerProcess` in place of `worker_process.WorkerProcess`): it listens on
 TCP, every RPC carries the pool's secret (`protocol.secret`), and its lane is the CallLane gRPC
-stream.
+stream; one the host cannot reach is called through its actor (`ray_stub`, ``ray_calls``).
 
 Another kind plugs in by how it is launched and found, not by a second pool: `WorkerProcess`
 starts ``command`` (placeholders filled by `command_argv`) in its own process group, learns
