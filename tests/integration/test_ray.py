@@ -188,9 +188,11 @@ def test_a_ray_worker_that_exits_is_named_and_replaced_and_recycling_ends_its_ac
         assert not any(pid_alive(p) for p in first + second)
 
 
+@pytest.mark.parametrize("ray_calls", ["auto", "actor"])  # direct, through the actor
 def test_sigkill_of_an_actor_fails_its_call_retries_an_idempotent_one_and_replaces_it(
-        ) -> None:
-    with Pool(size=1, idempotent_tools=["slow_echo"], **RAY_POOL) as pool:
+        ray_calls: str) -> None:
+    with Pool(size=1, idempotent_tools=["slow_echo"], ray_calls=ray_calls, **RAY_POOL) as pool:
+        assert (pool.stats().workers[0].lane == "ray-actor") == (ray_calls == "actor")
         first = pool.pids()
         result, error = _kill_actor_while(pool, "block", {"seconds": 60})
         assert result is None and isinstance(error, runtime.WorkerExit), error
@@ -358,7 +360,8 @@ def test_losing_a_node_fails_its_workers_call_as_node_lost(cluster: str) -> None
         assert "node was lost" in str(error)
 
 
-def test_ray_calls_actor_sends_calls_streams_sessions_and_timeouts_through_the_actor() -> None:
+def test_ray_calls_actor_sends_calls_streams_sessions_and_timeouts_through_the_actor(
+        tmp_path: Any) -> None:
     with Pool(size=1, ray_calls="actor", **RAY_POOL) as pool:
         assert {w.lane for w in pool.stats().workers} == {"ray-actor"}
         assert pool.execute("record", {"tag": "a"}) == 1
@@ -375,6 +378,11 @@ def test_ray_calls_actor_sends_calls_streams_sessions_and_timeouts_through_the_a
         # the worker was told to stop the tool: its one slot serves the next call at once
         # (a spin still running would keep this call waiting past its deadline)
         assert pool.execute("record", {"tag": "after"}, timeout=20) == 2
+        # a worker that exits: its call fails naming the exit, a replacement serves the next
+        with pytest.raises(runtime.WorkerExit) as info:
+            pool.execute("crash_once", {"marker": str(tmp_path / "m")})
+        assert info.value.details["cause"] == "exit"
+        assert pool.execute("crash_once", {"marker": str(tmp_path / "m")}) == "survived"
         status = CliRunner().invoke(app, ["status", "--json"], env=STATUS_ENV)
         [p] = json.loads(status.output)[0]["pools"]
         assert {w["lane"] for w in p["workers"]} == {"ray-actor"}
