@@ -39,7 +39,10 @@ class Forwarder:
     def __init__(self, address: str, secret: str, max_message_bytes: int) -> None:
         self._channel = grpc.insecure_channel(
             address, options=[("grpc.max_send_message_length", max_message_bytes),
-                              ("grpc.max_receive_message_length", max_message_bytes)])
+                              ("grpc.max_receive_message_length", max_message_bytes),
+                              # a fixed flow-control window, as the host's (worker_channel):
+                              # a stream's producer stays near a slow reader
+                              ("grpc.http2.bdp_probe", 0)])
         # no (de)serializers: the bytes the host sent go out as they are
         self._unary = {m: self._channel.unary_unary(SERVICE + m) for m in UNARY_METHODS}
         self._stream = self._channel.unary_stream(SERVICE + STREAM_METHOD)
