@@ -92,8 +92,9 @@ class WorkerActor:
         import ray
 
         if isinstance(info.get("address"), str):
-            self._forwarder = Forwarder(info["address"], self._secret,
-                                        self._max_message_bytes)
+            if self._forwarder is None:  # ready() may be asked again (tests, tools)
+                self._forwarder = Forwarder(info["address"], self._secret,
+                                            self._max_message_bytes)
             if self._announce:
                 info["address"] = _announced(info["address"], self._announce)
                 if isinstance(info.get("lane_socket"), str):  # "tcp:HOST:PORT"

@@ -295,12 +295,15 @@ def test_doctor_probes_the_cluster_a_ray_pool_names(cluster: str) -> None:
     assert check.status == "fail" and "GPU 1 (the cluster has 0)" in check.message
     here = "{}.{}".format(*sys.version_info[:2])
     assert info["python"] == here and info["missing"] == []  # virtualenv and uv: the extra's
-    other = make_pool_config("p", backend="ray", ray_address=cluster, python="3.9"
-                             if here != "3.9" else "3.10")
-    check = doctor._ray(other)
+    other = "3.9" if here != "3.9" else "3.10"
+    check = doctor._ray(make_pool_config("p", backend="ray", ray_address=cluster,
+                                         python=other))
     assert check.status == "fail" and f"the cluster runs Python {here}" in check.message
     assert doctor._ray(make_pool_config("p", backend="ray", ray_address=cluster,
                                         python=here, requirements=["x"])).status == "pass"
+    # a private instance runs this host's Python: the same rule, without a probe
+    local = doctor._ray(make_pool_config("p", backend="ray", ray_address="local", python=other))
+    assert local.status == "fail" and f"the cluster runs Python {here}" in local.message
 
 
 def test_pit_hardware_lists_the_clusters_nodes_and_resources(cluster: str) -> None:
