@@ -294,7 +294,13 @@ def test_doctor_probes_the_cluster_a_ray_pool_names(cluster: str) -> None:
     check = doctor._ray(too_big)
     assert check.status == "fail" and "GPU 1 (the cluster has 0)" in check.message
     here = "{}.{}".format(*sys.version_info[:2])
-    assert info["python"] == here and info["missing"] == []  # virtualenv and uv: the extra's
+    import importlib.util
+
+    from runtime.pool import ray_env
+
+    # the cluster runs this machine's Python: it lacks what this one lacks of the ray extra
+    assert info["python"] == here and info["missing"] == [
+        m for m in ray_env.CLUSTER_PACKAGES if importlib.util.find_spec(m) is None]
     other = "3.9" if here != "3.9" else "3.10"
     check = doctor._ray(make_pool_config("p", backend="ray", ray_address=cluster,
                                          python=other))
@@ -424,6 +430,12 @@ def test_a_pool_python_other_than_the_clusters_fails_its_start_naming_both() -> 
 def test_a_ray_pools_requirements_become_its_actors_runtime_env(tmp_path: Any) -> None:
     import importlib.util
 
+    from runtime.pool import ray_env
+
+    missing = [m for m in ray_env.CLUSTER_PACKAGES if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"Ray's uv runtime_env needs {' and '.join(missing)} (the ray extra: "
+                    "pip install 'pit-pools[ray]')")
     assert importlib.util.find_spec("inflection") is None  # not in the host's env
     reqs = tmp_path / "requirements.txt"
     reqs.write_text("# a file's lines join the strings\ninflection==0.5.1\n")
