@@ -16,11 +16,13 @@ port with the pool's secret in every RPC (`protocol.secret`), never through Ray.
     route   --> ray_calls = "direct": that TCP port; "actor": through the actor (Ray actor
                 method calls, `ray_stub` -> `ray_forward`: slower, unary calls only, no
                 telemetry relay); "auto" (the default): the port when a TCP connection to it
-                opens within REACH_TIMEOUT_S at ready, else through the actor What such a
-worker does not get (yet): the unix-socket lane (its lane is the CallLane gRPC stream), shared
-memory, direct calls, the fork server, host tools (the host's bridge is a local socket), stack
-dumps and the progress file. Its pid is the worker's pid on its node: memory and CPU are
-sampled (and ``max_memory_mb`` applied) only for workers on the host's own machine.
+                opens within REACH_TIMEOUT_S at ready, else through the actor
+
+What such a worker does not get (yet): the unix-socket lane (its lane is the CallLane gRPC
+stream, or a TCP lane socket), shared memory, direct calls, the fork server, host tools (the
+host's bridge is a local socket), stack dumps and the progress file. Its pid is the worker's
+pid on its node: memory and CPU are sampled (and ``max_memory_mb`` applied) only for workers on
+the host's own machine.
 """
 
 from __future__ import annotations
@@ -248,9 +250,11 @@ class RayWorkerProcess(WorkerProcess):
             return
         if mode == "direct":
             self.kill()
-            raise self.start_error(
-                f"is not reachable at {address} (no TCP connection within "
-                f"{REACH_TIMEOUT_S:g} s) and ray_calls = \"direct\"")
+            err = self.start_error(f"is not reachable at {address} (no TCP connection within "
+                                   f"{REACH_TIMEOUT_S:g} s) and ray_calls = \"direct\"")
+            err.hint = ("let the host reach the cluster's nodes on TCP, or set ray_calls = "
+                        "\"auto\" to call such a worker through its Ray actor (slower)")
+            raise err
         self.via_actor = True
 
     def call_stub(self) -> tuple[Any, str] | None:
