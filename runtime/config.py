@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config_backend import BACKENDS, check_backend, resources_problem, tls_paths
+from .config_backend import BACKENDS, RAY_CALLS, check_backend, resources_problem, tls_paths
 from .errors import ConfigError
 from .telemetry.control import TelemetryControl
 
@@ -152,6 +152,10 @@ class PoolConfig:
     # checked) and server_name, the name in the workers' certificate. {}: none (the secret
     # alone). See runtime/protocol/tls.py.
     tls: Mapping[str, str] = field(default_factory=dict)
+    # How the host reaches a Ray worker: "direct" (TCP, the fast path), "actor" (Ray actor
+    # method calls through the worker's actor: slower, for a worker the host cannot reach) or
+    # "auto" (direct when the worker's address answers at ready, else through its actor).
+    ray_calls: str = "auto"
 
     def timeouts(self) -> tuple[float | None, float | None, float]:
         """(call, stream, queue) timeouts in seconds; None means no deadline."""
@@ -318,6 +322,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         re.fullmatch(r"(ray://)?[\w.\-]+:\d{1,5}", v))),
         '"auto", "local", "ray://host:port" (Ray Client) or "host:port" (a head node\'s GCS)'),
     "placement": (lambda v: v in ("", "spread", "pack"), '"spread" or "pack"'),
+    "ray_calls": (lambda v: v in RAY_CALLS, ", ".join(f'"{c}"' for c in RAY_CALLS)),
     "resources": (lambda v: resources_problem(v) is None,
                   "a table with num_cpus, num_gpus (numbers >= 0), memory_mb (an integer "
                   ">= 0) and custom (a table of name = number >= 0)"),

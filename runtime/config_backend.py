@@ -1,6 +1,7 @@
 """Where a pool's workers run (``backend``) and the keys that go with a Ray backend, checked
-for `config.make_pool_config`: ``ray_address``, ``resources``, ``placement``, ``tls`` (see
-runtime/pool/ray_process.py for what a Ray-placed worker is, runtime/protocol/tls.py for TLS).
+for `config.make_pool_config`: ``ray_address``, ``resources``, ``placement``, ``tls``,
+``ray_calls`` (see runtime/pool/ray_process.py for what a Ray-placed worker is,
+runtime/protocol/tls.py for TLS).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ TLS_FILES = ("cert", "key", "ca")  # PEM files, relative to the config file's fo
 TLS_KEYS = (*TLS_FILES, "server_name")
 TLS_EXAMPLE = ('tls = { cert = "worker.pem", key = "worker.key", ca = "ca.pem", '
                'server_name = "pit-worker" }')
+RAY_CALLS = ("auto", "direct", "actor")  # how the host reaches a Ray worker (ray_process)
 
 
 def resources_problem(value: Any) -> str | None:
@@ -47,8 +49,8 @@ def check_backend(values: dict[str, Any], where: str) -> None:
                               "pool's workers are reached over unix sockets in the host's "
                               "private (0700) run directory, never over a network",
                               details={"key": "tls"}, hint='remove tls, or set backend = "ray"')
-        for key in ("ray_address", "resources", "placement"):
-            if values.get(key):
+        for key in ("ray_address", "resources", "placement", "ray_calls"):
+            if values.get(key) and (key != "ray_calls" or values[key] != "auto"):
                 raise ConfigError(f"{where}: {key} applies to backend = \"ray\" only",
                                   hint=f'set backend = "ray", or remove {key}')
         return
@@ -58,12 +60,8 @@ def check_backend(values: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: backend = \"ray\" runs pit's own worker in each Ray "
                           f"actor, not worker = {kind!r}",
                           hint='remove worker (and command), or use backend = "local"')
-    for key in ("python", "requirements"):
-        if values.get(key):
-            raise ConfigError(f"{where}: {key} is not supported with backend = \"ray\" yet "
-                              "(the actor runs the cluster's Python)",
-                              hint=f"remove {key}; install what the adapter needs on the "
-                                   "cluster's nodes")
+    # python and requirements are Ray's business (`pool.ray_env`): the cluster's Python, the
+    # requirements as the actors' runtime_env
     if values.get("allow_pickle"):
         raise ConfigError(f"{where}: allow_pickle cannot be used with backend = \"ray\"",
                           hint="Ray workers listen on TCP: pickled values are refused there")

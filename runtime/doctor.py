@@ -250,19 +250,23 @@ def _tls(pool: PoolConfig) -> Check:
 def _ray(pool: PoolConfig) -> Check:
     """A Ray pool: Ray importable here, and (unless "local") the cluster reachable, its Ray
     and Python the same as this host's, pit importable there, its resources enough for one
-    worker."""
-    import sys
-
-    from .pool import ray_cluster
+    worker; a pool's python and requirements against what Ray allows (`pool.ray_env`)."""
+    from .pool import ray_cluster, ray_env
 
     ray = ray_cluster.import_ray()
     name = f"pool {pool.name}: ray"
-    if pool.ray_address == "local":
+    here = ray_env.cluster_python()
+    if pool.ray_address == "local":  # the cluster is this host's Python
+        import importlib.util
+
+        missing = [m for m in ray_env.CLUSTER_PACKAGES if importlib.util.find_spec(m) is None]
+        problems = _ray_env_problems(pool, here, missing)
+        if problems:
+            return Check(name, "fail", "; ".join(problems), _RAY_ENV_HINT)
         return Check(name, "pass", f"Ray {ray.__version__}; a private loopback instance starts "
                                    "with the host")
     info = ray_cluster.probe(pool.ray_address)
-    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    problems = []
+    problems = _ray_env_problems(pool, info["python"], info.get("missing", []))
     if info["ray"] != ray.__version__:
         problems.append(f"Ray {info['ray']} on the cluster, {ray.__version__} here")
     if info["python"] != here:
@@ -283,8 +287,25 @@ def _ray(pool: PoolConfig) -> Check:
     if problems:
         return Check(name, "fail", f"{summary}: " + "; ".join(problems),
                      "install the same Ray, Python and pit on the cluster's nodes, or change "
-                     "the pool's resources")
+                     "the pool's resources or python; " + _RAY_ENV_HINT)
     return Check(name, "pass", summary)
+
+
+_RAY_ENV_HINT = ("a Ray pool runs the cluster's Python (remove python or match it); its "
+                 "requirements need virtualenv and uv there: pip install 'pit-pools[ray]'")
+
+
+def _ray_env_problems(pool: PoolConfig, cluster_python: str, missing: list[str]) -> list[str]:
+    """A Ray pool's python against the cluster's, and what its requirements need there."""
+    from .pool import ray_env
+
+    problems = []
+    if (problem := ray_env.python_problem(pool.python, cluster_python)) is not None:
+        problems.append(problem)
+    if pool.requirements and missing:
+        problems.append("its requirements become a Ray runtime_env (uv), which needs "
+                        f"{' and '.join(missing)} in the cluster's Python")
+    return problems
 
 
 def _fast_paths(cfg: PitConfig) -> Check:

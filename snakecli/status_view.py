@@ -59,6 +59,8 @@ WORKER_COLUMNS: list[Column] = [
     Column("worker", lambda w: str(w["id"]), 100, right=False),
     Column("pid", lambda w: str(w["pid"]), 60),
     Column("node", lambda w: str(w.get("node") or "this host"), 85, right=False),  # Ray pools
+    # Ray pools: how calls reach the worker ("socket" direct over TCP, "ray-actor" through it)
+    Column("lane", lambda w: str(w.get("lane") or ""), 55, right=False),
     Column("state", _state, 95, right=False, style=_state_style),
     Column("python", lambda w: str(w["python"]), 15, right=False),
     Column("load", lambda w: f"{w['in_flight']}/{w['capacity']}", 90),
@@ -96,7 +98,7 @@ POOL_FIELDS: list[tuple[Callable[[Row], str], int]] = [
 ]
 
 
-LOCAL_COLUMNS = [c for c in WORKER_COLUMNS if c.title != "node"]
+LOCAL_COLUMNS = [c for c in WORKER_COLUMNS if c.title not in ("node", "lane")]
 
 
 def fit(parts: list[tuple[str, int]], width: int | None, gap: str = GAP) -> list[int]:

@@ -10,7 +10,8 @@
                 "history": [[seconds ago, queued, busy, capacity, {worker: rss}], ...],
                 "workers": [{"id", "pid", "state", "python", "in_flight", "capacity",
                              "requests", "errors", "rss_mb", "uss_mb", "cpu_pct", "uptime_s",
-                             "last_recycle_reason", "device", "free_threaded", "lent"}]}]}
+                             "last_recycle_reason", "device", "free_threaded", "lent",
+                             "node", "lane"}]}]}
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def pool_snapshot(pool: Any, *, history: bool = True) -> dict[str, Any]:
         "errors": w.errors, "rss_mb": w.rss_mb, "uss_mb": w.uss_mb, "cpu_pct": w.cpu_pct,
         "uptime_s": w.uptime_s, "free_threaded": w.free_threaded,
         "last_recycle_reason": w.last_recycle_reason, "missed_heartbeats": w.missed_heartbeats,
-        "lent": w.lent, "node": w.node,
+        "lent": w.lent, "node": w.node, "lane": w.lane,
         "device": pool.device.name if pool.device else None,
     } for w in stats.workers]
     snap = {

@@ -53,7 +53,9 @@ class EnvStatus:
 
 
 def needs_env(config: PoolConfig) -> bool:
-    return config.python is not None or bool(config.requirements)
+    """Does the pool run in an env of its own on this host? (A Ray pool's requirements are
+    built by Ray on the cluster's nodes: `pool.ray_env`.)"""
+    return config.backend != "ray" and (config.python is not None or bool(config.requirements))
 
 
 def env_dir(state_dir: Path, pool: str) -> Path:

@@ -9,6 +9,9 @@
     host  --Ray: wait()---> returns once the worker exited: (exit code, output tail)
     host  ==gRPC over TCP (TLS with --tls), secret in every RPC's metadata==> the worker
             (calls never go through Ray)
+    or, for a worker the host cannot reach (``ray_calls``, `ray_process`):
+    host  --Ray: unary() / stream() / cancel()--> the actor --gRPC on its node--> the worker
+            (`ray_forward`)
 
 The secret, and the TLS certificate and key, reach the worker in its environment (it takes
 them out at start), never on its command line.
@@ -32,10 +35,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
+
+from .ray_forward import Answer, Forwarder
 
 OUTPUT_TAIL_LINES = 40
 READY_POLL_S = 0.01
+# The worker announces this host instead of the one it listens on (its port kept), for a node
+# the host knows by another address (NAT, a proxy); the actor itself forwards to the real one.
+ANNOUNCE_HOST_ENV = "PIT_RAY_ANNOUNCE_HOST"
 
 
 class WorkerActor:
@@ -45,10 +54,16 @@ class WorkerActor:
 
     def __init__(self, argv: list[str], env: dict[str, str], secret: str,
                  listen_host: str | None = None, lane_socket: bool = True,
-                 tls_env: dict[str, str] | None = None) -> None:
+                 tls_env: dict[str, str] | None = None,
+                 max_message_bytes: int = 64 << 20,
+                 tls_check: tuple[bytes, str] | None = None) -> None:
         from ..protocol import secret as secret_mod
 
         host = listen_host or _node_ip()
+        self._secret, self._max_message_bytes = secret, max_message_bytes
+        self._tls_check = tls_check  # (CA PEM, server name): how the forwarder checks its worker
+        self._announce = env.get(ANNOUNCE_HOST_ENV, "")
+        self._forwarder: Forwarder | None = None
         self._dir = tempfile.mkdtemp(prefix="pit-ray-")
         self._ready_file = os.path.join(self._dir, "ready.json")
         full_env = {**os.environ, **env, secret_mod.ENV: secret, **(tls_env or {}),
@@ -85,6 +100,15 @@ class WorkerActor:
             info: dict[str, Any] = json.load(fh)
         import ray
 
+        if isinstance(info.get("address"), str):
+            if self._forwarder is None:  # ready() may be asked again (tests, tools)
+                self._forwarder = Forwarder(info["address"], self._secret,
+                                            self._max_message_bytes, self._tls_check)
+            if self._announce:
+                info["address"] = _announced(info["address"], self._announce)
+                if isinstance(info.get("lane_socket"), str):  # "tcp:HOST:PORT"
+                    info["lane_socket"] = "tcp:" + _announced(info["lane_socket"],
+                                                              self._announce)
         info["node_ip"] = _node_ip()
         info["node_id"] = ray.get_runtime_context().get_node_id()
         info["actor_pid"] = os.getpid()
@@ -123,6 +147,30 @@ class WorkerActor:
 
     def tail(self) -> str:
         return "\n".join(self._output)
+
+    # --- calls through the actor (`ray_forward`) -----------------------------------------
+    def unary(self, method: str, token: str, request: bytes, timeout: float | None,
+              headers: list[tuple[str, str]]) -> Answer:
+        if self._forwarder is None:
+            return ("error", "UNAVAILABLE", "the worker is not ready")
+        return self._forwarder.unary(method, token, request, timeout, headers)
+
+    def stream(self, token: str, request: bytes, timeout: float | None,
+               headers: list[tuple[str, str]]) -> Iterator[Answer]:
+        """A Ray streaming generator (`ray_process` declares it so)."""
+        if self._forwarder is None:
+            yield ("error", "UNAVAILABLE", "the worker is not ready")
+            return
+        yield from self._forwarder.stream(token, request, timeout, headers)
+
+    def cancel(self, token: str) -> None:
+        if self._forwarder is not None:
+            self._forwarder.cancel(token)
+
+
+def _announced(address: str, host: str) -> str:
+    """``address``'s port at ``host``."""
+    return f"{host}:{address.rsplit(':', 1)[1]}"
 
 
 def _node_ip() -> str:

@@ -205,7 +205,8 @@ ray.init(address=sys.argv[1], log_to_driver=False)
 def there():
     import importlib.util, sys
     return {"python": "%d.%d" % sys.version_info[:2],
-            "pit": importlib.util.find_spec("runtime.worker") is not None}
+            "pit": importlib.util.find_spec("runtime.worker") is not None,
+            "missing": [m for m in ("virtualenv", "uv") if importlib.util.find_spec(m) is None]}
 
 nodes = [{"id": n["NodeID"], "ip": n["NodeManagerAddress"], "alive": n["Alive"],
           "resources": n.get("Resources", {})} for n in ray.nodes()]

@@ -18,10 +18,17 @@ the same machine, whichever Ray node it is; inline otherwise.
 The pool drives it like any worker (`worker_handle.WorkerHandle` over this and a
 `WorkerChannel`): calls, streams, sessions, pings go over gRPC straight to the worker's TCP
 port with the pool's secret in every RPC (`protocol.secret`), over TLS when the pool has
-``tls`` (`protocol.tls`), never through Ray. What such a
-worker does not get (yet): direct calls, the fork server, host tools (the host's bridge is a
-local socket), stack dumps and the progress file. Its pid is the worker's pid on its node:
-its memory and CPU are sampled there, by its actor (``max_memory_mb`` applies on every node).
+``tls`` (`protocol.tls`), never through Ray.
+
+    route   --> ray_calls = "direct": that TCP port; "actor": through the actor (Ray actor
+                method calls, `ray_stub` -> `ray_forward`: slower, unary calls only, no
+                telemetry relay); "auto" (the default): the port when a TCP connection to it
+                opens within REACH_TIMEOUT_S at ready, else through the actor
+
+What such a worker does not get (yet): direct calls, the fork server, host tools (the host's
+bridge is a local socket), stack dumps and the progress file. Its pid is the worker's pid on
+its node: its memory and CPU are sampled there, by its actor (``max_memory_mb`` applies on
+every node).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import WorkerStartError
 from ..protocol import shm, tls
-from . import crash, ray_cluster
+from . import crash, ray_cluster, ray_env
 from .ray_actor import WorkerActor
 from .worker_process import WorkerProcess
 
@@ -55,6 +62,11 @@ READY_EXIT_WAIT_S = 2.0  # a worker whose start failed: wait this long for its e
 RAY_EXIT_WAIT_S = 30.0
 UNAVAILABLE_RETRY_S = 0.5  # asking again about an actor Ray calls temporarily unavailable
 USAGE_TIMEOUT_S = 5.0  # an actor that takes longer to report its worker's memory: not sampled
+REACH_TIMEOUT_S = 2.0  # ray_calls = "auto": a worker's port that does not answer in this long
+# is called through its actor. The actor's threads: its own methods (wait, ready, signal,
+# cancel, ping) beside one per call it forwards (at most the worker's capacity).
+ACTOR_OWN_THREADS = 6
+STREAM_AHEAD = 16  # chunks a stream through the actor may run ahead of the host's reading
 
 
 def worker_flags(argv: list[str]) -> list[str]:
@@ -73,7 +85,25 @@ def worker_flags(argv: list[str]) -> list[str]:
 
 
 @functools.cache
+async def reachable(address: str, timeout: float) -> bool:
+    """Does a TCP connection to ``address`` ("host:port") open within ``timeout``?"""
+    host, _, port = address.rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host.strip("[]"), int(port)), timeout)
+    except (OSError, ValueError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+@functools.cache
 def _actor_class(ray: Any) -> Any:
+    # its stream method is a Ray streaming generator, held STREAM_AHEAD chunks ahead at most
+    ray.method(num_returns="streaming",
+               _generator_backpressure_num_objects=STREAM_AHEAD)(WorkerActor.stream)
     return ray.remote(WorkerActor)
 
 
@@ -89,6 +119,7 @@ class RayWorkerProcess(WorkerProcess):
         self._death: tuple[str, str] | None = None  # (cause, what) when the actor died
         self._watch: asyncio.Task[Any] | None = None
         self._ended = False
+        self.via_actor = False  # its calls go through its actor (`ray_stub`), once ready
         self.exit_wait_s = RAY_EXIT_WAIT_S
         self._probe = f"{shm.PREFIX}{instance.id}-{worker_id}{shm.PROBE_SUFFIX}"
 
@@ -120,9 +151,21 @@ class RayWorkerProcess(WorkerProcess):
         if config.tls:
             worker_tls, self.tls = await asyncio.to_thread(
                 tls.read_pool_tls, config.tls, f"pool {config.name!r}")
+        problem = await asyncio.to_thread(ray_env.python_problem, config.python,
+                                          ray_env.cluster_python())
+        if problem:
+            raise WorkerStartError(f"pool {config.name!r}: {problem}",
+                                   details={"pool": config.name, "python": config.python},
+                                   hint="remove python (the cluster's is used), or run the "
+                                        "cluster and this host on that Python")
+        base = self._instance.config_path.parent if self._instance.config_path else \
+            Path.cwd()
         listen_host = "127.0.0.1" if config.ray_address == "local" else None
         name = ray_cluster.actor_name(self._instance.id, config.name, self.id)
         options = ray_cluster.actor_options(dict(config.resources))
+        env = await asyncio.to_thread(ray_env.runtime_env, config, base)
+        if env:
+            options["runtime_env"] = env
         if config.placement:
             group = await asyncio.to_thread(
                 ray_cluster.placement_group, self._instance.id, config.name, config.size,
@@ -131,11 +174,15 @@ class RayWorkerProcess(WorkerProcess):
         flags = worker_flags(self.argv()[3:])
 
         def create() -> Any:
-            cls = _actor_class(ray).options(name=name, namespace=ray_cluster.NAMESPACE,
-                                            max_restarts=0, max_concurrency=4, **options)
+            cls = _actor_class(ray).options(
+                name=name, namespace=ray_cluster.NAMESPACE, max_restarts=0,
+                max_concurrency=ACTOR_OWN_THREADS + config.capacity, **options)
             return cls.remote(flags, self.actor_env(), self.secret, listen_host,
                               config.call_lane and config.lane_socket,
-                              None if worker_tls is None else worker_tls.env())
+                              None if worker_tls is None else worker_tls.env(),
+                              config.max_message_bytes,
+                              None if self.tls is None else (self.tls.ca,
+                                                             self.tls.server_name))
 
         try:
             self._actor = await asyncio.to_thread(create)
@@ -181,13 +228,49 @@ class RayWorkerProcess(WorkerProcess):
         done, _ = await asyncio.wait({ready}, timeout=timeout + 1.0)
         if ready in done and ready.exception() is None:
             self.ready_info = dict(ready.result())
+            await self._choose_route()
             return True
+        failed = ready.exception() if ready in done else None
+        if failed is not None and (said := ray_env.setup_error(failed)) is not None:
+            self.kill()
+            raise WorkerStartError(
+                f"pool {self.config.name!r}: worker {self.id} could not start: Ray failed to "
+                f"build its actor's runtime_env from the pool's requirements:\n{said}",
+                details={"pool": self.config.name, "worker": self.id,
+                         "requirements": self.config.requirements},
+                hint="check the requirements (names, versions, the index); the cluster's "
+                     "Python needs " + " and ".join(ray_env.CLUSTER_PACKAGES) +
+                     ": pip install 'pit-pools[ray]'")
         if ready in done:  # it exited before it was ready: its exit names why
             assert self._watch is not None
             await asyncio.wait({self._watch}, timeout=READY_EXIT_WAIT_S)
         else:
             ready.cancel()
         return False
+
+    async def _choose_route(self) -> None:
+        """Direct or through the actor (``ray_calls``, the module docstring)."""
+        mode, address = self.config.ray_calls, self.ready_info.get("address")
+        if mode == "actor" or not isinstance(address, str):
+            self.via_actor = mode == "actor"
+            return
+        if await reachable(address, REACH_TIMEOUT_S):
+            return
+        if mode == "direct":
+            self.kill()
+            err = self.start_error(f"is not reachable at {address} (no TCP connection within "
+                                   f"{REACH_TIMEOUT_S:g} s) and ray_calls = \"direct\"")
+            err.hint = ("let the host reach the cluster's nodes on TCP, or set ray_calls = "
+                        "\"auto\" to call such a worker through its Ray actor (slower)")
+            raise err
+        self.via_actor = True
+
+    def call_stub(self) -> tuple[Any, str] | None:
+        if not self.via_actor:
+            return None
+        from .ray_stub import ROUTE, RayActorStub
+
+        return RayActorStub(self._actor), ROUTE
 
     def read_ready(self) -> None:
         self.remove_files()  # the worker read its shared-memory probe before it was ready
@@ -198,7 +281,8 @@ class RayWorkerProcess(WorkerProcess):
             raise self.start_error(f"announced no TCP address (ready JSON: {info!r})")
         self._tcp = address
         lane = info.get("lane_socket")
-        self._lane = lane if isinstance(lane, str) and lane.startswith("tcp:") else ""
+        self._lane = lane if isinstance(lane, str) and lane.startswith("tcp:") and \
+            not self.via_actor else ""
         # direct calls (a lent worker) connect to a unix socket: not a Ray worker's, yet
         info["features"] = [f for f in info.get("features", ()) if f != "lane_connections"]
         self.pid = info.get("pid")

@@ -24,7 +24,7 @@ class WorkerStats:
     free_threaded: bool = False  # the worker's interpreter runs without a GIL
     missed_heartbeats: int = 0  # > 0: the worker is not answering pings (hung?)
     last_recycle_reason: str = ""  # why it is being replaced, else why its predecessor was
-    lane: str = ""  # how calls travel: "socket" | "grpc" (the CallLane stream) | "unary"
+    lane: str = ""  # how calls travel: "socket" | "grpc" (CallLane) | "unary" | "ray-actor"
     lent: bool = False  # lent to blocking callers, who call it directly (see pool/direct.py)
     host_watch: str = ""  # how it notices a wedged host: "pings" | "heartbeat" | "none"
     node: str = ""  # a Ray-placed worker's node: "<ip> <node id prefix>" ("": this host)

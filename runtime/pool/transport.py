@@ -20,7 +20,8 @@ A pool with backend = "ray" runs pit's own worker in a Ray actor on a cluster no
 (`ray_process.RayWorkerProcess` in place of `worker_process.WorkerProcess`): it listens on
 TCP, every RPC and lane connection carries the pool's secret (`protocol.secret`), over TLS
 when the pool has ``tls`` (`protocol.tls`), and its lane is frames on TCP (the CallLane gRPC
-stream with lane_socket = false).
+stream with lane_socket = false); one the host cannot reach is called through its actor
+(`ray_stub`, ``ray_calls``).
 
 Another kind plugs in by how it is launched and found, not by a second pool: `WorkerProcess`
 starts ``command`` (placeholders filled by `command_argv`) in its own process group, learns

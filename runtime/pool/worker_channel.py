@@ -95,6 +95,7 @@ class WorkerChannel:
         self.telemetry_control: TelemetryControl = ALL_EVENTS
         self._unary: dict[int, asyncio.Task[Any]] = {}  # unary calls out, by call id
         self._unary_ids = itertools.count(1)
+        self.route = ""  # set when calls go through a stand-in stub (`use_stub`)
 
     # --- opening ----------------------------------------------------------------------------
     def connect(self, address: str, secret: str = "", tls: HostTls | None = None) -> None:
@@ -116,12 +117,20 @@ class WorkerChannel:
         if secret:
             self._stub = SecretStub(self._stub, secret)
 
+    def use_stub(self, stub: Any, route: str) -> None:
+        """Calls go through ``stub`` (the gRPC stub's methods, e.g. `ray_stub.RayActorStub`
+        for a Ray worker the host cannot reach) instead of a gRPC channel: unary calls, no
+        lane, telemetry relay or shared memory; ``route`` names it in `lane_kind`."""
+        self._stub, self.route = stub, route
+
     async def open(self, ready_info: dict[str, Any], lane_socket: Path | str,
                    secret: str = "", tls: HostTls | None = None) -> None:
         """The worker is ready: its call lane (over ``lane_socket`` when it serves one), its
-        telemetry relay and shared memory, as its ``ready_info`` features allow. A worker on
-        TLS is pinged first: a certificate the host refuses is a WorkerStartError now, not a
-        failure of every call later."""
+        telemetry relay and shared memory, as its ``ready_info`` features allow (none of
+        them through a stand-in stub). A worker on TLS is pinged first: a certificate the host
+        refuses is a WorkerStartError now, not a failure of every call later."""
+        if self.route:
+            return
         features = ready_info.get("features", ())
         if tls is not None:
             await self._check_tls()
@@ -165,8 +174,9 @@ class WorkerChannel:
 
     @property
     def lane_kind(self) -> str:
-        """How calls reach this worker: "socket", "grpc" (the CallLane stream) or "unary"."""
-        return "unary" if self.lane is None else self.lane.kind
+        """How calls reach this worker: "socket", "grpc" (the CallLane stream), "unary", or
+        the stand-in stub's route ("ray-actor")."""
+        return self.route or ("unary" if self.lane is None else self.lane.kind)
 
     # --- calls ------------------------------------------------------------------------------
     def next_call_id(self) -> int:

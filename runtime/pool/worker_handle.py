@@ -143,7 +143,10 @@ class WorkerHandle:
             if not await process.wait_ready_file(deadline, self._exited.done):
                 await self._not_ready(timeout)
             process.read_ready() if kind == "pit" else process.read_port()
-        channel.connect(process.address, process.secret, process.tls)
+        if (stub := process.call_stub()) is not None:
+            channel.use_stub(*stub)
+        else:
+            channel.connect(process.address, process.secret, process.tls)
         if kind != "pit":  # ready once it answers, and only if it is the process we started
             if not await wait_answering(channel.ping, self._exited.done, deadline):
                 await self._not_ready(timeout)

@@ -117,6 +117,11 @@ class WorkerProcess:
         """Where the host opens its call lane: the socket path it chose in the run dir."""
         return self.lane_socket
 
+    def call_stub(self) -> tuple[Any, str] | None:
+        """(a stand-in for the gRPC stub, its route's name) when calls cannot go to
+        `address` (a Ray worker the host cannot reach); None: the channel connects there."""
+        return None
+
     def argv(self) -> list[str]:
         if self.config.worker != "pit":
             argv = command_argv(self.config.command, python=self.python, port=self._port,

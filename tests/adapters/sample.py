@@ -113,6 +113,13 @@ class SampleAdapter(Adapter):
         return os.environ.get(name)
 
     @tool
+    def module_file(self, name: str) -> str:
+        """Where module ``name`` is imported from (a Ray runtime_env's packages)."""
+        import importlib
+
+        return str(importlib.import_module(name).__file__)
+
+    @tool
     def exit_now(self) -> None:
         raise SystemExit(4)
 

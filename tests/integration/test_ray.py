@@ -171,6 +171,12 @@ def test_a_ray_pool_with_tls_serves_calls_and_streams_over_tls_only(tmp_path: Pa
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         assert pool.execute("record", {"tag": "b"}) == 2
     assert wait_until(lambda: not pit_actors(), timeout=30), pit_actors()
+    # through the actor: its forwarder checks the worker as the host does
+    with Pool(size=1, **RAY_POOL, tls=certs.table(), ray_calls="actor") as pool:
+        assert [w.lane for w in pool.stats().workers] == ["ray-actor"]
+        assert pool.execute("record", {"tag": "a"}) == 1
+        assert list(pool.stream("async_stream", {"n": 3})) == [0, 1, 2]
+    assert wait_until(lambda: not pit_actors(), timeout=30), pit_actors()
     # without server_name the host checks the worker's IP, which its certificate lacks
     unnamed = {k: v for k, v in certs.table().items() if k != "server_name"}
     with pytest.raises(runtime.WorkerStartError, match="no answer over TLS") as info:
@@ -236,9 +242,11 @@ def test_a_ray_worker_that_exits_is_named_and_replaced_and_recycling_ends_its_ac
         assert not any(pid_alive(p) for p in first + second)
 
 
+@pytest.mark.parametrize("ray_calls", ["auto", "actor"])  # direct, through the actor
 def test_sigkill_of_an_actor_fails_its_call_retries_an_idempotent_one_and_replaces_it(
-        ) -> None:
-    with Pool(size=1, idempotent_tools=["slow_echo"], **RAY_POOL) as pool:
+        ray_calls: str) -> None:
+    with Pool(size=1, idempotent_tools=["slow_echo"], ray_calls=ray_calls, **RAY_POOL) as pool:
+        assert (pool.stats().workers[0].lane == "ray-actor") == (ray_calls == "actor")
         first = pool.pids()
         result, error = _kill_actor_while(pool, "block", {"seconds": 60})
         assert result is None and isinstance(error, runtime.WorkerExit), error
@@ -339,6 +347,23 @@ def test_doctor_probes_the_cluster_a_ray_pool_names(cluster: str) -> None:
                                resources={"num_gpus": 1})
     check = doctor._ray(too_big)
     assert check.status == "fail" and "GPU 1 (the cluster has 0)" in check.message
+    here = "{}.{}".format(*sys.version_info[:2])
+    import importlib.util
+
+    from runtime.pool import ray_env
+
+    # the cluster runs this machine's Python: it lacks what this one lacks of the ray extra
+    assert info["python"] == here and info["missing"] == [
+        m for m in ray_env.CLUSTER_PACKAGES if importlib.util.find_spec(m) is None]
+    other = "3.9" if here != "3.9" else "3.10"
+    check = doctor._ray(make_pool_config("p", backend="ray", ray_address=cluster,
+                                         python=other))
+    assert check.status == "fail" and f"the cluster runs Python {here}" in check.message
+    assert doctor._ray(make_pool_config("p", backend="ray", ray_address=cluster,
+                                        python=here, requirements=["x"])).status == "pass"
+    # a private instance runs this host's Python: the same rule, without a probe
+    local = doctor._ray(make_pool_config("p", backend="ray", ray_address="local", python=other))
+    assert local.status == "fail" and f"the cluster runs Python {here}" in local.message
 
 
 def test_pit_hardware_lists_the_clusters_nodes_and_resources(cluster: str) -> None:
@@ -396,3 +421,106 @@ def test_losing_a_node_fails_its_workers_call_as_node_lost(cluster: str) -> None
         assert isinstance(error, runtime.WorkerExit), out
         assert error.details["cause"] == "node_lost", error.details["output_tail"]
         assert "node was lost" in str(error)
+
+
+def test_ray_calls_actor_sends_calls_streams_sessions_and_timeouts_through_the_actor(
+        tmp_path: Any) -> None:
+    with Pool(size=1, ray_calls="actor", **RAY_POOL) as pool:
+        assert {w.lane for w in pool.stats().workers} == {"ray-actor"}
+        assert pool.execute("record", {"tag": "a"}) == 1
+        assert list(pool.stream("async_stream", {"n": 4})) == [0, 1, 2, 3]
+        with pytest.raises(RuntimeError, match="stream broke"):
+            list(pool.stream("broken_stream", {"n": 2}))
+        with pool.session() as s:
+            s.execute("remember", {"item": "x"})
+            assert s.execute("remember", {"item": "y"})["items"] == ["x", "y"]
+        with pytest.raises(ValueError, match="boom"):
+            pool.execute("raise_as", {"kind": "ValueError"})
+        with pytest.raises(runtime.CallTimeout):
+            pool.execute("spin", {"seconds": 60}, timeout=0.5)
+        # the worker was told to stop the tool: its one slot serves the next call at once
+        # (a spin still running would keep this call waiting past its deadline)
+        assert pool.execute("record", {"tag": "after"}, timeout=20) == 2
+        # a worker that exits: its call fails naming the exit, a replacement serves the next
+        with pytest.raises(runtime.WorkerExit) as info:
+            pool.execute("crash_once", {"marker": str(tmp_path / "m")})
+        assert info.value.details["cause"] == "exit"
+        assert pool.execute("crash_once", {"marker": str(tmp_path / "m")}) == "survived"
+        status = CliRunner().invoke(app, ["status", "--json"], env=STATUS_ENV)
+        [p] = json.loads(status.output)[0]["pools"]
+        assert {w["lane"] for w in p["workers"]} == {"ray-actor"}
+        table = " ".join(CliRunner().invoke(app, ["status"], env=STATUS_ENV).output.split())
+        assert "ray-actor" in table
+        assert pool.stats().workers[0].state == "ready"
+
+
+def test_ray_calls_auto_goes_through_the_actor_when_the_workers_address_does_not_answer(
+) -> None:
+    # The worker announces an address of TEST-NET-1 (RFC 5737, never routed) for the port it
+    # listens on: the host's reachability probe fails there, as for a node behind NAT.
+    unreachable = {**RAY_POOL, "env": {"PIT_RAY_ANNOUNCE_HOST": "192.0.2.1"}}
+    with Pool(size=1, **unreachable) as pool:
+        assert {w.lane for w in pool.stats().workers} == {"ray-actor"}
+        assert pool.execute("record", {"tag": "a"}) == 1
+    with Pool(size=1, **RAY_POOL) as pool:  # and a reachable one is called directly
+        assert {w.lane for w in pool.stats().workers} == {"socket"}
+    with pytest.raises(runtime.WorkerStartError, match="not reachable at 192.0.2.1"):
+        with Pool(size=1, ray_calls="direct", **unreachable):
+            pass
+
+
+def test_a_pool_python_other_than_the_clusters_fails_its_start_naming_both() -> None:
+    here = "{}.{}".format(*sys.version_info[:2])
+    other = "3.9" if here != "3.9" else "3.10"
+    with pytest.raises(runtime.WorkerStartError,
+                       match=f"python = '{other}' is Python {other}, but the cluster runs "
+                             f"Python {here}"):
+        with Pool(size=1, python=other, **RAY_POOL):
+            pass
+    assert not pit_actors()
+
+
+@pytest.mark.slow  # installs a package from PyPI into a Ray runtime_env (seconds to minutes)
+def test_a_ray_pools_requirements_become_its_actors_runtime_env(tmp_path: Any) -> None:
+    import importlib.util
+
+    from runtime.pool import ray_env
+
+    missing = [m for m in ray_env.CLUSTER_PACKAGES if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"Ray's uv runtime_env needs {' and '.join(missing)} (the ray extra: "
+                    "pip install 'pit-pools[ray]')")
+    assert importlib.util.find_spec("inflection") is None  # not in the host's env
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("# a file's lines join the strings\ninflection==0.5.1\n")
+    with Pool(size=1, requirements=[str(reqs)], python="{}.{}".format(*sys.version_info[:2]),
+              **RAY_POOL) as pool:
+        where = pool.execute("module_file", {"name": "inflection"})
+        assert "runtime_resources/uv" in where, where  # Ray's env, built with uv
+    with pytest.raises(runtime.WorkerStartError, match="runtime_env") as info:
+        with Pool(size=1, requirements=["pit-no-such-package-0a9f3==0.0.1"], **RAY_POOL):
+            pass
+    assert "pit-no-such-package-0a9f3" in str(info.value) and "uv" in (info.value.hint or "")
+    assert wait_until(lambda: not pit_actors(), timeout=30), pit_actors()
+
+
+def test_a_stream_through_the_actor_holds_a_sleeping_consumers_producer_and_closes(
+        tmp_path: Any) -> None:
+    import time
+    from pathlib import Path
+
+    progress = tmp_path / "progress"
+    with Pool(size=1, ray_calls="actor", **RAY_POOL) as pool:
+        stream = pool.stream("watched_stream",
+                             {"n": 200_000, "size": 100, "progress": str(progress)})
+        for _ in range(10):
+            next(stream)
+        # The consumer sleeps: Ray's generator backpressure holds the actor and gRPC's window
+        # the worker. Measured here: 2,500 ahead however long it sleeps; without the
+        # backpressure the actor drains the worker into Ray's object store (~3k more a second)
+        time.sleep(3.0)
+        ahead = int(progress.read_text())
+        assert ahead < 5_000, f"producer ran {ahead} chunks ahead of a sleeping consumer"
+        stream.close()  # the RPC is cancelled through the actor: the generator's finally runs
+        assert wait_until(lambda: Path(str(progress) + ".finally").exists(), timeout=20)
+        assert pool.execute("record", {"tag": "next"}, timeout=20) == 1

@@ -3,11 +3,15 @@ death is named, the worker flags that stay on the host."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from runtime.config import make_pool_config
+from runtime.envs import needs_env
 from runtime.errors import ConfigError
-from runtime.pool import crash, ray_cluster
+from runtime.pool import crash, ray_cluster, ray_env
 from runtime.pool.ray_process import worker_flags
 
 
@@ -20,6 +24,7 @@ def test_a_ray_pool_takes_its_address_and_resources() -> None:
         "num_cpus": 0.5, "num_gpus": 0, "memory": 256 * 1024 * 1024,
         "resources": {"side_a": 1}}
     assert make_pool_config("q").backend == "local"  # the default
+    assert cfg.ray_calls == "auto"  # direct when the worker's port answers, else its actor
 
 
 @pytest.mark.parametrize(("values", "says"), [
@@ -33,9 +38,10 @@ def test_a_ray_pool_takes_its_address_and_resources() -> None:
     ({"ray_address": "auto"}, "ray_address applies to backend = \"ray\" only"),
     ({"placement": "spread"}, "placement applies to backend = \"ray\" only"),
     ({"backend": "ray", "placement": "strict"}, "placement = 'strict' is invalid"),
+    ({"backend": "ray", "ray_calls": "lane"}, "ray_calls = 'lane' is invalid"),
+    ({"ray_calls": "actor"}, "ray_calls applies to backend = \"ray\" only"),
     ({"backend": "ray", "worker": "snakepit", "command": ["python3", "grpc_server.py"]},
      "not worker = 'snakepit'"),
-    ({"backend": "ray", "requirements": ["numpy"]}, "requirements is not supported"),
     ({"backend": "ray", "allow_pickle": True}, "allow_pickle cannot be used"),
 ])
 def test_bad_ray_settings_are_refused_by_name(values: dict, says: str) -> None:
@@ -114,3 +120,48 @@ def test_pit_hardware_ray_without_ray_names_the_extra(monkeypatch: pytest.Monkey
     result = CliRunner().invoke(app, ["hardware", "--ray", "head:6379"],
                                 env={"NO_COLOR": "1", "COLUMNS": "160"})
     assert result.exit_code != 0 and "pit-pools[ray]" in result.output
+
+
+def test_a_ray_pools_requirements_are_its_actors_uv_runtime_env_not_a_local_env(
+        tmp_path: Path) -> None:
+    (tmp_path / "more.txt").write_text("# pinned\nsix==1.16.0  # why\n\n--index-url x\n")
+    cfg = make_pool_config("p", backend="ray", requirements=["attrs>=22", "more.txt"],
+                           python="3.11")
+    assert not needs_env(cfg)  # Ray builds it on the nodes, pit setup does not
+    assert ray_env.runtime_env(cfg, tmp_path) == {
+        "uv": {"packages": ["attrs>=22", "six==1.16.0", "--index-url x"]}}
+    assert ray_env.runtime_env(make_pool_config("q", backend="ray"), tmp_path) is None
+    assert needs_env(make_pool_config("r", requirements=["attrs"]))  # a local pool does
+
+
+@pytest.mark.parametrize(("python", "cluster", "ok"), [
+    (None, "3.11", True), ("3.11", "3.11", True), ("3", "3.11", True),
+    ("3.11.7", "3.11", True), ("3.12", "3.11", False), ("2", "3.11", False)])
+def test_a_ray_pools_python_must_be_the_clusters(python: str | None, cluster: str,
+                                                 ok: bool) -> None:
+    problem = ray_env.python_problem(python, cluster)
+    assert (problem is None) == ok
+    if not ok:
+        assert f"the cluster runs Python {cluster}" in str(problem)
+
+
+def test_a_ray_pools_python_path_is_judged_by_its_version(tmp_path: Path) -> None:
+    here = "{}.{}".format(*sys.version_info[:2])
+    assert ray_env.python_problem(sys.executable, here) is None
+    assert "is Python" in str(ray_env.python_problem(sys.executable, "2.7"))
+    assert "does not run" in str(ray_env.python_problem(str(tmp_path / "nope"), here))
+
+
+def test_rays_runtime_env_failure_is_recognised_and_trimmed_to_its_last_lines() -> None:
+    class RuntimeEnvSetupError(Exception):  # Ray's class, by name (no Ray needed here)
+        pass
+
+    text = "\n".join(f"line {i}" for i in range(40)) + "\nNo solution found: pkg-x"
+    said = ray_env.setup_error(RuntimeEnvSetupError(text))
+    assert said is not None and said.endswith("No solution found: pkg-x")
+    assert len(said.splitlines()) == ray_env.SETUP_ERROR_LINES
+    assert ray_env.setup_error(RuntimeError("the actor died")) is None
+    quoted = ("Traceback ...\n  File \"uv.py\"\nSubprocessCalledProcessError: cmd failed\n"
+              "Last 50 lines of stdout:\n    error: No solution found\n      cause: pkg-x")
+    assert ray_env.setup_error(RuntimeEnvSetupError(quoted)) == \
+        "    error: No solution found\n      cause: pkg-x"  # uv's own words only
