@@ -121,6 +121,33 @@ def test_calls_streams_and_sessions_through_ray_placed_workers() -> None:
     assert not any(pid_alive(p) for p in pids)
 
 
+def test_telemetry_and_pit_run_work_with_a_ray_pool_unchanged(cluster: str,
+                                                              tmp_path: Path) -> None:
+    events: list[Any] = []
+    sub = runtime.telemetry.subscribe("*", events.append)
+    try:
+        with Pool(size=1, **RAY_POOL) as pool:
+            assert pool.execute("emit_events", {"n": 2}, metadata={"correlation_id": "r-1"}) == 2
+            assert wait_until(lambda: sum(e.name == "adapter.sample.tick" for e in events) == 2)
+            assert wait_until(lambda: any(e.name == "pool.call.completed" for e in events))
+    finally:
+        sub.cancel()
+    ticks = [e for e in events if e.name == "adapter.sample.tick"]
+    assert {e.metadata["correlation_id"] for e in ticks} == {"r-1"}
+    (tmp_path / "pit.toml").write_text(
+        f'[pools.default]\nadapter = "{SAMPLE}"\nbackend = "ray"\nray_address = "{cluster}"\n'
+        'resources = { num_cpus = 0.5 }\nstartup_timeout_ms = 120000\n')
+    (tmp_path / "main.py").write_text(
+        "import runtime\nprint(runtime.execute('record', {'tag': 'x'}))\n"
+        "print(runtime.current_pools().default().stats().backend)\n")
+    done = subprocess.run([sys.executable, "-m", "snakecli", "run", "main.py"], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "ray"]
+    assert wait_until(lambda: not pit_actors(), timeout=30), pit_actors()
+
+
 def test_custom_resources_place_a_pools_workers_on_the_node_that_has_them() -> None:
     nodes = {}
     # side_b's worker runs on the other node of this machine: it proves it sees this host's
