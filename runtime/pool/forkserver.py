@@ -29,6 +29,7 @@ import psutil
 from ..errors import WorkerStartError
 from ..logs import logger
 from ..registry import flag
+from . import warm_zygote
 from .host.worker_output import lines_of
 
 log = logger("lifecycle")
@@ -85,7 +86,8 @@ class ForkServer:
         self.row_id = "fork-server"  # its registry row: one per zygote started
         self.fork_safe = True
         self.output: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
-        self._proc: asyncio.subprocess.Process | None = None
+        # asyncio's Process, or a warm zygote's warm_zygote.ClaimedProcess (the same parts)
+        self._proc: Any = None
         self._sock: socket.socket | None = None
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[ForkedProcess]] = {}
@@ -116,21 +118,11 @@ class ForkServer:
         # A fresh tail per run: a late line of the previous zygote must not land in this
         # one's error.
         self.output = collections.deque(maxlen=OUTPUT_TAIL_LINES)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        argv = [self.python, "-m", "runtime.worker", "--zygote", *self.common_argv,
-                "--control-fd", str(theirs.fileno())]
-        try:
-            self._proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, env=self.env, start_new_session=True,
-                pass_fds=(theirs.fileno(),))
-        except OSError as exc:
-            ours.close()
-            raise WorkerStartError(f"pool {self.pool!r}: cannot start the fork server with "
-                                   f"{self.python}: {exc}",
-                                   hint="check the pool's python setting") from None
-        finally:
-            theirs.close()
+        warm = warm_zygote.take(self.python, self.common_argv, self.env)
+        if warm is not None:  # started before the host's imports, told its pool just now
+            ours, self._proc = warm.sock, await warm_zygote.ClaimedProcess.adopt(warm)
+        else:
+            ours, self._proc = await self._exec()
         ours.setblocking(False)
         self._sock = ours
         self.pid = self._proc.pid
@@ -164,6 +156,23 @@ class ForkServer:
         if info.get("threads", 1) > 1:
             log.warning("pool %r: the fork server runs %d threads; forking may deadlock",
                         self.pool, info["threads"])
+
+    async def _exec(self) -> tuple[socket.socket, Any]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [self.python, "-m", "runtime.worker", "--zygote", *self.common_argv,
+                "--control-fd", str(theirs.fileno())]
+        try:
+            return ours, await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, env=self.env, start_new_session=True,
+                pass_fds=(theirs.fileno(),))
+        except OSError as exc:
+            ours.close()
+            raise WorkerStartError(f"pool {self.pool!r}: cannot start the fork server with "
+                                   f"{self.python}: {exc}",
+                                   hint="check the pool's python setting") from None
+        finally:
+            theirs.close()
 
     def _error(self, what: str) -> WorkerStartError:
         tail = "\n".join(self.output) or "(no output)"
@@ -269,7 +278,7 @@ class ForkServer:
         finally:
             self._restart = None
 
-    async def _pump_output(self, proc: asyncio.subprocess.Process,
+    async def _pump_output(self, proc: Any,
                            output: collections.deque[str]) -> None:
         assert proc.stdout is not None
         async for line in lines_of(proc.stdout):
@@ -278,7 +287,7 @@ class ForkServer:
                 self.instance.output.add(self.pool, "fork-server", line)
             log.debug("[%s/fork-server] %s", self.pool, line)
 
-    async def _watch_exit(self, proc: asyncio.subprocess.Process, row_id: str) -> None:
+    async def _watch_exit(self, proc: Any, row_id: str) -> None:
         code = await proc.wait()
         if self._registry is not None:
             self._registry.worker_ended(instance_id=self.instance.id, pool=self.pool,

@@ -41,16 +41,23 @@ def _send(sock: socket.socket, message: dict[str, Any]) -> None:
         pass  # the host is gone; we exit at the next poll
 
 
-def _preload(ns: argparse.Namespace) -> dict[str, Any]:
+def _import_common() -> None:
+    """What every worker needs, whatever its adapter (the bulk of a zygote's start)."""
     import grpc  # noqa: F401 - imported here so every worker finds it in memory
     import grpc._server  # noqa: F401 - grpc.server() would import it in every worker
     from google.protobuf import any_pb2  # noqa: F401
 
     from . import lane_socket, servicer, specs  # noqa: F401
-    from .adapter import collect_tools
-    from .main import PRELOADED_TOOLS, argument_parser, load_adapter_class
+    from .main import argument_parser
 
     argument_parser()  # argparse's set-up costs each forked worker ~10 ms otherwise
+
+
+def _preload(ns: argparse.Namespace) -> dict[str, Any]:
+    from .adapter import collect_tools
+    from .main import PRELOADED_TOOLS, load_adapter_class
+
+    _import_common()
     cls = load_adapter_class(ns.adapter)
     PRELOADED_TOOLS[cls] = collect_tools(cls)
     preload = getattr(cls, "preload", None)
@@ -72,6 +79,12 @@ def serve(ns: argparse.Namespace) -> int:
             return 0
     sock = socket.socket(fileno=ns.control_fd)
     try:
+        if ns.warm:
+            _import_common()
+            loaded = _await_load(sock, ns)
+            if loaded is None:
+                return 0  # the host closed the socket, or is gone: never claimed
+            ns = loaded
         info = _preload(ns)
     except BaseException as exc:  # noqa: BLE001 - report, then exit
         import traceback
@@ -106,6 +119,38 @@ def serve(ns: argparse.Namespace) -> int:
         if not ns.independent and ns.host_pid and os.getppid() != ns.host_pid:
             return 0
     return 0
+
+
+def _await_load(sock: socket.socket, ns: argparse.Namespace) -> argparse.Namespace | None:
+    """A warm zygote (``--warm``, started before its host knew its pool: see
+    `runtime/pool/warm_zygote.py`) waits here, its imports done, for the pool's
+    ``{"op": "load", "argv": [...], "env": {...}}``; it takes that environment for its own
+    (its workers inherit it) and returns the pool's arguments. None: the host went away."""
+    from .main import parse_args
+
+    while True:
+        readable, _, _ = select.select([sock.fileno()], [], [], POLL_S)
+        if ns.host_pid and os.getppid() != ns.host_pid:
+            return None
+        if not readable:
+            continue
+        try:
+            data = sock.recv(1 << 22)
+        except OSError:
+            return None
+        if not data:
+            return None
+        msg = json.loads(data)
+        if msg.get("op") == "load":
+            break
+    env = {str(k): str(v) for k, v in msg.get("env", {}).items()}
+    os.environ.clear()
+    os.environ.update(env)
+    # The interpreter read PYTHONPATH at its start; the pool's entries (its user's code) join
+    # sys.path now, where PYTHONPATH's would have been: after the current directory.
+    fresh = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+    sys.path[1:1] = fresh
+    return parse_args([*msg.get("argv", []), "--zygote", "--control-fd", str(ns.control_fd)])
 
 
 def _threads() -> int:
