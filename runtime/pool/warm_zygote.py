@@ -19,13 +19,16 @@ pid) or when its socket is closed (`discard`, or this process exiting).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import socket
 import subprocess
 import sys
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # asyncio is imported where it is used: this module runs before it is
+    import asyncio
 
 # Read when an interpreter, grpc or protobuf starts: a zygote started with other values than
 # the pool's cannot serve it. PYTHONPATH is the exception: the zygote adds the pool's entries.
@@ -166,6 +169,8 @@ class ClaimedProcess:
     read from the pipe it was started with."""
 
     def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        import asyncio
+
         self._popen = popen
         self.pid = popen.pid
         self.returncode: int | None = None
@@ -177,6 +182,8 @@ class ClaimedProcess:
 
     @classmethod
     async def adopt(cls, warm: Warm) -> ClaimedProcess:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         proc = cls(warm.popen, loop)
         assert warm.popen.stdout is not None
@@ -193,6 +200,8 @@ class ClaimedProcess:
             self._done.set_result(self.returncode)
 
     async def wait(self) -> int:
+        import asyncio
+
         return await asyncio.shield(self._done)
 
     def send_signal(self, sig: int) -> None:
