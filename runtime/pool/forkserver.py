@@ -145,12 +145,14 @@ class ForkServer:
             await self.close()
             self.start_error = self._error(f"was not ready within {self.startup_timeout:g} s")
             raise self.start_error from None
-        except WorkerStartError as exc:
+        except WorkerStartError:
             await self._wait_gone()
-            # Built now that its output is complete: the "failed" message can arrive before
-            # the traceback the zygote wrote to its pipe.
-            self.start_error = exc if self._load_failure is None else \
-                self._error(f"could not load the adapter: {self._load_failure}")
+            # Built now that its output is complete: the "failed" message, or the socket's
+            # close, can arrive before what the zygote wrote to its pipe (a fatal signal's
+            # stack: the lines that name the crash).
+            self.start_error = self._error(
+                "exited before it was ready" if self._load_failure is None
+                else f"could not load the adapter: {self._load_failure}")
             raise self.start_error from None
         self.fork_safe = bool(info.get("fork_safe", True))
         if info.get("threads", 1) > 1:
