@@ -58,8 +58,9 @@ _tried = False
 
 def prestart(python: str | None = None) -> None:
     """Start this process's warm zygote, once (later calls do nothing); only on Linux, from
-    the main thread (the parent-death signal follows the thread that started the child), and
-    unless $PIT_PRESTART is "0"."""
+    the main thread (the parent-death signal follows the thread that started the child), not
+    in a pit worker or fork server (an adapter that touches `runtime.Pool`), and unless
+    $PIT_PRESTART is "0"."""
     global _warm, _tried
     with _lock:
         if _tried:
@@ -67,7 +68,7 @@ def prestart(python: str | None = None) -> None:
         _tried = True
         if os.environ.get(ENV_PRESTART, "1") == "0" or not sys.platform.startswith("linux") \
                 or threading.current_thread() is not threading.main_thread() \
-                or not hasattr(socket, "send_fds"):
+                or not hasattr(socket, "send_fds") or _in_worker():
             return
         python = python or sys.executable
         instance_id, token = secrets.token_hex(4), secrets.token_hex(16)
@@ -87,6 +88,13 @@ def prestart(python: str | None = None) -> None:
         finally:
             theirs.close()
         _warm = Warm(popen, ours, python, instance_id, token, env)
+
+
+def _in_worker() -> bool:
+    """This process is `python -m runtime.worker` (a worker, or a fork server and so every
+    worker it forks)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec is not None and str(spec.name).startswith("runtime.worker")
 
 
 def reserved_identity() -> tuple[str, str] | None:

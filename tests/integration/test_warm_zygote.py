@@ -22,12 +22,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 ADAPTER = """
     import os
+    import runtime
     from runtime import Adapter, tool
+    from runtime.pool import warm_zygote
+
+    runtime.Pool  # an adapter touching the host API must not start fork servers of its own
 
     class Probe(Adapter):
         @tool
         def env(self, name: str) -> dict:
-            return {"value": os.environ.get(name), "file": __file__}
+            return {"value": os.environ.get(name), "file": __file__,
+                    "own_warm": warm_zygote.pending_pid()}
 """
 
 
@@ -97,13 +102,14 @@ def test_a_pool_it_cannot_serve_starts_its_own_and_the_warm_one_exits(tmp_path: 
         # PYTHONHASHSEED is read as an interpreter starts: the warm zygote started without it
         with Pool(adapter="probe:Probe", size=1, env={"PYTHONHASHSEED": "7"}) as pool:
             zygote = pool.stats().forkserver_pid
-            seed = pool.execute("env", {"name": "PYTHONHASHSEED"})["value"]
-            print(json.dumps({"warm": warm, "zygote": zygote, "seed": seed,
+            got = pool.execute("env", {"name": "PYTHONHASHSEED"})
+            print(json.dumps({"warm": warm, "zygote": zygote, "seed": got["value"],
+                              "own_warm": got["own_warm"],
                               "left": warm_zygote.pending_pid()}), flush=True)
     """
     out = result(host(script, tmp_path))
     assert out["warm"] is not None and out["zygote"] not in (None, out["warm"])
-    assert out["seed"] == "7"
+    assert out["seed"] == "7" and out["own_warm"] is None
     assert out["left"] == out["warm"]  # still waiting while the pool ran ...
     assert gone(out["warm"])  # ... and gone with the instance
 
@@ -135,6 +141,7 @@ def test_pit_run_gives_its_warm_zygote_the_pool_env_and_the_script_dir(tmp_path:
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert "--warm" in out["zygote_cmd"]
     assert out["value"] == "yes" and out["file"] == str(code / "probe.py")
+    assert out["own_warm"] is None
 
 
 def test_a_warm_zygote_dies_with_its_host(tmp_path: Path) -> None:
