@@ -3,7 +3,9 @@ the worker's modules: ~0.25 s here) run while the host is still importing its ow
 instead of after them.
 
     prestart()              `pit run`, and the first `runtime.Pool` / `Pools` / `AsyncPool`
-      -> python -m runtime.worker --zygote --warm --run-id R --instance-token T --host-pid P
+      -> python -m runtime.worker --zygote --warm P --run-id R --instance-token T
+         (P: this host's pid; not as --host-pid, which leak checks match: a zygote nobody
+         took yet is no test's worker)
          (imports, then waits for its pool: runtime/worker/zygote.py, `_await_load`)
     reserved_identity()     the first HostInstance of this process takes R and T as its own,
                             so the zygote's command line proves it is that instance's
@@ -75,9 +77,9 @@ def prestart(python: str | None = None) -> None:
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        argv = [python, "-m", "runtime.worker", "--zygote", "--warm", "--adapter", "",
-                "--run-id", instance_id, "--instance-token", token,
-                "--host-pid", str(os.getpid()), "--control-fd", str(theirs.fileno())]
+        argv = [python, "-m", "runtime.worker", "--zygote", "--warm", str(os.getpid()),
+                "--adapter", "", "--run-id", instance_id, "--instance-token", token,
+                "--control-fd", str(theirs.fileno())]
         try:
             popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, env=env, start_new_session=True,

@@ -75,6 +75,8 @@ def _preload(ns: argparse.Namespace) -> dict[str, Any]:
 def serve(ns: argparse.Namespace) -> int:
     from .lifetime import StopSignal, arm_parent_death_signal
 
+    if ns.warm:
+        ns.host_pid = ns.warm  # its --host-pid comes with the pool (see warm_zygote)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A fatal signal while importing the adapter or in preload() names the crashing line in
     # the output the host reports (main.serve does the same in each worker it forks).

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from runtime.testing.leaks import pid_alive
+from runtime.testing.leaks import pid_alive, pit_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -156,6 +156,8 @@ def test_a_warm_zygote_dies_with_its_host(tmp_path: Path) -> None:
         assert proc.stdout is not None
         warm = json.loads(proc.stdout.readline())["warm"]
         assert warm is not None and psutil.Process(warm).ppid() == proc.pid
+        # no pool took it: it is no test's worker (pytest's leak checks match --host-pid)
+        assert warm not in [p.pid for p in pit_processes(host_pid=proc.pid)]
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
