@@ -120,7 +120,8 @@ def _startup_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def take(python: str, common_argv: list[str], env: dict[str, str]) -> Warm | None:
-    """The warm zygote, sent its pool (``common_argv``: --adapter, --run-id ...; ``env``),
+    """The warm zygote, sent its pool (``common_argv``: --adapter, --run-id ...; ``env``; the
+    current directory, which a zygote started now would have),
     when it can serve it: same interpreter, same instance, a dependent pool, the same
     start-up environment, still running. It is then the caller's."""
     global _warm
@@ -136,7 +137,8 @@ def take(python: str, common_argv: list[str], env: dict[str, str]) -> Warm | Non
     import json
 
     try:
-        warm.sock.send(json.dumps({"op": "load", "argv": common_argv, "env": env}).encode())
+        warm.sock.send(json.dumps({"op": "load", "argv": common_argv, "env": env,
+                                   "cwd": os.getcwd()}).encode())
     except OSError:
         _close(warm)
         return None

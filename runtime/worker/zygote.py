@@ -17,9 +17,9 @@ its workers do not die with it.
 
 A warm zygote (``--warm``: started by `runtime/pool/warm_zygote.py` before its host knew its
 pool) imports what every worker needs, then waits for
-``host -> zygote  {"op": "load", "argv": [--adapter ..., --run-id ...], "env": {...}}``,
-takes that environment (and its PYTHONPATH entries into sys.path), loads the adapter and goes
-on as above.
+``host -> zygote  {"op": "load", "argv": [--adapter ..., --run-id ...], "env": {...},
+"cwd": ...}``, takes that environment (and its PYTHONPATH entries into sys.path) and
+directory, loads the adapter and goes on as above.
 """
 
 from __future__ import annotations
@@ -160,6 +160,12 @@ def _await_load(sock: socket.socket, ns: argparse.Namespace) -> argparse.Namespa
     env = {str(k): str(v) for k, v in msg.get("env", {}).items()}
     os.environ.clear()
     os.environ.update(env)
+    cwd = msg.get("cwd")
+    if cwd and cwd != os.getcwd():  # the host's, now: what a zygote started now would have
+        started_in = os.getcwd()
+        os.chdir(cwd)
+        if sys.path and sys.path[0] == started_in:  # python -m put its directory first
+            sys.path[0] = cwd
     # The interpreter read PYTHONPATH at its start; the pool's entries (its user's code) join
     # sys.path now, where PYTHONPATH's would have been: after the current directory.
     fresh = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]

@@ -32,7 +32,7 @@ ADAPTER = """
         @tool
         def env(self, name: str) -> dict:
             return {"value": os.environ.get(name), "file": __file__,
-                    "own_warm": warm_zygote.pending_pid()}
+                    "own_warm": warm_zygote.pending_pid(), "cwd": os.getcwd()}
 """
 
 
@@ -142,6 +142,27 @@ def test_pit_run_gives_its_warm_zygote_the_pool_env_and_the_script_dir(tmp_path:
     assert "--warm" in out["zygote_cmd"]
     assert out["value"] == "yes" and out["file"] == str(code / "probe.py")
     assert out["own_warm"] is None
+
+
+def test_a_host_that_changed_directory_gets_workers_there(tmp_path: Path) -> None:
+    """The warm zygote started in the host's first directory; the pool is made in another,
+    where its adapter lives: the workers run there, as from a zygote started then."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "probe.py").write_text(textwrap.dedent(ADAPTER))
+    script = f"""
+        import json, os, runtime
+        from runtime.pool import warm_zygote
+        Pool = runtime.Pool
+        warm = warm_zygote.pending_pid()
+        os.chdir({str(elsewhere)!r})
+        with Pool(adapter="probe:Probe", size=1) as pool:
+            got = pool.execute("env", {{"name": "HOME"}})
+            print(json.dumps({{"warm": warm, "zygote": pool.stats().forkserver_pid, **got}}))
+    """
+    out = result(host(script, tmp_path))
+    assert out["zygote"] == out["warm"] is not None
+    assert out["cwd"] == str(elsewhere) and out["file"] == str(elsewhere / "probe.py")
 
 
 def test_a_warm_zygote_dies_with_its_host(tmp_path: Path) -> None:
