@@ -2,7 +2,8 @@
 the worker's modules: ~0.25 s here) run while the host is still importing its own (~0.35 s),
 instead of after them.
 
-    prestart()              `pit run`, and the first `runtime.Pool` / `Pools` / `AsyncPool`
+    prestart()              `pit run`, and the first `runtime.Pool` / `Pools` / `AsyncPool` /
+                            `PoolExecutor`
       -> python -m runtime.worker --zygote --warm P --run-id R --instance-token T
          (P: this host's pid; not as --host-pid, which leak checks match: a zygote nobody
          took yet is no test's worker)

@@ -87,6 +87,24 @@ def test_the_first_pool_forks_its_workers_from_the_warm_zygote(tmp_path: Path) -
     assert gone(out["warm"]) and not any(pid_alive(p) for p in out["workers"])
 
 
+def test_a_pool_executor_forks_from_the_warm_zygote(tmp_path: Path) -> None:
+    script = """
+        import json, os, runtime
+        from runtime.pool import warm_zygote
+
+        def parent(_):
+            return os.getppid()
+
+        if __name__ == "__main__":
+            PoolExecutor = runtime.PoolExecutor
+            warm = warm_zygote.pending_pid()
+            with PoolExecutor(2) as ex:
+                print(json.dumps({"warm": warm, "parent": ex.submit(parent, 1).result()}))
+    """
+    out = result(host(script, tmp_path))
+    assert out["warm"] is not None and out["parent"] == out["warm"]
+
+
 def test_prestart_can_be_turned_off(tmp_path: Path) -> None:
     out = result(host(USE_WARM, tmp_path, PIT_PRESTART="0"))
     assert out["warm"] is None and out["zygote"] is not None
