@@ -1,10 +1,11 @@
 """Host side of the fork server (`runtime/worker/zygote.py`): start it once per pool, ask it
 for workers, learn their exit codes.
 
-A forked worker is not the host's child, so `ForkedProcess` stands in for
-``asyncio.subprocess.Process`` (``pid``, ``returncode``, ``stdout``, ``wait()``): its output
-comes through a pipe the host made and handed over with the request, its exit code from the
-zygote's ``exit`` message. If the zygote dies, its workers keep running; the host then
+A forked worker is not the host's child, so a `ForkedProcess` (`zygote_processes`) stands in
+for ``asyncio.subprocess.Process``: its output comes through a pipe the host made and handed
+over with the request, its exit code from the zygote's ``exit`` message. The zygote itself is
+an asyncio subprocess, or the process's warm zygote (`warm_zygote`), when the pool can take
+it, as a `ClaimedProcess`. If the zygote dies, its workers keep running; the host then
 watches each through a pidfd (exit code unknown: reported as "is gone") and starts a new
 zygote for the next worker. A zygote that could not load the adapter is not restarted on its
 own: the spawns that were waiting for it get its error (with that run's output only), and only
@@ -31,43 +32,11 @@ from ..logs import logger
 from ..registry import flag
 from . import warm_zygote
 from .host.worker_output import lines_of
+from .zygote_processes import ClaimedProcess, ForkedProcess
 
 log = logger("lifecycle")
 OUTPUT_TAIL_LINES = 40
 DRAIN_S = 3.0  # at close: how long the zygote may take to answer what was asked and exit
-
-
-class ForkedProcess:
-    def __init__(self, pid: int, loop: asyncio.AbstractEventLoop) -> None:
-        self.pid = pid
-        self.stdout: asyncio.StreamReader | None = None  # set by spawn()
-        self.returncode: int | None = None
-        self._done: asyncio.Future[int | None] = loop.create_future()
-        self._loop = loop
-        self._pidfd = -1
-
-    def exited(self, code: int | None) -> None:
-        if not self._done.done():
-            self.returncode = code
-            self._done.set_result(code)
-        if self._pidfd >= 0:
-            self._loop.remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = -1
-
-    def watch_without_parent(self) -> None:
-        """The zygote is gone: learn of this process's end through a pidfd."""
-        if self._done.done():
-            return
-        try:
-            self._pidfd = os.pidfd_open(self.pid)
-        except (OSError, AttributeError):  # already gone (or no pidfd): report it gone
-            self.exited(None)
-            return
-        self._loop.add_reader(self._pidfd, self.exited, None)
-
-    async def wait(self) -> int | None:
-        return await asyncio.shield(self._done)
 
 
 class ForkServer:
@@ -86,7 +55,7 @@ class ForkServer:
         self.row_id = "fork-server"  # its registry row: one per zygote started
         self.fork_safe = True
         self.output: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
-        # asyncio's Process, or a warm zygote's warm_zygote.ClaimedProcess (the same parts)
+        # asyncio's Process, or a warm zygote's ClaimedProcess (the same parts)
         self._proc: Any = None
         self._sock: socket.socket | None = None
         self._ids = itertools.count(1)
@@ -120,7 +89,7 @@ class ForkServer:
         self.output = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         warm = warm_zygote.take(self.python, self.common_argv, self.env)
         if warm is not None:  # started before the host's imports, told its pool just now
-            ours, self._proc = warm.sock, await warm_zygote.ClaimedProcess.adopt(warm)
+            ours, self._proc = warm.sock, await ClaimedProcess.adopt(warm.popen)
         else:
             ours, self._proc = await self._exec()
         ours.setblocking(False)

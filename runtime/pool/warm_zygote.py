@@ -28,10 +28,6 @@ import socket
 import subprocess
 import sys
 import threading
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # asyncio is imported where it is used: this module runs before it is
-    import asyncio
 
 # Read when an interpreter, grpc or protobuf starts: a zygote started with other values than
 # the pool's cannot serve it. PYTHONPATH is the exception: the zygote adds the pool's entries.
@@ -174,54 +170,3 @@ def _flag(argv: list[str], name: str) -> str | None:
         return argv[argv.index(name) + 1]
     except (ValueError, IndexError):
         return None
-
-
-class ClaimedProcess:
-    """A taken warm zygote as the fork server sees its process (the parts of
-    ``asyncio.subprocess.Process`` it uses): its exit is learnt through a pidfd, its output
-    read from the pipe it was started with."""
-
-    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
-        import asyncio
-
-        self._popen = popen
-        self.pid = popen.pid
-        self.returncode: int | None = None
-        self.stdout = asyncio.StreamReader(limit=1 << 20)
-        self._done: asyncio.Future[int] = loop.create_future()
-        self._loop = loop
-        self._pidfd = os.pidfd_open(popen.pid)
-        loop.add_reader(self._pidfd, self._exited)
-
-    @classmethod
-    async def adopt(cls, warm: Warm) -> ClaimedProcess:
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        proc = cls(warm.popen, loop)
-        assert warm.popen.stdout is not None
-        reader = proc.stdout
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
-                                     warm.popen.stdout)
-        return proc
-
-    def _exited(self) -> None:
-        self._loop.remove_reader(self._pidfd)
-        os.close(self._pidfd)
-        self.returncode = self._popen.wait()  # it has exited: this only reaps it
-        if not self._done.done():
-            self._done.set_result(self.returncode)
-
-    async def wait(self) -> int:
-        import asyncio
-
-        return await asyncio.shield(self._done)
-
-    def send_signal(self, sig: int) -> None:
-        if self.returncode is None:
-            self._popen.send_signal(sig)
-
-    def kill(self) -> None:
-        if self.returncode is None:
-            self._popen.kill()
-
