@@ -183,6 +183,28 @@ def test_a_host_that_changed_directory_gets_workers_there(tmp_path: Path) -> Non
     assert out["cwd"] == str(elsewhere) and out["file"] == str(elsewhere / "probe.py")
 
 
+def test_a_warm_zygote_no_pool_takes_exits_and_a_later_pool_starts_its_own(
+        tmp_path: Path) -> None:
+    script = """
+        import json, time
+        from runtime.pool import warm_zygote
+        warm_zygote.WARM_IDLE_S = 0.3
+        import runtime
+        Pool = runtime.Pool
+        warm = warm_zygote.pending_pid()
+        deadline = time.monotonic() + 10
+        while warm_zygote.pending_pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with Pool(size=1) as pool:
+            pool.execute("ping")
+            print(json.dumps({"warm": warm, "left": warm_zygote.pending_pid(),
+                              "zygote": pool.stats().forkserver_pid}))
+    """
+    out = result(host(script, tmp_path))
+    assert out["warm"] is not None and out["left"] is None
+    assert out["zygote"] not in (None, out["warm"]) and gone(out["warm"])
+
+
 def test_a_warm_zygote_dies_with_its_host(tmp_path: Path) -> None:
     proc = host("""
         import json, sys, time, runtime
