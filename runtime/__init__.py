@@ -163,21 +163,21 @@ if TYPE_CHECKING:  # what type checkers see (`X as X`: re-exported); at run time
     )
 
 _EXPORTS = {
-    "Pool": "runtime.pool.sync_pool",
-    "Pools": "runtime.pool.sync_pool",
+    "Pool": "runtime.pool.api",  # starts the fork server first
+    "Pools": "runtime.pool.api",  # starts the fork server first
     "PoolExecutor": "runtime.pool.executor",
     "WorkerCrashed": "runtime.pool.executor",
     "InitializerFailed": "runtime.pool.executor",
-    "AsyncPool": "runtime.pool.async_pool",
+    "AsyncPool": "runtime.pool.api",  # starts the fork server first
     "AsyncSession": "runtime.pool.session_handle",
     "SessionHandle": "runtime.pool.session_handle",
     "PoolStats": "runtime.pool.stats",
     "WorkerStats": "runtime.pool.stats",
     "StreamSummary": "runtime.pool.stream_run",
     "TelemetryControl": "runtime.telemetry.control",
-    "current_pools": "runtime.pool.current",
-    "execute": "runtime.pool.current",
-    "stream": "runtime.pool.current",
+    "current_pools": "runtime.pool.api",  # starts the fork server first
+    "execute": "runtime.pool.api",  # starts the fork server first
+    "stream": "runtime.pool.api",  # starts the fork server first
     "Adapter": "runtime.worker.adapter",
     "tool": "runtime.worker.adapter",
     "SessionContext": "runtime.worker.context",

@@ -20,10 +20,12 @@ have no streams), a 100k-element float64 array and a 1M-row, 4-column Arrow tabl
 identity function and back (pit: raw arrays and Arrow IPC; the others: their own serialization),
 time until 2, 8 and 32 workers answer (from creating the pool, or for the Ray systems from their
 two-node cluster being up, the workers spread by Ray's default policy; the library's import is a
-row of its own) and the USS of an idle worker. Every measurement runs in a fresh subprocess (a
-fork-based pool must not fork a process that already runs gRPC threads); each row is the median
-of --reps runs, the systems taking turns run by run. pit is also measured with a `pit status
---watch` process attached at 4 Hz (throughput ratio).
+row of its own), a pool of 2's first answer (from creating it), `pit run` of a one-call script
+beside a ProcessPoolExecutor script doing the same (wall and CPU of fresh processes, 10 turns)
+and the USS of an idle worker. Every measurement runs in a fresh subprocess (a fork-based pool
+must not fork a process that already runs gRPC threads); each row is the median of --reps runs,
+the systems taking turns run by run. pit is also measured with a `pit status --watch` process
+attached at 4 Hz (throughput ratio).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -56,6 +59,7 @@ PEER_MODULE = {"loky": "loky", "pebble": "pebble", "ray": "ray", "pit-ray": "ray
 # pit on Ray against Ray's own actors (issue 19's targets): row, what pit-on-Ray / Ray must be
 RAY_TARGETS = (("p50_us", "<= 0.5"), ("calls_per_s", ">= 2"), ("mb16_per_s", ">= 1"),
                ("ready8_ms", "<= 1.5"))
+STARTUP_KEYS = ("uss_mb", "import_ms", "first_ms", "run_one_ms", "run_one_cpu_ms")
 EXECUTOR_PEERS = ("ppe", "loky")  # pit-executor's own ratio columns
 
 
@@ -91,6 +95,9 @@ ROWS = [  # key, label (formatted with the run's counts), unit, higher is better
     ("ready2_ms", "2 workers answer", "ms", False),
     ("ready8_ms", "8 workers answer", "ms", False),
     ("ready32_ms", "32 workers answer", "ms", False),
+    ("first_ms", "first call after Pool()", "ms", False),
+    ("run_one_ms", "`pit run` one call, wall", "ms", False),
+    ("run_one_cpu_ms", "`pit run` one call, CPU", "ms", False),
     ("uss_mb", "USS per idle worker", "MiB", False),
     ("import_ms", "import the library", "ms", False),
 ]
@@ -443,7 +450,9 @@ def measure(system: str, size: int, quick: bool) -> dict[str, float]:
     return out
 
 
-MODULES = {"pit": "runtime.pool.sync_pool", "pit-executor": "runtime.pool.executor",
+# pit: what `from runtime import Pool` loads (runtime.pool.api, which starts the fork server
+# before importing the rest, as a user's first `runtime.Pool` does)
+MODULES = {"pit": "runtime.pool.api", "pit-executor": "runtime.pool.executor",
            "ppe": "concurrent.futures", "mp": "multiprocessing",
            "loky": "loky", "pebble": "pebble", "ray": "ray", "pit-ray": "runtime.pool.sync_pool"}
 
@@ -476,6 +485,50 @@ def measure_startup(system: str, workers: int) -> dict[str, float]:
                 pass
     return {"ready_ms": ms, "uss_mb": statistics.mean(uss) if uss else float("nan"),
             "import_ms": import_ms}
+
+
+def measure_first(system: str) -> dict[str, float]:
+    """Milliseconds from creating a pool of 2 to its first answer (pit: ``Pool(...)`` with
+    its start, then ``execute``; the others ``submit(...).result()``), the import before it
+    timed on its own."""
+    t = time.perf_counter()
+    importlib.import_module(MODULES[system])
+    import_ms = (time.perf_counter() - t) * 1000
+    t = time.perf_counter()
+    with Driver(system, 2) as d:
+        d.call("noop")
+        ms = (time.perf_counter() - t) * 1000
+    return {"first_ms": ms, "import_ms": import_ms}
+
+
+# One call from a fresh process: `pit run` of a script, and the same with ProcessPoolExecutor.
+RUN_ONE = {
+    "pit": "import runtime\n\nruntime.execute('ping')\n",
+    "ppe": "import concurrent.futures\nimport os\n\n\ndef ping():\n    return {'pid': os.getpid()}"
+           "\n\n\nif __name__ == '__main__':\n    with concurrent.futures.ProcessPoolExecutor(2)"
+           " as ex:\n        ex.submit(ping).result()\n",
+}
+
+
+def time_run_one(system: str, workdir: Path) -> dict[str, float]:
+    """Wall and CPU (user + sys of the process and every child it waited for) milliseconds
+    of one fresh process running RUN_ONE[system] to its end."""
+    import resource
+
+    script = workdir / f"one_{system}.py"
+    script.write_text(RUN_ONE[system])
+    cmd = [sys.executable, "-m", "snakecli", "run", str(script)] if system == "pit" \
+        else [sys.executable, str(script)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=120,
+                         stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wall = (time.perf_counter() - t) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+    return {"run_one_ms": wall, "run_one_cpu_ms": cpu}
 
 
 def _watched_ratio(d: Driver, reps: int = 3, seconds: float = 1.5) -> float:
@@ -568,6 +621,25 @@ def run(sizes: list[int], systems: list[str], reps: int, quick: bool) -> dict[st
             row["import_ms"] = r["import_ms"]
         startup[system] = row
         print(f"  measured {system} startup", file=sys.stderr)
+    # Short fresh processes, so more of them, taking turns system by system.
+    turns = 3 if quick else max(reps, 10)
+    firsts: dict[str, list[dict[str, float]]] = {s: [] for s in startup}
+    for _ in range(turns):
+        for system in firsts:
+            if system not in ("ray", "pit-ray"):
+                firsts[system].append(_inner(["first", system, "2"], quick))
+    ones: dict[str, list[dict[str, float]]] = {s: [] for s in RUN_ONE if s in systems}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(turns):
+            for system in ones:
+                _settle()
+                ones[system].append(time_run_one(system, Path(tmp)))
+    for system, runs in [*firsts.items(), *ones.items()]:
+        if runs:
+            median = _median(runs)
+            median.pop("import_ms", None)
+            startup[system].update(median)
+    print("  measured first calls and `pit run`", file=sys.stderr)
     return {"results": results, "startup": startup}
 
 
@@ -598,7 +670,7 @@ def print_table(data: dict[str, Any], systems: list[str]) -> None:
     sizes = list(data["results"])
     for size in sizes + ["any"]:
         for key, label, unit, _ in ROWS:
-            startup_row = key.startswith("ready") or key in ("uss_mb", "import_ms")
+            startup_row = key.startswith("ready") or key in STARTUP_KEYS
             if startup_row != (size == "any"):
                 continue
             src = data["startup"] if startup_row else data["results"][size]
@@ -651,6 +723,7 @@ def main() -> int:
     if ns.inner:
         kind, system, n = ns.inner
         result = (measure(system, int(n), ns.quick) if kind == "run"
+                  else measure_first(system) if kind == "first"
                   else measure_startup(system, int(n)))
         print(json.dumps(result))
         return 0

@@ -47,6 +47,9 @@ def run_script(script: Path | None, args: list[str], *, pools: list[str],
     """Run ``script``, or with ``module`` that module (as python -m: found from the current
     directory), with the pools up; the exit code `pit run` ends with. ``forward_workers``:
     the workers' output goes to our stderr, prefixed."""
+    from runtime.pool import warm_zygote
+
+    warm_zygote.prestart()  # the fork server imports beside the host's imports below
     from runtime.config import load_config
     from runtime.pool.current import set_current_pools
     from runtime.pool.sync_pool import Pools

@@ -25,7 +25,6 @@ import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from ..config import PoolConfig, ensure_state_dir
@@ -68,6 +67,8 @@ def env_python(path: Path) -> Path:
 
 def bridge_pins() -> list[str]:
     """The host's exact versions of what the worker bridge imports."""
+    from importlib import metadata  # ~20 ms (email.*): not on every host's import path
+
     return [f"{name}=={metadata.version(name)}" for name in BRIDGE_PACKAGES]
 
 

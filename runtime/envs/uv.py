@@ -60,8 +60,10 @@ def venv_argv(uv: str, path: Path, python: str, *, quiet: bool = True) -> list[s
 
 def install_argv(uv: str, venv_python: Path, requirements: list[str],
                  requirement_files: list[Path], *, quiet: bool = True) -> list[str]:
-    argv = [uv, "pip", "install", *(["--quiet"] if quiet else []), "--python",
-            str(venv_python), *requirements]
+    # --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set (containers often do), modules
+    # without a .pyc are compiled again by every worker and fork server that imports them
+    argv = [uv, "pip", "install", *(["--quiet"] if quiet else []), "--compile-bytecode",
+            "--python", str(venv_python), *requirements]
     for f in requirement_files:
         argv += ["-r", str(f)]
     return argv

@@ -72,10 +72,14 @@ from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
-from ..envs import resolve
-from ..errors import WorkerStartError
-from .executor_dispatch import Dispatch, InitializerFailed, Item, WorkerCrashed
-from .sync_pool import Pool
+from . import warm_zygote
+
+warm_zygote.prestart()  # as runtime.pool.api does: the fork server imports beside ours below
+
+from ..envs import resolve  # noqa: E402 - after the prestart, on purpose
+from ..errors import WorkerStartError  # noqa: E402
+from .executor_dispatch import Dispatch, InitializerFailed, Item, WorkerCrashed  # noqa: E402
+from .sync_pool import Pool  # noqa: E402
 
 __all__ = ["InitializerFailed", "PoolExecutor", "WorkerCrashed", "dumps_task"]
 

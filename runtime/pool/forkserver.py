@@ -1,10 +1,11 @@
 """Host side of the fork server (`runtime/worker/zygote.py`): start it once per pool, ask it
 for workers, learn their exit codes.
 
-A forked worker is not the host's child, so `ForkedProcess` stands in for
-``asyncio.subprocess.Process`` (``pid``, ``returncode``, ``stdout``, ``wait()``): its output
-comes through a pipe the host made and handed over with the request, its exit code from the
-zygote's ``exit`` message. If the zygote dies, its workers keep running; the host then
+A forked worker is not the host's child, so a `ForkedProcess` (`zygote_processes`) stands in
+for ``asyncio.subprocess.Process``: its output comes through a pipe the host made and handed
+over with the request, its exit code from the zygote's ``exit`` message. The zygote itself is
+an asyncio subprocess, or the process's warm zygote (`warm_zygote`), when the pool can take
+it, as a `ClaimedProcess`. If the zygote dies, its workers keep running; the host then
 watches each through a pidfd (exit code unknown: reported as "is gone") and starts a new
 zygote for the next worker. A zygote that could not load the adapter is not restarted on its
 own: the spawns that were waiting for it get its error (with that run's output only), and only
@@ -29,44 +30,13 @@ import psutil
 from ..errors import WorkerStartError
 from ..logs import logger
 from ..registry import flag
+from . import warm_zygote
 from .host.worker_output import lines_of
+from .zygote_processes import ClaimedProcess, ForkedProcess
 
 log = logger("lifecycle")
 OUTPUT_TAIL_LINES = 40
 DRAIN_S = 3.0  # at close: how long the zygote may take to answer what was asked and exit
-
-
-class ForkedProcess:
-    def __init__(self, pid: int, loop: asyncio.AbstractEventLoop) -> None:
-        self.pid = pid
-        self.stdout: asyncio.StreamReader | None = None  # set by spawn()
-        self.returncode: int | None = None
-        self._done: asyncio.Future[int | None] = loop.create_future()
-        self._loop = loop
-        self._pidfd = -1
-
-    def exited(self, code: int | None) -> None:
-        if not self._done.done():
-            self.returncode = code
-            self._done.set_result(code)
-        if self._pidfd >= 0:
-            self._loop.remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = -1
-
-    def watch_without_parent(self) -> None:
-        """The zygote is gone: learn of this process's end through a pidfd."""
-        if self._done.done():
-            return
-        try:
-            self._pidfd = os.pidfd_open(self.pid)
-        except (OSError, AttributeError):  # already gone (or no pidfd): report it gone
-            self.exited(None)
-            return
-        self._loop.add_reader(self._pidfd, self.exited, None)
-
-    async def wait(self) -> int | None:
-        return await asyncio.shield(self._done)
 
 
 class ForkServer:
@@ -85,7 +55,8 @@ class ForkServer:
         self.row_id = "fork-server"  # its registry row: one per zygote started
         self.fork_safe = True
         self.output: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
-        self._proc: asyncio.subprocess.Process | None = None
+        # asyncio's Process, or a warm zygote's ClaimedProcess (the same parts)
+        self._proc: Any = None
         self._sock: socket.socket | None = None
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[ForkedProcess]] = {}
@@ -116,21 +87,11 @@ class ForkServer:
         # A fresh tail per run: a late line of the previous zygote must not land in this
         # one's error.
         self.output = collections.deque(maxlen=OUTPUT_TAIL_LINES)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        argv = [self.python, "-m", "runtime.worker", "--zygote", *self.common_argv,
-                "--control-fd", str(theirs.fileno())]
-        try:
-            self._proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, env=self.env, start_new_session=True,
-                pass_fds=(theirs.fileno(),))
-        except OSError as exc:
-            ours.close()
-            raise WorkerStartError(f"pool {self.pool!r}: cannot start the fork server with "
-                                   f"{self.python}: {exc}",
-                                   hint="check the pool's python setting") from None
-        finally:
-            theirs.close()
+        warm = warm_zygote.take(self.python, self.common_argv, self.env)
+        if warm is not None:  # started before the host's imports, told its pool just now
+            ours, self._proc = warm.sock, await ClaimedProcess.adopt(warm.popen)
+        else:
+            ours, self._proc = await self._exec()
         ours.setblocking(False)
         self._sock = ours
         self.pid = self._proc.pid
@@ -153,17 +114,36 @@ class ForkServer:
             await self.close()
             self.start_error = self._error(f"was not ready within {self.startup_timeout:g} s")
             raise self.start_error from None
-        except WorkerStartError as exc:
+        except WorkerStartError:
             await self._wait_gone()
-            # Built now that its output is complete: the "failed" message can arrive before
-            # the traceback the zygote wrote to its pipe.
-            self.start_error = exc if self._load_failure is None else \
-                self._error(f"could not load the adapter: {self._load_failure}")
+            # Built now that its output is complete: the "failed" message, or the socket's
+            # close, can arrive before what the zygote wrote to its pipe (a fatal signal's
+            # stack: the lines that name the crash).
+            self.start_error = self._error(
+                "exited before it was ready" if self._load_failure is None
+                else f"could not load the adapter: {self._load_failure}")
             raise self.start_error from None
         self.fork_safe = bool(info.get("fork_safe", True))
         if info.get("threads", 1) > 1:
             log.warning("pool %r: the fork server runs %d threads; forking may deadlock",
                         self.pool, info["threads"])
+
+    async def _exec(self) -> tuple[socket.socket, Any]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [self.python, "-m", "runtime.worker", "--zygote", *self.common_argv,
+                "--control-fd", str(theirs.fileno())]
+        try:
+            return ours, await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, env=self.env, start_new_session=True,
+                pass_fds=(theirs.fileno(),))
+        except OSError as exc:
+            ours.close()
+            raise WorkerStartError(f"pool {self.pool!r}: cannot start the fork server with "
+                                   f"{self.python}: {exc}",
+                                   hint="check the pool's python setting") from None
+        finally:
+            theirs.close()
 
     def _error(self, what: str) -> WorkerStartError:
         tail = "\n".join(self.output) or "(no output)"
@@ -269,7 +249,7 @@ class ForkServer:
         finally:
             self._restart = None
 
-    async def _pump_output(self, proc: asyncio.subprocess.Process,
+    async def _pump_output(self, proc: Any,
                            output: collections.deque[str]) -> None:
         assert proc.stdout is not None
         async for line in lines_of(proc.stdout):
@@ -278,7 +258,7 @@ class ForkServer:
                 self.instance.output.add(self.pool, "fork-server", line)
             log.debug("[%s/fork-server] %s", self.pool, line)
 
-    async def _watch_exit(self, proc: asyncio.subprocess.Process, row_id: str) -> None:
+    async def _watch_exit(self, proc: Any, row_id: str) -> None:
         code = await proc.wait()
         if self._registry is not None:
             self._registry.worker_ended(instance_id=self.instance.id, pool=self.pool,

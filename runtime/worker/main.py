@@ -114,6 +114,10 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("--zygote", action="store_true",
                    help="run as the pool's fork server (see runtime/worker/zygote.py)")
     p.add_argument("--control-fd", type=int, default=-1, help="the fork server's socket")
+    p.add_argument("--warm", type=int, default=0, metavar="HOST_PID",
+                   help="fork server started by host HOST_PID before its pool: import, then "
+                        "wait for the pool's adapter and environment on --control-fd "
+                        "(runtime/pool/warm_zygote.py)")
     p.add_argument("--forked", action="store_true",
                    help="this worker was forked by the fork server (watch --host-pid)")
     snakepit_launch.add_arguments(p)

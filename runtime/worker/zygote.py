@@ -14,6 +14,12 @@ session, writes to the pipe it was given, and then runs exactly like a spawned o
 (`main.serve`), watching the host's pid rather than its parent's. The zygote exits with the
 host (parent-death signal, and a check of its parent pid) or when the host closes the socket;
 its workers do not die with it.
+
+A warm zygote (``--warm``: started by `runtime/pool/warm_zygote.py` before its host knew its
+pool) imports what every worker needs, then waits for
+``host -> zygote  {"op": "load", "argv": [--adapter ..., --run-id ...], "env": {...},
+"cwd": ...}``, takes that environment (and its PYTHONPATH entries into sys.path) and
+directory, loads the adapter and goes on as above.
 """
 
 from __future__ import annotations
@@ -41,16 +47,23 @@ def _send(sock: socket.socket, message: dict[str, Any]) -> None:
         pass  # the host is gone; we exit at the next poll
 
 
-def _preload(ns: argparse.Namespace) -> dict[str, Any]:
+def _import_common() -> None:
+    """What every worker needs, whatever its adapter (the bulk of a zygote's start)."""
     import grpc  # noqa: F401 - imported here so every worker finds it in memory
     import grpc._server  # noqa: F401 - grpc.server() would import it in every worker
     from google.protobuf import any_pb2  # noqa: F401
 
     from . import lane_socket, servicer, specs  # noqa: F401
-    from .adapter import collect_tools
-    from .main import PRELOADED_TOOLS, argument_parser, load_adapter_class
+    from .main import argument_parser
 
     argument_parser()  # argparse's set-up costs each forked worker ~10 ms otherwise
+
+
+def _preload(ns: argparse.Namespace) -> dict[str, Any]:
+    from .adapter import collect_tools
+    from .main import PRELOADED_TOOLS, load_adapter_class
+
+    _import_common()
     cls = load_adapter_class(ns.adapter)
     PRELOADED_TOOLS[cls] = collect_tools(cls)
     preload = getattr(cls, "preload", None)
@@ -62,6 +75,8 @@ def _preload(ns: argparse.Namespace) -> dict[str, Any]:
 def serve(ns: argparse.Namespace) -> int:
     from .lifetime import StopSignal, arm_parent_death_signal
 
+    if ns.warm:
+        ns.host_pid = ns.warm  # its --host-pid comes with the pool (see warm_zygote)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A fatal signal while importing the adapter or in preload() names the crashing line in
     # the output the host reports (main.serve does the same in each worker it forks).
@@ -72,6 +87,18 @@ def serve(ns: argparse.Namespace) -> int:
             return 0
     sock = socket.socket(fileno=ns.control_fd)
     try:
+        if ns.warm:
+            _import_common()
+            # collected and frozen while nobody waits: after the load, what is left to do is
+            # the adapter's share (~15 ms of collection less on the pool's start here)
+            import gc
+
+            gc.collect()
+            gc.freeze()
+            loaded = _await_load(sock, ns)
+            if loaded is None:
+                return 0  # the host closed the socket, or is gone: never claimed
+            ns = loaded
         info = _preload(ns)
     except BaseException as exc:  # noqa: BLE001 - report, then exit
         import traceback
@@ -106,6 +133,44 @@ def serve(ns: argparse.Namespace) -> int:
         if not ns.independent and ns.host_pid and os.getppid() != ns.host_pid:
             return 0
     return 0
+
+
+def _await_load(sock: socket.socket, ns: argparse.Namespace) -> argparse.Namespace | None:
+    """A warm zygote (``--warm``, started before its host knew its pool: see
+    `runtime/pool/warm_zygote.py`) waits here, its imports done, for the pool's
+    ``{"op": "load", "argv": [...], "env": {...}}``; it takes that environment for its own
+    (its workers inherit it) and returns the pool's arguments. None: the host went away."""
+    from .main import parse_args
+
+    while True:
+        readable, _, _ = select.select([sock.fileno()], [], [], POLL_S)
+        if ns.host_pid and os.getppid() != ns.host_pid:
+            return None
+        if not readable:
+            continue
+        try:
+            data = sock.recv(1 << 22)
+        except OSError:
+            return None
+        if not data:
+            return None
+        msg = json.loads(data)
+        if msg.get("op") == "load":
+            break
+    env = {str(k): str(v) for k, v in msg.get("env", {}).items()}
+    os.environ.clear()
+    os.environ.update(env)
+    cwd = msg.get("cwd")
+    if cwd and cwd != os.getcwd():  # the host's, now: what a zygote started now would have
+        started_in = os.getcwd()
+        os.chdir(cwd)
+        if sys.path and sys.path[0] == started_in:  # python -m put its directory first
+            sys.path[0] = cwd
+    # The interpreter read PYTHONPATH at its start; the pool's entries (its user's code) join
+    # sys.path now, where PYTHONPATH's would have been: after the current directory.
+    fresh = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+    sys.path[1:1] = fresh
+    return parse_args([*msg.get("argv", []), "--zygote", "--control-fd", str(ns.control_fd)])
 
 
 def _threads() -> int:

@@ -16,7 +16,8 @@ def test_uv_argv_is_explicit() -> None:
     assert uv.venv_argv("uv", Path("/e"), "/usr/bin/python3.12") == [
         "uv", "venv", "--quiet", "--clear", "--python", "/usr/bin/python3.12", "/e"]
     assert uv.install_argv("uv", Path("/e/bin/python"), ["six"], [Path("/r.txt")]) == [
-        "uv", "pip", "install", "--quiet", "--python", "/e/bin/python", "six", "-r", "/r.txt"]
+        "uv", "pip", "install", "--quiet", "--compile-bytecode", "--python", "/e/bin/python",
+        "six", "-r", "/r.txt"]
     assert uv.find_python_argv("uv", "3.12") == ["uv", "python", "find",
                                                  "--no-python-downloads", "3.12"]
     # -v in `pit setup`: uv speaks (its progress goes to the progress lines)

@@ -31,6 +31,7 @@ from ...errors import EnvironmentProblem
 from ...logs import logger
 from ...protocol import pb_grpc
 from ...registry import RegistryWriter
+from .. import warm_zygote
 from ..transport import peer_pid
 from .host_bridge import HostBridgeServicer, TokenGate
 from .host_tools import HostToolRegistry, ParamSpecs, make_host_tool
@@ -91,8 +92,10 @@ class HostInstance:
         """``tool_token`` / ``tool_port``: the ``[tool_bridge]`` settings; with a token the
         host also serves its BridgeService on 127.0.0.1:<tool_port> (``tool_address``) to
         calls that carry it."""
-        self.id = secrets.token_hex(4)
-        self.token = secrets.token_hex(16)
+        # a warm zygote's identity, when this process started one (`warm_zygote`): the first
+        # instance takes it, so that zygote's command line names its owner
+        self.id, self.token = warm_zygote.reserved_identity() or \
+            (secrets.token_hex(4), secrets.token_hex(16))
         self.state_dir = state_dir
         self.run_dir = _run_dir(state_dir, self.id)
         self.python_path = list(python_path or [])
@@ -200,6 +203,7 @@ class HostInstance:
 
     async def close(self) -> None:
         index.withdraw(self.id)
+        await off_loop(lambda: warm_zygote.discard(self.id))  # prestarted, never used
         if self._exporter is not None:
             await off_loop(self._exporter.shutdown)
             self._exporter.server_close()
