@@ -25,7 +25,8 @@ app = typer.Typer(
     help="Pools of isolated, long-lived Python worker processes over gRPC.\n\n"
          "Environment: PIT_CONFIG (config file to use), PIT_STATE_DIR (state directory, "
          "default .pit/ beside the config), PIT_UV (the uv binary to use), PIT_LOG_LEVEL "
-         "(same as --log-level).",
+         "(same as --log-level), PIT_PRESTART=0 (no fork server started ahead of the first "
+         "pool).",
     epilog=epilog("pit"),
     no_args_is_help=True,
     add_completion=True,
