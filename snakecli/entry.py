@@ -43,6 +43,8 @@ def quick_answer(args: list[str]) -> int | None:
     """The exit code after answering ``args`` here; None: the Typer app must answer."""
     if os.environ.get(COMPLETE_VAR):
         return None
+    if sys.stdout is None or sys.stderr is None:  # fd 1 or 2 closed: click writes nothing
+        return None  # and exits as usual; writing here would fail with a traceback
     if not args:  # no_args_is_help: the help, on stderr, exit code 2 (as click does)
         return 2 if show_help("", sys.stderr) else None
     if args[-1] == "--help":

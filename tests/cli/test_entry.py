@@ -135,3 +135,25 @@ def test_status_with_a_host_running_goes_to_typer(monkeypatch: pytest.MonkeyPatc
         code, out, err = run(QUICK, "status", "--json")
         assert code == 0, err
         assert str(pool.pids()[0]) in out
+
+
+@pytest.mark.parametrize(("closed", "args", "code"),
+                         [("stdout", ["--help"], 0), ("stderr", [], 2),
+                          ("stderr", ["status"], 3)])
+def test_a_closed_stdout_or_stderr_is_left_to_typer(
+        closed: str, args: list[str], code: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python sets sys.stdout / sys.stderr to None when fd 1 / 2 is closed: click then
+    # writes nothing and exits as usual; the quick answer must not fail with a traceback
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.delenv("_PIT_COMPLETE", raising=False)
+    monkeypatch.delenv("PIT_LOG_LEVEL", raising=False)
+    monkeypatch.setattr(sys, closed, None)
+    assert entry.quick_answer(args) is None
+    monkeypatch.undo()
+    redirect = ">&-" if closed == "stdout" else "2>&-"
+    for argv in (QUICK, FULL):
+        done = subprocess.run(["sh", "-c", f'"$@" {redirect}', "sh", *argv, *args],
+                              capture_output=closed == "stdout", env={**pit_env(),
+                              "COLUMNS": "80"}, cwd=ROOT, stdin=subprocess.DEVNULL,
+                              timeout=120)
+        assert done.returncode == code, (argv, done.stderr)
