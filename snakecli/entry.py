@@ -48,6 +48,8 @@ def quick_answer(args: list[str]) -> int | None:
     if not args:  # no_args_is_help: the help, on stderr, exit code 2 (as click does)
         return 2 if show_help("", sys.stderr) else None
     if args[-1] == "--help":
+        if any(not a or " " in a for a in args[:-1]):  # "" or "gen adapter" as one
+            return None  # argument: no such command (click's error), though it joins into one
         return 0 if show_help(" ".join(args[:-1]), sys.stdout) else None
     if args in (["status"], ["status", "--json"]):
         return status_without_host()

@@ -137,6 +137,19 @@ def test_status_with_a_host_running_goes_to_typer(monkeypatch: pytest.MonkeyPatc
         assert str(pool.pids()[0]) in out
 
 
+@pytest.mark.parametrize("args", [["", "--help"], ["gen adapter", "--help"]],
+                         ids=["empty command", "two words in one argument"])
+@SAME_TYPER
+def test_an_argument_that_only_joins_into_a_page_name_is_typers_error(
+        args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # "" and "gen adapter" are not commands: click says so (exit 2), it shows no help page
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.delenv("_PIT_COMPLETE", raising=False)
+    assert entry.quick_answer(args) is None
+    quick, full = run(QUICK, *args), run(FULL, *args)
+    assert quick == full and quick[0] == 2, quick
+
+
 @pytest.mark.parametrize(("closed", "args", "code"),
                          [("stdout", ["--help"], 0), ("stderr", [], 2),
                           ("stderr", ["status"], 3)])
