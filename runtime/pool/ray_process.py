@@ -54,7 +54,11 @@ READY_EXIT_WAIT_S = 2.0  # a worker whose start failed: wait this long for its e
 # Ray's health checks fail (about 15 s with Ray's defaults).
 RAY_EXIT_WAIT_S = 30.0
 UNAVAILABLE_RETRY_S = 0.5  # asking again about an actor Ray calls temporarily unavailable
-USAGE_TIMEOUT_S = 5.0  # an actor that takes longer to report its worker's memory: not sampled
+# A sampling round (every 0.5 s, all the pool's workers together) waits this long for an
+# actor's report; a later one counts in a later round, and the actor is not asked again
+# until it answered: a slow or unreachable node neither holds every worker's sampling nor
+# piles requests up on its actor.
+USAGE_WAIT_S = 0.2
 
 
 def worker_flags(argv: list[str]) -> list[str]:
@@ -91,6 +95,7 @@ class RayWorkerProcess(WorkerProcess):
         self._ended = False
         self.exit_wait_s = RAY_EXIT_WAIT_S
         self._probe = f"{shm.PREFIX}{instance.id}-{worker_id}{shm.PROBE_SUFFIX}"
+        self._usage_asked: asyncio.Future[Any] | None = None  # its actor's report, awaited
 
     @property
     def address(self) -> str:
@@ -224,12 +229,20 @@ class RayWorkerProcess(WorkerProcess):
     async def usage(self, uss: bool) -> tuple[float, float, float | None] | None:
         """Sampled by its actor on its node (a pid of this machine's may be another
         process, and one in a container is not ours to read): ``max_memory_mb`` and `pit
-        status` work for workers on every node. Raises when the actor does not answer."""
+        status` work for workers on every node. Raises when the actor has not answered
+        within USAGE_WAIT_S (its answer then counts in a later round) or failed to."""
         if not self.running:
             raise RuntimeError("its actor is gone")
-        ref = self._actor.usage.remote(uss)
-        return tuple(await asyncio.wait_for(asyncio.wrap_future(ref.future()),
-                                            USAGE_TIMEOUT_S))  # type: ignore[return-value]
+        asked = self._usage_asked
+        if asked is None:
+            asked = asyncio.wrap_future(self._actor.usage.remote(uss).future())
+            asked.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved
+            self._usage_asked = asked
+        done, _ = await asyncio.wait({asked}, timeout=USAGE_WAIT_S)
+        if not done:
+            raise TimeoutError(f"its actor has not reported within {USAGE_WAIT_S:g} s")
+        self._usage_asked = None
+        return tuple(asked.result())  # type: ignore[return-value]
 
     async def dump_stacks(self, dest_dir: Path) -> Path | None:
         return None

@@ -3,6 +3,12 @@ death is named, the worker flags that stay on the host."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import types
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from runtime.config import make_pool_config
@@ -114,3 +120,47 @@ def test_pit_hardware_ray_without_ray_names_the_extra(monkeypatch: pytest.Monkey
     result = CliRunner().invoke(app, ["hardware", "--ray", "head:6379"],
                                 env={"NO_COLOR": "1", "COLUMNS": "160"})
     assert result.exit_code != 0 and "pit-pools[ray]" in result.output
+
+
+class _SilentActor:
+    """A Ray actor handle whose ``usage`` answers only when the test answers it (an actor on
+    a busy or unreachable node): ``usage.remote(uss).future()`` as Ray's."""
+
+    def __init__(self) -> None:
+        self.asked: list[concurrent.futures.Future[Any]] = []
+        self.usage = self
+
+    def remote(self, uss: bool) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.asked.append(future)
+        return types.SimpleNamespace(future=lambda: future)
+
+
+def test_an_actor_slow_to_report_its_usage_is_asked_once_at_a_time(tmp_path: Path) -> None:
+    # Every sampling round (0.5 s) asks each Ray worker's actor for its usage; one that
+    # does not answer must neither hold the round (and with it every other worker's sampling
+    # and memory recycling) for long, nor be sent a new request each round to pile up
+    from runtime.pool.host.instance import HostInstance
+    from runtime.pool.ray_process import RayWorkerProcess
+
+    async def main() -> None:
+        process = RayWorkerProcess("worker-1", make_pool_config("p", backend="ray"),
+                                   HostInstance(tmp_path))
+        process._actor = actor = _SilentActor()
+        for _ in range(3):  # rounds while it says nothing: not sampled, asked once
+            with pytest.raises(TimeoutError):
+                await process.usage(False)
+        assert len(actor.asked) == 1
+        actor.asked[0].set_result((120.0, 35.0, None))  # its answer, late: the next round's
+        assert await process.usage(True) == (120.0, 35.0, None)
+        with pytest.raises(TimeoutError):
+            await process.usage(True)  # asked again (this one is not answered)
+        assert len(actor.asked) == 2
+        actor.asked[1].set_exception(RuntimeError("the actor died"))
+        with pytest.raises(RuntimeError, match="the actor died"):
+            await process.usage(True)
+        with pytest.raises(TimeoutError):
+            await process.usage(True)
+        assert len(actor.asked) == 3
+
+    asyncio.run(main())
