@@ -139,3 +139,12 @@ def test_doctor_checks_a_ray_pools_tls_files(certs: Certs) -> None:
     check = doctor._guard("pool big: tls", lambda: doctor._tls(bad))
     assert check.status == "fail" and "tls.ca did not issue tls.cert" in check.message
     assert "point tls.ca at the CA" in check.remediation
+
+
+def test_the_workers_private_key_is_not_in_the_repr_of_what_carries_it(certs: Certs) -> None:
+    # a repr lands in logs, tracebacks and pytest's assertion messages: the key must not
+    worker, host = tls.read_pool_tls({"cert": str(certs.cert), "key": str(certs.key),
+                                      "ca": str(certs.ca), "server_name": SERVER_NAME}, "p")
+    key_body = certs.key.read_text().splitlines()[1]
+    assert key_body in worker.key.decode() and key_body not in repr(worker)
+    assert "CERTIFICATE" in repr(worker)  # the certificate chain is public
