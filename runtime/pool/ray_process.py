@@ -134,11 +134,15 @@ class RayWorkerProcess(WorkerProcess):
                 dict(config.resources), config.placement)
             options["scheduling_strategy"] = ray_cluster.scheduling(group)
         flags = worker_flags(self.argv()[3:])
+        # Here, not in the thread: a start cancelled (the pool closed) while Ray creates the
+        # actor goes on to remove the worker's files while the thread runs on, and a shm
+        # probe written after that would stay in /dev/shm.
+        env = self.actor_env()
 
         def create() -> Any:
             cls = _actor_class(ray).options(name=name, namespace=ray_cluster.NAMESPACE,
                                             max_restarts=0, max_concurrency=4, **options)
-            return cls.remote(flags, self.actor_env(), self.secret, listen_host,
+            return cls.remote(flags, env, self.secret, listen_host,
                               config.call_lane and config.lane_socket,
                               None if worker_tls is None else worker_tls.env())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 import types
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,53 @@ def test_an_actor_slow_to_report_its_usage_is_asked_once_at_a_time(tmp_path: Pat
         assert len(actor.asked) == 3
 
     asyncio.run(main())
+
+
+class _SlowRay:
+    """The ``ray`` module as `RayWorkerProcess.launch` uses it, whose actor creation waits
+    for the test (Ray busy): ``ray.remote(cls).options(...).remote(...)``."""
+
+    def __init__(self) -> None:
+        self.creating, self.go = threading.Event(), threading.Event()
+
+    def remote(self, cls: Any) -> Any:
+        return self
+
+    def options(self, **options: Any) -> Any:
+        self.creating.set()
+        self.go.wait(30)
+        return types.SimpleNamespace(remote=lambda *args: object())
+
+
+def test_a_ray_worker_start_cancelled_while_its_actor_is_created_leaves_no_shm_probe(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pool closes (its start task is cancelled) while Ray creates the actor in a thread:
+    # the worker's stop removes its files then; a probe written later would stay in /dev/shm
+    from runtime.pool import ray_process
+    from runtime.pool.host.instance import HostInstance
+    from runtime.protocol import shm
+
+    if not shm.available():
+        pytest.skip("no /dev/shm")
+    fake = _SlowRay()
+    monkeypatch.setattr(ray_cluster, "connect", lambda address: fake)
+
+    async def main() -> Path:
+        process = ray_process.RayWorkerProcess(
+            "worker-1", make_pool_config("p", backend="ray"), HostInstance(tmp_path))
+        starting = asyncio.ensure_future(process.launch())
+        while not fake.creating.is_set():
+            await asyncio.sleep(0.01)
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        process.remove_files()  # as WorkerHandle.stop does
+        fake.go.set()
+        await asyncio.sleep(0)
+        return Path(shm.PREFIX + f"{process._instance.id}-worker-1{shm.PROBE_SUFFIX}")
+
+    probe = asyncio.run(main())  # asyncio.run waits for the creating thread to end
+    try:
+        assert not probe.exists()
+    finally:
+        probe.unlink(missing_ok=True)
