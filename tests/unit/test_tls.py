@@ -53,6 +53,11 @@ def test_a_tls_table_without_one_of_its_files_is_refused_by_name(
     assert says in str(err) and f"add {drop} = " in (err.hint or "")
 
 
+def test_a_tls_table_with_only_a_server_name_is_refused_naming_what_is_given() -> None:
+    err = _refused(None, {"server_name": "pit-worker"})  # type: ignore[arg-type]
+    assert "tls.cert is missing (only tls.server_name given)" in str(err), str(err)
+
+
 @pytest.mark.parametrize(("change", "says"), [
     ({"crt": "x.pem"}, "tls has no key 'crt'; its keys: cert, key, ca, server_name"),
     ({"ca": ""}, "tls.ca = '' is invalid; expected a file path"),
