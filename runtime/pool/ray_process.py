@@ -237,11 +237,15 @@ class RayWorkerProcess(WorkerProcess):
         within USAGE_WAIT_S (its answer then counts in a later round) or failed to."""
         if not self.running:
             raise RuntimeError("its actor is gone")
-        asked = self._usage_asked
-        if asked is None:
+        late = self._usage_asked
+        if late is None or late.done():
             asked = asyncio.wrap_future(self._actor.usage.remote(uss).future())
             asked.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved
             self._usage_asked = asked
+            if late is not None:  # answered after its round stopped waiting: this round's
+                return tuple(late.result())  # type: ignore[return-value]
+        else:
+            asked = late  # still out: not asked again
         done, _ = await asyncio.wait({asked}, timeout=USAGE_WAIT_S)
         if not done:
             raise TimeoutError(f"its actor has not reported within {USAGE_WAIT_S:g} s")

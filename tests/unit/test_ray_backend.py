@@ -153,7 +153,9 @@ def test_an_actor_slow_to_report_its_usage_is_asked_once_at_a_time(tmp_path: Pat
                 await process.usage(False)
         assert len(actor.asked) == 1
         actor.asked[0].set_result((120.0, 35.0, None))  # its answer, late: the next round's
+        await asyncio.sleep(0.05)  # between rounds: the loop takes the answer in
         assert await process.usage(True) == (120.0, 35.0, None)
+        assert len(actor.asked) == 2  # and the next round's is asked for at once
         with pytest.raises(TimeoutError):
             await process.usage(True)  # asked again (this one is not answered)
         assert len(actor.asked) == 2
