@@ -94,7 +94,7 @@ class RayWorkerProcess(WorkerProcess):
         self._watch: asyncio.Task[Any] | None = None
         self._ended = False
         self.exit_wait_s = RAY_EXIT_WAIT_S
-        self._probe = f"{shm.PREFIX}{instance.id}-{worker_id}{shm.PROBE_SUFFIX}"
+        self._probe = shm.worker_prefix(instance.id, config.name, worker_id) + shm.PROBE_SUFFIX
         self._usage_asked: asyncio.Future[Any] | None = None  # its actor's report, awaited
 
     @property

@@ -210,7 +210,8 @@ def test_a_ray_worker_start_cancelled_while_its_actor_is_created_leaves_no_shm_p
         process.remove_files()  # as WorkerHandle.stop does
         fake.go.set()
         await asyncio.sleep(0)
-        return Path(shm.PREFIX + f"{process._instance.id}-worker-1{shm.PROBE_SUFFIX}")
+        return Path(shm.worker_prefix(process._instance.id, "p", "worker-1")
+                    + shm.PROBE_SUFFIX)
 
     probe = asyncio.run(main())  # asyncio.run waits for the creating thread to end
     try:
