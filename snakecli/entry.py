@@ -30,7 +30,16 @@ PAGE_SOURCES_SKIPPED = ("entry.py", "help_pages.py")  # not where help text come
 
 
 def main() -> None:
-    code = quick_answer(sys.argv[1:])
+    try:
+        code = quick_answer(sys.argv[1:])
+        if code is not None:
+            sys.stdout.flush()  # here, where a reader gone away can be told apart
+            sys.stderr.flush()
+    except BrokenPipeError:  # `pit --help | true`: as click, exit 1 saying nothing
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)  # what is still buffered goes nowhere at exit, quietly
+        os.dup2(devnull, 2)
+        sys.exit(1)
     if code is None:
         from .app import main as full
 

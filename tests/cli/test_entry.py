@@ -4,6 +4,7 @@ to the app."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -170,3 +171,22 @@ def test_a_closed_stdout_or_stderr_is_left_to_typer(
                               "COLUMNS": "80"}, cwd=ROOT, stdin=subprocess.DEVNULL,
                               timeout=120)
         assert done.returncode == code, (argv, done.stderr)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"]])
+def test_a_reader_gone_before_the_answer_is_typers_exit_not_a_traceback(
+        args: list[str]) -> None:
+    # `pit --help | true`: the pipe's reader is gone when pit writes (EPIPE); click exits 1
+    # and says nothing; the quick answer printed a BrokenPipeError traceback
+    answers = []
+    for argv in (QUICK, FULL):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            done = subprocess.run([*argv, *args], stdout=write_end, stderr=subprocess.PIPE,
+                                  text=True, env={**pit_env(), "COLUMNS": "80"}, cwd=ROOT,
+                                  stdin=subprocess.DEVNULL, timeout=120)
+        finally:
+            os.close(write_end)
+        answers.append((done.returncode, done.stderr))
+    assert answers[0] == answers[1] == (1, ""), answers
