@@ -96,7 +96,8 @@ def check_tls(table: Mapping[str, Any], where: str) -> dict[str, str]:
            "ca": "the host verifies the workers' certificates against this CA"}
     for key in TLS_FILES:
         if key not in table:
-            given = " and ".join(f"tls.{k}" for k in TLS_FILES if k in table)
+            given = " and ".join(f"tls.{k}" for k in TLS_FILES if k in table) or \
+                "only tls.server_name"  # the one other key it can have here
             raise ConfigError(f"{where}: tls.{key} is missing ({given} given): {why[key]}",
                               details={"key": f"tls.{key}"},
                               hint=f"add {key} = \"...\" to tls; e.g. {TLS_EXAMPLE}")

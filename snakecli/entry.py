@@ -30,7 +30,16 @@ PAGE_SOURCES_SKIPPED = ("entry.py", "help_pages.py")  # not where help text come
 
 
 def main() -> None:
-    code = quick_answer(sys.argv[1:])
+    try:
+        code = quick_answer(sys.argv[1:])
+        if code is not None:
+            sys.stdout.flush()  # here, where a reader gone away can be told apart
+            sys.stderr.flush()
+    except BrokenPipeError:  # `pit --help | true`: as click, exit 1 saying nothing
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)  # what is still buffered goes nowhere at exit, quietly
+        os.dup2(devnull, 2)
+        sys.exit(1)
     if code is None:
         from .app import main as full
 
@@ -43,9 +52,13 @@ def quick_answer(args: list[str]) -> int | None:
     """The exit code after answering ``args`` here; None: the Typer app must answer."""
     if os.environ.get(COMPLETE_VAR):
         return None
+    if sys.stdout is None or sys.stderr is None:  # fd 1 or 2 closed: click writes nothing
+        return None  # and exits as usual; writing here would fail with a traceback
     if not args:  # no_args_is_help: the help, on stderr, exit code 2 (as click does)
         return 2 if show_help("", sys.stderr) else None
     if args[-1] == "--help":
+        if any(not a or " " in a for a in args[:-1]):  # "" or "gen adapter" as one
+            return None  # argument: no such command (click's error), though it joins into one
         return 0 if show_help(" ".join(args[:-1]), sys.stdout) else None
     if args in (["status"], ["status", "--json"]):
         return status_without_host()

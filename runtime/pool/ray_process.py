@@ -61,12 +61,16 @@ READY_EXIT_WAIT_S = 2.0  # a worker whose start failed: wait this long for its e
 # Ray's health checks fail (about 15 s with Ray's defaults).
 RAY_EXIT_WAIT_S = 30.0
 UNAVAILABLE_RETRY_S = 0.5  # asking again about an actor Ray calls temporarily unavailable
-USAGE_TIMEOUT_S = 5.0  # an actor that takes longer to report its worker's memory: not sampled
 REACH_TIMEOUT_S = 2.0  # ray_calls = "auto": a worker's port that does not answer in this long
 # is called through its actor. The actor's threads: its own methods (wait, ready, signal,
 # cancel, ping) beside one per call it forwards (at most the worker's capacity).
 ACTOR_OWN_THREADS = 6
 STREAM_AHEAD = 16  # chunks a stream through the actor may run ahead of the host's reading
+# A sampling round (every 0.5 s, all the pool's workers together) waits this long for an
+# actor's report; a later one counts in a later round, and the actor is not asked again
+# until it answered: a slow or unreachable node neither holds every worker's sampling nor
+# piles requests up on its actor.
+USAGE_WAIT_S = 0.2
 
 
 def worker_flags(argv: list[str]) -> list[str]:
@@ -121,7 +125,8 @@ class RayWorkerProcess(WorkerProcess):
         self._ended = False
         self.via_actor = False  # its calls go through its actor (`ray_stub`), once ready
         self.exit_wait_s = RAY_EXIT_WAIT_S
-        self._probe = f"{shm.PREFIX}{instance.id}-{worker_id}{shm.PROBE_SUFFIX}"
+        self._probe = shm.worker_prefix(instance.id, config.name, worker_id) + shm.PROBE_SUFFIX
+        self._usage_asked: asyncio.Future[Any] | None = None  # its actor's report, awaited
 
     @property
     def address(self) -> str:
@@ -172,12 +177,16 @@ class RayWorkerProcess(WorkerProcess):
                 dict(config.resources), config.placement)
             options["scheduling_strategy"] = ray_cluster.scheduling(group)
         flags = worker_flags(self.argv()[3:])
+        # Here, not in the thread: a start cancelled (the pool closed) while Ray creates the
+        # actor goes on to remove the worker's files while the thread runs on, and a shm
+        # probe written after that would stay in /dev/shm.
+        env = self.actor_env()
 
         def create() -> Any:
             cls = _actor_class(ray).options(
                 name=name, namespace=ray_cluster.NAMESPACE, max_restarts=0,
                 max_concurrency=ACTOR_OWN_THREADS + config.capacity, **options)
-            return cls.remote(flags, self.actor_env(), self.secret, listen_host,
+            return cls.remote(flags, env, self.secret, listen_host,
                               config.call_lane and config.lane_socket,
                               None if worker_tls is None else worker_tls.env(),
                               config.max_message_bytes,
@@ -308,12 +317,24 @@ class RayWorkerProcess(WorkerProcess):
     async def usage(self, uss: bool) -> tuple[float, float, float | None] | None:
         """Sampled by its actor on its node (a pid of this machine's may be another
         process, and one in a container is not ours to read): ``max_memory_mb`` and `pit
-        status` work for workers on every node. Raises when the actor does not answer."""
+        status` work for workers on every node. Raises when the actor has not answered
+        within USAGE_WAIT_S (its answer then counts in a later round) or failed to."""
         if not self.running:
             raise RuntimeError("its actor is gone")
-        ref = self._actor.usage.remote(uss)
-        return tuple(await asyncio.wait_for(asyncio.wrap_future(ref.future()),
-                                            USAGE_TIMEOUT_S))  # type: ignore[return-value]
+        late = self._usage_asked
+        if late is None or late.done():
+            asked = asyncio.wrap_future(self._actor.usage.remote(uss).future())
+            asked.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved
+            self._usage_asked = asked
+            if late is not None:  # answered after its round stopped waiting: this round's
+                return tuple(late.result())  # type: ignore[return-value]
+        else:
+            asked = late  # still out: not asked again
+        done, _ = await asyncio.wait({asked}, timeout=USAGE_WAIT_S)
+        if not done:
+            raise TimeoutError(f"its actor has not reported within {USAGE_WAIT_S:g} s")
+        self._usage_asked = None
+        return tuple(asked.result())  # type: ignore[return-value]
 
     async def dump_stacks(self, dest_dir: Path) -> Path | None:
         return None

@@ -1,6 +1,6 @@
 """Host side of shared-memory payloads (format: `runtime.protocol.shm`).
 
-Each worker gets arenas: files ``/dev/shm/pit-<instance>-<worker>-<n>`` the host creates,
+Each worker gets arenas: files ``/dev/shm/pit-<instance>-<pool>-<worker>-<n>`` the host creates,
 maps, and reuses from a free list (a reused arena costs no page faults, which is where a
 fresh block per call loses most of its speed). A call with large ``bytes`` arguments takes
 an arena for them; a call whose tool returned large ``bytes`` before (or that sends large

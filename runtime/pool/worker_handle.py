@@ -103,8 +103,9 @@ class WorkerHandle:
         self._exited = asyncio.get_running_loop().create_future()  # its exit is recorded
         self.process = (RayWorkerProcess if config.backend == "ray" else WorkerProcess)(
             worker_id, config, instance)
-        self.channel = WorkerChannel(self, config, self._exited, pipeline=pipeline,
-                                     shm_name=f"{shm.PREFIX}{instance.id}-{worker_id}")
+        self.channel = WorkerChannel(
+            self, config, self._exited, pipeline=pipeline,
+            shm_name=shm.worker_prefix(instance.id, config.name, worker_id))
         self.exit_wait_s = self.process.exit_wait_s or EXIT_WAIT_S
         self.channel.exit_wait_s = self.exit_wait_s
 

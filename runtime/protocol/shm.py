@@ -44,6 +44,13 @@ def available() -> bool:
         os.access(SHM_DIR, os.W_OK)
 
 
+def worker_prefix(instance_id: str, pool: str, worker_id: str) -> str:
+    """The start of a worker's arena (and probe) paths: its pool's name is in it because
+    worker ids are per pool (every pool of a host has a worker-1). `pit cleanup` removes
+    ``PREFIX<instance id>-*`` of a dead host."""
+    return f"{PREFIX}{instance_id}-{pool}-{worker_id}"
+
+
 def parse(spec: str) -> tuple[str, int, int]:
     path, off, size = spec.rsplit(":", 2)
     if not path.startswith(PREFIX) or "/" in path[len(PREFIX):]:

@@ -24,7 +24,7 @@ import os
 import ssl
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ class WorkerTls:
     """What a worker serves TLS with: its PEM certificate chain and private key."""
 
     cert: bytes
-    key: bytes
+    key: bytes = field(repr=False)  # a repr goes to logs, tracebacks, test reports
 
     def env(self) -> dict[str, str]:
         """How the worker is given them (`take_from_env` takes them back out)."""

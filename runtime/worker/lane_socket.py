@@ -68,6 +68,11 @@ class LaneSocket:
             thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
+        # Each read of the TLS handshake and of the hello times out, but a client that sends
+        # a byte now and then, each in time, would hold this thread (one of MAX_CONNECTIONS)
+        # as long as it liked: the two have one deadline together.
+        deadline = _Deadline(conn, secret.HELLO_TIMEOUT_S) \
+            if conn.family == socket.AF_INET else None
         if self._tls is not None:
             conn.settimeout(secret.HELLO_TIMEOUT_S)  # a client that never shakes hands
             try:
@@ -76,11 +81,14 @@ class LaneSocket:
                 sys.stderr.write(f"pit worker: refused a call lane connection: TLS "
                                  f"handshake failed: {exc}\n")
                 conn.close()
+                if deadline is not None:
+                    deadline.cancel()
                 return
         with conn:
-            if conn.family == socket.AF_INET:
+            if deadline is not None:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if not secret.check_lane_hello(conn, self._secret):
+                hello = secret.check_lane_hello(conn, self._secret)
+                if not deadline.cancel() or not hello:
                     sys.stderr.write("pit worker: refused a call lane connection without "
                                      "the pool's secret\n")
                     return
@@ -102,3 +110,34 @@ class LaneSocket:
         end = time.monotonic() + grace
         for thread in [self._thread, *self._threads]:
             thread.join(max(end - time.monotonic(), 0.0))
+
+
+class _Deadline:
+    """Shuts a connection down both ways (its blocked reads return) unless `cancel`led within
+    ``seconds``. Holds its own descriptor of the connection: a TLS wrap takes over the first."""
+
+    def __init__(self, conn: socket.socket, seconds: float) -> None:
+        self._sock = conn.dup()
+        self._lock = threading.Lock()
+        self._over = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        with self._lock:
+            if not self._over:
+                self._over = True
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                self._sock.close()
+
+    def cancel(self) -> bool:
+        """Stop it; False when it had already cut the connection."""
+        self._timer.cancel()
+        with self._lock:
+            if self._over:
+                return False
+            self._over = True
+            self._sock.close()
+            return True

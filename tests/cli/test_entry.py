@@ -4,6 +4,7 @@ to the app."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -135,3 +136,57 @@ def test_status_with_a_host_running_goes_to_typer(monkeypatch: pytest.MonkeyPatc
         code, out, err = run(QUICK, "status", "--json")
         assert code == 0, err
         assert str(pool.pids()[0]) in out
+
+
+@pytest.mark.parametrize("args", [["", "--help"], ["gen adapter", "--help"]],
+                         ids=["empty command", "two words in one argument"])
+@SAME_TYPER
+def test_an_argument_that_only_joins_into_a_page_name_is_typers_error(
+        args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # "" and "gen adapter" are not commands: click says so (exit 2), it shows no help page
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.delenv("_PIT_COMPLETE", raising=False)
+    assert entry.quick_answer(args) is None
+    quick, full = run(QUICK, *args), run(FULL, *args)
+    assert quick == full and quick[0] == 2, quick
+
+
+@pytest.mark.parametrize(("closed", "args", "code"),
+                         [("stdout", ["--help"], 0), ("stderr", [], 2),
+                          ("stderr", ["status"], 3)])
+def test_a_closed_stdout_or_stderr_is_left_to_typer(
+        closed: str, args: list[str], code: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python sets sys.stdout / sys.stderr to None when fd 1 / 2 is closed: click then
+    # writes nothing and exits as usual; the quick answer must not fail with a traceback
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.delenv("_PIT_COMPLETE", raising=False)
+    monkeypatch.delenv("PIT_LOG_LEVEL", raising=False)
+    monkeypatch.setattr(sys, closed, None)
+    assert entry.quick_answer(args) is None
+    monkeypatch.undo()
+    redirect = ">&-" if closed == "stdout" else "2>&-"
+    for argv in (QUICK, FULL):
+        done = subprocess.run(["sh", "-c", f'"$@" {redirect}', "sh", *argv, *args],
+                              capture_output=closed == "stdout", env={**pit_env(),
+                              "COLUMNS": "80"}, cwd=ROOT, stdin=subprocess.DEVNULL,
+                              timeout=120)
+        assert done.returncode == code, (argv, done.stderr)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"]])
+def test_a_reader_gone_before_the_answer_is_typers_exit_not_a_traceback(
+        args: list[str]) -> None:
+    # `pit --help | true`: the pipe's reader is gone when pit writes (EPIPE); click exits 1
+    # and says nothing; the quick answer printed a BrokenPipeError traceback
+    answers = []
+    for argv in (QUICK, FULL):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            done = subprocess.run([*argv, *args], stdout=write_end, stderr=subprocess.PIPE,
+                                  text=True, env={**pit_env(), "COLUMNS": "80"}, cwd=ROOT,
+                                  stdin=subprocess.DEVNULL, timeout=120)
+        finally:
+            os.close(write_end)
+        answers.append((done.returncode, done.stderr))
+    assert answers[0] == answers[1] == (1, ""), answers

@@ -250,3 +250,32 @@ def test_pandas_frames_go_through_arrow() -> None:
         out = pool.execute("frame_mean", {"df": df})
         assert isinstance(out, pd.DataFrame)
         assert out["mean"].to_dict() == {"a": 2.0, "b": 20.0}
+
+
+def test_two_pools_of_one_host_keep_their_arenas_apart() -> None:
+    # Worker ids are per pool (both pools have a worker-1): arenas named by instance and
+    # worker id alone collided, and the second pool's large call failed (FileExistsError)
+    import asyncio
+
+    from runtime import AsyncPool
+    from runtime.config import state_dir
+    from runtime.pool.host.instance import HostInstance
+
+    async def main() -> None:
+        instance = HostInstance(state_dir())
+        await instance.start()
+        pools = []
+        try:
+            for name in ("a", "b"):
+                pools.append(await AsyncPool(name=name, size=1, instance=instance).start())
+            data = os.urandom(2 * MIB)
+            for pool in pools:
+                assert await pool.execute("bytes_echo", {"data": data}) == data
+            made = glob.glob(f"{shm.PREFIX}{instance.id}-*")
+            assert any("-a-" in p for p in made) and any("-b-" in p for p in made), made
+        finally:
+            for pool in pools:
+                await pool.close()
+            await instance.close()
+
+    asyncio.run(main())

@@ -3,8 +3,13 @@ death is named, the worker flags that stay on the host."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import sys
+import threading
+import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,3 +170,103 @@ def test_rays_runtime_env_failure_is_recognised_and_trimmed_to_its_last_lines() 
               "Last 50 lines of stdout:\n    error: No solution found\n      cause: pkg-x")
     assert ray_env.setup_error(RuntimeEnvSetupError(quoted)) == \
         "    error: No solution found\n      cause: pkg-x"  # uv's own words only
+
+
+class _SilentActor:
+    """A Ray actor handle whose ``usage`` answers only when the test answers it (an actor on
+    a busy or unreachable node): ``usage.remote(uss).future()`` as Ray's."""
+
+    def __init__(self) -> None:
+        self.asked: list[concurrent.futures.Future[Any]] = []
+        self.usage = self
+
+    def remote(self, uss: bool) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.asked.append(future)
+        return types.SimpleNamespace(future=lambda: future)
+
+
+def test_an_actor_slow_to_report_its_usage_is_asked_once_at_a_time(tmp_path: Path) -> None:
+    # Every sampling round (0.5 s) asks each Ray worker's actor for its usage; one that
+    # does not answer must neither hold the round (and with it every other worker's sampling
+    # and memory recycling) for long, nor be sent a new request each round to pile up
+    from runtime.pool.host.instance import HostInstance
+    from runtime.pool.ray_process import RayWorkerProcess
+
+    async def main() -> None:
+        process = RayWorkerProcess("worker-1", make_pool_config("p", backend="ray"),
+                                   HostInstance(tmp_path))
+        process._actor = actor = _SilentActor()
+        for _ in range(3):  # rounds while it says nothing: not sampled, asked once
+            with pytest.raises(TimeoutError):
+                await process.usage(False)
+        assert len(actor.asked) == 1
+        actor.asked[0].set_result((120.0, 35.0, None))  # its answer, late: the next round's
+        await asyncio.sleep(0.05)  # between rounds: the loop takes the answer in
+        assert await process.usage(True) == (120.0, 35.0, None)
+        assert len(actor.asked) == 2  # and the next round's is asked for at once
+        with pytest.raises(TimeoutError):
+            await process.usage(True)  # asked again (this one is not answered)
+        assert len(actor.asked) == 2
+        actor.asked[1].set_exception(RuntimeError("the actor died"))
+        with pytest.raises(RuntimeError, match="the actor died"):
+            await process.usage(True)
+        with pytest.raises(TimeoutError):
+            await process.usage(True)
+        assert len(actor.asked) == 3
+
+    asyncio.run(main())
+
+
+class _SlowRay:
+    """The ``ray`` module as `RayWorkerProcess.launch` uses it, whose actor creation waits
+    for the test (Ray busy): ``ray.remote(cls).options(...).remote(...)``."""
+
+    def __init__(self) -> None:
+        self.creating, self.go = threading.Event(), threading.Event()
+
+    def remote(self, cls: Any) -> Any:
+        return self
+
+    def method(self, **options: Any) -> Any:  # ray.method(...)(fn): Ray marks fn
+        return lambda fn: fn
+
+    def options(self, **options: Any) -> Any:
+        self.creating.set()
+        self.go.wait(30)
+        return types.SimpleNamespace(remote=lambda *args: object())
+
+
+def test_a_ray_worker_start_cancelled_while_its_actor_is_created_leaves_no_shm_probe(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pool closes (its start task is cancelled) while Ray creates the actor in a thread:
+    # the worker's stop removes its files then; a probe written later would stay in /dev/shm
+    from runtime.pool import ray_process
+    from runtime.pool.host.instance import HostInstance
+    from runtime.protocol import shm
+
+    if not shm.available():
+        pytest.skip("no /dev/shm")
+    fake = _SlowRay()
+    monkeypatch.setattr(ray_cluster, "connect", lambda address: fake)
+
+    async def main() -> Path:
+        process = ray_process.RayWorkerProcess(
+            "worker-1", make_pool_config("p", backend="ray"), HostInstance(tmp_path))
+        starting = asyncio.ensure_future(process.launch())
+        while not fake.creating.is_set():
+            await asyncio.sleep(0.01)
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        process.remove_files()  # as WorkerHandle.stop does
+        fake.go.set()
+        await asyncio.sleep(0)
+        return Path(shm.worker_prefix(process._instance.id, "p", "worker-1")
+                    + shm.PROBE_SUFFIX)
+
+    probe = asyncio.run(main())  # asyncio.run waits for the creating thread to end
+    try:
+        assert not probe.exists()
+    finally:
+        probe.unlink(missing_ok=True)

@@ -53,6 +53,11 @@ def test_a_tls_table_without_one_of_its_files_is_refused_by_name(
     assert says in str(err) and f"add {drop} = " in (err.hint or "")
 
 
+def test_a_tls_table_with_only_a_server_name_is_refused_naming_what_is_given() -> None:
+    err = _refused(None, {"server_name": "pit-worker"})  # type: ignore[arg-type]
+    assert "tls.cert is missing (only tls.server_name given)" in str(err), str(err)
+
+
 @pytest.mark.parametrize(("change", "says"), [
     ({"crt": "x.pem"}, "tls has no key 'crt'; its keys: cert, key, ca, server_name"),
     ({"ca": ""}, "tls.ca = '' is invalid; expected a file path"),
@@ -139,3 +144,12 @@ def test_doctor_checks_a_ray_pools_tls_files(certs: Certs) -> None:
     check = doctor._guard("pool big: tls", lambda: doctor._tls(bad))
     assert check.status == "fail" and "tls.ca did not issue tls.cert" in check.message
     assert "point tls.ca at the CA" in check.remediation
+
+
+def test_the_workers_private_key_is_not_in_the_repr_of_what_carries_it(certs: Certs) -> None:
+    # a repr lands in logs, tracebacks and pytest's assertion messages: the key must not
+    worker, host = tls.read_pool_tls({"cert": str(certs.cert), "key": str(certs.key),
+                                      "ca": str(certs.ca), "server_name": SERVER_NAME}, "p")
+    key_body = certs.key.read_text().splitlines()[1]
+    assert key_body in worker.key.decode() and key_body not in repr(worker)
+    assert "CERTIFICATE" in repr(worker)  # the certificate chain is public
