@@ -200,8 +200,9 @@ def serve(ns: argparse.Namespace, launch: SnakepitLaunch | None = None) -> int:
     from .servicer import WorkerServicer
     from .sessions import SessionTable
     from .specs import tool_spec
-    from .telemetry import unserializable_results
+    from .telemetry import buffer, buffer_events, unserializable_results
 
+    buffer.size = buffer_events()  # this worker's environment, not its fork server's start
     pool_secret = secret.take_from_env()  # first, so no tool ever sees it
     if ns.require_secret and not pool_secret:
         sys.stderr.write(f"pit worker: --require-secret but ${secret.ENV} is not set: "

@@ -35,7 +35,8 @@ from typing import Any
 from ..protocol import CONTROL_APPLIED, RESULT_UNSERIALIZABLE, RUNTIME_EVENTS, SPAN_EVENT
 from .context import current_call
 
-BUFFER_EVENTS = int(os.environ.get("PIT_TELEMETRY_BUFFER", "4096"))  # events held at most
+ENV_BUFFER = "PIT_TELEMETRY_BUFFER"
+BUFFER_EVENTS = 4096  # events held at most, unless $PIT_TELEMETRY_BUFFER says otherwise
 
 VERDICTS_KEPT = 4096  # event names whose filter verdict is remembered
 
@@ -150,7 +151,15 @@ class Buffer:
         return items, dropped
 
 
-buffer = Buffer(BUFFER_EVENTS)
+def buffer_events(environ: Mapping[str, str] | None = None) -> int:
+    """The buffer's size for a worker with this environment: read as the worker starts
+    serving (`main.serve`), not at import: a fork server imports this module before it knows
+    its pool's environment (a warm zygote is started with its host's)."""
+    env = os.environ if environ is None else environ
+    return int(env.get(ENV_BUFFER) or BUFFER_EVENTS)
+
+
+buffer = Buffer(buffer_events())
 
 
 def _clean_measurements(measurements: Mapping[str, Any] | None) -> dict[str, float | int | str]:

@@ -25,6 +25,7 @@ ADAPTER = """
     import runtime
     from runtime import Adapter, tool
     from runtime.pool import warm_zygote
+    from runtime.worker import telemetry
 
     runtime.Pool  # an adapter touching the host API must not start fork servers of its own
 
@@ -32,7 +33,8 @@ ADAPTER = """
         @tool
         def env(self, name: str) -> dict:
             return {"value": os.environ.get(name), "file": __file__,
-                    "own_warm": warm_zygote.pending_pid(), "cwd": os.getcwd()}
+                    "own_warm": warm_zygote.pending_pid(), "cwd": os.getcwd(),
+                    "telemetry_buffer": telemetry.buffer.size}
 """
 
 
@@ -181,6 +183,25 @@ def test_a_host_that_changed_directory_gets_workers_there(tmp_path: Path) -> Non
     out = result(host(script, tmp_path))
     assert out["zygote"] == out["warm"] is not None
     assert out["cwd"] == str(elsewhere) and out["file"] == str(elsewhere / "probe.py")
+
+
+def test_settings_the_worker_modules_read_come_from_the_pool_env(tmp_path: Path) -> None:
+    """The warm zygote imported the worker's modules with the host's environment; what they
+    read from it must still be the pool's (PIT_TELEMETRY_BUFFER sizes a worker's telemetry
+    buffer), as from a zygote started with the pool."""
+    (tmp_path / "probe.py").write_text(textwrap.dedent(ADAPTER))
+    script = """
+        import json, runtime
+        from runtime.pool import warm_zygote
+        Pool = runtime.Pool
+        warm = warm_zygote.pending_pid()
+        with Pool(adapter="probe:Probe", size=1, env={"PIT_TELEMETRY_BUFFER": "4"}) as pool:
+            got = pool.execute("env", {"name": "PIT_TELEMETRY_BUFFER"})
+            print(json.dumps({"warm": warm, "zygote": pool.stats().forkserver_pid, **got}))
+    """
+    out = result(host(script, tmp_path))
+    assert out["zygote"] == out["warm"] is not None
+    assert out["value"] == "4" and out["telemetry_buffer"] == 4
 
 
 def test_a_warm_zygote_no_pool_takes_exits_and_a_later_pool_starts_its_own(
