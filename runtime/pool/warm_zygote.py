@@ -62,7 +62,8 @@ _tried = False
 def prestart(python: str | None = None) -> None:
     """Start this process's warm zygote, once (later calls do nothing); only on Linux, from
     the main thread (the parent-death signal follows the thread that started the child), not
-    in a pit worker or fork server (an adapter that touches `runtime.Pool`), and unless
+    in a pit worker or fork server (an adapter that touches `runtime.Pool`) or a
+    multiprocessing child (a spawn child imports its parent's main module again), and unless
     $PIT_PRESTART is "0"."""
     global _warm, _tried
     with _lock:
@@ -71,7 +72,7 @@ def prestart(python: str | None = None) -> None:
         _tried = True
         if os.environ.get(ENV_PRESTART, "1") == "0" or not sys.platform.startswith("linux") \
                 or threading.current_thread() is not threading.main_thread() \
-                or not hasattr(socket, "send_fds") or _in_worker():
+                or not hasattr(socket, "send_fds") or _in_worker() or _in_multiprocessing_child():
             return
         python = python or sys.executable
         instance_id, token = secrets.token_hex(4), secrets.token_hex(16)
@@ -112,6 +113,14 @@ def _in_worker() -> bool:
     worker it forks)."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     return spec is not None and str(spec.name).startswith("runtime.worker")
+
+
+def _in_multiprocessing_child() -> bool:
+    """This process is a multiprocessing child, or its forkserver importing the parent's main
+    module (``_inheriting``: what multiprocessing itself checks there). Not imported: neither."""
+    mp = sys.modules.get("multiprocessing.process")
+    return mp is not None and (mp.parent_process() is not None or
+                               bool(getattr(mp.current_process(), "_inheriting", False)))
 
 
 def reserved_identity() -> tuple[str, str] | None:

@@ -226,6 +226,33 @@ def test_a_warm_zygote_no_pool_takes_exits_and_a_later_pool_starts_its_own(
     assert out["zygote"] not in (None, out["warm"]) and gone(out["warm"])
 
 
+def test_multiprocessing_children_of_a_host_start_no_warm_zygote(tmp_path: Path) -> None:
+    """A spawn or forkserver child imports the host's main module again (as __mp_main__): a
+    module-level `from runtime import Pool` must not start a fork server in each of them (an
+    interpreter importing grpc per child, kept for a minute or the child's life)."""
+    script = """
+        import json, multiprocessing, psutil
+        from runtime import Pool  # noqa: F401 - prestarts, in the host only
+        from runtime.pool import warm_zygote
+
+        def probe(_):
+            return {"warm": warm_zygote.pending_pid(),
+                    "children": [p.pid for p in psutil.Process().children()]}
+
+        if __name__ == "__main__":
+            out = {"host": warm_zygote.pending_pid()}
+            for method in ("spawn", "forkserver"):
+                with multiprocessing.get_context(method).Pool(1) as pool:
+                    out[method] = pool.map(probe, [0])[0]
+            print(json.dumps(out))
+    """
+    out = result(host(script, tmp_path))
+    assert out["host"] is not None
+    for method in ("spawn", "forkserver"):
+        assert out[method]["warm"] in (None, out["host"]), method
+        assert out[method]["children"] == [], method
+
+
 def test_a_warm_zygote_dies_with_its_host(tmp_path: Path) -> None:
     proc = host("""
         import json, sys, time, runtime
