@@ -143,11 +143,25 @@ def _startup_env(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith(STARTUP_PREFIXES) and k != "PYTHONPATH"}
 
 
+def _path_entries(env: dict[str, str]) -> list[str]:
+    return [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+
+
+def _extends_path(pool_env: dict[str, str], warm_env: dict[str, str]) -> bool:
+    """The pool's PYTHONPATH ends with the warm zygote's: the zygote adds the pool's other
+    entries ahead of those (`zygote._await_load`), and its sys.path is then the one a zygote
+    started with the pool's environment would have. Entries the pool dropped cannot be taken
+    back (modules may have been imported from them)."""
+    theirs = _path_entries(warm_env)
+    return not theirs or _path_entries(pool_env)[-len(theirs):] == theirs
+
+
 def take(python: str, common_argv: list[str], env: dict[str, str]) -> Warm | None:
     """The warm zygote, sent its pool (``common_argv``: --adapter, --run-id ...; ``env``; the
     current directory, which a zygote started now would have),
     when it can serve it: same interpreter, same instance, a dependent pool, the same
-    start-up environment, still running. It is then the caller's."""
+    start-up environment, a PYTHONPATH that extends its own, still running. It is then the
+    caller's."""
     global _warm
     with _lock:
         warm = _warm
@@ -155,7 +169,8 @@ def take(python: str, common_argv: list[str], env: dict[str, str]) -> Warm | Non
                 "--independent" in common_argv or \
                 _flag(common_argv, "--run-id") != warm.instance_id or \
                 _flag(common_argv, "--instance-token") != warm.token or \
-                _startup_env(env) != _startup_env(warm.env) or warm.popen.poll() is not None:
+                _startup_env(env) != _startup_env(warm.env) or \
+                not _extends_path(env, warm.env) or warm.popen.poll() is not None:
             return None
         _warm = None
     import json

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 ADAPTER = """
     import os
+    import sys
     import runtime
     from runtime import Adapter, tool
     from runtime.pool import warm_zygote
@@ -34,7 +35,7 @@ ADAPTER = """
         def env(self, name: str) -> dict:
             return {"value": os.environ.get(name), "file": __file__,
                     "own_warm": warm_zygote.pending_pid(), "cwd": os.getcwd(),
-                    "telemetry_buffer": telemetry.buffer.size}
+                    "telemetry_buffer": telemetry.buffer.size, "path": sys.path}
 """
 
 
@@ -202,6 +203,28 @@ def test_settings_the_worker_modules_read_come_from_the_pool_env(tmp_path: Path)
     out = result(host(script, tmp_path))
     assert out["zygote"] == out["warm"] is not None
     assert out["value"] == "4" and out["telemetry_buffer"] == 4
+
+
+def test_a_pool_whose_pythonpath_drops_the_hosts_entries_gets_none_of_them(
+        tmp_path: Path) -> None:
+    """The warm zygote started with the host's PYTHONPATH; a pool whose env sets another
+    (pit.toml's ``env = { PYTHONPATH = ... }``) must not find the host's entries on its
+    workers' sys.path, as it would not from a zygote started with the pool's environment."""
+    (tmp_path / "probe.py").write_text(textwrap.dedent(ADAPTER))
+    hosts = tmp_path / "hosts_only"
+    hosts.mkdir()
+    script = f"""
+        import json, runtime
+        from runtime.pool import warm_zygote
+        Pool = runtime.Pool
+        warm = warm_zygote.pending_pid()
+        with Pool(adapter="probe:Probe", size=1, env={{"PYTHONPATH": {str(ROOT)!r}}}) as pool:
+            got = pool.execute("env", {{"name": "PYTHONPATH"}})
+            print(json.dumps({{"warm": warm, **got}}))
+    """
+    out = result(host(script, tmp_path, PYTHONPATH=os.pathsep.join([str(ROOT), str(hosts)])))
+    assert out["warm"] is not None and str(ROOT) in out["value"]
+    assert str(hosts) not in out["path"]
 
 
 def test_a_warm_zygote_no_pool_takes_exits_and_a_later_pool_starts_its_own(
