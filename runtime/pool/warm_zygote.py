@@ -25,6 +25,7 @@ pid) or when its socket is closed (`discard`, or this process exiting).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -197,6 +198,10 @@ def discard(instance_id: str) -> None:
 
 
 def _close(warm: Warm) -> None:
+    with contextlib.suppress(OSError):
+        # shutdown, not only close: a child this process forked holds a copy of the socket,
+        # and the zygote would see no end of file while it lives
+        warm.sock.shutdown(socket.SHUT_RDWR)
     warm.sock.close()
     try:
         warm.popen.wait(2.0)

@@ -227,6 +227,29 @@ def test_a_pool_whose_pythonpath_drops_the_hosts_entries_gets_none_of_them(
     assert str(hosts) not in out["path"]
 
 
+def test_an_untaken_warm_zygote_exits_on_its_own_though_the_host_forked(tmp_path: Path) -> None:
+    """A forked child of the host holds a copy of the warm zygote's socket: closing the host's
+    copy alone is no end of file, and the zygote was waited for, then SIGKILLed."""
+    script = """
+        import json, os, signal, time, runtime
+        from runtime.pool import warm_zygote
+        Pool = runtime.Pool
+        warm = warm_zygote._warm  # its Popen, to read how it ended
+        child = os.fork()
+        if child == 0:
+            time.sleep(60)
+            os._exit(0)
+        try:
+            with Pool(size=1, env={"PYTHONHASHSEED": "7"}) as pool:  # it cannot serve this
+                pool.execute("ping")
+        finally:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+        print(json.dumps({"code": warm.popen.returncode}))
+    """
+    assert result(host(script, tmp_path))["code"] == 0  # not -9
+
+
 def test_a_warm_zygote_no_pool_takes_exits_and_a_later_pool_starts_its_own(
         tmp_path: Path) -> None:
     script = """
