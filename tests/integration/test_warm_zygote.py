@@ -255,10 +255,11 @@ def test_a_warm_zygote_no_pool_takes_exits_and_a_later_pool_starts_its_own(
     script = """
         import json, time
         from runtime.pool import warm_zygote
-        warm_zygote.WARM_IDLE_S = 0.3
+        warm_zygote.WARM_IDLE_S = 1.0
+        warm_zygote.prestart()  # what runtime.Pool does first; its pid is read at once: the
+        warm = warm_zygote.pending_pid()  # rest of that import can outlast the idle time
         import runtime
         Pool = runtime.Pool
-        warm = warm_zygote.pending_pid()
         deadline = time.monotonic() + 10
         while warm_zygote.pending_pid() is not None and time.monotonic() < deadline:
             time.sleep(0.05)
