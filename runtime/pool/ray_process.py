@@ -88,7 +88,6 @@ def worker_flags(argv: list[str]) -> list[str]:
     return out
 
 
-@functools.cache
 async def reachable(address: str, timeout: float) -> bool:
     """Does a TCP connection to ``address`` ("host:port") open within ``timeout``?"""
     host, _, port = address.rpartition(":")

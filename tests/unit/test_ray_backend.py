@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import socket
 import sys
 import threading
 import types
@@ -17,7 +18,7 @@ from runtime.config import make_pool_config
 from runtime.envs import needs_env
 from runtime.errors import ConfigError
 from runtime.pool import crash, ray_cluster, ray_env
-from runtime.pool.ray_process import worker_flags
+from runtime.pool.ray_process import reachable, worker_flags
 
 
 def test_a_ray_pool_takes_its_address_and_resources() -> None:
@@ -270,3 +271,11 @@ def test_a_ray_worker_start_cancelled_while_its_actor_is_created_leaves_no_shm_p
         assert not probe.exists()
     finally:
         probe.unlink(missing_ok=True)
+def test_reachability_is_asked_afresh_for_each_worker() -> None:
+    """ray_calls = "auto" probes each worker's port at ready; a replacement may listen on the
+    same address again (a port reused), and its answer must be its own, not an error."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        assert asyncio.run(reachable(address, 2.0))
+        assert asyncio.run(reachable(address, 2.0))  # the same address, a second worker
+    assert not asyncio.run(reachable(address, 2.0))  # nobody listens there any more
