@@ -551,3 +551,23 @@ def test_a_stream_through_the_actor_holds_a_sleeping_consumers_producer_and_clos
         stream.close()  # the RPC is cancelled through the actor: the generator's finally runs
         assert wait_until(lambda: Path(str(progress) + ".finally").exists(), timeout=20)
         assert pool.execute("record", {"tag": "next"}, timeout=20) == 1
+
+
+def test_streams_closed_early_through_the_actor_give_back_its_threads(tmp_path: Any) -> None:
+    """A stream closed while Ray's backpressure holds its generator in the actor: the actor's
+    thread must come back, or a few such streams leave it none for the next calls."""
+    import time
+
+    from runtime.pool.ray_process import ACTOR_OWN_THREADS
+
+    with Pool(size=1, ray_calls="actor", **RAY_POOL) as pool:
+        for i in range(ACTOR_OWN_THREADS + 2):
+            progress = tmp_path / f"progress-{i}"
+            stream = pool.stream("watched_stream",
+                                 {"n": 100_000, "size": 100, "progress": str(progress)})
+            next(stream)
+            time.sleep(0.5)  # the actor's generator reaches Ray's backpressure and waits
+            stream.close()
+            assert wait_until(lambda p=progress: Path(f"{p}.finally").exists(), timeout=20)
+        assert pool.execute("record", {"tag": "next"}, timeout=30) == 1
+        assert pool.stats().workers[0].state == "ready"
