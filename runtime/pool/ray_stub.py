@@ -113,6 +113,10 @@ class ActorCall:
         return self._task.__await__()
 
     def cancel(self) -> bool:
+        if not self._task.done():
+            # here, not only in _answer: a task cancelled before its first step never runs
+            # its body, and the call sent in __init__ would run on in the worker
+            self._stub.cancel(self._token)
         return self._task.cancel()
 
 

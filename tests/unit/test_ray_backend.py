@@ -19,6 +19,7 @@ from runtime.envs import needs_env
 from runtime.errors import ConfigError
 from runtime.pool import crash, ray_cluster, ray_env
 from runtime.pool.ray_process import reachable, worker_flags
+from runtime.protocol import pb
 
 
 def test_a_ray_pool_takes_its_address_and_resources() -> None:
@@ -279,3 +280,43 @@ def test_reachability_is_asked_afresh_for_each_worker() -> None:
         assert asyncio.run(reachable(address, 2.0))
         assert asyncio.run(reachable(address, 2.0))  # the same address, a second worker
     assert not asyncio.run(reachable(address, 2.0))  # nobody listens there any more
+
+
+class _Remote:
+    """One method of a stand-in Ray actor handle: `.remote(*args)` records the call."""
+
+    def __init__(self, name: str, calls: list[tuple[str, tuple]]) -> None:
+        self.name, self.calls = name, calls
+
+    def remote(self, *args: object) -> object:
+        import concurrent.futures
+
+        self.calls.append((self.name, args))
+
+        class Ref:  # an ObjectRef whose answer never comes
+            def future(self) -> concurrent.futures.Future:
+                return concurrent.futures.Future()
+
+        return Ref()
+
+
+def test_a_call_through_the_actor_cancelled_before_it_ran_is_cancelled_in_the_actor() -> None:
+    """Abandoning a call (its caller cancelled) in the loop step that sent it: its RPC must
+    still be cancelled in the actor, or the worker runs it in a slot the host thinks free."""
+    from runtime.pool.ray_stub import RayActorStub
+
+    calls: list[tuple[str, tuple]] = []
+
+    class Actor:
+        unary, cancel = _Remote("unary", calls), _Remote("cancel", calls)
+
+    async def scenario() -> None:
+        stub = RayActorStub(Actor())
+        call = stub.ExecuteTool(pb.ExecuteToolRequest(tool_name="t"), timeout=5.0)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    asyncio.run(scenario())
+    [(_, sent)] = [c for c in calls if c[0] == "unary"]
+    assert ("cancel", (sent[1],)) in calls  # the token of the call sent
