@@ -127,13 +127,13 @@ class WorkerChannel:
                    secret: str = "", tls: HostTls | None = None) -> None:
         """The worker is ready: its call lane (over ``lane_socket`` when it serves one), its
         telemetry relay and shared memory, as its ``ready_info`` features allow (none of
-        them through a stand-in stub). A worker on TLS is pinged first: a certificate the host
-        refuses is a WorkerStartError now, not a failure of every call later."""
+        them through a stand-in stub). A worker on TLS is pinged first (through a stand-in
+        stub too): a refused certificate is a WorkerStartError now, not every call failing."""
+        if tls is not None:
+            await self._check_tls()
         if self.route:
             return
         features = ready_info.get("features", ())
-        if tls is not None:
-            await self._check_tls()
         if self.config.call_lane and "call_lane" in features:
             path = str(lane_socket) if ready_info.get("lane_socket") else None
             self.lane = await Lane.open(self.worker, self._stub,

@@ -212,6 +212,19 @@ def test_a_ray_pool_with_tls_serves_calls_and_streams_over_tls_only(tmp_path: Pa
     assert wait_until(lambda: not pit_actors(), timeout=30), pit_actors()
 
 
+def test_a_tls_worker_the_actor_cannot_check_fails_its_start_through_the_actor_too(
+        tmp_path: Path) -> None:
+    """ray_calls = "actor": a worker certificate the pool's tls does not accept is a start
+    error naming TLS, as on the direct route, not a ready worker whose every call fails."""
+    certs = make_certs(tmp_path)
+    unnamed = {k: v for k, v in certs.table().items() if k != "server_name"}
+    with pytest.raises(runtime.WorkerStartError, match="no answer over TLS") as info:
+        with Pool(size=1, **RAY_POOL, tls=unnamed, ray_calls="actor") as pool:
+            pool.execute("record", {"tag": "a"}, timeout=20)
+    assert "tls.server_name" in (info.value.hint or "")
+    assert wait_until(lambda: not pit_actors(), timeout=30), pit_actors()
+
+
 def _kill_actor_while(pool: Pool, tool: str, args: dict[str, Any]) -> tuple[Any, Any]:
     """Run ``tool`` on the pool's one worker, SIGKILL its actor's process while the call is
     out; (result, error) of the call."""
