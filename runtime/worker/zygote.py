@@ -160,6 +160,9 @@ def _await_load(sock: socket.socket, ns: argparse.Namespace) -> argparse.Namespa
     env = {str(k): str(v) for k, v in msg.get("env", {}).items()}
     os.environ.clear()
     os.environ.update(env)
+    import time
+
+    time.tzset()  # the C library read TZ as the time module started: the pool's, now
     cwd = msg.get("cwd")
     if cwd and cwd != os.getcwd():  # the host's, now: what a zygote started now would have
         started_in = os.getcwd()

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ADAPTER = """
     import os
     import sys
+    import time
     import runtime
     from runtime import Adapter, tool
     from runtime.pool import warm_zygote
@@ -35,7 +36,8 @@ ADAPTER = """
         def env(self, name: str) -> dict:
             return {"value": os.environ.get(name), "file": __file__,
                     "own_warm": warm_zygote.pending_pid(), "cwd": os.getcwd(),
-                    "telemetry_buffer": telemetry.buffer.size, "path": sys.path}
+                    "telemetry_buffer": telemetry.buffer.size, "path": sys.path,
+                    "utc_offset": time.strftime("%z"), "tzname": list(time.tzname)}
 """
 
 
@@ -203,6 +205,24 @@ def test_settings_the_worker_modules_read_come_from_the_pool_env(tmp_path: Path)
     out = result(host(script, tmp_path))
     assert out["zygote"] == out["warm"] is not None
     assert out["value"] == "4" and out["telemetry_buffer"] == 4
+
+
+def test_a_pool_with_its_own_time_zone_gets_it_from_the_warm_zygote(tmp_path: Path) -> None:
+    """TZ is read once, as the time module starts (the warm zygote's start, with the host's
+    environment): a pool's env = { TZ = ... } must still be its workers' local time."""
+    (tmp_path / "probe.py").write_text(textwrap.dedent(ADAPTER))
+    script = """
+        import json, runtime
+        from runtime.pool import warm_zygote
+        Pool = runtime.Pool
+        warm = warm_zygote.pending_pid()
+        with Pool(adapter="probe:Probe", size=1, env={"TZ": "UTC0"}) as pool:
+            got = pool.execute("env", {"name": "TZ"})
+            print(json.dumps({"warm": warm, "zygote": pool.stats().forkserver_pid, **got}))
+    """
+    out = result(host(script, tmp_path, TZ="JST-9"))
+    assert out["zygote"] == out["warm"] is not None and out["value"] == "UTC0"
+    assert out["utc_offset"] == "+0000" and out["tzname"][0] == "UTC"
 
 
 def test_a_pool_whose_pythonpath_drops_the_hosts_entries_gets_none_of_them(
