@@ -73,6 +73,13 @@ STREAM_AHEAD = 16  # chunks a stream through the actor may run ahead of the host
 USAGE_WAIT_S = 0.2
 
 
+def _kill_orphan(ray: Any, created: asyncio.Future[Any]) -> None:
+    """An actor created for a start given up meanwhile: killed (nothing else holds it)."""
+    if not created.cancelled() and created.exception() is None:
+        with contextlib.suppress(Exception):
+            ray.kill(created.result(), no_restart=True)
+
+
 def worker_flags(argv: list[str]) -> list[str]:
     """pit's worker command line (after ``python -m runtime.worker``) less HOST_LOCAL_FLAGS
     and their values."""
@@ -192,8 +199,14 @@ class RayWorkerProcess(WorkerProcess):
                               None if self.tls is None else (self.tls.ca,
                                                              self.tls.server_name))
 
+        creating = asyncio.ensure_future(asyncio.to_thread(create))
         try:
-            self._actor = await asyncio.to_thread(create)
+            self._actor = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            # the start was given up (the pool closes) while Ray creates the actor: the
+            # thread goes on, and the actor it makes belongs to nobody: kill it once it exists
+            creating.add_done_callback(functools.partial(_kill_orphan, ray))
+            raise
         except Exception as exc:  # noqa: BLE001 - Ray refused the actor (bad resources...)
             raise WorkerStartError(
                 f"pool {config.name!r}: Ray could not create worker {self.id}'s actor: {exc}",

@@ -226,6 +226,8 @@ class _SlowRay:
 
     def __init__(self) -> None:
         self.creating, self.go = threading.Event(), threading.Event()
+        self.made: list[object] = []
+        self.killed: list[object] = []
 
     def remote(self, cls: Any) -> Any:
         return self
@@ -236,7 +238,14 @@ class _SlowRay:
     def options(self, **options: Any) -> Any:
         self.creating.set()
         self.go.wait(30)
-        return types.SimpleNamespace(remote=lambda *args: object())
+        return types.SimpleNamespace(remote=self._make)
+
+    def _make(self, *args: Any) -> object:
+        self.made.append(object())
+        return self.made[-1]
+
+    def kill(self, actor: object, no_restart: bool = False) -> None:
+        self.killed.append(actor)
 
 
 def test_a_ray_worker_start_cancelled_while_its_actor_is_created_leaves_no_shm_probe(
@@ -263,7 +272,10 @@ def test_a_ray_worker_start_cancelled_while_its_actor_is_created_leaves_no_shm_p
             await starting
         process.remove_files()  # as WorkerHandle.stop does
         fake.go.set()
-        await asyncio.sleep(0)
+        for _ in range(500):  # the pool's loop runs on: the creating thread ends meanwhile
+            if fake.killed:
+                break
+            await asyncio.sleep(0.01)
         return Path(shm.worker_prefix(process._instance.id, "p", "worker-1")
                     + shm.PROBE_SUFFIX)
 
@@ -272,6 +284,8 @@ def test_a_ray_worker_start_cancelled_while_its_actor_is_created_leaves_no_shm_p
         assert not probe.exists()
     finally:
         probe.unlink(missing_ok=True)
+    # and the actor Ray made after the start was given up belongs to nobody: it is killed
+    assert len(fake.made) == 1 and fake.killed == fake.made
 def test_reachability_is_asked_afresh_for_each_worker() -> None:
     """ray_calls = "auto" probes each worker's port at ready; a replacement may listen on the
     same address again (a port reused), and its answer must be its own, not an error."""
