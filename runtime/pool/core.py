@@ -107,7 +107,7 @@ class PoolCore:
         self._tools: Mapping[str, dict[str, Any]] = {}  # replaced whole, never changed
         self.state = "new"  # new | starting | running | closing | closed (the loop writes it)
         self._ready_event: asyncio.Event | None = None
-        self._closed = asyncio.Event()  # set once close() has finished
+        self._close_task: asyncio.Task[None] | None = None  # the close, once asked for
         self._loop: asyncio.AbstractEventLoop | None = None
         self.max_call_bytes = self.config.max_message_bytes - ENVELOPE_BYTES
         self.lifecycle = Lifecycle(self)
@@ -315,11 +315,16 @@ class PoolCore:
     async def close(self, grace: float | None = None) -> None:
         """Stop accepting, drain in-flight calls up to ``grace`` s, stop every worker.
 
-        Idempotent. Queued calls fail with ShutdownError; nothing is left running.
+        Idempotent. Queued calls fail with ShutdownError; nothing is left running. The
+        close runs on as a task of its own when its caller is cancelled (a Ctrl-C while
+        `Pool.close` waits): stopped half-way it would leave the fork server and workers
+        running, and a later close, finding the pool closing, would wait for nothing.
         """
-        if self.closing:  # another close runs (or ran): wait for it to end
-            await self._closed.wait()
-            return
+        if self._close_task is None:
+            self._close_task = asyncio.get_running_loop().create_task(self._close(grace))
+        await asyncio.shield(self._close_task)
+
+    async def _close(self, grace: float | None) -> None:
         self.state = "closing"
         try:
             self.lending.unpark_all()  # idle lent workers come back now, busy ones after their call
@@ -350,7 +355,6 @@ class PoolCore:
                 self._instance.cores.remove(self)  # status and the tool router list running pools
         finally:  # a close that failed half-way still ends: later closes must not wait for ever
             self.state = "closed"
-            self._closed.set()
         pool_event("pool.stopped", self.name, uptime_s=round(self.metrics.uptime(), 3))
 
     # --- calls ------------------------------------------------------------------------------

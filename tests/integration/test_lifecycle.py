@@ -85,6 +85,40 @@ def test_interpreter_exit_closes_forgotten_pools() -> None:
     assert wait_until(lambda: not any(pid_alive(p) for p in pids))
 
 
+INTERRUPTED_CLOSE = textwrap.dedent("""
+    import os, signal, threading, psutil
+    from runtime import Pool
+    pool = Pool(size=1, shutdown_grace_ms=3000).start()
+    pool.submit("sleep", {"ms": 1500})  # the close drains it: the Ctrl-C lands in the drain
+    print(*[p.pid for p in psutil.Process().children(recursive=True)], flush=True)
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        pool.close()
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    pool.close()  # waits for the close that runs on, and ends it
+    print("closed", flush=True)
+""")
+
+
+def test_a_close_interrupted_by_ctrl_c_runs_on_and_a_second_close_ends_it() -> None:
+    # the interrupted close was cancelled half-way: the fork server stayed up until the host
+    # exited, and the second close, finding the pool closing, returned at once
+    host = subprocess.Popen([sys.executable, "-c", INTERRUPTED_CLOSE], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert host.stdout is not None
+        kids = [int(p) for p in host.stdout.readline().split()]
+        assert len(kids) >= 2  # the fork server and the worker
+        assert host.stdout.readline().strip() == "interrupted"
+        assert host.stdout.readline().strip() == "closed"
+        assert not [p for p in kids if pid_alive(p)], "processes outlived the second close"
+        assert host.wait(timeout=30) == 0, host.stderr.read() if host.stderr else ""
+    finally:
+        host.kill()
+        host.wait()
+
+
 def test_pools_from_config_start_every_named_pool(tmp_path: Path) -> None:
     (tmp_path / "pit.toml").write_text(textwrap.dedent("""
         [pools.default]
