@@ -163,9 +163,10 @@ class SampleAdapter(Adapter):
         how far it got, and that finally ran."""
         try:
             for i in range(n):
-                if i % 500 == 0:
-                    with open(progress, "w") as fh:
+                if i % 500 == 0:  # replaced whole: a reader never sees it empty
+                    with open(progress + ".tmp", "w") as fh:
                         fh.write(str(i))
+                    os.replace(progress + ".tmp", progress)
                 yield i if as_json else b"x" * size
         finally:
             with open(progress + ".finally", "w") as fh:
