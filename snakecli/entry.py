@@ -11,6 +11,8 @@ answers are given before they load, each as the Typer app gives it (tests/cli/te
 - `pit status [--json]` with no host running: the frame `pit status` reads
   (`StatusWatcher`), the same words on stderr, exit code 3. A running host goes to Typer.
 - `pit --version` / `-V`: `runtime.versions`, in the same words (`plain_text`).
+- `pit run SCRIPT [ARGS...]` with no option: `run_cmd.run_script`, as the Typer command
+  calls it (Typer's pydantic alone costs ~50 ms of the ~0.35 s a one-call `pit run` takes).
 
 Anything else, or any doubt (shell completion, PIT_LOG_LEVEL set, a failure while looking),
 goes to `app.main`, the one place that parses pit's command line.
@@ -62,6 +64,8 @@ def quick_answer(args: list[str]) -> int | None:
         return 0 if show_help(" ".join(args[:-1]), sys.stdout) else None
     if args in (["status"], ["status", "--json"]):
         return status_without_host()
+    if len(args) >= 2 and args[0] == "run" and not args[1].startswith("-"):
+        return run_without_options(args[1], args[2:])
     if args in (["--version"], ["-V"]):  # eager in the app: answered before its callback
         from runtime.versions import versions
 
@@ -130,6 +134,24 @@ def _crc(paths: list[str]) -> str:
         crc = zlib.crc32(data, crc)
         size += len(data)
     return f"{crc:08x}-{size}"
+
+
+def run_without_options(script: str, script_args: list[str]) -> int | None:
+    """`pit run SCRIPT [ARGS...]` (no option before SCRIPT: what follows it is the script's,
+    as the app's ``allow_interspersed_args=False`` makes it): `run_cmd.run_script` as the
+    Typer command calls it with no options. None (Typer answers) when PIT_LOG_LEVEL is set:
+    the app's callback checks it."""
+    from runtime import logs
+
+    if logs.ENV_VAR in os.environ:
+        return None
+    logs.configure(None)  # as the app's callback does with no options
+    from pathlib import Path
+
+    from .run_cmd import run_script
+
+    return run_script(Path(script), script_args, pools=[], config=None, wait=True,
+                      debug=False)
 
 
 def status_without_host() -> int | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -108,6 +109,22 @@ def test_status_without_a_host_is_the_apps_and_needs_no_typer(args: list[str]) -
     assert quick[0] == 3 and quick[1] == "" and "no running pit host" in quick[2]
     out, last = probe(*args)
     assert (out, last) == ("", "3 []")
+
+
+def test_run_without_options_is_the_apps_and_needs_no_typer(tmp_path: Path) -> None:
+    script = tmp_path / "job.py"
+    script.write_text("import sys, runtime\n"
+                      "print(sys.argv[1:], runtime.execute('ping')['pong'])\n"
+                      "print('heavy', sorted(m for m in ('typer', 'pydantic') "
+                      "if m in sys.modules), file=sys.stderr)\n"
+                      "sys.exit(3)\n")
+    quick = run(QUICK, "run", str(script), "x", "--y")
+    full = run(FULL, "run", str(script), "x", "--y")
+    assert quick[:2] == full[:2] == (3, "['x', '--y'] True\n")
+    assert "heavy []" in quick[2] and "heavy ['pydantic', 'typer']" in full[2]
+    missing = str(tmp_path / "nope.py")
+    assert run(QUICK, "run", missing) == run(FULL, "run", missing)
+    assert run(QUICK, "run", missing)[0] == 2
 
 
 def test_version_is_the_apps_and_needs_no_typer() -> None:
