@@ -174,9 +174,9 @@ class RayWorkerProcess(WorkerProcess):
         listen_host = "127.0.0.1" if config.ray_address == "local" else None
         name = ray_cluster.actor_name(self._instance.id, config.name, self.id)
         options = ray_cluster.actor_options(dict(config.resources))
-        env = await asyncio.to_thread(ray_env.runtime_env, config, base)
-        if env:
-            options["runtime_env"] = env
+        runtime_env = await asyncio.to_thread(ray_env.runtime_env, config, base)
+        if runtime_env:
+            options["runtime_env"] = runtime_env
         if config.placement:
             group = await asyncio.to_thread(
                 ray_cluster.placement_group, self._instance.id, config.name, config.size,

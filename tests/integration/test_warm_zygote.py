@@ -188,21 +188,28 @@ def test_a_host_that_changed_directory_gets_workers_there(tmp_path: Path) -> Non
     assert out["cwd"] == str(elsewhere) and out["file"] == str(elsewhere / "probe.py")
 
 
-def test_settings_the_worker_modules_read_come_from_the_pool_env(tmp_path: Path) -> None:
-    """The warm zygote imported the worker's modules with the host's environment; what they
-    read from it must still be the pool's (PIT_TELEMETRY_BUFFER sizes a worker's telemetry
-    buffer), as from a zygote started with the pool."""
+def env_seen_from_the_warm_zygote(tmp_path: Path, name: str, value: str,
+                                  **host_env: str) -> dict:
+    """What the probe's ``env`` tool reports of ``name`` in a pool whose env sets it to
+    ``value``, with the pool's zygote ("zygote") and the host's warm one ("warm")."""
     (tmp_path / "probe.py").write_text(textwrap.dedent(ADAPTER))
-    script = """
+    script = f"""
         import json, runtime
         from runtime.pool import warm_zygote
         Pool = runtime.Pool
         warm = warm_zygote.pending_pid()
-        with Pool(adapter="probe:Probe", size=1, env={"PIT_TELEMETRY_BUFFER": "4"}) as pool:
-            got = pool.execute("env", {"name": "PIT_TELEMETRY_BUFFER"})
-            print(json.dumps({"warm": warm, "zygote": pool.stats().forkserver_pid, **got}))
+        with Pool(adapter="probe:Probe", size=1, env={{{name!r}: {value!r}}}) as pool:
+            got = pool.execute("env", {{"name": {name!r}}})
+            print(json.dumps({{"warm": warm, "zygote": pool.stats().forkserver_pid, **got}}))
     """
-    out = result(host(script, tmp_path))
+    return result(host(script, tmp_path, **host_env))
+
+
+def test_settings_the_worker_modules_read_come_from_the_pool_env(tmp_path: Path) -> None:
+    """The warm zygote imported the worker's modules with the host's environment; what they
+    read from it must still be the pool's (PIT_TELEMETRY_BUFFER sizes a worker's telemetry
+    buffer), as from a zygote started with the pool."""
+    out = env_seen_from_the_warm_zygote(tmp_path, "PIT_TELEMETRY_BUFFER", "4")
     assert out["zygote"] == out["warm"] is not None
     assert out["value"] == "4" and out["telemetry_buffer"] == 4
 
@@ -210,17 +217,7 @@ def test_settings_the_worker_modules_read_come_from_the_pool_env(tmp_path: Path)
 def test_a_pool_with_its_own_time_zone_gets_it_from_the_warm_zygote(tmp_path: Path) -> None:
     """TZ is read once, as the time module starts (the warm zygote's start, with the host's
     environment): a pool's env = { TZ = ... } must still be its workers' local time."""
-    (tmp_path / "probe.py").write_text(textwrap.dedent(ADAPTER))
-    script = """
-        import json, runtime
-        from runtime.pool import warm_zygote
-        Pool = runtime.Pool
-        warm = warm_zygote.pending_pid()
-        with Pool(adapter="probe:Probe", size=1, env={"TZ": "UTC0"}) as pool:
-            got = pool.execute("env", {"name": "TZ"})
-            print(json.dumps({"warm": warm, "zygote": pool.stats().forkserver_pid, **got}))
-    """
-    out = result(host(script, tmp_path, TZ="JST-9"))
+    out = env_seen_from_the_warm_zygote(tmp_path, "TZ", "UTC0", TZ="JST-9")
     assert out["zygote"] == out["warm"] is not None and out["value"] == "UTC0"
     assert out["utc_offset"] == "+0000" and out["tzname"][0] == "UTC"
 
