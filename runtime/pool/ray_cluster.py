@@ -81,9 +81,10 @@ def _single_machine(ray: Any) -> None:
 
 
 def pool_secret(run_id: str, pool: str) -> str:
-    """The secret every connection to this pool's workers carries (made on first use)."""
-    with _lock:
-        return _secrets.setdefault((run_id, pool), secrets.token_urlsafe(32))
+    """The secret every connection to this pool's workers carries (made on first use). No
+    lock: dict.setdefault is atomic, and `connect` holds ``_lock`` for seconds (ray.init)
+    while this runs on a pool's loop."""
+    return _secrets.setdefault((run_id, pool), secrets.token_urlsafe(32))
 
 
 def actor_name(run_id: str, pool: str, worker_id: str) -> str:

@@ -38,6 +38,7 @@ import contextlib
 import functools
 import os
 import signal
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import WorkerStartError
 from ..protocol import shm, tls
 from . import crash, ray_cluster, ray_env
+from .host.loop_thread import off_loop
 from .ray_actor import WorkerActor
 from .worker_process import WorkerProcess
 
@@ -76,8 +78,13 @@ USAGE_WAIT_S = 0.2
 def _kill_orphan(ray: Any, created: asyncio.Future[Any]) -> None:
     """An actor created for a start given up meanwhile: killed (nothing else holds it)."""
     if not created.cancelled() and created.exception() is None:
-        with contextlib.suppress(Exception):
-            ray.kill(created.result(), no_restart=True)
+        threading.Thread(target=_kill_quietly, args=(ray, created.result()),
+                         name="pit-ray-kill", daemon=True).start()  # not on the loop
+
+
+def _kill_quietly(ray: Any, actor: Any) -> None:
+    with contextlib.suppress(Exception):
+        ray.kill(actor, no_restart=True)
 
 
 def worker_flags(argv: list[str]) -> list[str]:
@@ -237,7 +244,7 @@ class RayWorkerProcess(WorkerProcess):
             said = [line for line in str(exc).splitlines() if line and not line[0].isspace()]
             self.output.extend(said[:4] or [type(exc).__name__])
         self._ended = True
-        self._kill_actor()
+        await off_loop(self._kill_actor)  # ray.kill waits for Ray's control server
         await on_exit(self.exit_code)
 
     async def wait_ready_file(self, deadline: float, exited: Callable[[], bool]) -> bool:
