@@ -12,7 +12,6 @@ import grpc
 import orjson
 
 from ..errors import InvalidArgument, PitError, PoolNotFound, from_payload
-from ..pool.host.tool_router import POOL_KEY
 from ..protocol import codec, pb, pb_grpc
 from ..protocol import pit_control_pb2 as cpb
 from ..protocol import pit_control_pb2_grpc as cpb_grpc
@@ -149,6 +148,8 @@ def call_tool(inst: LiveInstance, pool: str, tool: str, args: Mapping[str, Any] 
         codec.encode_params(req, args)
     except codec.CodecError as exc:
         raise InvalidArgument(f"tool {tool!r}: {exc}") from None
+    from ..pool.host.tool_router import POOL_KEY  # here: it loads the host's pool package
+
     req.metadata[POOL_KEY] = pool
     try:
         with grpc.insecure_channel(inst.control_address) as channel:

@@ -68,7 +68,6 @@ from ..logs import configure_from_env
 from ..protocol import codec
 from ..telemetry import tracing
 from ..telemetry.control import TelemetryControl
-from . import ray_cluster
 from .affinity import session_slot
 from .call import CallRun
 from .direct import Lending
@@ -347,6 +346,8 @@ class PoolCore:
             await self.lending.close()
             await self.lifecycle.close_forkserver()
             if self.config.placement:  # a Ray pool's reserved bundles go back to the cluster
+                from . import ray_cluster
+
                 await off_loop(functools.partial(ray_cluster.release_placement,
                                                  self._instance.id, self.name))
             if self._owns_instance:

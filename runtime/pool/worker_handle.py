@@ -44,7 +44,6 @@ from . import crash
 from .events import worker_event
 from .host.instance import HostInstance
 from .lane import CANCEL_GRACE_S, OnDone, exit_error
-from .ray_process import RayWorkerProcess
 from .transport import WorkerTransport, wait_answering
 from .worker_channel import EXIT_WAIT_S, WorkerChannel
 from .worker_process import TERM_GRACE_S, WorkerProcess
@@ -101,8 +100,12 @@ class WorkerHandle:
         self.on_retire: Callable[[WorkerHandle], None] | None = None
         self._on_free, self._on_exit = on_free, on_exit
         self._exited = asyncio.get_running_loop().create_future()  # its exit is recorded
-        self.process = (RayWorkerProcess if config.backend == "ray" else WorkerProcess)(
-            worker_id, config, instance)
+        kind: type[WorkerProcess] = WorkerProcess
+        if config.backend == "ray":  # imported here: a local pool loads none of Ray's side
+            from .ray_process import RayWorkerProcess
+
+            kind = RayWorkerProcess
+        self.process = kind(worker_id, config, instance)
         self.channel = WorkerChannel(
             self, config, self._exited, pipeline=pipeline,
             shm_name=shm.worker_prefix(instance.id, config.name, worker_id))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import ssl
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +201,8 @@ def _private_files(*contents: bytes) -> Iterator[list[str]]:
             for fd in fds:
                 os.close(fd)
         return
+    import tempfile  # here: it imports shutil, bz2, lzma, which a worker otherwise never needs
+
     with tempfile.TemporaryDirectory(prefix="pit-tls-") as folder:  # 0700
         paths = []
         for i, data in enumerate(contents):
