@@ -338,12 +338,13 @@ class Lifecycle:
             uss = rounds % USS_EVERY == 0  # USS reads smaps: ~0.5 ms a worker, so less often
             rounds += 1
             live = [w for w in self.pool.live_workers() if w.pid]
-            # a worker placed elsewhere (Ray) is sampled where it runs, through its actor
-            got = await asyncio.gather(*(w.process.usage(uss) for w in live),
-                                       return_exceptions=True)
-            here = iter(await off_loop(functools.partial(
-                _usage, procs, [w.pid for w, g in zip(live, got, strict=True) if g is None],
-                uss)))
+            got: list[Any] = [None] * len(live)  # None: sampled here, by pid
+            if self.config.backend == "ray":  # placed elsewhere: sampled by its actor
+                got = await asyncio.gather(*(w.process.usage(uss) for w in live),
+                                           return_exceptions=True)
+            pids = [w.pid for w, g in zip(live, got, strict=True) if g is None]
+            here = iter(await off_loop(functools.partial(_usage, procs, pids, uss))
+                        if pids else ())
             workers = []
             for worker, sample in zip(live, got, strict=True):
                 if sample is None:
