@@ -1,7 +1,7 @@
 """`pit`'s entry point: the answers that need no Typer, then the Typer app for the rest.
 
 Typer (its vendored click, the pydantic it coerces options with) and Rich take ~0.1-0.2 s to
-import, far longer than `pit --help` or a `pit status` with no host running needs. Three
+import, far longer than `pit --help` or a `pit status` with no host running needs. Four
 answers are given before they load, each as the Typer app gives it (tests/cli/test_entry.py):
 
 - `pit [COMMAND ...] --help`, and a bare `pit`: a page of `help_pages`, which
@@ -136,16 +136,24 @@ def _crc(paths: list[str]) -> str:
     return f"{crc:08x}-{size}"
 
 
+def _logs_as_the_app() -> bool:
+    """pit's logging set up as the app's callback does with no options; False (Typer must
+    answer) when PIT_LOG_LEVEL is set: the callback checks its value (exit 2 when bad)."""
+    from runtime import logs
+
+    if logs.ENV_VAR in os.environ:
+        return False
+    logs.configure(None)
+    return True
+
+
 def run_without_options(script: str, script_args: list[str]) -> int | None:
     """`pit run SCRIPT [ARGS...]` (no option before SCRIPT: what follows it is the script's,
     as the app's ``allow_interspersed_args=False`` makes it): `run_cmd.run_script` as the
     Typer command calls it with no options. None (Typer answers) when PIT_LOG_LEVEL is set:
     the app's callback checks it."""
-    from runtime import logs
-
-    if logs.ENV_VAR in os.environ:
+    if not _logs_as_the_app():
         return None
-    logs.configure(None)  # as the app's callback does with no options
     from pathlib import Path
 
     from .run_cmd import run_script
@@ -157,11 +165,8 @@ def run_without_options(script: str, script_args: list[str]) -> int | None:
 def status_without_host() -> int | None:
     """`pit status [--json]` when no host runs: its message and exit code 3. None when a host
     runs or anything is in doubt: the Typer command answers then."""
-    from runtime import logs
-
-    if logs.ENV_VAR in os.environ:  # the app's callback checks the value (exit 2 when bad)
+    if not _logs_as_the_app():
         return None
-    logs.configure(None)  # as the app's callback does: what pit logs while looking
     try:
         from runtime.control.index import live_instances
         from runtime.control.status_watch import StatusWatcher

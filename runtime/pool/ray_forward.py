@@ -109,5 +109,3 @@ class Forwarder:
         if call is not None:
             call.cancel()
 
-    def close(self) -> None:
-        self._channel.close()

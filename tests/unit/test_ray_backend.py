@@ -286,7 +286,9 @@ def test_a_ray_worker_start_cancelled_while_its_actor_is_created_leaves_no_shm_p
         probe.unlink(missing_ok=True)
     # and the actor Ray made after the start was given up belongs to nobody: it is killed
     assert len(fake.made) == 1 and fake.killed == fake.made
-def test_reachability_is_asked_afresh_for_each_worker() -> None:
+
+
+def test_reachable_answers_each_time_it_is_asked_and_no_once_the_port_closed() -> None:
     """ray_calls = "auto" probes each worker's port at ready; a replacement may listen on the
     same address again (a port reused), and its answer must be its own, not an error."""
     with socket.create_server(("127.0.0.1", 0)) as server:
