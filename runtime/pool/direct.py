@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 log = logger("worker")
 
 OFF, IDLE, BUSY = "off", "idle", "busy"
-RECV_BYTES = 256 * 1024
 FALLBACK = object()  # `call`'s answer when the call must go through the loop
 ASK = object()  # ... and when no lent worker was free: ask the loop to lend one (`want`)
 SHUTDOWN_POLL_S = 0.1
@@ -135,16 +134,17 @@ class DirectLink:
         OSError when the connection ends, FrameError/DecodeError for a bad frame."""
         while not self.pending:
             self.sock.settimeout(_left(deadline))
-            self.took(self.sock.recv(RECV_BYTES))
+            self.took(self.sock.recv_into(self.frames.get_buffer()))
         msg = pb.LaneResponse.FromString(self.pending.popleft())
         if len(msg.results) != 1 or msg.results[0].call_id != cid:
             raise FrameError(f"expected the answer to call {cid}")
         return msg.results[0]
 
-    def took(self, data: bytes) -> None:
-        if not data:
+    def took(self, n: int) -> None:
+        """``n`` bytes were read into ``frames.get_buffer()``."""
+        if not n:
             raise EOFError("the worker closed the connection")
-        self.pending.extend(self.frames.feed(data))
+        self.pending.extend(self.frames.filled(n))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -388,7 +388,7 @@ class Lending:
                 msg = pb.LaneResponse.FromString(link.pending.popleft())
                 if any(r.call_id == cid for r in msg.results):
                     return
-            link.took(await loop.sock_recv(link.sock, RECV_BYTES))
+            link.took(await loop.sock_recv_into(link.sock, link.frames.get_buffer()))
 
     def broken(self, link: DirectLink, call: tuple[Any, ...] | None) -> None:
         """The link's connection failed: with ``call`` (cid, req, deadline, idempotent,

@@ -378,10 +378,11 @@ class _GrpcLink:
         return ended
 
 
-class SocketLink(asyncio.Protocol):
+class SocketLink(asyncio.BufferedProtocol):
     """The lane as frames on the worker's lane socket (runtime.protocol.frames). A call goes
     out at once, the calls sent after it in the same loop iteration as one frame; answers are
-    handled straight from data_received, with no task in between."""
+    read straight into the link's FrameBuffer and handled from buffer_updated, with no task
+    in between."""
 
     def __init__(self, lane: Lane, limit: int) -> None:
         self._lane = lane
@@ -420,9 +421,12 @@ class SocketLink(asyncio.Protocol):
         for batch in todo:
             t.write(encode(pb.LaneRequest(calls=batch)))
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._frames.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
         try:
-            for frame in self._frames.feed(data):
+            for frame in self._frames.filled(nbytes):
                 self._lane.received(pb.LaneResponse.FromString(frame))
         except (FrameError, DecodeError) as exc:
             log.error("worker %s: bad frame on the call lane: %s", self._lane.worker.id, exc)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 
 import pytest
@@ -34,6 +35,26 @@ def test_frames_survive_any_split_of_the_byte_stream() -> None:
         got = [pb.LaneRequest.FromString(f) for i in range(0, len(stream), step)
                for f in buf.feed(stream[i:i + step])]
         assert got == msgs, step
+
+
+def test_frames_read_into_the_buffer_survive_any_read_size() -> None:
+    """`get_buffer`/`filled` (recv_into): reads of any size, frames small and over the reused
+    buffer's size, a frame torn across the buffer's end."""
+    sizes = (0, 10, 70_000, 3, frames.READ_ROOM, 5, 300_000, 1, 40_000, 40_000)
+    msgs = [pb.LaneRequest(calls=[call(i, size)]) for i, size in enumerate(sizes)]
+    stream = b"".join(frames.encode(m) for m in msgs)
+    rng = random.Random(7)
+    for most in (1, 5, 4096, 100_000, len(stream)):
+        buf = frames.FrameBuffer(limit=1 << 20)
+        got, pos = [], 0
+        while pos < len(stream):
+            room = buf.get_buffer()
+            assert len(room) >= 1
+            n = min(len(room), len(stream) - pos, rng.randint(1, most))
+            room[:n] = stream[pos:pos + n]
+            pos += n
+            got += [pb.LaneRequest.FromString(f) for f in buf.filled(n)]
+        assert got == msgs, most
 
 
 def test_a_frame_over_the_limit_is_refused_before_it_is_buffered() -> None:
