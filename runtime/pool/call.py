@@ -27,6 +27,7 @@ from .sessions import Session
 
 if TYPE_CHECKING:
     from .metrics import PoolMetrics
+    from .queue_expiry import QueueExpiry
     from .resilience import CrashBarrier
     from .worker_handle import WorkerHandle
 
@@ -36,6 +37,9 @@ class CallHost(SlotSource, Protocol):
 
     barrier: CrashBarrier
     metrics: PoolMetrics
+    queued: QueueExpiry
+
+    def free_worker(self, exclusive: bool = False) -> WorkerHandle | None: ...
 
     @property
     def name(self) -> str: ...
@@ -78,12 +82,21 @@ class CallRun:
             slot = session_slot(self.pool, self.session, self.affinity, self.req.tool_name,
                                 self.deadline, front=front)
         else:
+            worker = self.pool.free_worker()
+            if worker is not None:  # the usual case: no future, no queue
+                self._slot = None
+                self._send(worker)
+                return
             slot = self.pool.grant(self.req.tool_name, self.deadline, front=front)
         self._slot = slot
         if slot.done():
             self._granted(slot)
         else:
-            slot.add_done_callback(self._granted)
+            slot.add_done_callback(self._dequeued)
+
+    def _dequeued(self, slot: asyncio.Future[Any]) -> None:
+        self.pool.queued.forget(slot)
+        self._granted(slot)
 
     def _granted(self, slot: asyncio.Future[Any]) -> None:
         if slot.cancelled():
@@ -95,6 +108,9 @@ class CallRun:
         if self._done:  # cancelled while queued: hand the slot on
             self.pool.release(worker)
             return
+        self._send(worker)
+
+    def _send(self, worker: WorkerHandle) -> None:
         left = None if self.deadline is None else max(self.deadline - self._loop.time(), 0.001)
         self._worker = worker
         if self.session is not None and self.session.worker_id is None:
@@ -149,6 +165,7 @@ class CallRun:
         if self._slot is not None and not self._slot.done():
             self._slot.cancel()
             self.pool.discard(self._slot)
+            self.pool.queued.forget(self._slot)
         elif self._worker is not None:
             self._worker.abandon(self._cid, CallTimeout("call cancelled by the caller"))
 

@@ -79,6 +79,7 @@ from .lifecycle import Lifecycle, WorkerLaunch
 from .metrics import PoolMetrics
 from .prepare import prepare_call
 from .resilience import CrashBarrier
+from .queue_expiry import QueueExpiry
 from .scheduler import Saturated, Scheduler
 from .sessions import Session, SessionStore
 from .stats import PoolStats, WorkerStats
@@ -114,6 +115,8 @@ class PoolCore:
         self.launch = WorkerLaunch(sys.executable)
         self.barrier = CrashBarrier(self.config)
         self._saturated_at: float | None = None  # loop time the queue began to hold calls
+        self.queued = QueueExpiry(self._queue_expired)  # queued calls' time limits
+        self._timeouts = self.config.timeouts()  # (call, stream, queue) seconds
         self.sessions = SessionStore(
             self.config.max_sessions, self.config.session_ttl_s,
             on_created=lambda s: session_event("session.created", self.name, s, s.created))
@@ -328,6 +331,7 @@ class PoolCore:
         try:
             self.lending.unpark_all()  # idle lent workers come back now, busy ones after their call
             await self.lifecycle.stop()
+            self.queued.clear()
             for waiter in self._sched.drain_queue():
                 waiter.set_exception(ShutdownError(f"pool {self.name!r} is shutting down"))
             grace = self.config.shutdown_grace_ms / 1000 if grace is None else grace
@@ -366,8 +370,7 @@ class PoolCore:
 
     def budget(self, timeout: float | None, stream: bool = False) -> float | None:
         if timeout is None:
-            call_s, stream_s, _ = self.config.timeouts()
-            return stream_s if stream else call_s
+            return self._timeouts[1] if stream else self._timeouts[0]
         if timeout <= 0:
             raise ValueError("timeout must be > 0 s (float('inf') for no deadline)")
         return None if math.isinf(timeout) else timeout
@@ -393,20 +396,27 @@ class PoolCore:
     def discard(self, slot: asyncio.Future[WorkerHandle]) -> None:
         self._sched.discard(slot)
 
+    def free_worker(self, exclusive: bool = False) -> WorkerHandle | None:
+        """A slot on a worker free now (a lent idle worker is taken back for it), or None
+        when the call must queue. Whoever gets it must use it or give it back (`release`)."""
+        worker = self._sched.acquire(exclusive)
+        if worker is None and self.lending.links:
+            self.lending.unpark_all()  # lent idle workers come back; busy ones after their call
+            worker = self._sched.acquire(exclusive)
+        return worker
+
     def grant(self, tool: str, deadline: float | None, *, exclusive: bool = False,
               front: bool = False) -> asyncio.Future[WorkerHandle]:
         """A future for a worker slot: at once when one is free, else via the FIFO queue.
 
         Fails with PoolSaturated (queue full), QueueTimeout (queue_timeout_ms passed) or
         CallTimeout (the call's own deadline came first). Whoever gets the slot must use it
-        or give it back with ``_sched.release``.
+        or give it back with ``_sched.release``; a queued one's getter calls
+        ``queued.forget`` (else the slot's time limit lingers until the queue's sweep).
         """
         loop = self._loop or asyncio.get_running_loop()
         fut: asyncio.Future[WorkerHandle] = loop.create_future()
-        worker = self._sched.acquire(exclusive)
-        if worker is None and self.lending.links:
-            self.lending.unpark_all()  # lent idle workers come back; busy ones after their call
-            worker = self._sched.acquire(exclusive)
+        worker = self.free_worker(exclusive)
         if worker is not None:
             fut.set_result(worker)
             return fut
@@ -423,24 +433,22 @@ class PoolCore:
             self._saturated_at = loop.time()
             pool_event("pool.saturated", self.name, queued=self._sched.depth,
                        capacity=sum(w.capacity for w in self._workers.values()))
-        queue_s = self.config.timeouts()[2]
-        left = None if deadline is None else deadline - loop.time()
-        by_deadline = left is not None and left < queue_s
-        wait_s = left if by_deadline and left is not None else queue_s
-
-        def expire() -> None:
-            if not fut.done():
-                self._sched.discard(fut)
-                fut.set_exception(
-                    CallTimeout(f"call to {tool!r} timed out while queued ({wait_s:g} s)")
-                    if by_deadline else
-                    QueueTimeout(f"call to {tool!r} waited {queue_s:g} s in the queue of pool "
-                                 f"{self.name!r} without a free worker",
-                                 hint="raise queue_timeout_ms or size"))
-
-        timer = loop.call_later(max(wait_s, 0.0), expire)
-        fut.add_done_callback(lambda _: timer.cancel())
+        queue_s = self._timeouts[2]
+        now = loop.time()
+        by_deadline = deadline is not None and deadline - now < queue_s
+        at = deadline if by_deadline and deadline is not None else now + queue_s
+        self.queued.add(loop, fut, at, (tool, by_deadline, max(at - now, 0.0)))
         return fut
+
+    def _queue_expired(self, fut: asyncio.Future[WorkerHandle], what: Any) -> None:
+        tool, by_deadline, wait_s = what
+        self._sched.discard(fut)
+        fut.set_exception(
+            CallTimeout(f"call to {tool!r} timed out while queued ({wait_s:g} s)")
+            if by_deadline else
+            QueueTimeout(f"call to {tool!r} waited {wait_s:g} s in the queue of pool "
+                         f"{self.name!r} without a free worker",
+                         hint="raise queue_timeout_ms or size"))
 
     def dispatch(self, req: Any, timeout: float | None, deliver: Deliver, *,
                  idempotent: bool | None = None, affinity: str | None = None,
@@ -570,6 +578,8 @@ class PoolCore:
             else:
                 slot.cancel()
             raise
+        finally:
+            self.queued.forget(slot)
 
     # --- sessions ---------------------------------------------------------------------------
     def open_session(self, session_id: str | None, ttl_s: float | None) -> Session:
