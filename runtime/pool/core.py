@@ -78,8 +78,8 @@ from .host.loop_thread import off_loop
 from .lifecycle import Lifecycle, WorkerLaunch
 from .metrics import PoolMetrics
 from .prepare import prepare_call
-from .resilience import CrashBarrier
 from .queue_expiry import QueueExpiry
+from .resilience import CrashBarrier
 from .scheduler import Saturated, Scheduler
 from .sessions import Session, SessionStore
 from .stats import PoolStats, WorkerStats
