@@ -44,7 +44,6 @@ import functools
 import itertools
 import math
 import sys
-import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from pathlib import Path
@@ -103,7 +102,6 @@ class PoolCore:
         self.roster: tuple[WorkerHandle, ...] = ()  # the same workers, for other threads
         self._ids = itertools.count(1)
         self._call_ids = itertools.count(1)
-        self._id_lock = threading.Lock()
         self._tools: Mapping[str, dict[str, Any]] = {}  # replaced whole, never changed
         self.state = "new"  # new | starting | running | closing | closed (the loop writes it)
         self._ready_event: asyncio.Event | None = None
@@ -259,10 +257,9 @@ class PoolCore:
         return f"worker-{next(self._ids)}"
 
     def correlation_id(self) -> str:
-        """A fresh id for a call, unique across the host instance (any thread)."""
-        with self._id_lock:
-            n = next(self._call_ids)
-        return f"{self.instance.id}-{n}"
+        """A fresh id for a call, unique across the host instance (any thread: next() of an
+        itertools.count is atomic under the GIL)."""
+        return f"{self.instance.id}-{next(self._call_ids)}"
 
     def has_queued(self) -> bool:
         """Whether calls are waiting for a worker."""

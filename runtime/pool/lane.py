@@ -20,7 +20,6 @@ import contextlib
 import itertools
 import math
 import ssl
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -140,7 +139,6 @@ class Lane:
         self._loop = asyncio.get_running_loop()
         self._max_batch_bytes = max_message_bytes // 2
         self._ids = itertools.count(1)
-        self._id_lock = threading.Lock()  # blocking callers' threads take ids too (direct)
         # call id -> (on_done, deadline (loop time, inf: none), time sent); in send order
         self.pending: dict[int, tuple[OnDone, float, float, Any]] = {}  # + request
         # One timer for all deadlines, armed at the earliest (a timer per call cost ~8 µs).
@@ -278,9 +276,8 @@ class Lane:
 
     def next_id(self) -> int:
         """A call id (any thread: direct calls share the sequence, so the worker's progress
-        file orders every call)."""
-        with self._id_lock:
-            return next(self._ids)
+        file orders every call; next() of an itertools.count is atomic under the GIL)."""
+        return next(self._ids)
 
     async def send_cancel(self, cid: int) -> None:
         with contextlib.suppress(Exception):

@@ -62,7 +62,7 @@ def prepare_call(pool: PreparingPool, tool: str, args: Mapping[str, Any] | None,
         raise ToolNotFound(f"pool {pool.name!r} has no tool {tool!r}; available tools: "
                            f"{', '.join(names)}",
                            details={"tool": tool, "pool": pool.name})
-    if args is not None and not isinstance(args, Mapping):
+    if args is not None and type(args) is not dict and not isinstance(args, Mapping):
         raise TypeError(f"args must be a mapping of parameter names to values, "
                         f"got {type(args).__name__}")
     if log.isEnabledFor(logging.DEBUG):

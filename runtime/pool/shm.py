@@ -115,6 +115,8 @@ class WorkerShm:
     def attach(self, req: Any, big: Mapping[str, Any] | None) -> Grant | None:
         """Put ``big`` arguments into an arena and offer one for the result when the tool is
         known to return large bytes; references go into ``req.metadata``."""
+        if not big and req.tool_name not in self.result_sizes and shm.OUT not in req.metadata:
+            return None  # the usual call (result_sizes holds only tools over the threshold)
         if big or shm.OUT in req.metadata:  # references from an earlier attempt
             for key in [k for k in req.metadata if k.startswith((shm.ARG, shm.OUT))]:
                 del req.metadata[key]
