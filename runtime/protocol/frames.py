@@ -9,18 +9,26 @@ the worker answers what it took, then closes.
 
 from __future__ import annotations
 
-import socket
 import struct
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from google.protobuf.message import DecodeError
+
+if TYPE_CHECKING:
+    import socket
 
 HEADER = struct.Struct("<I")
 READ_CHUNK = 1 << 20  # larger bodies are read this much at a time
 READ_ROOM = 64 * 1024  # FrameBuffer: the reused buffer small frames are read into
 MIN_READ = 4096  # ... and the least room a read is given
 END = HEADER.pack(0)  # "no more frames" (the host never sends an empty LaneRequest)
+
+
+class Readable(Protocol):
+    """What `read_messages` reads from besides a socket: a wrapper with its ``makefile``."""
+
+    def makefile(self, mode: str) -> Any: ...
 
 
 class FrameError(Exception):
@@ -32,7 +40,7 @@ def encode(msg: Any) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-def read_messages(sock: socket.socket, parse: Callable[[bytes], Any],
+def read_messages(sock: socket.socket | Readable, parse: Callable[[bytes], Any],
                   limit: int) -> Iterator[Any]:
     """Messages off a blocking socket until the peer shuts its side or sends END (or the
     socket fails).

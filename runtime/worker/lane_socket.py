@@ -8,12 +8,17 @@ the host never has calls out on both at once, and the runner's slot lock keeps a
 the process profile to one call at a time whatever happens.
 A gRPC round trip costs ~300 µs on a small machine; a socket round trip ~40 µs.
 On TCP with TLS (``--tls``), each connection is wrapped (the TLS handshake) before its secret's
-hello is read; the host ends its side with `frames.END` (TLS has no half-close).
+hello is read; the host ends its side with `frames.END` (TLS has no half-close). The thread
+profile reads a connection's calls on a thread of its own while the handler writes results,
+and OpenSSL forbids two threads in one SSL object at once: there a TLS connection is used
+through `SerialTls`, which makes every SSL call under one lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import select
 import socket
 import ssl
 import sys
@@ -92,10 +97,14 @@ class LaneSocket:
                     sys.stderr.write("pit worker: refused a call lane connection without "
                                      "the pool's secret\n")
                     return
-            requests = read_messages(conn, pb.LaneRequest.FromString, self._limit)
+            # calls read on a thread of their own (thread profile): one SSL call at a time
+            threaded = getattr(getattr(self._servicer, "runner", None), "threads", 1) > 1
+            lane: socket.socket | SerialTls = \
+                SerialTls(conn) if threaded and isinstance(conn, ssl.SSLSocket) else conn
+            requests = read_messages(lane, pb.LaneRequest.FromString, self._limit)
             try:
                 for resp in self._servicer.lane(requests):
-                    conn.sendall(encode(resp))
+                    lane.sendall(encode(resp))
             except FrameError as exc:
                 sys.stderr.write(f"pit worker: call lane closed: {exc}\n")
             except OSError:
@@ -110,6 +119,63 @@ class LaneSocket:
         end = time.monotonic() + grace
         for thread in [self._thread, *self._threads]:
             thread.join(max(end - time.monotonic(), 0.0))
+
+
+class SerialTls:
+    """A TLS connection that one thread reads and another writes (the thread profile's lane).
+    OpenSSL allows no two threads in one SSL object at once, not even one in SSL_read and one
+    in SSL_write, so each SSL call is made under one lock, on the socket made non-blocking,
+    and a thread that must wait for the socket waits outside the lock. What `read_messages`
+    and the handler use: `makefile("rb")` and `sendall`."""
+
+    def __init__(self, conn: ssl.SSLSocket) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        conn.setblocking(False)
+
+    def recv_into(self, buffer: Any) -> int:
+        while True:
+            with self._lock:
+                try:
+                    return self._conn.recv_into(buffer)
+                except ssl.SSLWantReadError:
+                    wait = select.POLLIN
+                except ssl.SSLWantWriteError:
+                    wait = select.POLLOUT
+            self._wait(wait)
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            with self._lock:
+                try:
+                    view = view[self._conn.send(view):]
+                    continue
+                except ssl.SSLWantWriteError:
+                    wait = select.POLLOUT
+                except ssl.SSLWantReadError:
+                    wait = select.POLLIN
+            self._wait(wait)
+
+    def _wait(self, event: int) -> None:
+        poller = select.poll()
+        poller.register(self._conn.fileno(), event)
+        poller.poll()
+
+    def makefile(self, mode: str = "rb") -> io.BufferedReader:
+        assert mode == "rb"
+        return io.BufferedReader(_Reads(self))
+
+
+class _Reads(io.RawIOBase):
+    def __init__(self, tls: SerialTls) -> None:
+        self._tls = tls
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._tls.recv_into(buffer)
 
 
 class _Deadline:

@@ -27,8 +27,8 @@ SAMPLE = "tests.adapters.sample:SampleAdapter"
 
 def _worker(tmp_path: Path, env_secret: str | None,
             lane: tuple[str, ...] = ("--no-call-lane",),
-            tls_env: dict[str, str] | None = None,
-            **extra_env: str) -> subprocess.Popen[bytes]:
+            tls_env: dict[str, str] | None = None, adapter: str = SAMPLE,
+            args: tuple[str, ...] = (), **extra_env: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, **extra_env}
     for name in (secret.ENV, tls.ENV_CERT, tls.ENV_KEY):
         env.pop(name, None)
@@ -36,7 +36,7 @@ def _worker(tmp_path: Path, env_secret: str | None,
         env[secret.ENV] = env_secret
     env.update(tls_env or {})
     return subprocess.Popen(
-        [sys.executable, "-m", "runtime.worker", "--adapter", SAMPLE,
+        [sys.executable, "-m", "runtime.worker", "--adapter", adapter, *args,
          "--listen", "127.0.0.1:0", "--ready-file", str(tmp_path / "ready.json"),
          "--host-pid", str(os.getpid()), "--require-secret", *lane,
          *(["--tls"] if tls_env is not None else [])],
@@ -239,6 +239,43 @@ def test_a_tls_worker_serves_a_client_that_trusts_its_ca_on_grpc_and_on_the_lane
     answers, ended = asyncio.run(_host_lane_calls(lane, host, 3))
     assert answers == [1, 2, 3]  # record counts the calls it saw
     assert ended  # END (TLS cannot half-close) ended the worker's side of the connection
+
+
+def test_a_tls_worker_of_the_thread_profile_answers_many_calls_in_flight(
+        tmp_path: Path, certs: Certs) -> None:
+    """The thread profile reads a lane connection's calls on one thread and writes results
+    on another: over TLS that goes through `SerialTls` (one SSL call at a time)."""
+    import asyncio
+
+    from runtime.pool.lane import Lane
+
+    async def calls(address: str, host: tls.HostTls, n: int) -> list[Any]:
+        lane = await Lane.open(_LaneOwner(), None, 1 << 24, address,  # type: ignore[arg-type]
+                               "s3cret", host)
+        loop = asyncio.get_running_loop()
+        futures = []
+        for _ in range(n):
+            done: asyncio.Future[Any] = loop.create_future()
+            req = pb.ExecuteToolRequest(tool_name="nap")
+            req.parameters["ms"].value = b"0.2"
+            lane.send(req, 60.0, lambda v, e, f=done: f.set_result((v, e)))
+            futures.append(done)
+        answers = await asyncio.wait_for(asyncio.gather(*futures), 120)
+        await lane.close()
+        assert await lane.wait_reader(60)
+        return answers
+
+    worker_tls, host = tls.read_pool_tls(certs.table(), "test")
+    proc = _worker(tmp_path, "s3cret", ("--lane-socket", "tcp:127.0.0.1:0"), worker_tls.env(),
+                   adapter="tests.adapters.sample:ThreadedAdapter", args=("--threads", "4"))
+    try:
+        ready = _ready(proc, tmp_path)
+        answers = asyncio.run(calls(ready["lane_socket"], host, 500))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert all(err is None and resp.success for resp, err in answers), answers[:3]
+    assert max(json.loads(resp.result.value)["peak"] for resp, _ in answers) > 1  # in parallel
 
 
 def test_a_tls_worker_refuses_plaintext_clients(tls_worker: dict[str, Any]) -> None:

@@ -4,8 +4,13 @@ relative to pit.toml), its files read and checked when a worker starts
 
 from __future__ import annotations
 
+import socket
+import ssl
 import subprocess
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,3 +158,78 @@ def test_the_workers_private_key_is_not_in_the_repr_of_what_carries_it(certs: Ce
     key_body = certs.key.read_text().splitlines()[1]
     assert key_body in worker.key.decode() and key_body not in repr(worker)
     assert "CERTIFICATE" in repr(worker)  # the certificate chain is public
+
+
+class _Overlaps:
+    """An SSLSocket that notes when two threads are inside it at once (and makes each call
+    last a little, so that unserialised calls would overlap)."""
+
+    def __init__(self, conn: ssl.SSLSocket) -> None:
+        self._conn, self._inside, self.overlaps = conn, 0, 0
+        self._count = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def _call(self, name: str, *args: Any) -> Any:
+        with self._count:
+            self._inside += 1
+            self.overlaps += self._inside > 1
+        try:
+            time.sleep(0.0002)
+            return getattr(self._conn, name)(*args)
+        finally:
+            with self._count:
+                self._inside -= 1
+
+    def recv_into(self, buffer: Any) -> int:
+        return int(self._call("recv_into", buffer))
+
+    def send(self, data: Any) -> int:
+        return int(self._call("send", data))
+
+
+def test_a_tls_lane_read_on_one_thread_and_written_on_another_makes_one_ssl_call_at_a_time(
+        certs: Certs) -> None:
+    """The thread profile's lane (`lane_socket.SerialTls`): a reader thread takes frames while
+    another thread writes, both at full speed, over real TLS; every byte arrives, and no two
+    SSL calls ever run at once (OpenSSL forbids it)."""
+    from runtime.protocol import frames, pb
+    from runtime.worker.lane_socket import SerialTls
+
+    worker_tls, host_tls = tls.read_pool_tls(certs.table(), "test")
+    a, b = socket.socketpair()
+    out: dict[str, Any] = {}
+
+    def client() -> None:  # echoes every frame back
+        conn = host_tls.client_context().wrap_socket(b, server_hostname=SERVER_NAME)
+        with conn:
+            for msg in frames.read_messages(conn, pb.LaneRequest.FromString, 1 << 20):
+                conn.sendall(frames.encode(msg))
+
+    echo = threading.Thread(target=client, daemon=True)
+    echo.start()
+    server = worker_tls.server_context().wrap_socket(a, server_side=True)
+    watched = _Overlaps(server)
+    lane = SerialTls(watched)  # type: ignore[arg-type]
+    sent = [pb.LaneRequest(calls=[pb.LaneCall(call_id=i)]) for i in range(1, 401)]
+
+    def read() -> None:
+        got = []
+        for msg in frames.read_messages(lane, pb.LaneRequest.FromString, 1 << 20):
+            got.append(msg)
+            if len(got) == len(sent):
+                break
+        out["got"] = got
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    for msg in sent:
+        lane.sendall(frames.encode(msg))
+    reader.join(60)
+    server.setblocking(True)
+    server.sendall(frames.END)
+    echo.join(10)
+    server.close()
+    assert out.get("got") == sent
+    assert watched.overlaps == 0
