@@ -45,10 +45,11 @@ from google.protobuf.message import DecodeError
 from ..errors import ShutdownError
 from ..logs import logger
 from ..protocol import pb
-from ..protocol.frames import FrameBuffer, FrameError, encode
+from ..protocol.frames import FrameBuffer, FrameError
 from ..telemetry import tracing
 from .call import CallHost, CallRun, dispatched, note_answer, read_answer, record, timed_out
-from .lane import CANCEL_GRACE_S, lane_call
+from .lane import CANCEL_GRACE_S
+from .lane_wire import lane_call, request_frame
 
 if TYPE_CHECKING:
     from .host.loop_thread import LoopThread
@@ -455,7 +456,7 @@ def call(pool: DirectHost, loop: LoopThread, req: Any, budget: float | None,
     sent = answered = False
     try:
         cid = w.channel.next_call_id()
-        frame = encode(pb.LaneRequest(calls=[lane_call(cid, req, budget)]))
+        frame = request_frame([lane_call(cid, req, budget)])
         try:
             link.send(frame, deadline)
         except TimeoutError:

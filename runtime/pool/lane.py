@@ -20,7 +20,6 @@ import contextlib
 import itertools
 import math
 import ssl
-import time
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,8 +30,9 @@ from google.protobuf.message import DecodeError
 from ..errors import CallTimeout, WorkerExit, WorkerStartError
 from ..logs import logger
 from ..protocol import pb
-from ..protocol.frames import END, FrameBuffer, FrameError, encode
+from ..protocol.frames import END, FrameBuffer, FrameError
 from ..protocol.secret import lane_hello
+from .lane_wire import Call, batches, lane_call, request_frame, request_message
 
 if TYPE_CHECKING:
     from ..protocol.tls import HostTls
@@ -40,11 +40,6 @@ if TYPE_CHECKING:
 log = logger("grpc")
 
 CANCEL_GRACE_S = 2.0  # a cancelled call must end within this, or the worker is killed
-# Snakepit's margins: the deadline a worker is told ends this much before the call's own, so
-# that the tool's deadline (ctx.remaining(), a bridge's gRPC deadline) passes first and its
-# answer (WORKER_MARGIN_S) travels back (REPLY_MARGIN_S) before the host's timer fires.
-WORKER_MARGIN_S = 1.0
-REPLY_MARGIN_S = 0.2
 SWEEP_SLACK_S = 0.001  # a deadline this close when the sweep runs counts as passed
 
 OnDone = Callable[[Any, "BaseException | None"], None]
@@ -66,24 +61,6 @@ class LaneWorker(Protocol):
     def lane_unavailable(self) -> None: ...
     def kill_stuck(self, req: Any) -> None: ...
     async def wait_exit(self) -> None: ...
-
-
-def worker_timeout(left: float) -> float:
-    """The deadline a worker is told for a call with ``left`` seconds to go: Snakepit's
-    margins taken off a long call (left - 1.2 s); a call too short for them keeps what it
-    can (all of it up to 1.2 s, then 1.2 s until the margins fit): continuous and never
-    more than ``left``."""
-    margins = WORKER_MARGIN_S + REPLY_MARGIN_S
-    return max(min(left, margins), left - margins)
-
-
-def lane_call(cid: int, req: Any, timeout: float | None) -> Any:
-    """Call ``cid`` as the worker gets it: with the deadline `worker_timeout` leaves it."""
-    if not timeout:
-        return pb.LaneCall(call_id=cid, request=req)
-    inner = worker_timeout(timeout)
-    return pb.LaneCall(call_id=cid, request=req, timeout_ms=inner * 1000,
-                       deadline_unix_ns=time.time_ns() + int(inner * 1e9))
 
 
 class NotStarted(Exception):
@@ -113,22 +90,6 @@ def exit_error(cid: int, progress: tuple[int, int] | None, message: str,
     return error(message, details={**details, "culprit": culprit, "call_id": cid})
 
 
-def batches(calls: list[Any], max_bytes: int) -> list[list[Any]]:
-    """Split queued calls into messages that stay under the gRPC message limit."""
-    if len(calls) == 1:
-        return [calls]
-    out: list[list[Any]] = [[]]
-    size = 0
-    for call in calls:
-        n = call.ByteSize()
-        if out[-1] and size + n > max_bytes:
-            out.append([])
-            size = 0
-        out[-1].append(call)
-        size += n
-    return out
-
-
 class Lane:
     """Calls to one worker and their answers; the transport is a `_GrpcLink` (the `CallLane`
     stream) or a `SocketLink` (the same messages as frames on a unix socket, ~6x faster)."""
@@ -145,7 +106,7 @@ class Lane:
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._sweep_at = math.inf
         self._abandoned: dict[int, tuple[asyncio.TimerHandle, Any]] = {}  # + request
-        self._outbox: list[Any] = []
+        self._outbox: list[Call] = []
         self._closed = False  # fail_all or close: nothing more goes out
         self._link: _GrpcLink | SocketLink
 
@@ -206,12 +167,12 @@ class Lane:
             self._link.kick()
         return cid
 
-    def take_outbox(self) -> list[list[Any]]:
+    def take_outbox(self) -> list[list[Call]]:
         """What piled up since the last write, as messages under the size limit."""
         calls, self._outbox = self._outbox, []
         return batches(calls, self._max_batch_bytes) if calls else []
 
-    def write_failed(self, calls: list[Any], exc: BaseException) -> None:
+    def write_failed(self, calls: list[Call], exc: BaseException) -> None:
         """These calls (and any still in the outbox) never reached the worker: NotStarted runs
         them elsewhere (the same rule fail_all applies to calls the worker had not started)."""
         w = self.worker
@@ -337,7 +298,7 @@ class _GrpcLink:
             todo = self._lane.take_outbox()
             for i, batch in enumerate(todo):
                 try:
-                    await self._call.write(pb.LaneRequest(calls=batch))
+                    await self._call.write(request_message(batch))
                 except Exception as exc:  # noqa: BLE001 - the lane is gone
                     self._lane.write_failed([c for b in todo[i:] for c in b], exc)
                     return
@@ -416,7 +377,7 @@ class SocketLink(asyncio.BufferedProtocol):
                                     ConnectionResetError("the lane socket is closed"))
             return
         for batch in todo:
-            t.write(encode(pb.LaneRequest(calls=batch)))
+            t.write(request_frame(batch))
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._frames.get_buffer(sizehint)

@@ -31,7 +31,7 @@ speaks unary `ExecuteTool` per call, with the call's deadline as the RPC's; stre
 session cleanup, exit watching (the cause and output tail of a crash), timeouts, replacement
 and recycling are the pool's, as for its own workers. What these kinds do not get: the call
 lane, shared memory, direct calls and the fork server (those need pit's worker); and a call
-that times out (at its deadline less Snakepit's margins, `lane.worker_timeout`) or is
+that times out (at its deadline less Snakepit's margins, `lane_wire.worker_timeout`) or is
 cancelled only ends its RPC: its slot is free at once and the worker may finish the tool
 unseen, where pit's own worker is watched until the call really ended. Cleanup can
 prove such a process is pit's only if its command line carries the run id and token

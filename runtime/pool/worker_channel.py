@@ -34,7 +34,8 @@ from ..protocol.secret import SecretStub
 from ..telemetry.control import DEFAULT as ALL_EVENTS
 from ..telemetry.control import TelemetryControl
 from .host.telemetry_relay import TelemetryRelay
-from .lane import Lane, LaneWorker, OnDone, deliver, worker_timeout
+from .lane import Lane, LaneWorker, OnDone, deliver
+from .lane_wire import worker_timeout
 from .shm import Grant, WorkerShm
 
 if TYPE_CHECKING:

@@ -106,14 +106,13 @@ def test_a_worker_told_to_require_a_secret_does_not_start_without_one(
 
 def _lane_call(address: str, hello: bytes) -> bytes:
     """Open the worker's TCP lane, send ``hello`` and one ping call; what comes back."""
-    from runtime.pool.lane import lane_call
-    from runtime.protocol import frames
+    from runtime.pool.lane_wire import lane_call, request_frame
 
     host, _, port = address[4:].rpartition(":")
     req = pb.ExecuteToolRequest(tool_name="record")
     req.parameters["tag"].value = b'"x"'
     with socket.create_connection((host, int(port)), timeout=30) as conn:
-        conn.sendall(hello + frames.encode(pb.LaneRequest(calls=[lane_call(1, req, 10.0)])))
+        conn.sendall(hello + request_frame([lane_call(1, req, 10.0)]))
         try:
             return conn.recv(65536)
         except OSError:

@@ -7,8 +7,9 @@ import socket
 import pytest
 
 from runtime.errors import WorkerExit
+from runtime.pool import lane_wire
 from runtime.pool.lane import Lane, NotStarted, SocketLink, exit_error
-from runtime.pool.lane import batches as _batches
+from runtime.pool.lane_wire import batches as _batches
 from runtime.protocol import frames, pb
 
 
@@ -18,13 +19,46 @@ def call(cid: int, size: int) -> pb.LaneCall:
     return pb.LaneCall(call_id=cid, request=req)
 
 
+def wire(cid: int, size: int) -> lane_wire.Call:
+    return lane_wire.lane_call(cid, call(cid, size).request, None)
+
+
 def test_batches_stay_under_the_message_limit() -> None:
-    calls = [call(i, 400) for i in range(10)]
+    calls = [wire(i, 400) for i in range(10)]
     batches = _batches(calls, max_bytes=1000)
     assert [c.call_id for b in batches for c in b] == list(range(10))
-    assert all(sum(c.ByteSize() for c in b) <= 1000 for b in batches)
+    assert all(sum(map(lane_wire.size, b)) <= 1000 for b in batches)
     assert len(batches) == 5
-    assert _batches([call(1, 5000)], 1000) == [[call(1, 5000)]]  # one call is never split
+    assert _batches([wire(1, 5000)], 1000) == [[wire(1, 5000)]]  # one call is never split
+
+
+def test_lane_frames_are_what_protobuf_would_write() -> None:
+    """Calls with bytes arguments are serialized by hand (`lane_wire.Wire`), others stay
+    messages; any mix of them makes, byte for byte, the LaneRequest protobuf would write,
+    whatever the ids, sizes and deadlines."""
+    plain = pb.ExecuteToolRequest(tool_name="ping")
+    plain.metadata["correlation_id"] = "x-1"
+    ids = (1, 127, 128, 2**40, 5)
+    sizes = (0, 10, 300, 70_000)
+    reqs = [call(cid, n).request for cid, n in zip(ids[:4], sizes, strict=True)] + [plain]
+    for timeout in (None, 0.5, 10.0, 86_400.0):
+        calls = [lane_wire.lane_call(cid, req, timeout)
+                 for cid, req in zip(ids, reqs, strict=True)]
+        assert [type(c) is lane_wire.Wire for c in calls] == [True] * 4 + [False]
+        for first, end in ((0, 1), (4, 5), (3, 5), (0, 5)):
+            batch = calls[first:end]
+            frame = lane_wire.request_frame(batch)
+            msg = pb.LaneRequest.FromString(frame[frames.HEADER.size:])
+            assert frames.encode(msg) == frame
+            assert lane_wire.request_message(batch) == msg
+            assert [c.call_id for c in msg.calls] == [c.call_id for c in batch]
+            assert [c.request for c in msg.calls] == reqs[first:end]
+            if timeout is not None:
+                assert msg.calls[0].timeout_ms == pytest.approx(
+                    lane_wire.worker_timeout(timeout) * 1000)
+    assert [lane_wire.varint(n) for n in (0, 1, 127, 128, 300, 2**63)] == [
+        pb.LaneCall(call_id=n).SerializeToString()[1:] or b"\x00"
+        for n in (0, 1, 127, 128, 300, 2**63)]
 
 
 def test_frames_survive_any_split_of_the_byte_stream() -> None:
@@ -113,16 +147,18 @@ def test_a_dead_workers_calls_are_told_apart_by_its_progress() -> None:
 
 
 def test_the_worker_is_told_a_deadline_that_leaves_snakepits_margins() -> None:
-    from runtime.pool.lane import lane_call, worker_timeout
-    from runtime.protocol import pb
+    from runtime.pool.lane_wire import lane_call, worker_timeout
 
     assert worker_timeout(300.0) == pytest.approx(298.8)  # long calls: 1 s + 200 ms off
     assert worker_timeout(0.3) == 0.3  # too short for margins: all of it
     assert worker_timeout(2.0) == pytest.approx(1.2)  # in between: never a jump
     assert all(worker_timeout(t / 10) <= worker_timeout(t / 10 + 0.1) for t in range(100))
-    call = lane_call(7, pb.ExecuteToolRequest(tool_name="t"), 10.0)
+    def sent(c: lane_wire.LaneCall) -> pb.LaneCall:
+        return pb.LaneRequest.FromString(lane_wire.request_frame([c])[4:]).calls[0]
+
+    call = sent(lane_call(7, pb.ExecuteToolRequest(tool_name="t"), 10.0))
     assert call.call_id == 7 and call.timeout_ms == pytest.approx(8800.0)
-    assert lane_call(8, pb.ExecuteToolRequest(), None).timeout_ms == 0
+    assert sent(lane_call(8, pb.ExecuteToolRequest(), None)).timeout_ms == 0
 
 
 def test_the_blocking_reader_ends_at_an_end_frame() -> None:
