@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import PitConfig, PoolConfig, load_config, make_pool_config
-from ..errors import PoolNotFound
+from ..errors import PoolNotFound, ShutdownError
 from ..telemetry import tracing
 from ..telemetry.control import TelemetryControl
 from . import direct
@@ -95,6 +95,7 @@ class Pool(Facade):
         if self._loop.loop.is_closed():
             return
         if self._owner:
+            self._loop.run(_stop_streams(self._loop))
             self._loop.run(self._core.close(grace))
             self._loop.stop()
             with _live_lock:
@@ -229,9 +230,13 @@ class Pool(Facade):
     def _drain(self, agen: AsyncGenerator[Any, None]) -> Iterator[Any]:
         buffer: asyncio.Queue[Any] = self._loop.run(_make_queue())
         closed = threading.Event()  # the core's stream has ended: its worker is free
-        task = asyncio.run_coroutine_threadsafe(_pump(agen, buffer, closed), self._loop.loop)
+        pump = _pump(agen, buffer, closed, self._loop.stream_pumps)
+        task = asyncio.run_coroutine_threadsafe(pump, self._loop.loop)
         try:
             while True:
+                if self._loop.loop.is_closed():  # the pool closed, which stopped this stream
+                    raise ShutdownError(f"pool {self._core.name!r} closed while this stream "
+                                        "was open")
                 for item in self._loop.run(_take(buffer)):
                     if item is _END:
                         return
@@ -239,7 +244,10 @@ class Pool(Facade):
                         raise item.error
                     yield item
         finally:
-            if not task.done():
+            # Once the loop is closed nothing can end the stream any more: its pool's close
+            # did (`_stop_streams`). Waiting would only block this thread, which may be any
+            # thread: the garbage collector's, freeing a stream left open.
+            if not task.done() and not self._loop.loop.is_closed():
                 task.cancel()
                 try:
                     task.result(STOP_STREAM_S)
@@ -320,20 +328,50 @@ async def _make_queue() -> asyncio.Queue[Any]:
 
 
 async def _pump(agen: AsyncGenerator[Any, None], buffer: asyncio.Queue[Any],
-                closed: threading.Event) -> None:
+                closed: threading.Event, pumps: set[asyncio.Task[Any]]) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    pumps.add(task)
     try:
         async for item in agen:
             await buffer.put(item)
         await buffer.put(_END)
-    except asyncio.CancelledError:
+    except asyncio.CancelledError:  # the consumer closed it, or the pool closes: a consumer
+        _end_now(buffer, _Failed(ShutdownError(  # still reading gets what it has, then this
+            "the stream was stopped: its pool closed")))
+        raise
+    except GeneratorExit:  # its coroutine closed (never run on the loop again): nobody reads
         raise
     except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
         await buffer.put(_Failed(exc))
     finally:
+        pumps.discard(task)
         try:
             await agen.aclose()
         finally:
             closed.set()
+
+
+def _end_now(buffer: asyncio.Queue[Any], last: Any) -> None:
+    """Put ``last`` in the buffer without waiting (a consumer blocked in `_take` wakes up); a
+    full one loses its oldest item for it: the stream ends with an error anyway."""
+    if buffer.full():
+        buffer.get_nowait()
+    buffer.put_nowait(last)
+
+
+async def _stop_streams(loop: LoopThread) -> None:
+    """Before a pool's close: stop the streams still open on its loop (their consumer raised,
+    or dropped them while something still held them, such as a traceback). Left to run, a
+    pump waits on its full buffer for ever, holds its worker busy (the close then waits its
+    whole grace, then kills it), and stays pending on the closed loop: freeing it later, on
+    whatever thread the garbage collector runs, blocked that thread STOP_STREAM_S and failed
+    with 'Task was destroyed but it is pending' and 'bound to a different event loop'."""
+    pumps = list(loop.stream_pumps)  # a `Pools` set's pools share one loop
+    for task in pumps:
+        task.cancel()
+    if pumps:
+        await asyncio.wait(pumps, timeout=STOP_STREAM_S)
 
 
 async def _take(buffer: asyncio.Queue[Any]) -> list[Any]:
@@ -465,6 +503,7 @@ class Pools(Mapping[str, Pool]):
             await asyncio.gather(*(p._core.close(grace) for p in self._pools.values()),
                                  return_exceptions=True)
             await self.instance.close()
+        self._loop.run(_stop_streams(self._loop))
         self._loop.run(close_all())
         self._loop.stop()
         with _live_lock:

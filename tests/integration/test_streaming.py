@@ -205,3 +205,32 @@ def test_an_async_stream_has_its_summary_too() -> None:
             assert pool.stats().streams["completed"] == 2
 
     asyncio.run(main())
+
+
+def test_a_stream_left_open_when_its_pool_closes_is_stopped_with_it(tmp_path: Path) -> None:
+    """The consumer raised (or forgot the stream) inside ``with Pool``: the pool's close stops
+    the stream's pump and its generator, so nothing of it waits on the closed loop. Freeing
+    the stream later (the garbage collector, on whatever thread it runs) must not block that
+    thread: it waited STOP_STREAM_S for an end that a closed loop never signals."""
+    import gc
+
+    progress = tmp_path / "progress"
+    pool = Pool(adapter=SAMPLE, size=1).start()
+    stream = pool.stream("watched_stream",
+                         {"n": 100_000, "size": 100, "progress": str(progress)})
+    for _ in range(10):
+        next(stream)
+    started = time.monotonic()
+    pool.close()
+    closed_in = time.monotonic() - started
+    with pytest.raises(runtime.ShutdownError):
+        for _ in stream:  # what was buffered, then the pool's end: no hang, no loop error
+            pass
+    assert stream.summary is not None and stream.summary.outcome == "cancelled"
+    started = time.monotonic()
+    del stream
+    gc.collect()
+    freed_in = time.monotonic() - started
+    # not its whole shutdown grace (5 s) waiting for a stream nobody reads
+    assert closed_in < 4.0, f"close took {closed_in:.1f} s with a stream open"
+    assert freed_in < 1.0, f"freeing the stream blocked its thread {freed_in:.1f} s"
