@@ -91,7 +91,9 @@ class Pool(Facade):
         self._loop.run(self._core.await_ready(timeout))
 
     def close(self, grace: float | None = None) -> None:
-        """Drain, stop every worker, free the loop thread. Idempotent."""
+        """Drain (calls in flight get ``grace`` seconds, default shutdown_grace_ms), stop every
+        worker, free the loop thread. Idempotent. Streams still open are stopped at once: a
+        consumer still reading one gets what was buffered, then ShutdownError."""
         if self._loop.loop.is_closed():
             return
         if self._owner:

@@ -221,7 +221,7 @@ def test_a_stream_left_open_when_its_pool_closes_is_stopped_with_it(tmp_path: Pa
     for _ in range(10):
         next(stream)
     started = time.monotonic()
-    pool.close()
+    pool.close(grace=60)  # a close that waited for the stream would take all of it
     closed_in = time.monotonic() - started
     with pytest.raises(runtime.ShutdownError):
         for _ in stream:  # what was buffered, then the pool's end: no hang, no loop error
@@ -231,6 +231,6 @@ def test_a_stream_left_open_when_its_pool_closes_is_stopped_with_it(tmp_path: Pa
     del stream
     gc.collect()
     freed_in = time.monotonic() - started
-    # not its whole shutdown grace (5 s) waiting for a stream nobody reads
-    assert closed_in < 4.0, f"close took {closed_in:.1f} s with a stream open"
-    assert freed_in < 1.0, f"freeing the stream blocked its thread {freed_in:.1f} s"
+    # not its whole grace waiting for a stream nobody reads, not STOP_STREAM_S (5 s) to free it
+    assert closed_in < 30, f"close took {closed_in:.1f} s with a stream open"
+    assert freed_in < 2.5, f"freeing the stream blocked its thread {freed_in:.1f} s"
