@@ -232,7 +232,7 @@ class Pool(Facade):
     def _drain(self, agen: AsyncGenerator[Any, None]) -> Iterator[Any]:
         buffer: asyncio.Queue[Any] = self._loop.run(_make_queue())
         closed = threading.Event()  # the core's stream has ended: its worker is free
-        pump = _pump(agen, buffer, closed, self._loop.stream_pumps)
+        pump = _pump(agen, buffer, closed, self._loop)
         task = asyncio.run_coroutine_threadsafe(pump, self._loop.loop)
         try:
             while True:
@@ -330,11 +330,14 @@ async def _make_queue() -> asyncio.Queue[Any]:
 
 
 async def _pump(agen: AsyncGenerator[Any, None], buffer: asyncio.Queue[Any],
-                closed: threading.Event, pumps: set[asyncio.Task[Any]]) -> None:
+                closed: threading.Event, loop: LoopThread) -> None:
     task = asyncio.current_task()
     assert task is not None
+    pumps = loop.stream_pumps
     pumps.add(task)
     try:
+        if loop.streams_stopped:  # opened as its pool closed: `_stop_streams` came first
+            raise ShutdownError("the stream was stopped: its pool closed")
         async for item in agen:
             await buffer.put(item)
         await buffer.put(_END)
@@ -369,6 +372,7 @@ async def _stop_streams(loop: LoopThread) -> None:
     whole grace, then kills it), and stays pending on the closed loop: freeing it later, on
     whatever thread the garbage collector runs, blocked that thread STOP_STREAM_S and failed
     with 'Task was destroyed but it is pending' and 'bound to a different event loop'."""
+    loop.streams_stopped = True  # and a pump that starts later stops at once
     pumps = list(loop.stream_pumps)  # a `Pools` set's pools share one loop
     for task in pumps:
         task.cancel()

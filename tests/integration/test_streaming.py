@@ -234,3 +234,25 @@ def test_a_stream_left_open_when_its_pool_closes_is_stopped_with_it(tmp_path: Pa
     # not its whole grace waiting for a stream nobody reads, not STOP_STREAM_S (5 s) to free it
     assert closed_in < 30, f"close took {closed_in:.1f} s with a stream open"
     assert freed_in < 2.5, f"freeing the stream blocked its thread {freed_in:.1f} s"
+
+
+def test_a_stream_opened_as_its_pool_closes_is_stopped_too(tmp_path: Path) -> None:
+    """A thread opened the stream while another closed the pool, its pump starting just after
+    the close had stopped the open streams (simulated here: that first step of the close runs
+    by hand): the stream took the worker, the close waited its whole grace for it, and the
+    pump was left pending on the closed loop ('Task was destroyed but it is pending', 'bound
+    to a different event loop')."""
+    from runtime.pool import sync_pool
+
+    pool = Pool(adapter=SAMPLE, size=1).start()
+    try:
+        pool._loop.run(sync_pool._stop_streams(pool._loop))  # the close's first step
+        stream = pool.stream("watched_stream",
+                             {"n": 100_000, "size": 100, "progress": str(tmp_path / "p")})
+        with pytest.raises(runtime.ShutdownError):
+            next(stream)
+    finally:
+        started = time.monotonic()
+        pool.close(grace=60)
+        closed_in = time.monotonic() - started
+    assert closed_in < 30, f"close took {closed_in:.1f} s with a stream open"
