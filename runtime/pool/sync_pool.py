@@ -230,6 +230,8 @@ class Pool(Facade):
         return stream
 
     def _drain(self, agen: AsyncGenerator[Any, None]) -> Iterator[Any]:
+        if self._loop.loop.is_closed():  # the pool closed before the stream was first read
+            raise ShutdownError(f"pool {self._core.name!r} closed while this stream was open")
         buffer: asyncio.Queue[Any] = self._loop.run(_make_queue())
         closed = threading.Event()  # the core's stream has ended: its worker is free
         pump = _pump(agen, buffer, closed, self._loop)

@@ -256,3 +256,17 @@ def test_a_stream_opened_as_its_pool_closes_is_stopped_too(tmp_path: Path) -> No
         pool.close(grace=60)
         closed_in = time.monotonic() - started
     assert closed_in < 30, f"close took {closed_in:.1f} s with a stream open"
+
+
+def test_a_stream_not_yet_read_when_its_pool_closes_raises_shutdown_error(
+        tmp_path: Path) -> None:
+    """Not RuntimeError('Event loop is closed') with a coroutine never awaited."""
+    import warnings
+
+    with Pool(adapter=SAMPLE, size=1) as pool:
+        stream = pool.stream("watched_stream",
+                             {"n": 3, "size": 1, "progress": str(tmp_path / "p")})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 'coroutine ... was never awaited'
+        with pytest.raises(runtime.ShutdownError):
+            next(stream)
