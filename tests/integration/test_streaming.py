@@ -270,3 +270,23 @@ def test_a_stream_not_yet_read_when_its_pool_closes_raises_shutdown_error(
         warnings.simplefilter("error")  # 'coroutine ... was never awaited'
         with pytest.raises(runtime.ShutdownError):
             next(stream)
+
+
+def test_a_consumer_reading_after_the_close_gets_what_was_buffered_without_a_gap(
+        tmp_path: Path) -> None:
+    """As Pool.close says: what was buffered, then ShutdownError. It got only the rest of the
+    batch it held (the buffer was dropped with the loop), and a full buffer lost its oldest
+    item to the close's error (a gap in what a consumer reading along read)."""
+    from runtime.pool.sync_pool import STREAM_BUFFER
+
+    pool = Pool(adapter=SAMPLE, size=1).start()
+    stream = pool.stream("watched_stream", {"n": 100_000, "size": 0, "as_json": True,
+                                            "progress": str(tmp_path / "p")})
+    got = [next(stream) for _ in range(10)]
+    wait_until(lambda: (tmp_path / "p").exists() and int((tmp_path / "p").read_text()) > 1000)
+    pool.close(grace=60)
+    with pytest.raises(runtime.ShutdownError):
+        for item in stream:
+            got.append(item)
+    assert got == list(range(len(got)))
+    assert len(got) >= 10 + STREAM_BUFFER - 1
