@@ -18,7 +18,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import telemetry
-from ..errors import CallTimeout, RemoteError, ResultError, WorkerExit, from_payload
+from ..errors import (
+    CallTimeout,
+    RemoteError,
+    ResultError,
+    ShutdownError,
+    WorkerExit,
+    from_payload,
+)
 from ..protocol import codec
 from ..telemetry import tracing
 from .affinity import SlotSource, session_slot
@@ -43,6 +50,8 @@ class CallHost(SlotSource, Protocol):
 
     @property
     def name(self) -> str: ...
+    @property
+    def closing(self) -> bool: ...
     def release(self, worker: WorkerHandle) -> None: ...
 
 Deliver = Callable[[Any, "BaseException | None"], None]
@@ -76,6 +85,14 @@ class CallRun:
 
     def _attempt(self, front: bool) -> None:
         if self._done:
+            return
+        if front and self.pool.closing:
+            # No second attempt once the pool closes: no worker is left for it, and its slot,
+            # queued after the close emptied the queue, would outlive the loop (the sync API's
+            # caller waited for ever)
+            self._finish(None, ShutdownError(
+                f"pool {self.pool.name!r} closed before the call to "
+                f"{self.req.tool_name!r} could run again"))
             return
         self._worker = None
         if self.session is not None:
@@ -131,7 +148,7 @@ class CallRun:
             if refusal is not None:
                 self._finish(None, refusal)
                 return
-            if self.idempotent:
+            if self.idempotent and not self.pool.closing:  # see _attempt
                 delay = self.pool.barrier.retry_policy.delay(self.retries + 1)
                 left = None if self.deadline is None else self.deadline - self._loop.time()
                 if delay is not None and (left is None or left > delay):

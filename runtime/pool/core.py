@@ -406,8 +406,9 @@ class PoolCore:
               front: bool = False) -> asyncio.Future[WorkerHandle]:
         """A future for a worker slot: at once when one is free, else via the FIFO queue.
 
-        Fails with PoolSaturated (queue full), QueueTimeout (queue_timeout_ms passed) or
-        CallTimeout (the call's own deadline came first). Whoever gets the slot must use it
+        Fails with PoolSaturated (queue full), QueueTimeout (queue_timeout_ms passed),
+        CallTimeout (the call's own deadline came first) or ShutdownError (no worker is free
+        and the pool is closing). Whoever gets the slot must use it
         or give it back with ``_sched.release``; a queued one's getter calls
         ``queued.forget`` (else the slot's time limit lingers until the queue's sweep).
         """
@@ -416,6 +417,10 @@ class PoolCore:
         worker = self.free_worker(exclusive)
         if worker is not None:
             fut.set_result(worker)
+            return fut
+        if self.closing:  # the close empties the queue once: a call queued after waits on
+            fut.set_exception(ShutdownError(  # a pool with no workers, on a stopped loop
+                f"pool {self.name!r} is shutting down"))
             return fut
         try:
             self._sched.enqueue(fut, exclusive, front=front)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import concurrent.futures
 import threading
 from collections.abc import AsyncGenerator, Callable, Collection, Iterable, Iterator, Mapping
@@ -230,16 +231,20 @@ class Pool(Facade):
         return stream
 
     def _drain(self, agen: AsyncGenerator[Any, None]) -> Iterator[Any]:
-        buffer: asyncio.Queue[Any] = self._loop.run(_make_queue())
+        if self._loop.loop.is_closed():  # the pool closed before the stream was first read
+            raise ShutdownError(f"pool {self._core.name!r} closed while this stream was open")
+        buffer: _Buffer = self._loop.run(_make_queue())
         closed = threading.Event()  # the core's stream has ended: its worker is free
-        pump = _pump(agen, buffer, closed, self._loop.stream_pumps)
+        pump = _pump(agen, buffer, closed, self._loop)
         task = asyncio.run_coroutine_threadsafe(pump, self._loop.loop)
         try:
             while True:
-                if self._loop.loop.is_closed():  # the pool closed, which stopped this stream
-                    raise ShutdownError(f"pool {self._core.name!r} closed while this stream "
-                                        "was open")
-                for item in self._loop.run(_take(buffer)):
+                if self._loop.loop.is_closed():  # the pool closed, which stopped this stream:
+                    items = [*buffer.left(), _Failed(ShutdownError(  # what it had is all
+                        f"pool {self._core.name!r} closed while this stream was open"))]
+                else:
+                    items = self._loop.run(_take(buffer))
+                for item in items:
                     if item is _END:
                         return
                     if isinstance(item, _Failed):
@@ -325,21 +330,46 @@ async def _stats(core: PoolCore) -> PoolStats:
     return core.stats()
 
 
-async def _make_queue() -> asyncio.Queue[Any]:
-    return asyncio.Queue(maxsize=STREAM_BUFFER)
+class _Buffer(asyncio.Queue):  # type: ignore[type-arg]
+    """A stream's chunks between its pump (on the loop) and its consumer (another thread)."""
+
+    def _init(self, maxsize: int) -> None:  # asyncio.Queue's hook for its storage
+        self._queue: collections.deque[Any] = collections.deque()
+
+    def end_now(self, last: Any) -> None:
+        """Put ``last`` without waiting (a consumer blocked in `_take` wakes up); a full
+        buffer loses its newest item for it, so that what the consumer reads is still the
+        stream's beginning, with no gap, then ``last``."""
+        if self.full():
+            self._queue.pop()
+        self.put_nowait(last)
+
+    def left(self) -> list[Any]:
+        """Everything it holds, taken from any thread once its loop is closed (nothing
+        runs there any more, nor wakes a pump)."""
+        items = list(self._queue)
+        self._queue.clear()
+        return items
 
 
-async def _pump(agen: AsyncGenerator[Any, None], buffer: asyncio.Queue[Any],
-                closed: threading.Event, pumps: set[asyncio.Task[Any]]) -> None:
+async def _make_queue() -> _Buffer:
+    return _Buffer(maxsize=STREAM_BUFFER)
+
+
+async def _pump(agen: AsyncGenerator[Any, None], buffer: _Buffer,
+                closed: threading.Event, loop: LoopThread) -> None:
     task = asyncio.current_task()
     assert task is not None
+    pumps = loop.stream_pumps
     pumps.add(task)
     try:
+        if loop.streams_stopped:  # opened as its pool closed: `_stop_streams` came first
+            raise ShutdownError("the stream was stopped: its pool closed")
         async for item in agen:
             await buffer.put(item)
         await buffer.put(_END)
     except asyncio.CancelledError:  # the consumer closed it, or the pool closes: a consumer
-        _end_now(buffer, _Failed(ShutdownError(  # still reading gets what it has, then this
+        buffer.end_now(_Failed(ShutdownError(  # still reading gets what it has, then this
             "the stream was stopped: its pool closed")))
         raise
     except GeneratorExit:  # its coroutine closed (never run on the loop again): nobody reads
@@ -354,14 +384,6 @@ async def _pump(agen: AsyncGenerator[Any, None], buffer: asyncio.Queue[Any],
             closed.set()
 
 
-def _end_now(buffer: asyncio.Queue[Any], last: Any) -> None:
-    """Put ``last`` in the buffer without waiting (a consumer blocked in `_take` wakes up); a
-    full one loses its oldest item for it: the stream ends with an error anyway."""
-    if buffer.full():
-        buffer.get_nowait()
-    buffer.put_nowait(last)
-
-
 async def _stop_streams(loop: LoopThread) -> None:
     """Before a pool's close: stop the streams still open on its loop (their consumer raised,
     or dropped them while something still held them, such as a traceback). Left to run, a
@@ -369,6 +391,7 @@ async def _stop_streams(loop: LoopThread) -> None:
     whole grace, then kills it), and stays pending on the closed loop: freeing it later, on
     whatever thread the garbage collector runs, blocked that thread STOP_STREAM_S and failed
     with 'Task was destroyed but it is pending' and 'bound to a different event loop'."""
+    loop.streams_stopped = True  # and a pump that starts later stops at once
     pumps = list(loop.stream_pumps)  # a `Pools` set's pools share one loop
     for task in pumps:
         task.cancel()

@@ -42,6 +42,19 @@ def test_close_drains_in_flight_calls_and_fails_queued_ones() -> None:
         pool.submit("ping")
 
 
+def test_an_idempotent_call_out_when_its_pool_closes_ends_with_the_close() -> None:
+    """Its worker is stopped by the close: the call gets that worker's end, as one not
+    idempotent does, and is not retried on a pool with no workers (the retry was queued after
+    the close had emptied the queue, and the sync API's loop stopped: its caller waited for
+    ever)."""
+    pool = Pool(adapter="tests.adapters.sample:SampleAdapter", size=1).start()
+    out = pool.submit("block", {"seconds": 30}, idempotent=True)
+    time.sleep(0.5)
+    pool.close(grace=0.2)
+    with pytest.raises(runtime.WorkerExit):
+        out.result(timeout=10)
+
+
 def test_workers_run_in_their_own_process_group_with_thread_limits() -> None:
     import os
 

@@ -234,3 +234,59 @@ def test_a_stream_left_open_when_its_pool_closes_is_stopped_with_it(tmp_path: Pa
     # not its whole grace waiting for a stream nobody reads, not STOP_STREAM_S (5 s) to free it
     assert closed_in < 30, f"close took {closed_in:.1f} s with a stream open"
     assert freed_in < 2.5, f"freeing the stream blocked its thread {freed_in:.1f} s"
+
+
+def test_a_stream_opened_as_its_pool_closes_is_stopped_too(tmp_path: Path) -> None:
+    """A thread opened the stream while another closed the pool, its pump starting just after
+    the close had stopped the open streams (simulated here: that first step of the close runs
+    by hand): the stream took the worker, the close waited its whole grace for it, and the
+    pump was left pending on the closed loop ('Task was destroyed but it is pending', 'bound
+    to a different event loop')."""
+    from runtime.pool import sync_pool
+
+    pool = Pool(adapter=SAMPLE, size=1).start()
+    try:
+        pool._loop.run(sync_pool._stop_streams(pool._loop))  # the close's first step
+        stream = pool.stream("watched_stream",
+                             {"n": 100_000, "size": 100, "progress": str(tmp_path / "p")})
+        with pytest.raises(runtime.ShutdownError):
+            next(stream)
+    finally:
+        started = time.monotonic()
+        pool.close(grace=60)
+        closed_in = time.monotonic() - started
+    assert closed_in < 30, f"close took {closed_in:.1f} s with a stream open"
+
+
+def test_a_stream_not_yet_read_when_its_pool_closes_raises_shutdown_error(
+        tmp_path: Path) -> None:
+    """Not RuntimeError('Event loop is closed') with a coroutine never awaited."""
+    import warnings
+
+    with Pool(adapter=SAMPLE, size=1) as pool:
+        stream = pool.stream("watched_stream",
+                             {"n": 3, "size": 1, "progress": str(tmp_path / "p")})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 'coroutine ... was never awaited'
+        with pytest.raises(runtime.ShutdownError):
+            next(stream)
+
+
+def test_a_consumer_reading_after_the_close_gets_what_was_buffered_without_a_gap(
+        tmp_path: Path) -> None:
+    """As Pool.close says: what was buffered, then ShutdownError. It got only the rest of the
+    batch it held (the buffer was dropped with the loop), and a full buffer lost its oldest
+    item to the close's error (a gap in what a consumer reading along read)."""
+    from runtime.pool.sync_pool import STREAM_BUFFER
+
+    pool = Pool(adapter=SAMPLE, size=1).start()
+    stream = pool.stream("watched_stream", {"n": 100_000, "size": 0, "as_json": True,
+                                            "progress": str(tmp_path / "p")})
+    got = [next(stream) for _ in range(10)]
+    wait_until(lambda: (tmp_path / "p").exists() and int((tmp_path / "p").read_text()) > 1000)
+    pool.close(grace=60)
+    with pytest.raises(runtime.ShutdownError):
+        for item in stream:
+            got.append(item)
+    assert got == list(range(len(got)))
+    assert len(got) >= 10 + STREAM_BUFFER - 1

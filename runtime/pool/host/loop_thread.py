@@ -37,8 +37,10 @@ class LoopThread:
         self._inbox: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = (
             collections.deque())
         self._wake_pending = False
-        # the pumps of the sync API's streams open on this loop: a pool's close stops them
+        # the pumps of the sync API's streams open on this loop: a pool's close stops them,
+        # and a pump that starts after that (opened as the pool closed) stops at once
         self.stream_pumps: set[asyncio.Task[Any]] = set()
+        self.streams_stopped = False
         # Linux: wake the loop through an eventfd of our own: one write and one read a wake-up,
         # where call_soon_threadsafe's self-pipe costs a send, two recvs and an exception.
         self._wake_fd = -1
