@@ -91,6 +91,24 @@ def test_frames_read_into_the_buffer_survive_any_read_size() -> None:
         assert got == msgs, most
 
 
+def test_a_large_frame_is_read_into_one_buffer_whatever_the_reads_sizes() -> None:
+    """A frame over READ_ROOM gets one buffer of its size, read into until it is whole: the
+    tail of its body (fewer than MIN_READ bytes left) neither regrows nor copies it."""
+    body = b"x" * (1 << 22)
+    stream = frames.HEADER.pack(len(body)) + body
+    for tail in (1, 100, frames.MIN_READ - 1, frames.MIN_READ, 70_000):
+        buf = frames.FrameBuffer(limit=1 << 23)
+        got, pos, owners = [], 0, []
+        for n in (100, len(stream) - 100 - tail, tail):
+            room = buf.get_buffer()
+            owners.append(room.obj)
+            room[:n] = stream[pos:pos + n]
+            pos += n
+            got += buf.filled(n)
+        assert got == [body], tail
+        assert owners[1] is owners[2], tail  # the 4 MiB read so far was not copied
+
+
 def test_a_frame_over_the_limit_is_refused_before_it_is_buffered() -> None:
     buf = frames.FrameBuffer(limit=100)
     with pytest.raises(frames.FrameError, match="over the 100-byte limit"):
