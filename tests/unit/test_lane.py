@@ -164,6 +164,20 @@ def test_a_dead_workers_calls_are_told_apart_by_its_progress() -> None:
     assert exit_error(9, None, "m", details, WorkerExit, lone=False).details["culprit"] is False
 
 
+def test_a_call_with_a_deadline_centuries_away_reaches_the_worker_with_its_budget() -> None:
+    """A timeout is any positive number of seconds: one past int64 nanoseconds from now
+    (~292 years) must not wrap to a deadline already passed (bytes arguments, hand-encoded)
+    nor be refused by protobuf (other calls)."""
+    from runtime.worker.servicer import _lane_budget_ms
+
+    plain = pb.ExecuteToolRequest(tool_name="t")
+    for req in (call(1, 10).request, plain):
+        for timeout in (1e10, 1e12):
+            frame = lane_wire.request_frame([lane_wire.lane_call(1, req, timeout)])
+            sent = pb.LaneRequest.FromString(frame[frames.HEADER.size:]).calls[0]
+            assert _lane_budget_ms(sent) > 1e9 * 1000, (req.tool_name, timeout)
+
+
 def test_the_worker_is_told_a_deadline_that_leaves_snakepits_margins() -> None:
     from runtime.pool.lane_wire import lane_call, worker_timeout
 
