@@ -25,6 +25,7 @@ from ..protocol.frames import HEADER, encode
 WORKER_MARGIN_S = 1.0
 REPLY_MARGIN_S = 0.2
 _DOUBLE = struct.Struct("<d")
+_INT64_MAX = (1 << 63) - 1  # LaneCall.deadline_unix_ns is an int64
 
 
 class Wire(NamedTuple):
@@ -57,18 +58,24 @@ def lane_call(cid: int, req: Any, timeout: float | None) -> Call:
             return pb.LaneCall(call_id=cid, request=req)
         inner = worker_timeout(timeout)
         return pb.LaneCall(call_id=cid, request=req, timeout_ms=inner * 1000,
-                           deadline_unix_ns=time.time_ns() + int(inner * 1e9))
+                           deadline_unix_ns=deadline_ns(inner))
     body = req.SerializeToString()
     head = b"\x08" + varint(cid) + b"\x12" + varint(len(body))
     if timeout:
         inner = worker_timeout(timeout)
-        tail = b"\x19" + _DOUBLE.pack(inner * 1000) + b"\x20" + \
-            varint(time.time_ns() + int(inner * 1e9))
+        tail = b"\x19" + _DOUBLE.pack(inner * 1000) + b"\x20" + varint(deadline_ns(inner))
     else:
         tail = b""
     n = len(head) + len(body) + len(tail)
     tag = b"\x0a" + varint(n)
     return Wire(cid, len(tag) + n, (tag + head, body, tail))
+
+
+def deadline_ns(seconds: float) -> int:
+    """Wall-clock Unix time ``seconds`` from now, in ns, held to what an int64 holds: a
+    timeout centuries long (a "no deadline" of 1e10 s) would make protobuf refuse the
+    message, and its varint, written by hand, would wrap to a deadline already passed."""
+    return min(time.time_ns() + int(seconds * 1e9), _INT64_MAX)
 
 
 def _parts(calls: list[Call]) -> list[bytes]:

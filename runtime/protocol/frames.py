@@ -102,13 +102,15 @@ class FrameBuffer:
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Where the next read goes: room for the rest of the frame being read (all of its
-        announced body at once), and never less than MIN_READ."""
+        announced body at once), and never less than MIN_READ while frames are small (a
+        frame over READ_ROOM gets exactly the rest of it: its buffer is its own size)."""
         start, end = self._start, self._end
         have = end - start
         need = HEADER.size
         if have >= HEADER.size:  # its size was checked against the limit by `filled`
             need += HEADER.unpack_from(self._buf, start)[0]
-        want = max(need, have + MIN_READ)
+        # A large frame's last few bytes must not cost a new buffer and a copy of the rest.
+        want = need if need > READ_ROOM else max(need, have + MIN_READ)
         if len(self._buf) - start < want:
             if len(self._buf) >= want and have <= MIN_READ:  # move the torn frame's start down
                 self._buf[:have] = self._buf[start:end]  # (same length: no resize)

@@ -91,6 +91,24 @@ def test_frames_read_into_the_buffer_survive_any_read_size() -> None:
         assert got == msgs, most
 
 
+def test_a_large_frame_is_read_into_one_buffer_whatever_the_reads_sizes() -> None:
+    """A frame over READ_ROOM gets one buffer of its size, read into until it is whole: the
+    tail of its body (fewer than MIN_READ bytes left) neither regrows nor copies it."""
+    body = b"x" * (1 << 22)
+    stream = frames.HEADER.pack(len(body)) + body
+    for tail in (1, 100, frames.MIN_READ - 1, frames.MIN_READ, 70_000):
+        buf = frames.FrameBuffer(limit=1 << 23)
+        got, pos, owners = [], 0, []
+        for n in (100, len(stream) - 100 - tail, tail):
+            room = buf.get_buffer()
+            owners.append(room.obj)
+            room[:n] = stream[pos:pos + n]
+            pos += n
+            got += buf.filled(n)
+        assert got == [body], tail
+        assert owners[1] is owners[2], tail  # the 4 MiB read so far was not copied
+
+
 def test_a_frame_over_the_limit_is_refused_before_it_is_buffered() -> None:
     buf = frames.FrameBuffer(limit=100)
     with pytest.raises(frames.FrameError, match="over the 100-byte limit"):
@@ -144,6 +162,20 @@ def test_a_dead_workers_calls_are_told_apart_by_its_progress() -> None:
     # Without progress (thread profile) only a lone call is surely the culprit.
     assert exit_error(9, None, "m", details, WorkerExit, lone=True).details["culprit"] is True
     assert exit_error(9, None, "m", details, WorkerExit, lone=False).details["culprit"] is False
+
+
+def test_a_call_with_a_deadline_centuries_away_reaches_the_worker_with_its_budget() -> None:
+    """A timeout is any positive number of seconds: one past int64 nanoseconds from now
+    (~292 years) must not wrap to a deadline already passed (bytes arguments, hand-encoded)
+    nor be refused by protobuf (other calls)."""
+    from runtime.worker.servicer import _lane_budget_ms
+
+    plain = pb.ExecuteToolRequest(tool_name="t")
+    for req in (call(1, 10).request, plain):
+        for timeout in (1e10, 1e12):
+            frame = lane_wire.request_frame([lane_wire.lane_call(1, req, timeout)])
+            sent = pb.LaneRequest.FromString(frame[frames.HEADER.size:]).calls[0]
+            assert _lane_budget_ms(sent) > 1e9 * 1000, (req.tool_name, timeout)
 
 
 def test_the_worker_is_told_a_deadline_that_leaves_snakepits_margins() -> None:
