@@ -17,6 +17,7 @@ through `SerialTls`, which makes every SSL call under one lock.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import select
 import socket
@@ -158,8 +159,11 @@ class SerialTls:
             self._wait(wait)
 
     def _wait(self, event: int) -> None:
+        fd = self._conn.fileno()
+        if fd < 0:  # closed by the other thread: the end of the connection, as for a socket
+            raise OSError(errno.EBADF, "the lane connection is closed")
         poller = select.poll()
-        poller.register(self._conn.fileno(), event)
+        poller.register(fd, event)
         poller.poll()
 
     def makefile(self, mode: str = "rb") -> io.BufferedReader:
