@@ -57,8 +57,8 @@ def lane_call(cid: int, req: Any, timeout: float | None) -> Call:
         if not timeout:
             return pb.LaneCall(call_id=cid, request=req)
         inner = worker_timeout(timeout)
-        return pb.LaneCall(call_id=cid, request=req, timeout_ms=inner * 1000,
-                           deadline_unix_ns=deadline_ns(inner))
+        return pb.LaneCall(call_id=cid, request=req, timeout_ms=inner * 1000,  # deadline_ns:
+                           deadline_unix_ns=min(time.time_ns() + int(inner * 1e9), _INT64_MAX))
     body = req.SerializeToString()
     head = b"\x08" + varint(cid) + b"\x12" + varint(len(body))
     if timeout:
@@ -114,7 +114,7 @@ def batches(calls: list[Call], max_bytes: int) -> list[list[Call]]:
     out: list[list[Call]] = [[]]
     total = 0
     for call in calls:
-        n = size(call)
+        n = call.size if type(call) is Wire else call.ByteSize()  # size(call), inline
         if out[-1] and total + n > max_bytes:
             out.append([])
             total = 0
