@@ -25,6 +25,7 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..protocol import pb, secret
@@ -135,27 +136,24 @@ class SerialTls:
         conn.setblocking(False)
 
     def recv_into(self, buffer: Any) -> int:
-        while True:
-            with self._lock:
-                try:
-                    return self._conn.recv_into(buffer)
-                except ssl.SSLWantReadError:
-                    wait = select.POLLIN
-                except ssl.SSLWantWriteError:
-                    wait = select.POLLOUT
-            self._wait(wait)
+        return self._ssl(lambda: self._conn.recv_into(buffer))
 
     def sendall(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
+            view = view[self._ssl(lambda: self._conn.send(view)):]  # noqa: B023 - called now
+
+    def _ssl(self, op: Callable[[], int]) -> int:
+        """``op()``, one SSL call, under the lock; again once the socket is ready, for as
+        long as OpenSSL wants to read or write first."""
+        while True:
             with self._lock:
                 try:
-                    view = view[self._conn.send(view):]
-                    continue
-                except ssl.SSLWantWriteError:
-                    wait = select.POLLOUT
+                    return op()
                 except ssl.SSLWantReadError:
                     wait = select.POLLIN
+                except ssl.SSLWantWriteError:
+                    wait = select.POLLOUT
             self._wait(wait)
 
     def _wait(self, event: int) -> None:
