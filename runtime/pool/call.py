@@ -45,6 +45,7 @@ class CallHost(SlotSource, Protocol):
     barrier: CrashBarrier
     metrics: PoolMetrics
     queued: QueueExpiry
+    retrying: set[CallRun]  # calls waiting to run again after their worker died
 
     def free_worker(self, exclusive: bool = False) -> WorkerHandle | None: ...
 
@@ -77,6 +78,7 @@ class CallRun:
         self._slot: asyncio.Future[Any] | None = None
         self._worker: WorkerHandle | None = None
         self._cid = 0
+        self._retry_at: asyncio.TimerHandle | None = None  # set while it waits to run again
         self._loop = pool.loop
         self.started = self._loop.time()
 
@@ -153,9 +155,24 @@ class CallRun:
                 left = None if self.deadline is None else self.deadline - self._loop.time()
                 if delay is not None and (left is None or left > delay):
                     self.retries += 1
-                    self._loop.call_later(delay, self._attempt, True)
+                    self._retry_at = self._loop.call_later(delay, self._retry)
+                    self.pool.retrying.add(self)  # a close ends it (`shut`)
                     return
         self._finish(*self._result(resp, err, worker))
+
+    def _retry(self) -> None:
+        self.pool.retrying.discard(self)
+        self._retry_at = None
+        self._attempt(True)
+
+    def shut(self, err: BaseException) -> None:
+        """The pool closes while this call waits to run again: it ends with ``err`` (a
+        retry timer that outlived the loop left its caller waiting for ever)."""
+        if self._retry_at is not None:
+            self._retry_at.cancel()
+            self._retry_at = None
+        self.pool.retrying.discard(self)
+        self._finish(None, err)
 
     def _result(self, resp: Any, err: BaseException | None,
                 worker: WorkerHandle) -> tuple[Any, BaseException | None]:
@@ -179,7 +196,11 @@ class CallRun:
             return
         self._done = True
         tracing.finish(self.req, None, cancelled=True)
-        if self._slot is not None and not self._slot.done():
+        if self._retry_at is not None:  # waiting to run again: nothing is out
+            self._retry_at.cancel()
+            self._retry_at = None
+            self.pool.retrying.discard(self)
+        elif self._slot is not None and not self._slot.done():
             self._slot.cancel()
             self.pool.discard(self._slot)
             self.pool.queued.forget(self._slot)

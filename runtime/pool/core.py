@@ -114,6 +114,7 @@ class PoolCore:
         self.barrier = CrashBarrier(self.config)
         self._saturated_at: float | None = None  # loop time the queue began to hold calls
         self.queued = QueueExpiry(self._queue_expired)  # queued calls' time limits
+        self.retrying: set[CallRun] = set()  # calls waiting to run again (`CallRun.shut`)
         self._timeouts = self.config.timeouts()  # (call, stream, queue) seconds
         self.sessions = SessionStore(
             self.config.max_sessions, self.config.session_ttl_s,
@@ -329,6 +330,9 @@ class PoolCore:
             self.lending.unpark_all()  # idle lent workers come back now, busy ones after their call
             await self.lifecycle.stop()
             self.queued.clear()
+            for run in list(self.retrying):
+                run.shut(ShutdownError(f"pool {self.name!r} closed before the call to "
+                                       f"{run.req.tool_name!r} could run again"))
             for waiter in self._sched.drain_queue():
                 waiter.set_exception(ShutdownError(f"pool {self.name!r} is shutting down"))
             grace = self.config.shutdown_grace_ms / 1000 if grace is None else grace

@@ -55,6 +55,25 @@ def test_an_idempotent_call_out_when_its_pool_closes_ends_with_the_close() -> No
         out.result(timeout=10)
 
 
+def test_a_call_waiting_to_run_again_when_its_pool_closes_ends_with_the_close(
+        tmp_path: Path) -> None:
+    """Its worker died and it waits out its retry delay when the pool closes: it ends with
+    ShutdownError. The retry's timer outlived the loop, and its caller waited for ever."""
+    from runtime.pool.resilience import RetryPolicy
+
+    pool = Pool(adapter="tests.adapters.sample:SampleAdapter", size=1).start()
+    # white box: a retry far off (30 s), so that the close comes while the call waits for it
+    pool._core.barrier.retry_policy = RetryPolicy(base_delay_s=30, max_delay_s=30, jitter=0)
+    first = pool.pids()
+    out = pool.submit("crash_once", {"marker": str(tmp_path / "marker")}, idempotent=True)
+    # its worker died (the pool has its replacement): the call waits to run again
+    assert wait_until(lambda: pool.pids() not in ([], first), timeout=30)
+    assert not out.done()
+    pool.close()
+    with pytest.raises(runtime.ShutdownError, match="could run again"):
+        out.result(timeout=10)
+
+
 def test_workers_run_in_their_own_process_group_with_thread_limits() -> None:
     import os
 
