@@ -20,3 +20,42 @@ def test_a_failing_callback_does_not_strand_the_ones_behind_it() -> None:
         assert ran.wait(2)
     finally:
         loop.stop()
+
+
+def test_what_the_loop_never_runs_fails_instead_of_waiting_for_ever() -> None:
+    """A call or a stream's next batch handed to the loop as its pool closes (the loop has
+    stopped, not yet closed) fails with ShutdownError once the loop is closed; handed after,
+    it is refused at once."""
+    import asyncio
+    import concurrent.futures
+
+    import pytest
+
+    from runtime.errors import ShutdownError
+
+    loop = LoopThread()
+    stopped = threading.Event()
+    loop.call_soon(lambda: (loop.loop.stop(), stopped.set()))  # stops after this callback
+    assert stopped.wait(2)
+    loop._thread.join(2)  # white box: stopped, not closed, as inside `stop`
+    assert not loop._thread.is_alive() and not loop.loop.is_closed()
+
+    call: concurrent.futures.Future[int] = concurrent.futures.Future()
+    loop.call_soon(call.set_result, call)  # a callback carrying the call's future
+
+    async def batch() -> int:
+        return 1
+
+    submitted = loop.submit(batch())
+    loop.stop()
+    for fut in (call, submitted):
+        with pytest.raises(ShutdownError, match="stopped before it ran"):
+            fut.result(timeout=2)
+
+    later: concurrent.futures.Future[int] = concurrent.futures.Future()
+    with pytest.raises(ShutdownError):
+        loop.call_soon(later.set_result, later)
+    with pytest.raises(ShutdownError):
+        loop.run(asyncio.sleep(0))
+    with pytest.raises(ShutdownError):
+        later.result(timeout=0)

@@ -6,11 +6,13 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import inspect
 import os
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from ...errors import ShutdownError
 from ...logs import logger
 
 T = TypeVar("T")
@@ -37,6 +39,8 @@ class LoopThread:
         self._inbox: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = (
             collections.deque())
         self._wake_pending = False
+        # by `submit`, not done yet: their coroutines (closed by `stop` if never run)
+        self._submitted: dict[concurrent.futures.Future[Any], Coroutine[Any, Any, Any]] = {}
         # the pumps of the sync API's streams open on this loop: a pool's close stops them,
         # and a pump that starts after that (opened as the pool closed) stops at once
         self.stream_pumps: set[asyncio.Task[Any]] = set()
@@ -58,10 +62,15 @@ class LoopThread:
         self._inbox.append((fn, args))
         if not self._wake_pending:
             self._wake_pending = True
-            if self._wake_fd >= 0:
-                os.eventfd_write(self._wake_fd, 1)
-            else:
-                self.loop.call_soon_threadsafe(self._drain)
+            try:
+                if self._wake_fd >= 0:
+                    os.eventfd_write(self._wake_fd, 1)
+                else:
+                    self.loop.call_soon_threadsafe(self._drain)
+            except (OSError, RuntimeError):  # the loop is closed (or closing, the fd with it)
+                self._fail_inbox()
+                raise ShutdownError("pit's event loop has stopped: its pool is closed") \
+                    from None
 
     def _woken(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -83,7 +92,17 @@ class LoopThread:
         self.loop.run_forever()
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except RuntimeError:  # the loop is closed
+            coro.close()
+            raise ShutdownError("pit's event loop has stopped: its pool is closed") from None
+        self._submitted[fut] = coro  # failed by `stop` if the loop never runs it
+        fut.add_done_callback(self._forget)
+        return fut
+
+    def _forget(self, fut: concurrent.futures.Future[Any]) -> None:
+        self._submitted.pop(fut, None)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coro`` on the loop and wait for its result from this (other) thread."""
@@ -113,3 +132,23 @@ class LoopThread:
                     os.close(self._wake_fd)
                     self._wake_fd = -1
                 self.loop.close()
+                # What was handed to the loop as it stopped never runs: its waiters must not
+                # wait for ever (a call or a stream's next batch racing with a pool's close).
+                self._wake_pending = False
+                self._fail_inbox()
+                for fut, coro in list(self._submitted.items()):
+                    if not fut.done():
+                        if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                            coro.close()  # never started: closed, not "never awaited"
+                        fut.set_exception(ShutdownError(
+                            "pit's event loop stopped before it ran this: its pool closed"))
+
+    def _fail_inbox(self) -> None:
+        """Callbacks the loop will never run: each future among their arguments (the result
+        of a call handed to the loop) fails with ShutdownError."""
+        while self._inbox:
+            _, args = self._inbox.popleft()
+            for arg in args:
+                if isinstance(arg, concurrent.futures.Future) and not arg.done():
+                    arg.set_exception(ShutdownError(
+                        "pit's event loop stopped before it ran this: its pool closed"))
