@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 
+from ..protocol import channel_options
 from ..protocol import secret as secret_mod
 from ..protocol.tls import HostTls
 
@@ -39,11 +40,7 @@ class Forwarder:
 
     def __init__(self, address: str, secret: str, max_message_bytes: int,
                  tls_check: tuple[bytes, str] | None = None) -> None:
-        options = [("grpc.max_send_message_length", max_message_bytes),
-                   ("grpc.max_receive_message_length", max_message_bytes),
-                   # a fixed flow-control window, as the host's (worker_channel): a stream's
-                   # producer stays near a slow reader
-                   ("grpc.http2.bdp_probe", 0)]
+        options = channel_options(max_message_bytes)  # as the host's (worker_channel)
         if tls_check is None:
             self._channel = grpc.insecure_channel(address, options=options)
         else:  # a worker on TLS: checked as the host checks it (the pool's CA and name)

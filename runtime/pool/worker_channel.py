@@ -29,7 +29,7 @@ import grpc
 
 from ..errors import CallTimeout, WorkerExit, WorkerStartError, from_payload
 from ..logs import logger
-from ..protocol import arrays, codec, pb, pb_grpc, shm
+from ..protocol import arrays, channel_options, codec, pb, pb_grpc, shm
 from ..protocol.secret import SecretStub
 from ..telemetry.control import DEFAULT as ALL_EVENTS
 from ..telemetry.control import TelemetryControl
@@ -103,13 +103,7 @@ class WorkerChannel:
         """The gRPC channel to ``address`` (it connects on first use); every RPC carries
         ``secret`` when one is given (a worker on TCP: `protocol.secret`), over TLS with
         ``tls`` (`protocol.tls`)."""
-        limit = self.config.max_message_bytes
-        options = [("grpc.max_send_message_length", limit),
-                   ("grpc.max_receive_message_length", limit),
-                   # A fixed flow-control window: with BDP probing it grew with the timing
-                   # and let a stream's producer run 12k-24k small chunks ahead of a slow
-                   # consumer (500 without; no cost measured on streams or 16 MiB calls).
-                   ("grpc.http2.bdp_probe", 0),
+        options = [*channel_options(self.config.max_message_bytes),
                    *(COMMAND_CHANNEL_OPTIONS if self.config.worker != "pit" else ())]
         self._channel = grpc.aio.insecure_channel(address, options=options) if tls is None \
             else grpc.aio.secure_channel(address, tls.channel_credentials(),

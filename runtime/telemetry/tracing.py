@@ -34,14 +34,13 @@ from typing import Any
 import orjson
 
 from ..logs import logger
-from ..protocol import SPAN_EVENT, codec
+from ..protocol import SPAN_EVENT, TRACEPARENT, codec
 
 __all__ = ["SPAN_EVENT", "TRACEPARENT", "dispatched", "finish", "received", "setup_from_env",
            "start_call", "streaming", "tracer"]
 
 log = logger("telemetry")
 
-TRACEPARENT = "traceparent"  # W3C trace context, in a call's request metadata
 TRACE_MODULE = "opentelemetry.trace"
 MAX_OPEN_SPANS = 100_000  # calls whose span is open; past it the oldest are forgotten
 SCOPE = "pit"

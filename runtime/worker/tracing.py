@@ -21,11 +21,10 @@ from typing import Any
 
 import orjson
 
-from ..protocol import SPAN_EVENT, codec
+from ..protocol import SPAN_EVENT, TRACEPARENT, codec
 from .context import current_call
 from .telemetry import buffer
 
-TRACEPARENT = "traceparent"
 SCOPE = "pit.worker"
 
 _setup_lock = threading.Lock()
