@@ -59,3 +59,22 @@ def test_what_the_loop_never_runs_fails_instead_of_waiting_for_ever() -> None:
         loop.run(asyncio.sleep(0))
     with pytest.raises(ShutdownError):
         later.result(timeout=0)
+
+
+def test_every_callback_handed_to_a_closed_loop_is_refused_not_only_the_first() -> None:
+    """The first refusal left a wake-up marked pending: the calls after it were taken into
+    the inbox without a word, and their callers waited for ever."""
+    import concurrent.futures
+
+    import pytest
+
+    from runtime.errors import ShutdownError
+
+    loop = LoopThread()
+    loop.stop()
+    for _ in range(3):
+        call: concurrent.futures.Future[int] = concurrent.futures.Future()
+        with pytest.raises(ShutdownError):
+            loop.call_soon(call.set_result, call)
+        with pytest.raises(ShutdownError):
+            call.result(timeout=0)
