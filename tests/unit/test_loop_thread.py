@@ -78,3 +78,33 @@ def test_every_callback_handed_to_a_closed_loop_is_refused_not_only_the_first() 
             loop.call_soon(call.set_result, call)
         with pytest.raises(ShutdownError):
             call.result(timeout=0)
+
+
+def test_a_call_its_caller_cancels_as_the_loop_fails_it_does_not_break_the_stop() -> None:
+    """The caller cancels its call between the stop's done() and set_exception: that was an
+    InvalidStateError out of `stop` (the pool's close), and the calls behind it never failed."""
+    import concurrent.futures
+
+    import pytest
+
+    from runtime.errors import ShutdownError
+
+    class CancelledMeanwhile(concurrent.futures.Future):  # type: ignore[type-arg]
+        def done(self) -> bool:
+            was = super().done()
+            self.cancel()  # the caller, on its thread, right after the check
+            return was
+
+    loop = LoopThread()
+    stopped = threading.Event()
+    loop.call_soon(lambda: (loop.loop.stop(), stopped.set()))
+    assert stopped.wait(2)
+    loop._thread.join(2)  # white box: stopped, not closed, as inside `stop`
+    first = CancelledMeanwhile()
+    behind: concurrent.futures.Future[int] = concurrent.futures.Future()
+    loop.call_soon(first.set_result, first)
+    loop.call_soon(behind.set_result, behind)
+    loop.stop()
+    assert first.cancelled()
+    with pytest.raises(ShutdownError):
+        behind.result(timeout=0)

@@ -147,8 +147,7 @@ class LoopThread:
                     if not fut.done():
                         if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
                             coro.close()  # never started: closed, not "never awaited"
-                        fut.set_exception(ShutdownError(
-                            "pit's event loop stopped before it ran this: its pool closed"))
+                        _fail(fut)
 
     def _fail_inbox(self) -> None:
         """Callbacks the loop will never run: each future among their arguments (the result
@@ -159,7 +158,13 @@ class LoopThread:
             except IndexError:
                 return
             for arg in args:
-                if isinstance(arg, concurrent.futures.Future) and not arg.done():
-                    arg.set_exception(ShutdownError(
-                        "pit's event loop stopped before it ran this: its pool closed"))
+                if isinstance(arg, concurrent.futures.Future):
+                    _fail(arg)
 
+
+def _fail(fut: concurrent.futures.Future[Any]) -> None:
+    """``fut`` fails with ShutdownError unless it is done: its caller may cancel it meanwhile."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        if not fut.done():
+            fut.set_exception(ShutdownError(
+                "pit's event loop stopped before it ran this: its pool closed"))
