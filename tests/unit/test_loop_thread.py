@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from runtime.pool.host.loop_thread import LoopThread
 
@@ -108,3 +109,37 @@ def test_a_call_its_caller_cancels_as_the_loop_fails_it_does_not_break_the_stop(
     assert first.cancelled()
     with pytest.raises(ShutdownError):
         behind.result(timeout=0)
+
+
+def test_a_coroutine_submitted_as_the_loop_closes_fails_instead_of_waiting_for_ever(
+        monkeypatch: Any) -> None:
+    """The loop took the coroutine, then `stop` closed it and failed what `submit` had
+    recorded, before `submit` recorded this one: its caller (`run`, a stream's next batch)
+    waited for ever."""
+    import asyncio
+    import concurrent.futures
+
+    import pytest
+
+    from runtime.errors import ShutdownError
+
+    loop = LoopThread()
+    stopped = threading.Event()
+    loop.call_soon(lambda: (loop.loop.stop(), stopped.set()))
+    assert stopped.wait(2)
+    loop._thread.join(2)  # white box: stopped, not closed, as inside `stop`
+    handed = asyncio.run_coroutine_threadsafe
+
+    def then_the_close(coro: Any, on: Any) -> concurrent.futures.Future[Any]:
+        fut = handed(coro, on)
+        loop.stop()  # the pool's close, on another thread, right then
+        return fut
+
+    monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", then_the_close)
+
+    async def batch() -> int:
+        return 1
+
+    submitted = loop.submit(batch())
+    with pytest.raises(ShutdownError, match="stopped before it ran"):
+        submitted.result(timeout=1)

@@ -105,6 +105,8 @@ class LoopThread:
             coro.close()
             raise ShutdownError("pit's event loop has stopped: its pool is closed") from None
         self._submitted[fut] = coro  # failed by `stop` if the loop never runs it
+        if self._closed:  # `stop` closed the loop since, and may have looked before the line above
+            self._abandon(fut, coro)
         fut.add_done_callback(self._forget)
         return fut
 
@@ -144,10 +146,16 @@ class LoopThread:
                 self._closed = True
                 self._fail_inbox()
                 for fut, coro in list(self._submitted.items()):
-                    if not fut.done():
-                        if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
-                            coro.close()  # never started: closed, not "never awaited"
-                        _fail(fut)
+                    self._abandon(fut, coro)
+
+    @staticmethod
+    def _abandon(fut: concurrent.futures.Future[Any], coro: Coroutine[Any, Any, Any]) -> None:
+        """A submitted coroutine the closed loop never ran (or never finished): its future fails."""
+        if not fut.done():
+            if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                with contextlib.suppress(ValueError):  # `stop` and `submit` both closing it
+                    coro.close()  # never started: closed, not "never awaited"
+            _fail(fut)
 
     def _fail_inbox(self) -> None:
         """Callbacks the loop will never run: each future among their arguments (the result
