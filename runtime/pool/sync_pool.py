@@ -236,7 +236,7 @@ class Pool(Facade):
         buffer: _Buffer = self._loop.run(_make_queue())
         closed = threading.Event()  # the core's stream has ended: its worker is free
         pump = _pump(agen, buffer, closed, self._loop)
-        task = asyncio.run_coroutine_threadsafe(pump, self._loop.loop)
+        task = self._loop.submit(pump)  # a close since: ShutdownError, the pump closed
         try:
             while True:
                 if self._loop.loop.is_closed():  # the pool closed, which stopped this stream:

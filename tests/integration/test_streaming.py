@@ -290,3 +290,31 @@ def test_a_consumer_reading_after_the_close_gets_what_was_buffered_without_a_gap
             got.append(item)
     assert got == list(range(len(got)))
     assert len(got) >= 10 + STREAM_BUFFER - 1
+
+
+def test_a_stream_first_read_as_its_pool_closes_raises_shutdown_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The close (another thread) lands between the first read's buffer and its pump: the
+    pump went to the closed loop by hand, which raised RuntimeError('Event loop is closed')
+    with a coroutine never awaited, where the close promises ShutdownError."""
+    import warnings
+
+    from runtime.pool import sync_pool
+
+    pumped = sync_pool._pump
+    pool = Pool(adapter=SAMPLE, size=1).start()
+
+    def close_then_pump(*args: object) -> object:
+        pool.close()  # the other thread's close, right then
+        return pumped(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sync_pool, "_pump", close_then_pump)
+    try:
+        stream = pool.stream("watched_stream",
+                             {"n": 3, "size": 1, "progress": str(tmp_path / "p")})
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # 'coroutine ... was never awaited'
+            with pytest.raises(runtime.ShutdownError):
+                next(stream)
+    finally:
+        pool.close()

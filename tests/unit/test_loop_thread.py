@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from runtime.pool.host.loop_thread import LoopThread
 
@@ -59,3 +60,86 @@ def test_what_the_loop_never_runs_fails_instead_of_waiting_for_ever() -> None:
         loop.run(asyncio.sleep(0))
     with pytest.raises(ShutdownError):
         later.result(timeout=0)
+
+
+def test_every_callback_handed_to_a_closed_loop_is_refused_not_only_the_first() -> None:
+    """The first refusal left a wake-up marked pending: the calls after it were taken into
+    the inbox without a word, and their callers waited for ever."""
+    import concurrent.futures
+
+    import pytest
+
+    from runtime.errors import ShutdownError
+
+    loop = LoopThread()
+    loop.stop()
+    for _ in range(3):
+        call: concurrent.futures.Future[int] = concurrent.futures.Future()
+        with pytest.raises(ShutdownError):
+            loop.call_soon(call.set_result, call)
+        with pytest.raises(ShutdownError):
+            call.result(timeout=0)
+
+
+def test_a_call_its_caller_cancels_as_the_loop_fails_it_does_not_break_the_stop() -> None:
+    """The caller cancels its call between the stop's done() and set_exception: that was an
+    InvalidStateError out of `stop` (the pool's close), and the calls behind it never failed."""
+    import concurrent.futures
+
+    import pytest
+
+    from runtime.errors import ShutdownError
+
+    class CancelledMeanwhile(concurrent.futures.Future):  # type: ignore[type-arg]
+        def done(self) -> bool:
+            was = super().done()
+            self.cancel()  # the caller, on its thread, right after the check
+            return was
+
+    loop = LoopThread()
+    stopped = threading.Event()
+    loop.call_soon(lambda: (loop.loop.stop(), stopped.set()))
+    assert stopped.wait(2)
+    loop._thread.join(2)  # white box: stopped, not closed, as inside `stop`
+    first = CancelledMeanwhile()
+    behind: concurrent.futures.Future[int] = concurrent.futures.Future()
+    loop.call_soon(first.set_result, first)
+    loop.call_soon(behind.set_result, behind)
+    loop.stop()
+    assert first.cancelled()
+    with pytest.raises(ShutdownError):
+        behind.result(timeout=0)
+
+
+def test_a_coroutine_submitted_as_the_loop_closes_fails_instead_of_waiting_for_ever(
+        monkeypatch: Any) -> None:
+    """The loop took the coroutine, then `stop` closed it and failed what `submit` had
+    recorded, before `submit` recorded this one: its caller (`run`, a stream's next batch)
+    waited for ever."""
+    import asyncio
+    import concurrent.futures
+
+    import pytest
+
+    from runtime.errors import ShutdownError
+
+    loop = LoopThread()
+    stopped = threading.Event()
+    loop.call_soon(lambda: (loop.loop.stop(), stopped.set()))
+    assert stopped.wait(2)
+    loop._thread.join(2)  # white box: stopped, not closed, as inside `stop`
+    handed = asyncio.run_coroutine_threadsafe
+
+    def then_the_close(coro: Any, on: Any) -> concurrent.futures.Future[Any]:
+        fut = handed(coro, on)
+        loop.stop()  # the pool's close, on another thread, right then
+        return fut
+
+    monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", then_the_close)
+
+    async def batch() -> int:
+        return 1
+
+    submitted = loop.submit(batch())
+    with pytest.raises(ShutdownError, match="stopped before it ran"):
+        submitted.result(timeout=1)

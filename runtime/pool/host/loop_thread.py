@@ -39,6 +39,7 @@ class LoopThread:
         self._inbox: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = (
             collections.deque())
         self._wake_pending = False
+        self._closed = False  # set by `stop` once the loop is closed, before it fails the inbox
         # by `submit`, not done yet: their coroutines (closed by `stop` if never run)
         self._submitted: dict[concurrent.futures.Future[Any], Coroutine[Any, Any, Any]] = {}
         # the pumps of the sync API's streams open on this loop: a pool's close stops them,
@@ -60,6 +61,8 @@ class LoopThread:
         an inbox and only the first since the last drain wakes the loop.
         """
         self._inbox.append((fn, args))
+        if self._closed:  # after the append: `stop` sets it before failing the inbox
+            self._refuse()
         if not self._wake_pending:
             self._wake_pending = True
             try:
@@ -68,9 +71,13 @@ class LoopThread:
                 else:
                     self.loop.call_soon_threadsafe(self._drain)
             except (OSError, RuntimeError):  # the loop is closed (or closing, the fd with it)
-                self._fail_inbox()
-                raise ShutdownError("pit's event loop has stopped: its pool is closed") \
-                    from None
+                self._refuse()
+
+    def _refuse(self) -> None:
+        # Not through `_wake_pending`: the first refusal leaves it set, and the calls after
+        # it, seeing a wake-up pending, would wait in the inbox for ever.
+        self._fail_inbox()
+        raise ShutdownError("pit's event loop has stopped: its pool is closed") from None
 
     def _woken(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -98,6 +105,8 @@ class LoopThread:
             coro.close()
             raise ShutdownError("pit's event loop has stopped: its pool is closed") from None
         self._submitted[fut] = coro  # failed by `stop` if the loop never runs it
+        if self._closed:  # `stop` closed the loop since, and may have looked before the line above
+            self._abandon(fut, coro)
         fut.add_done_callback(self._forget)
         return fut
 
@@ -134,21 +143,36 @@ class LoopThread:
                 self.loop.close()
                 # What was handed to the loop as it stopped never runs: its waiters must not
                 # wait for ever (a call or a stream's next batch racing with a pool's close).
-                self._wake_pending = False
+                self._closed = True
                 self._fail_inbox()
                 for fut, coro in list(self._submitted.items()):
-                    if not fut.done():
-                        if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
-                            coro.close()  # never started: closed, not "never awaited"
-                        fut.set_exception(ShutdownError(
-                            "pit's event loop stopped before it ran this: its pool closed"))
+                    self._abandon(fut, coro)
+
+    @staticmethod
+    def _abandon(fut: concurrent.futures.Future[Any], coro: Coroutine[Any, Any, Any]) -> None:
+        """A submitted coroutine the closed loop never ran (or never finished): its future fails."""
+        if not fut.done():
+            if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                with contextlib.suppress(ValueError):  # `stop` and `submit` both closing it
+                    coro.close()  # never started: closed, not "never awaited"
+            _fail(fut)
 
     def _fail_inbox(self) -> None:
         """Callbacks the loop will never run: each future among their arguments (the result
         of a call handed to the loop) fails with ShutdownError."""
-        while self._inbox:
-            _, args = self._inbox.popleft()
+        while True:
+            try:  # callers refused at once may drain it too, on their threads
+                _, args = self._inbox.popleft()
+            except IndexError:
+                return
             for arg in args:
-                if isinstance(arg, concurrent.futures.Future) and not arg.done():
-                    arg.set_exception(ShutdownError(
-                        "pit's event loop stopped before it ran this: its pool closed"))
+                if isinstance(arg, concurrent.futures.Future):
+                    _fail(arg)
+
+
+def _fail(fut: concurrent.futures.Future[Any]) -> None:
+    """``fut`` fails with ShutdownError unless it is done: its caller may cancel it meanwhile."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        if not fut.done():
+            fut.set_exception(ShutdownError(
+                "pit's event loop stopped before it ran this: its pool closed"))
