@@ -13,6 +13,7 @@ import asyncio
 import atexit
 import collections
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import AsyncGenerator, Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -160,10 +161,19 @@ class Pool(Facade):
                         return_exceptions=return_exceptions, timeout=timeout)
 
     def cancel(self, fut: concurrent.futures.Future[Any]) -> None:
-        """Cancel a submitted call: out of the queue, or cancelled in its worker."""
+        """Cancel a submitted call: out of the queue, or cancelled in its worker. Its future
+        raises CancelledError from now on (unless its result came first)."""
+        if fut.cancel():  # not dispatched yet
+            return
         cancel = getattr(fut, "cancel_call", None)
-        if not fut.cancel() and cancel is not None and not self._loop.loop.is_closed():
-            self._loop.loop.call_soon_threadsafe(cancel)
+        if cancel is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.loop.call_soon_threadsafe(cancel)
+        # A call cancelled in its worker delivers nothing: its waiter would wait for ever.
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            if not fut.done():
+                fut.set_exception(concurrent.futures.CancelledError("call cancelled by the "
+                                                                    "caller"))
 
     def submit(self, tool: str, args: Mapping[str, Any] | None = None, *,
                session_id: str | None = None, timeout: float | None = None,
@@ -201,10 +211,13 @@ class Pool(Facade):
             # The call holds this future and the future its call's cancel: break that cycle,
             # so the result is freed when the caller drops it, not at the next gc run.
             result.cancel_call = None
-            if err is not None:
-                result.set_exception(err)
-            else:
-                result.set_result(value)
+            try:
+                if err is not None:
+                    result.set_exception(err)
+                else:
+                    result.set_result(value)
+            except concurrent.futures.InvalidStateError:  # `cancel` ended it first
+                pass
 
         try:
             cancel = self._core.dispatch(req, timeout, deliver, idempotent=idempotent,

@@ -63,6 +63,22 @@ def test_pickle_needs_the_pool_to_opt_in() -> None:
         assert pool.execute("bytes_echo", {"data": runtime.Pickled(b"ab")}) == b"ab"
 
 
+def test_a_running_call_cancelled_by_pool_cancel_raises_cancelled_error() -> None:
+    """`Pool.cancel` of a call already out: cancelled in its worker, and its future ends
+    (it delivered nothing, and `result()` waited for ever); the worker takes calls again."""
+    import concurrent.futures
+
+    with Pool(size=1) as pool:
+        pid = pool.pids()[0]
+        fut = pool.submit("sleep", {"ms": 30_000})
+        assert wait_until(lambda: fut.running(), timeout=10)
+        time.sleep(0.2)  # out on the worker
+        pool.cancel(fut)
+        with pytest.raises(concurrent.futures.CancelledError):
+            fut.result(timeout=10)
+        assert pool.execute("ping", timeout=5.0)["pid"] == pid
+
+
 @pytest.mark.parametrize("lane_socket", [True, False], ids=["socket-lane", "grpc-lane"])
 def test_call_timeout_cancels_the_call_in_the_worker(lane_socket: bool) -> None:
     with Pool(size=1, lane_socket=lane_socket) as pool:
