@@ -143,3 +143,25 @@ def test_a_coroutine_submitted_as_the_loop_closes_fails_instead_of_waiting_for_e
     submitted = loop.submit(batch())
     with pytest.raises(ShutdownError, match="stopped before it ran"):
         submitted.result(timeout=1)
+
+
+def test_two_threads_closing_at_once_stop_the_loop_once() -> None:
+    """Two closes of one pool at once (two threads): the loop stops and closes once, and its
+    wake-up fd is closed once (a second close of the number could hit a file opened since)."""
+    loop = LoopThread()
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def close() -> None:
+        start.wait()
+        try:
+            loop.stop()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=close) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert errors == [] and loop.loop.is_closed()

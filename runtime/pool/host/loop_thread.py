@@ -39,6 +39,8 @@ class LoopThread:
         self._inbox: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = (
             collections.deque())
         self._wake_pending = False
+        self._wake_lock = threading.Lock()  # the eventfd's writes and its close
+        self._stop_lock = threading.Lock()
         self._closed = False  # set by `stop` once the loop is closed, before it fails the inbox
         # by `submit`, not done yet: their coroutines (closed by `stop` if never run)
         self._submitted: dict[concurrent.futures.Future[Any], Coroutine[Any, Any, Any]] = {}
@@ -66,11 +68,12 @@ class LoopThread:
         if not self._wake_pending:
             self._wake_pending = True
             try:
-                if self._wake_fd >= 0:
-                    os.eventfd_write(self._wake_fd, 1)
-                else:
-                    self.loop.call_soon_threadsafe(self._drain)
-            except (OSError, RuntimeError):  # the loop is closed (or closing, the fd with it)
+                with self._wake_lock:  # once per wake-up: `stop` closes the fd under it
+                    if self._wake_fd >= 0:
+                        os.eventfd_write(self._wake_fd, 1)
+                    else:
+                        self.loop.call_soon_threadsafe(self._drain)
+            except (OSError, RuntimeError):  # the loop is closed (or closing)
                 self._refuse()
 
     def _refuse(self) -> None:
@@ -130,16 +133,22 @@ class LoopThread:
         return threading.current_thread() is self._thread
 
     def stop(self) -> None:
+        with self._stop_lock:  # two closes at once (two threads): one stops, one returns
+            self._stop()
+
+    def _stop(self) -> None:
         if self.loop.is_closed():
             return
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        with contextlib.suppress(RuntimeError):  # closed meanwhile
+            self.loop.call_soon_threadsafe(self.loop.stop)
         if not self.in_loop():
             self._thread.join(STOP_TIMEOUT_S)
             if not self._thread.is_alive():
-                if self._wake_fd >= 0:
-                    self.loop.remove_reader(self._wake_fd)
-                    os.close(self._wake_fd)
-                    self._wake_fd = -1
+                with self._wake_lock:  # no caller writes to the fd (or its number reused)
+                    fd, self._wake_fd = self._wake_fd, -1
+                if fd >= 0:
+                    self.loop.remove_reader(fd)
+                    os.close(fd)
                 self.loop.close()
                 # What was handed to the loop as it stopped never runs: its waiters must not
                 # wait for ever (a call or a stream's next batch racing with a pool's close).
