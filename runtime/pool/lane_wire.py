@@ -50,32 +50,30 @@ def worker_timeout(left: float) -> float:
 
 
 def lane_call(cid: int, req: Any, timeout: float | None) -> Call:
-    """Call ``cid`` as the worker gets it: with the deadline `worker_timeout` leaves it. A
+    """Call ``cid`` as the worker gets it: with the deadline `worker_timeout` leaves it (its
+    wall-clock form held to what an int64 holds: a "no deadline" of 1e10 s made protobuf
+    refuse the message, and wrapped the varint written by hand to a deadline long passed). A
     call with bytes arguments (inline: they may be large) is serialized here, once (`Wire`);
     others stay a LaneCall message, which is quicker for a small request (~1 µs a call)."""
-    if not req.binary_parameters:
-        if not timeout:
-            return pb.LaneCall(call_id=cid, request=req)
-        inner = worker_timeout(timeout)
-        return pb.LaneCall(call_id=cid, request=req, timeout_ms=inner * 1000,  # deadline_ns:
-                           deadline_unix_ns=min(time.time_ns() + int(inner * 1e9), _INT64_MAX))
-    body = req.SerializeToString()
-    head = b"\x08" + varint(cid) + b"\x12" + varint(len(body))
+    ms, deadline = 0.0, 0
     if timeout:
         inner = worker_timeout(timeout)
-        tail = b"\x19" + _DOUBLE.pack(inner * 1000) + b"\x20" + varint(deadline_ns(inner))
-    else:
-        tail = b""
+        ms, deadline = inner * 1000, min(time.time_ns() + int(inner * 1e9), _INT64_MAX)
+    if not req.binary_parameters:
+        return pb.LaneCall(call_id=cid, request=req, timeout_ms=ms, deadline_unix_ns=deadline)
+    body = req.SerializeToString()
+    head = b"\x08" + varint(cid) + b"\x12" + varint(len(body))
+    tail = b"\x19" + _DOUBLE.pack(ms) + b"\x20" + varint(deadline) if timeout else b""
     n = len(head) + len(body) + len(tail)
     tag = b"\x0a" + varint(n)
     return Wire(cid, len(tag) + n, (tag + head, body, tail))
 
 
-def deadline_ns(seconds: float) -> int:
-    """Wall-clock Unix time ``seconds`` from now, in ns, held to what an int64 holds: a
-    timeout centuries long (a "no deadline" of 1e10 s) would make protobuf refuse the
-    message, and its varint, written by hand, would wrap to a deadline already passed."""
-    return min(time.time_ns() + int(seconds * 1e9), _INT64_MAX)
+def _any_wire(calls: list[Call]) -> bool:
+    for c in calls:
+        if type(c) is Wire:
+            return True
+    return False
 
 
 def _parts(calls: list[Call]) -> list[bytes]:
@@ -85,10 +83,7 @@ def _parts(calls: list[Call]) -> list[bytes]:
 
 def request_frame(calls: list[Call]) -> bytes:
     """The frame of a LaneRequest carrying ``calls``."""
-    for c in calls:
-        if type(c) is Wire:
-            break
-    else:
+    if not _any_wire(calls):
         return encode(pb.LaneRequest(calls=calls))
     parts = _parts(calls)
     return b"".join([HEADER.pack(sum(map(len, parts))), *parts])
@@ -96,7 +91,7 @@ def request_frame(calls: list[Call]) -> bytes:
 
 def request_message(calls: list[Call]) -> Any:
     """The same LaneRequest as a message (the gRPC `CallLane` stream)."""
-    if not any(type(c) is Wire for c in calls):
+    if not _any_wire(calls):
         return pb.LaneRequest(calls=calls)
     return pb.LaneRequest.FromString(b"".join(_parts(calls)))
 
@@ -114,7 +109,7 @@ def batches(calls: list[Call], max_bytes: int) -> list[list[Call]]:
     out: list[list[Call]] = [[]]
     total = 0
     for call in calls:
-        n = call.size if type(call) is Wire else call.ByteSize()  # size(call), inline
+        n = call.size if type(call) is Wire else call.ByteSize()  # `size`, without a call
         if out[-1] and total + n > max_bytes:
             out.append([])
             total = 0
