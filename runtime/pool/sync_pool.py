@@ -244,8 +244,7 @@ class Pool(Facade):
         return stream
 
     def _drain(self, agen: AsyncGenerator[Any, None]) -> Iterator[Any]:
-        if self._loop.loop.is_closed():  # the pool closed before the stream was first read
-            raise ShutdownError(f"pool {self._core.name!r} closed while this stream was open")
+        # (a pool closed before the first read: ShutdownError from the loop thread's `run`)
         buffer: _Buffer = self._loop.run(_make_queue())
         closed = threading.Event()  # the core's stream has ended: its worker is free
         pump = _pump(agen, buffer, closed, self._loop)
@@ -344,10 +343,10 @@ async def _stats(core: PoolCore) -> PoolStats:
 
 
 class _Buffer(asyncio.Queue):  # type: ignore[type-arg]
-    """A stream's chunks between its pump (on the loop) and its consumer (another thread)."""
+    """A stream's chunks between its pump (on the loop) and its consumer (another thread):
+    an asyncio.Queue, whose items are in its deque ``_queue``."""
 
-    def _init(self, maxsize: int) -> None:  # asyncio.Queue's hook for its storage
-        self._queue: collections.deque[Any] = collections.deque()
+    _queue: collections.deque[Any]
 
     def end_now(self, last: Any) -> None:
         """Put ``last`` without waiting (a consumer blocked in `_take` wakes up); a full
