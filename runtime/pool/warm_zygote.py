@@ -179,8 +179,8 @@ def take(python: str, common_argv: list[str], env: dict[str, str]) -> Warm | Non
     try:
         warm.sock.send(json.dumps({"op": "load", "argv": common_argv, "env": env,
                                    "cwd": os.getcwd()}).encode())
-    except OSError:
-        _close(warm)
+    except OSError:  # it is no use: it ends off the caller's thread (a pool's loop)
+        threading.Thread(target=_close, args=(warm,), name="pit-warm-close", daemon=True).start()
         return None
     return warm
 
