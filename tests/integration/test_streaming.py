@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -261,11 +262,18 @@ def test_a_stream_opened_as_its_pool_closes_is_stopped_too(tmp_path: Path) -> No
 def test_a_stream_not_yet_read_when_its_pool_closes_raises_shutdown_error(
         tmp_path: Path) -> None:
     """Not RuntimeError('Event loop is closed') with a coroutine never awaited."""
+    with Pool(adapter=SAMPLE, size=1) as pool:
+        stream = _small_stream(pool, tmp_path)
+    _first_read_raises_shutdown_error(stream)
+
+
+def _small_stream(pool: Pool, tmp_path: Path) -> Any:
+    return pool.stream("watched_stream", {"n": 3, "size": 1, "progress": str(tmp_path / "p")})
+
+
+def _first_read_raises_shutdown_error(stream: Any) -> None:
     import warnings
 
-    with Pool(adapter=SAMPLE, size=1) as pool:
-        stream = pool.stream("watched_stream",
-                             {"n": 3, "size": 1, "progress": str(tmp_path / "p")})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # 'coroutine ... was never awaited'
         with pytest.raises(runtime.ShutdownError):
@@ -297,8 +305,6 @@ def test_a_stream_first_read_as_its_pool_closes_raises_shutdown_error(
     """The close (another thread) lands between the first read's buffer and its pump: the
     pump went to the closed loop by hand, which raised RuntimeError('Event loop is closed')
     with a coroutine never awaited, where the close promises ShutdownError."""
-    import warnings
-
     from runtime.pool import sync_pool
 
     pumped = sync_pool._pump
@@ -310,11 +316,6 @@ def test_a_stream_first_read_as_its_pool_closes_raises_shutdown_error(
 
     monkeypatch.setattr(sync_pool, "_pump", close_then_pump)
     try:
-        stream = pool.stream("watched_stream",
-                             {"n": 3, "size": 1, "progress": str(tmp_path / "p")})
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # 'coroutine ... was never awaited'
-            with pytest.raises(runtime.ShutdownError):
-                next(stream)
+        _first_read_raises_shutdown_error(_small_stream(pool, tmp_path))
     finally:
         pool.close()
